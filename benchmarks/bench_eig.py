@@ -1,0 +1,222 @@
+"""Benchmark of the k-th eigenvalue: torch.linalg vs raw CuPy vs kth_eigvalsh.
+
+    python benchmarks/bench_eig.py --cuda [--quick]   # on a GPU
+    python benchmarks/bench_eig.py --cpu              # on the 2-core CI-like CPU
+
+CUDA timings use CUDA events on torch's current stream after a warm-up; each
+number is the median of several repeats (ms per call, whole batch). Each row
+measures the baselines in the same run. Results as a markdown table on stdout
+and as JSON (--json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from skspectral import kth_eigvalsh, resolve_backend  # noqa: E402
+from skspectral.eig import _cupy_backend  # noqa: E402
+
+
+def sym_batch(B, n, dtype, device, seed=0):
+    g = torch.Generator(device=device).manual_seed(seed)
+    G = torch.randn(B, n, n, generator=g, device=device, dtype=dtype)
+    return (G + G.mT) / 2
+
+
+def time_cuda(fn, budget_s=0.25, max_reps=50):
+    fn()  # warm-up (compilation, handles, workspace)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    t0 = time.perf_counter()
+    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - t0 < budget_s):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def time_cpu(fn, budget_s=0.5, max_reps=30):
+    fn()
+    times = []
+    t0 = time.perf_counter()
+    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - t0 < budget_s):
+        s = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - s) * 1e3)
+    return statistics.median(times)
+
+
+def torch_fwd(A, k):
+    return lambda: torch.linalg.eigvalsh(A)[:, k]
+
+
+def torch_fwdbwd(A, k):
+    X = A.detach().requires_grad_(True)
+
+    def run():
+        X.grad = None
+        torch.linalg.eigvalsh(X)[:, k].sum().backward()
+
+    return run
+
+
+def ours_fwd(A, k, backend="auto"):
+    def run():
+        with torch.no_grad():
+            return kth_eigvalsh(A, k, backend=backend)
+
+    return run
+
+
+def ours_fwdbwd(A, k, backend="auto"):
+    X = A.detach().requires_grad_(True)
+
+    def run():
+        X.grad = None
+        kth_eigvalsh(X, k, backend=backend).sum().backward()
+
+    return run
+
+
+def cupy_fwd(A, k):
+    import cupy
+
+    def run():
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            return cupy.linalg.eigvalsh(cupy.from_dlpack(A))[:, k]
+
+    return run
+
+
+def cupy_fwdbwd(A, k):
+    import cupy
+
+    def run():
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            w, v = cupy.linalg.eigh(cupy.from_dlpack(A))
+            q = v[:, :, k]
+            return w[:, k], q[:, :, None] * q[:, None, :]
+
+    return run
+
+
+def versions():
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    try:
+        import cupy
+
+        info["cupy"] = cupy.__version__
+    except ImportError:
+        pass
+    info["cpu_threads"] = torch.get_num_threads()
+    return info
+
+
+def run_cuda(quick: bool):
+    ns = [8, 16, 32, 45, 64, 100, 128]
+    batches = [1, 64, 1024, 4096, 16384, 65536] if not quick else [1, 4096]
+    dtypes = [torch.float32, torch.float64]
+    have_cupy = _cupy_backend.is_available()
+    rows = []
+    # skip a torch config when a smaller batch already predicts > this per call
+    torch_limit_ms = 3000.0
+    for dtype in dtypes:
+        for n in ns:
+            torch_ms_per_matrix = {}
+            for B in batches:
+                A = sym_batch(B, n, dtype, "cuda")
+                k = n // 2
+                row = {"dtype": str(dtype)[6:], "n": n, "B": B, "auto": resolve_backend("cuda", n, dtype, B)}
+                for mode, t_fn, c_fn, o_fn in (
+                    ("fwd", torch_fwd, cupy_fwd, ours_fwd),
+                    ("fwdbwd", torch_fwdbwd, cupy_fwdbwd, ours_fwdbwd),
+                ):
+                    # torch's time per matrix only falls with B, so a smaller batch bounds it
+                    predicted = torch_ms_per_matrix.get(mode, 0) * B
+                    row[f"torch_{mode}"] = time_cuda(t_fn(A, k)) if predicted < torch_limit_ms else None
+                    if row[f"torch_{mode}"] is not None and B >= 64:
+                        torch_ms_per_matrix[mode] = row[f"torch_{mode}"] / B
+                    row[f"cupy_{mode}"] = time_cuda(c_fn(A, k)) if have_cupy else None
+                    row[f"auto_{mode}"] = time_cuda(o_fn(A, k))
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                del A
+                torch.cuda.empty_cache()
+    return rows
+
+
+def run_cpu(quick: bool):
+    import scipy.linalg.lapack as lapack
+
+    rows = []
+    batches = [1, 16, 256, 4096] if not quick else [16, 256]
+    for dtype in (torch.float32, torch.float64):
+        for n in [8, 15, 30, 45]:
+            for B in batches:
+                A = sym_batch(B, n, dtype, "cpu")
+                k = n // 2
+                row = {"dtype": str(dtype)[6:], "n": n, "B": B}
+                row["torch_fwd"] = time_cpu(torch_fwd(A, k))
+                row["torch_fwdbwd"] = time_cpu(torch_fwdbwd(A, k))
+                row["auto_fwd"] = time_cpu(ours_fwd(A, k))
+                row["auto_fwdbwd"] = time_cpu(ours_fwdbwd(A, k))
+                if B <= 256:  # the k-th pair only (LAPACK syevr), one call per matrix
+                    syevr = lapack.ssyevr if dtype == torch.float32 else lapack.dsyevr
+                    An = A.numpy()
+                    row["syevr_pair"] = time_cpu(lambda: [syevr(a, range="I", il=k + 1, iu=k + 1) for a in An])
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def fmt(x):
+    return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def table(rows, cols):
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    lines = [head]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c)) if isinstance(r.get(c), (float, type(None))) else str(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--cuda", action="store_true")
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json")
+    a = p.parse_args()
+    out = {"versions": versions(), "date": time.strftime("%Y-%m-%d")}
+    print(json.dumps(out["versions"]))
+    if a.cuda:
+        out["cuda"] = run_cuda(a.quick)
+        cols = ["dtype", "n", "B", "auto", "torch_fwd", "cupy_fwd", "auto_fwd", "torch_fwdbwd", "cupy_fwdbwd", "auto_fwdbwd"]
+        print("\nCUDA, ms per call (median):\n" + table(out["cuda"], cols))
+    if a.cpu:
+        out["cpu"] = run_cpu(a.quick)
+        cols = ["dtype", "n", "B", "torch_fwd", "auto_fwd", "torch_fwdbwd", "auto_fwdbwd", "syevr_pair"]
+        print("\nCPU, ms per call (median):\n" + table(out["cpu"], cols))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""skspectral: eigenvalue models as scikit-learn estimators, with a fast
+differentiable batched k-th eigenvalue on CPU and CUDA."""
+
+from .eig import kth_eigvalsh, resolve_backend
+from .model import SpectralModel
+from .regressor import SpectralRegressor
+
+__version__ = "0.1.0"
+__all__ = ["SpectralModel", "SpectralRegressor", "kth_eigvalsh", "resolve_backend", "__version__"]

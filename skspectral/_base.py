@@ -1,0 +1,273 @@
+"""What SpectralRegressor and SpectralClassifier share: parameters, data
+handling, the fit loop around the Trainer, pickling and prediction."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from ._device import resolve_device
+from ._training import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
+from .eig import BACKENDS, check_eigval_index
+from .eig._api import check_backend
+from .model import SpectralModel
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Rows of matrices evaluated at once in predict: bounds memory to ~64 MiB.
+_PREDICT_CHUNK_BYTES = 64 * 2**20
+
+
+def weighted_standardisation(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations; constant columns get scale 1."""
+    mean = np.average(values, axis=0, weights=weight)
+    var = np.average((values - mean) ** 2, axis=0, weights=weight)
+    scale = np.sqrt(var)
+    scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+    return mean, scale
+
+
+class SpectralEstimatorBase(BaseEstimator):
+    """Shared machinery; subclasses define the target handling and the loss."""
+
+    _parameter_constraints: dict = {
+        "dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "eigval_idx": [numbers.Integral, None],
+        "device": [str, torch.device],
+        "backend": [StrOptions(set(BACKENDS))],
+        "dtype": [StrOptions({"auto", "float32", "float64"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "spectral_penalty": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "clip_features": ["boolean"],
+    }
+
+    # ---- to be provided by subclasses -------------------------------------------------
+    def _n_models(self) -> int | None:  # None: one model with output shape (batch,)
+        raise NotImplementedError
+
+    def _loss(self, output, target, weight):
+        raise NotImplementedError
+
+    def _validation_score(self, output, target, weight):
+        raise NotImplementedError
+
+    # ---- resolution of device, dtype and sizes ----------------------------------------
+    def _resolve_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            # float64 on CPU: exact, reproducible sklearn behaviour at little cost;
+            # float32 on CUDA, where it is several times faster.
+            return torch.float32 if device.type == "cuda" else torch.float64
+        return _DTYPES[self.dtype]
+
+    def _batch_size(self, n_samples: int) -> int:
+        size = 200 if self.batch_size == "auto" else self.batch_size
+        return max(1, min(size, n_samples))
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    # ---- fitting ----------------------------------------------------------------------
+    def _prepare_fit(self, X: np.ndarray, y: np.ndarray, sample_weight, first_call: bool):
+        """Resolve device/backend, standardise, split, and build (or reuse) the model."""
+        self.eigval_idx_ = self.dim // 2 if self.eigval_idx is None else check_eigval_index(
+            self.eigval_idx, self.dim, "eigval_idx"
+        )
+        device = resolve_device(self.device)
+        dtype = self._resolve_dtype(device)
+        backend = check_backend(self.backend, device, self.dim, dtype)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
+        keep = sample_weight > 0  # a zero weight is the same as leaving the row out
+        X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
+
+        if first_call:
+            self.x_mean_, self.x_scale_ = weighted_standardisation(X, sample_weight)
+            self.x_min_, self.x_max_ = X.min(axis=0), X.max(axis=0)
+        seed = self._seed()
+        reuse = not first_call and getattr(self, "_module_state_", None) is not None
+        self.device_, self.dtype_, self.backend_ = str(device), str(dtype).replace("torch.", ""), backend
+        model = self._build_module(device, dtype, seed=None if reuse else seed)
+        Xs = (X - self.x_mean_) / self.x_scale_
+        return model, Xs, y, sample_weight, device, dtype, seed
+
+    def _build_module(self, device, dtype, seed=None) -> SpectralModel:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        model = SpectralModel(
+            self.n_features_in_,
+            self.dim,
+            self.eigval_idx_,
+            n_outputs=self._n_models(),
+            backend=self.backend_,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
+        if seed is None:  # warm start / partial_fit: continue from the fitted values
+            model.load_state_dict({k: torch.as_tensor(v) for k, v in self._module_state_.items()})
+        return model
+
+    def _to_device(self, array, device, dtype):
+        return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+    def _resumed_state(self) -> TrainingState:
+        """Counters and curves of the previous fit, to continue from (warm start, partial_fit)."""
+        state = getattr(self, "_training_state", None)
+        if state is not None:
+            return state
+        return TrainingState(n_iter=self.n_iter_, t=self.t_, loss_curve=list(self.loss_curve_))
+
+    def _run_training(self, model, Xs, target, weight, device, dtype, seed, *, max_iter, incremental, resume):
+        options = TrainingOptions(
+            learning_rate_init=self.learning_rate_init,
+            learning_rate_schedule=self.learning_rate_schedule,
+            batch_size=self._batch_size(Xs.shape[0]),
+            max_iter=max_iter,
+            shuffle=self.shuffle,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            verbose=bool(self.verbose),
+        )
+        n_train = Xs.shape[0]
+        rng = np.random.RandomState(seed)
+        validation = None
+        if self.early_stopping and not incremental:
+            n_val = int(round(self.validation_fraction * n_train))
+            if n_val < 1 or n_train - n_val < 1:
+                raise ValueError(
+                    f"early_stopping needs at least one training and one validation row; with {n_train} rows "
+                    f"and validation_fraction={self.validation_fraction} that is not possible."
+                )
+            order = rng.permutation(n_train)
+            val_rows, train_rows = order[:n_val], order[n_val:]
+            validation = Dataset(*(self._to_device(a[val_rows], device, dtype) for a in (Xs, target, weight)))
+            Xs, target, weight = Xs[train_rows], target[train_rows], weight[train_rows]
+        train = Dataset(*(self._to_device(a, device, dtype) for a in (Xs, target, weight)))
+
+        generator = torch.Generator(device=device).manual_seed(seed)
+        penalty = self._penalty_fn(model, float(weight.sum()))
+        state = self._resumed_state() if resume else None
+        trainer = Trainer(
+            model,
+            self._loss,
+            options,
+            generator,
+            score_fn=self._validation_score,
+            penalty_fn=penalty,
+            chunk_rows=self._chunk_rows(dtype),
+            state=state,
+        )
+        for _ in trainer.epochs(train, validation):
+            pass
+        self._training_state = trainer.state
+        self._store_fitted(model, trainer.state)
+        # The cosine schedule anneals to zero at max_iter: ending there is the plan.
+        if not incremental and not trainer.state.converged and self.learning_rate_schedule == "constant":
+            warnings.warn(
+                f"{type(self).__name__}: the maximum number of epochs (max_iter={max_iter}) was reached "
+                "and the optimisation has not converged yet; raise max_iter or learning_rate_init.",
+                ConvergenceWarning,
+            )
+        return self
+
+    def _penalty_fn(self, model: SpectralModel, total_weight: float):
+        alpha, spectral = float(self.alpha), float(self.spectral_penalty)
+        if alpha == 0 and spectral == 0:
+            return None
+
+        def penalty():
+            value = 0.0
+            if alpha:
+                # MLP's convention: alpha/2 * ||W||^2, scaled as one sample's worth per unit weight.
+                value = value + 0.5 * alpha * model.feature_matrices().square().sum() / total_weight
+            if spectral:
+                value = value + spectral * model.spectral_norms().sum()
+            return value
+
+        return penalty
+
+    def _store_fitted(self, model: SpectralModel, state: TrainingState) -> None:
+        self._module_state_ = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            mu = model.mu().detach().cpu().numpy().astype(np.float64)
+            A = model.feature_matrices().detach().cpu().numpy().astype(np.float64)
+        single = self._n_models() is None
+        self.mu_ = mu[0] if single else mu
+        self.feature_matrices_ = A[0] if single else A
+        self.n_iter_ = state.n_iter
+        self.t_ = state.t
+        self.loss_curve_ = list(state.loss_curve)
+        self.best_loss_ = None if self.early_stopping else state.best_loss
+        if self.early_stopping:
+            self.validation_scores_ = list(state.validation_scores)
+            self.best_validation_score_ = state.best_validation_score
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        self._module = model
+
+    # ---- prediction -------------------------------------------------------------------
+    def _chunk_rows(self, dtype: torch.dtype) -> int:
+        n_models = self._n_models() or 1
+        row_bytes = n_models * self.dim * self.dim * torch.finfo(dtype).bits // 8
+        return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
+
+    def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:
+        """The fitted device, or the CPU where it is gone (e.g. a CUDA model unpickled without a GPU)."""
+        device = torch.device(self.device_)
+        if device.type == "cuda" and (not torch.cuda.is_available() or device.index >= torch.cuda.device_count()):
+            device = torch.device("cpu")
+        backend = self.backend_ if device.type == "cuda" else "torch"
+        return device, _DTYPES[self.dtype_], backend
+
+    def _model_for_prediction(self) -> SpectralModel:
+        device, dtype, backend = self._predict_device()
+        model = getattr(self, "_module", None)
+        if model is None or model.weight.device != device or model.backend != backend:
+            model = SpectralModel(
+                self.n_features_in_, self.dim, self.eigval_idx_, n_outputs=self._n_models(),
+                backend=backend, dtype=dtype, device=device,
+            )
+            model.load_state_dict({k: torch.as_tensor(v) for k, v in self._module_state_.items()})
+            self._module = model
+        return model
+
+    def _raw_output(self, X: np.ndarray) -> np.ndarray:
+        """The model's eigenvalues for validated X, on the fitted device, as float64 numpy."""
+        check_is_fitted(self, "_module_state_")
+        model = self._model_for_prediction()
+        if self.clip_features:
+            # Tree models never extrapolate; neither do we past the training range.
+            X = np.clip(X, self.x_min_, self.x_max_)
+        Xs = (X - self.x_mean_) / self.x_scale_
+        Xt = self._to_device(Xs, model.weight.device, model.weight.dtype)
+        model.eval()
+        output = predict_in_chunks(model, Xt, self._chunk_rows(model.weight.dtype))
+        return output.cpu().numpy().astype(np.float64)
+
+    # ---- pickling: numpy only, no torch module or device state ------------------------
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_module", None)
+        state.pop("_training_state", None)
+        return state

@@ -1,0 +1,251 @@
+"""kth_eigvalsh: values, gradients, errors. Runs on CPU and, where present, CUDA."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skspectral import kth_eigvalsh, resolve_backend
+from skspectral.eig import _torch_backend
+
+from .conftest import DEVICES, available_backends
+
+CASES = [(d, b) for d in DEVICES for b in available_backends(d)]
+TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
+
+
+def random_symmetric(shape, n, dtype, device, generator):
+    G = torch.randn(*shape, n, n, dtype=torch.float64, generator=generator)
+    return ((G + G.mT) / 2).to(dtype=dtype, device=device)
+
+
+def reference(A, k, lower=True):
+    return torch.linalg.eigvalsh(A.double().cpu(), UPLO="L" if lower else "U")[..., k]
+
+
+def assert_close_to_reference(got, A, k, lower=True):
+    ref = reference(A, k, lower)
+    assert got.shape == ref.shape and got.dtype == A.dtype and got.device == A.device
+    # relative to the matrix scale: eigenvalues near 0 have no relative accuracy
+    scale = torch.linalg.matrix_norm(A.double().cpu(), ord=2).clamp_min(1.0) if A.numel() else 1.0
+    err = ((got.double().cpu() - ref).abs() / scale).max() if ref.numel() else 0.0
+    assert err <= TOL[A.dtype] * max(1, A.shape[-1]) ** 0.5, f"error {err}"
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.sampled_from([1, 2, 3, 8, 16, 31, 33, 45, 64, 100, 128]),
+    batch_shape=st.sampled_from([(), (1,), (5,), (3, 4), (2, 0)]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    k_frac=st.floats(0, 0.999),
+    negative=st.booleans(),
+    lower=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_values_match_float64_reference(device, backend, n, batch_shape, dtype, k_frac, negative, lower, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(*batch_shape, n, n, dtype=torch.float64, generator=g).to(dtype=dtype, device=device)
+    k = int(k_frac * n) - (n if negative else 0)
+    # non-symmetric input on purpose: only one triangle may be read
+    got = kth_eigvalsh(A, k, lower=lower, backend=backend)
+    assert_close_to_reference(got, A, k, lower)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_large_batch_through_cpu_pool_matches_reference(device, backend):
+    g = torch.Generator().manual_seed(0)
+    A = random_symmetric((300,), 45, torch.float64, device, g)
+    assert_close_to_reference(kth_eigvalsh(A, 7, backend=backend), A, 7)
+    A.requires_grad_(True)
+    assert_close_to_reference(kth_eigvalsh(A, -3, backend=backend).detach(), A.detach(), -3)
+
+
+def test_cpu_pool_is_used_and_agrees_with_inline(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    A = random_symmetric((64,), 30, torch.float64, "cpu", g)
+    pooled = kth_eigvalsh(A, 3)
+    monkeypatch.setattr(_torch_backend, "_PARALLEL_MIN_WORK", float("inf"))
+    inline = kth_eigvalsh(A, 3)
+    torch.testing.assert_close(pooled, inline, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_non_contiguous_input(device, backend):
+    g = torch.Generator().manual_seed(2)
+    A = random_symmetric((6,), 40, torch.float64, device, g).transpose(0, 1)[:, ::2]  # (40, 3, 40) view
+    A = A.transpose(0, 1)  # (3, 40, 40), not contiguous
+    assert not A.is_contiguous()
+    assert_close_to_reference(kth_eigvalsh(A, 5, backend=backend), A, 5)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+@pytest.mark.parametrize("n,k", [(5, 2), (12, -1), (40, 0), (45, 22)])
+def test_gradcheck_simple_eigenvalues(device, backend, n, k):
+    g = torch.Generator().manual_seed(n)
+    M = torch.randn(2, n, n, dtype=torch.float64, generator=g, device="cpu").to(device).requires_grad_(True)
+
+    def f(M):  # the op reads one triangle but returns the symmetric gradient
+        return kth_eigvalsh((M + M.mT) / 2, k, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (M,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_gradient_matches_torch_eigvalsh(device, backend):
+    g = torch.Generator().manual_seed(3)
+    A = random_symmetric((4,), 20, torch.float64, device, g).requires_grad_(True)
+    (kth_eigvalsh(A, 6, backend=backend) * torch.arange(1.0, 5.0, dtype=A.dtype, device=device)).sum().backward()
+    B = A.detach().clone().requires_grad_(True)
+    (torch.linalg.eigvalsh(B)[:, 6] * torch.arange(1.0, 5.0, dtype=A.dtype, device=device)).sum().backward()
+    torch.testing.assert_close(A.grad, B.grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_repeated_eigenvalue_gives_clarke_element(device, backend, dtype):
+    g = torch.Generator().manual_seed(4)
+    n, k = 9, 4
+    Q, _ = torch.linalg.qr(torch.randn(3, n, n, dtype=torch.float64, generator=g))
+    spectrum = torch.tensor([-3.0, -2.0, -1.0, 0.5, 1.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)  # k=4 is double
+    A = (Q * spectrum) @ Q.mT
+    A = A.to(dtype=dtype, device=device).requires_grad_(True)
+    upstream = torch.tensor([1.0, -2.0, 0.5], dtype=dtype, device=device)
+    value = kth_eigvalsh(A, k, backend=backend)
+    torch.testing.assert_close(value.double().cpu(), torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    (value * upstream).sum().backward()
+    G = A.grad.double().cpu()
+    u = upstream.double().cpu()
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(G, G.mT, atol=tol, rtol=0)
+    torch.testing.assert_close(torch.diagonal(G, dim1=-2, dim2=-1).sum(-1), u, atol=tol, rtol=0)
+    for Gi, ui in zip(G, u):
+        eig = torch.linalg.eigvalsh(Gi / ui)  # rank one PSD: one eigenvalue 1, the rest 0
+        torch.testing.assert_close(eig, torch.cat([torch.zeros(n - 1), torch.ones(1)]).double(), atol=tol * 10, rtol=0)
+    # Clarke: G/u = q q^T with q in the eigenspace of lambda=1, so (A - I) G = 0
+    residual = (A.detach().double().cpu() - torch.eye(n, dtype=torch.float64)) @ (G / u[:, None, None])
+    assert residual.abs().max() < tol * 100
+
+
+def test_backends_agree_up_to_sign_on_cuda():
+    pytest.importorskip("cupy")
+    if "cuda" not in DEVICES or len(available_backends("cuda")) < 2:
+        pytest.skip("needs CUDA and CuPy")
+    g = torch.Generator().manual_seed(5)
+    A = random_symmetric((64,), 45, torch.float64, "cuda", g)
+    grads = []
+    values = []
+    for backend in ("torch", "cupy"):
+        X = A.clone().requires_grad_(True)
+        v = kth_eigvalsh(X, 20, backend=backend)
+        v.sum().backward()
+        values.append(v.detach())
+        grads.append(X.grad)  # q q^T: independent of the eigenvector's sign
+    torch.testing.assert_close(values[0], values[1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_without_grad_only_eigenvalues_are_computed(device, backend, monkeypatch):
+    from skspectral.eig import _api
+
+    module = _api._backend_module(backend)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("eigenvectors computed without grad")
+
+    monkeypatch.setattr(module, "eigh_k", forbidden)
+    A = random_symmetric((3,), 10, torch.float64, device, torch.Generator().manual_seed(6))
+    kth_eigvalsh(A, 2, backend=backend)
+    with torch.no_grad():
+        kth_eigvalsh(A.requires_grad_(True), 2, backend=backend)
+
+
+def test_double_backward_is_a_clear_error():
+    A = random_symmetric((2,), 6, torch.float64, "cpu", torch.Generator().manual_seed(7)).requires_grad_(True)
+    with pytest.raises(RuntimeError, match="differentiable once: double backward"):
+        torch.autograd.grad(kth_eigvalsh(A, 1).sum(), A, create_graph=True)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_nan_and_inf_give_nan_for_that_matrix_only(device, backend):
+    A = random_symmetric((4,), 35, torch.float64, device, torch.Generator().manual_seed(8))
+    A[1, 5, 2] = float("nan")  # lower triangle: read
+    A[2, 3, 9] = float("inf")  # upper triangle: ignored with lower=True
+    A[3, 9, 3] = float("-inf")
+    out = kth_eigvalsh(A, 10, backend=backend)
+    assert torch.isnan(out[1]) and torch.isnan(out[3])
+    assert torch.isfinite(out[[0, 2]]).all()
+    Ad = A.clone()
+    Ad[2, 3, 9] = 0.0
+    assert_close_to_reference(out[[0, 2]], Ad[[0, 2]], 10)
+    X = A.clone().requires_grad_(True)
+    kth_eigvalsh(X, 10, backend=backend).sum().backward()
+    assert torch.isnan(X.grad[1]).all() and torch.isfinite(X.grad[0]).all()
+
+
+def test_empty_batch_and_one_by_one():
+    A = torch.zeros(0, 4, 4, requires_grad=True)
+    out = kth_eigvalsh(A, 1)
+    assert out.shape == (0,)
+    out.sum().backward()
+    assert A.grad.shape == A.shape
+    B = torch.tensor([[[3.5]], [[-1.0]]], dtype=torch.float64)
+    torch.testing.assert_close(kth_eigvalsh(B, 0), torch.tensor([3.5, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(kth_eigvalsh(B, -1), torch.tensor([3.5, -1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "A,k,kwargs,error,match",
+    [
+        (torch.ones(3), 0, {}, ValueError, "square"),
+        (torch.ones(3, 4), 0, {}, ValueError, "square"),
+        (torch.ones(2, 3, 3, dtype=torch.int64), 0, {}, ValueError, "float32 or float64"),
+        (torch.ones(3, 3, dtype=torch.complex64), 0, {}, ValueError, "float32 or float64"),
+        (torch.ones(3, 3, dtype=torch.float16), 0, {}, ValueError, "float32 or float64"),
+        (torch.ones(3, 3), 3, {}, ValueError, r"out of range .* \[-3, 2\]"),
+        (torch.ones(3, 3), -4, {}, ValueError, "out of range"),
+        (torch.ones(3, 3), 1.0, {}, TypeError, "integer"),
+        (torch.ones(3, 3), True, {}, TypeError, "integer"),
+        (np.ones((3, 3)), 0, {}, TypeError, "torch.as_tensor"),
+        (torch.ones(3, 3), 0, {"backend": "magma"}, ValueError, "backend must be one of"),
+        (torch.ones(3, 3), 0, {"backend": "cupy"}, ValueError, "CUDA tensors"),
+        (torch.ones(3, 3), 0, {"lower": "L"}, TypeError, "lower"),
+    ],
+)
+def test_errors(A, k, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        kth_eigvalsh(A, k, **kwargs)
+
+
+def test_cupy_missing_says_which_extra(monkeypatch):
+    import builtins
+
+    from skspectral.eig import _api
+
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    with pytest.raises(ImportError, match=r"skspectral\[cuda12\]"):
+        _api.check_backend("cupy", torch.device("cuda"), 45, torch.float32)
+
+
+def test_resolve_backend_on_cpu():
+    assert resolve_backend("cpu", 45, torch.float32) == "torch"
+    assert resolve_backend(torch.device("cpu"), 3, torch.float64) == "torch"
+
+
+def test_model_gradients_flow_through_batch_dims():
+    # (batch, outputs, n, n) as the classifier uses it
+    g = torch.Generator().manual_seed(9)
+    A = random_symmetric((5, 3), 7, torch.float64, "cpu", g).requires_grad_(True)
+    out = kth_eigvalsh(A, 3)
+    assert out.shape == (5, 3)
+    out.sum().backward()
+    assert A.grad.shape == (5, 3, 7, 7)

@@ -1,0 +1,102 @@
+"""CUDA-only behaviour: streams, devices, no host sync, estimators on the GPU.
+
+Skipped without CUDA (CI); run on a GPU before calling GPU work done."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from skspectral import SpectralRegressor, kth_eigvalsh, resolve_backend
+
+from .conftest import available_backends, requires_cuda
+
+pytestmark = requires_cuda
+
+
+def _sym(batch, n, dtype=torch.float32, device="cuda", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(batch, n, n, generator=g, dtype=torch.float64)
+    return ((G + G.mT) / 2).to(dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("backend", available_backends("cuda"))
+def test_result_is_ready_on_a_side_stream(backend):
+    A = _sym(2048, 45)
+    ref = torch.linalg.eigvalsh(A.double().cpu())[:, 11]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            # long work queued first: a result read off the wrong stream would be stale
+            B = A @ A
+            out = kth_eigvalsh(A, 11, backend=backend)
+            consumed = out * 2.0  # used on torch's stream at once
+        host = consumed.cpu()
+    torch.testing.assert_close(host.double() / 2, ref, atol=1e-4, rtol=1e-5)
+    del B
+
+
+@pytest.mark.parametrize("backend", [b for b in available_backends("cuda") if b != "torch"])
+def test_forward_backward_do_not_synchronise(backend):  # torch.linalg itself syncs to check errors
+    A = _sym(256, 45).requires_grad_(True)
+    kth_eigvalsh(A, 3, backend=backend).sum().backward()  # warm-up: module loads, handles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        A.grad = None
+        out = kth_eigvalsh(A, 3, backend=backend)
+        out.sum().backward()
+        with torch.no_grad():
+            kth_eigvalsh(A, 3, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert A.grad is not None
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("backend", available_backends("cuda"))
+def test_second_device(backend):
+    A = _sym(64, 40, device="cuda:1").requires_grad_(True)
+    out = kth_eigvalsh(A, 5, backend=backend)
+    assert out.device == torch.device("cuda:1")
+    out.sum().backward()
+    assert A.grad.device == torch.device("cuda:1")
+    torch.testing.assert_close(out.detach().double().cpu(), torch.linalg.eigvalsh(A.detach().double().cpu())[:, 5], atol=1e-4, rtol=1e-5)
+
+
+def test_auto_backend_on_cuda():
+    name = resolve_backend("cuda", 45, torch.float32)
+    assert name in available_backends("cuda")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(600, 6)) * [1, 10, 100, 0.1, 1, 5]
+    y = np.sin(X[:, 0]) + 0.01 * X[:, 1] ** 2 + X[:, 3] * 3 + 0.1 * rng.normal(size=600)
+    return X, y
+
+
+def test_fit_predict_on_cuda_close_to_cpu(data):
+    X, y = data
+    # float64 on both; training amplifies rounding differences, so few epochs
+    params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False)
+    gpu = SpectralRegressor(device="cuda", **params).fit(X, y)
+    cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
+    assert gpu.device_.startswith("cuda") and cpu.device_ == "cpu"
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
+    long_fit = SpectralRegressor(device="cuda", dim=8, max_iter=40, random_state=0).fit(X, y)
+    assert long_fit.score(X, y) > 0.8
+
+
+def test_cuda_fitted_pickle_predicts_on_cpu(data, monkeypatch):
+    X, y = data
+    est = SpectralRegressor(dim=8, max_iter=5, random_state=0, device="cuda").fit(X, y)
+    expected = est.predict(X)
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(blob)
+    assert loaded._predict_device()[0].type == "cpu"
+    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-4, atol=1e-5)
