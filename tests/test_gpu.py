@@ -87,7 +87,7 @@ def test_fit_predict_on_cuda_close_to_cpu(data):
     cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
     assert gpu.device_.startswith("cuda") and cpu.device_ == "cpu"
     np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
-    long_fit = SpectralRegressor(device="cuda", dim=8, max_iter=40, random_state=0).fit(X, y)
+    long_fit = SpectralRegressor(device="cuda", dim=8, max_iter=40, learning_rate_init=0.02, random_state=0).fit(X, y)
     assert long_fit.score(X, y) > 0.8
 
 
