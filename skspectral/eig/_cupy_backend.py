@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 
 import torch
 
@@ -40,12 +41,21 @@ def import_cupy():
     return cupy
 
 
+@functools.lru_cache(maxsize=64)
+def _cupy_stream(pointer: int, index: int):
+    """CuPy's view of one torch stream, made once: construction is not free."""
+    cupy = import_cupy()
+    with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(pointer, index)
+
+
 @contextlib.contextmanager
 def _on_torch_stream(device: torch.device):
     cupy = import_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = torch.cuda.current_stream(index)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+    stream = _cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
+    with cupy.cuda.Device(index), stream:
         yield cupy
 
 
