@@ -2,8 +2,9 @@
 differentiable batched k-th eigenvalue on CPU and CUDA."""
 
 from .eig import kth_eigvalsh, resolve_backend
+from .classifier import SpectralClassifier
 from .model import SpectralModel
 from .regressor import SpectralRegressor
 
 __version__ = "0.1.0"
-__all__ = ["SpectralModel", "SpectralRegressor", "kth_eigvalsh", "resolve_backend", "__version__"]
+__all__ = ["SpectralClassifier", "SpectralModel", "SpectralRegressor", "kth_eigvalsh", "resolve_backend", "__version__"]

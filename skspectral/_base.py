@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._device import resolve_device
 from ._training import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
@@ -69,6 +69,28 @@ class SpectralEstimatorBase(BaseEstimator):
 
     def _validation_score(self, output, target, weight):
         raise NotImplementedError
+
+    def _encode_target(self, y, first_call: bool, classes=None) -> np.ndarray:
+        """Validated y as a float64 array for training (labels as class indices)."""
+        raise NotImplementedError
+
+    def _training_target(self, y: np.ndarray, weight: np.ndarray, first_call: bool):
+        """(target, weight) as the loss sees them: e.g. standardised y, class-weighted rows."""
+        raise NotImplementedError
+
+    _y_numeric = False
+
+    # ---- the fit skeleton -------------------------------------------------------------
+    def _fit(self, X, y, sample_weight, *, first_call, incremental, classes=None):
+        X, y = validate_data(self, X, y, reset=first_call, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
+        X = X.astype(np.float64, copy=False)
+        y = self._encode_target(y, first_call, classes)
+        model, Xs, y, weight, device, dtype, seed = self._prepare_fit(X, y, sample_weight, first_call)
+        target, weight = self._training_target(y, weight, first_call)
+        return self._run_training(
+            model, Xs, target, weight, device, dtype, seed,
+            max_iter=1 if incremental else self.max_iter, incremental=incremental, resume=not first_call,
+        )
 
     # ---- resolution of device, dtype and sizes ----------------------------------------
     def _resolve_dtype(self, device: torch.device) -> torch.dtype:

@@ -166,19 +166,16 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         first_call = not hasattr(self, "_module_state_")
         return self._fit(X, y, sample_weight, first_call=first_call, incremental=True)
 
-    def _fit(self, X, y, sample_weight, *, first_call, incremental):
-        X, y = validate_data(self, X, y, reset=first_call, y_numeric=True, dtype=[np.float64, np.float32])
-        X = X.astype(np.float64, copy=False)
-        y = column_or_1d(y, warn=True).astype(np.float64)
-        model, Xs, y, weight, device, dtype, seed = self._prepare_fit(X, y, sample_weight, first_call)
+    _y_numeric = True
+
+    def _encode_target(self, y, first_call, classes=None):
+        return column_or_1d(y, warn=True).astype(np.float64)
+
+    def _training_target(self, y, weight, first_call):
         if first_call:
             y_mean, y_scale = weighted_standardisation(y[:, None], weight)
             self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
-        ys = (y - self.y_mean_) / self.y_scale_
-        return self._run_training(
-            model, Xs, ys, weight, device, dtype, seed,
-            max_iter=1 if incremental else self.max_iter, incremental=incremental, resume=not first_call,
-        )
+        return (y - self.y_mean_) / self.y_scale_, weight
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,), in y's units."""

@@ -3,9 +3,9 @@
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skspectral import SpectralRegressor
+from skspectral import SpectralClassifier, SpectralRegressor
 
-ESTIMATORS = [SpectralRegressor()]
+ESTIMATORS = [SpectralRegressor(), SpectralClassifier()]
 
 
 def expected_failed_checks(estimator):

@@ -100,3 +100,18 @@ def test_cuda_fitted_pickle_predicts_on_cpu(data, monkeypatch):
     loaded = pickle.loads(blob)
     assert loaded._predict_device()[0].type == "cpu"
     np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_classifier_on_cuda_and_pickled_to_cpu(monkeypatch):
+    from sklearn.datasets import load_iris
+
+    from skspectral import SpectralClassifier
+
+    X, y = load_iris(return_X_y=True)
+    est = SpectralClassifier(dim=5, max_iter=60, learning_rate_init=0.02, random_state=0, device="cuda").fit(X, y)
+    assert est.device_.startswith("cuda") and est.score(X, y) > 0.9
+    proba = est.predict_proba(X)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    np.testing.assert_allclose(pickle.loads(blob).predict_proba(X), proba, rtol=1e-4, atol=1e-6)

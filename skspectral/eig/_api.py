@@ -81,37 +81,12 @@ def _check_matrices(A) -> int:
     return A.shape[-1]
 
 
-def _replace_nonfinite(A: torch.Tensor, lower: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Zero the matrices with NaN/inf in the triangle that is read; their results become NaN.
-
-    torch.linalg raises on them and cuSOLVER's Jacobi solver returns finite
-    garbage (checked on an H200, benchmarks/probe_nonfinite.py). Returns the
-    cleaned batch and the mask (None when nothing needs masking). On CUDA
-    the mask stays on the device: no host synchronisation.
-    """
-    if A.device.type == "cpu" and bool(torch.isfinite(A).all()):
-        return A, None
-    nonfinite = torch.isfinite(A).logical_not_()
-    nonfinite = nonfinite.tril_() if lower else nonfinite.triu_()
-    bad = nonfinite.flatten(1).any(dim=1)
-    return A.masked_fill(bad[:, None, None], 0.0), bad
-
-
-def _restore_nan(values: torch.Tensor, bad: torch.Tensor | None) -> torch.Tensor:
-    if bad is None:
-        return values
-    return values.masked_fill(bad.view(bad.shape + (1,) * (values.dim() - 1)), float("nan"))
-
-
 def _values(A: torch.Tensor, k: int, lower: bool, backend: str) -> torch.Tensor:
-    A, bad = _replace_nonfinite(A, lower)
-    return _restore_nan(_backend_module(backend).eigvalsh_k(A, k, lower), bad)
+    return _backend_module(backend).eigvalsh_k(A, k, lower)
 
 
 def _pairs(A: torch.Tensor, k: int, lower: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    A, bad = _replace_nonfinite(A, lower)
-    value, vector = _backend_module(backend).eigh_k(A, k, lower)
-    return _restore_nan(value, bad), _restore_nan(vector, bad)
+    return _backend_module(backend).eigh_k(A, k, lower)
 
 
 class _KthEigvalsh(torch.autograd.Function):

@@ -1,10 +1,13 @@
 """The CuPy backend: cuSOLVER's batched Jacobi eigensolver through DLPack.
 
 torch (<= 2.11) loops over matrices for n > 32 on CUDA; CuPy hands the whole
-batch to cuSOLVER. Tensors are shared zero-copy through DLPack, and all CuPy
+batch to cuSOLVER. The input is shared zero-copy through DLPack, and all CuPy
 work is queued on torch's current stream of the tensor's own device, so no
 host synchronisation is needed and the result is usable on that stream at
-once.
+once. One small kernel then gathers the k-th pair into torch-allocated
+outputs and writes NaN for matrices with NaN/inf in the triangle that is read
+(cuSOLVER's Jacobi returns finite garbage for them; see
+benchmarks/probe_nonfinite.py), in place of half a dozen torch/CuPy calls.
 """
 
 from __future__ import annotations
@@ -13,13 +16,45 @@ import contextlib
 import functools
 import warnings
 
+import numpy as np
 import torch
-
 
 INSTALL_HINT = (
     "install the CUDA extra matching your CUDA toolkit: "
     "pip install 'skspectral[cuda12]' (CUDA 12) or 'skspectral[cuda13]' (CUDA 13)"
 )
+
+# One block per matrix: flag a non-finite entry of the triangle that is read,
+# then copy lambda_k and column k of V (or NaN).
+_GATHER_SOURCE = r"""
+extern "C" __global__ void gather_kth(
+    const SCALAR* __restrict__ A, const SCALAR* __restrict__ w, const SCALAR* __restrict__ V,
+    SCALAR* __restrict__ value, SCALAR* __restrict__ vector,
+    const int n, const int k, const int lower,
+    const long long w_batch, const long long w_index,
+    const long long v_batch, const long long v_row, const long long v_col)
+{
+    const long long b = blockIdx.x;
+    const SCALAR* a = A + b * (long long)n * n;
+    __shared__ int bad;
+    if (threadIdx.x == 0) bad = 0;
+    __syncthreads();
+    int local = 0;
+    for (int idx = threadIdx.x; idx < n * n; idx += blockDim.x) {
+        const int i = idx / n, j = idx - (idx / n) * n;
+        const bool read = lower ? (j <= i) : (j >= i);
+        if (read && !isfinite(a[idx])) local = 1;
+    }
+    if (local) bad = 1;
+    __syncthreads();
+    const SCALAR nan_value = (SCALAR)nan("");
+    if (threadIdx.x == 0) value[b] = bad ? nan_value : w[b * w_batch + k * w_index];
+    if (vector != nullptr) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            vector[b * n + i] = bad ? nan_value : V[b * v_batch + i * v_row + k * v_col];
+    }
+}
+"""
 
 
 @functools.cache
@@ -50,6 +85,12 @@ def _cupy_stream(pointer: int, index: int):
         return cupy.cuda.ExternalStream(pointer, index)
 
 
+@functools.lru_cache(maxsize=4)
+def _gather_kernel(scalar: str):
+    cupy = import_cupy()
+    return cupy.RawKernel(_GATHER_SOURCE.replace("SCALAR", scalar), "gather_kth")
+
+
 @contextlib.contextmanager
 def _on_torch_stream(device: torch.device):
     cupy = import_cupy()
@@ -63,18 +104,44 @@ def _uplo(lower: bool) -> str:
     return "L" if lower else "U"
 
 
+def _gather(A, values, vectors, k, lower, want_vector):
+    """Launch gather_kth; outputs are torch tensors on A's device."""
+    B, n = A.shape[0], A.shape[-1]
+    value = torch.empty(B, dtype=A.dtype, device=A.device)
+    vector = torch.empty(B, n, dtype=A.dtype, device=A.device) if want_vector else None
+    item = values.itemsize
+    w_strides = [s // item for s in values.strides]
+    v_strides = [s // item for s in vectors.strides] if want_vector else [0, 0, 0]
+    scalar = "float" if A.dtype == torch.float32 else "double"
+    _gather_kernel(scalar)(
+        (B,),
+        (64,),
+        (
+            np.uint64(A.data_ptr()),
+            values,
+            vectors if want_vector else values,
+            np.uint64(value.data_ptr()),
+            np.uint64(vector.data_ptr() if want_vector else 0),
+            np.int32(n),
+            np.int32(k),
+            np.int32(lower),
+            np.int64(w_strides[0]),
+            np.int64(w_strides[1]),
+            *(np.int64(s) for s in v_strides),
+        ),
+    )
+    return value, vector
+
+
 def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
-    """k-th eigenvalue of each matrix of a contiguous CUDA (B, n, n) batch."""
+    """k-th eigenvalue of each matrix of a contiguous CUDA (B, n, n) batch; NaN where A is not finite."""
     with _on_torch_stream(A.device) as cupy:
         values = cupy.linalg.eigvalsh(cupy.from_dlpack(A), UPLO=_uplo(lower))
-        return torch.from_dlpack(cupy.ascontiguousarray(values[:, k]))
+        return _gather(A, values, None, k, lower, want_vector=False)[0]
 
 
 def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CUDA batch."""
     with _on_torch_stream(A.device) as cupy:
         values, vectors = cupy.linalg.eigh(cupy.from_dlpack(A), UPLO=_uplo(lower))
-        # Copy out the k-th column so the (B, n, n) eigenvector buffer is freed now.
-        value = cupy.ascontiguousarray(values[:, k])
-        vector = cupy.ascontiguousarray(vectors[:, :, k])
-        return torch.from_dlpack(value), torch.from_dlpack(vector)
+        return _gather(A, values, vectors, k, lower, want_vector=True)

@@ -74,11 +74,32 @@ def _map_batch(fn, A: torch.Tensor, k: int, lower: bool):
     return torch.cat(parts)
 
 
+def _replace_nonfinite(A: torch.Tensor, lower: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Zero the matrices with NaN/inf in the triangle that is read (torch.linalg
+    raises on them); returns the batch and the mask, None when all is finite.
+    On CUDA the mask stays on the device: no host synchronisation here."""
+    if A.device.type == "cpu" and bool(torch.isfinite(A).all()):
+        return A, None
+    nonfinite = torch.isfinite(A).logical_not_()
+    nonfinite = nonfinite.tril_() if lower else nonfinite.triu_()
+    bad = nonfinite.flatten(1).any(dim=1)
+    return A.masked_fill(bad[:, None, None], 0.0), bad
+
+
+def _restore_nan(values: torch.Tensor, bad: torch.Tensor | None) -> torch.Tensor:
+    if bad is None:
+        return values
+    return values.masked_fill(bad.view(bad.shape + (1,) * (values.dim() - 1)), float("nan"))
+
+
 def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
-    """k-th eigenvalue of each matrix of a contiguous (B, n, n) batch; k >= 0."""
-    return _map_batch(_values_k, A, k, lower)
+    """k-th eigenvalue of each matrix of a contiguous (B, n, n) batch; NaN where A is not finite."""
+    A, bad = _replace_nonfinite(A, lower)
+    return _restore_nan(_map_batch(_values_k, A, k, lower), bad)
 
 
 def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous batch."""
-    return _map_batch(_pair_k, A, k, lower)
+    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous batch; NaN where A is not finite."""
+    A, bad = _replace_nonfinite(A, lower)
+    value, vector = _map_batch(_pair_k, A, k, lower)
+    return _restore_nan(value, bad), _restore_nan(vector, bad)

@@ -1,0 +1,186 @@
+"""SpectralClassifier: binary and multiclass classification with eigenvalue models."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from sklearn.utils._param_validation import StrOptions
+
+from ._base import SpectralEstimatorBase
+from ._training import weighted_mean
+
+
+class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
+    """Classification with eigenvalue models.
+
+    Binary: the logit is f(x) = lambda_k(diag(mu) + sum_i x_i A_i), trained
+    with log-loss (an affine scale of the logit is absorbed by mu and A_i:
+    lambda_k(cM + bI) = c lambda_k(M) + b for c > 0). Multiclass: one matrix
+    per class, all evaluated in one batched eigen call of shape
+    (batch, n_classes, dim, dim); their k-th eigenvalues are the logits of a
+    softmax cross-entropy (the eigenvalues of one matrix are ordered, so they
+    could not serve as free logits).
+
+    Parameters are those of :class:`SpectralRegressor`, except that
+    ``alpha`` defaults to 1e-3: on separable data log-loss drives the logits
+    to infinity; a little L2 keeps them finite, the probabilities calibrated
+    and the fits reproducible (weighting and repeating rows agree). Plus
+    ``class_weight`` (None, "balanced" or a dict label -> weight, multiplying
+    sample_weight). With ``early_stopping``, the validation score is accuracy.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    mu_ : ndarray of shape (dim,) for binary, (n_classes, dim) for multiclass
+    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim) for binary,
+        (n_classes, n_features_in_, dim, dim) for multiclass
+    device_, backend_, dtype_, n_iter_, loss_curve_, validation_scores_,
+    best_validation_score_, x_mean_, x_scale_, x_min_, x_max_ : as SpectralRegressor.
+    """
+
+    _parameter_constraints = {
+        **SpectralEstimatorBase._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        dim=15,
+        eigval_idx=None,
+        *,
+        device="auto",
+        backend="auto",
+        dtype="auto",
+        learning_rate_init=0.005,
+        learning_rate_schedule="cosine",
+        batch_size="auto",
+        max_iter=140,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        alpha=1e-3,
+        spectral_penalty=0.0,
+        verbose=False,
+        warm_start=False,
+        clip_features=True,
+        class_weight=None,
+    ):
+        self.dim = dim
+        self.eigval_idx = eigval_idx
+        self.device = device
+        self.backend = backend
+        self.dtype = dtype
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate_schedule = learning_rate_schedule
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.alpha = alpha
+        self.spectral_penalty = spectral_penalty
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.clip_features = clip_features
+        self.class_weight = class_weight
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        return tags
+
+    # ---- target and loss ----------------------------------------------------------------
+    def _n_models(self):
+        return None if len(self.classes_) <= 2 else len(self.classes_)
+
+    def _encode_target(self, y, first_call, classes=None):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if first_call:
+            encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
+            self.classes_ = encoder.classes_
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}."
+                )
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y holds labels {unknown.tolist()} not among classes_ {self.classes_.tolist()}.")
+        return np.searchsorted(self.classes_, y).astype(np.float64)
+
+    def _training_target(self, y, weight, first_call):
+        if self.class_weight is not None:
+            class_weight = self.class_weight
+            if isinstance(class_weight, dict):  # keys are labels; compute_sample_weight sees indices
+                class_weight = {int(np.searchsorted(self.classes_, label)): w for label, w in class_weight.items()}
+            weight = weight * compute_sample_weight(class_weight, y.astype(int))
+        return y, weight
+
+    def _loss(self, output, target, weight):
+        if output.dim() == 1:
+            losses = F.binary_cross_entropy_with_logits(output, target, reduction="none")
+        else:
+            losses = F.cross_entropy(output, target.long(), reduction="none")
+        return weighted_mean(losses, weight)
+
+    def _validation_score(self, output, target, weight):
+        predicted = (output > 0).to(target.dtype) if output.dim() == 1 else output.argmax(dim=1).to(target.dtype)
+        return weighted_mean((predicted == target).to(weight.dtype), weight)
+
+    # ---- public API ---------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit to X (n_samples, n_features) and labels y (n_samples,)."""
+        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
+        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y); ``classes`` (all labels) is required on the first call."""
+        first_call = not hasattr(self, "_module_state_")
+        if first_call and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._fit(X, y, sample_weight, first_call=first_call, incremental=True, classes=classes)
+
+    def decision_function(self, X):
+        """Logits: shape (n_samples,) for binary (positive: classes_[1]), else (n_samples, n_classes)."""
+        check_is_fitted(self, "_module_state_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        return self._raw_output(X)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns as classes_."""
+        logits = self.decision_function(X)
+        if logits.ndim == 1:
+            positive = 1.0 / (1.0 + np.exp(-logits))
+            return np.column_stack([1.0 - positive, positive])
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        """Log of predict_proba, computed stably."""
+        logits = self.decision_function(X)
+        if logits.ndim == 1:
+            return np.column_stack([-np.logaddexp(0, logits), -np.logaddexp(0, -logits)])
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, X):
+        """Predicted labels."""
+        logits = self.decision_function(X)
+        index = (logits > 0).astype(int) if logits.ndim == 1 else logits.argmax(axis=1)
+        return self.classes_[index]

@@ -1,0 +1,119 @@
+"""SpectralClassifier: binary and multiclass, against sklearn's linear and MLP models."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skspectral import SpectralClassifier
+
+CPU = dict(device="cpu", random_state=0)
+
+
+@pytest.mark.parametrize(
+    "loader,params,max_gap",
+    [
+        (load_breast_cancer, dict(dim=6, max_iter=60), 0.03),
+        (load_iris, dict(dim=6, max_iter=100, learning_rate_init=0.02), 0.05),
+        (load_digits, dict(dim=6, max_iter=40, learning_rate_init=0.01), 0.05),
+    ],
+)
+def test_accuracy_close_to_logistic_regression_and_mlp(loader, params, max_gap):
+    X, y = loader(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    spectral = SpectralClassifier(**params, **CPU).fit(X_train, y_train).score(X_test, y_test)
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_train, y_train).score(X_test, y_test)
+    mlp = make_pipeline(StandardScaler(), MLPClassifier(max_iter=1000, random_state=0)).fit(X_train, y_train).score(X_test, y_test)
+    assert spectral >= min(logistic, mlp) - max_gap, (spectral, logistic, mlp)
+
+
+@pytest.fixture(scope="module")
+def iris_strings():
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    return X, labels
+
+
+def test_string_labels_predict_matches_proba(iris_strings):
+    X, y = iris_strings
+    est = SpectralClassifier(dim=5, max_iter=60, learning_rate_init=0.02, **CPU).fit(X, y)
+    np.testing.assert_array_equal(est.classes_, ["setosa", "versicolor", "virginica"])
+    proba = est.predict_proba(X)
+    assert proba.shape == (150, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])
+    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), proba, rtol=1e-10)
+    assert est.decision_function(X).shape == (150, 3)
+    assert est.mu_.shape == (3, 5) and est.feature_matrices_.shape == (3, 4, 5, 5)
+    assert est.score(X, y) > 0.9
+
+
+def test_binary_non_contiguous_integer_labels():
+    X, y = load_breast_cancer(return_X_y=True)
+    y = np.where(y == 1, 7, -3)
+    est = SpectralClassifier(dim=4, max_iter=20, **CPU).fit(X, y)
+    np.testing.assert_array_equal(est.classes_, [-3, 7])
+    logits = est.decision_function(X)
+    assert logits.shape == (len(y),)
+    np.testing.assert_array_equal(est.predict(X), np.where(logits > 0, 7, -3))
+    np.testing.assert_array_equal(est.predict(X), est.classes_[est.predict_proba(X).argmax(axis=1)])
+    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), est.predict_proba(X), rtol=1e-10)
+
+
+def test_pipeline_and_grid_search(iris_strings):
+    X, y = iris_strings
+    grid = GridSearchCV(
+        make_pipeline(StandardScaler(), SpectralClassifier(max_iter=20, learning_rate_init=0.02, **CPU)),
+        {"spectralclassifier__dim": [3, 5], "spectralclassifier__eigval_idx": [None, -1]},
+        cv=3,
+    ).fit(X, y)
+    assert grid.best_score_ > 0.8
+
+
+def test_class_weight_balanced_helps_minority():
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(0, 1, (300, 2)), rng.normal(1.5, 1, (20, 2))])
+    y = np.r_[np.zeros(300), np.ones(20)]
+    plain = SpectralClassifier(dim=3, max_iter=30, **CPU).fit(X, y)
+    balanced = SpectralClassifier(dim=3, max_iter=30, class_weight="balanced", **CPU).fit(X, y)
+    assert (balanced.predict(X)[y == 1] == 1).mean() > (plain.predict(X)[y == 1] == 1).mean()
+    as_dict = SpectralClassifier(dim=3, max_iter=30, class_weight={0.0: 1.0, 1.0: 15.0}, **CPU).fit(X, y)
+    assert (as_dict.predict(X)[y == 1] == 1).mean() > (plain.predict(X)[y == 1] == 1).mean()
+
+
+def test_partial_fit_needs_classes_and_continues(iris_strings):
+    X, y = iris_strings
+    est = SpectralClassifier(dim=4, **CPU)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        est.partial_fit(X, y)
+    for _ in range(3):
+        est.partial_fit(X[:100], y[:100], classes=np.unique(y))  # first 100 rows: two classes only
+    assert len(est.classes_) == 3 and est.n_iter_ == 3
+
+
+def test_early_stopping_on_accuracy_and_pickle(iris_strings):
+    X, y = iris_strings
+    est = SpectralClassifier(dim=4, max_iter=100, early_stopping=True, n_iter_no_change=5, learning_rate_init=0.02, **CPU)
+    est.fit(X, y)
+    assert est.best_validation_score_ == max(est.validation_scores_) and est.best_validation_score_ <= 1.0
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+
+
+def test_errors():
+    X = np.random.RandomState(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="2 classes"):
+        SpectralClassifier(max_iter=1).fit(X, np.zeros(20))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        SpectralClassifier(max_iter=1).fit(X, np.linspace(0, 1, 20))
+    with pytest.raises(ValueError, match="eigval_idx"):
+        SpectralClassifier(dim=3, eigval_idx=3, max_iter=1).fit(X, np.arange(20) % 2)
+    est = SpectralClassifier(dim=3, max_iter=1, **CPU).partial_fit(X, np.arange(20) % 2, classes=[0, 1])
+    with pytest.raises(ValueError, match="not among classes_"):
+        est.partial_fit(X, np.full(20, 5))
