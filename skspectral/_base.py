@@ -81,16 +81,44 @@ class SpectralEstimatorBase(BaseEstimator):
     _y_numeric = False
 
     # ---- the fit skeleton -------------------------------------------------------------
-    def _fit(self, X, y, sample_weight, *, first_call, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
+        for _ in self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=incremental,
+                                  classes=classes, eval_set=eval_set):
+            pass
+        return self
+
+    def _fit_epochs(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
+        """Generator of per-epoch records; the estimator is fitted when it ends or is closed."""
         X, y = validate_data(self, X, y, reset=first_call, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
         X = X.astype(np.float64, copy=False)
         y = self._encode_target(y, first_call, classes)
+        eval_set = self._check_eval_set(eval_set)
         model, Xs, y, weight, device, dtype, seed = self._prepare_fit(X, y, sample_weight, first_call)
         target, weight = self._training_target(y, weight, first_call)
-        return self._run_training(
-            model, Xs, target, weight, device, dtype, seed,
+        evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_set]
+        yield from self._run_training(
+            model, Xs, target, weight, device, dtype, seed, evaluations,
             max_iter=1 if incremental else self.max_iter, incremental=incremental, resume=not first_call,
         )
+
+    def _check_eval_set(self, eval_set) -> list:
+        if eval_set is None:
+            return []
+        if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(eval_set[0], tuple):
+            eval_set = [eval_set]
+        checked = []
+        for i, pair in enumerate(eval_set):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"eval_set must be a list of (X, y) pairs; item {i} is {type(pair).__name__}.")
+            Xe, ye = validate_data(self, pair[0], pair[1], reset=False, y_numeric=self._y_numeric,
+                                   dtype=[np.float64, np.float32])
+            checked.append((Xe.astype(np.float64, copy=False), self._encode_target(ye, False)))
+        return checked
+
+    def _eval_dataset(self, X, y, device, dtype) -> Dataset:
+        Xs = self._standardised(X)
+        target, weight = self._training_target(y, np.ones(len(y)), False)
+        return Dataset(*(self._to_device(a, device, dtype) for a in (Xs, target, weight)))
 
     # ---- resolution of device, dtype and sizes ----------------------------------------
     def _resolve_dtype(self, device: torch.device) -> torch.dtype:
@@ -158,7 +186,7 @@ class SpectralEstimatorBase(BaseEstimator):
             return state
         return TrainingState(n_iter=self.n_iter_, t=self.t_, loss_curve=list(self.loss_curve_))
 
-    def _run_training(self, model, Xs, target, weight, device, dtype, seed, *, max_iter, incremental, resume):
+    def _run_training(self, model, Xs, target, weight, device, dtype, seed, evaluations, *, max_iter, incremental, resume):
         options = TrainingOptions(
             learning_rate_init=self.learning_rate_init,
             learning_rate_schedule=self.learning_rate_schedule,
@@ -198,18 +226,50 @@ class SpectralEstimatorBase(BaseEstimator):
             chunk_rows=self._chunk_rows(dtype),
             state=state,
         )
-        for _ in trainer.epochs(train, validation):
-            pass
-        self._training_state = trainer.state
-        self._store_fitted(model, trainer.state)
+        history = list(getattr(self, "history_", [])) if resume else []
+        finished = False
+        try:
+            for record in trainer.epochs(train, validation, self._epoch_recorder(model, evaluations)):
+                history.append(record)
+                yield record
+            finished = True
+        finally:  # also when a fit_iter consumer stops early: leave a fitted estimator
+            self._training_state = trainer.state
+            self.history_ = history
+            if trainer.state.n_iter > 0:
+                self._store_fitted(model, trainer.state)
         # The cosine schedule anneals to zero at max_iter: ending there is the plan.
-        if not incremental and not trainer.state.converged and self.learning_rate_schedule == "constant":
+        if finished and not incremental and not trainer.state.converged and self.learning_rate_schedule == "constant":
             warnings.warn(
                 f"{type(self).__name__}: the maximum number of epochs (max_iter={max_iter}) was reached "
                 "and the optimisation has not converged yet; raise max_iter or learning_rate_init.",
                 ConvergenceWarning,
             )
-        return self
+
+    # ---- per-epoch records: sensitivities and eval sets, read in the epoch's one sync ----
+    def _output_scale(self) -> float:
+        """Units of the model output per unit of the prediction (y_scale_ for regression)."""
+        return 1.0
+
+    def _eval_metrics(self, output, target, weight) -> dict:
+        raise NotImplementedError
+
+    def _epoch_recorder(self, model: SpectralModel, evaluations: list):
+        x_scale = torch.as_tensor(self.x_scale_, dtype=model.weight.dtype, device=model.weight.device)
+        single = self._n_models() is None
+        chunk = self._chunk_rows(model.weight.dtype)
+
+        @torch.no_grad()
+        def record() -> dict:
+            sensitivities = model.spectral_norms() * self._output_scale() / x_scale
+            out = {"sensitivities": sensitivities[0] if single else sensitivities}
+            for i, data in enumerate(evaluations):
+                output = predict_in_chunks(model, data.X, chunk)
+                for name, value in self._eval_metrics(output, data.y, data.weight).items():
+                    out[f"eval_{i}_{name}"] = value
+            return out
+
+        return record
 
     def _penalty_fn(self, model: SpectralModel, total_weight: float):
         alpha, spectral = float(self.alpha), float(self.spectral_penalty)
@@ -273,18 +333,70 @@ class SpectralEstimatorBase(BaseEstimator):
             self._module = model
         return model
 
+    def _standardised(self, X: np.ndarray) -> np.ndarray:
+        if self.clip_features:
+            # Tree models never extrapolate; neither do we past the training range.
+            X = np.clip(X, self.x_min_, self.x_max_)
+        return (X - self.x_mean_) / self.x_scale_
+
     def _raw_output(self, X: np.ndarray) -> np.ndarray:
         """The model's eigenvalues for validated X, on the fitted device, as float64 numpy."""
         check_is_fitted(self, "_module_state_")
         model = self._model_for_prediction()
-        if self.clip_features:
-            # Tree models never extrapolate; neither do we past the training range.
-            X = np.clip(X, self.x_min_, self.x_max_)
-        Xs = (X - self.x_mean_) / self.x_scale_
-        Xt = self._to_device(Xs, model.weight.device, model.weight.dtype)
+        Xt = self._to_device(self._standardised(X), model.weight.device, model.weight.dtype)
         model.eval()
         output = predict_in_chunks(model, Xt, self._chunk_rows(model.weight.dtype))
         return output.cpu().numpy().astype(np.float64)
+
+    # ---- certified sensitivities ---------------------------------------------------------
+    @property
+    def feature_sensitivities_(self) -> np.ndarray:
+        """Certified bound on |d prediction / d x_i| in the user's units.
+
+        By Weyl's inequality the model output moves by at most
+        sum_i |delta_i| * ||A_i||_2 (standardised units); this converts to the
+        original feature and target units: ||A_i||_2 * output_scale / x_scale_i.
+        Shape (n_features,), or (n_classes, n_features) for a multiclass
+        classifier (bounds on each class's logit; binary: on the logit).
+        """
+        check_is_fitted(self, "_module_state_")
+        A = self.feature_matrices_
+        norms = np.abs(np.linalg.eigvalsh(A)).max(axis=-1)
+        return norms * self._output_scale() / self.x_scale_
+
+    def sensitivity_bound(self, delta) -> np.ndarray:
+        """Largest possible change of the prediction (regression) or logit(s)
+        (classification) when the features move by ``delta``.
+
+        delta : array of shape (n_features,) or (n_rows, n_features), in the
+        features' units. Returns shape () or (n_rows,), with a trailing
+        n_classes axis for a multiclass classifier. Holds for any x, also with
+        clip_features (clipping never increases |delta_i|).
+        """
+        sensitivities = self.feature_sensitivities_
+        delta = np.asarray(delta, dtype=np.float64)
+        if delta.shape[-1] != self.n_features_in_ or delta.ndim > 2:
+            raise ValueError(
+                f"delta must have shape (n_features,) or (n_rows, n_features) with n_features="
+                f"{self.n_features_in_}; got {delta.shape}."
+            )
+        return np.abs(delta) @ sensitivities.T
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Share of the certified sensitivity per feature for a one-standard-deviation move.
+
+        ||A_i||_2 on standardised features, normalised to sum to 1 (summed over
+        classes for multiclass). Unlike permutation importance, this is a
+        property of the model alone (no data, no randomness) and a worst case:
+        a feature whose matrix is large but rarely aligned with the k-th
+        eigenvector ranks high here and lower under permutation.
+        """
+        check_is_fitted(self, "_module_state_")
+        per_std = np.abs(np.linalg.eigvalsh(self.feature_matrices_)).max(axis=-1)
+        per_std = per_std.reshape(-1, self.n_features_in_).sum(axis=0)
+        total = per_std.sum()
+        return per_std / total if total > 0 else np.full(self.n_features_in_, 1.0 / self.n_features_in_)
 
     # ---- pickling: numpy only, no torch module or device state ------------------------
     def __getstate__(self):

@@ -136,16 +136,29 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
             losses = F.cross_entropy(output, target.long(), reduction="none")
         return weighted_mean(losses, weight)
 
+    def _eval_metrics(self, output, target, weight):
+        return {"log_loss": self._loss(output, target, weight), "accuracy": self._validation_score(output, target, weight)}
+
     def _validation_score(self, output, target, weight):
         predicted = (output > 0).to(target.dtype) if output.dim() == 1 else output.argmax(dim=1).to(target.dtype)
         return weighted_mean((predicted == target).to(weight.dtype), weight)
 
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit to X (n_samples, n_features) and labels y (n_samples,)."""
+    def fit(self, X, y, sample_weight=None, eval_set=None):
+        """Fit to X (n_samples, n_features) and labels y (n_samples,).
+
+        eval_set : list of (X, y) pairs, optional; log-loss and accuracy of
+        each are recorded every epoch in ``history_``.
+        """
         first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False)
+        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
+
+    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
+        """Fit as ``fit`` does, yielding each epoch's record (see SpectralRegressor.fit_iter)."""
+        self._validate_params()
+        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
+        return self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):

@@ -148,6 +148,13 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _loss(self, output, target, weight):
         return weighted_mean((output - target).square(), weight)
 
+    def _output_scale(self):
+        return self.y_scale_
+
+    def _eval_metrics(self, output, target, weight):
+        return {"rmse": self.y_scale_ * weighted_mean((output - target).square(), weight).sqrt(),
+                "r2": self._validation_score(output, target, weight)}
+
     def _validation_score(self, output, target, weight):
         mean = weighted_mean(target, weight)
         residual = weighted_mean((output - target).square(), weight)
@@ -155,10 +162,25 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         return 1.0 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to X (n_samples, n_features) and y (n_samples,)."""
+    def fit(self, X, y, sample_weight=None, eval_set=None):
+        """Fit the model to X (n_samples, n_features) and y (n_samples,).
+
+        eval_set : list of (X, y) pairs, optional. Scored every epoch (RMSE in
+        y's units and R^2) into ``history_``; they never affect training.
+        """
         first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False)
+        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
+
+    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
+        """Fit as ``fit`` does, yielding each epoch's record as it completes.
+
+        ``for record in est.fit_iter(X, y, eval_set=[(X_test, y_test)]): ...``
+        Records are those of ``history_``. The estimator is fitted when the
+        loop ends, and also when the consumer stops early.
+        """
+        self._validate_params()
+        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
+        return self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
