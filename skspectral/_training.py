@@ -175,7 +175,11 @@ class Trainer:
                 print(f"Iteration {state.n_iter}, loss = {loss:.8f}{extra}")
             self._update_no_improvement(record)
             yield record
-            if state.no_improvement_count > opts.n_iter_no_change:
+            # Under the cosine schedule the length of training is the plan; a
+            # plateau early on (large steps) is not convergence. Validation
+            # scores (early stopping) still stop it.
+            plateau_stops = opts.learning_rate_schedule == "constant" or "validation_score" in record
+            if plateau_stops and state.no_improvement_count > opts.n_iter_no_change:
                 state.converged = True
                 break
         if state.best_parameters is not None:

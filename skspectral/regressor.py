@@ -51,6 +51,8 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     tol : float, default=1e-4
         Improvement of the training loss (or validation score with
         early_stopping) below which an epoch counts as no improvement.
+        With the cosine schedule the training loss never stops a fit early
+        (the schedule sets its length); the validation score does.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, stop when their R^2
         stops improving and keep the best model.

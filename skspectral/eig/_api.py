@@ -150,5 +150,5 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     if torch.is_grad_enabled() and A.requires_grad:
         values = _KthEigvalsh.apply(batch, k, lower, backend)
     else:
-        values = _values(batch, k, lower, backend)
+        values = _values(batch.detach(), k, lower, backend)  # DLPack refuses tensors that require grad
     return values.reshape(batch_shape)
