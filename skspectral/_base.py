@@ -116,9 +116,9 @@ class SpectralEstimatorBase(BaseEstimator):
         return checked
 
     def _eval_dataset(self, X, y, device, dtype) -> Dataset:
-        Xs = self._standardised(X)
-        target, weight = self._training_target(y, np.ones(len(y)), False)
-        return Dataset(*(self._to_device(a, device, dtype) for a in (Xs, target, weight)))
+        ones = np.ones(len(y))
+        target, _ = self._training_target(y, ones, False)  # eval metrics are unweighted (no class_weight)
+        return Dataset(*(self._to_device(a, device, dtype) for a in (self._standardised(X), target, ones)))
 
     # ---- resolution of device, dtype and sizes ----------------------------------------
     def _resolve_dtype(self, device: torch.device) -> torch.dtype:
