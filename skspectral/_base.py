@@ -34,6 +34,20 @@ def weighted_standardisation(values: np.ndarray, weight: np.ndarray) -> tuple[np
     return mean, scale
 
 
+def merge_duplicate_rows(X: np.ndarray, y: np.ndarray, weight: np.ndarray):
+    """One row per distinct (x, y), weighted by the sum of its copies' weights.
+
+    The loss is unchanged, an epoch visits fewer rows, and weighting a row by
+    k trains exactly as repeating it k times: both reach the same canonical
+    (sorted) rows and weights, bit for bit. Without duplicates or weights the
+    caller's row order is kept.
+    """
+    rows, inverse = np.unique(np.column_stack([X, y]), axis=0, return_inverse=True)
+    if len(rows) == len(X) and np.all(weight == 1.0):
+        return X, y, weight
+    return rows[:, :-1], rows[:, -1], np.bincount(inverse.ravel(), weights=weight, minlength=len(rows))
+
+
 class SpectralEstimatorBase(BaseEstimator):
     """Shared machinery; subclasses define the target handling and the loss."""
 
@@ -148,7 +162,7 @@ class SpectralEstimatorBase(BaseEstimator):
         if not sample_weight.sum() > 0:
             raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
         keep = sample_weight > 0  # a zero weight is the same as leaving the row out
-        X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
+        X, y, sample_weight = merge_duplicate_rows(X[keep], y[keep], sample_weight[keep])
 
         if first_call:
             self.x_mean_, self.x_scale_ = weighted_standardisation(X, sample_weight)

@@ -205,3 +205,17 @@ def test_model_module_without_sklearn():
     multi = SpectralModel(3, 5, n_outputs=4, dtype=torch.float64)
     assert multi(x).shape == (7, 4)
     assert multi.spectral_norms().shape == (4, 3)
+
+
+def test_integer_weights_train_exactly_as_repeated_rows(data):
+    X, y = data
+    w = np.random.RandomState(1).randint(0, 4, size=len(y))
+    params = dict(FAST, batch_size=32)  # mini-batches, shuffled: still the same rows and weights
+    weighted = SpectralRegressor(**params).fit(X, y, sample_weight=w)
+    repeated = SpectralRegressor(**params).fit(X.repeat(w, axis=0), y.repeat(w))
+    np.testing.assert_array_equal(weighted.predict(X), repeated.predict(X))
+    # rows that differ only in y are not merged
+    Xd = np.vstack([X[:5], X[:5]])
+    yd = np.r_[y[:5], y[:5] + 1.0]
+    est = SpectralRegressor(dim=3, max_iter=2, random_state=0, device="cpu").fit(Xd, yd)
+    assert est.n_iter_ == 2
