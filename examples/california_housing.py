@@ -39,12 +39,12 @@ def models(on_gpu: bool, seed: int) -> dict:
     }
 
 
-def report_sensitivities(model: SpectralRegressor, folder: str) -> None:
+def report_sensitivities(model: SpectralRegressor, names: list, folder: str) -> None:
     """Top features by certified sensitivity, and the two figures."""
     order = np.argsort(-model.feature_importances_)
     print("\n  Features by certified sensitivity (first split's spectral model):")
     for i in order:
-        name = model.feature_names_in_[i]
+        name = names[i]
         print(
             f"    {name:<11} importance {model.feature_importances_[i]:5.1%}   "
             f"|d price / d {name}| <= ${model.feature_sensitivities_[i] * DOLLARS:,.0f} per unit"
@@ -63,8 +63,10 @@ def report_sensitivities(model: SpectralRegressor, folder: str) -> None:
 
     folder_path = Path(folder)
     folder_path.mkdir(parents=True, exist_ok=True)
-    TrainingCurveDisplay.from_estimator(model).figure_.savefig(folder_path / "california_training.png", dpi=110)
-    SensitivityDisplay.from_estimator(model).figure_.savefig(folder_path / "california_sensitivities.png", dpi=110)
+    training = TrainingCurveDisplay.from_estimator(model, feature_names=names)
+    training.figure_.savefig(folder_path / "california_training.png", dpi=110)
+    sensitivities = SensitivityDisplay.from_estimator(model, feature_names=names)
+    sensitivities.figure_.savefig(folder_path / "california_sensitivities.png", dpi=110)
     print(f"  figures: {folder_path / 'california_training.png'}, {folder_path / 'california_sensitivities.png'}")
 
 
@@ -76,8 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     on_gpu = args.device != "cpu" and torch.cuda.is_available()
 
-    data = fetch_california_housing(as_frame=True)
-    X, y = data.data, data.target.to_numpy()
+    data = fetch_california_housing()
+    X, y, names = data.data, data.target, list(data.feature_names)
     where = torch.cuda.get_device_name() if on_gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"California Housing: {X.shape[0]} rows, {X.shape[1]} features; spectral model on {where}")
     results: dict[str, list] = {}
@@ -96,7 +98,7 @@ def main() -> None:
             rmse = float(np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2))) * DOLLARS
             results.setdefault(name, []).append((rmse, seconds))
             print(f"  split {split}: {name:<32} test RMSE ${rmse:>9,.0f}   fit {seconds:6.1f} s", flush=True)
-    report_sensitivities(spectral_first, args.figures)
+    report_sensitivities(spectral_first, names, args.figures)
     print(f"\nMean over {args.splits} split(s):")
     best = min(np.mean([r for r, _ in v]) for v in results.values())
     for name, values in results.items():

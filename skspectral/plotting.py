@@ -24,8 +24,8 @@ def _in_jupyter() -> bool:
         return False
 
 
-def _feature_names(estimator) -> list[str]:
-    names = getattr(estimator, "feature_names_in_", None)
+def _feature_names(estimator, feature_names=None) -> list[str]:
+    names = feature_names if feature_names is not None else getattr(estimator, "feature_names_in_", None)
     return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(estimator.n_features_in_)]
 
 
@@ -48,8 +48,9 @@ class TrainingCurveDisplay:
         self._handle = None
 
     @classmethod
-    def from_estimator(cls, estimator, *, ax=None):
-        return cls(estimator.history_, _feature_names(estimator)).plot(ax=ax)
+    def from_estimator(cls, estimator, *, feature_names=None, ax=None):
+        """feature_names: defaults to the estimator's feature_names_in_, else x0, x1, ..."""
+        return cls(estimator.history_, _feature_names(estimator, feature_names)).plot(ax=ax)
 
     def _series(self) -> dict[str, list]:
         # loss-like series only: they share the log-scaled axis (R^2 and accuracy do not)
@@ -132,7 +133,7 @@ class SensitivityDisplay:
         self.kind = kind
 
     @classmethod
-    def from_estimator(cls, estimator, *, kind: str = "importance", ax=None):
+    def from_estimator(cls, estimator, *, kind: str = "importance", feature_names=None, ax=None):
         if kind == "importance":
             values = estimator.feature_importances_
         elif kind == "sensitivity":
@@ -140,7 +141,7 @@ class SensitivityDisplay:
             values = values if values.ndim == 1 else values.max(axis=0)
         else:
             raise ValueError(f"kind must be 'importance' or 'sensitivity', got {kind!r}.")
-        return cls(values, _feature_names(estimator), kind).plot(ax=ax)
+        return cls(values, _feature_names(estimator, feature_names), kind).plot(ax=ax)
 
     def plot(self, ax=None):
         plt = _pyplot()
