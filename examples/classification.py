@@ -36,7 +36,7 @@ def models(seed: int) -> dict:
 def main() -> None:
     where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"SpectralClassifier on {where}\n")
-    print(f"| dataset | model | accuracy | log-loss | fit s |\n|---|---|---|---|---|")
+    print("| dataset | model | accuracy | log-loss | fit s |\n|---|---|---|---|---|")
     for name, loader in [("breast_cancer", load_breast_cancer), ("iris", load_iris), ("wine", load_wine), ("digits", load_digits)]:
         X, y = loader(return_X_y=True)
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
