@@ -136,9 +136,11 @@ def versions():
     return info
 
 
-def run_cuda(quick: bool):
-    ns = [8, 16, 32, 45, 64, 100, 128]
-    batches = [1, 64, 1024, 4096, 16384, 65536] if not quick else [1, 4096]
+def run_cuda(quick: bool, ns=None, batches=None):
+    from skspectral.eig import _kernel_backend
+
+    ns = ns or [8, 16, 32, 45, 64, 100, 128]
+    batches = batches or ([1, 64, 1024, 4096, 16384, 65536] if not quick else [1, 4096])
     dtypes = [torch.float32, torch.float64]
     have_cupy = _cupy_backend.is_available()
     rows = []
@@ -162,6 +164,8 @@ def run_cuda(quick: bool):
                         torch_ms_per_matrix[mode] = row[f"torch_{mode}"] / B
                     row[f"cupy_{mode}"] = time_cuda(c_fn(A, k)) if have_cupy else None
                     row[f"auto_{mode}"] = time_cuda(o_fn(A, k))
+                    if have_cupy and n <= _kernel_backend.MAX_N:
+                        row[f"kernel_{mode}"] = time_cuda(o_fn(A, k, "kernel"))
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 del A
@@ -211,12 +215,15 @@ def main():
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json")
+    p.add_argument("--ns", type=int, nargs="+")
+    p.add_argument("--batches", type=int, nargs="+")
     a = p.parse_args()
     out = {"versions": versions(), "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(out["versions"]))
     if a.cuda:
-        out["cuda"] = run_cuda(a.quick)
-        cols = ["dtype", "n", "B", "auto", "torch_fwd", "cupy_fwd", "auto_fwd", "torch_fwdbwd", "cupy_fwdbwd", "auto_fwdbwd"]
+        out["cuda"] = run_cuda(a.quick, a.ns, a.batches)
+        cols = ["dtype", "n", "B", "auto", "torch_fwd", "cupy_fwd", "auto_fwd", "kernel_fwd",
+                "torch_fwdbwd", "cupy_fwdbwd", "auto_fwdbwd", "kernel_fwdbwd"]
         print("\nCUDA, ms per call (median):\n" + table(out["cuda"], cols))
     if a.cpu:
         out["cpu"] = run_cpu(a.quick)

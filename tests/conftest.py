@@ -21,7 +21,7 @@ def cupy_available() -> bool:
 def available_backends(device: str) -> list[str]:
     if device == "cpu":
         return ["torch"]
-    return ["torch", "cupy"] if cupy_available() else ["torch"]
+    return ["torch", "cupy", "kernel"] if cupy_available() else ["torch"]
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -7,9 +7,9 @@ from types import ModuleType
 
 import torch
 
-from . import _cupy_backend, _torch_backend
+from . import _cupy_backend, _kernel_backend, _torch_backend
 
-BACKENDS = ("auto", "torch", "cupy")
+BACKENDS = ("auto", "torch", "cupy", "kernel")
 
 # Measured on an H200 (benchmarks/RESULTS.md): CuPy's batched cuSOLVER call
 # beats torch.linalg (which loops over matrices for n > 32 and synchronises
@@ -19,7 +19,7 @@ _TORCH_SINGLE_MATRIX_MIN_N = {torch.float32: 64, torch.float64: 45}
 
 
 def _backend_module(name: str) -> ModuleType:
-    return {"torch": _torch_backend, "cupy": _cupy_backend}[name]
+    return {"torch": _torch_backend, "cupy": _cupy_backend, "kernel": _kernel_backend}[name]
 
 
 def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_size: int | None = None) -> str:
@@ -43,13 +43,15 @@ def check_backend(backend: str, device: torch.device, n: int, dtype: torch.dtype
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     if backend == "auto":
         return resolve_backend(device, n, dtype, batch_size)
-    if backend == "cupy":
+    if backend in ("cupy", "kernel"):
         if torch.device(device).type != "cuda":
             raise ValueError(
-                f"backend='cupy' needs CUDA tensors, got a tensor on {device}; "
+                f"backend={backend!r} needs CUDA tensors, got a tensor on {device}; "
                 "move it with .cuda() or use backend='torch' (or 'auto')."
             )
         _cupy_backend.import_cupy()
+    if backend == "kernel" and n > _kernel_backend.MAX_N:
+        raise ValueError(f"backend='kernel' handles n <= {_kernel_backend.MAX_N}, got n={n}; use 'cupy' or 'auto'.")
     return backend
 
 
@@ -123,9 +125,10 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
         (``k=-1`` is the largest eigenvalue).
     lower : bool, default True
         Which triangle to read.
-    backend : {"auto", "torch", "cupy"}, default "auto"
+    backend : {"auto", "torch", "cupy", "kernel"}, default "auto"
         "torch" uses torch.linalg; "cupy" uses CuPy's batched cuSOLVER solver
-        on CUDA tensors (zero-copy, on torch's current stream); "auto" picks
+        on CUDA tensors (zero-copy, on torch's current stream); "kernel" our
+        fused one-block-per-matrix Jacobi kernel (CUDA, n <= 64); "auto" picks
         the fastest for the device, n and dtype (see :func:`resolve_backend`).
 
     Returns
