@@ -24,7 +24,8 @@ for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
             q = torch.linalg.eigh(X.grad.double().cpu())[1][:, :, -1]  # grad = q q^T
             scale = torch.linalg.matrix_norm(M, ord=2)
             rel = ((val.double().cpu() - ref).abs() / scale).max().item()
-            resid = ((M @ q[:, :, None])[:, :, 0] - ref[:, None] * q).norm(dim=1).div(scale).max().item()
+            lam = val.detach().double().cpu()
+            resid = ((M @ q[:, :, None])[:, :, 0] - lam[:, None] * q).norm(dim=1).div(scale).max().item()
             nv = kth_eigvalsh(X.detach(), k, backend="kernel")
             same = (nv - val.detach()).abs().max().item()
             ok = rel <= tol and resid <= (1e-4 if dtype == torch.float32 else 1e-10)
