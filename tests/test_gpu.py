@@ -69,8 +69,6 @@ def test_second_device(backend):
 def test_auto_backend_on_cuda():
     name = resolve_backend("cuda", 45, torch.float32)
     assert name in available_backends("cuda")
-    for n, batch in ((4, None), (16, 64), (16, 4096), (64, 1), (64, 4096)):
-        assert resolve_backend("cuda", n, torch.float32, batch) in available_backends("cuda")
 
 
 @pytest.fixture(scope="module")

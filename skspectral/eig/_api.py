@@ -26,17 +26,14 @@ def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_si
     """Name of the fastest correct backend for ``n x n`` matrices on ``device``.
 
     "auto" resolves through this function; estimators record its answer.
-    On CPU: "torch". On CUDA, where CuPy is importable: "kernel" for n <= 8
-    (and n <= 16 with batch_size <= 1024), "torch" for a single large matrix
-    (``batch_size == 1``), else "cupy". Without CuPy: "torch".
+    On CPU: "torch". On CUDA: "cupy" where CuPy is importable (except a
+    single large matrix, ``batch_size == 1``, where torch wins); else "torch".
     """
     device = torch.device(device)
     if device.type != "cuda" or not _cupy_backend.is_available():
         return "torch"
     if batch_size == 1 and n >= _TORCH_SINGLE_MATRIX_MIN_N.get(dtype, 64):
         return "torch"
-    if n <= 8 or (n <= 16 and batch_size is not None and batch_size <= 1024):
-        return "kernel"  # our fused kernel wins only for these small sizes (H100, RESULTS.md)
     return "cupy"
 
 
