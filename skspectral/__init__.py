@@ -1,8 +1,8 @@
 """skspectral: eigenvalue models as scikit-learn estimators, with a fast
 differentiable batched k-th eigenvalue on CPU and CUDA."""
 
-from .eig import kth_eigvalsh, resolve_backend
 from .classifier import SpectralClassifier
+from .eig import kth_eigvalsh, resolve_backend
 from .model import SpectralModel
 from .regressor import SpectralRegressor
 

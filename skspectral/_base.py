@@ -12,10 +12,20 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._device import resolve_device
-from ._training import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
+from ._training import (
+    Dataset,
+    Trainer,
+    TrainingOptions,
+    TrainingState,
+    predict_in_chunks,
+)
 from .eig import BACKENDS, check_eigval_index
 from .eig._api import check_backend
 from .model import SpectralModel
@@ -95,6 +105,26 @@ class SpectralEstimatorBase(BaseEstimator):
     _y_numeric = False
 
     # ---- the fit skeleton -------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        return tags
+
+    def _continues_previous_fit(self) -> bool:
+        """fit with warm_start on a fitted estimator goes on from where it stopped."""
+        return self.warm_start and hasattr(self, "_module_state_")
+
+    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
+        """Fit as ``fit`` does, yielding each epoch's record as it completes.
+
+        ``for record in est.fit_iter(X, y, eval_set=[(X_test, y_test)]): ...``
+        Records are those of ``history_``. The estimator is fitted when the
+        loop ends, and also when the consumer stops early.
+        """
+        self._validate_params()
+        return self._fit_epochs(X, y, sample_weight, first_call=not self._continues_previous_fit(),
+                                incremental=False, eval_set=eval_set)
+
     def _fit(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
         for _ in self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=incremental,
                                   classes=classes, eval_set=eval_set):
@@ -363,6 +393,11 @@ class SpectralEstimatorBase(BaseEstimator):
         return output.cpu().numpy().astype(np.float64)
 
     # ---- certified sensitivities ---------------------------------------------------------
+    def _feature_matrix_norms(self) -> np.ndarray:
+        """||A_i||_2 of the fitted feature matrices (standardised units), shape (..., n_features)."""
+        check_is_fitted(self, "_module_state_")
+        return np.abs(np.linalg.eigvalsh(self.feature_matrices_)).max(axis=-1)
+
     @property
     def feature_sensitivities_(self) -> np.ndarray:
         """Certified bound on |d prediction / d x_i| in the user's units.
@@ -373,10 +408,7 @@ class SpectralEstimatorBase(BaseEstimator):
         Shape (n_features,), or (n_classes, n_features) for a multiclass
         classifier (bounds on each class's logit; binary: on the logit).
         """
-        check_is_fitted(self, "_module_state_")
-        A = self.feature_matrices_
-        norms = np.abs(np.linalg.eigvalsh(A)).max(axis=-1)
-        return norms * self._output_scale() / self.x_scale_
+        return self._feature_matrix_norms() * self._output_scale() / self.x_scale_
 
     def sensitivity_bound(self, delta) -> np.ndarray:
         """Largest possible change of the prediction (regression) or logit(s)
@@ -389,7 +421,7 @@ class SpectralEstimatorBase(BaseEstimator):
         """
         sensitivities = self.feature_sensitivities_
         delta = np.asarray(delta, dtype=np.float64)
-        if delta.shape[-1] != self.n_features_in_ or delta.ndim > 2:
+        if delta.ndim not in (1, 2) or delta.shape[-1] != self.n_features_in_:
             raise ValueError(
                 f"delta must have shape (n_features,) or (n_rows, n_features) with n_features="
                 f"{self.n_features_in_}; got {delta.shape}."
@@ -406,9 +438,7 @@ class SpectralEstimatorBase(BaseEstimator):
         a feature whose matrix is large but rarely aligned with the k-th
         eigenvector ranks high here and lower under permutation.
         """
-        check_is_fitted(self, "_module_state_")
-        per_std = np.abs(np.linalg.eigvalsh(self.feature_matrices_)).max(axis=-1)
-        per_std = per_std.reshape(-1, self.n_features_in_).sum(axis=0)
+        per_std = self._feature_matrix_norms().reshape(-1, self.n_features_in_).sum(axis=0)
         total = per_std.sum()
         return per_std / total if total > 0 else np.full(self.n_features_in_, 1.0 / self.n_features_in_)
 

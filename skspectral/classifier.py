@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-
-from sklearn.utils._param_validation import StrOptions
 
 from ._base import SpectralEstimatorBase
 from ._training import weighted_mean
@@ -97,11 +95,6 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.clip_features = clip_features
         self.class_weight = class_weight
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
-        return tags
-
     # ---- target and loss ----------------------------------------------------------------
     def _n_models(self):
         return None if len(self.classes_) <= 2 else len(self.classes_)
@@ -151,14 +144,8 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         eval_set : list of (X, y) pairs, optional; log-loss and accuracy of
         each are recorded every epoch in ``history_``.
         """
-        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
-
-    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
-        """Fit as ``fit`` does, yielding each epoch's record (see SpectralRegressor.fit_iter)."""
-        self._validate_params()
-        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
+        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
+                         eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):

@@ -139,11 +139,6 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.warm_start = warm_start
         self.clip_features = clip_features
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
-        return tags
-
     def _n_models(self):
         return None
 
@@ -170,19 +165,8 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         eval_set : list of (X, y) pairs, optional. Scored every epoch (RMSE in
         y's units and R^2) into ``history_``; they never affect training.
         """
-        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
-
-    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
-        """Fit as ``fit`` does, yielding each epoch's record as it completes.
-
-        ``for record in est.fit_iter(X, y, eval_set=[(X_test, y_test)]): ...``
-        Records are those of ``history_``. The estimator is fitted when the
-        loop ends, and also when the consumer stops early.
-        """
-        self._validate_params()
-        first_call = not (self.warm_start and hasattr(self, "_module_state_"))
-        return self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=False, eval_set=eval_set)
+        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
+                         eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):

@@ -77,6 +77,8 @@ def test_sensitivities_in_user_units(fitted):
     np.testing.assert_allclose(imp, norms / norms.sum())
     with pytest.raises(ValueError, match="delta must have shape"):
         est.sensitivity_bound(np.ones(4))
+    with pytest.raises(ValueError, match="delta must have shape"):
+        est.sensitivity_bound(1.0)
 
 
 @settings(max_examples=60, deadline=None)

@@ -83,20 +83,12 @@ def _check_matrices(A) -> int:
     return A.shape[-1]
 
 
-def _values(A: torch.Tensor, k: int, lower: bool, backend: str) -> torch.Tensor:
-    return _backend_module(backend).eigvalsh_k(A, k, lower)
-
-
-def _pairs(A: torch.Tensor, k: int, lower: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _backend_module(backend).eigh_k(A, k, lower)
-
-
 class _KthEigvalsh(torch.autograd.Function):
     """lambda_k of a (B, n, n) batch; backward g * q_k q_k^T (symmetric, as torch.linalg)."""
 
     @staticmethod
     def forward(ctx, A, k, lower, backend):
-        value, vector = _pairs(A.detach(), k, lower, backend)
+        value, vector = _backend_module(backend).eigh_k(A.detach(), k, lower)
         ctx.save_for_backward(vector)
         return value
 
@@ -153,5 +145,6 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     if torch.is_grad_enabled() and A.requires_grad:
         values = _KthEigvalsh.apply(batch, k, lower, backend)
     else:
-        values = _values(batch.detach(), k, lower, backend)  # DLPack refuses tensors that require grad
+        # detached: DLPack refuses tensors that require grad
+        values = _backend_module(backend).eigvalsh_k(batch.detach(), k, lower)
     return values.reshape(batch_shape)
