@@ -5,8 +5,10 @@
 The naive loop is the seed's: data kept on the host and copied each step,
 batch 10, eager torch with the eigen backend called per step and the loss
 read back (.item()) every step. Both are timed in the same run on the same
-split: seconds per epoch (median over epochs), then one full default fit
-(SpectralRegressor() on CPU, dim=45 on CUDA) with its test RMSE.
+split: seconds per epoch (median over epochs) and per step, for each batch
+size (--batches; on CUDA the "auto" backend is the fused kernel and each step
+is a CUDA-graph replay; the eager CuPy step is timed too), then one full
+default fit (SpectralRegressor() on CPU, dim=45 on CUDA) with its test RMSE.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def sync(device):
 def naive_epoch_seconds(X, y, dim, device, epochs, batch=10):
     Xs = (X - X.mean(0)) / X.std(0)
     ys = (y - y.mean()) / y.std()
-    backend = resolve_backend(device, dim, torch.float32)
+    # the seed's loop called CuPy's eigh per step on CUDA
+    backend = "cupy" if device.type == "cuda" and resolve_backend(device, 100, torch.float32) == "cupy" else "torch"
     model = SpectralModel(X.shape[1], dim, backend=backend, generator=torch.Generator().manual_seed(0), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
@@ -60,8 +63,9 @@ def naive_epoch_seconds(X, y, dim, device, epochs, batch=10):
     return statistics.median(times)
 
 
-def ours_epoch_seconds(X, y, dim, device, epochs):
-    est = SpectralRegressor(dim=dim, device=str(device), max_iter=1, random_state=0, warm_start=True, tol=0)
+def ours_epoch_seconds(X, y, dim, device, epochs, batch_size=200, backend="auto"):
+    est = SpectralRegressor(dim=dim, device=str(device), max_iter=1, random_state=0, warm_start=True, tol=0,
+                            batch_size=batch_size, backend=backend)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)  # warm-up epoch: allocations, module loads
@@ -81,6 +85,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--dims", type=int, nargs="+", default=[15, 45])
     p.add_argument("--naive-epochs", type=int, default=1)
+    p.add_argument("--batches", type=int, nargs="+", default=[200, 1024])
     p.add_argument("--json")
     a = p.parse_args()
     device = torch.device(a.device)
@@ -89,12 +94,23 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     out = {"device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
     print(json.dumps({k: out[k] for k in ("device", "torch", "date")}))
+    n_train = len(X_train)
     for dim in a.dims:
         naive = naive_epoch_seconds(X_train, y_train, dim, device, a.naive_epochs)
-        ours, backend = ours_epoch_seconds(X_train, y_train, dim, device, a.epochs)
-        row = {"dim": dim, "backend": backend, "naive_s_per_epoch": naive, "ours_s_per_epoch": ours, "speedup": naive / ours}
-        out["rows"].append(row)
-        print(json.dumps(row), flush=True)
+        naive_steps = -(-n_train // 10)
+        configs = [(b, "auto") for b in a.batches]
+        if device.type == "cuda":
+            configs.append((a.batches[0], "cupy"))  # the eager step of issue 3, for comparison
+        for batch_size, backend in configs:
+            ours, chosen = ours_epoch_seconds(X_train, y_train, dim, device, a.epochs, batch_size, backend)
+            steps = -(-n_train // batch_size)
+            row = {"dim": dim, "batch_size": batch_size, "backend": chosen,
+                   "graph": device.type == "cuda" and chosen == "kernel",
+                   "naive_s_per_epoch": naive, "naive_ms_per_step": naive / naive_steps * 1e3,
+                   "ours_s_per_epoch": ours, "ours_ms_per_step": ours / steps * 1e3,
+                   "speedup_per_epoch": naive / ours, "speedup_per_step": (naive / naive_steps) / (ours / steps)}
+            out["rows"].append(row)
+            print(json.dumps(row), flush=True)
     est = SpectralRegressor(dim=45, random_state=0) if device.type == "cuda" else SpectralRegressor(random_state=0)
     est.set_params(device=str(device))
     start = time.perf_counter()
@@ -103,9 +119,12 @@ def main():
     rmse = float(np.sqrt(np.mean((est.predict(X_test) - y_test) ** 2)))
     out["full_fit"] = {"dim": est.dim, "epochs": est.n_iter_, "seconds": seconds, "test_rmse_dollars": rmse * 1e5}
     print(json.dumps(out["full_fit"]))
-    print("\n| dim | backend | naive s/epoch (batch 10) | ours s/epoch | speed-up |\n|---|---|---|---|---|")
+    print("\n| dim | batch | backend | CUDA graph | naive s/epoch (batch 10) | naive ms/step | ours s/epoch | ours ms/step "
+          "| speed-up per epoch | per step |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in out["rows"]:
-        print(f"| {r['dim']} | {r['backend']} | {r['naive_s_per_epoch']:.2f} | {r['ours_s_per_epoch']:.3f} | {r['speedup']:.0f}x |")
+        print(f"| {r['dim']} | {r['batch_size']} | {r['backend']} | {'yes' if r['graph'] else 'no'} "
+              f"| {r['naive_s_per_epoch']:.2f} | {r['naive_ms_per_step']:.3f} | {r['ours_s_per_epoch']:.3f} "
+              f"| {r['ours_ms_per_step']:.3f} | {r['speedup_per_epoch']:.0f}x | {r['speedup_per_step']:.1f}x |")
     f = out["full_fit"]
     print(f"\nfull fit: dim={f['dim']}, {f['epochs']} epochs, {f['seconds']:.1f} s, test RMSE ${f['test_rmse_dollars']:,.0f}")
     if a.json:

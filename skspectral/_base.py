@@ -240,6 +240,8 @@ class SpectralEstimatorBase(BaseEstimator):
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             verbose=bool(self.verbose),
+            # the fused kernel is capture-safe: each step is one replay of a CUDA graph
+            cuda_graph=device.type == "cuda" and self.backend_ == "kernel",
         )
         n_train = Xs.shape[0]
         rng = np.random.RandomState(seed)

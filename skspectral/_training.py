@@ -28,6 +28,8 @@ class TrainingOptions:
     spectral_penalty: float = 0.0
     learning_rate_schedule: str = "constant"
     verbose: bool = False
+    # Replay each step from a CUDA graph (needs a capture-safe eigen backend: "kernel").
+    cuda_graph: bool = False
 
 
 @dataclass
@@ -112,7 +114,14 @@ class Trainer:
         self.generator = generator
         self.chunk_rows = chunk_rows
         self.state = state or TrainingState()
-        self.optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=options.learning_rate_init)
+        if optimizer is None:
+            lr, parameter = options.learning_rate_init, next(model.parameters())
+            capturable = options.cuda_graph and parameter.device.type == "cuda"
+            if capturable:  # the step count and lr (a tensor the schedule fills) live on the device
+                lr = torch.tensor(lr, dtype=parameter.dtype, device=parameter.device)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable)
+        self.optimizer = optimizer
+        self._static_steps = None
 
     def _step(self, xb, yb, wb) -> torch.Tensor:
         data_loss = self.loss_fn(self.model(xb), yb, wb)
@@ -128,6 +137,10 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(train.X.device)
         else:
             order = torch.arange(n, device=train.X.device)
+        if self.options.cuda_graph:
+            if self._static_steps is None or self._static_steps.train is not train:
+                self._static_steps = StaticBatchSteps(self, train)
+            return self._static_steps.epoch(order)
         total = torch.zeros((), dtype=train.X.dtype, device=train.X.device)
         batch_size = self.options.batch_size
         for start in range(0, n, batch_size):
@@ -150,8 +163,12 @@ class Trainer:
         for epoch in range(opts.max_iter):
             if opts.learning_rate_schedule == "cosine":
                 # anneal over this call's epochs: the noise of small batches averages out at the end
+                lr = opts.learning_rate_init * 0.5 * (1 + math.cos(math.pi * epoch / opts.max_iter))
                 for group in self.optimizer.param_groups:
-                    group["lr"] = opts.learning_rate_init * 0.5 * (1 + math.cos(math.pi * epoch / opts.max_iter))
+                    if isinstance(group["lr"], torch.Tensor):
+                        group["lr"].fill_(lr)  # in place: a captured step reads this tensor
+                    else:
+                        group["lr"] = lr
             self.model.train()
             to_read = {"train_loss": self._epoch(train)}
             if validation is not None and self.score_fn is not None:
@@ -199,3 +216,80 @@ class Trainer:
             loss = record["train_loss"]
             state.no_improvement_count = 0 if loss <= state.best_loss - tol else state.no_improvement_count + 1
             state.best_loss = min(state.best_loss, loss)
+
+
+class StaticBatchSteps:
+    """An epoch of fixed-shape steps, replayed from one CUDA graph.
+
+    Every step reads its batch inside the graph: rows ``order[offset:offset +
+    batch_size]`` with ``offset`` a device counter the step advances, so a
+    step needs nothing from the host and costs one ``graph.replay()`` of
+    host time. The epoch's last, shorter batch is padded with zero-weight rows,
+    which leaves the weighted mean loss and its gradient unchanged. The first
+    steps run eagerly on a side stream (optimizer state, CuPy module loads),
+    then one step is captured. Off CUDA (tests) the same steps run eagerly.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, trainer: Trainer, train: Dataset):
+        n, batch_size = len(train), trainer.options.batch_size
+        device = train.X.device
+        self.trainer, self.train = trainer, train
+        self.n_steps = -(-n // batch_size)
+        self.order = torch.zeros(self.n_steps * batch_size, dtype=torch.long, device=device)
+        self.offset = torch.zeros((), dtype=torch.long, device=device)
+        self.positions = torch.arange(batch_size, device=device)
+        self.total = torch.zeros((), dtype=train.X.dtype, device=device)
+        self.capture = device.type == "cuda"
+        self.graph = None
+        self.eager_steps = 0
+
+    def _step(self) -> None:
+        index = self.offset + self.positions
+        rows = self.order[index]
+        weight = self.train.weight[rows] * (index < len(self.train)).to(self.train.weight.dtype)
+        loss = self.trainer._step(self.train.X[rows], self.train.y[rows], weight)
+        self.total.add_(loss * weight.sum())
+        self.offset.add_(self.positions.shape[0])
+
+    def _eager_step_on_side_stream(self) -> None:
+        # torch.cuda.graphs: warm-up runs before capture go on a side stream
+        current = torch.cuda.current_stream(self.train.X.device)
+        side = torch.cuda.Stream(self.train.X.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            self._step()
+        current.wait_stream(side)
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        self.trainer.optimizer.zero_grad(set_to_none=True)  # backward allocates .grad in the graph's pool
+        try:
+            with torch.cuda.graph(graph):
+                self._step()
+        except RuntimeError as exc:  # a backend that is not capture-safe: keep going eagerly
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",
+                          RuntimeWarning)
+            self.capture = False
+            return
+        self.graph = graph
+
+    def epoch(self, order: torch.Tensor) -> torch.Tensor:
+        self.order[: order.shape[0]].copy_(order)
+        self.offset.zero_()
+        self.total.zero_()
+        for _ in range(self.n_steps):
+            if self.graph is None and self.capture and self.eager_steps >= self.WARMUP_STEPS:
+                self._capture()
+            if self.graph is not None:
+                self.graph.replay()
+            elif self.capture:
+                self._eager_step_on_side_stream()
+                self.eager_steps += 1
+            else:
+                self._step()
+            self.trainer.state.t += 1
+        return self.total / self.train.weight.sum()

@@ -69,6 +69,54 @@ def test_second_device(backend):
 def test_auto_backend_on_cuda():
     name = resolve_backend("cuda", 45, torch.float32)
     assert name in available_backends("cuda")
+    if "kernel" in available_backends("cuda"):
+        assert name == "kernel" and resolve_backend("cuda", 100, torch.float32, 4096) == "cupy"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_forward_backward_replay_from_a_cuda_graph(dtype):
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    static = _sym(512, 45, dtype=dtype, seed=1).requires_grad_(True)
+    grad_out = torch.linspace(-1, 1, 512, device="cuda", dtype=dtype)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: module load, compilation
+        kth_eigvalsh(static, 7, backend="kernel").backward(grad_out)
+    torch.cuda.current_stream().wait_stream(side)
+    static.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        value = kth_eigvalsh(static, 7, backend="kernel")
+        value.backward(grad_out)
+    for seed in (2, 3):  # new matrices in the static input: the replay must see them
+        with torch.no_grad():
+            static.copy_(_sym(512, 45, dtype=dtype, seed=seed))
+        graph.replay()
+        M = static.detach().double().cpu()
+        evals, evecs = torch.linalg.eigh(M)
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(value.double().cpu(), evals[:, 7], atol=tol, rtol=tol)
+        q = evecs[:, :, 7]
+        expected = grad_out.double().cpu()[:, None, None] * q[:, :, None] * q[:, None, :]
+        torch.testing.assert_close(static.grad.double().cpu(), expected, atol=10 * tol, rtol=10 * tol)
+
+
+def test_cuda_fit_replays_the_step_from_a_cuda_graph(data, monkeypatch):
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    X, y = data
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    params = dict(dim=8, max_iter=4, random_state=0, dtype="float64", shuffle=True, batch_size=64)
+    graphed = SpectralRegressor(device="cuda", **params).fit(X, y)
+    assert graphed.backend_ == "kernel"
+    # 600 rows in batches of 64: 10 steps per epoch, 3 eager warm-up steps, the rest replayed
+    assert len(replays) == 4 * 10 - 3
+    eager = SpectralRegressor(device="cuda", backend="cupy", **params).fit(X, y)
+    np.testing.assert_allclose(graphed.predict(X), eager.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
+    assert graphed.t_ == eager.t_ == 40
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from . import _cupy_backend, _kernel_backend, _torch_backend
 
 BACKENDS = ("auto", "torch", "cupy", "kernel")
 
-# Measured on an H200 (benchmarks/RESULTS.md): CuPy's batched cuSOLVER call
+# Measured (benchmarks/RESULTS.md): up to n = MAX_N our fused kernel beats
+# both others at every batch size; above it CuPy's batched cuSOLVER call
 # beats torch.linalg (which loops over matrices for n > 32 and synchronises
-# to check errors) for every batch of more than one matrix; for a single
+# to check errors) for every batch of more than one matrix, and for a single
 # matrix torch's syevd wins from these sizes up.
 _TORCH_SINGLE_MATRIX_MIN_N = {torch.float32: 64, torch.float64: 45}
 
@@ -26,12 +27,15 @@ def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_si
     """Name of the fastest correct backend for ``n x n`` matrices on ``device``.
 
     "auto" resolves through this function; estimators record its answer.
-    On CPU: "torch". On CUDA: "cupy" where CuPy is importable (except a
-    single large matrix, ``batch_size == 1``, where torch wins); else "torch".
+    On CPU: "torch". On CUDA where CuPy is importable: "kernel" for
+    n <= 64, else "cupy" (except a single large matrix, ``batch_size == 1``,
+    where torch wins). On CUDA without CuPy: "torch".
     """
     device = torch.device(device)
     if device.type != "cuda" or not _cupy_backend.is_available():
         return "torch"
+    if n <= _kernel_backend.MAX_N:
+        return "kernel"
     if batch_size == 1 and n >= _TORCH_SINGLE_MATRIX_MIN_N.get(dtype, 64):
         return "torch"
     return "cupy"
@@ -100,7 +104,8 @@ class _KthEigvalsh(torch.autograd.Function):
                 "would need the other eigenpairs and is not implemented."
             )
         (vector,) = ctx.saved_tensors
-        grad_A = (grad_value[:, None, None] * vector[:, :, None]) * vector[:, None, :]
+        # two kernels: (g q) first on B x n, then the outer product (unsqueeze: cheaper than [:, None])
+        grad_A = (vector * grad_value.unsqueeze(-1)).unsqueeze(-1) * vector.unsqueeze(-2)
         return grad_A, None, None, None
 
 
@@ -120,8 +125,10 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     backend : {"auto", "torch", "cupy", "kernel"}, default "auto"
         "torch" uses torch.linalg; "cupy" uses CuPy's batched cuSOLVER solver
         on CUDA tensors (zero-copy, on torch's current stream); "kernel" our
-        fused one-block-per-matrix Jacobi kernel (CUDA, n <= 64); "auto" picks
-        the fastest for the device, n and dtype (see :func:`resolve_backend`).
+        fused kernel for the k-th pair alone (CUDA via CuPy, n <= 64;
+        Householder, Sturm multisection, inverse iteration; capture-safe in
+        CUDA graphs); "auto" picks the fastest for the device, n and dtype
+        (see :func:`resolve_backend`).
 
     Returns
     -------

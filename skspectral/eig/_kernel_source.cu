@@ -1,0 +1,302 @@
+// The fused k-th eigenpair kernel (skspectral/eig/_kernel_backend.py compiles it with NVRTC).
+//
+// One block per matrix, one thread per row: thread r keeps row r of the symmetric matrix in
+// registers (N is a compile-time constant, so the row is a register array).
+//   1. load: a coalesced copy into shared memory, each thread then takes its row from the
+//      triangle that is read; NaN/inf anywhere in that triangle -> NaN outputs; the matrix is
+//      scaled by a power of two (exact) so that max |a_ij| lies in [0.5, 1).
+//   2. Householder tridiagonalisation T = Q^T A Q (the syevx route, ~(4/3) N^3 flops):
+//      step k reflects column k; p = tau A v is a register-times-broadcast product, the
+//      rank-2 update A -= v w^T + w v^T touches only registers. The reflectors are kept in
+//      shared memory for the back-transform.
+//   3. lambda_k of T by multisection: the 32 lanes of warp 0 evaluate Sturm counts at 32
+//      points of the bracket at once (5 bits per round), starting from Gershgorin bounds.
+//   4. (vector only) inverse iteration on T - lambda I (Gaussian elimination with partial
+//      pivoting, tiny pivots replaced by eps*|T|), three solves, then q = H_0 ... H_{N-3} y.
+// Expects defines N >= 2 (matrix size), real (float/double), vec_t (float4/double2), EPS,
+// SAFE_MIN, INF, MIN_EXP and ITERS (multisection rounds).
+
+#if N < 2
+#error "N >= 2: the 1 x 1 case is answered without the kernel"
+#endif
+// fp32 Sturm counts use the fast 2-ulp division: a count near lambda_k is as good either way
+#define DIVIDE(a, b) (sizeof(real) == 4 ? (real)__fdividef((float)(a), (float)(b)) : (a) / (b))
+#define NW ((N + 31) / 32)          // warps per block; the block has 32 * NW threads
+#define VW (sizeof(real) == 4 ? 4 : 2)  // elements per 16-byte shared load
+#define LDV (((N + VW - 1) / VW) * VW)  // padded row length of the reflector store
+#define LDS (N | 1)                 // odd row stride of the staging copy: no bank conflicts
+#define NV (N > 2 ? N - 2 : 1)      // number of reflectors kept
+#define STORE_ELEMS ((NV * LDV > N * LDS) ? NV * LDV : N * LDS)
+
+
+__device__ __forceinline__ real warp_sum(real x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ real warp_max(real x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+__device__ __forceinline__ real warp_min(real x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmin(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+// Sum over the block of one value per thread; every thread gets the total.
+// One __syncthreads: the caller must not reuse `slot` before the next barrier.
+__device__ __forceinline__ real block_sum(real x, real* slot) {
+    x = warp_sum(x);
+    if (NW == 1) return x;
+    if ((threadIdx.x & 31) == 0) slot[threadIdx.x >> 5] = x;
+    __syncthreads();
+    real total = 0;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) total += slot[w];
+    return total;
+}
+
+// sum_c row[c] * s[c] for a 16-byte aligned shared vector s (broadcast reads) that is zero
+// at c <= first_live - 1: chunks wholly before first_live are skipped (a uniform branch).
+__device__ __forceinline__ real dot_row(const real (&row)[N], const real* s, int first_live) {
+    real acc[VW] = {};  // VW independent chains instead of one long dependent one
+#pragma unroll
+    for (int c0 = 0; c0 < N; c0 += VW) {
+        if (c0 + VW <= first_live) continue;
+        const vec_t chunk = *reinterpret_cast<const vec_t*>(s + c0);
+        const real* part = reinterpret_cast<const real*>(&chunk);
+#pragma unroll
+        for (int t = 0; t < VW; ++t)
+            if (c0 + t < N) acc[t] += row[c0 + t] * part[t];
+    }
+    real total = 0;
+#pragma unroll
+    for (int t = 0; t < VW; ++t) total += acc[t];
+    return total;
+}
+
+// Number of eigenvalues of T (diagonal d, squared off-diagonal e2) smaller than x.
+__device__ __forceinline__ int sturm_count(const real* d, const real* e2, real x, real pivmin) {
+    real q = d[0] - x;
+    if (fabs(q) <= pivmin) q = -pivmin;
+    int count = q < 0;
+    for (int i = 1; i < N; ++i) {
+        q = (d[i] - x) - DIVIDE(e2[i - 1], q);
+        if (fabs(q) <= pivmin) q = -pivmin;
+        count += q < 0;
+    }
+    return count;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
+    const real* __restrict__ input, real* __restrict__ value, real* __restrict__ vector,
+    const int k, const int lower, const int want_vector)
+{
+    __shared__ __align__(16) real store[STORE_ELEMS];  // staging copy, then the reflectors
+    __shared__ __align__(16) real w_shared[LDV];
+    __shared__ real d[N], e[N], e2[N], taus[NV], red[2][NW];
+    __shared__ real x_next;
+    __shared__ real u0[N], u1[N], u2[N], mult[N], y[N];
+    __shared__ int swapped[N];
+
+    const int r = threadIdx.x;
+    const int lane = r & 31;
+    const long long b = blockIdx.x;
+    const real* src = input + b * (long long)(N * N);
+    const real nan_value = (real)nan("");
+
+    // 1. load (coalesced), check, take row r, scale.
+    bool bad = false;
+    real amax = 0;
+    for (int idx = r; idx < N * N; idx += 32 * NW) {
+        const int i = idx / N, j = idx - (idx / N) * N;
+        const real x = src[idx];
+        store[i * LDS + j] = x;
+        if (lower ? (j <= i) : (j >= i)) {
+            bad |= !isfinite(x);
+            amax = fmax(amax, fabs(x));
+        }
+    }
+    amax = warp_max(amax);
+    if (lane == 0) red[0][r >> 5] = amax;
+    if (__syncthreads_or(bad)) {
+        if (r == 0) value[b] = nan_value;
+        if (want_vector) for (int i = r; i < N; i += 32 * NW) vector[b * N + i] = nan_value;
+        return;
+    }
+    amax = red[0][0];
+#pragma unroll
+    for (int w = 1; w < NW; ++w) amax = fmax(amax, red[0][w]);
+    int exponent = 0;
+    if (amax > 0) frexp(amax, &exponent);
+    exponent = max(exponent, MIN_EXP);  // a tiny matrix is scaled up only as far as is finite
+    if (amax == 0) {  // the zero matrix: lambda_k = 0 exactly, q_k = e_k
+        if (r == 0) value[b] = 0;
+        if (want_vector) for (int i = r; i < N; i += 32 * NW) vector[b * N + i] = (i == k) ? 1 : 0;
+        return;
+    }
+    const real scale = ldexp((real)1, -exponent);  // power of two: exact
+    real a[N];
+#pragma unroll
+    for (int c = 0; c < N; ++c) {
+        real x = 0;
+        if (r < N) {
+            const bool direct = lower ? (c <= r) : (c >= r);
+            x = direct ? store[r * LDS + c] : store[c * LDS + r];
+        }
+        a[c] = x * scale;
+    }
+    __syncthreads();  // the staging copy is overwritten by reflectors below
+
+    // 2. tridiagonalisation
+    for (int kk = 0; kk < N - 2; ++kk) {
+        real x = 0;  // A[r][kk], selected without dynamic register indexing
+#pragma unroll
+        for (int c0 = 0; c0 < N; c0 += VW) {
+            if (kk < c0 || kk >= c0 + VW) continue;  // uniform: only kk's chunk
+#pragma unroll
+            for (int t = 0; t < VW; ++t) if (c0 + t < N && c0 + t == kk) x = a[c0 + t];
+        }
+        if (r == kk) d[kk] = x;
+        if (r == kk + 1) x_next = x;
+        const real sigma = block_sum((r > kk + 1 && r < N) ? x * x : (real)0, red[0]);
+        if (NW == 1) __syncthreads();  // x_next visible
+        const real x0 = x_next;
+        real tau = 0, beta = x0, v = 0;
+        if (sigma > SAFE_MIN) {
+            const real norm = sqrt(x0 * x0 + sigma);
+            beta = x0 > 0 ? -norm : norm;
+            const real v0 = x0 - beta;
+            tau = 2 / (v0 * v0 + sigma);
+            v = (r == kk + 1) ? v0 : ((r > kk + 1 && r < N) ? x : (real)0);
+        }
+        real* vk = store + kk * LDV;
+        if (r < LDV) vk[r] = v;
+        if (r == 0) { taus[kk] = tau; e[kk] = beta; }
+        __syncthreads();
+        if (tau != 0) {  // the same in every thread
+            const real p = tau * dot_row(a, vk, kk + 1);
+            const real vp = block_sum(v * p, red[1]);
+            const real w = p - (tau / 2) * vp * v;
+            if (r < LDV) w_shared[r] = w;
+            __syncthreads();
+#pragma unroll
+            for (int c0 = 0; c0 < N; c0 += VW) {
+                if (c0 + VW <= kk + 1) continue;  // columns <= kk are finished: leave them
+                const vec_t wc = *reinterpret_cast<const vec_t*>(w_shared + c0);
+                const vec_t vc = *reinterpret_cast<const vec_t*>(vk + c0);
+                const real* wp = reinterpret_cast<const real*>(&wc);
+                const real* vp2 = reinterpret_cast<const real*>(&vc);
+#pragma unroll
+                for (int t = 0; t < VW; ++t)
+                    if (c0 + t < N) a[c0 + t] -= v * wp[t] + w * vp2[t];
+            }
+        }
+    }
+    if (N >= 2) {
+        if (r == N - 2) d[N - 2] = a[N - 2];
+        if (r == N - 1) { d[N - 1] = a[N - 1]; e[N - 2] = a[N - 2]; }
+    } else if (r == 0) {
+        d[0] = a[0];
+    }
+    __syncthreads();
+    if (r >= 32) return;  // warp 0 finishes alone: no block barriers below
+
+    // 3. lambda_k by multisection on warp 0
+    real lo = 0, hi = 0, emax2 = 0;
+    {
+        real glo = INF, ghi = -INF;
+        for (int i = lane; i < N; i += 32) {
+            const real left = i > 0 ? fabs(e[i - 1]) : (real)0;
+            const real right = i < N - 1 ? fabs(e[i]) : (real)0;
+            glo = fmin(glo, d[i] - left - right);
+            ghi = fmax(ghi, d[i] + left + right);
+            if (i < N - 1) { e2[i] = e[i] * e[i]; emax2 = fmax(emax2, e2[i]); }
+        }
+        glo = warp_min(glo);
+        ghi = warp_max(ghi);
+        emax2 = warp_max(emax2);
+        const real width = fmax(ghi - glo, (real)1) * (2 * EPS);
+        lo = glo - width;
+        hi = ghi + width;
+    }
+    __syncwarp();
+    const real tnorm = fmax(fabs(lo), fabs(hi));
+    const real pivmin = SAFE_MIN * fmax((real)1, emax2);
+    for (int it = 0; it < ITERS; ++it) {
+        const real h = (hi - lo) / 33;
+        const real x = lo + (lane + 1) * h;
+        const unsigned below = __ballot_sync(0xffffffffu, sturm_count(d, e2, x, pivmin) <= k);
+        const int j = __popc(below);  // counts grow with x: lanes 0..j-1 lie below lambda_k
+        const real new_lo = j > 0 ? lo + j * h : lo;
+        const real new_hi = j < 32 ? lo + (j + 1) * h : hi;
+        lo = new_lo;
+        hi = fmax(new_hi, new_lo);
+        if (hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi))) break;
+    }
+    const real lambda = lo + (hi - lo) / 2;
+    if (lane == 0) value[b] = lambda / scale;
+    if (!want_vector) return;
+
+    // 4. eigenvector: inverse iteration on T (lane 0), then the back-transform (warp 0)
+    if (lane == 0) {
+        const real small = tnorm > 0 ? EPS * tnorm : (real)1;
+        real cd = d[0] - lambda, cs = N > 1 ? e[0] : (real)0;
+        for (int i = 0; i < N - 1; ++i) {
+            const real bi = e[i], an = d[i + 1] - lambda, cn = (i + 1 < N - 1) ? e[i + 1] : (real)0;
+            if (fabs(cd) >= fabs(bi)) {
+                const real pivot = cd != 0 ? cd : small;
+                mult[i] = bi / pivot; u0[i] = pivot; u1[i] = cs; u2[i] = 0; swapped[i] = 0;
+                cd = an - mult[i] * cs; cs = cn;
+            } else {
+                const real l = cd / bi;
+                mult[i] = l; u0[i] = bi; u1[i] = an; u2[i] = cn; swapped[i] = 1;
+                cd = cs - l * an; cs = -l * cn;
+            }
+        }
+        u0[N - 1] = cd;
+        for (int i = 0; i < N; ++i)
+            if (fabs(u0[i]) < small) u0[i] = u0[i] < 0 ? -small : small;
+        for (int i = 0; i < N; ++i) y[i] = 1 + (real)((i * 7) % 11) / 16;  // no special structure
+        for (int solve = 0; solve < 3; ++solve) {
+            for (int i = 0; i < N - 1; ++i) {
+                if (swapped[i]) { const real t = y[i]; y[i] = y[i + 1]; y[i + 1] = t - mult[i] * y[i]; }
+                else y[i + 1] -= mult[i] * y[i];
+            }
+            y[N - 1] /= u0[N - 1];
+            if (N > 1) y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) / u0[N - 2];
+            for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) / u0[i];
+            real ymax = 0;
+            for (int i = 0; i < N; ++i) ymax = fmax(ymax, fabs(y[i]));
+            const real inv = 1 / ymax;
+            for (int i = 0; i < N; ++i) y[i] *= inv;
+        }
+    }
+    __syncwarp();
+    constexpr int PER_LANE = (N + 31) / 32;
+    real yl[PER_LANE];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) yl[j] = (lane + 32 * j < N) ? y[lane + 32 * j] : (real)0;
+    for (int kk = N - 3; kk >= 0; --kk) {
+        const real tau = taus[kk];
+        if (tau == 0) continue;
+        const real* vk = store + kk * LDV;
+        real s = 0;
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) s += vk[lane + 32 * j] * yl[j];
+        s = tau * warp_sum(s);
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) yl[j] -= s * vk[lane + 32 * j];
+    }
+    real sq = 0;
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) sq += yl[j] * yl[j];
+    const real inv_norm = 1 / sqrt(warp_sum(sq));
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j)
+        if (lane + 32 * j < N) vector[b * N + lane + 32 * j] = yl[j] * inv_norm;
+}
