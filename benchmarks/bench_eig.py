@@ -139,7 +139,7 @@ def versions():
 def run_cuda(quick: bool, ns=None, batches=None):
     from skspectral.eig import _kernel_backend
 
-    ns = ns or [8, 16, 32, 45, 64, 100, 128]
+    ns = ns or [4, 8, 16, 32, 45, 64, 100, 128]
     batches = batches or ([1, 64, 1024, 4096, 16384, 65536] if not quick else [1, 4096])
     dtypes = [torch.float32, torch.float64]
     have_cupy = _cupy_backend.is_available()
