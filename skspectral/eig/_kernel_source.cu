@@ -12,7 +12,7 @@
 //   3. lambda_k of T by multisection: the 32 lanes of warp 0 evaluate Sturm counts at 32
 //      points of the bracket at once (5 bits per round), starting from Gershgorin bounds.
 //   4. (vector only) inverse iteration on T - lambda I (Gaussian elimination with partial
-//      pivoting, tiny pivots replaced by eps*|T|), three solves, then q = H_0 ... H_{N-3} y.
+//      pivoting, tiny pivots replaced by eps*|T|), two solves, then q = H_0 ... H_{N-3} y.
 // Expects defines N >= 2 (matrix size), real (float/double), vec_t (float4/double2), EPS,
 // SAFE_MIN, INF, MIN_EXP and ITERS (multisection rounds).
 
@@ -259,17 +259,19 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             }
         }
         u0[N - 1] = cd;
-        for (int i = 0; i < N; ++i)
-            if (fabs(u0[i]) < small) u0[i] = u0[i] < 0 ? -small : small;
+        for (int i = 0; i < N; ++i)  // u0 now holds reciprocal pivots: the solves only multiply
+            u0[i] = 1 / (fabs(u0[i]) < small ? (u0[i] < 0 ? -small : small) : u0[i]);
         for (int i = 0; i < N; ++i) y[i] = 1 + (real)((i * 7) % 11) / 16;  // no special structure
-        for (int solve = 0; solve < 3; ++solve) {
+        // lambda is accurate to rounding, so the first solve already lands on q_k unless the
+        // start vector is nearly orthogonal to it; the second makes sure.
+        for (int solve = 0; solve < 2; ++solve) {
             for (int i = 0; i < N - 1; ++i) {
                 if (swapped[i]) { const real t = y[i]; y[i] = y[i + 1]; y[i + 1] = t - mult[i] * y[i]; }
                 else y[i + 1] -= mult[i] * y[i];
             }
-            y[N - 1] /= u0[N - 1];
-            if (N > 1) y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) / u0[N - 2];
-            for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) / u0[i];
+            y[N - 1] *= u0[N - 1];
+            y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) * u0[N - 2];
+            for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) * u0[i];
             real ymax = 0;
             for (int i = 0; i < N; ++i) ymax = fmax(ymax, fabs(y[i]));
             const real inv = 1 / ymax;
