@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -270,8 +271,6 @@ class StaticBatchSteps:
             with torch.cuda.graph(graph):
                 self._step()
         except RuntimeError as exc:  # a backend that is not capture-safe: keep going eagerly
-            import warnings
-
             warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",
                           RuntimeWarning)
             self.capture = False
