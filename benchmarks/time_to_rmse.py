@@ -25,34 +25,17 @@ from sklearn.datasets import fetch_california_housing
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skspectral import SpectralModel, SpectralRegressor, resolve_backend  # noqa: E402
+from bench_fit import naive_epochs  # noqa: E402  (the seed's loop, shared with bench_fit)
+from skspectral import SpectralRegressor  # noqa: E402
 
 
-def naive_curve(X, y, X_val, y_val, dim, device, budget_s, batch=10):
-    mean, std = X.mean(0), X.std(0)
-    y_mean, y_std = y.mean(), y.std()
-    Xs, ys = (X - mean) / std, (y - y_mean) / y_std
-    Xv = torch.tensor((X_val - mean) / std, dtype=torch.float32, device=device)
-    backend = "cupy" if device.type == "cuda" and resolve_backend(device, 100, torch.float32) == "cupy" else "torch"
-    model = SpectralModel(X.shape[1], dim, backend=backend, generator=torch.Generator().manual_seed(0),
-                          dtype=torch.float32, device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
+def naive_curve(X, y, X_val, y_val, dim, device, budget_s):
     curve, start = [], time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        order = rng.permutation(len(Xs))
-        for i in range(0, len(order), batch):
-            rows = order[i : i + batch]
-            xb = torch.tensor(Xs[rows], dtype=torch.float32, device=device)
-            yb = torch.tensor(ys[rows], dtype=torch.float32, device=device)
-            loss = ((model(xb) - yb) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss.item()
-        with torch.no_grad():
-            pred = model(Xv).double().cpu().numpy() * y_std + y_mean
+    for predict in naive_epochs(X, y, dim, device):
+        pred = predict(X_val)
         curve.append((time.perf_counter() - start, float(np.sqrt(np.mean((pred - y_val) ** 2)))))
+        if time.perf_counter() - start >= budget_s:
+            break
     return curve
 
 

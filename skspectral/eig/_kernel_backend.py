@@ -12,6 +12,7 @@ captured in a CUDA graph. Sizes 2 <= n <= MAX_N (n = 1 is answered directly).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -98,11 +99,9 @@ def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
     stream = _cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
-    if torch.cuda.current_device() == index:
+    on_device = contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)
+    with on_device:
         function((B,), (32 * ((n + 31) // 32),), args, 0, stream)
-    else:
-        with import_cupy().cuda.Device(index):
-            function((B,), (32 * ((n + 31) // 32),), args, 0, stream)
     return value, (vector if want_vector else None)
 
 
