@@ -13,54 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
 import torch
+from _common import markdown_table, sym_batch, time_cpu, time_cuda, versions, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skspectral import kth_eigvalsh, resolve_backend  # noqa: E402
-from skspectral.eig import _cupy_backend  # noqa: E402
-
-
-def sym_batch(B, n, dtype, device, seed=0):
-    g = torch.Generator(device=device).manual_seed(seed)
-    G = torch.randn(B, n, n, generator=g, device=device, dtype=dtype)
-    return (G + G.mT) / 2
-
-
-def time_cuda(fn, budget_s=0.25, max_reps=50):
-    try:
-        fn()  # warm-up (compilation, handles, workspace)
-    except RuntimeError as exc:  # e.g. torch's cuSOLVER call fails on very large batches
-        print(f"failed: {str(exc)[:120]}", file=sys.stderr)
-        return None
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    t0 = time.perf_counter()
-    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - t0 < budget_s):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def time_cpu(fn, budget_s=0.5, max_reps=30):
-    fn()
-    times = []
-    t0 = time.perf_counter()
-    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - t0 < budget_s):
-        s = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - s) * 1e3)
-    return statistics.median(times)
+from skspectral import kth_eigvalsh, resolve_backend
+from skspectral.eig import REGISTRY
+from skspectral.eig._cupy_support import current_cupy_stream
 
 
 def torch_fwd(A, k):
@@ -98,7 +58,7 @@ def ours_fwdbwd(A, k, backend="auto"):
 def cupy_fwd(A, k):
     import cupy
 
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    stream = current_cupy_stream(torch.cuda.current_device())
 
     def run():
         with stream:
@@ -110,7 +70,7 @@ def cupy_fwd(A, k):
 def cupy_fwdbwd(A, k):
     import cupy
 
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    stream = current_cupy_stream(torch.cuda.current_device())
 
     def run():
         with stream:
@@ -121,28 +81,12 @@ def cupy_fwdbwd(A, k):
     return run
 
 
-def versions():
-    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-    try:
-        import cupy
-
-        info["cupy"] = cupy.__version__
-    except ImportError:
-        pass
-    info["cpu_threads"] = torch.get_num_threads()
-    return info
-
-
 def run_cuda(quick: bool, ns=None, batches=None):
-    from skspectral.eig import _kernel_backend
-
     ns = ns or [4, 8, 16, 32, 45, 64, 100, 128]
     batches = batches or ([1, 64, 1024, 4096, 16384, 65536] if not quick else [1, 4096])
     dtypes = [torch.float32, torch.float64]
-    have_cupy = _cupy_backend.is_available()
+    have_cupy = REGISTRY["cupy"].is_available()
+    kernel = REGISTRY["kernel"]
     rows = []
     # skip a torch config when a smaller batch already predicts > this per call
     torch_limit_ms = 3000.0
@@ -164,7 +108,7 @@ def run_cuda(quick: bool, ns=None, batches=None):
                         torch_ms_per_matrix[mode] = row[f"torch_{mode}"] / B
                     row[f"cupy_{mode}"] = time_cuda(c_fn(A, k)) if have_cupy else None
                     row[f"auto_{mode}"] = time_cuda(o_fn(A, k))
-                    if have_cupy and n <= _kernel_backend.MAX_N:
+                    if kernel.is_available() and kernel.supports("cuda", n):
                         row[f"kernel_{mode}"] = time_cuda(o_fn(A, k, "kernel"))
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
@@ -173,13 +117,13 @@ def run_cuda(quick: bool, ns=None, batches=None):
     return rows
 
 
-def run_cpu(quick: bool):
+def run_cpu(quick: bool, ns=None, batches=None):
     import scipy.linalg.lapack as lapack
 
     rows = []
-    batches = [1, 16, 256, 4096] if not quick else [16, 256]
+    batches = batches or ([1, 16, 256, 4096] if not quick else [16, 256])
     for dtype in (torch.float32, torch.float64):
-        for n in [8, 15, 30, 45]:
+        for n in ns or [8, 15, 30, 45]:
             for B in batches:
                 A = sym_batch(B, n, dtype, "cpu")
                 k = n // 2
@@ -197,18 +141,6 @@ def run_cpu(quick: bool):
     return rows
 
 
-def fmt(x):
-    return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
-
-
-def table(rows, cols):
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
-    lines = [head]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(c)) if isinstance(r.get(c), (float, type(None))) else str(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cuda", action="store_true")
@@ -218,19 +150,18 @@ def main():
     p.add_argument("--ns", type=int, nargs="+")
     p.add_argument("--batches", type=int, nargs="+")
     a = p.parse_args()
-    out = {"versions": versions(), "date": time.strftime("%Y-%m-%d")}
+    out = {"versions": versions("cuda" if a.cuda else "cpu")}
     print(json.dumps(out["versions"]))
     if a.cuda:
         out["cuda"] = run_cuda(a.quick, a.ns, a.batches)
         cols = ["dtype", "n", "B", "auto", "torch_fwd", "cupy_fwd", "auto_fwd", "kernel_fwd",
                 "torch_fwdbwd", "cupy_fwdbwd", "auto_fwdbwd", "kernel_fwdbwd"]
-        print("\nCUDA, ms per call (median):\n" + table(out["cuda"], cols))
+        print("\nCUDA, ms per call (median):\n" + markdown_table(out["cuda"], cols))
     if a.cpu:
-        out["cpu"] = run_cpu(a.quick)
+        out["cpu"] = run_cpu(a.quick, a.ns, a.batches)
         cols = ["dtype", "n", "B", "torch_fwd", "auto_fwd", "torch_fwdbwd", "auto_fwdbwd", "syevr_pair"]
-        print("\nCPU, ms per call (median):\n" + table(out["cpu"], cols))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+        print("\nCPU, ms per call (median):\n" + markdown_table(out["cpu"], cols))
+    write_json(a.json, out)
 
 
 if __name__ == "__main__":

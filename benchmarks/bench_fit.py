@@ -16,24 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import fetch_california_housing
+from _common import california, sync, versions, write_json
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skspectral import SpectralModel, SpectralRegressor, resolve_backend  # noqa: E402
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from skspectral import SpectralModel, SpectralRegressor, resolve_backend
+from skspectral._losses import squared_error
+from skspectral._training import Dataset, Trainer, TrainingOptions
+from skspectral.eig import REGISTRY
 
 
 def naive_epochs(X, y, dim, device, batch=10):
@@ -94,18 +88,12 @@ def steady_epoch_seconds(X, y, dim, device, epochs, batch_size=200, backend="aut
 def step_ms(X, y, dim, device, batch_size, backend, graph, epochs=5):
     """Milliseconds per training step (forward, backward, Adam) of the Trainer alone, timed with
     CUDA events over whole epochs after a warm-up epoch (which captures the graph)."""
-    from skspectral._training import Dataset, Trainer, TrainingOptions
-
     Xs = torch.tensor((X - X.mean(0)) / X.std(0), dtype=torch.float32, device=device)
     ys = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32, device=device)
     model = SpectralModel(X.shape[1], dim, backend=backend, generator=torch.Generator().manual_seed(0),
                           dtype=torch.float32, device=device)
     options = TrainingOptions(learning_rate_init=1e-3, batch_size=batch_size, cuda_graph=graph)
-
-    def loss(output, target, weight):
-        return ((output - target).square() * weight).sum() / weight.sum()
-
-    trainer = Trainer(model, loss, options, torch.Generator(device=device).manual_seed(0))
+    trainer = Trainer(model, squared_error, options, torch.Generator(device=device).manual_seed(0))
     data = Dataset(Xs, ys, torch.ones_like(ys))
     trainer._epoch(data)  # warm-up (and capture)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -129,11 +117,9 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     device = torch.device(a.device)
-    X, y = fetch_california_housing(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    out = {"device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
-    print(json.dumps({k: out[k] for k in ("device", "torch", "date")}))
+    X_train, X_test, y_train, y_test = california()
+    out = {"versions": versions(device), "rows": []}
+    print(json.dumps(out["versions"]))
     n_train = len(X_train)
     for dim in a.dims:
         naive = naive_epoch_seconds(X_train, y_train, dim, device, a.naive_epochs)
@@ -144,7 +130,7 @@ def main():
         for batch_size, backend in configs:
             ours, chosen = steady_epoch_seconds(X_train, y_train, dim, device, a.epochs, batch_size, backend)
             row = {"dim": dim, "batch_size": batch_size, "backend": chosen,
-                   "graph": device.type == "cuda" and chosen == "kernel",
+                   "graph": device.type == "cuda" and REGISTRY[chosen].capture_safe,
                    "naive_s_per_epoch": naive, "naive_ms_per_step": naive / naive_steps * 1e3,
                    "ours_s_per_epoch": ours, "speedup_per_epoch": naive / ours}
             if device.type == "cuda":
@@ -175,8 +161,7 @@ def main():
               f"| {r['speedup_per_epoch']:.0f}× | {f(r.get('speedup_per_step'), '.1f')}× |")
     f = out["full_fit"]
     print(f"\nfull fit: dim={f['dim']}, {f['epochs']} epochs, {f['seconds']:.1f} s, test RMSE ${f['test_rmse_dollars']:,.0f}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    write_json(a.json, out)
 
 
 if __name__ == "__main__":

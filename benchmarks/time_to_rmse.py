@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import fetch_california_housing
-from sklearn.model_selection import train_test_split
+from _common import california, versions, write_json
+from bench_fit import naive_epochs  # the seed's loop, shared with bench_fit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_fit import naive_epochs  # noqa: E402  (the seed's loop, shared with bench_fit)
-from skspectral import SpectralRegressor  # noqa: E402
+from skspectral import SpectralRegressor
 
 
 def naive_curve(X, y, X_val, y_val, dim, device, budget_s):
@@ -51,11 +47,9 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     device = torch.device(a.device)
-    X, y = fetch_california_housing(return_X_y=True)
-    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
-    X_train, X_val, y_train, y_val = train_test_split(X_rest, y_rest, test_size=0.25, random_state=0)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    out = {"device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "dim": a.dim}
+    X_train, X_val, X_test, y_train, y_val, y_test = california(validation_size=0.2)
+    out = {"versions": versions(device), "dim": a.dim}
+    name = out["versions"]["device"]
 
     est = SpectralRegressor(dim=a.dim, device=str(device), random_state=0)
     est.fit(X_train[:2000], y_train[:2000])  # warm-up: CuPy module loads, kernel compilation
@@ -88,8 +82,7 @@ def main():
         o = [r for s, r in ours if s <= t]
         n = [r for s, r in naive if s <= t]
         print(f"| {t} | {min(o):.4f} |" if o else f"| {t} | — |", f" {min(n):.4f} |" if n else " — |")
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    write_json(a.json, out)
 
 
 if __name__ == "__main__":

@@ -1,52 +1,25 @@
-"""SpectralClassifier: binary and multiclass classification with eigenvalue models."""
+"""SpectralClassifier: labels, class weights and the log-loss (binary or softmax)."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch.nn.functional as F
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
-from ._base import SpectralEstimatorBase
-from ._training import weighted_mean
+from ._estimator import ATTRIBUTES_DOC, PARAMETERS_DOC, SpectralEstimatorBase
 
 
 class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
-    """Classification with eigenvalue models.
-
-    Binary: the logit is f(x) = lambda_k(diag(mu) + sum_i x_i A_i), trained
-    with log-loss (an affine scale of the logit is absorbed by mu and A_i:
-    lambda_k(cM + bI) = c lambda_k(M) + b for c > 0). Multiclass: one matrix
-    per class, all evaluated in one batched eigen call of shape
-    (batch, n_classes, dim, dim); their k-th eigenvalues are the logits of a
-    softmax cross-entropy (the eigenvalues of one matrix are ordered, so they
-    could not serve as free logits).
-
-    Parameters are those of :class:`SpectralRegressor`, except that
-    ``alpha`` defaults to 1e-3: on separable data log-loss drives the logits
-    to infinity; a little L2 keeps them finite, the probabilities calibrated
-    and the fits reproducible (weighting and repeating rows agree). Plus
-    ``class_weight`` (None, "balanced" or a dict label -> weight, multiplying
-    sample_weight). With ``early_stopping``, the validation score is accuracy.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-    mu_ : ndarray of shape (dim,) for binary, (n_classes, dim) for multiclass
-    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim) for binary,
-        (n_classes, n_features_in_, dim, dim) for multiclass
-    device_, backend_, dtype_, n_iter_, loss_curve_, validation_scores_,
-    best_validation_score_, x_mean_, x_scale_, x_min_, x_max_ : as SpectralRegressor.
-    """
-
     _parameter_constraints = {
         **SpectralEstimatorBase._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
+    _metrics = ("log_loss", "accuracy")  # per eval set
+    _validation_metric = "accuracy"
 
     def __init__(
         self,
@@ -95,9 +68,15 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.clip_features = clip_features
         self.class_weight = class_weight
 
-    # ---- target and loss ----------------------------------------------------------------
-    def _n_models(self):
+    # ---- the base's hooks -----------------------------------------------------------------
+    def _loss_name(self):
+        return "binary_log_loss" if len(self.classes_) <= 2 else "log_loss"
+
+    def _n_outputs(self):
         return None if len(self.classes_) <= 2 else len(self.classes_)
+
+    def _stratify_labels(self, target):
+        return target
 
     def _encode_target(self, y, first_call, classes=None):
         y = column_or_1d(y, warn=True)
@@ -122,47 +101,78 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
             weight = weight * compute_sample_weight(class_weight, y.astype(int))
         return y, weight
 
-    def _loss(self, output, target, weight):
-        if output.dim() == 1:
-            losses = F.binary_cross_entropy_with_logits(output, target, reduction="none")
-        else:
-            losses = F.cross_entropy(output, target.long(), reduction="none")
-        return weighted_mean(losses, weight)
-
-    def _eval_metrics(self, output, target, weight):
-        return {"log_loss": self._loss(output, target, weight), "accuracy": self._validation_score(output, target, weight)}
-
-    def _validation_score(self, output, target, weight):
-        predicted = (output > 0).to(target.dtype) if output.dim() == 1 else output.argmax(dim=1).to(target.dtype)
-        return weighted_mean((predicted == target).to(weight.dtype), weight)
-
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, eval_set=None):
-        """Fit to X (n_samples, n_features) and labels y (n_samples,).
+        """Fit the model.
 
-        eval_set : list of (X, y) pairs, optional; log-loss and accuracy of
-        each are recorded every epoch in ``history_``.
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training features; raw, unscaled values are fine (standardised inside).
+        y : array-like of shape (n_samples,)
+            Class labels (at least two classes).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, multiplied by class_weight.
+        eval_set : list of (X, y) pairs, default=None
+            Log-loss and accuracy of each are recorded every epoch in
+            ``history_``; they never affect training.
+
+        Returns
+        -------
+        self : SpectralClassifier
+            The fitted estimator.
         """
         return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
                          eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over (X, y); ``classes`` (all labels) is required on the first call."""
+        """One epoch over (X, y), continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every label; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SpectralClassifier
+        """
         first_call = not hasattr(self, "_module_state_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
         return self._fit(X, y, sample_weight, first_call=first_call, incremental=True, classes=classes)
 
     def decision_function(self, X):
-        """Logits: shape (n_samples,) for binary (positive: classes_[1]), else (n_samples, n_classes)."""
-        check_is_fitted(self, "_module_state_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        """Logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        logits : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Binary: one logit, positive for ``classes_[1]``; multiclass: one per class.
+        """
         return self._raw_output(X)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns as classes_."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
         logits = self.decision_function(X)
         if logits.ndim == 1:
             positive = 1.0 / (1.0 + np.exp(-logits))
@@ -172,7 +182,16 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         return exp / exp.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X):
-        """Log of predict_proba, computed stably."""
+        """Log of predict_proba, computed stably.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
         logits = self.decision_function(X)
         if logits.ndim == 1:
             return np.column_stack([-np.logaddexp(0, logits), -np.logaddexp(0, -logits)])
@@ -180,7 +199,58 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def predict(self, X):
-        """Predicted labels."""
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
         logits = self.decision_function(X)
         index = (logits > 0).astype(int) if logits.ndim == 1 else logits.argmax(axis=1)
         return self.classes_[index]
+
+
+SpectralClassifier.__doc__ = f"""Classification with eigenvalue models.
+
+    Binary: the logit is f(x) = lambda_k(diag(mu) + sum_i x_i A_i), trained
+    with log-loss (an affine scale of the logit is absorbed by mu and A_i:
+    lambda_k(cM + bI) = c lambda_k(M) + b for c > 0). Multiclass: one matrix
+    per class, all evaluated in one batched eigen call of shape
+    (batch, n_classes, dim, dim); their k-th eigenvalues are the logits of a
+    softmax cross-entropy (the eigenvalues of one matrix are ordered, so they
+    could not serve as free logits). With early_stopping the held-out score
+    is accuracy, on a split stratified by class.
+
+    Parameters
+    ----------
+    {PARAMETERS_DOC}
+    alpha : float, default=1e-3
+        L2 penalty: ``alpha / 2 * sum_i ||A_i||_F^2 / n_samples`` is added to
+        the loss. On separable data log-loss drives the logits to infinity; a
+        little L2 keeps them finite, the probabilities calibrated and the fits
+        reproducible (weighting and repeating rows agree).
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class (label -> weight), multiplying sample_weight;
+        "balanced" weights classes inversely to their frequencies.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    mu_ : ndarray of shape (dim,) for binary, (n_classes, dim) for multiclass
+    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim) for binary,
+        (n_classes, n_features_in_, dim, dim) for multiclass
+    {ATTRIBUTES_DOC}
+        For multiclass, one row of sensitivities per class's logit.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skspectral import SpectralClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> SpectralClassifier(dim=5, max_iter=30, random_state=0, device="cpu").fit(X, y).predict_proba(X[:2]).shape
+    (2, 3)
+    """

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .eig import check_eigval_index, kth_eigvalsh
+from .eig import EigenBackend, check_eigval_index, kth_eigvalsh_unchecked, select_backend
 
 
 def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
@@ -35,11 +35,18 @@ class SpectralModel(torch.nn.Module):
         None: one model, ``forward`` returns shape (batch,). An int: that many
         models, ``forward`` returns (batch, n_outputs).
     backend : str
-        Eigen backend passed to :func:`skspectral.kth_eigvalsh`.
+        Eigen backend (see :func:`skspectral.kth_eigvalsh`); checked when the
+        module is built and resolved once per device and dtype it runs on.
     init_scale : float or None
         Std of the initial A_i entries; None means 1 / (sqrt(dim) * n_features).
     generator : torch.Generator or None
         CPU generator for the initial values (the same on every device).
+
+    Variants of the model subclass it and replace the one construction hook,
+    :meth:`_init_feature_matrices`, together with :meth:`feature_matrices`
+    (how the A_i are parameterised); everything else -- the diagonal, the
+    eigen call, the spectral norms that certify sensitivities, penalties and
+    training -- reads the A_i through :meth:`feature_matrices` only.
     """
 
     def __init__(
@@ -61,48 +68,79 @@ class SpectralModel(torch.nn.Module):
         self.n_features, self.dim = int(n_features), int(dim)
         self.eigval_idx = self.dim // 2 if eigval_idx is None else check_eigval_index(eigval_idx, self.dim, "eigval_idx")
         self.n_outputs = n_outputs
+        self.n_models = 1 if n_outputs is None else int(n_outputs)
+        factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        select_backend(backend, torch.device(device or "cpu"), self.dim, factory["dtype"])  # fail at construction
         self.backend = backend
-        n_models = 1 if n_outputs is None else int(n_outputs)
+        self._eigen_backends: dict = {}
         if init_scale is None:
             init_scale = 1.0 / (math.sqrt(self.dim) * self.n_features)
 
         # Initial values are drawn in float64 on the CPU so that every device
         # and dtype starts from the same model.
-        mu0 = torch.linspace(-1.0, 1.0, self.dim, dtype=torch.float64).expand(n_models, self.dim)
-        gaussian = torch.randn(n_models, self.n_features, self.dim, self.dim, generator=generator, dtype=torch.float64)
-        sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
-        factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        mu0 = torch.linspace(-1.0, 1.0, self.dim, dtype=torch.float64).expand(self.n_models, self.dim)
         self.mu_start = torch.nn.Parameter(mu0[:, :1].clone().to(**factory))
         self.mu_increments = torch.nn.Parameter(_softplus_inverse(mu0.diff(dim=-1).clamp_min(1e-3)).to(**factory))
+        self._init_feature_matrices(init_scale, generator, factory)
+
+    # ---- the construction hook: how the feature matrices are parameterised -------------
+    def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
+        """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start)."""
+        gaussian = torch.randn(
+            self.n_models, self.n_features, self.dim, self.dim, generator=generator, dtype=torch.float64
+        )
+        sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
         # Learned as a full matrix and symmetrised in use: eigh reads one
         # triangle, and this way every entry receives gradient.
         self.weight = torch.nn.Parameter((init_scale * sym).to(**factory))
+
+    def feature_matrices(self) -> torch.Tensor:
+        """The symmetric A_i, shape (n_models, n_features, dim, dim)."""
+        return 0.5 * (self.weight + self.weight.transpose(-1, -2))
+
+    # ---- the model ---------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mu_start.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.mu_start.device
+
+    @property
+    def eigen_backend(self) -> EigenBackend:
+        """The eigen backend this module's calls use on its current device and dtype."""
+        key = (self.device, self.dtype)
+        backend = self._eigen_backends.get(key)
+        if backend is None:
+            backend = self._eigen_backends[key] = select_backend(self.backend, self.device, self.dim, self.dtype)
+        return backend
+
+    @property
+    def capture_safe(self) -> bool:
+        """A forward and backward can be captured in a CUDA graph (the eigen backend says so)."""
+        return self.eigen_backend.capture_safe
 
     def mu(self) -> torch.Tensor:
         """The non-decreasing diagonal, shape (n_models, dim)."""
         steps = F.softplus(self.mu_increments).cumsum(dim=-1)
         return torch.cat([self.mu_start, self.mu_start + steps], dim=-1)
 
-    def feature_matrices(self) -> torch.Tensor:
-        """The symmetric A_i, shape (n_models, n_features, dim, dim)."""
-        return 0.5 * (self.weight + self.weight.transpose(-1, -2))
-
     def matrices(self, X: torch.Tensor) -> torch.Tensor:
         """diag(mu) + sum_i x_i A_i for each row of X: shape (batch, n_models, dim, dim)."""
-        n_models = self.weight.shape[0]
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_features, -1)  # (F, models*dim*dim)
-        M = (X @ A).view(X.shape[0], n_models, self.dim, self.dim)
+        M = (X @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        values = kth_eigvalsh(self.matrices(X), self.eigval_idx, backend=self.backend)
+        values = kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
         return values[:, 0] if self.n_outputs is None else values
 
     def spectral_norms(self) -> torch.Tensor:
         """||A_i||_2 for each model and feature, shape (n_models, n_features), differentiable."""
         A = self.feature_matrices()
-        top = kth_eigvalsh(A, -1, backend=self.backend)
-        bottom = kth_eigvalsh(A, 0, backend=self.backend)
+        top = kth_eigvalsh_unchecked(A, self.dim - 1, self.eigen_backend)
+        bottom = kth_eigvalsh_unchecked(A, 0, self.eigen_backend)
         return torch.maximum(top, -bottom)
 
     def extra_repr(self) -> str:

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._losses import METRICS
+from ._training import history
+
+# the metrics drawn on the loss panel (lower is better, one unit per panel)
+_LOSS_LIKE = [name for name, metric in METRICS.items() if not metric.greater_is_better]
+
 
 def _pyplot():
     try:
@@ -52,16 +58,24 @@ class TrainingCurveDisplay:
         """feature_names: defaults to the estimator's feature_names_in_, else x0, x1, ..."""
         return cls(estimator.history_, _feature_names(estimator, feature_names)).plot(ax=ax)
 
-    def _series(self) -> dict[str, list]:
-        # loss-like series only: they share the log-scaled axis (R^2 and accuracy do not)
+    def _series(self) -> tuple[str, dict[str, list]]:
+        """(metric, {key: values}): the training metric and every eval set's, in the same units.
+
+        A history without a training metric (written by skspectral < 0.2) shows
+        the optimised loss instead.
+        """
         first = self.history[0] if self.history else {}
-        names = [k for k in first if k == "train_loss" or (k.startswith("eval_") and k.endswith(("rmse", "log_loss")))]
-        return {name: [r[name] for r in self.history] for name in names}
+        for metric in _LOSS_LIKE:
+            keys = history.metric_series(first, metric)
+            if keys:
+                return metric, {key: [r[key] for r in self.history] for key in keys}
+        keys = [history.TRAIN_LOSS] if history.TRAIN_LOSS in first else []
+        return "training loss (standardised)", {key: [r[key] for r in self.history] for key in keys}
 
     def _sensitivities(self) -> np.ndarray:
         if not self.history:
             return np.zeros((0, len(self.feature_names or [])))
-        values = np.asarray([r["sensitivities"] for r in self.history], dtype=float)
+        values = np.asarray([r[history.SENSITIVITIES] for r in self.history], dtype=float)
         return values if values.ndim == 2 else values.max(axis=1)  # multiclass: the largest over classes
 
     def plot(self, ax=None):
@@ -73,7 +87,7 @@ class TrainingCurveDisplay:
         self.ax_ = np.ravel(ax)
         loss_ax, sens_ax = self.ax_
         loss_ax.set_xlabel("epoch")
-        loss_ax.set_title("training loss and eval sets")
+        loss_ax.set_title(f"{self._series()[0]}: training and eval sets")
         loss_ax.set_yscale("log")
         sens_ax.set_xlabel("epoch")
         sens_ax.set_title("certified sensitivity |∂f/∂x_i| bound")
@@ -88,9 +102,9 @@ class TrainingCurveDisplay:
         return self
 
     def _draw(self) -> None:
-        epochs = [r["epoch"] for r in self.history]
+        epochs = [r[history.EPOCH] for r in self.history]
         loss_ax, sens_ax = self.ax_
-        for name, values in self._series().items():
+        for name, values in self._series()[1].items():
             if name not in self.loss_lines_:
                 (self.loss_lines_[name],) = loss_ax.plot([], [], label=name.replace("_", " "))
             self.loss_lines_[name].set_data(epochs, values)

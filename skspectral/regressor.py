@@ -1,98 +1,20 @@
-"""SpectralRegressor: a thin scikit-learn wrapper over the model and training loop."""
+"""SpectralRegressor: parameters, target standardisation and the squared-error loss."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
-from ._base import SpectralEstimatorBase, weighted_standardisation
-from ._training import weighted_mean
+from ._estimator import ATTRIBUTES_DOC, PARAMETERS_DOC, SpectralEstimatorBase
+from ._preprocessing import weighted_standardisation
 
 
 class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
-    """Regression with f(x) = lambda_k(diag(mu) + sum_i x_i A_i).
-
-    The k-th smallest eigenvalue of a ``dim x dim`` symmetric matrix that is
-    affine in the features. X and y are standardised inside (with sample
-    weights), so raw, unscaled data is fine; predictions are in y's units.
-    Trained with Adam on mini-batches, with the data resident on ``device``.
-
-    Parameters
-    ----------
-    dim : int, default=15
-        Size of the matrices. Cost grows like dim**3 per sample. 15 fits
-        California Housing in about a minute on two CPU cores; on a GPU
-        larger (45) is affordable and better.
-    eigval_idx : int or None, default=None
-        Which eigenvalue (ascending; negative counts from the largest).
-        None means ``dim // 2``. Must lie in [-dim, dim).
-    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
-        "auto" is CUDA when available, else CPU. Recorded as ``device_``.
-    backend : {"auto", "torch", "cupy"}, default="auto"
-        Eigen backend (see :func:`skspectral.kth_eigvalsh`). Recorded as ``backend_``.
-    dtype : {"auto", "float32", "float64"}, default="auto"
-        Training precision; "auto" is float64 on CPU and float32 on CUDA.
-    learning_rate_init : float, default=0.005
-        Adam's initial step size.
-    learning_rate_schedule : {"cosine", "constant"}, default="cosine"
-        "cosine" anneals the step size to 0 over max_iter epochs (each fit
-        call), which averages out mini-batch noise at the end; "constant"
-        keeps it fixed.
-    batch_size : int or "auto", default="auto"
-        Rows per step; "auto" is min(200, n_samples).
-    max_iter : int, default=140
-        Maximum number of epochs.
-    shuffle : bool, default=True
-        Shuffle the rows every epoch (on the device).
-    random_state : int, RandomState or None, default=None
-        Seeds the initial model, the shuffling and the validation split.
-    tol : float, default=1e-4
-        Improvement of the training loss (or validation score with
-        early_stopping) below which an epoch counts as no improvement.
-        With the cosine schedule the training loss never stops a fit early
-        (the schedule sets its length); the validation score does.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows, stop when their R^2
-        stops improving and keep the best model.
-    validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=10
-        Epochs without improvement before stopping.
-    alpha : float, default=0.0
-        L2 penalty: ``alpha / 2 * sum_i ||A_i||_F^2 / n_samples`` is added to
-        the loss (MLPRegressor's convention, on the feature matrices).
-    spectral_penalty : float, default=0.0
-        ``spectral_penalty * sum_i ||A_i||_2`` is added to the loss: shrinks the
-        certified sensitivities directly.
-    verbose : bool, default=False
-        Print one line per epoch.
-    warm_start : bool, default=False
-        Continue from the previous fit instead of starting anew.
-    clip_features : bool, default=True
-        In predict, clip each feature to the range seen in fit, so that an
-        extreme value (California's AveOccup reaches 1243) cannot push the
-        prediction far beyond anything seen in training. Clipping is
-        1-Lipschitz, so the certified sensitivity bound still holds.
-
-    Attributes
-    ----------
-    device_, backend_, dtype_ : str
-        What fit resolved "auto" to.
-    mu_ : ndarray of shape (dim,)
-        The learned non-decreasing diagonal (standardised units).
-    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim)
-        The learned symmetric A_i (for standardised features and target).
-    x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
-    y_mean_, y_scale_ : float
-        The internal standardisation.
-    n_iter_ : int
-        Epochs run. ``loss_curve_``: the training loss per epoch.
-    validation_scores_, best_validation_score_ :
-        Validation R^2 per epoch and its best (with early_stopping), else None.
-    """
-
     _parameter_constraints = dict(SpectralEstimatorBase._parameter_constraints)
+    _y_numeric = True
+    _metrics = ("rmse", "r2")  # per eval set; RMSE in y's units
+    _validation_metric = "r2"
 
     def __init__(
         self,
@@ -139,54 +61,113 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.warm_start = warm_start
         self.clip_features = clip_features
 
-    def _n_models(self):
-        return None
+    # ---- the base's hooks -----------------------------------------------------------------
+    def _loss_name(self):
+        return "squared_error"
 
-    def _loss(self, output, target, weight):
-        return weighted_mean((output - target).square(), weight)
+    def _n_outputs(self):
+        return None
 
     def _output_scale(self):
         return self.y_scale_
-
-    def _eval_metrics(self, output, target, weight):
-        return {"rmse": self.y_scale_ * weighted_mean((output - target).square(), weight).sqrt(),
-                "r2": self._validation_score(output, target, weight)}
-
-    def _validation_score(self, output, target, weight):
-        mean = weighted_mean(target, weight)
-        residual = weighted_mean((output - target).square(), weight)
-        total = weighted_mean((target - mean).square(), weight)
-        return 1.0 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, eval_set=None):
-        """Fit the model to X (n_samples, n_features) and y (n_samples,).
-
-        eval_set : list of (X, y) pairs, optional. Scored every epoch (RMSE in
-        y's units and R^2) into ``history_``; they never affect training.
-        """
-        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
-                         eval_set=eval_set)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing from the current state."""
-        first_call = not hasattr(self, "_module_state_")
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=True)
-
-    _y_numeric = True
 
     def _encode_target(self, y, first_call, classes=None):
         return column_or_1d(y, warn=True).astype(np.float64)
 
     def _training_target(self, y, weight, first_call):
         if first_call:
-            y_mean, y_scale = weighted_standardisation(y[:, None], weight)
+            y_mean, y_scale = weighted_standardisation(y[:, None], weight, "target y")
             self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
         return (y - self.y_mean_) / self.y_scale_, weight
 
+    # ---- public API ---------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, eval_set=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training features; raw, unscaled values are fine (standardised inside).
+        y : array-like of shape (n_samples,)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; integer weights train exactly as repeated rows.
+        eval_set : list of (X, y) pairs, default=None
+            Scored every epoch (RMSE in y's units and R^2) into ``history_``;
+            they never affect training.
+
+        Returns
+        -------
+        self : SpectralRegressor
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
+                         eval_set=eval_set)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : SpectralRegressor
+        """
+        first_call = not hasattr(self, "_module_state_")
+        return self._fit(X, y, sample_weight, first_call=first_call, incremental=True)
+
     def predict(self, X):
-        """Predicted targets, shape (n_samples,), in y's units."""
-        check_is_fitted(self, "_module_state_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
-        return self.y_mean_ + self.y_scale_ * self._raw_output(X)
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predictions in y's units.
+        """
+        output = self._raw_output(X)  # checks fitted first
+        return self.y_mean_ + self.y_scale_ * output
+
+
+SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i x_i A_i).
+
+    The k-th smallest eigenvalue of a ``dim x dim`` symmetric matrix that is
+    affine in the features. X and y are standardised inside (with sample
+    weights), so raw, unscaled data is fine; predictions are in y's units.
+    Trained with Adam on mini-batches, with the data resident on ``device``;
+    with early_stopping the held-out score is R^2.
+
+    Parameters
+    ----------
+    {PARAMETERS_DOC}
+    alpha : float, default=0.0
+        L2 penalty: ``alpha / 2 * sum_i ||A_i||_F^2 / n_samples`` is added to
+        the loss (MLPRegressor's convention, on the feature matrices).
+
+    Attributes
+    ----------
+    mu_ : ndarray of shape (dim,)
+        The learned non-decreasing diagonal (standardised units).
+    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim)
+        The learned symmetric A_i (for standardised features and target).
+    y_mean_, y_scale_ : float
+        The internal standardisation of the target.
+    {ATTRIBUTES_DOC}
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from skspectral import SpectralRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=4, random_state=0)
+    >>> SpectralRegressor(dim=6, max_iter=20, random_state=0, device="cpu").fit(X, y).predict(X[:2]).shape
+    (2,)
+    """

@@ -1,9 +1,11 @@
-"""SpectralClassifier: binary and multiclass, against sklearn's linear and MLP models."""
+"""SpectralClassifier: binary and multiclass, against sklearn's linear and MLP models;
+on CUDA (marked ``cuda``): a fit that pickles and predicts on a CPU."""
 
 import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -117,3 +119,34 @@ def test_errors():
     est = SpectralClassifier(dim=3, max_iter=1, **CPU).partial_fit(X, np.arange(20) % 2, classes=[0, 1])
     with pytest.raises(ValueError, match="not among classes_"):
         est.partial_fit(X, np.full(20, 5))
+
+
+def test_early_stopping_split_is_stratified(monkeypatch):
+    from skspectral import _estimator
+
+    held_out = []
+    original = _estimator.validation_split
+
+    def spy(n_rows, fraction, rng, stratify=None):
+        train, val = original(n_rows, fraction, rng, stratify)
+        held_out.append(np.bincount(stratify[val].astype(int), minlength=3))
+        return train, val
+
+    monkeypatch.setattr(_estimator, "validation_split", spy)
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    y = np.r_[np.zeros(180), np.ones(10), np.full(10, 2)]
+    SpectralClassifier(dim=3, max_iter=3, early_stopping=True, validation_fraction=0.1, **CPU).fit(X, y)
+    np.testing.assert_array_equal(held_out, [[18, 1, 1]])
+
+
+@pytest.mark.cuda
+def test_classifier_on_cuda_and_pickled_to_cpu(monkeypatch):
+    X, y = load_iris(return_X_y=True)
+    est = SpectralClassifier(dim=5, max_iter=60, learning_rate_init=0.02, random_state=0, device="cuda").fit(X, y)
+    assert est.device_.startswith("cuda") and est.score(X, y) > 0.9
+    proba = est.predict_proba(X)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[proba.argmax(axis=1)])
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    np.testing.assert_allclose(pickle.loads(blob).predict_proba(X), proba, rtol=1e-4, atol=1e-6)

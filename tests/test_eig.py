@@ -1,4 +1,8 @@
-"""kth_eigvalsh: values, gradients, errors. Runs on CPU and, where present, CUDA."""
+"""kth_eigvalsh and the backend registry: values, gradients, errors; on CPU and,
+where present, CUDA (tests marked ``cuda`` need a GPU: streams, no host sync,
+graph capture, the fused kernel's accuracy)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from skspectral import kth_eigvalsh, resolve_backend
-from skspectral.eig import _torch_backend
+from skspectral.eig import REGISTRY, EigenBackend, _api, _torch_backend, select_backend
 
 from .conftest import DEVICES, available_backends
 
@@ -149,14 +153,10 @@ def test_backends_agree_up_to_sign_on_cuda():
 
 @pytest.mark.parametrize("device,backend", CASES)
 def test_without_grad_only_eigenvalues_are_computed(device, backend, monkeypatch):
-    from skspectral.eig import _api
-
-    module = _api._backend_module(backend)
-
     def forbidden(*args, **kwargs):
         raise AssertionError("eigenvectors computed without grad")
 
-    monkeypatch.setattr(module, "eigh_k", forbidden)
+    monkeypatch.setitem(_api.REGISTRY, backend, dataclasses.replace(REGISTRY[backend], eigh_k=forbidden))
     A = random_symmetric((3,), 10, torch.float64, device, torch.Generator().manual_seed(6))
     kth_eigvalsh(A, 2, backend=backend)
     with torch.no_grad():
@@ -213,6 +213,7 @@ def test_empty_batch_and_one_by_one():
         (torch.ones(3, 3), 0, {"backend": "magma"}, ValueError, "backend must be one of"),
         (torch.ones(3, 3), 0, {"backend": "cupy"}, ValueError, "CUDA tensors"),
         (torch.ones(3, 3), 0, {"backend": "kernel"}, ValueError, "CUDA tensors"),
+        (torch.ones(3, 3), 0, {"backend": None}, ValueError, "backend must be one of"),
         (torch.ones(3, 3), 0, {"lower": "L"}, TypeError, "lower"),
     ],
 )
@@ -224,8 +225,6 @@ def test_errors(A, k, kwargs, error, match):
 def test_cupy_missing_says_which_extra(monkeypatch):
     import builtins
 
-    from skspectral.eig import _api
-
     real_import = builtins.__import__
 
     def no_cupy(name, *args, **kwargs):
@@ -234,8 +233,9 @@ def test_cupy_missing_says_which_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cupy)
-    with pytest.raises(ImportError, match=r"skspectral\[cuda12\]"):
-        _api.check_backend("cupy", torch.device("cuda"), 45, torch.float32)
+    for backend in ("cupy", "kernel"):
+        with pytest.raises(ImportError, match=rf"backend='{backend}' needs CuPy.*skspectral\[cuda12\]"):
+            select_backend(backend, torch.device("cuda"), 45, torch.float32)
 
 
 def test_resolve_backend_on_cpu():
@@ -251,3 +251,196 @@ def test_model_gradients_flow_through_batch_dims():
     assert out.shape == (5, 3)
     out.sum().backward()
     assert A.grad.shape == (5, 3, 7, 7)
+
+
+# ---- the registry: what a backend declares is all the rest of the package reads -------------
+def test_registry_declares_devices_limits_and_capture_safety():
+    assert set(REGISTRY) == {"torch", "cupy", "kernel"}
+    assert REGISTRY["torch"].device_types == {"cpu", "cuda"} and REGISTRY["torch"].max_n is None
+    assert REGISTRY["kernel"].device_types == {"cuda"} and REGISTRY["kernel"].max_n == 64
+    assert REGISTRY["kernel"].capture_safe and not REGISTRY["cupy"].capture_safe and not REGISTRY["torch"].capture_safe
+    assert REGISTRY["kernel"].supports("cuda", 64) and not REGISTRY["kernel"].supports("cuda", 65)
+    assert not REGISTRY["cupy"].supports("cpu", 4)
+
+
+def test_a_registered_backend_is_chosen_by_auto_and_its_declarations_reach_the_model(monkeypatch):
+    from skspectral import SpectralModel
+
+    calls = []
+
+    def values(A, k, lower):
+        calls.append("values")
+        return _torch_backend.eigvalsh_k(A, k, lower)
+
+    def pair(A, k, lower):
+        calls.append("pair")
+        return _torch_backend.eigh_k(A, k, lower)
+
+    fake = EigenBackend(name="fake", eigvalsh_k=values, eigh_k=pair, device_types=frozenset({"cpu"}),
+                        max_n=8, capture_safe=True)
+    monkeypatch.setattr(_api, "REGISTRY", {"fake": fake, **REGISTRY})
+    monkeypatch.setattr(_api, "BACKENDS", ("auto", *_api.REGISTRY))
+    assert resolve_backend("cpu", 8) == "fake" and resolve_backend("cpu", 9) == "torch"
+    A = random_symmetric((3,), 6, torch.float64, "cpu", torch.Generator().manual_seed(11)).requires_grad_(True)
+    assert_close_to_reference(kth_eigvalsh(A, 2).detach(), A.detach(), 2)
+    kth_eigvalsh(A, 2).sum().backward()
+    assert calls == ["pair", "pair"]
+    model = SpectralModel(2, 6, dtype=torch.float64)
+    assert model.eigen_backend is fake and model.capture_safe
+    with pytest.raises(ValueError, match="handles n <= 8"):
+        kth_eigvalsh(torch.eye(9, dtype=torch.float64), 0, backend="fake")
+
+
+# ---- CUDA: streams, synchronisation, devices, graphs, the fused kernel's accuracy ---------------
+def _sym_cuda(batch, n, dtype=torch.float32, device="cuda", seed=0):
+    return random_symmetric((batch,), n, dtype, device, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", available_backends("cuda"))
+def test_result_is_ready_on_a_side_stream(backend):
+    A = _sym_cuda(2048, 45)
+    ref = torch.linalg.eigvalsh(A.double().cpu())[:, 11]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            # long work queued first: a result read off the wrong stream would be stale
+            B = A @ A
+            out = kth_eigvalsh(A, 11, backend=backend)
+            consumed = out * 2.0  # used on torch's stream at once
+        host = consumed.cpu()
+    torch.testing.assert_close(host.double() / 2, ref, atol=1e-4, rtol=1e-5)
+    del B
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["cupy", "kernel"])
+def test_forward_backward_do_not_synchronise(backend):  # torch.linalg itself syncs to check errors
+    if backend not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    A = _sym_cuda(256, 45).requires_grad_(True)
+    kth_eigvalsh(A, 3, backend=backend).sum().backward()  # warm-up: module loads, handles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        A.grad = None
+        out = kth_eigvalsh(A, 3, backend=backend)
+        out.sum().backward()
+        with torch.no_grad():
+            kth_eigvalsh(A, 3, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert A.grad is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("backend", ["torch", "cupy", "kernel"])
+def test_second_device(backend):
+    if backend not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    A = _sym_cuda(64, 40, device="cuda:1").requires_grad_(True)
+    out = kth_eigvalsh(A, 5, backend=backend)
+    assert out.device == torch.device("cuda:1")
+    out.sum().backward()
+    assert A.grad.device == torch.device("cuda:1")
+    expected = torch.linalg.eigvalsh(A.detach().double().cpu())[:, 5]
+    torch.testing.assert_close(out.detach().double().cpu(), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.cuda
+def test_auto_backend_on_cuda():
+    name = resolve_backend("cuda", 45, torch.float32)
+    assert name in available_backends("cuda")
+    if "kernel" in available_backends("cuda"):
+        assert name == "kernel" and resolve_backend("cuda", 100, torch.float32, 4096) == "cupy"
+        assert resolve_backend("cuda", 100, torch.float32, 1) == "torch"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_forward_backward_replay_from_a_cuda_graph(dtype):
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    static = _sym_cuda(512, 45, dtype=dtype, seed=1).requires_grad_(True)
+    grad_out = torch.linspace(-1, 1, 512, device="cuda", dtype=dtype)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: module load, compilation
+        kth_eigvalsh(static, 7, backend="kernel").backward(grad_out)
+    torch.cuda.current_stream().wait_stream(side)
+    static.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        value = kth_eigvalsh(static, 7, backend="kernel")
+        value.backward(grad_out)
+    for seed in (2, 3):  # new matrices in the static input: the replay must see them
+        with torch.no_grad():
+            static.copy_(_sym_cuda(512, 45, dtype=dtype, seed=seed))
+        graph.replay()
+        M = static.detach().double().cpu()
+        evals, evecs = torch.linalg.eigh(M)
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(value.double().cpu(), evals[:, 7], atol=tol, rtol=tol)
+        q = evecs[:, :, 7]
+        expected = grad_out.double().cpu()[:, None, None] * q[:, :, None] * q[:, None, :]
+        torch.testing.assert_close(static.grad.double().cpu(), expected, atol=10 * tol, rtol=10 * tol)
+
+
+def _hard_matrices(kind, B, n, g):
+    """Spectra that stress an eigensolver: clusters, exact repeats, zero, extreme scales."""
+    if kind == "random":
+        G = torch.randn(B, n, n, dtype=torch.float64, generator=g)
+        return (G + G.mT) / 2
+    if kind == "diagonal":
+        return torch.diag_embed(torch.randn(B, n, dtype=torch.float64, generator=g).round(decimals=1))
+    if kind == "zero":
+        return torch.zeros(B, n, n, dtype=torch.float64)
+    if kind in ("tiny", "huge"):
+        return (1e-30 if kind == "tiny" else 1e30) * _hard_matrices("random", B, n, g)
+    Q, _ = torch.linalg.qr(torch.randn(B, n, n, dtype=torch.float64, generator=g))
+    if kind == "clustered":  # three tight clusters
+        lam = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)[torch.arange(n) % 3]
+        lam = lam + 1e-6 * torch.randn(B, n, dtype=torch.float64, generator=g)
+    elif kind == "repeated":  # two eigenvalues, each of multiplicity ~n/2
+        lam = torch.where(torch.arange(n) < n // 2, 2.0, -0.5).to(torch.float64).expand(B, n)
+    else:  # near_singular: one eigenvalue ~1e-7 of the others
+        lam = torch.randn(B, n, dtype=torch.float64, generator=g)
+        lam[:, 0] = 1e-7
+    return (Q * lam[:, None, :]) @ Q.mT
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 3, 4, 8, 15, 32, 33, 45, 64])
+def test_kernel_accuracy_on_hard_spectra(dtype, n):
+    """Eigenvalue error and eigenvector residual relative to ||M||_2, against float64 LAPACK."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    g = torch.Generator().manual_seed(n)
+    tol, residual_tol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-12, 1e-10)
+    kinds = ["random", "clustered", "repeated", "diagonal", "zero", "near_singular"]
+    kinds += ["tiny", "huge"] if dtype == torch.float64 else []  # 1e+-30 squared leaves fp32's range
+    for kind in kinds:
+        M = _hard_matrices(kind, 256, n, g)
+        scale = torch.linalg.matrix_norm(M, ord=2).clamp_min(torch.finfo(torch.float64).tiny)
+        for k in (0, n // 2, n - 1):
+            ref = torch.linalg.eigvalsh(M)[:, k]
+            X = M.to(dtype=dtype, device="cuda").requires_grad_(True)
+            value = kth_eigvalsh(X, k, backend="kernel")
+            value.sum().backward()
+            lam = value.detach().double().cpu()
+            assert ((lam - ref).abs() / scale).max() <= tol, (kind, k)
+            # the gradient is q q^T: its trace is |q|^2, and its column j is q_j q; with j the
+            # largest diagonal entry, column / sqrt(q_j^2) is q up to its sign
+            grad = X.grad.double().cpu()
+            diagonal = grad.diagonal(dim1=-2, dim2=-1)
+            assert ((diagonal.sum(-1) - 1).abs() <= residual_tol).all(), (kind, k)
+            j = diagonal.argmax(-1)
+            q = grad[torch.arange(len(grad)), :, j] / diagonal[torch.arange(len(grad)), j, None].sqrt()
+            if kind != "zero":
+                residual = ((M @ q[:, :, None])[:, :, 0] - lam[:, None] * q).norm(dim=1) / scale
+                assert residual.max() <= residual_tol, (kind, k, residual.max())
+            without_grad = kth_eigvalsh(X.detach(), k, backend="kernel").double().cpu()
+            assert ((without_grad - lam).abs() / scale).max() <= tol, (kind, k)

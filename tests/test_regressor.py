@@ -1,4 +1,5 @@
-"""SpectralRegressor in scikit-learn workflows, its errors and its fitted state."""
+"""SpectralRegressor in scikit-learn workflows, its errors and its fitted state;
+on CUDA (tests marked ``cuda``): fits close to the CPU's, pickles that predict on a CPU."""
 
 import pickle
 import warnings
@@ -6,13 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skspectral import SpectralModel, SpectralRegressor
+from skspectral import SpectralRegressor
+from skspectral import _estimator
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +71,6 @@ def test_pipeline_gridsearch_cross_val(data):
     assert scores.shape == (3,) and np.all(scores > 0.5)
 
 
-def test_clone_and_pickle_round_trip(data):
-    X, y = data
-    est = SpectralRegressor(**FAST).fit(X, y)
-    c = clone(est)
-    assert not hasattr(c, "mu_") and c.get_params() == est.get_params()
-    blob = pickle.dumps(est)
-    assert b"torch" not in blob.split(b"skspectral")[0]  # no torch objects before our class
-    loaded = pickle.loads(blob)
-    assert "_module" not in loaded.__dict__
-    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
-
-
 def test_pandas_feature_names(data):
     pd = pytest.importorskip("pandas")
     X, y = data
@@ -135,12 +124,10 @@ def test_warm_start_and_partial_fit_continue(data):
 
 
 def test_predict_in_bounded_chunks(data, monkeypatch):
-    import skspectral._base as base
-
     X, y = data
     est = SpectralRegressor(**FAST).fit(X, y)
     full = est.predict(X)
-    monkeypatch.setattr(base, "_PREDICT_CHUNK_BYTES", 7 * 6 * 6 * 8)  # 7 rows a chunk
+    monkeypatch.setattr(_estimator, "_PREDICT_CHUNK_BYTES", 7 * 6 * 6 * 8)  # 7 rows a chunk
     np.testing.assert_allclose(est.predict(X), full, rtol=1e-12)
 
 
@@ -155,10 +142,14 @@ def test_clip_features_bounds_extrapolation(data):
     assert not np.allclose(est.set_params(clip_features=False).predict(far), est.predict(at_edge))
 
 
-def test_divergence_is_an_error_not_nan(data):
+def test_divergence_is_an_error_or_a_warning_never_silent(data):
     X, y = data
+    # float32 overflows: the loss is inf, an error
     with pytest.raises(FloatingPointError, match="learning_rate_init"):
-        SpectralRegressor(dim=4, learning_rate_init=1e30, max_iter=5, random_state=0).fit(X, y)
+        SpectralRegressor(dim=4, learning_rate_init=1e30, max_iter=5, random_state=0, dtype="float32").fit(X, y)
+    # float64 stays finite, but the fit is garbage: a warning says so
+    with pytest.warns(ConvergenceWarning, match="diverged.*Lower learning_rate_init"):
+        SpectralRegressor(dim=4, learning_rate_init=1e30, max_iter=5, random_state=0, dtype="float64").fit(X, y)
 
 
 @pytest.mark.parametrize(
@@ -195,18 +186,6 @@ def test_nan_input_is_rejected(data):
         SpectralRegressor(max_iter=1).fit(X, y)
 
 
-def test_model_module_without_sklearn():
-    model = SpectralModel(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x = torch.randn(7, 3, dtype=torch.float64)
-    out = model(x)
-    assert out.shape == (7,)
-    out.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    multi = SpectralModel(3, 5, n_outputs=4, dtype=torch.float64)
-    assert multi(x).shape == (7, 4)
-    assert multi.spectral_norms().shape == (4, 3)
-
-
 def test_integer_weights_train_exactly_as_repeated_rows(data):
     X, y = data
     w = np.random.RandomState(1).randint(0, 4, size=len(y))
@@ -214,8 +193,44 @@ def test_integer_weights_train_exactly_as_repeated_rows(data):
     weighted = SpectralRegressor(**params).fit(X, y, sample_weight=w)
     repeated = SpectralRegressor(**params).fit(X.repeat(w, axis=0), y.repeat(w))
     np.testing.assert_array_equal(weighted.predict(X), repeated.predict(X))
+    # an epoch visits each distinct (x, y) once: with batches of one row, steps count rows
+    Xd, params = np.vstack([X[:5], X[:5]]), dict(dim=3, max_iter=2, batch_size=1, random_state=0, device="cpu")
+    merged = SpectralRegressor(**params).fit(Xd, np.r_[y[:5], y[:5]])
+    assert merged.t_ == 2 * 5
     # rows that differ only in y are not merged
-    Xd = np.vstack([X[:5], X[:5]])
-    yd = np.r_[y[:5], y[:5] + 1.0]
-    est = SpectralRegressor(dim=3, max_iter=2, random_state=0, device="cpu").fit(Xd, yd)
-    assert est.n_iter_ == 2
+    apart = SpectralRegressor(**params).fit(Xd, np.r_[y[:5], y[:5] + 1.0])
+    assert apart.t_ == 2 * 10
+
+
+# ---- CUDA --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(600, 6)) * [1, 10, 100, 0.1, 1, 5]
+    y = np.sin(X[:, 0]) + 0.01 * X[:, 1] ** 2 + X[:, 3] * 3 + 0.1 * rng.normal(size=600)
+    return X, y
+
+
+@pytest.mark.cuda
+def test_fit_predict_on_cuda_close_to_cpu(gpu_data):
+    X, y = gpu_data
+    # float64 on both; training amplifies rounding differences, so few epochs
+    params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False)
+    gpu = SpectralRegressor(device="cuda", **params).fit(X, y)
+    cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
+    assert gpu.device_.startswith("cuda") and cpu.device_ == "cpu"
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
+    long_fit = SpectralRegressor(device="cuda", dim=8, max_iter=40, learning_rate_init=0.02, random_state=0).fit(X, y)
+    assert long_fit.score(X, y) > 0.8
+
+
+@pytest.mark.cuda
+def test_cuda_fitted_pickle_predicts_on_cpu(gpu_data, monkeypatch):
+    X, y = gpu_data
+    est = SpectralRegressor(dim=8, max_iter=5, random_state=0, device="cuda").fit(X, y)
+    expected = est.predict(X)
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(blob)
+    assert loaded._predict_device()[0].type == "cpu"
+    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-4, atol=1e-5)

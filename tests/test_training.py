@@ -1,32 +1,105 @@
-"""The training loop's step variants agree (CPU: the graph-ready static steps run eagerly)."""
+"""The training loop: the graph-ready static steps equal the eager loop (CPU),
+records follow the history schema, early stopping keeps the best epoch; on CUDA,
+a fit replays its steps from a CUDA graph where the backend is capture-safe."""
 
+import numpy as np
 import pytest
 import torch
 
-from skspectral import SpectralModel
-from skspectral._training import Dataset, Trainer, TrainingOptions
+from skspectral import SpectralModel, SpectralRegressor
+from skspectral._losses import squared_error
+from skspectral._training import Dataset, Trainer, TrainingOptions, history
+
+from .conftest import available_backends
+
+
+def _problem(n_rows, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_rows, 4, dtype=torch.float64, generator=g)
+    y = torch.randn(n_rows, dtype=torch.float64, generator=g)
+    w = torch.rand(n_rows, dtype=torch.float64, generator=g) + 0.1
+    return X, y, w
 
 
 @pytest.mark.parametrize("n_rows,batch_size", [(530, 100), (200, 200), (7, 3)])
 def test_static_batch_steps_match_the_eager_loop(n_rows, batch_size):
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n_rows, 4, dtype=torch.float64, generator=g)
-    y = torch.randn(n_rows, dtype=torch.float64, generator=g)
-    w = torch.rand(n_rows, dtype=torch.float64, generator=g) + 0.1
+    X, y, w = _problem(n_rows)
     results = []
     for static in (False, True):
         model = SpectralModel(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         options = TrainingOptions(learning_rate_init=0.01, batch_size=batch_size, max_iter=3,
-                                  learning_rate_schedule="cosine", alpha=0.0, cuda_graph=static)
-
-        def loss(output, target, weight):
-            return ((output - target) ** 2 * weight).sum() / weight.sum()
-
-        trainer = Trainer(model, loss, options, torch.Generator().manual_seed(0),
-                          penalty_fn=lambda: 1e-3 * model.weight.square().sum())
+                                  learning_rate_schedule="cosine", cuda_graph=static)
+        trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
+                          penalty_fn=lambda: 1e-3 * model.weight.square().sum(),
+                          train_metric=("rmse", torch.sqrt))
+        assert trainer.static_steps == static
         records = list(trainer.epochs(Dataset(X, y, w)))
-        results.append((model.weight.detach().clone(), [r["train_loss"] for r in records], trainer.state.t))
-    (w_eager, loss_eager, t_eager), (w_static, loss_static, t_static) = results
+        results.append((model.weight.detach().clone(), records, trainer.state.t))
+    (w_eager, rec_eager, t_eager), (w_static, rec_static, t_static) = results
     assert t_eager == t_static == 3 * -(-n_rows // batch_size)
-    torch.testing.assert_close(torch.tensor(loss_static), torch.tensor(loss_eager), rtol=1e-12, atol=1e-14)
+    for key in (history.TRAIN_LOSS, history.train_key("rmse")):
+        torch.testing.assert_close(torch.tensor([r[key] for r in rec_static]), torch.tensor([r[key] for r in rec_eager]),
+                                   rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(w_static, w_eager, rtol=1e-10, atol=1e-12)
+
+
+def test_records_hold_objective_and_training_metric():
+    X, y, w = _problem(300)
+    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    penalty = 0.5
+    trainer = Trainer(model, squared_error, TrainingOptions(batch_size=300, max_iter=2, shuffle=False),
+                      torch.Generator().manual_seed(0), penalty_fn=lambda: torch.tensor(penalty, dtype=torch.float64),
+                      train_metric=("rmse", lambda loss: 10.0 * loss.sqrt()))
+    with torch.no_grad():
+        before = squared_error(model(X), y, w).item()
+    first = next(trainer.epochs(Dataset(X, y, w)))
+    assert first[history.EPOCH] == 1 and first[history.ELAPSED] >= 0
+    # one full-batch step: the running means are the loss at the start of the epoch
+    np.testing.assert_allclose(first[history.TRAIN_LOSS], before + penalty, rtol=1e-12)
+    np.testing.assert_allclose(first[history.train_key("rmse")], 10.0 * np.sqrt(before), rtol=1e-12)
+
+
+def test_validation_keeps_the_best_epoch_also_when_the_consumer_stops_early():
+    X, y, w = _problem(200, seed=3)
+    Xv, yv, wv = _problem(50, seed=4)
+    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    trainer = Trainer(model, squared_error, TrainingOptions(learning_rate_init=0.05, batch_size=20, max_iter=30),
+                      torch.Generator().manual_seed(0), score_fn=lambda o, t, w_: -squared_error(o, t, w_))
+    records = trainer.epochs(Dataset(X, y, w), Dataset(Xv, yv, wv))
+    for record in records:
+        if record[history.EPOCH] == 6:
+            break
+    records.close()
+    best = max(trainer.state.validation_scores)
+    assert len(trainer.state.validation_scores) == 6 and trainer.state.best_validation_score == best
+    with torch.no_grad():
+        np.testing.assert_allclose(-squared_error(model(Xv), yv, wv).item(), best, rtol=1e-12)
+
+
+def test_metric_series_orders_training_then_eval_sets():
+    record = {"epoch": 1, "train_loss": 0.1, "train_rmse": 2.0, "eval_0_rmse": 3.0, "eval_1_rmse": 4.0,
+              "eval_0_r2": 0.5}
+    assert history.metric_series(record, "rmse") == ["train_rmse", "eval_0_rmse", "eval_1_rmse"]
+    assert history.metric_series(record, "r2") == ["eval_0_r2"]
+    assert history.metric_series(record, "log_loss") == []
+
+
+@pytest.mark.cuda
+def test_cuda_fit_replays_the_step_from_a_cuda_graph(monkeypatch):
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(600, 6)) * [1, 10, 100, 0.1, 1, 5]
+    y = np.sin(X[:, 0]) + 0.01 * X[:, 1] ** 2 + X[:, 3] * 3 + 0.1 * rng.normal(size=600)
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    params = dict(dim=8, max_iter=4, random_state=0, dtype="float64", shuffle=True, batch_size=64)
+    graphed = SpectralRegressor(device="cuda", **params).fit(X, y)
+    assert graphed.backend_ == "kernel"
+    # 600 rows in batches of 64: 10 steps per epoch, 3 eager warm-up steps, the rest replayed
+    assert len(replays) == 4 * 10 - 3
+    eager = SpectralRegressor(device="cuda", backend="cupy", **params).fit(X, y)  # not capture-safe: eager
+    assert len(replays) == 4 * 10 - 3
+    np.testing.assert_allclose(graphed.predict(X), eager.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
+    assert graphed.t_ == eager.t_ == 40

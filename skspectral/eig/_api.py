@@ -3,60 +3,69 @@
 from __future__ import annotations
 
 import numbers
-from types import ModuleType
 
 import torch
 
 from . import _cupy_backend, _kernel_backend, _torch_backend
+from ._backend import EigenBackend
 
-BACKENDS = ("auto", "torch", "cupy", "kernel")
+# Every backend, in the order "auto" considers them: the first available one
+# that supports the device and n and whose measured rule prefers it wins
+# (benchmarks/RESULTS.md): our fused kernel where it runs (CUDA, n <= 64);
+# then CuPy's batched cuSOLVER call, which beats torch.linalg on CUDA (torch
+# loops over matrices for n > 32 and synchronises to check errors) except for
+# a single large matrix; torch.linalg everywhere else.
+REGISTRY: dict[str, EigenBackend] = {
+    backend.name: backend for backend in (_kernel_backend.BACKEND, _cupy_backend.BACKEND, _torch_backend.BACKEND)
+}
+BACKENDS = ("auto", *REGISTRY)
 
-# Measured (benchmarks/RESULTS.md): up to n = MAX_N our fused kernel beats
-# both others at every batch size; above it CuPy's batched cuSOLVER call
-# beats torch.linalg (which loops over matrices for n > 32 and synchronises
-# to check errors) for every batch of more than one matrix, and for a single
-# matrix torch's syevd wins from these sizes up.
-_TORCH_SINGLE_MATRIX_MIN_N = {torch.float32: 64, torch.float64: 45}
+
+_DEVICE_NAMES = {"cuda": "CUDA", "cpu": "CPU"}
 
 
-def _backend_module(name: str) -> ModuleType:
-    return {"torch": _torch_backend, "cupy": _cupy_backend, "kernel": _kernel_backend}[name]
+def _auto(device_type: str, n: int, dtype: torch.dtype, batch_size: int | None) -> EigenBackend:
+    for backend in REGISTRY.values():
+        if backend.supports(device_type, n) and backend.is_available() and backend.preferred_for(n, dtype, batch_size):
+            return backend
+    raise ValueError(f"no eigen backend runs {n}x{n} matrices on device type {device_type!r}.")
+
+
+def select_backend(
+    backend: str, device, n: int, dtype: torch.dtype = torch.float32, batch_size: int | None = None
+) -> EigenBackend:
+    """Validate a backend name for ``n x n`` matrices on ``device``; resolve "auto".
+
+    Raises a clear error for an unknown name, a device the backend does not run
+    on, an n above its limit, or a missing dependency (CuPy).
+    """
+    if not isinstance(backend, str) or (backend != "auto" and backend not in REGISTRY):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    device_type = torch.device(device).type
+    if backend == "auto":
+        return _auto(device_type, n, dtype, batch_size)
+    chosen = REGISTRY[backend]
+    if device_type not in chosen.device_types:
+        wanted = " or ".join(_DEVICE_NAMES.get(t, t) for t in sorted(chosen.device_types))
+        hint = "move it with .cuda() or " if "cuda" in chosen.device_types else ""
+        raise ValueError(
+            f"backend={backend!r} needs {wanted} tensors, got a tensor on {device}; "
+            f"{hint}use backend='torch' (or 'auto')."
+        )
+    chosen.require()
+    if chosen.max_n is not None and n > chosen.max_n:
+        raise ValueError(f"backend={backend!r} handles n <= {chosen.max_n}, got n={n}; use another backend or 'auto'.")
+    return chosen
 
 
 def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_size: int | None = None) -> str:
-    """Name of the fastest correct backend for ``n x n`` matrices on ``device``.
+    """Name of the backend "auto" picks for ``n x n`` matrices of ``dtype`` on ``device``.
 
-    "auto" resolves through this function; estimators record its answer.
     On CPU: "torch". On CUDA where CuPy is importable: "kernel" for
     n <= 64, else "cupy" (except a single large matrix, ``batch_size == 1``,
     where torch wins). On CUDA without CuPy: "torch".
     """
-    device = torch.device(device)
-    if device.type != "cuda" or not _cupy_backend.is_available():
-        return "torch"
-    if n <= _kernel_backend.MAX_N:
-        return "kernel"
-    if batch_size == 1 and n >= _TORCH_SINGLE_MATRIX_MIN_N.get(dtype, 64):
-        return "torch"
-    return "cupy"
-
-
-def check_backend(backend: str, device: torch.device, n: int, dtype: torch.dtype, batch_size: int | None = None) -> str:
-    """Validate a backend name for ``device`` and resolve "auto"."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-    if backend == "auto":
-        return resolve_backend(device, n, dtype, batch_size)
-    if backend in ("cupy", "kernel"):
-        if torch.device(device).type != "cuda":
-            raise ValueError(
-                f"backend={backend!r} needs CUDA tensors, got a tensor on {device}; "
-                "move it with .cuda() or use backend='torch' (or 'auto')."
-            )
-        _cupy_backend.import_cupy()
-    if backend == "kernel" and n > _kernel_backend.MAX_N:
-        raise ValueError(f"backend='kernel' handles n <= {_kernel_backend.MAX_N}, got n={n}; use 'cupy' or 'auto'.")
-    return backend
+    return select_backend("auto", device, n, dtype, batch_size).name
 
 
 def check_eigval_index(k, n: int, name: str = "k") -> int:
@@ -92,7 +101,7 @@ class _KthEigvalsh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, k, lower, backend):
-        value, vector = _backend_module(backend).eigh_k(A.detach(), k, lower)
+        value, vector = backend.eigh_k(A.detach(), k, lower)
         ctx.save_for_backward(vector)
         return value
 
@@ -107,6 +116,25 @@ class _KthEigvalsh(torch.autograd.Function):
         # two kernels: (g q) first on B x n, then the outer product (unsqueeze: cheaper than [:, None])
         grad_A = (vector * grad_value.unsqueeze(-1)).unsqueeze(-1) * vector.unsqueeze(-2)
         return grad_A, None, None, None
+
+
+def kth_eigvalsh_unchecked(A: torch.Tensor, k: int, backend: EigenBackend, lower: bool = True) -> torch.Tensor:
+    """:func:`kth_eigvalsh` for callers that have validated once already (the model's forward).
+
+    ``A`` (..., n, n) float32/float64 on a device ``backend`` supports, k in [0, n).
+    """
+    n = A.shape[-1]
+    batch_shape = A.shape[:-2]
+    batch = A.reshape(-1, n, n)
+    if batch.shape[0] == 0:
+        return A.new_empty(batch_shape) + 0 * A.sum()  # keeps the graph for empty batches
+    batch = batch.contiguous()
+    if torch.is_grad_enabled() and A.requires_grad:
+        values = _KthEigvalsh.apply(batch, k, lower, backend)
+    else:
+        # detached: DLPack refuses tensors that require grad
+        values = backend.eigvalsh_k(batch.detach(), k, lower)
+    return values.reshape(batch_shape)
 
 
 def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = "auto") -> torch.Tensor:
@@ -143,15 +171,5 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     if not isinstance(lower, bool):
         raise TypeError(f"lower must be a bool, got {lower!r}.")
     k = check_eigval_index(k, n)
-    batch_shape = A.shape[:-2]
-    batch = A.reshape(-1, n, n)
-    backend = check_backend(backend, A.device, n, A.dtype, batch.shape[0])
-    if batch.shape[0] == 0:
-        return A.new_empty(batch_shape) + 0 * A.sum()  # keeps the graph for empty batches
-    batch = batch.contiguous()
-    if torch.is_grad_enabled() and A.requires_grad:
-        values = _KthEigvalsh.apply(batch, k, lower, backend)
-    else:
-        # detached: DLPack refuses tensors that require grad
-        values = _backend_module(backend).eigvalsh_k(batch.detach(), k, lower)
-    return values.reshape(batch_shape)
+    batch_size = A.reshape(-1, n, n).shape[0]
+    return kth_eigvalsh_unchecked(A, k, select_backend(backend, A.device, n, A.dtype, batch_size), lower)

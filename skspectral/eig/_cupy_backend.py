@@ -6,23 +6,20 @@ work is queued on torch's current stream of the tensor's own device, so no
 host synchronisation is needed and the result is usable on that stream at
 once. One small kernel then gathers the k-th pair into torch-allocated
 outputs and writes NaN for matrices with NaN/inf in the triangle that is read
-(cuSOLVER's Jacobi returns finite garbage for them; see
-benchmarks/probe_nonfinite.py), in place of half a dozen torch/CuPy calls.
+(cuSOLVER's Jacobi returns finite garbage for them, where torch.linalg
+raises), in place of half a dozen torch/CuPy calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 
 import numpy as np
 import torch
 
-INSTALL_HINT = (
-    "install the CUDA extra matching your CUDA toolkit: "
-    "pip install 'skspectral[cuda12]' (CUDA 12) or 'skspectral[cuda13]' (CUDA 13)"
-)
+from ._backend import EigenBackend
+from ._cupy_support import current_cupy_stream, import_cupy, is_available
 
 # One block per matrix: flag a non-finite entry of the triangle that is read,
 # then copy lambda_k and column k of V (or NaN).
@@ -56,33 +53,9 @@ extern "C" __global__ void gather_kth(
 }
 """
 
-
-@functools.cache
-def is_available() -> bool:
-    """True when CuPy imports and sees a CUDA device."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or a CuPy built for another CUDA
-        return False
-
-
-def import_cupy():
-    try:
-        import cupy
-    except ImportError as exc:
-        raise ImportError(f"backend='cupy' needs CuPy, which is not installed; {INSTALL_HINT}.") from exc
-    return cupy
-
-
-@functools.lru_cache(maxsize=64)
-def _cupy_stream(pointer: int, index: int):
-    """CuPy's view of one torch stream, made once: construction is not free."""
-    cupy = import_cupy()
-    with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return cupy.cuda.ExternalStream(pointer, index)
+# Measured on an H100 (benchmarks/RESULTS.md): for a single matrix from these
+# sizes up torch's syevd beats cuSOLVER's batched Jacobi; for any batch > 1 CuPy wins.
+_TORCH_SINGLE_MATRIX_MIN_N = {torch.float32: 64, torch.float64: 45}
 
 
 @functools.lru_cache(maxsize=4)
@@ -95,8 +68,7 @@ def _gather_kernel(scalar: str):
 def _on_torch_stream(device: torch.device):
     cupy = import_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = _cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
-    with cupy.cuda.Device(index), stream:
+    with cupy.cuda.Device(index), current_cupy_stream(index):
         yield cupy
 
 
@@ -145,3 +117,20 @@ def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Te
     with _on_torch_stream(A.device) as cupy:
         values, vectors = cupy.linalg.eigh(cupy.from_dlpack(A), UPLO=_uplo(lower))
         return _gather(A, values, vectors, k, lower, want_vector=True)
+
+
+def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
+    return not (batch_size == 1 and n >= _TORCH_SINGLE_MATRIX_MIN_N.get(dtype, 64))
+
+
+BACKEND = EigenBackend(
+    name="cupy",
+    eigvalsh_k=eigvalsh_k,
+    eigh_k=eigh_k,
+    device_types=frozenset({"cuda"}),
+    # CuPy allocates cuSOLVER's workspace from its own pool and may read its status back to the host
+    capture_safe=False,
+    is_available=is_available,
+    require=lambda: import_cupy("backend='cupy'"),
+    preferred_for=_preferred_for,
+)

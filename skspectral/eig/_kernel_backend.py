@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._cupy_backend import _cupy_stream, import_cupy
+from ._backend import EigenBackend
+from ._cupy_support import current_cupy_stream, import_cupy, is_available
 
 MAX_N = 64
 
@@ -80,8 +81,6 @@ def _one_by_one(A: torch.Tensor, want_vector: bool):
 
 def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
     B, n = A.shape[0], A.shape[-1]
-    if n > MAX_N:
-        raise ValueError(f"backend='kernel' handles n <= {MAX_N}, got n={n}; use 'cupy' or 'auto'.")
     if n == 1:
         return _one_by_one(A, want_vector)
     value = torch.empty(B, dtype=A.dtype, device=A.device)
@@ -98,7 +97,7 @@ def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
     function = _function(n, A.dtype, index)
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
-    stream = _cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
+    stream = current_cupy_stream(index)
     on_device = contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)
     with on_device:
         function((B,), (32 * ((n + 31) // 32),), args, 0, stream)
@@ -113,3 +112,15 @@ def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
 def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CUDA batch."""
     return _launch(A, k, lower, want_vector=True)
+
+
+BACKEND = EigenBackend(
+    name="kernel",
+    eigvalsh_k=eigvalsh_k,
+    eigh_k=eigh_k,
+    device_types=frozenset({"cuda"}),
+    max_n=MAX_N,
+    capture_safe=True,  # torch-allocated outputs, launched on torch's current stream, no host sync
+    is_available=is_available,
+    require=lambda: import_cupy("backend='kernel'"),
+)

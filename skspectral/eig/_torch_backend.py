@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from ._backend import EigenBackend
+
 # Below this much work (batch * n**3) a hand-off to the pool costs more than
 # it saves (about 0.1 ms), so the call runs in the caller's thread.
 _PARALLEL_MIN_WORK = 4 * 24**3
@@ -103,3 +105,13 @@ def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Te
     A, bad = _replace_nonfinite(A, lower)
     value, vector = _map_batch(_pair_k, A, k, lower)
     return _restore_nan(value, bad), _restore_nan(vector, bad)
+
+
+BACKEND = EigenBackend(
+    name="torch",
+    eigvalsh_k=eigvalsh_k,
+    eigh_k=eigh_k,
+    device_types=frozenset({"cpu", "cuda"}),
+    # torch.linalg.eigh on CUDA checks cuSOLVER's status on the host: it synchronises
+    capture_safe=False,
+)

@@ -1,0 +1,544 @@
+"""The base of SpectralRegressor and SpectralClassifier.
+
+One path through every fit: validate the input, prepare the rows (sample
+weights, duplicate merging, standardisation), run the fit core (split, build
+the model, train) and store the fitted state; then prediction (on the fitted
+device, or the CPU where that device is gone) and pickling as numpy state.
+The hooks a subclass supplies are together at the top of the class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import warnings
+from abc import ABCMeta, abstractmethod
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._device import DTYPES, resolve_device, resolve_dtype
+from ._losses import get_loss, get_metric, make_penalty
+from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
+from ._sensitivity import CertifiedSensitivityMixin, to_user_units
+from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
+from .eig import BACKENDS, check_eigval_index, select_backend
+from .model import SpectralModel
+
+try:  # scikit-learn >= 1.9: callbacks (ProgressBar, ScoringMonitor, early stops)
+    from sklearn.callback import CallbackSupportMixin
+    from sklearn.callback._callback_support import callback_management_context
+except ImportError:  # older scikit-learn: the estimators work as before, without callbacks
+
+    class CallbackSupportMixin:  # type: ignore[no-redef]
+        pass
+
+    callback_management_context = None
+
+# Rows of matrices evaluated at once in predict: bounds memory to ~64 MiB.
+_PREDICT_CHUNK_BYTES = 64 * 2**20
+# A fit whose final training metric is this much worse than its own first epoch's has
+# diverged; one whose final loss exceeds a constant prediction's by more than
+# max(relative * floor, absolute) (loss units: standardised squared error, nats) has
+# not learned. The absolute part keeps a near-zero log-loss floor (one class holding
+# almost all the weight) from flagging a regularised fit.
+_DIVERGENCE_MARGIN = 1.1
+_FLOOR_MARGIN = (0.1, 0.25)
+
+# Shared by both estimators' docstrings (each class documents every parameter it takes).
+PARAMETERS_DOC = """dim : int, default=15
+        Size of the matrices. Cost grows like dim**3 per sample. 15 fits
+        California Housing in about a minute on two CPU cores; on a GPU
+        larger (45) is affordable and better.
+    eigval_idx : int or None, default=None
+        Which eigenvalue (ascending; negative counts from the largest).
+        None means ``dim // 2``. Must lie in [-dim, dim).
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
+        "auto" is CUDA when available, else CPU. Recorded as ``device_``.
+    backend : {"auto", "torch", "cupy", "kernel"}, default="auto"
+        Eigen backend (see :func:`skspectral.kth_eigvalsh`): "torch"
+        (torch.linalg, any device), "cupy" (CuPy's batched cuSOLVER solver,
+        CUDA), "kernel" (our fused k-th eigenpair kernel, CUDA, dim <= 64;
+        its training steps replay from a CUDA graph). "auto" picks the
+        fastest available; recorded as ``backend_``.
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        Training precision; "auto" is float64 on CPU and float32 on CUDA.
+        Recorded as ``dtype_``.
+    learning_rate_init : float, default=0.005
+        Adam's initial step size.
+    learning_rate_schedule : {"cosine", "constant"}, default="cosine"
+        "cosine" anneals the step size to 0 over max_iter epochs (each fit
+        call), which averages out mini-batch noise at the end; "constant"
+        keeps it fixed.
+    batch_size : int or "auto", default="auto"
+        Rows per step; "auto" is min(200, n_training_rows).
+    max_iter : int, default=140
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch (on the device).
+    random_state : int, RandomState or None, default=None
+        Seeds the initial model, the shuffling and the validation split.
+    tol : float, default=1e-4
+        Improvement of the training loss (or validation score with
+        early_stopping) below which an epoch counts as no improvement.
+        With the cosine schedule the training loss never stops a fit early
+        (the schedule sets its length); the validation score does.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their score
+        stops improving and keep the best model.
+    validation_fraction : float, default=0.1
+        Share of the rows held out with early_stopping.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    spectral_penalty : float, default=0.0
+        ``spectral_penalty * sum_i ||A_i||_2`` is added to the loss: shrinks the
+        certified sensitivities directly.
+    verbose : bool, default=False
+        Print one line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit instead of starting anew.
+    clip_features : bool, default=True
+        In predict, clip each feature to the range seen in fit, so that an
+        extreme value (California's AveOccup reaches 1243) cannot push the
+        prediction far beyond anything seen in training. Clipping is
+        1-Lipschitz, so the certified sensitivity bound still holds."""
+
+ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
+        What fit resolved "auto" to.
+    eigval_idx_ : int
+        The eigenvalue index in [0, dim).
+    x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
+        The internal standardisation of the features, and their range in fit.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when X has string column names.
+    n_iter_ : int
+        Epochs run, over warm starts and partial_fit calls.
+    loss_curve_ : list of float
+        The training loss (with penalties, standardised) per epoch.
+    best_loss_ : float or None
+        The lowest training loss, without early stopping.
+    validation_scores_, best_validation_score_ : list of float, float or None
+        The held-out score per epoch and its best, with early_stopping.
+    history_ : list of dict
+        One record per epoch: losses, the training metric in the eval
+        metrics' units, eval-set metrics, certified sensitivities, elapsed
+        seconds (see ``skspectral._training.history``).
+    feature_sensitivities_, feature_importances_ : ndarray
+        Certified bounds from Weyl's inequality (see ``sensitivity_bound``)."""
+
+
+class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, BaseEstimator, metaclass=ABCMeta):
+    """Shared machinery; subclasses define the target handling and the loss."""
+
+    _parameter_constraints: dict = {
+        "dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "eigval_idx": [numbers.Integral, None],
+        "device": [str, torch.device],
+        "backend": [StrOptions(set(BACKENDS))],
+        "dtype": [StrOptions({"auto", "float32", "float64"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "spectral_penalty": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "clip_features": ["boolean"],
+    }
+
+    # ---- the hooks a subclass supplies --------------------------------------------------
+    _y_numeric: bool = False  # validate_data's y_numeric
+    _metrics: tuple = ()  # metric names recorded for each eval set (see _losses.METRICS)
+    _validation_metric: str = ""  # the early-stopping score (greater is better)
+
+    @abstractmethod
+    def _encode_target(self, y, first_call: bool, classes=None) -> np.ndarray:
+        """Validated y as a float64 array for training (labels as class indices)."""
+
+    @abstractmethod
+    def _training_target(self, y: np.ndarray, weight: np.ndarray, first_call: bool) -> tuple:
+        """(target, weight) as the loss sees them: e.g. standardised y, class-weighted rows."""
+
+    @abstractmethod
+    def _loss_name(self) -> str:
+        """Name of the training loss in _losses.LOSSES."""
+
+    @abstractmethod
+    def _n_outputs(self) -> int | None:
+        """None: one model with output shape (batch,); an int: that many outputs (batch, n)."""
+
+    def _output_scale(self) -> float:
+        """Units of the prediction per unit of model output (y_scale_ for regression)."""
+        return 1.0
+
+    def _stratify_labels(self, target: np.ndarray):
+        """Labels the early-stopping split keeps the proportions of (None: a plain random split)."""
+        return None
+
+    def _initialize_model(self, *, device, dtype, backend: str, generator=None) -> SpectralModel:
+        """The one place the torch model is built, in fit and in predict: variants plug in here."""
+        return SpectralModel(
+            self.n_features_in_, self.dim, self.eigval_idx_, n_outputs=self._n_outputs(),
+            backend=backend, generator=generator, dtype=dtype, device=device,
+        )
+
+    # ---- scikit-learn ---------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        return tags
+
+    def _continues_previous_fit(self) -> bool:
+        """fit with warm_start on a fitted estimator goes on from where it stopped."""
+        return self.warm_start and hasattr(self, "_module_state_")
+
+    def fit_iter(self, X, y, sample_weight=None, eval_set=None):
+        """Fit as ``fit`` does, yielding each epoch's record as it completes.
+
+        ``for record in est.fit_iter(X, y, eval_set=[(X_test, y_test)]): ...``
+        The estimator is fitted when the loop ends, and also when the consumer
+        stops early.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        eval_set : list of (X, y) pairs, default=None
+            Scored at the end of every epoch; never affects training.
+
+        Yields
+        ------
+        record : dict
+            The epoch's record, as appended to ``history_``.
+        """
+        self._validate_params()
+        records = self._fit_epochs(X, y, sample_weight, first_call=not self._continues_previous_fit(),
+                                   incremental=False, eval_set=eval_set)
+        return self._tearing_down_callbacks(records)
+
+    def _tearing_down_callbacks(self, records):
+        # fit gets this from @_fit_context; fit_iter's generator outlives the call
+        managed = callback_management_context(self) if callback_management_context else contextlib.nullcontext()
+        with managed:
+            yield from records
+
+    def _fit(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
+        for _ in self._fit_epochs(X, y, sample_weight, first_call=first_call, incremental=incremental,
+                                  classes=classes, eval_set=eval_set):
+            pass
+        return self
+
+    # ---- validate -> prepare the rows -> fit core ------------------------------------------
+    def _fit_epochs(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
+        """Generator of per-epoch records; the estimator is fitted when it ends or is closed."""
+        X, y = validate_data(self, X, y, reset=first_call, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
+        X = X.astype(np.float64, copy=False)
+        encoded = self._encode_target(y, first_call, classes)
+        eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
+        self._resolve_settings()
+        X_rows, y_rows, weight = check_rows(X, encoded, sample_weight)
+        if first_call:
+            self._fit_standardisation(X_rows, weight)
+        target, weight = self._training_target(y_rows, weight, first_call)
+        yield from self._fit_core(
+            X=(X_rows - self.x_mean_) / self.x_scale_,
+            target=target,
+            weight=weight,
+            eval_sets=eval_sets,
+            max_iter=1 if incremental else self.max_iter,
+            incremental=incremental,
+            resume=not first_call,
+            callback_data={"X": X, "y": y, "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
+        )
+
+    def _validate_eval_pair(self, X, y) -> tuple:
+        X, y = validate_data(self, X, y, reset=False, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
+        return X.astype(np.float64, copy=False), self._encode_target(y, False)
+
+    def _resolve_settings(self) -> None:
+        """Resolve eigval_idx, device, dtype and backend; fail here, at fit, on bad values."""
+        self.eigval_idx_ = self.dim // 2 if self.eigval_idx is None else check_eigval_index(
+            self.eigval_idx, self.dim, "eigval_idx"
+        )
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
+        self.backend_ = select_backend(self.backend, device, self.dim, dtype).name
+        self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
+
+    def _fit_standardisation(self, X: np.ndarray, weight: np.ndarray) -> None:
+        self.x_mean_, self.x_scale_ = weighted_standardisation(X, weight, "feature")
+        self.x_min_, self.x_max_ = X.min(axis=0), X.max(axis=0)
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _batch_size(self, n_rows: int) -> int:
+        size = 200 if self.batch_size == "auto" else self.batch_size
+        return max(1, min(size, n_rows))
+
+    def _dataset(self, X, target, weight, device, dtype) -> Dataset:
+        return Dataset(*(_to_device(a, device, dtype) for a in (X, target, weight)))
+
+    def _fit_core(self, *, X, target, weight, eval_sets, max_iter, incremental, resume, callback_data):
+        """Split, build (or reuse) the model, train; yields records and stores the fitted state."""
+        device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
+        seed = self._seed()
+        model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
+                                       generator=torch.Generator().manual_seed(seed))
+        if resume:  # warm start / partial_fit: continue from the fitted values
+            self._load_fitted_state(model)
+        validation = None
+        if self.early_stopping and not incremental:
+            rng = np.random.RandomState(seed)
+            train_rows, val_rows = validation_split(len(X), self.validation_fraction, rng,
+                                                    stratify=self._stratify_labels(target))
+            validation = self._dataset(X[val_rows], target[val_rows], weight[val_rows], device, dtype)
+            X, target, weight = X[train_rows], target[train_rows], weight[train_rows]
+        train = self._dataset(X, target, weight, device, dtype)
+        evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
+        loss = get_loss(self._loss_name())
+        output_scale = self._output_scale()
+        options = TrainingOptions(
+            learning_rate_init=self.learning_rate_init,
+            learning_rate_schedule=self.learning_rate_schedule,
+            batch_size=self._batch_size(len(X)),
+            max_iter=max_iter,
+            shuffle=self.shuffle,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            verbose=bool(self.verbose),
+        )
+        trainer = Trainer(
+            model,
+            loss.fn,
+            options,
+            torch.Generator(device=device).manual_seed(seed),
+            score_fn=get_metric(self._validation_metric).fn,
+            penalty_fn=make_penalty(model, alpha=self.alpha, spectral_penalty=self.spectral_penalty,
+                                    total_weight=float(weight.sum())),
+            train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
+            chunk_rows=self._chunk_rows(dtype),
+            state=self._resumed_state() if resume else None,
+        )
+        tasks = _EpochTasks(self, max_iter, callback_data) if not incremental else None
+        records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
+                                 on_epoch_begin=tasks.begin if tasks else None)
+        fit_history = list(getattr(self, "history_", [])) if resume else []
+        first_record = None
+        finished = False
+        try:
+            for record in records:
+                fit_history.append(record)
+                first_record = first_record or record
+                stop = tasks.end(lambda: self._fitted_attributes(model, trainer.state, fit_history)) if tasks else False
+                yield record
+                if stop:
+                    break
+            finished = True
+        finally:  # also when a fit_iter consumer or a callback stops early: leave a fitted estimator
+            records.close()  # restores the best parameters of early stopping
+            self._training_state = trainer.state
+            self.history_ = fit_history
+            if trainer.state.n_iter > 0:
+                for name, value in self._fitted_attributes(model, trainer.state, fit_history).items():
+                    setattr(self, name, value)
+                self._module = model
+            if tasks:
+                tasks.close()
+        if finished and not incremental:
+            self._warn_if_not_converged(trainer.state, first_record, fit_history[-1] if fit_history else None,
+                                        loss, loss.constant_floor(target, weight), output_scale)
+
+    def _warn_if_not_converged(self, state, first, last, loss, floor, output_scale) -> None:
+        name = type(self).__name__
+        if not state.converged and self.learning_rate_schedule == "constant":
+            # (the cosine schedule anneals to zero at max_iter: ending there is the plan)
+            warnings.warn(
+                f"{name}: the maximum number of epochs (max_iter={self.max_iter}) was reached "
+                "and the optimisation has not converged yet; raise max_iter or learning_rate_init.",
+                ConvergenceWarning,
+            )
+        key = history.train_key(loss.metric)
+        if last is None or key not in last:
+            return
+        relative, absolute = _FLOOR_MARGIN
+        allowed = floor + max(relative * floor, absolute)
+        floor_metric, allowed_metric = (float(loss.to_metric(torch.tensor(v, dtype=torch.float64), output_scale))
+                                        for v in (floor, allowed))
+        final, start = last[key], first[key]
+        metric = f"training {loss.metric}"
+        if last is not first and final > _DIVERGENCE_MARGIN * start:
+            warnings.warn(
+                f"{name}: the fit diverged: the {metric} rose from {start:.6g} in the first epoch to {final:.6g}. "
+                f"Lower learning_rate_init (now {self.learning_rate_init}).",
+                ConvergenceWarning,
+            )
+        elif final > allowed_metric:
+            warnings.warn(
+                f"{name}: the fit did not converge: the final {metric} ({final:.6g}) is worse than a constant "
+                f"prediction's ({floor_metric:.6g}). Raise max_iter (now {self.max_iter}) if it was still "
+                f"improving, else lower learning_rate_init (now {self.learning_rate_init}).",
+                ConvergenceWarning,
+            )
+
+    def _eval_dataset(self, X, y, device, dtype) -> Dataset:
+        ones = np.ones(len(y))
+        target, _ = self._training_target(y, ones, False)  # eval metrics are unweighted (no class_weight)
+        return self._dataset(self._standardised(X), target, ones, device, dtype)
+
+    def _resumed_state(self) -> TrainingState:
+        """Counters and curves of the previous fit, to continue from (warm start, partial_fit)."""
+        state = getattr(self, "_training_state", None)
+        if state is not None:
+            return state
+        return TrainingState(n_iter=self.n_iter_, t=self.t_, loss_curve=list(self.loss_curve_))
+
+    # ---- per-epoch records: sensitivities and eval sets, read in the epoch's one sync -----
+    def _epoch_recorder(self, model: SpectralModel, evaluations: list):
+        x_scale = torch.as_tensor(self.x_scale_, dtype=model.dtype, device=model.device)
+        single = self._n_outputs() is None
+        chunk = self._chunk_rows(model.dtype)
+        output_scale = self._output_scale()
+        metrics = {name: get_metric(name) for name in self._metrics}
+
+        @torch.no_grad()
+        def record() -> dict:
+            sensitivities = to_user_units(model.spectral_norms(), output_scale, x_scale)
+            out = {history.SENSITIVITIES: sensitivities[0] if single else sensitivities}
+            for i, data in enumerate(evaluations):
+                output = predict_in_chunks(model, data.X, chunk)
+                for name, metric in metrics.items():
+                    value = metric.fn(output, data.y, data.weight)
+                    out[history.eval_key(i, name)] = value * output_scale if metric.in_target_units else value
+            return out
+
+        return record
+
+    # ---- fitted state ---------------------------------------------------------------------
+    def _fitted_attributes(self, model: SpectralModel, state: TrainingState, fit_history: list) -> dict:
+        """Everything predict and the sensitivities need, as numpy values."""
+        single = self._n_outputs() is None
+        with torch.no_grad():
+            mu = model.mu().cpu().numpy().astype(np.float64)
+            A = model.feature_matrices().cpu().numpy().astype(np.float64)
+        return {
+            "_module_state_": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()},
+            "mu_": mu[0] if single else mu,
+            "feature_matrices_": A[0] if single else A,
+            "n_iter_": state.n_iter,
+            "t_": state.t,
+            "loss_curve_": list(state.loss_curve),
+            "best_loss_": None if self.early_stopping else state.best_loss,
+            "validation_scores_": list(state.validation_scores) if self.early_stopping else None,
+            "best_validation_score_": state.best_validation_score if self.early_stopping else None,
+            "history_": list(fit_history),
+        }
+
+    def _load_fitted_state(self, model: SpectralModel) -> None:
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in self._module_state_.items()})
+
+    # ---- prediction -------------------------------------------------------------------------
+    def _chunk_rows(self, dtype: torch.dtype) -> int:
+        n_outputs = self._n_outputs() or 1
+        row_bytes = n_outputs * self.dim * self.dim * torch.finfo(dtype).bits // 8
+        return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
+
+    def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:
+        """The fitted device, or the CPU where it is gone (e.g. a CUDA model unpickled without a GPU)."""
+        device = torch.device(self.device_)
+        if device.type == "cuda" and (not torch.cuda.is_available() or device.index >= torch.cuda.device_count()):
+            device = torch.device("cpu")
+        backend = self.backend_ if device.type == "cuda" else "torch"
+        return device, DTYPES[self.dtype_], backend
+
+    def _model_for_prediction(self) -> SpectralModel:
+        device, dtype, backend = self._predict_device()
+        model = getattr(self, "_module", None)
+        if model is None or model.device != device or model.backend != backend:
+            model = self._initialize_model(device=device, dtype=dtype, backend=backend)
+            self._load_fitted_state(model)
+            self._module = model
+        return model
+
+    def _standardised(self, X: np.ndarray) -> np.ndarray:
+        if self.clip_features:
+            # Tree models never extrapolate; neither do we past the training range.
+            X = np.clip(X, self.x_min_, self.x_max_)
+        return (X - self.x_mean_) / self.x_scale_
+
+    def _raw_output(self, X) -> np.ndarray:
+        """The model's output for X (validated here), on the fitted device, as float64 numpy."""
+        check_is_fitted(self, "_module_state_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        model = self._model_for_prediction()
+        Xt = _to_device(self._standardised(X), model.device, model.dtype)
+        model.eval()
+        output = predict_in_chunks(model, Xt, self._chunk_rows(model.dtype))
+        return output.cpu().numpy().astype(np.float64)
+
+    # ---- pickling: numpy only, no torch module or device state ----------------------------
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_module", None)
+        state.pop("_training_state", None)
+        return state
+
+
+def _to_device(array, device, dtype) -> torch.Tensor:
+    return torch.tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+
+class _EpochTasks:
+    """scikit-learn callbacks (>= 1.9): the fit is the root task, each epoch a subtask.
+
+    A callback whose ``on_fit_task_end`` returns True stops the fit after that
+    epoch; the estimator is fitted as of that epoch.
+    """
+
+    def __init__(self, estimator, max_iter: int, data: dict):
+        self.estimator, self.data = estimator, data
+        self.root = None
+        self.epoch = None
+        if hasattr(estimator, "_init_callback_context"):
+            self.root = estimator._init_callback_context(max_subtasks=max_iter)
+            self.root.call_on_fit_task_begin(estimator=estimator, **self.data)
+
+    def begin(self) -> None:
+        if self.root is not None:
+            self.epoch = self.root.subcontext(task_name="epoch")
+            self.epoch.call_on_fit_task_begin(estimator=self.estimator, **self.data)
+
+    def end(self, fitted_attributes) -> bool:
+        """End the epoch's task; True when a callback asks to stop."""
+        if self.epoch is None:
+            return False
+        epoch, self.epoch = self.epoch, None
+        return epoch.call_on_fit_task_end(
+            estimator=self.estimator, **self.data,
+            # a copy of the estimator as fitted so far, built only if a callback asks for it
+            reconstruction_attributes=lambda: {**fitted_attributes(), "_module": None},
+        )
+
+    def close(self) -> None:
+        if self.root is None:
+            return
+        if self.epoch is not None:  # begun, but training ended before the epoch ran
+            self.epoch.call_on_fit_task_end(estimator=self.estimator)
+            self.epoch = None
+        self.root.call_on_fit_task_end(estimator=self.estimator, **self.data, reconstruction_attributes={})
+        self.root = None

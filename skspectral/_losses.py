@@ -1,0 +1,140 @@
+"""Losses and metrics, looked up by name (as scikit-learn's MLP does).
+
+A loss works on the model's output and the training target as the estimator
+feeds them (standardised y for regression, class indices for classification),
+with sample weights; it also names the metric its running mean is reported as
+(``train_<metric>`` in ``history_``) and gives the loss of the best constant
+prediction, the floor a fit that learned anything must beat. Metrics carry
+whether they are in the target's units (RMSE: multiplied by the target scale)
+and which way is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # clamp: a batch of zero-weight rows contributes nothing instead of 0/0
+    return (values * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+
+
+# ---- losses ------------------------------------------------------------------------------
+def squared_error(output, target, weight):
+    return weighted_mean((output - target).square(), weight)
+
+
+def binary_log_loss(output, target, weight):
+    """Log-loss of logits ``output`` (batch,) against 0/1 targets."""
+    return weighted_mean(F.binary_cross_entropy_with_logits(output, target, reduction="none"), weight)
+
+
+def multiclass_log_loss(output, target, weight):
+    """Softmax cross-entropy of logits ``output`` (batch, n_classes) against class indices."""
+    return weighted_mean(F.cross_entropy(output, target.long(), reduction="none"), weight)
+
+
+def _mean_squared_error_floor(target: np.ndarray, weight: np.ndarray) -> float:
+    mean = np.average(target, weights=weight)
+    return float(np.average((target - mean) ** 2, weights=weight))
+
+
+def _log_loss_floor(target: np.ndarray, weight: np.ndarray) -> float:
+    prior = np.bincount(target.astype(int), weights=weight) / weight.sum()
+    prior = prior[prior > 0]
+    return float(-(prior * np.log(prior)).sum())
+
+
+@dataclass(frozen=True)
+class Loss:
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    metric: str  # the metric the running mean of this loss is reported as
+    # mean loss (tensor), output scale -> that metric
+    to_metric: Callable[[torch.Tensor, float], torch.Tensor]
+    # (target, weight) -> the loss of the best constant output
+    constant_floor: Callable[[np.ndarray, np.ndarray], float]
+
+
+LOSSES = {
+    "squared_error": Loss(squared_error, "rmse", lambda loss, scale: scale * loss.sqrt(), _mean_squared_error_floor),
+    "binary_log_loss": Loss(binary_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor),
+    "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor),
+}
+
+
+def get_loss(name: str) -> Loss:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"Unknown loss {name!r}; the losses are {sorted(LOSSES)}.") from None
+
+
+# ---- metrics -----------------------------------------------------------------------------
+def _rmse(output, target, weight):
+    return squared_error(output, target, weight).sqrt()
+
+
+def _r2(output, target, weight):
+    mean = weighted_mean(target, weight)
+    residual = weighted_mean((output - target).square(), weight)
+    total = weighted_mean((target - mean).square(), weight)
+    return 1.0 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def _log_loss(output, target, weight):
+    return (binary_log_loss if output.dim() == 1 else multiclass_log_loss)(output, target, weight)
+
+
+def _accuracy(output, target, weight):
+    predicted = (output > 0).to(target.dtype) if output.dim() == 1 else output.argmax(dim=1).to(target.dtype)
+    return weighted_mean((predicted == target).to(weight.dtype), weight)
+
+
+@dataclass(frozen=True)
+class Metric:
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    in_target_units: bool  # scales with the target (multiply by its standard deviation)
+    greater_is_better: bool
+
+
+METRICS = {
+    "rmse": Metric(_rmse, in_target_units=True, greater_is_better=False),
+    "r2": Metric(_r2, in_target_units=False, greater_is_better=True),
+    "log_loss": Metric(_log_loss, in_target_units=False, greater_is_better=False),
+    "accuracy": Metric(_accuracy, in_target_units=False, greater_is_better=True),
+}
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"Unknown metric {name!r}; the metrics are {sorted(METRICS)}.") from None
+
+
+# ---- penalties ---------------------------------------------------------------------------
+def make_penalty(model, *, alpha: float, spectral_penalty: float, total_weight: float):
+    """The regulariser added to each batch's loss, or None when there is none.
+
+    alpha: MLP's convention, alpha/2 * sum ||A_i||_F^2, as one sample's worth per unit
+    of total sample weight. spectral_penalty * sum ||A_i||_2: shrinks the certified
+    sensitivities directly.
+    """
+    alpha, spectral_penalty = float(alpha), float(spectral_penalty)
+    if alpha == 0 and spectral_penalty == 0:
+        return None
+
+    def penalty():
+        value = 0.0
+        if alpha:
+            value = value + 0.5 * alpha * model.feature_matrices().square().sum() / total_weight
+        if spectral_penalty:
+            value = value + spectral_penalty * model.spectral_norms().sum()
+        return value
+
+    return penalty

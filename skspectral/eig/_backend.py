@@ -1,0 +1,53 @@
+"""What an eigen backend declares about itself, and the registry that "auto" reads.
+
+A backend is one file in this package exposing ``BACKEND``, an :class:`EigenBackend`.
+Its declared properties -- the device types it runs on, the largest n it handles,
+whether its calls can be captured in a CUDA graph, and when "auto" should prefer
+it -- are all the rest of the package knows about it: adding a backend is one new
+file and one line in ``_api.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def _always(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
+    return True
+
+
+def _nothing_to_import() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class EigenBackend:
+    """A k-th eigenpair solver for contiguous (B, n, n) batches.
+
+    ``eigvalsh_k(A, k, lower) -> values (B,)`` and ``eigh_k(A, k, lower) ->
+    (values (B,), unit vectors (B, n))``; k is already in [0, n), A is
+    contiguous, on a supported device, float32 or float64, and non-finite
+    entries in the triangle that is read must give NaN for that matrix.
+    """
+
+    name: str
+    eigvalsh_k: Callable
+    eigh_k: Callable
+    device_types: frozenset
+    max_n: int | None = None
+    # Its forward and backward run on torch's current stream with no host
+    # synchronisation and torch-allocated outputs: a CUDA graph can capture them.
+    capture_safe: bool = False
+    # Importable and usable on this machine (e.g. CuPy installed and a GPU seen).
+    is_available: Callable[[], bool] = lambda: True
+    # Raises a clear ImportError naming what to install, when explicitly chosen but missing.
+    require: Callable[[], None] = _nothing_to_import
+    # Measured rule: among the available backends that support a call, "auto"
+    # takes the first (in registry order) whose rule says it is the fastest.
+    preferred_for: Callable[[int, torch.dtype, int | None], bool] = _always
+
+    def supports(self, device_type: str, n: int) -> bool:
+        return device_type in self.device_types and (self.max_n is None or n <= self.max_n)

@@ -1,0 +1,75 @@
+"""SpectralModel, the torch module: usable without scikit-learn, one construction hook."""
+
+import numpy as np
+import pytest
+import torch
+
+from skspectral import SpectralModel, kth_eigvalsh
+
+
+def test_model_module_without_sklearn():
+    model = SpectralModel(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    out = model(x)
+    assert out.shape == (7,)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    multi = SpectralModel(3, 5, n_outputs=4, dtype=torch.float64)
+    assert multi(x).shape == (7, 4)
+    assert multi.spectral_norms().shape == (4, 3)
+    assert model.dtype == torch.float64 and model.device == torch.device("cpu")
+
+
+def test_forward_is_the_kth_eigenvalue_of_the_affine_matrix():
+    model = SpectralModel(4, 6, eigval_idx=-2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    mu = model.mu().detach()[0]
+    assert torch.all(mu.diff() > 0)  # non-decreasing by construction
+    A = model.feature_matrices().detach()[0]
+    M = torch.diag(mu) + torch.einsum("bf,fij->bij", x, A)
+    expected = torch.linalg.eigvalsh(M)[:, 4]
+    torch.testing.assert_close(model(x).detach(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.matrices(x).detach()[:, 0], M, rtol=1e-12, atol=1e-12)
+    norms = np.abs(np.linalg.eigvalsh(A.numpy())).max(axis=-1)
+    np.testing.assert_allclose(model.spectral_norms().detach().numpy()[0], norms, rtol=1e-12)
+
+
+def test_same_seed_same_start_on_every_dtype():
+    a = SpectralModel(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    b = SpectralModel(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    torch.testing.assert_close(b.feature_matrices().double(), a.feature_matrices(), rtol=1e-6, atol=1e-7)
+
+
+def test_backend_is_checked_when_the_module_is_built():
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        SpectralModel(3, 4, backend="kernel")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        SpectralModel(3, 4, backend="lapack")
+    with pytest.raises(ValueError, match="out of range"):
+        SpectralModel(3, 4, eigval_idx=4)
+
+
+class PositiveSemidefiniteModel(SpectralModel):
+    """A variant through the construction hook: A_i = L_i L_i^T, so f is non-decreasing in every x_i."""
+
+    def _init_feature_matrices(self, init_scale, generator, factory):
+        start = torch.randn(self.n_models, self.n_features, self.dim, self.dim, generator=generator,
+                            dtype=torch.float64)
+        self.factor = torch.nn.Parameter((init_scale * start).to(**factory))
+
+    def feature_matrices(self):
+        return self.factor @ self.factor.transpose(-1, -2)
+
+
+def test_a_variant_plugs_in_through_the_construction_hook():
+    model = PositiveSemidefiniteModel(3, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert {name for name, _ in model.named_parameters()} == {"mu_start", "mu_increments", "factor"}
+    x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    step = torch.zeros(3, dtype=torch.float64)
+    step[1] = 0.3
+    assert torch.all(model(x + step) >= model(x) - 1e-12)  # Loewner order: PSD A_1 never lowers lambda_k
+    # everything else reads the variant's matrices: spectral norms (sensitivities, penalties)
+    A = model.feature_matrices().detach()
+    torch.testing.assert_close(model.spectral_norms().detach(), kth_eigvalsh(A, -1))
+    model(x).sum().backward()
+    assert model.factor.grad is not None and model.factor.grad.abs().sum() > 0

@@ -1,0 +1,91 @@
+"""Rows before training: weights, duplicate merging, standardisation, eval sets, the split."""
+
+import numpy as np
+import pytest
+
+from skspectral._preprocessing import (
+    check_eval_set,
+    check_rows,
+    merge_duplicate_rows,
+    validation_split,
+    weighted_standardisation,
+)
+
+
+def test_duplicates_merge_into_summed_weights_and_differing_targets_stay_apart():
+    X = np.array([[1.0, 2.0], [0.0, 5.0], [1.0, 2.0], [1.0, 2.0], [0.0, 5.0]])
+    y = np.array([3.0, 4.0, 3.0, 9.0, 4.0])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 1.0])
+    Xm, ym, wm = merge_duplicate_rows(X, y, w)
+    rows = {(tuple(x), t): weight for x, t, weight in zip(Xm, ym, wm)}
+    assert rows == {((1.0, 2.0), 3.0): 1.5, ((0.0, 5.0), 4.0): 3.0, ((1.0, 2.0), 9.0): 1.0}
+    np.testing.assert_allclose(wm.sum(), w.sum())
+
+
+def test_weighting_and_repeating_give_the_same_rows_bit_for_bit():
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(30, 3)), rng.normal(size=30)
+    counts = rng.randint(0, 4, size=30)
+    weighted = check_rows(X, y, counts.astype(float))
+    repeated = check_rows(X.repeat(counts, axis=0), y.repeat(counts), None)
+    for a, b in zip(weighted, repeated):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rows_without_duplicates_or_weights_keep_their_order():
+    X = np.arange(12.0).reshape(6, 2)[::-1].copy()
+    y = np.arange(6.0)
+    Xm, ym, wm = check_rows(X, y, None)
+    np.testing.assert_array_equal(Xm, X)
+    np.testing.assert_array_equal(ym, y)
+    assert np.all(wm == 1)
+
+
+def test_sample_weight_errors():
+    X, y = np.ones((3, 2)), np.arange(3.0)
+    with pytest.raises(ValueError, match="sums to zero|non-zero"):
+        check_rows(X, y, np.zeros(3))
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        check_rows(X, y, np.array([1.0, -1.0, 1.0]))
+
+
+def test_weighted_standardisation():
+    values = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
+    mean, scale = weighted_standardisation(values, np.array([1.0, 2.0, 1.0]))
+    np.testing.assert_allclose(mean, [3.0, 5.0])
+    np.testing.assert_allclose(scale, [np.sqrt(2.0), 1.0])  # a constant column gets scale 1
+
+
+@pytest.mark.parametrize("what,match", [("feature", "feature 1 has values too large"),
+                                        ("target y", "target y has values too large")])
+def test_values_too_large_to_standardise_are_a_clear_error(what, match):
+    values = np.array([[1.0, 1e300], [2.0, -1e300], [3.0, 5e299]])
+    if what == "target y":
+        values = values[:, 1:]
+    with pytest.raises(ValueError, match=match):
+        weighted_standardisation(values, np.ones(3), what)
+
+
+def test_check_eval_set_accepts_one_pair_or_a_list():
+    validate = lambda X, y: (np.asarray(X, dtype=float), np.asarray(y, dtype=float))  # noqa: E731
+    assert len(check_eval_set(None, validate)) == 0
+    assert len(check_eval_set(([[1.0]], [2.0]), validate)) == 1
+    assert len(check_eval_set([([[1.0]], [2.0]), ([[3.0]], [4.0])], validate)) == 2
+    with pytest.raises(ValueError, match="item 1 is"):
+        check_eval_set([([[1.0]], [2.0]), "nope"], validate)
+
+
+def test_validation_split_is_stratified_for_labels_and_random_otherwise():
+    labels = np.r_[np.zeros(90), np.ones(10)]
+    train, val = validation_split(100, 0.2, np.random.RandomState(0), stratify=labels)
+    assert len(val) == 20 and len(train) == 80 and len(np.intersect1d(train, val)) == 0
+    assert labels[val].sum() == 2  # the minority keeps its 10 % share
+    order = np.random.RandomState(1).permutation(100)
+    train, val = validation_split(100, 0.2, np.random.RandomState(1))
+    np.testing.assert_array_equal(val, order[:20])
+    np.testing.assert_array_equal(train, order[20:])
+    # a class with one row cannot be stratified: plain random split
+    train, val = validation_split(10, 0.3, np.random.RandomState(0), stratify=np.r_[np.zeros(9), 1])
+    assert len(val) == 3
+    with pytest.raises(ValueError, match="at least one training and one validation row"):
+        validation_split(1, 0.5, np.random.RandomState(0))
