@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,3 +37,11 @@ def available_backends(device: str) -> list[str]:
 
 
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+def make_data(seed=0, n=200):
+    """Three features on very different scales and offsets; a smooth target with a little noise."""
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 3)) * [1.0, 20.0, 0.1] + [0.0, 100.0, 5.0]
+    y = 3 * np.tanh(X[:, 0]) + 0.05 * X[:, 1] - 10 * X[:, 2] + rng.normal(scale=0.1, size=n)
+    return X, y

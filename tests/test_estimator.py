@@ -13,14 +13,9 @@ from sklearn.model_selection import GridSearchCV
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral import _estimator
 
+from .conftest import make_data
+
 CPU = dict(device="cpu", random_state=0)
-
-
-def make_data(seed=0, n=200):
-    rng = np.random.RandomState(seed)
-    X = rng.normal(size=(n, 3)) * [1.0, 20.0, 0.1] + [0.0, 100.0, 5.0]
-    y = 3 * np.tanh(X[:, 0]) + 0.05 * X[:, 1] - 10 * X[:, 2] + rng.normal(scale=0.1, size=n)
-    return X, y
 
 
 @pytest.fixture(scope="module")
