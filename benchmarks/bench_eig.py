@@ -1,7 +1,7 @@
 """Benchmark of the k-th eigenvalue: torch.linalg vs raw CuPy vs kth_eigvalsh.
 
     python benchmarks/bench_eig.py --cuda [--quick]   # on a GPU
-    python benchmarks/bench_eig.py --cpu              # on the 2-core CI-like CPU
+    python benchmarks/bench_eig.py --cpu              # on the 2-core CI-like CPU (Numba kernel vs torch)
 
 CUDA timings use CUDA events on torch's current stream after a warm-up; each
 number is the median of several repeats (ms per call, whole batch). Each row
@@ -118,20 +118,24 @@ def run_cuda(quick: bool, ns=None, batches=None):
 
 
 def run_cpu(quick: bool, ns=None, batches=None):
+    """torch.linalg against our CPU backends: "auto" (the Numba kernel for n <= 64) and
+    "torch" (LAPACK single-threaded, the batch over a thread pool); syevr for one pair."""
     import scipy.linalg.lapack as lapack
 
     rows = []
-    batches = batches or ([1, 16, 256, 4096] if not quick else [16, 256])
+    batches = batches or ([1, 16, 200, 4096, 65536] if not quick else [16, 200])
     for dtype in (torch.float32, torch.float64):
-        for n in ns or [8, 15, 30, 45]:
+        for n in ns or [8, 15, 30, 45, 64]:
             for B in batches:
                 A = sym_batch(B, n, dtype, "cpu")
                 k = n // 2
-                row = {"dtype": str(dtype)[6:], "n": n, "B": B}
+                row = {"dtype": str(dtype)[6:], "n": n, "B": B, "auto": resolve_backend("cpu", n, dtype, B)}
                 row["torch_fwd"] = time_cpu(torch_fwd(A, k))
                 row["torch_fwdbwd"] = time_cpu(torch_fwdbwd(A, k))
                 row["auto_fwd"] = time_cpu(ours_fwd(A, k))
                 row["auto_fwdbwd"] = time_cpu(ours_fwdbwd(A, k))
+                if row["auto"] != "torch":
+                    row["torch_backend_fwdbwd"] = time_cpu(ours_fwdbwd(A, k, "torch"))
                 if B <= 256:  # the k-th pair only (LAPACK syevr), one call per matrix
                     syevr = lapack.ssyevr if dtype == torch.float32 else lapack.dsyevr
                     An = A.numpy()
@@ -159,7 +163,8 @@ def main():
         print("\nCUDA, ms per call (median):\n" + markdown_table(out["cuda"], cols))
     if a.cpu:
         out["cpu"] = run_cpu(a.quick, a.ns, a.batches)
-        cols = ["dtype", "n", "B", "torch_fwd", "auto_fwd", "torch_fwdbwd", "auto_fwdbwd", "syevr_pair"]
+        cols = ["dtype", "n", "B", "auto", "torch_fwd", "auto_fwd", "torch_fwdbwd", "auto_fwdbwd",
+                "torch_backend_fwdbwd", "syevr_pair"]
         print("\nCPU, ms per call (median):\n" + markdown_table(out["cpu"], cols))
     write_json(a.json, out)
 

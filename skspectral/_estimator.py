@@ -27,7 +27,7 @@ from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
 from ._sensitivity import CertifiedSensitivityMixin, to_user_units
 from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
-from .eig import BACKENDS, check_eigval_index, select_backend
+from .eig import BACKENDS, REGISTRY, check_eigval_index, select_backend
 from .model import SpectralModel
 
 try:  # scikit-learn >= 1.9: callbacks (ProgressBar, ScoringMonitor, early stops)
@@ -458,11 +458,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 
     def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:
-        """The fitted device, or the CPU where it is gone (e.g. a CUDA model unpickled without a GPU)."""
-        device = torch.device(self.device_)
+        """The fitted device and backend, or what runs here where they are gone (a CUDA model
+        unpickled without a GPU, a Numba-fitted one where Numba is missing)."""
+        device, backend = torch.device(self.device_), self.backend_
         if device.type == "cuda" and (not torch.cuda.is_available() or device.index >= torch.cuda.device_count()):
-            device = torch.device("cpu")
-        backend = self.backend_ if device.type == "cuda" else "torch"
+            device, backend = torch.device("cpu"), "auto"  # the fitted backend may not run there
+        elif not REGISTRY[backend].is_available():  # e.g. fitted with Numba, loaded where it is missing
+            backend = "auto"
         return device, DTYPES[self.dtype_], backend
 
     def _model_for_prediction(self) -> SpectralModel:

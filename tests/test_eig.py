@@ -239,8 +239,50 @@ def test_cupy_missing_says_which_extra(monkeypatch):
 
 
 def test_resolve_backend_on_cpu():
-    assert resolve_backend("cpu", 45, torch.float32) == "torch"
-    assert resolve_backend(torch.device("cpu"), 3, torch.float64) == "torch"
+    cpu_kernel = "numba" if REGISTRY["numba"].is_available() else "torch"
+    assert resolve_backend("cpu", 45, torch.float32) == cpu_kernel
+    assert resolve_backend(torch.device("cpu"), 3, torch.float64) == cpu_kernel
+    assert resolve_backend("cpu", 65, torch.float64) == "torch"
+
+
+def test_cpu_kernel_threads_agree_with_one_thread(monkeypatch):
+    from skspectral.eig import _numba_backend
+
+    if not _numba_backend.is_available():
+        pytest.skip("needs Numba")
+    A = random_symmetric((257,), 12, torch.float64, "cpu", torch.Generator().manual_seed(12))
+    parallel = _numba_backend.eigh_k(A, 5, True)
+    monkeypatch.setattr(_numba_backend, "_PARALLEL_MIN_WORK", float("inf"))
+    serial = _numba_backend.eigh_k(A, 5, True)
+    for a, b in zip(parallel, serial):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
+    import builtins
+
+    from skspectral.eig import _numba_backend
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    _numba_backend._numba.cache_clear()
+    _numba_backend._kernels.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="falls back to torch.linalg") as record:
+            assert resolve_backend("cpu", 15) == "torch"
+            assert resolve_backend("cpu", 15) == "torch"
+        assert len(record) == 1
+        with pytest.raises(ImportError, match="backend='numba' needs Numba"):
+            kth_eigvalsh(torch.eye(3), 0, backend="numba")
+    finally:
+        _numba_backend._numba.cache_clear()
+        _numba_backend._kernels.cache_clear()
 
 
 def test_model_gradients_flow_through_batch_dims():
@@ -255,12 +297,13 @@ def test_model_gradients_flow_through_batch_dims():
 
 # ---- the registry: what a backend declares is all the rest of the package reads -------------
 def test_registry_declares_devices_limits_and_capture_safety():
-    assert set(REGISTRY) == {"torch", "cupy", "kernel"}
+    assert list(REGISTRY) == ["kernel", "cupy", "numba", "torch"]  # the order "auto" considers them in
     assert REGISTRY["torch"].device_types == {"cpu", "cuda"} and REGISTRY["torch"].max_n is None
     assert REGISTRY["kernel"].device_types == {"cuda"} and REGISTRY["kernel"].max_n == 64
     assert REGISTRY["kernel"].capture_safe and not REGISTRY["cupy"].capture_safe and not REGISTRY["torch"].capture_safe
     assert REGISTRY["kernel"].supports("cuda", 64) and not REGISTRY["kernel"].supports("cuda", 65)
     assert not REGISTRY["cupy"].supports("cpu", 4)
+    assert REGISTRY["numba"].device_types == {"cpu"} and not REGISTRY["numba"].capture_safe
 
 
 def test_a_registered_backend_is_chosen_by_auto_and_its_declarations_reach_the_model(monkeypatch):
@@ -280,7 +323,7 @@ def test_a_registered_backend_is_chosen_by_auto_and_its_declarations_reach_the_m
                         max_n=8, capture_safe=True)
     monkeypatch.setattr(_api, "REGISTRY", {"fake": fake, **REGISTRY})
     monkeypatch.setattr(_api, "BACKENDS", ("auto", *_api.REGISTRY))
-    assert resolve_backend("cpu", 8) == "fake" and resolve_backend("cpu", 9) == "torch"
+    assert resolve_backend("cpu", 8) == "fake" and resolve_backend("cpu", 9) != "fake"
     A = random_symmetric((3,), 6, torch.float64, "cpu", torch.Generator().manual_seed(11)).requires_grad_(True)
     assert_close_to_reference(kth_eigvalsh(A, 2).detach(), A.detach(), 2)
     kth_eigvalsh(A, 2).sum().backward()

@@ -214,3 +214,17 @@ def test_pickle_holds_numpy_state_only(Estimator, target):
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
     c = clone(est)
     assert not hasattr(c, "mu_") and c.get_params() == est.get_params()
+
+
+def test_a_model_fitted_with_a_backend_missing_here_predicts_with_another(monkeypatch):
+    import dataclasses
+
+    from skspectral.eig import REGISTRY, _api
+
+    X, y = make_data(11)
+    est = SpectralRegressor(dim=4, max_iter=2, backend="numba" if REGISTRY["numba"].is_available() else "torch", **CPU)
+    expected = est.fit(X, y).predict(X)
+    loaded = pickle.loads(pickle.dumps(est))
+    missing = dataclasses.replace(REGISTRY[est.backend_], is_available=lambda: False)
+    monkeypatch.setitem(_api.REGISTRY, est.backend_, missing)
+    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-10, atol=1e-10)

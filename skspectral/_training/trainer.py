@@ -130,7 +130,7 @@ class Trainer:
             if capturable:  # the step count and lr (a tensor the schedule fills) live on the device
                 lr = torch.tensor(lr, dtype=torch.float32, device=parameter.device)  # fused Adam's lr type
             # fused: one kernel for all parameters instead of a dozen foreach kernels per step
-            optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=capturable or None)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
         self.optimizer = optimizer
         self._graphed = None
 
@@ -161,18 +161,18 @@ class Trainer:
             means = self._graphed.epoch(order)
             self.state.t += self._graphed.n_steps
             return means[0], means[1]
-        total = torch.zeros((), dtype=train.X.dtype, device=train.X.device)
-        total_data = torch.zeros((), dtype=train.X.dtype, device=train.X.device)
+        # One gather per epoch: every batch is then a view (no per-step indexing), and the
+        # per-step losses are weighted and summed once, at the end of the epoch.
+        X, y, weight = train.X[order], train.y[order], train.weight[order]
+        losses = []
         for start in range(0, n, batch_size):
-            rows = order[start : start + batch_size]
-            wb = train.weight[rows]
-            loss, data_loss = self._step(train.X[rows], train.y[rows], wb)
-            batch_weight = wb.sum()
-            total = total + loss * batch_weight
-            total_data = total_data + data_loss * batch_weight
-            self.state.t += 1
-        weight = train.weight.sum()
-        return total / weight, total_data / weight
+            stop = start + batch_size
+            losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+        self.state.t += len(losses)
+        padded = torch.nn.functional.pad(weight, (0, len(losses) * batch_size - n))  # zero weight
+        batch_weights = padded.view(len(losses), batch_size).sum(1)
+        means = (torch.stack(losses) * batch_weights[:, None]).sum(0) / weight.sum()
+        return means[0], means[1]
 
     def epochs(
         self,

@@ -6,17 +6,18 @@ import numbers
 
 import torch
 
-from . import _cupy_backend, _kernel_backend, _torch_backend
+from . import _cupy_backend, _kernel_backend, _numba_backend, _torch_backend
 from ._backend import EigenBackend
 
 # Every backend, in the order "auto" considers them: the first available one
 # that supports the device and n and whose measured rule prefers it wins
-# (benchmarks/RESULTS.md): our fused kernel where it runs (CUDA, n <= 64);
-# then CuPy's batched cuSOLVER call, which beats torch.linalg on CUDA (torch
-# loops over matrices for n > 32 and synchronises to check errors) except for
-# a single large matrix; torch.linalg everywhere else.
+# (benchmarks/RESULTS.md): on CUDA our fused kernel (n <= 64), then CuPy's
+# batched cuSOLVER call, which beats torch.linalg (torch loops over matrices
+# for n > 32 and synchronises to check errors) except for a single large
+# matrix; on the CPU our Numba kernel (n <= 64); torch.linalg everywhere else.
 REGISTRY: dict[str, EigenBackend] = {
-    backend.name: backend for backend in (_kernel_backend.BACKEND, _cupy_backend.BACKEND, _torch_backend.BACKEND)
+    backend.name: backend
+    for backend in (_kernel_backend.BACKEND, _cupy_backend.BACKEND, _numba_backend.BACKEND, _torch_backend.BACKEND)
 }
 BACKENDS = ("auto", *REGISTRY)
 
@@ -61,9 +62,10 @@ def select_backend(
 def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_size: int | None = None) -> str:
     """Name of the backend "auto" picks for ``n x n`` matrices of ``dtype`` on ``device``.
 
-    On CPU: "torch". On CUDA where CuPy is importable: "kernel" for
-    n <= 64, else "cupy" (except a single large matrix, ``batch_size == 1``,
-    where torch wins). On CUDA without CuPy: "torch".
+    On CPU: "numba" (our CPU kernel) for n <= 64 where Numba imports, else
+    "torch". On CUDA where CuPy is importable: "kernel" for n <= 64, else
+    "cupy" (except a single large matrix, ``batch_size == 1``, where torch
+    wins). On CUDA without CuPy: "torch".
     """
     return select_backend("auto", device, n, dtype, batch_size).name
 
@@ -150,13 +152,14 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
         (``k=-1`` is the largest eigenvalue).
     lower : bool, default True
         Which triangle to read.
-    backend : {"auto", "torch", "cupy", "kernel"}, default "auto"
+    backend : {"auto", "torch", "cupy", "kernel", "numba"}, default "auto"
         "torch" uses torch.linalg; "cupy" uses CuPy's batched cuSOLVER solver
         on CUDA tensors (zero-copy, on torch's current stream); "kernel" our
         fused kernel for the k-th pair alone (CUDA via CuPy, n <= 64;
         Householder, Sturm multisection, inverse iteration; capture-safe in
-        CUDA graphs); "auto" picks the fastest for the device, n and dtype
-        (see :func:`resolve_backend`).
+        CUDA graphs); "numba" the same algorithm on the CPU, compiled with
+        Numba, the batch spread over cores; "auto" picks the fastest for the
+        device, n and dtype (see :func:`resolve_backend`).
 
     Returns
     -------

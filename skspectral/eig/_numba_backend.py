@@ -1,0 +1,117 @@
+"""The CPU kernel: the k-th eigenpair of each matrix, compiled with Numba.
+
+The algorithm of the CUDA kernel, written for one CPU core per matrix and the
+batch spread over cores (Numba's prange; no nested threading): Householder
+tridiagonalisation, Sturm-count bisection for lambda_k alone, inverse
+iteration and the back-transform for q_k alone -- the syevx route, about
+(4/3) n^3 flops per matrix instead of a full eigendecomposition. The Sturm
+counts evaluate several points of the bracket per sweep (multisection): the
+sweeps are independent chains of divisions, which the core overlaps.
+
+Same contract as the other backends: NaN/inf in the triangle that is read
+gives NaN for that matrix; the matrix is scaled by a power of two (exact) so
+that max |a_ij| lies in [0.5, 1); a zero matrix gives lambda = 0, q = e_k.
+Works on the tensors' memory without copies. Compiled at first use per dtype
+and cached on disk (Numba's cache).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+from ._backend import EigenBackend
+
+# Below this much work (batch * n**3) the batch runs on the calling thread:
+# waking Numba's worker threads costs more than it saves.
+_PARALLEL_MIN_WORK = 32 * 15**3
+
+
+@functools.cache
+def _numba():
+    """The numba module, or None when it is missing or broken (auto then uses torch)."""
+    try:
+        import numba
+
+        return numba
+    except Exception as exc:  # ImportError, or a numba built against another numpy
+        warnings.warn(f"skspectral's CPU kernel needs Numba, which failed to import ({exc}); "
+                      "kth_eigvalsh falls back to torch.linalg on the CPU.", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def is_available() -> bool:
+    return _numba() is not None and _kernels() is not None
+
+
+def _require() -> None:
+    if _numba() is None:
+        raise ImportError("backend='numba' needs Numba, which is not installed or does not import; "
+                          "pip install numba (a dependency of skspectral).")
+    if _kernels() is None:
+        raise RuntimeError("backend='numba': the CPU kernel failed to compile; use backend='torch'.")
+
+
+@functools.cache
+def _kernels():
+    """The compiled module, or None where Numba is missing or the kernel does not build."""
+    if _numba() is None:
+        return None
+    try:
+        from . import _numba_kernels
+
+        probe = torch.eye(2, dtype=torch.float64)[None]  # compile (or load from cache) now, not mid-fit
+        _launch_with(_numba_kernels, probe, 0, True, True)
+        return _numba_kernels
+    except Exception as exc:
+        warnings.warn(f"skspectral's CPU kernel failed to build ({exc}); kth_eigvalsh falls back to torch.linalg.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _launch_with(kernels, A: torch.Tensor, k: int, lower: bool, want_vector: bool):
+    B, n = A.shape[0], A.shape[-1]
+    value = torch.empty(B, dtype=A.dtype)
+    vector = torch.empty(B, n if want_vector else 1, dtype=A.dtype)
+    args = (A.numpy(), lower, k, want_vector, value.numpy(), vector.numpy())
+    threads = torch.get_num_threads()
+    if threads > 1 and B > 1 and B * n**3 >= _PARALLEL_MIN_WORK:
+        numba = _numba()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        kernels.run_parallel(*args, min(B, numba.get_num_threads()))
+    else:
+        kernels.run_serial(*args)
+    return value, (vector if want_vector else None)
+
+
+def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
+    return _launch_with(_kernels(), A, k, lower, want_vector)
+
+
+def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
+    """k-th eigenvalue of each matrix of a contiguous CPU (B, n, n) batch; NaN where A is not finite."""
+    return _launch(A, k, lower, want_vector=False)[0]
+
+
+def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CPU batch."""
+    return _launch(A, k, lower, want_vector=True)
+
+
+def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
+    # Measured on 2 cores (benchmarks/RESULTS.md): faster than torch.linalg for every
+    # batch size up to n = 64; above, LAPACK's blocked solvers take over.
+    return n <= 64
+
+
+BACKEND = EigenBackend(
+    name="numba",
+    eigvalsh_k=eigvalsh_k,
+    eigh_k=eigh_k,
+    device_types=frozenset({"cpu"}),
+    is_available=is_available,
+    require=_require,
+    preferred_for=_preferred_for,
+)

@@ -1,0 +1,288 @@
+"""The CPU kernel's compiled functions (Numba; imported on first use by _numba_backend).
+
+One matrix per call of ``one_pair``: Householder tridiagonalisation, multisection on
+Sturm counts for lambda_k, inverse iteration and the back-transform for q_k. Compiled
+per dtype at first use and cached on disk.
+"""
+
+import functools
+import math
+
+import numba
+import numpy as np
+
+# Points evaluated per multisection sweep: independent chains of divisions that the
+# core overlaps; each sweep shrinks the bracket by POINTS + 1.
+POINTS = 4
+
+njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+
+@njit
+def sturm_counts(d, e2, n, xs, counts, pivmin):
+    """Sturm counts at POINTS points at once: independent chains, interleaved."""
+    qs = np.empty(POINTS, d.dtype)
+    for p in range(POINTS):
+        q = d[0] - xs[p]
+        if abs(q) < pivmin:
+            q = -pivmin
+        qs[p] = q
+        counts[p] = 1 if q < 0 else 0
+    for i in range(1, n):
+        for p in range(POINTS):
+            q = d[i] - xs[p] - e2[i - 1] / qs[p]
+            if abs(q) < pivmin:
+                q = -pivmin
+            qs[p] = q
+            if q < 0:
+                counts[p] += 1
+
+@njit
+def newton_sweep(d, e2, n, x, pivmin):
+    """Sturm count below x and d/dx log|det(T - x I)| = sum_i q_i' / q_i, one division per row."""
+    q = d[0] - x
+    if abs(q) < pivmin:
+        q = -pivmin
+    dq = -1.0
+    count = 1 if q < 0 else 0
+    slope = 0.0
+    for i in range(1, n):
+        inv = 1.0 / q
+        slope += dq * inv
+        t = e2[i - 1] * inv
+        dq = -1.0 + t * dq * inv
+        q = d[i] - x - t
+        if abs(q) < pivmin:
+            q = -pivmin
+        if q < 0:
+            count += 1
+    return count, slope + dq / q
+
+
+@njit
+def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, out_vector):
+    """lambda_k (returned) and, with want_vector, q_k (into out_vector) of one n x n matrix A."""
+    n = A.shape[0]
+    eps = np.finfo(A.dtype).eps
+    tiny = np.finfo(A.dtype).tiny
+    # 1. the triangle that is read, as the lower triangle of W; NaN/inf -> NaN; scale by a
+    # power of two. Only W's lower triangle is used from here on.
+    largest = 0.0
+    for i in range(n):
+        for j in range(i + 1):
+            a = A[i, j] if lower else A[j, i]
+            if not np.isfinite(a):
+                if want_vector:
+                    out_vector[:] = np.nan
+                return np.nan
+            W[i, j] = a
+            largest = max(largest, abs(a))
+    if largest == 0.0:
+        if want_vector:
+            out_vector[:] = 0.0
+            out_vector[k] = 1.0
+        return 0.0
+    exponent = math.frexp(largest)[1]  # largest = m * 2**exponent, m in [0.5, 1)
+    scale = math.ldexp(1.0, -exponent)
+    for i in range(n):
+        for j in range(i + 1):
+            W[i, j] *= scale
+    # 2. Householder: W = Q T Q^T, reflectors kept in V (row r: v_r over r+1..n-1) and tau
+    for r in range(n - 2):
+        alpha = W[r + 1, r]
+        xnorm2 = 0.0
+        for i in range(r + 2, n):
+            xnorm2 += W[i, r] * W[i, r]
+        if xnorm2 == 0.0:
+            tau[r] = 0.0
+            e[r] = alpha
+            continue
+        beta = -math.copysign(math.sqrt(alpha * alpha + xnorm2), alpha)
+        t = (beta - alpha) / beta
+        tau[r] = t
+        inv = 1.0 / (alpha - beta)
+        v = V[r]
+        v[r + 1] = 1.0
+        for i in range(r + 2, n):
+            v[i] = W[i, r] * inv
+        e[r] = beta
+        # p = tau W v from the lower triangle (a dot with row i, an axpy into p for the
+        # mirrored column), then w = p - (tau/2)(p.v) v and W -= v w^T + w v^T (lower only)
+        for i in range(r + 1, n):
+            y[i] = 0.0
+        for i in range(r + 1, n):
+            row = W[i]
+            vi = v[i]
+            s = row[i] * vi
+            for j in range(r + 1, i):
+                s += row[j] * v[j]
+                y[j] += row[j] * vi
+            y[i] += s
+        pv = 0.0
+        for i in range(r + 1, n):
+            y[i] *= t
+            pv += y[i] * v[i]
+        half = -0.5 * t * pv
+        for i in range(r + 1, n):
+            y[i] += half * v[i]
+        for i in range(r + 1, n):
+            row = W[i]
+            vi, wi = v[i], y[i]
+            for j in range(r + 1, i + 1):
+                row[j] -= vi * y[j] + wi * v[j]
+    for i in range(n):
+        d[i] = W[i, i]
+    if n > 1:
+        e[n - 2] = W[n - 1, n - 2]
+    # 3. lambda_k of T by multisection on Sturm counts, from Gershgorin bounds
+    lo, hi, emax2 = d[0], d[0], 0.0
+    for i in range(n):
+        radius = (abs(e[i - 1]) if i > 0 else 0.0) + (abs(e[i]) if i < n - 1 else 0.0)
+        lo = min(lo, d[i] - radius)
+        hi = max(hi, d[i] + radius)
+    for i in range(n - 1):
+        e2[i] = e[i] * e[i]
+        emax2 = max(emax2, e2[i])
+    pivmin = tiny * max(1.0, emax2)
+    gnorm = max(abs(lo), abs(hi))
+    width = 2.0 * eps * gnorm + 2.0 * pivmin
+    lo -= width
+    hi += width
+    count_lo, count_hi = 0, n
+    # multisection until lambda_k is the only eigenvalue in (lo, hi), or the bracket is tight
+    # (a repeated eigenvalue never isolates: plain multisection to the end)
+    while hi - lo > max(2.0 * eps * max(abs(lo), abs(hi)), eps * gnorm, pivmin):
+        if count_lo == k and count_hi == k + 1:
+            break
+        step = (hi - lo) / (POINTS + 1)
+        for p in range(POINTS):
+            xs[p] = lo + (p + 1) * step
+        sturm_counts(d, e2, n, xs, counts, pivmin)
+        new_lo, new_hi = lo, hi
+        for p in range(POINTS):  # counts rise with x: the last point at or below k, the first above
+            if counts[p] <= k:
+                new_lo, count_lo = xs[p], counts[p]
+            elif new_hi == hi:
+                new_hi, count_hi = xs[p], counts[p]
+        if new_lo == lo and new_hi == hi:  # no representable point strictly inside: done
+            break
+        lo, hi = new_lo, new_hi
+    if count_lo == k and count_hi == k + 1:
+        # isolated: Newton on det(T - x I), kept inside the bracket (quadratic, ~5 sweeps)
+        x = 0.5 * (lo + hi)
+        for _ in range(60):
+            count, slope = newton_sweep(d, e2, n, x, pivmin)
+            if count <= k:
+                lo = x
+            else:
+                hi = x
+            tol = max(2.0 * eps * abs(x), eps * gnorm, pivmin)
+            if hi - lo <= tol:
+                break
+            x_new = x - 1.0 / slope if slope != 0.0 else 0.5 * (lo + hi)
+            if not (lo < x_new < hi):
+                x_new = 0.5 * (lo + hi)
+            if abs(x_new - x) <= tol:
+                x = x_new
+                break
+            x = x_new
+        lo = hi = x
+    lam = 0.5 * (lo + hi)
+    if want_vector:
+        # 4. inverse iteration on T - lam I: LU with partial pivoting (tiny pivots -> eps |T|)
+        floor = eps * gnorm
+        if floor == 0.0:
+            floor = tiny
+        # rows i: (diag, upper, upper2) after elimination; piv[i]: row i swapped with i+1
+        dd = d[0] - lam
+        ud = e[0] if n > 1 else 0.0
+        for i in range(n - 1):
+            sub = e[i]
+            next_d = d[i + 1] - lam
+            next_u = e[i + 1] if i + 1 < n - 1 else 0.0
+            if abs(sub) > abs(dd):  # swap rows i and i+1
+                piv[i] = 1
+                factor = dd / sub
+                W[i, 0] = sub  # pivot
+                up1[i] = next_d
+                up2[i] = next_u
+                dd = ud - factor * next_d
+                ud = -factor * next_u
+            else:
+                piv[i] = 0
+                if abs(dd) < floor:
+                    dd = floor
+                factor = sub / dd
+                W[i, 0] = dd
+                up1[i] = ud
+                up2[i] = 0.0
+                dd = next_d - factor * ud
+                ud = next_u
+            W[i, 1] = factor
+        if abs(dd) < floor:
+            dd = floor
+        W[n - 1, 0] = dd
+        for i in range(n):  # a fixed start with no special direction
+            y[i] = 1.0 + 0.1 * ((i * 7) % 11)
+        for _ in range(2):
+            for i in range(n - 1):  # forward: apply the row operations
+                if piv[i]:
+                    y[i], y[i + 1] = y[i + 1], y[i]
+                y[i + 1] -= W[i, 1] * y[i]
+            # back substitution with the upper band (diag, up1, up2)
+            y[n - 1] /= W[n - 1, 0]
+            if n > 1:
+                y[n - 2] = (y[n - 2] - up1[n - 2] * y[n - 1]) / W[n - 2, 0]
+            for i in range(n - 3, -1, -1):
+                y[i] = (y[i] - up1[i] * y[i + 1] - up2[i] * y[i + 2]) / W[i, 0]
+            norm = 0.0
+            for i in range(n):
+                norm = max(norm, abs(y[i]))
+            for i in range(n):
+                y[i] /= norm
+        # q = H_0 ... H_{n-3} y: the last reflector first
+        for r in range(n - 3, -1, -1):
+            if tau[r] != 0.0:
+                s = 0.0
+                for i in range(r + 1, n):
+                    s += V[r, i] * y[i]
+                s *= tau[r]
+                for i in range(r + 1, n):
+                    y[i] -= s * V[r, i]
+        norm = 0.0
+        for i in range(n):
+            norm += y[i] * y[i]
+        norm = math.sqrt(norm)
+        for i in range(n):
+            out_vector[i] = y[i] / norm
+    return lam / scale
+
+@njit
+def run_range(A, lower, k, want_vector, values, vectors, start, stop):
+    n = A.shape[1]
+    dtype = A.dtype
+    W = np.zeros((n, n), dtype)
+    V = np.zeros((n, n), dtype)
+    tau = np.zeros(n, dtype)
+    d = np.zeros(n, dtype)
+    e = np.zeros(n, dtype)
+    e2 = np.zeros(n, dtype)
+    y = np.zeros(n, dtype)
+    piv = np.zeros(n, np.int8)
+    up1 = np.zeros(n, dtype)
+    up2 = np.zeros(n, dtype)
+    xs = np.zeros(POINTS, dtype)
+    counts = np.zeros(POINTS, np.int64)
+    for b in range(start, stop):
+        values[b] = one_pair(A[b], lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts,
+                             vectors[b])
+
+@njit
+def run_serial(A, lower, k, want_vector, values, vectors):
+    run_range(A, lower, k, want_vector, values, vectors, 0, A.shape[0])
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def run_parallel(A, lower, k, want_vector, values, vectors, chunks):
+    B = A.shape[0]
+    for c in numba.prange(chunks):  # one chunk per thread: work arrays allocated once per chunk
+        run_range(A, lower, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
