@@ -20,14 +20,16 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_y, check_array, check_consistent_length, check_is_fitted, validate_data
 
 from ._device import DTYPES, resolve_device, resolve_dtype
+from ._features import CategoryCodes, categorical_mask, encoding_spec, is_dataframe, split_numeric
 from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
-from ._sensitivity import CertifiedSensitivityMixin, to_user_units
+from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
 from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
 from .eig import BACKENDS, REGISTRY, check_eigval_index, select_backend
+from .encoding import FeatureEncoder
 from .model import SpectralModel
 
 try:  # scikit-learn >= 1.9: callbacks (ProgressBar, ScoringMonitor, early stops)
@@ -106,10 +108,35 @@ PARAMETERS_DOC = """dim : int, default=15
         In predict, clip each feature to the range seen in fit, so that an
         extreme value (California's AveOccup reaches 1243) cannot push the
         prediction far beyond anything seen in training. Clipping is
-        1-Lipschitz, so the certified sensitivity bound still holds."""
+        1-Lipschitz, so the certified sensitivity bound still holds.
+    categorical_features : "from_dtype", array-like of int, str or bool, or None, default="from_dtype"
+        Categorical input columns, as HistGradientBoosting's: "from_dtype"
+        takes the DataFrame columns of categorical, object, string or bool
+        dtype; else indices, names or a boolean mask. Each level of a
+        categorical feature owns a learned matrix; levels seen in fewer than
+        10 training rows and unseen levels share an "other" matrix, and a
+        missing value has its own where one was seen. No encoder needed.
+    feature_encoding : {"linear", "piecewise_linear"}, default="linear"
+        Numeric features enter the matrix as x_i A_i ("linear", the series'
+        model) or through a piecewise-linear encoding on quantile bins,
+        sum_t e_t(x_i) A_{i,t} (a continuous piecewise-linear path of matrices
+        per feature). A numeric feature with missing values in fit also gets a
+        matrix for "missing"; missing values are allowed in any feature.
+    n_bins : int, default=16
+        Quantile bins per numeric feature with feature_encoding="piecewise_linear"
+        (fewer where a feature has fewer distinct values).
+    n_estimators : int, default=1
+        Ensemble members, each with its own initialisation and its own loss,
+        trained jointly as one batch of batch_size * n_estimators matrices per
+        step; the prediction is their mean (regression) or mean probability
+        (classification)."""
 
 ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         What fit resolved "auto" to.
+    is_categorical_ : ndarray of shape (n_features_in_,) of bool, or None
+        The categorical input columns (None: none).
+    encoding_ : skspectral.encoding.EncodingSpec
+        How each input column is encoded (bins, levels, missing-value columns).
     eigval_idx_ : int
         The eigenvalue index in [0, dim).
     x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
@@ -157,6 +184,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "clip_features": ["boolean"],
+        "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
+        "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
+        "n_bins": [Interval(numbers.Integral, 2, None, closed="left")],
+        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     # ---- the hooks a subclass supplies --------------------------------------------------
@@ -190,8 +221,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _initialize_model(self, *, device, dtype, backend: str, generator=None) -> SpectralModel:
         """The one place the torch model is built, in fit and in predict: variants plug in here."""
+        spec = getattr(self, "encoding_", None)
+        encoder = None if spec is None or spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
         return SpectralModel(
             self.n_features_in_, self.dim, self.eigval_idx_, n_outputs=self._n_outputs(),
+            n_members=self.n_estimators, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
         )
 
@@ -199,6 +233,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        tags.input_tags.allow_nan = True  # a missing value owns a learned matrix
         return tags
 
     def _continues_previous_fit(self) -> bool:
@@ -245,8 +280,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- validate -> prepare the rows -> fit core ------------------------------------------
     def _fit_epochs(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
         """Generator of per-epoch records; the estimator is fitted when it ends or is closed."""
-        X, y = validate_data(self, X, y, reset=first_call, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
-        X = X.astype(np.float64, copy=False)
+        X, y = self._validate_inputs(X, y, reset=first_call)
         encoded = self._encode_target(y, first_call, classes)
         eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
         self._resolve_settings()
@@ -265,9 +299,43 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             callback_data={"X": X, "y": y, "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
         )
 
+    def _validate_inputs(self, X, y=None, *, reset: bool):
+        """X as float64 rows (numeric values, NaN for missing; categorical level codes) and y.
+
+        On the first fit this finds the categorical columns and learns their levels.
+        """
+        with_y = y is not None
+        explicit = self.categorical_features is not None and not isinstance(self.categorical_features, str)
+        if not is_dataframe(X) and (explicit if reset else getattr(self, "is_categorical_", None) is not None):
+            # categorical columns in an array: scikit-learn's errors for sparse, 1-D or empty input first
+            X = check_array(X, dtype=None, ensure_all_finite=False)
+        if reset:
+            self.is_categorical_ = categorical_mask(X, self.categorical_features)
+        mask = getattr(self, "is_categorical_", None)
+        if mask is None:
+            check = dict(reset=reset, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan")
+            if with_y:
+                X, y = validate_data(self, X, y, y_numeric=self._y_numeric, **check)
+            else:
+                X = validate_data(self, X, **check)
+            return X.astype(np.float64, copy=False), y
+        validate_data(self, X, reset=reset, skip_check_array=True)  # feature names and count only
+        if with_y:
+            y = _check_y(y, y_numeric=self._y_numeric, estimator=self)
+            check_consistent_length(X, y)
+        numeric, categorical = split_numeric(X, mask)
+        if reset:
+            self._category_codes = CategoryCodes()
+            codes = self._category_codes.fit_transform(categorical)
+        else:
+            codes = self._category_codes.transform(categorical)
+        rows = np.empty((numeric.shape[0], len(mask)))
+        rows[:, ~mask], rows[:, mask] = numeric, codes
+        return rows, y
+
     def _validate_eval_pair(self, X, y) -> tuple:
-        X, y = validate_data(self, X, y, reset=False, y_numeric=self._y_numeric, dtype=[np.float64, np.float32])
-        return X.astype(np.float64, copy=False), self._encode_target(y, False)
+        X, y = self._validate_inputs(X, y, reset=False)
+        return X, self._encode_target(y, False)
 
     def _resolve_settings(self) -> None:
         """Resolve eigval_idx, device, dtype and backend; fail here, at fit, on bad values."""
@@ -280,8 +348,26 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
 
     def _fit_standardisation(self, X: np.ndarray, weight: np.ndarray) -> None:
-        self.x_mean_, self.x_scale_ = weighted_standardisation(X, weight, "feature")
-        self.x_min_, self.x_max_ = X.min(axis=0), X.max(axis=0)
+        """Means, scales and ranges of the numeric columns (missing values ignored); the
+        encoding of every column. Categorical columns keep their codes (mean 0, scale 1)."""
+        mask = self.is_categorical_ if self.is_categorical_ is not None else np.zeros(X.shape[1], dtype=bool)
+        numeric_index = np.flatnonzero(~mask)
+        self.x_mean_, self.x_scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.x_min_, self.x_max_ = np.full(X.shape[1], -np.inf), np.full(X.shape[1], np.inf)
+        numeric = X[:, numeric_index]
+        if numeric.shape[1]:
+            mean, scale = weighted_standardisation(numeric, weight, "feature", column_index=numeric_index)
+            self.x_mean_[numeric_index], self.x_scale_[numeric_index] = mean, scale
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns
+                self.x_min_[numeric_index] = np.nan_to_num(np.nanmin(numeric, axis=0), nan=-np.inf)
+                self.x_max_[numeric_index] = np.nan_to_num(np.nanmax(numeric, axis=0), nan=np.inf)
+        self.encoding_ = encoding_spec(
+            (numeric - self.x_mean_[numeric_index]) / self.x_scale_[numeric_index], numeric_index, weight,
+            n_features=X.shape[1], encoding=self.feature_encoding, n_bins=self.n_bins,
+            categories=getattr(self, "_category_codes", None) if self.is_categorical_ is not None else None,
+            categorical_index=np.flatnonzero(mask),
+        )
 
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -311,6 +397,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         train = self._dataset(X, target, weight, device, dtype)
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         loss = get_loss(self._loss_name())
+        members = self.n_estimators
         output_scale = self._output_scale()
         options = TrainingOptions(
             learning_rate_init=self.learning_rate_init,
@@ -324,10 +411,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         )
         trainer = Trainer(
             model,
-            loss.fn,
+            loss.members_fn(members),
             options,
             torch.Generator(device=device).manual_seed(seed),
-            score_fn=get_metric(self._validation_metric).fn,
+            score_fn=loss.ensemble_fn(get_metric(self._validation_metric).fn, members),
             penalty_fn=make_penalty(model, alpha=self.alpha, spectral_penalty=self.spectral_penalty,
                                     total_weight=float(weight.sum())),
             train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
@@ -413,14 +500,20 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         single = self._n_outputs() is None
         chunk = self._chunk_rows(model.dtype)
         output_scale = self._output_scale()
+        loss = get_loss(self._loss_name())
         metrics = {name: get_metric(name) for name in self._metrics}
+        members = self.n_estimators
 
         @torch.no_grad()
         def record() -> dict:
-            sensitivities = to_user_units(model.spectral_norms(), output_scale, x_scale)
+            bounds = feature_bounds(model.feature_matrices(), self.encoding_, norms=model.matrix_norms)
+            if members > 1:  # (members * outputs, features) -> the members' mean
+                bounds = bounds.view(members, -1, bounds.shape[-1]).mean(dim=0)
+            sensitivities = to_user_units(bounds, output_scale, x_scale)
             out = {history.SENSITIVITIES: sensitivities[0] if single else sensitivities}
             for i, data in enumerate(evaluations):
                 output = predict_in_chunks(model, data.X, chunk)
+                output = loss.combine_members(output) if members > 1 else output
                 for name, metric in metrics.items():
                     value = metric.fn(output, data.y, data.weight)
                     out[history.eval_key(i, name)] = value * output_scale if metric.in_target_units else value
@@ -431,14 +524,17 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- fitted state ---------------------------------------------------------------------
     def _fitted_attributes(self, model: SpectralModel, state: TrainingState, fit_history: list) -> dict:
         """Everything predict and the sensitivities need, as numpy values."""
-        single = self._n_outputs() is None
         with torch.no_grad():
             mu = model.mu().cpu().numpy().astype(np.float64)
             A = model.feature_matrices().cpu().numpy().astype(np.float64)
+        # (members * outputs, ...) -> (members, outputs, ...), without axes of length one
+        shape = ((self.n_estimators,) if self.n_estimators > 1 else ()) + (
+            (self._n_outputs(),) if self._n_outputs() is not None else ())
         return {
-            "_module_state_": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()},
-            "mu_": mu[0] if single else mu,
-            "feature_matrices_": A[0] if single else A,
+            "_module_state_": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
+                               if k in dict(model.named_parameters())},
+            "mu_": mu.reshape(shape + mu.shape[1:]),
+            "feature_matrices_": A.reshape(shape + A.shape[1:]),
             "n_iter_": state.n_iter,
             "t_": state.t,
             "loss_curve_": list(state.loss_curve),
@@ -449,11 +545,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         }
 
     def _load_fitted_state(self, model: SpectralModel) -> None:
-        model.load_state_dict({k: torch.as_tensor(v) for k, v in self._module_state_.items()})
+        # parameters only: the encoder's buffers (bin edges) are rebuilt from encoding_
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in self._module_state_.items()}, strict=False)
 
     # ---- prediction -------------------------------------------------------------------------
     def _chunk_rows(self, dtype: torch.dtype) -> int:
-        n_outputs = self._n_outputs() or 1
+        n_outputs = (self._n_outputs() or 1) * self.n_estimators
         row_bytes = n_outputs * self.dim * self.dim * torch.finfo(dtype).bits // 8
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 
@@ -483,13 +580,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return (X - self.x_mean_) / self.x_scale_
 
     def _raw_output(self, X) -> np.ndarray:
-        """The model's output for X (validated here), on the fitted device, as float64 numpy."""
+        """The model's (ensemble's) output for X (validated here), on the fitted device, as float64 numpy."""
         check_is_fitted(self, "_module_state_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        X, _ = self._validate_inputs(X, reset=False)
         model = self._model_for_prediction()
         Xt = _to_device(self._standardised(X), model.device, model.dtype)
         model.eval()
         output = predict_in_chunks(model, Xt, self._chunk_rows(model.dtype))
+        if self.n_estimators > 1:
+            output = get_loss(self._loss_name()).combine_members(output)
         return output.cpu().numpy().astype(np.float64)
 
     # ---- pickling: numpy only, no torch module or device state ----------------------------

@@ -11,6 +11,7 @@ and which way is better.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,6 +45,23 @@ def _mean_squared_error_floor(target: np.ndarray, weight: np.ndarray) -> float:
     return float(np.average((target - mean) ** 2, weights=weight))
 
 
+def _mean_of_members(output):
+    return output.mean(dim=1)
+
+
+def _logit_of_mean_probability(output):
+    """Binary members (batch, K) -> the logit of their mean probability, computed stably."""
+    log_k = math.log(output.shape[1])
+    log_p = torch.logsumexp(-F.softplus(-output), dim=1) - log_k
+    log_q = torch.logsumexp(-F.softplus(output), dim=1) - log_k
+    return log_p - log_q
+
+
+def _log_of_mean_probabilities(output):
+    """Multiclass members (batch, K, C) -> log of their mean class probabilities (as logits)."""
+    return torch.logsumexp(output.log_softmax(dim=-1), dim=1) - math.log(output.shape[1])
+
+
 def _log_loss_floor(target: np.ndarray, weight: np.ndarray) -> float:
     prior = np.bincount(target.astype(int), weights=weight) / weight.sum()
     prior = prior[prior > 0]
@@ -58,12 +76,35 @@ class Loss:
     to_metric: Callable[[torch.Tensor, float], torch.Tensor]
     # (target, weight) -> the loss of the best constant output
     constant_floor: Callable[[np.ndarray, np.ndarray], float]
+    # ensemble members' outputs (batch, K, ...) -> the ensemble's output (batch, ...)
+    combine_members: Callable[[torch.Tensor], torch.Tensor]
+
+    def members_fn(self, n_members: int):
+        """The loss of K members trained jointly: the mean of each member's own loss."""
+        if n_members == 1:
+            return self.fn
+
+        def mean_member_loss(output, target, weight):
+            # members' outputs side by side: each row's target and weight repeated K times
+            flat = output.reshape((-1,) + output.shape[2:])
+            return self.fn(flat, target.repeat_interleave(n_members), weight.repeat_interleave(n_members))
+
+        return mean_member_loss
+
+    def ensemble_fn(self, fn, n_members: int):
+        """``fn(output, target, weight)`` applied to the ensemble's combined output."""
+        if n_members == 1:
+            return fn
+        return lambda output, target, weight: fn(self.combine_members(output), target, weight)
 
 
 LOSSES = {
-    "squared_error": Loss(squared_error, "rmse", lambda loss, scale: scale * loss.sqrt(), _mean_squared_error_floor),
-    "binary_log_loss": Loss(binary_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor),
-    "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor),
+    "squared_error": Loss(squared_error, "rmse", lambda loss, scale: scale * loss.sqrt(), _mean_squared_error_floor,
+                          _mean_of_members),
+    "binary_log_loss": Loss(binary_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
+                            _logit_of_mean_probability),
+    "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
+                     _log_of_mean_probabilities),
 }
 
 

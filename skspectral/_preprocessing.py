@@ -30,21 +30,29 @@ def merge_duplicate_rows(X: np.ndarray, y: np.ndarray, weight: np.ndarray):
     return rows[:, :-1], rows[:, -1], np.bincount(inverse.ravel(), weights=weight, minlength=len(rows))
 
 
-def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str = "feature"):
-    """Weighted column means and standard deviations; constant columns get scale 1.
+def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str = "feature", column_index=None):
+    """Weighted column means and standard deviations, missing values (NaN) ignored;
+    constant and all-missing columns get scale 1.
 
     Raises a clear error where a column's values are too large for float64 to
     standardise (its variance overflows), instead of training on infinities.
+    ``column_index`` names the columns in that message (default 0, 1, ...).
     """
+    observed = ~np.isnan(values)
+    w = np.where(observed, weight[:, None], 0.0)
+    total = w.sum(axis=0)
+    safe_total = np.where(total > 0, total, 1.0)
+    filled = np.where(observed, values, 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = np.average(values, axis=0, weights=weight)
-        var = np.average((values - mean) ** 2, axis=0, weights=weight)
+        mean = (w * filled).sum(axis=0) / safe_total
+        var = (w * (filled - mean) ** 2).sum(axis=0) / safe_total
     scale = np.sqrt(var)
     bad = ~(np.isfinite(mean) & np.isfinite(scale))
     if bad.any():
         column = int(np.flatnonzero(bad)[0])
-        largest = float(np.max(np.abs(values[:, column])))
-        name = f"{what} {column}" if values.shape[1] > 1 or what == "feature" else what
+        largest = float(np.nanmax(np.abs(values[:, column])))
+        label = column if column_index is None else int(column_index[column])
+        name = f"{what} {label}" if values.shape[1] > 1 or what == "feature" else what
         raise ValueError(
             f"The {name} has values too large to standardise in float64 (largest |value| = {largest:.3g}); "
             "rescale it, e.g. divide it by a power of ten, before fitting."

@@ -1,61 +1,110 @@
 """Certified sensitivities: Weyl's inequality turned into per-feature bounds.
 
-For M(x) = diag(mu) + sum_i x_i A_i, |lambda_k(M(x + delta)) - lambda_k(M(x))|
-<= ||sum_i delta_i A_i||_2 <= sum_i |delta_i| ||A_i||_2. The model sees
-standardised features (x_i - mean_i) / scale_i and outputs standardised
-targets (regression: y = mean + scale * output), so in the user's units the
-bound per unit of feature i is ||A_i||_2 * output_scale / scale_i.
+For M(x) = diag(mu) + sum_j z_j(x) A_j, |lambda_k(M(x')) - lambda_k(M(x))| <=
+||sum_j (z_j(x') - z_j(x)) A_j||_2 <= sum_j |z_j(x') - z_j(x)| ||A_j||_2. Per input
+feature i that gives, in standardised units:
+
+- linear: ||A_i||_2 per unit of x_i;
+- piecewise linear with bins of widths w_t: max_t ||A_{i,t}||_2 / w_t per unit of
+  x_i (moving x_i by delta moves the bin columns by sum_t w_t |dz_t| = |delta|);
+- categorical: max over level pairs (a, b) of ||A_a - A_b||_2 for any change of
+  level (unseen, rare and missing levels included);
+- an ensemble: the mean of its members' bounds (the prediction is their mean).
+
+Moves between a missing and an observed numeric value are not covered. The model
+sees standardised features (x_i - mean_i) / scale_i and outputs standardised targets
+(regression: y = mean + scale * output), so in the user's units the numeric bound
+is the above times output_scale / scale_i, and the categorical one times output_scale.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
-
-def spectral_norms(matrices: np.ndarray) -> np.ndarray:
-    """||A||_2 of each symmetric matrix in a (..., n, n) stack."""
-    return np.abs(np.linalg.eigvalsh(matrices)).max(axis=-1)
+from .encoding import LEVEL, LINEAR, PIECEWISE, EncodingSpec
 
 
-def to_user_units(norms, output_scale: float, x_scale):
-    """Bounds per unit of each feature, from ||A_i||_2 on standardised data (numpy or torch)."""
-    return norms * output_scale / x_scale
+def spectral_norms(matrices: torch.Tensor) -> torch.Tensor:
+    """||A||_2 of each symmetric matrix in a (..., n, n) stack (torch.linalg, any device)."""
+    return torch.linalg.eigvalsh(matrices).abs().amax(dim=-1)
+
+
+def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms) -> torch.Tensor:
+    """Per-feature bounds (standardised units) from the encoded columns' matrices.
+
+    matrices: (..., n_columns, d, d); returns (..., n_features). ``norms`` computes
+    ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend).
+    """
+    if spec is None or spec.is_plain_linear:
+        return norms(matrices)
+    feature, kind, width = spec.columns()
+    column_norms = norms(matrices)
+    bounds = matrices.new_zeros(matrices.shape[:-3] + (spec.n_features,))
+    for i in range(spec.n_features):
+        columns = np.flatnonzero(feature == i)
+        kinds = kind[columns]
+        if (kinds == LINEAR).any() or (kinds == PIECEWISE).any():
+            numeric = columns[(kinds == LINEAR) | (kinds == PIECEWISE)]
+            scaled = column_norms[..., numeric] / torch.as_tensor(width[numeric], dtype=matrices.dtype,
+                                                                  device=matrices.device)
+            bounds[..., i] = scaled.amax(dim=-1)
+        elif (kinds == LEVEL).any():
+            levels = columns[kinds == LEVEL]
+            if len(levels) > 1:
+                a, b = np.triu_indices(len(levels), k=1)
+                differences = matrices[..., levels[a], :, :] - matrices[..., levels[b], :, :]
+                bounds[..., i] = norms(differences).amax(dim=-1)
+    return bounds
+
+
+def to_user_units(bounds, output_scale: float, x_scale):
+    """Bounds per unit of each feature, from bounds on standardised data (numpy or torch).
+
+    x_scale is 1 for categorical features, whose bounds are per change of level.
+    """
+    return bounds * output_scale / x_scale
 
 
 class CertifiedSensitivityMixin:
     """feature_sensitivities_, sensitivity_bound and feature_importances_ for a
-    fitted spectral estimator (needs ``feature_matrices_``, ``x_scale_`` and
-    ``_output_scale()``)."""
+    fitted spectral estimator (needs ``feature_matrices_``, ``x_scale_``,
+    ``encoding_``, ``is_categorical_`` and ``_output_scale()``)."""
 
-    def _feature_matrix_norms(self) -> np.ndarray:
-        """||A_i||_2 of the fitted feature matrices (standardised units), shape (..., n_features)."""
+    def _feature_bounds(self) -> np.ndarray:
+        """Bounds in standardised units, shape (..., n_features), ensemble members averaged."""
         check_is_fitted(self, "_module_state_")
-        return spectral_norms(self.feature_matrices_)
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), getattr(self, "encoding_", None)).numpy()
+        return bounds.mean(axis=0) if getattr(self, "n_estimators", 1) > 1 else bounds
 
     @property
     def feature_sensitivities_(self) -> np.ndarray:
-        """Certified bound on |d prediction / d x_i| in the user's units.
+        """Certified bound on how much each feature can move the prediction.
 
-        By Weyl's inequality the model output moves by at most
-        sum_i |delta_i| * ||A_i||_2 (standardised units); this converts to the
-        original feature and target units: ||A_i||_2 * output_scale / x_scale_i.
-        Shape (n_features,), or (n_classes, n_features) for a multiclass
-        classifier (bounds on each class's logit; binary: on the logit).
+        Numeric features: a bound on |d prediction / d x_i| in the user's units
+        (prediction units per unit of x_i). Categorical features: a bound on the
+        change of the prediction when the level changes (any two levels,
+        unseen and missing included). By Weyl's inequality (see
+        ``skspectral._sensitivity``). Shape (n_features,), or (n_classes,
+        n_features) for a multiclass classifier (bounds on each class's logit;
+        binary: on the logit). For an ensemble, the mean of its members' bounds.
         """
-        return to_user_units(self._feature_matrix_norms(), self._output_scale(), self.x_scale_)
+        return to_user_units(self._feature_bounds(), self._output_scale(), self.x_scale_)
 
     def sensitivity_bound(self, delta) -> np.ndarray:
         """Largest possible change of the prediction when the features move by ``delta``.
 
         The bound is on the prediction for regression and on the logit(s) for
         classification; it holds for any x, also with clip_features (clipping
-        never increases |delta_i|).
+        never increases |delta_i|), for moves between observed (non-missing)
+        numeric values.
 
         Parameters
         ----------
         delta : array-like of shape (n_features,) or (n_rows, n_features)
-            Moves of the features, in the features' units.
+            Moves of the features, in the features' units; for a categorical
+            feature any non-zero entry means "its level changes".
 
         Returns
         -------
@@ -69,18 +118,23 @@ class CertifiedSensitivityMixin:
                 f"delta must have shape (n_features,) or (n_rows, n_features) with n_features="
                 f"{self.n_features_in_}; got {delta.shape}."
             )
-        return np.abs(delta) @ sensitivities.T
+        moves = np.abs(delta)
+        categorical = getattr(self, "is_categorical_", None)
+        if categorical is not None:
+            moves[..., categorical] = delta[..., categorical] != 0
+        return moves @ sensitivities.T
 
     @property
     def feature_importances_(self) -> np.ndarray:
-        """Share of the certified sensitivity per feature for a one-standard-deviation move.
+        """Share of the certified sensitivity per feature, for a one-standard-deviation
+        move of a numeric feature or a change of level of a categorical one.
 
-        ||A_i||_2 on standardised features, normalised to sum to 1 (summed over
-        classes for multiclass). Unlike permutation importance, this is a
-        property of the model alone (no data, no randomness) and a worst case:
-        a feature whose matrix is large but rarely aligned with the k-th
-        eigenvector ranks high here and lower under permutation.
+        Normalised to sum to 1 (summed over classes for multiclass). Unlike
+        permutation importance, this is a property of the model alone (no data,
+        no randomness) and a worst case: a feature whose matrix is large but
+        rarely aligned with the k-th eigenvector ranks high here and lower under
+        permutation.
         """
-        per_std = self._feature_matrix_norms().reshape(-1, self.n_features_in_).sum(axis=0)
+        per_std = self._feature_bounds().reshape(-1, self.n_features_in_).sum(axis=0)
         total = per_std.sum()
         return per_std / total if total > 0 else np.full(self.n_features_in_, 1.0 / self.n_features_in_)

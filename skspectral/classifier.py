@@ -44,6 +44,10 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         verbose=False,
         warm_start=False,
         clip_features=True,
+        categorical_features="from_dtype",
+        feature_encoding="linear",
+        n_bins=16,
+        n_estimators=1,
         class_weight=None,
     ):
         self.dim = dim
@@ -66,6 +70,10 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.verbose = verbose
         self.warm_start = warm_start
         self.clip_features = clip_features
+        self.categorical_features = categorical_features
+        self.feature_encoding = feature_encoding
+        self.n_bins = n_bins
+        self.n_estimators = n_estimators
         self.class_weight = class_weight
 
     # ---- the base's hooks -----------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The eigenvalue model as a torch module, usable without scikit-learn.
 
-    f(x) = lambda_k(diag(mu) + sum_i x_i A_i)
+    f(x) = lambda_k(diag(mu) + sum_j z_j(x) A_j)
 
-mu is non-decreasing (a start value plus softplus-positive increments) and
-each A_i is symmetric. With ``n_outputs`` set, the module holds that many
-independent models and evaluates all of them in one batched eigen call.
+with z = x (the series' model) or the columns of a FeatureEncoder
+(piecewise-linear bins, missing-value and categorical-level columns). mu is
+non-decreasing (a start value plus softplus-positive increments) and each A_j
+is symmetric. ``n_outputs`` models per member (e.g. one per class) and
+``n_members`` ensemble members are all evaluated in one batched eigen call.
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ class SpectralModel(torch.nn.Module):
     eigval_idx : int or None
         k, ascending, negative counts from the top; None means ``dim // 2``.
     n_outputs : int or None
-        None: one model, ``forward`` returns shape (batch,). An int: that many
-        models, ``forward`` returns (batch, n_outputs).
+        None: one output, ``forward`` returns shape (batch,). An int: that many
+        models (e.g. one per class), ``forward`` returns (batch, n_outputs).
+    n_members : int
+        Ensemble members, each a full set of parameters with its own
+        initialisation; with more than one, ``forward`` returns (batch,
+        n_members) or (batch, n_members, n_outputs).
+    encoder : torch.nn.Module or None
+        Maps the input rows (batch, n_features) to the encoded columns z
+        (batch, encoder.n_columns), one matrix A_j per column (see
+        :class:`skspectral.encoding.FeatureEncoder`); None: z = x.
     backend : str
         Eigen backend (see :func:`skspectral.kth_eigvalsh`); checked when the
         module is built and resolved once per device and dtype it runs on.
     init_scale : float or None
-        Std of the initial A_i entries; None means 1 / (sqrt(dim) * n_features).
+        Std of the initial A_j entries; None means 1 / (sqrt(dim) * n_features),
+        times the encoder's ``init_factor`` of each column where it has one.
     generator : torch.Generator or None
         CPU generator for the initial values (the same on every device).
 
@@ -56,6 +67,8 @@ class SpectralModel(torch.nn.Module):
         eigval_idx: int | None = None,
         *,
         n_outputs: int | None = None,
+        n_members: int = 1,
+        encoder: torch.nn.Module | None = None,
         backend: str = "auto",
         init_scale: float | None = None,
         generator: torch.Generator | None = None,
@@ -68,7 +81,12 @@ class SpectralModel(torch.nn.Module):
         self.n_features, self.dim = int(n_features), int(dim)
         self.eigval_idx = self.dim // 2 if eigval_idx is None else check_eigval_index(eigval_idx, self.dim, "eigval_idx")
         self.n_outputs = n_outputs
-        self.n_models = 1 if n_outputs is None else int(n_outputs)
+        self.n_members = int(n_members)
+        if self.n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {n_members}.")
+        self.n_models = self.n_members * (1 if n_outputs is None else int(n_outputs))
+        self.encoder = encoder
+        self.n_matrices = self.n_features if encoder is None else int(encoder.n_columns)
         factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
         select_backend(backend, torch.device(device or "cpu"), self.dim, factory["dtype"])  # fail at construction
         self.backend = backend
@@ -87,15 +105,23 @@ class SpectralModel(torch.nn.Module):
     def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
         """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start)."""
         gaussian = torch.randn(
-            self.n_models, self.n_features, self.dim, self.dim, generator=generator, dtype=torch.float64
+            self.n_models, self.n_matrices, self.dim, self.dim, generator=generator, dtype=torch.float64
         )
         sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
+        scale = init_scale * self._column_init_factors()[:, None, None]
         # Learned as a full matrix and symmetrised in use: eigh reads one
         # triangle, and this way every entry receives gradient.
-        self.weight = torch.nn.Parameter((init_scale * sym).to(**factory))
+        self.weight = torch.nn.Parameter((scale * sym).to(**factory))
+
+    def _column_init_factors(self) -> torch.Tensor:
+        """Relative initial scale of each encoded column's matrix (1 without an encoder)."""
+        factors = getattr(self.encoder, "init_factor", None)
+        if factors is None:
+            return torch.ones(self.n_matrices, dtype=torch.float64)
+        return torch.as_tensor(factors, dtype=torch.float64)
 
     def feature_matrices(self) -> torch.Tensor:
-        """The symmetric A_i, shape (n_models, n_features, dim, dim)."""
+        """The symmetric A_j, shape (n_models, n_matrices, dim, dim)."""
         return 0.5 * (self.weight + self.weight.transpose(-1, -2))
 
     # ---- the model ---------------------------------------------------------------------
@@ -127,21 +153,28 @@ class SpectralModel(torch.nn.Module):
         return torch.cat([self.mu_start, self.mu_start + steps], dim=-1)
 
     def matrices(self, X: torch.Tensor) -> torch.Tensor:
-        """diag(mu) + sum_i x_i A_i for each row of X: shape (batch, n_models, dim, dim)."""
-        A = self.feature_matrices().transpose(0, 1).reshape(self.n_features, -1)  # (F, models*dim*dim)
-        M = (X @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
+        """diag(mu) + sum_j z_j A_j for each row of X: shape (batch, n_models, dim, dim)."""
+        Z = X if self.encoder is None else self.encoder(X)
+        A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, -1)  # (columns, models*dim*dim)
+        M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         values = kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
-        return values[:, 0] if self.n_outputs is None else values
+        shape = (X.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
+            (self.n_outputs,) if self.n_outputs is not None else ())
+        return values.reshape(shape)
 
     def spectral_norms(self) -> torch.Tensor:
-        """||A_i||_2 for each model and feature, shape (n_models, n_features), differentiable."""
-        A = self.feature_matrices()
-        top = kth_eigvalsh_unchecked(A, self.dim - 1, self.eigen_backend)
-        bottom = kth_eigvalsh_unchecked(A, 0, self.eigen_backend)
+        """||A_j||_2 for each model and matrix, shape (n_models, n_matrices), differentiable."""
+        return self.matrix_norms(self.feature_matrices())
+
+    def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
+        """||.||_2 of a (..., dim, dim) stack of symmetric matrices, with this module's eigen backend."""
+        top = kth_eigvalsh_unchecked(matrices, self.dim - 1, self.eigen_backend)
+        bottom = kth_eigvalsh_unchecked(matrices, 0, self.eigen_backend)
         return torch.maximum(top, -bottom)
 
     def extra_repr(self) -> str:
-        return f"n_features={self.n_features}, dim={self.dim}, eigval_idx={self.eigval_idx}, n_outputs={self.n_outputs}"
+        return (f"n_features={self.n_features}, dim={self.dim}, eigval_idx={self.eigval_idx}, "
+                f"n_outputs={self.n_outputs}, n_members={self.n_members}, n_matrices={self.n_matrices}")

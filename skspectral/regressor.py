@@ -39,6 +39,10 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         verbose=False,
         warm_start=False,
         clip_features=True,
+        categorical_features="from_dtype",
+        feature_encoding="linear",
+        n_bins=16,
+        n_estimators=1,
     ):
         self.dim = dim
         self.eigval_idx = eigval_idx
@@ -60,6 +64,10 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.verbose = verbose
         self.warm_start = warm_start
         self.clip_features = clip_features
+        self.categorical_features = categorical_features
+        self.feature_encoding = feature_encoding
+        self.n_bins = n_bins
+        self.n_estimators = n_estimators
 
     # ---- the base's hooks -----------------------------------------------------------------
     def _loss_name(self):

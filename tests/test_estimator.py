@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.model_selection import GridSearchCV
 
 from skspectral import SpectralClassifier, SpectralRegressor
@@ -228,3 +230,121 @@ def test_a_model_fitted_with_a_backend_missing_here_predicts_with_another(monkey
     missing = dataclasses.replace(REGISTRY[est.backend_], is_available=lambda: False)
     monkeypatch.setitem(_api.REGISTRY, est.backend_, missing)
     np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-10, atol=1e-10)
+
+
+# ---- mixed-type input: categorical levels, missing values, encodings, ensembles -------------------
+def mixed_frame(seed=0, n=400):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(seed)
+    size = rng.normal(size=n) * 5 + 20
+    size[rng.rand(n) < 0.1] = np.nan
+    colour = rng.choice(["red", "green", "blue", "violet"], size=n, p=[0.46, 0.3, 0.235, 0.005])
+    city = pd.Categorical(rng.choice(["paris", "rome", None], size=n, p=[0.5, 0.4, 0.1]))
+    X = pd.DataFrame({"size": size, "colour": colour, "city": city, "empty": np.full(n, np.nan),
+                      "age": rng.uniform(0, 80, size=n)})
+    effect = {"red": 1.0, "green": -1.0, "blue": 0.5, "violet": 3.0}
+    y = (np.nan_to_num(size - 20, nan=4.0) / 5 + np.array([effect[c] for c in colour])
+         + np.where(X["city"] == "paris", 1.0, 0.0) + np.sin(X["age"] / 10) + 0.1 * rng.normal(size=n))
+    return X, y
+
+
+@pytest.mark.parametrize("Estimator", [SpectralRegressor, SpectralClassifier])
+def test_dataframes_with_levels_and_missing_values(Estimator):
+    X, y = mixed_frame()
+    target = y if Estimator is SpectralRegressor else np.where(y > np.median(y), "high", "low")
+    est = Estimator(dim=5, max_iter=30, learning_rate_init=0.02, feature_encoding="piecewise_linear", n_bins=8, **CPU)
+    est.fit(X, target)
+    np.testing.assert_array_equal(est.feature_names_in_, X.columns)
+    np.testing.assert_array_equal(est.is_categorical_, [False, True, True, False, False])
+    spec = est.encoding_
+    assert spec.categorical == [1, 2] and spec.missing == [0, 3]
+    # colour: red, green, blue + "other" (violet is rare); city: paris, rome, "other", "missing"
+    assert spec.n_levels == [4, 4] and spec.has_missing_level == [False, True]
+    assert spec.edges[0] is not None and spec.edges[1] is None  # the all-missing column has no bins
+    assert est.score(X, target) > (0.8 if Estimator is SpectralRegressor else 0.75)
+    new = X.iloc[:6].copy()
+    new["colour"] = ["never seen", None, "red", "violet", "blue", "green"]
+    new["city"] = pd_categorical(["rome", None, "london", "paris", "rome", None])
+    new.loc[new.index[2], "size"] = np.nan
+    expected = est.predict(new)
+    assert len(expected) == 6
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict(new), expected)
+    # an unseen level and a rare one share the "other" matrix
+    first, rare = new.iloc[[0]].copy(), new.iloc[[0]].copy()
+    rare["colour"] = "violet"
+    np.testing.assert_array_equal(loaded.predict(first) if Estimator is SpectralRegressor
+                                  else loaded.predict_proba(first),
+                                  loaded.predict(rare) if Estimator is SpectralRegressor else loaded.predict_proba(rare))
+
+
+def pd_categorical(values):
+    import pandas as pd
+
+    return pd.Categorical(values)
+
+
+def test_categorical_columns_by_index_on_arrays():
+    rng = np.random.RandomState(1)
+    X = np.column_stack([rng.randint(0, 3, size=300), rng.normal(size=300)])
+    y = np.array([2.0, -1.0, 0.5])[X[:, 0].astype(int)] + X[:, 1]
+    est = SpectralRegressor(dim=4, max_iter=30, learning_rate_init=0.02, categorical_features=[0], **CPU).fit(X, y)
+    assert est.encoding_.n_levels == [4] and est.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="indices must lie"):
+        SpectralRegressor(categorical_features=[5], max_iter=1).fit(X, y)
+
+
+def test_an_ensemble_predicts_its_members_mean():
+    import torch
+
+    X, y = make_data(12)
+    est = SpectralRegressor(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, y)
+    assert est.feature_matrices_.shape == (3, 3, 4, 4) and est.mu_.shape == (3, 4)
+    members = est._module(torch.as_tensor(est._standardised(X))).detach().numpy()
+    assert members.shape == (len(X), 3) and not np.allclose(members[:, 0], members[:, 1])
+    np.testing.assert_allclose(est.predict(X), est.y_mean_ + est.y_scale_ * members.mean(axis=1), rtol=1e-12)
+    labels = np.digitize(y, np.quantile(y, [0.3, 0.6]))
+    clf = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels)
+    logits = clf._module(torch.as_tensor(clf._standardised(X))).detach()  # (rows, members, classes)
+    np.testing.assert_allclose(clf.predict_proba(X), logits.softmax(-1).mean(1).numpy(), rtol=1e-10)
+    binary = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels > 0)
+    logits = binary._module(torch.as_tensor(binary._standardised(X))).detach()
+    np.testing.assert_allclose(binary.predict_proba(X)[:, 1], logits.sigmoid().mean(1).numpy(), rtol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-2, 1.0, 30.0]))
+def test_no_change_exceeds_the_certified_bound_with_encodings_levels_and_members(fitted_mixed, seed, scale):
+    est, X = fitted_mixed
+    rng = np.random.RandomState(seed % (2**32 - 1))
+    rows = X.sample(15, random_state=rng.randint(1 << 30), replace=True).reset_index(drop=True)
+    moved = rows.copy()
+    delta = np.zeros((15, X.shape[1]))
+    for name in ("size", "age"):
+        j = list(X.columns).index(name)
+        step = rng.standard_cauchy(15) * scale
+        observed = rows[name].notna().to_numpy()
+        step[~observed] = 0.0  # moves between observed values
+        moved[name] = rows[name] + step
+        delta[:, j] = step
+    for name in ("colour", "city"):
+        j = list(X.columns).index(name)
+        change = rng.rand(15) < 0.5
+        levels = np.array(["red", "green", "blue", "violet", "never seen"]) if name == "colour" else \
+            np.array(["paris", "rome", "london"], dtype=object)
+        new = rng.choice(levels, 15)
+        values = np.array(rows[name].astype(object), dtype=object)
+        values[change] = new[change]
+        moved[name] = values if name == "colour" else pd_categorical(values)
+        delta[:, j] = change
+    change = np.abs(est.predict(moved) - est.predict(rows))
+    bound = est.sensitivity_bound(delta)
+    assert np.all(change <= bound * (1 + 1e-9) + 1e-9 * np.abs(est.predict(rows)).max())
+
+
+@pytest.fixture(scope="module")
+def fitted_mixed():
+    X, y = mixed_frame(3)
+    est = SpectralRegressor(dim=5, max_iter=20, learning_rate_init=0.02, feature_encoding="piecewise_linear",
+                            n_bins=6, n_estimators=2, **CPU).fit(X, y)
+    return est, X

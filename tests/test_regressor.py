@@ -178,11 +178,15 @@ def test_cuda_requested_without_cuda(data):
         SpectralRegressor(device="cuda", max_iter=1).fit(X, y)
 
 
-def test_nan_input_is_rejected(data):
+def test_missing_values_are_learned_and_infinities_rejected(data):
     X, y = data
     X = X.copy()
-    X[3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    X[::7, 1] = np.nan
+    est = SpectralRegressor(**FAST).fit(X, y)
+    assert est.encoding_.missing == [1] and est.score(X, y) > 0.5
+    assert np.all(np.isfinite(est.predict(X)))
+    X[3, 2] = np.inf
+    with pytest.raises(ValueError, match="[Ii]nfinity"):
         SpectralRegressor(max_iter=1).fit(X, y)
 
 

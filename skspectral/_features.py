@@ -1,0 +1,161 @@
+"""What the input columns are, and how the host turns them into the rows the
+device encoder reads: numeric columns (missing values allowed) and categorical
+columns (as level codes), the standardisation of the numeric ones, and the bins
+of the piecewise-linear encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.preprocessing import OrdinalEncoder
+from sklearn.utils.validation import _num_features, check_array
+
+from .encoding import EncodingSpec
+
+# A level seen in fewer training rows than this shares the feature's "other" matrix with
+# unseen levels: too few rows to learn a matrix of its own.
+MIN_LEVEL_COUNT = 10
+# At most this many levels per categorical feature (the rest: "other"), as HistGradientBoosting.
+MAX_LEVELS = 255
+
+
+def is_dataframe(X) -> bool:
+    return hasattr(X, "columns") and hasattr(X, "dtypes") and hasattr(X, "iloc")
+
+
+def categorical_mask(X, categorical_features) -> np.ndarray | None:
+    """Boolean mask of the categorical columns of X, or None when there are none.
+
+    "from_dtype": the columns of a DataFrame whose dtype is categorical, object or
+    string (a numeric array has none); else indices, names or a boolean mask, as
+    HistGradientBoosting's ``categorical_features``.
+    """
+    if categorical_features is None:
+        return None
+    if isinstance(categorical_features, str) and categorical_features == "from_dtype":
+        if not is_dataframe(X):
+            return None
+        import pandas as pd
+
+        mask = np.array([
+            isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+            for dtype in X.dtypes
+        ])
+        return mask if mask.any() else None
+    features = np.asarray(categorical_features)
+    n_features = _num_features(X)
+    if features.size == 0 or n_features == 0:  # no columns: validation says so in scikit-learn's words
+        return None
+    if features.dtype.kind == "b":
+        if features.shape != (n_features,):
+            raise ValueError(
+                f"categorical_features as a boolean mask must have shape (n_features,) = ({n_features},), "
+                f"got {features.shape}."
+            )
+        return features.copy() if features.any() else None
+    mask = np.zeros(n_features, dtype=bool)
+    if features.dtype.kind in "iu":
+        if features.min() < 0 or features.max() >= n_features:
+            raise ValueError(f"categorical_features as indices must lie in [0, {n_features - 1}], got {features}.")
+        mask[features] = True
+        return mask
+    if features.dtype.kind in "UO" and all(isinstance(f, str) for f in features.ravel()):
+        names = list(getattr(X, "columns", []))
+        if not names:
+            raise ValueError("categorical_features given as names needs X with column names (a DataFrame); "
+                             "pass indices or a boolean mask instead.")
+        for name in features.ravel():
+            if name not in names:
+                raise ValueError(f"categorical_features names {name!r}, which is not a column of X: {names}.")
+            mask[names.index(name)] = True
+        return mask
+    raise ValueError(
+        "categorical_features must be 'from_dtype', None, or an array-like of bool, int or str; "
+        f"got {categorical_features!r}."
+    )
+
+
+class CategoryCodes:
+    """Level codes of the categorical columns (scikit-learn's OrdinalEncoder underneath).
+
+    Frequent levels get 0..L-1; rare ones (fewer than MIN_LEVEL_COUNT rows) the code
+    L, which the device encoder shares with unseen levels (-1); missing values -2.
+    """
+
+    def __init__(self):
+        self.encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                      encoded_missing_value=-2, min_frequency=MIN_LEVEL_COUNT,
+                                      max_categories=MAX_LEVELS + 1, dtype=np.float64)
+
+    def fit_transform(self, columns) -> np.ndarray:
+        codes = self.encoder.fit_transform(columns)
+        self.n_seen = []
+        self.has_missing = []
+        for j, categories in enumerate(self.encoder.categories_):
+            missing = any(_is_missing(c) for c in categories)
+            infrequent = self.encoder.infrequent_categories_[j]
+            n_infrequent = 0 if infrequent is None else len(infrequent)
+            self.n_seen.append(len(categories) - n_infrequent - int(missing))
+            self.has_missing.append(bool((codes[:, j] == -2).any()))
+        return codes
+
+    def transform(self, columns) -> np.ndarray:
+        return self.encoder.transform(columns)
+
+    def n_levels(self) -> list:
+        """Levels per categorical feature: the frequent ones, "other", and "missing" where seen."""
+        return [n + 1 + int(m) for n, m in zip(self.n_seen, self.has_missing)]
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def split_numeric(X, mask: np.ndarray | None):
+    """(numeric columns as float64 with NaN allowed, categorical columns as given)."""
+    if mask is None:
+        return check_array(X, dtype=np.float64, ensure_all_finite="allow-nan"), None
+    if is_dataframe(X):
+        numeric = X.iloc[:, np.flatnonzero(~mask)]
+        categorical = X.iloc[:, np.flatnonzero(mask)]
+    else:
+        X = np.asarray(X, dtype=object)
+        numeric, categorical = X[:, ~mask], X[:, mask]
+    numeric = check_array(numeric, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_features=0)
+    return numeric, categorical
+
+
+def weighted_quantile_edges(values: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarray | None:
+    """Bin edges at the weighted quantiles 0, 1/n_bins, ..., 1 of the non-missing values;
+    None where fewer than two distinct edges remain (a constant column)."""
+    observed = ~np.isnan(values)
+    values, weight = values[observed], weight[observed]
+    if values.size == 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    values, weight = values[order], weight[order]
+    cumulative = np.cumsum(weight)
+    positions = np.linspace(0.0, cumulative[-1], n_bins + 1)
+    index = np.searchsorted(cumulative, positions, side="left").clip(0, len(values) - 1)
+    edges = np.unique(np.r_[values[0], values[index], values[-1]])
+    return edges if len(edges) >= 2 else None
+
+
+def encoding_spec(numeric: np.ndarray, numeric_index: np.ndarray, weight: np.ndarray, *, n_features: int,
+                  encoding: str, n_bins: int, categories: CategoryCodes | None, categorical_index) -> EncodingSpec:
+    """The encoding of every input column, fitted on standardised numeric training values."""
+    edges = []
+    for j in range(numeric.shape[1]):
+        edges.append(weighted_quantile_edges(numeric[:, j], weight, n_bins) if encoding == "piecewise_linear" else None)
+    missing = [int(numeric_index[j]) for j in range(numeric.shape[1]) if np.isnan(numeric[:, j]).any()]
+    if categories is None:
+        return EncodingSpec(n_features, numeric=[int(i) for i in numeric_index], edges=edges, missing=missing)
+    return EncodingSpec(
+        n_features,
+        numeric=[int(i) for i in numeric_index],
+        edges=edges,
+        missing=missing,
+        categorical=[int(i) for i in categorical_index],
+        n_levels=categories.n_levels(),
+        has_missing_level=list(categories.has_missing),
+    )

@@ -1,0 +1,64 @@
+"""FeatureEncoder and EncodingSpec: the encoded columns on the device."""
+
+import numpy as np
+import pytest
+import torch
+
+from skspectral import SpectralModel
+from skspectral.encoding import LEVEL, LINEAR, MISSING, PIECEWISE, EncodingSpec, FeatureEncoder
+
+SPEC = EncodingSpec(4, numeric=[0, 1, 3], edges=[None, [-1.0, 0.0, 2.0], [-2.0, -1.0, 0.0, 1.0, 2.0]], missing=[1],
+                    categorical=[2], n_levels=[4], has_missing_level=[True])
+
+
+def test_columns_follow_the_encoders_output_order():
+    feature, kind, width = SPEC.columns()
+    np.testing.assert_array_equal(feature, [0, 1, 1, 3, 3, 3, 3, 1, 2, 2, 2, 2])
+    np.testing.assert_array_equal(kind, [LINEAR] + [PIECEWISE] * 6 + [MISSING] + [LEVEL] * 4)
+    np.testing.assert_array_equal(width, [1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    assert SPEC.n_columns == 12 and not SPEC.is_plain_linear and EncodingSpec.linear(3).is_plain_linear
+
+
+def test_encoded_values():
+    encoder = FeatureEncoder(SPEC, dtype=torch.float64)
+    nan = float("nan")
+    X = torch.tensor([[0.5, 1.0, 0, -0.5], [1.0, nan, -1, 3.0], [2.0, -3.0, -2, nan]], dtype=torch.float64)
+    expected = torch.tensor([
+        [0.5, 1.0, 0.5, 1.0, 0.5, 0.0, 0.0, 0.0, 1, 0, 0, 0],  # level 0
+        [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0, 1, 0],  # NaN -> missing column; -1 -> "other"
+        [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 1],  # -2 -> "missing" level
+    ], dtype=torch.float64)
+    torch.testing.assert_close(encoder(X), expected)
+
+
+def test_missing_code_without_a_missing_level_goes_to_other():
+    spec = EncodingSpec(1, categorical=[0], n_levels=[3], has_missing_level=[False])
+    Z = FeatureEncoder(spec, dtype=torch.float64)(torch.tensor([[0.0], [1.0], [-1.0], [-2.0]], dtype=torch.float64))
+    torch.testing.assert_close(Z, torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=torch.float64))
+
+
+def test_piecewise_columns_are_a_continuous_path():
+    spec = EncodingSpec(1, numeric=[0], edges=[[-1.0, -0.2, 0.5, 3.0]])
+    encoder = FeatureEncoder(spec, dtype=torch.float64)
+    x = torch.linspace(-2, 4, 601, dtype=torch.float64)[:, None]
+    Z = encoder(x)
+    assert Z.min() >= 0 and Z.max() <= 1
+    # sum_t w_t z_t(x) = clip(x, first edge, last edge) - first edge: moving x moves the columns by |dx|
+    widths = torch.tensor([0.8, 0.7, 2.5], dtype=torch.float64)
+    torch.testing.assert_close(Z @ widths, x[:, 0].clamp(-1.0, 3.0) + 1.0)
+
+
+@pytest.mark.parametrize("n_members", [1, 3])
+def test_model_with_an_encoder_and_members(n_members):
+    encoder = FeatureEncoder(SPEC, dtype=torch.float64)
+    model = SpectralModel(4, 5, n_members=n_members, n_outputs=2, encoder=encoder, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(0))
+    assert model.n_matrices == 12 and model.feature_matrices().shape == (2 * n_members, 12, 5, 5)
+    X = torch.tensor([[0.5, 1.0, 0, -0.5], [1.0, float("nan"), -1, 3.0]], dtype=torch.float64)
+    out = model(X)
+    assert out.shape == ((2, n_members, 2) if n_members > 1 else (2, 2))
+    M = model.matrices(X)
+    expected = torch.linalg.eigvalsh(M)[..., 2].reshape(out.shape)
+    torch.testing.assert_close(out, expected)
+    # piecewise columns start smaller: about half of a feature's bins are active at once
+    np.testing.assert_allclose(encoder.init_factor[1:3], 1 / np.sqrt(2))
