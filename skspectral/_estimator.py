@@ -50,6 +50,8 @@ _PREDICT_CHUNK_BYTES = 64 * 2**20
 # not learned. The absolute part keeps a near-zero log-loss floor (one class holding
 # almost all the weight) from flagging a regularised fit.
 _DIVERGENCE_MARGIN = 1.1
+# early_stopping="auto" holds out validation_fraction of the rows from this many rows up
+_AUTO_EARLY_STOPPING_ROWS = 1000
 _FLOOR_MARGIN = (0.1, 0.25)
 
 # Shared by both estimators' docstrings (each class documents every parameter it takes).
@@ -164,7 +166,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     """Shared machinery; subclasses define the target handling and the loss."""
 
     _parameter_constraints: dict = {
-        "dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dim": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "eigval_idx": [numbers.Integral, None],
         "device": [str, torch.device],
         "backend": [StrOptions(set(BACKENDS))],
@@ -176,7 +178,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
@@ -224,7 +226,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         spec = getattr(self, "encoding_", None)
         encoder = None if spec is None or spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
         return SpectralModel(
-            self.n_features_in_, self.dim, self.eigval_idx_, n_outputs=self._n_outputs(),
+            self.n_features_in_, self.dim_, self.eigval_idx_, n_outputs=self._n_outputs(),
             n_members=self.n_estimators, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
         )
@@ -339,12 +341,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _resolve_settings(self) -> None:
         """Resolve eigval_idx, device, dtype and backend; fail here, at fit, on bad values."""
-        self.eigval_idx_ = self.dim // 2 if self.eigval_idx is None else check_eigval_index(
-            self.eigval_idx, self.dim, "eigval_idx"
-        )
         device = resolve_device(self.device)
+        # measured on the suite (benchmarks/RESULTS.md): a dim-45 step costs little more than a
+        # dim-15 one on a GPU, where it fits better; on a CPU the cost grows like dim**3
+        self.dim_ = (45 if device.type == "cuda" else 15) if self.dim == "auto" else self.dim
+        self.eigval_idx_ = self.dim_ // 2 if self.eigval_idx is None else check_eigval_index(
+            self.eigval_idx, self.dim_, "eigval_idx"
+        )
         dtype = resolve_dtype(self.dtype, device)
-        self.backend_ = select_backend(self.backend, device, self.dim, dtype).name
+        self.backend_ = select_backend(self.backend, device, self.dim_, dtype).name
         self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
 
     def _fit_standardisation(self, X: np.ndarray, weight: np.ndarray) -> None:
@@ -388,7 +393,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if resume:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)
         validation = None
-        if self.early_stopping and not incremental:
+        self.early_stopping_ = not incremental and (
+            self.early_stopping if self.early_stopping != "auto" else len(X) >= _AUTO_EARLY_STOPPING_ROWS)
+        if self.early_stopping_:
             rng = np.random.RandomState(seed)
             train_rows, val_rows = validation_split(len(X), self.validation_fraction, rng,
                                                     stratify=self._stratify_labels(target))
@@ -538,9 +545,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             "n_iter_": state.n_iter,
             "t_": state.t,
             "loss_curve_": list(state.loss_curve),
-            "best_loss_": None if self.early_stopping else state.best_loss,
-            "validation_scores_": list(state.validation_scores) if self.early_stopping else None,
-            "best_validation_score_": state.best_validation_score if self.early_stopping else None,
+            "best_loss_": None if self.early_stopping_ else state.best_loss,
+            "validation_scores_": list(state.validation_scores) if self.early_stopping_ else None,
+            "best_validation_score_": state.best_validation_score if self.early_stopping_ else None,
             "history_": list(fit_history),
         }
 
@@ -551,7 +558,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- prediction -------------------------------------------------------------------------
     def _chunk_rows(self, dtype: torch.dtype) -> int:
         n_outputs = (self._n_outputs() or 1) * self.n_estimators
-        row_bytes = n_outputs * self.dim * self.dim * torch.finfo(dtype).bits // 8
+        row_bytes = n_outputs * self.dim_ * self.dim_ * torch.finfo(dtype).bits // 8
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 
     def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:

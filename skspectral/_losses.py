@@ -131,6 +131,10 @@ def _log_loss(output, target, weight):
     return (binary_log_loss if output.dim() == 1 else multiclass_log_loss)(output, target, weight)
 
 
+def _negative_log_loss(output, target, weight):
+    return -_log_loss(output, target, weight)
+
+
 def _accuracy(output, target, weight):
     predicted = (output > 0).to(target.dtype) if output.dim() == 1 else output.argmax(dim=1).to(target.dtype)
     return weighted_mean((predicted == target).to(weight.dtype), weight)
@@ -147,6 +151,7 @@ METRICS = {
     "rmse": Metric(_rmse, in_target_units=True, greater_is_better=False),
     "r2": Metric(_r2, in_target_units=False, greater_is_better=True),
     "log_loss": Metric(_log_loss, in_target_units=False, greater_is_better=False),
+    "neg_log_loss": Metric(_negative_log_loss, in_target_units=False, greater_is_better=True),
     "accuracy": Metric(_accuracy, in_target_units=False, greater_is_better=True),
 }
 

@@ -19,7 +19,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
     _metrics = ("log_loss", "accuracy")  # per eval set
-    _validation_metric = "accuracy"
+    _validation_metric = "neg_log_loss"  # early stopping watches what is optimised: the log-loss
 
     def __init__(
         self,
@@ -231,7 +231,7 @@ SpectralClassifier.__doc__ = f"""Classification with eigenvalue models.
     (batch, n_classes, dim, dim); their k-th eigenvalues are the logits of a
     softmax cross-entropy (the eigenvalues of one matrix are ordered, so they
     could not serve as free logits). With early_stopping the held-out score
-    is accuracy, on a split stratified by class.
+    is the negative log-loss, on a split stratified by class.
 
     Parameters
     ----------

@@ -1,0 +1,184 @@
+"""Accuracy on real tables: our estimators against HistGradientBoosting (and LightGBM
+where it installs), same folds, same run.
+
+    python benchmarks/quality.py --device cpu|cuda [--datasets california churn ...]
+        [--folds 0 1 2 3 4] [--configs default series ...] [--json out.json]
+
+The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, or
+--data DIR) plus California Housing. 5-fold cross-validation (3 folds above 100k
+rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
+folds run, so defaults can be chosen on some folds and reported on the others.
+Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, per
+dataset, over the same folds; the geometric mean of the ratios summarises a config.
+Peers get the data as DataFrames with categorical columns as pandas categories
+(HGB: categorical_features="from_dtype"); ours gets the same frames.
+
+Configs (``CONFIGS``): "default" is the estimators' defaults; the others change one
+thing at a time for the ablation table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from _common import ROOT, versions, write_json
+
+CONFIGS = {
+    "default": {},
+    # the series' model: linear features, one member, no early stopping, no weight penalty
+    "series": dict(feature_encoding="linear", n_estimators=1, early_stopping=False, alpha=0.0),
+    "linear": dict(feature_encoding="linear"),
+    "one_member": dict(n_estimators=1),
+    "no_early_stopping": dict(early_stopping=False),
+    "no_alpha": dict(alpha=0.0),
+}
+
+
+def load(name: str, data_dir: Path):
+    """(X DataFrame, y array, task) of one dataset; categorical columns as pandas categories."""
+    import pandas as pd
+
+    if name == "california":
+        from sklearn.datasets import fetch_california_housing
+
+        X, y = fetch_california_housing(return_X_y=True, as_frame=True)
+        return X, y.to_numpy(), "regression"
+    tasks = {t["name"]: t for t in json.loads((data_dir / "tasks.json").read_text())}
+    task = tasks[name]
+    frame = pd.read_csv(data_dir / task["file"])
+    y = frame.pop(task["target"])
+    for column in task["categorical"]:
+        frame[column] = frame[column].astype("category")
+    if task["task"] != "regression":
+        y = y.astype(str)
+    return frame, y.to_numpy(), task["task"]
+
+
+def dataset_names(data_dir: Path) -> list[str]:
+    return ["california"] + [t["name"] for t in json.loads((data_dir / "tasks.json").read_text())]
+
+
+def folds(X, y, task: str, fold_ids):
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n_splits = 3 if len(X) > 100_000 else 5
+    splitter = (StratifiedKFold if task != "regression" else KFold)(n_splits, shuffle=True, random_state=0)
+    for i, (train, test) in enumerate(splitter.split(X, y)):
+        if i in fold_ids:
+            yield i, train, test
+
+
+def score(task: str, model, X, y) -> float:
+    from sklearn.metrics import log_loss
+
+    if task == "regression":
+        return float(np.sqrt(np.mean((model.predict(X) - y) ** 2)))
+    return float(log_loss(y, model.predict_proba(X), labels=model.classes_))
+
+
+def peers(task: str, seed: int) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    out = {"hgb": (HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier)(
+        categorical_features="from_dtype", random_state=seed)}
+    try:
+        import lightgbm
+
+        cls = lightgbm.LGBMRegressor if task == "regression" else lightgbm.LGBMClassifier
+        out["lightgbm"] = cls(random_state=seed, verbose=-1)
+    except ImportError:
+        pass
+    return out
+
+
+def ours(task: str, device: str, seed: int, params: dict):
+    from skspectral import SpectralClassifier, SpectralRegressor
+
+    cls = SpectralRegressor if task == "regression" else SpectralClassifier
+    return cls(device=device, random_state=seed, **params)
+
+
+def run(a) -> dict:
+    data_dir = Path(a.data)
+    out = {"versions": versions(a.device), "configs": {c: CONFIGS[c] for c in a.configs}, "rows": []}
+    print(json.dumps(out["versions"]), flush=True)
+    for name in a.datasets:
+        X, y, task = load(name, data_dir)
+        for fold, train, test in folds(X, y, task, set(a.folds)):
+            Xtr, Xte, ytr, yte = X.iloc[train], X.iloc[test], y[train], y[test]
+            models = {} if a.no_peers else peers(task, fold)
+            models.update({f"ours:{c}": ours(task, a.device, fold, CONFIGS[c]) for c in a.configs})
+            for label, model in models.items():
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.fit(Xtr, ytr)
+                seconds = time.perf_counter() - start
+                row = {"dataset": name, "task": task, "fold": fold, "model": label, "rows": len(X),
+                       "metric": score(task, model, Xte, yte), "fit_s": seconds}
+                for attribute in ("n_iter_", "backend_", "dim_", "n_estimators_"):
+                    if hasattr(model, attribute):
+                        row[attribute] = getattr(model, attribute)
+                out["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    return out
+
+
+def summary(out: dict) -> str:
+    """Per dataset: each model's mean metric and fit seconds over the folds run, ours / HGB."""
+    rows = out["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    ours_models = [m for m in models if m.startswith("ours:")]
+    lines = ["| dataset | metric | " + " | ".join(models) + " | " + " | ".join(f"{m} ÷ hgb" for m in ours_models)
+             + " | fit s (" + ", ".join(models) + ") |", "|" + "---|" * (2 + len(models) + len(ours_models) + 1)]
+    ratios = {m: [] for m in ours_models}
+    for d in datasets:
+        mean = {m: np.mean([r["metric"] for r in rows if r["dataset"] == d and r["model"] == m]) for m in models}
+        fit = {m: np.mean([r["fit_s"] for r in rows if r["dataset"] == d and r["model"] == m]) for m in models}
+        task = next(r["task"] for r in rows if r["dataset"] == d)
+        cells = [f"{mean[m]:.4f}" for m in models]
+        rs = []
+        for m in ours_models:
+            ratio = mean[m] / mean["hgb"] if "hgb" in mean else float("nan")
+            ratios[m].append(ratio)
+            rs.append(f"{ratio:.3f}")
+        lines.append(f"| {d} | {'RMSE' if task == 'regression' else 'log-loss'} | " + " | ".join(cells) + " | "
+                     + " | ".join(rs) + " | " + ", ".join(f"{fit[m]:.1f}" for m in models) + " |")
+    geo = [f"{math.exp(np.mean(np.log(ratios[m]))):.3f}" if ratios[m] else "—" for m in ours_models]
+    worst = [f"{max(ratios[m]):.3f}" if ratios[m] else "—" for m in ours_models]
+    lines.append("| **geometric mean** | | " + " | ".join("" for _ in models) + " | " + " | ".join(geo) + " | |")
+    lines.append("| worst | | " + " | ".join("" for _ in models) + " | " + " | ".join(worst) + " | |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tabular"))
+    p.add_argument("--datasets", nargs="+")
+    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
+                   help='ad-hoc configs for exploring, e.g. big=\'{"dim": 30}\'')
+    p.add_argument("--no-peers", action="store_true", help="skip HGB/LightGBM (ratios need them)")
+    p.add_argument("--json")
+    a = p.parse_args()
+    a.datasets = a.datasets or dataset_names(Path(a.data))
+    for item in a.extra:
+        name, params = item.split("=", 1)
+        CONFIGS[name] = json.loads(params)
+        a.configs.append(name)
+    out = run(a)
+    print("\n" + summary(out))
+    write_json(a.json, out)
+
+
+if __name__ == "__main__":
+    main()
