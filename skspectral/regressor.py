@@ -24,14 +24,14 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         device="auto",
         backend="auto",
         dtype="auto",
-        learning_rate_init=0.005,
+        learning_rate_init=0.002,
         learning_rate_schedule="cosine",
         batch_size="auto",
         max_iter=140,
         shuffle=True,
         random_state=None,
         tol=1e-4,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         alpha=0.0,
@@ -40,9 +40,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         warm_start=False,
         clip_features=True,
         categorical_features="from_dtype",
-        feature_encoding="linear",
+        feature_encoding="piecewise_linear",
         n_bins=16,
-        n_estimators=1,
+        n_estimators=4,
     ):
         self.dim = dim
         self.eigval_idx = eigval_idx

@@ -36,6 +36,9 @@ def available_backends(device: str) -> list[str]:
             if torch.device(device).type in backend.device_types and backend.is_available()][::-1]
 
 
+# The series' model (linear features, one member): for tests of its exact structure.
+SERIES = dict(feature_encoding="linear", n_estimators=1)
+
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
 

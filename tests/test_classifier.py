@@ -15,6 +15,8 @@ from sklearn.preprocessing import StandardScaler
 
 from skspectral import SpectralClassifier
 
+from .conftest import SERIES
+
 CPU = dict(device="cpu", random_state=0)
 
 
@@ -44,7 +46,7 @@ def iris_strings():
 
 def test_string_labels_predict_matches_proba(iris_strings):
     X, y = iris_strings
-    est = SpectralClassifier(dim=5, max_iter=60, learning_rate_init=0.02, **CPU).fit(X, y)
+    est = SpectralClassifier(dim=5, max_iter=60, learning_rate_init=0.02, **SERIES, **CPU).fit(X, y)
     np.testing.assert_array_equal(est.classes_, ["setosa", "versicolor", "virginica"])
     proba = est.predict_proba(X)
     assert proba.shape == (150, 3)

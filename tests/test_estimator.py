@@ -15,7 +15,7 @@ from sklearn.model_selection import GridSearchCV
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral import _estimator
 
-from .conftest import make_data
+from .conftest import SERIES, make_data
 
 CPU = dict(device="cpu", random_state=0)
 
@@ -48,7 +48,8 @@ def test_history_records_every_epoch(fitted):
 def test_training_metric_is_in_the_eval_metrics_units():
     X, y = make_data(1, n=120)
     y = 1000.0 * y  # far from unit scale: the standardised loss and the RMSE differ a lot
-    params = dict(dim=4, batch_size=120, shuffle=False, learning_rate_schedule="constant", tol=0, **CPU)
+    params = dict(dim=4, batch_size=120, shuffle=False, learning_rate_schedule="constant", tol=0, early_stopping=False,
+                  **SERIES, **CPU)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         two = SpectralRegressor(max_iter=2, **params).fit(X, y)
@@ -298,7 +299,7 @@ def test_an_ensemble_predicts_its_members_mean():
     import torch
 
     X, y = make_data(12)
-    est = SpectralRegressor(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, y)
+    est = SpectralRegressor(dim=4, max_iter=5, n_estimators=3, feature_encoding="linear", **CPU).fit(X, y)
     assert est.feature_matrices_.shape == (3, 3, 4, 4) and est.mu_.shape == (3, 4)
     members = est._module(torch.as_tensor(est._standardised(X))).detach().numpy()
     assert members.shape == (len(X), 3) and not np.allclose(members[:, 0], members[:, 1])

@@ -21,7 +21,8 @@ PINNED = Path(__file__).with_name("data") / "pinned_predictions.npz"
 
 # The series' model, spelled out: everything a later default could change.
 BASE = dict(dim=5, device="cpu", dtype="float64", backend="torch", learning_rate_init=0.01,
-            learning_rate_schedule="cosine", batch_size=64, max_iter=12, random_state=0)
+            learning_rate_schedule="cosine", batch_size=64, max_iter=12, random_state=0,
+            feature_encoding="linear", n_estimators=1, early_stopping=False)
 
 
 def _data(seed, n=240, n_features=4):

@@ -15,6 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from skspectral import SpectralRegressor, resolve_backend
 from skspectral import _estimator
 
+from .conftest import SERIES
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -26,7 +28,8 @@ def data():
 
 
 # These tests pin the CPU: they check exact float64 behaviour (tests/test_gpu.py covers CUDA).
-FAST = dict(dim=6, max_iter=40, learning_rate_init=0.02, random_state=0, device="cpu")
+# the series' model, short: these tests check its exact structure and workflows
+FAST = dict(dim=6, max_iter=40, learning_rate_init=0.02, random_state=0, device="cpu", early_stopping=False, **SERIES)
 
 
 def test_fits_raw_unscaled_data(data):
@@ -43,7 +46,7 @@ def test_fits_raw_unscaled_data(data):
 
 def test_predictions_are_the_kth_eigenvalue(data):
     X, y = data
-    est = SpectralRegressor(dim=5, eigval_idx=-2, max_iter=3, random_state=0, device="cpu").fit(X, y)
+    est = SpectralRegressor(dim=5, eigval_idx=-2, max_iter=3, random_state=0, device="cpu", **SERIES).fit(X, y)
     Xs = (np.clip(X, est.x_min_, est.x_max_) - est.x_mean_) / est.x_scale_
     M = np.diag(est.mu_) + np.einsum("bf,fij->bij", Xs, est.feature_matrices_)
     expected = est.y_mean_ + est.y_scale_ * np.linalg.eigvalsh(M)[:, 3]

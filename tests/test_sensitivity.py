@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral._sensitivity import spectral_norms
 
-from .conftest import make_data
+from .conftest import SERIES, make_data
 
 
 @pytest.fixture(scope="module")
 def fitted():
     X, y = make_data()
-    est = SpectralRegressor(dim=5, max_iter=15, learning_rate_init=0.02, random_state=0, device="cpu")
+    est = SpectralRegressor(dim=5, max_iter=15, learning_rate_init=0.02, random_state=0, device="cpu", **SERIES)
     return est.fit(X, y), X, y
 
 
