@@ -4,8 +4,9 @@
     python examples/california_housing.py --splits 3 # several random splits
 
 Fits every model on the same split(s) and prints test RMSE in dollars and fit
-time. On a GPU the spectral model uses dim=45; on a CPU the default
-dimension, which fits in about a minute on two cores. With scikit-learn >= 1.9
+time. The spectral model has its defaults (16 piecewise-linear bins per
+feature, 4 members, early stopping): about 20 s on two CPU cores, a few seconds
+on a GPU. With scikit-learn >= 1.9
 and rich installed, a progress bar shows the spectral fit's epochs. The first split's
 spectral model also records the test RMSE every epoch (eval_set), prints the
 features ranked by certified sensitivity, and writes two figures next to
@@ -41,11 +42,10 @@ def with_progress_bar(model: SpectralRegressor) -> SpectralRegressor:
         return model
 
 
-def models(on_gpu: bool, seed: int) -> dict:
-    spectral = SpectralRegressor(dim=45, random_state=seed) if on_gpu else SpectralRegressor(random_state=seed)
-    spectral = with_progress_bar(spectral)
+def models(seed: int) -> dict:
+    spectral = with_progress_bar(SpectralRegressor(random_state=seed))
     return {
-        f"SpectralRegressor(dim={spectral.dim})": spectral,
+        "SpectralRegressor": spectral,
         "HistGradientBoostingRegressor": HistGradientBoostingRegressor(random_state=seed),
         "MLPRegressor (scaled)": make_pipeline(StandardScaler(), MLPRegressor(random_state=seed, max_iter=500)),
     }
@@ -97,7 +97,7 @@ def main() -> None:
     results: dict[str, list] = {}
     for split in range(args.splits):
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=split)
-        for name, model in models(on_gpu, split).items():
+        for name, model in models(split).items():
             if isinstance(model, SpectralRegressor):
                 model.set_params(device="cuda" if on_gpu else "cpu")
             start = time.perf_counter()

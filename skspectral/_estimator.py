@@ -55,25 +55,26 @@ _AUTO_EARLY_STOPPING_ROWS = 1000
 _FLOOR_MARGIN = (0.1, 0.25)
 
 # Shared by both estimators' docstrings (each class documents every parameter it takes).
-PARAMETERS_DOC = """dim : int, default=15
-        Size of the matrices. Cost grows like dim**3 per sample. 15 fits
-        California Housing in about a minute on two CPU cores; on a GPU
-        larger (45) is affordable and better.
+PARAMETERS_DOC = """dim : int or "auto", default=15
+        Size of the matrices. Cost grows like dim**3 per sample. "auto" is 45
+        on CUDA and 15 on the CPU (recorded as ``dim_``); the defaults were
+        measured with 15 on both.
     eigval_idx : int or None, default=None
         Which eigenvalue (ascending; negative counts from the largest).
         None means ``dim // 2``. Must lie in [-dim, dim).
     device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
         "auto" is CUDA when available, else CPU. Recorded as ``device_``.
-    backend : {"auto", "torch", "cupy", "kernel"}, default="auto"
+    backend : {"auto", "torch", "cupy", "kernel", "numba"}, default="auto"
         Eigen backend (see :func:`skspectral.kth_eigvalsh`): "torch"
         (torch.linalg, any device), "cupy" (CuPy's batched cuSOLVER solver,
         CUDA), "kernel" (our fused k-th eigenpair kernel, CUDA, dim <= 64;
-        its training steps replay from a CUDA graph). "auto" picks the
-        fastest available; recorded as ``backend_``.
+        its training steps replay from a CUDA graph), "numba" (the same
+        algorithm on the CPU, compiled with Numba). "auto" picks the fastest
+        available; recorded as ``backend_``.
     dtype : {"auto", "float32", "float64"}, default="auto"
         Training precision; "auto" is float64 on CPU and float32 on CUDA.
         Recorded as ``dtype_``.
-    learning_rate_init : float, default=0.005
+    learning_rate_init : float, default=0.002
         Adam's initial step size.
     learning_rate_schedule : {"cosine", "constant"}, default="cosine"
         "cosine" anneals the step size to 0 over max_iter epochs (each fit
@@ -92,9 +93,10 @@ PARAMETERS_DOC = """dim : int, default=15
         early_stopping) below which an epoch counts as no improvement.
         With the cosine schedule the training loss never stops a fit early
         (the schedule sets its length); the validation score does.
-    early_stopping : bool, default=False
+    early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the rows, stop when their score
-        stops improving and keep the best model.
+        stops improving and keep the best model. "auto": on from 1000
+        training rows (recorded as ``early_stopping_``).
     validation_fraction : float, default=0.1
         Share of the rows held out with early_stopping.
     n_iter_no_change : int, default=10
@@ -118,7 +120,7 @@ PARAMETERS_DOC = """dim : int, default=15
         categorical feature owns a learned matrix; levels seen in fewer than
         10 training rows and unseen levels share an "other" matrix, and a
         missing value has its own where one was seen. No encoder needed.
-    feature_encoding : {"linear", "piecewise_linear"}, default="linear"
+    feature_encoding : {"linear", "piecewise_linear"}, default="piecewise_linear"
         Numeric features enter the matrix as x_i A_i ("linear", the series'
         model) or through a piecewise-linear encoding on quantile bins,
         sum_t e_t(x_i) A_{i,t} (a continuous piecewise-linear path of matrices
@@ -127,11 +129,12 @@ PARAMETERS_DOC = """dim : int, default=15
     n_bins : int, default=16
         Quantile bins per numeric feature with feature_encoding="piecewise_linear"
         (fewer where a feature has fewer distinct values).
-    n_estimators : int, default=1
+    n_estimators : int, default=4
         Ensemble members, each with its own initialisation and its own loss,
         trained jointly as one batch of batch_size * n_estimators matrices per
         step; the prediction is their mean (regression) or mean probability
-        (classification)."""
+        (classification). The series' model is ``feature_encoding="linear",
+        n_estimators=1``."""
 
 ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         What fit resolved "auto" to.
@@ -139,8 +142,10 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         The categorical input columns (None: none).
     encoding_ : skspectral.encoding.EncodingSpec
         How each input column is encoded (bins, levels, missing-value columns).
-    eigval_idx_ : int
-        The eigenvalue index in [0, dim).
+    dim_, eigval_idx_ : int
+        The matrix size and the eigenvalue index in [0, dim_).
+    early_stopping_ : bool
+        Whether this fit held out rows and stopped early.
     x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
         The internal standardisation of the features, and their range in fit.
     n_features_in_ : int
@@ -282,6 +287,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- validate -> prepare the rows -> fit core ------------------------------------------
     def _fit_epochs(self, X, y, sample_weight, *, first_call, incremental, classes=None, eval_set=None):
         """Generator of per-epoch records; the estimator is fitted when it ends or is closed."""
+        X_given = X  # what callbacks score fitted copies on: the caller's own X
         X, y = self._validate_inputs(X, y, reset=first_call)
         encoded = self._encode_target(y, first_call, classes)
         eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
@@ -298,7 +304,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             max_iter=1 if incremental else self.max_iter,
             incremental=incremental,
             resume=not first_call,
-            callback_data={"X": X, "y": y, "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
+            callback_data={"X": X_given, "y": y,
+                           "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
         )
 
     def _validate_inputs(self, X, y=None, *, reset: bool):
@@ -342,8 +349,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _resolve_settings(self) -> None:
         """Resolve eigval_idx, device, dtype and backend; fail here, at fit, on bad values."""
         device = resolve_device(self.device)
-        # measured on the suite (benchmarks/RESULTS.md): a dim-45 step costs little more than a
-        # dim-15 one on a GPU, where it fits better; on a CPU the cost grows like dim**3
+        # a dim-45 step costs little more than a dim-15 one on a GPU (benchmarks/RESULTS.md, section 3);
+        # on a CPU the cost grows like dim**3
         self.dim_ = (45 if device.type == "cuda" else 15) if self.dim == "auto" else self.dim
         self.eigval_idx_ = self.dim_ // 2 if self.eigval_idx is None else check_eigval_index(
             self.eigval_idx, self.dim_, "eigval_idx"

@@ -222,17 +222,22 @@ def test_errors(A, k, kwargs, error, match):
         kth_eigvalsh(A, k, **kwargs)
 
 
-def test_cupy_missing_says_which_extra(monkeypatch):
+def block_import(monkeypatch, module: str) -> None:
+    """Make ``import module`` fail for the rest of the test, as where it is not installed."""
     import builtins
 
     real_import = builtins.__import__
 
-    def no_cupy(name, *args, **kwargs):
-        if name == "cupy" or name.startswith("cupy."):
-            raise ImportError("No module named 'cupy'")
+    def without(name, *args, **kwargs):
+        if name == module or name.startswith(module + "."):
+            raise ImportError(f"No module named '{module}'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.setattr(builtins, "__import__", without)
+
+
+def test_cupy_missing_says_which_extra(monkeypatch):
+    block_import(monkeypatch, "cupy")
     for backend in ("cupy", "kernel"):
         with pytest.raises(ImportError, match=rf"backend='{backend}' needs CuPy.*skspectral\[cuda12\]"):
             select_backend(backend, torch.device("cuda"), 45, torch.float32)
@@ -243,6 +248,9 @@ def test_resolve_backend_on_cpu():
     assert resolve_backend("cpu", 45, torch.float32) == cpu_kernel
     assert resolve_backend(torch.device("cpu"), 3, torch.float64) == cpu_kernel
     assert resolve_backend("cpu", 65, torch.float64) == "torch"
+    assert resolve_backend("cpu", 45, torch.float64, batch_size=1) == "torch"  # one matrix: LAPACK
+    assert resolve_backend("cpu", 8, torch.float64, batch_size=16) == "torch"  # too little work
+    assert resolve_backend("cpu", 15, torch.float64, batch_size=200) == cpu_kernel
 
 
 def test_cpu_kernel_threads_agree_with_one_thread(monkeypatch):
@@ -259,18 +267,9 @@ def test_cpu_kernel_threads_agree_with_one_thread(monkeypatch):
 
 
 def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
-    import builtins
-
     from skspectral.eig import _numba_backend
 
-    real_import = builtins.__import__
-
-    def no_numba(name, *args, **kwargs):
-        if name == "numba" or name.startswith("numba."):
-            raise ImportError("No module named 'numba'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_numba)
+    block_import(monkeypatch, "numba")
     _numba_backend._numba.cache_clear()
     _numba_backend._kernels.cache_clear()
     try:

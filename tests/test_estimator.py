@@ -147,6 +147,15 @@ def test_scoring_monitor_scores_every_epoch():
     np.testing.assert_allclose(rows[-1]["neg_mean_squared_error"], -np.mean((est.predict(X) - y) ** 2), rtol=1e-10)
 
 
+def test_callbacks_score_fitted_copies_on_the_callers_dataframe():
+    X, y = mixed_frame(4, n=200)
+    monitor = callback.ScoringMonitor(scoring="r2")
+    est = SpectralRegressor(dim=4, max_iter=3, early_stopping=False, **CPU).set_callbacks(monitor).fit(X, y)
+    rows = [row for row in monitor.get_logs().data if row["task_name"] == "epoch"]
+    assert len(rows) == 3
+    np.testing.assert_allclose(rows[-1]["r2"], est.score(X, y), rtol=1e-10)
+
+
 def test_progress_bar_in_a_fit_and_inside_grid_search():
     pytest.importorskip("rich")
     X, y = make_data(6, n=120)

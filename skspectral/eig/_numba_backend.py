@@ -27,6 +27,8 @@ from ._backend import EigenBackend
 # Below this much work (batch * n**3) the batch runs on the calling thread:
 # waking Numba's worker threads costs more than it saves.
 _PARALLEL_MIN_WORK = 32 * 15**3
+# Below this much work (batch * n**3) "auto" leaves a call to torch.linalg.
+_PREFERRED_MIN_WORK = 16 * 15**3
 
 
 @functools.cache
@@ -101,9 +103,12 @@ def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Te
 
 
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
-    # Measured on 2 cores (benchmarks/RESULTS.md): faster than torch.linalg for every
-    # batch size up to n = 64; above, LAPACK's blocked solvers take over.
-    return n <= 64
+    # Measured on 2 cores (benchmarks/RESULTS.md, section 2): faster than torch.linalg up to
+    # n = 64 from 16 matrices of 15 x 15 worth of work; a single matrix or a tiny batch is
+    # cheaper through LAPACK (Numba's dispatch costs ~10 us). A model's calls (batch_size
+    # None) are training batches.
+    small = batch_size is not None and (batch_size <= 1 or batch_size * n**3 < _PREFERRED_MIN_WORK)
+    return n <= 64 and not small
 
 
 BACKEND = EigenBackend(
