@@ -101,7 +101,7 @@ class FeatureEncoder(torch.nn.Module):
         self.register_buffer("linear_index", torch.tensor(linear, dtype=torch.long, device=device))
         self.register_buffer("piecewise_index", torch.tensor([i for i, _ in piecewise], dtype=torch.long, device=device))
         # Bins of every piecewise feature in one (F, T) table; shorter rows are padded with
-        # bins of infinite width, whose columns are dropped by `piecewise_keep`.
+        # bins of infinite width, whose columns are dropped.
         n_bins = max((len(e) - 1 for _, e in piecewise), default=0)
         left = np.zeros((len(piecewise), n_bins))
         width = np.full((len(piecewise), n_bins), np.inf)
@@ -110,7 +110,10 @@ class FeatureEncoder(torch.nn.Module):
             width[row, : len(edges) - 1] = np.diff(edges)
         self.register_buffer("bin_left", torch.tensor(left, **factory))
         self.register_buffer("bin_width", torch.tensor(width, **factory))
-        self.register_buffer("piecewise_keep", torch.tensor(np.isfinite(width).ravel(), device=device))
+        # the real bins' positions in the flattened table: an index, not a boolean mask, so the
+        # selection has a fixed shape and needs no host sync (a CUDA graph can capture it)
+        self.register_buffer("piecewise_columns", torch.tensor(np.flatnonzero(np.isfinite(width).ravel()),
+                                                               dtype=torch.long, device=device))
         self.register_buffer("missing_index", torch.tensor(list(spec.missing), dtype=torch.long, device=device))
         self.register_buffer("categorical_index", torch.tensor(list(spec.categorical), dtype=torch.long, device=device))
         offsets = np.concatenate([[0], np.cumsum(spec.n_levels)])[:-1].astype(np.int64)
@@ -138,7 +141,7 @@ class FeatureEncoder(torch.nn.Module):
         if len(self.piecewise_index):
             x = X[:, self.piecewise_index, None]  # (B, F, 1)
             z = ((x - self.bin_left) / self.bin_width).clamp(0.0, 1.0)  # NaN stays NaN
-            parts.append(torch.nan_to_num(z.flatten(1)[:, self.piecewise_keep], nan=0.0))
+            parts.append(torch.nan_to_num(z.flatten(1).index_select(1, self.piecewise_columns), nan=0.0))
         if len(self.missing_index):
             parts.append(torch.isnan(X[:, self.missing_index]).to(X.dtype))
         if len(self.categorical_index):

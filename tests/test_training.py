@@ -2,6 +2,8 @@
 records follow the history schema, early stopping keeps the best epoch; on CUDA,
 a fit replays its steps from a CUDA graph where the backend is capture-safe."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,23 @@ def test_cuda_fit_replays_the_step_from_a_cuda_graph(monkeypatch):
     assert len(replays) == 4 * 10 - 3
     np.testing.assert_allclose(graphed.predict(X), eager.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
     assert graphed.t_ == eager.t_ == 40
+
+
+@pytest.mark.cuda
+def test_cuda_fit_with_encodings_levels_and_members_replays_from_a_cuda_graph(monkeypatch):
+    """The default model (piecewise bins, members) and categorical levels stay capture-safe."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    rng = np.random.RandomState(1)
+    X = np.column_stack([rng.randint(0, 4, size=640), rng.normal(size=640), rng.normal(size=640)])
+    X[::9, 1] = np.nan
+    y = X[:, 0] + np.nan_to_num(X[:, 1]) ** 2 + X[:, 2]
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: make it fail the test
+        est = SpectralRegressor(device="cuda", dim=8, max_iter=3, batch_size=64, categorical_features=[0],
+                                n_estimators=3, early_stopping=False, random_state=0).fit(X, y)
+    assert est.encoding_.n_levels == [5] and est.encoding_.missing == [1]
+    assert len(replays) == 3 * 10 - 3
