@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, then benchmarks; logs and JSON to $OUT.
-#   bash benchmarks/gpu_run.sh [tests] [eig] [eig-quick] [fit] [ttr] [example] [quality]
+#   bash benchmarks/gpu_run.sh [tests] [eig] [eig-quick] [fit] [ttr] [example] [quality] [variants] [monotone]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
 # and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"].
-# quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default").
+# quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
+# variants from $VARIANTS_ARGS (default: every part).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export SCIKIT_LEARN_DATA="$PWD/.data/scikit_learn_data" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
@@ -27,5 +28,9 @@ for step in "$@"; do
                | tee "$OUT/example.txt" | tail -22 ;;
     quality) python3 benchmarks/quality.py --device cuda --data .data/tabular ${QUALITY_ARGS:-} \
                --json "$OUT/quality_cuda.json" 2>&1 | tee "$OUT/quality.log" | grep -v '^{' ;;
+    variants) python3 benchmarks/bench_variants.py --device cuda --data .data/tabular ${VARIANTS_ARGS:-} \
+                --json "$OUT/variants_cuda.json" 2>&1 | tee "$OUT/variants.log" | grep -v "^{" ;;
+    monotone) python3 examples/california_monotone.py --figure "$OUT/california_monotone.png" 2>&1 \
+                | tee "$OUT/monotone.txt" ;;
   esac
 done

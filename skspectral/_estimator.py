@@ -28,9 +28,9 @@ from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
 from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
 from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
-from .eig import BACKENDS, REGISTRY, check_eigval_index, select_backend
-from .encoding import FeatureEncoder
-from .model import SpectralModel
+from .eig import BACKENDS, REGISTRY, check_eigval_index
+from .encoding import LINEAR, PIECEWISE, FeatureEncoder
+from .model import SpectralModel, model_class, select_model_backend
 
 try:  # scikit-learn >= 1.9: callbacks (ProgressBar, ScoringMonitor, early stops)
     from sklearn.callback import CallbackSupportMixin
@@ -134,7 +134,31 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         trained jointly as one batch of batch_size * n_estimators matrices per
         step; the prediction is their mean (regression) or mean probability
         (classification). The series' model is ``feature_encoding="linear",
-        n_estimators=1``."""
+        n_estimators=1``.
+    monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
+        HistGradientBoosting's convention: +1 makes the prediction
+        non-decreasing in that feature, -1 non-increasing, 0 leaves it free;
+        a dict maps feature names (DataFrame columns) to constraints. Each
+        encoded matrix of a constrained feature is positive (negative)
+        semidefinite, A = +-W W^T, and the encodings are non-decreasing in
+        the feature, so the guarantee is exact (Loewner order), also after
+        the internal standardisation and with clip_features. For a binary
+        classifier it holds for the positive class's probability; not
+        available for multiclass or on categorical features.
+    structure : {"dense", "tridiagonal"}, default="dense"
+        "tridiagonal": every A_i is symmetric tridiagonal (O(dim) parameters
+        per matrix instead of O(dim**2)) and lambda_k comes from Sturm-count
+        multisection without a Householder step, so ``dim`` can be in the
+        hundreds at the cost of a dense dim-45 step. ``feature_matrices_`` is
+        then in band storage (..., 2, dim): the diagonal, then the
+        off-diagonal (last entry 0).
+    smoothing : float or None, default=None
+        None: the exact k-th eigenvalue. alpha > 0: its Moreau envelope,
+        whose gradient is 1/alpha-Lipschitz (smoother training, a value
+        within about alpha/2 of lambda_k); it is still 1-Lipschitz in the
+        matrix, so the certified bounds hold unchanged. Needs every
+        eigenpair (CuPy's batched solver on CUDA, LAPACK on the CPU), and
+        its training steps are not captured in a CUDA graph."""
 
 ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         What fit resolved "auto" to.
@@ -195,6 +219,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
         "n_bins": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+        "monotonic_cst": ["array-like", dict, None],
+        "structure": [StrOptions({"dense", "tridiagonal"})],
+        "smoothing": [Interval(numbers.Real, 0, None, closed="neither"), None],
     }
 
     # ---- the hooks a subclass supplies --------------------------------------------------
@@ -230,10 +257,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """The one place the torch model is built, in fit and in predict: variants plug in here."""
         spec = getattr(self, "encoding_", None)
         encoder = None if spec is None or spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
-        return SpectralModel(
+        return model_class(self.structure)(
             self.n_features_in_, self.dim_, self.eigval_idx_, n_outputs=self._n_outputs(),
             n_members=self.n_estimators, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
+            monotonic=getattr(self, "_column_monotonic", None), smoothing=self.smoothing,
         )
 
     # ---- scikit-learn ---------------------------------------------------------------------
@@ -295,6 +323,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         X_rows, y_rows, weight = check_rows(X, encoded, sample_weight)
         if first_call:
             self._fit_standardisation(X_rows, weight)
+            self._column_monotonic = self._monotonic_columns()
         target, weight = self._training_target(y_rows, weight, first_call)
         yield from self._fit_core(
             X=(X_rows - self.x_mean_) / self.x_scale_,
@@ -356,7 +385,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self.eigval_idx, self.dim_, "eigval_idx"
         )
         dtype = resolve_dtype(self.dtype, device)
-        self.backend_ = select_backend(self.backend, device, self.dim_, dtype).name
+        self.backend_ = select_model_backend(self.backend, device, self.dim_, dtype, structure=self.structure,
+                                             smoothing=self.smoothing).name
         self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
 
     def _fit_standardisation(self, X: np.ndarray, weight: np.ndarray) -> None:
@@ -380,6 +410,44 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             categories=getattr(self, "_category_codes", None) if self.is_categorical_ is not None else None,
             categorical_index=np.flatnonzero(mask),
         )
+
+    def _monotonic_columns(self) -> np.ndarray | None:
+        """monotonic_cst checked and spread over the encoded columns (-1/0/+1 each), or None."""
+        constraints = self.monotonic_cst
+        if constraints is None:
+            return None
+        names = getattr(self, "feature_names_in_", None)
+        if isinstance(constraints, dict):
+            if names is None:
+                raise ValueError("monotonic_cst as a dict needs X with feature names (a DataFrame); "
+                                 "pass one -1/0/+1 per feature instead.")
+            unknown = sorted(set(constraints) - set(names))
+            if unknown:
+                raise ValueError(f"monotonic_cst names features that X does not have: {unknown}; "
+                                 f"X's features are {list(names)}.")
+            signs = np.array([constraints.get(name, 0) for name in names])
+        else:
+            signs = np.asarray(constraints)
+            if signs.shape != (self.n_features_in_,):
+                raise ValueError(f"monotonic_cst must have one entry per feature ({self.n_features_in_}), "
+                                 f"got shape {signs.shape}.")
+        if signs.dtype.kind not in "iuf" or not np.isin(signs, (-1, 0, 1)).all():
+            raise ValueError(f"monotonic_cst entries must be -1, 0 or +1, got {constraints!r}.")
+        signs = signs.astype(np.int64)
+        if not signs.any():
+            return None
+        if self._n_outputs() is not None:
+            raise ValueError("monotonic_cst is not supported for multiclass classification (as in "
+                             "HistGradientBoostingClassifier): a class's probability also moves with the "
+                             "other classes' logits. Use it for regression or binary classification.")
+        categorical = self.is_categorical_ if self.is_categorical_ is not None else np.zeros(len(signs), bool)
+        if (signs[categorical] != 0).any():
+            bad = np.flatnonzero(categorical & (signs != 0))
+            label = [str(names[i]) for i in bad] if names is not None else bad.tolist()
+            raise ValueError(f"monotonic_cst constrains categorical feature(s) {label}: their levels have no "
+                             "order. Set their constraint to 0, or leave them out of categorical_features.")
+        feature, kind, _ = self.encoding_.columns()
+        return np.where((kind == LINEAR) | (kind == PIECEWISE), signs[feature], 0)
 
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -565,7 +633,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- prediction -------------------------------------------------------------------------
     def _chunk_rows(self, dtype: torch.dtype) -> int:
         n_outputs = (self._n_outputs() or 1) * self.n_estimators
-        row_bytes = n_outputs * self.dim_ * self.dim_ * torch.finfo(dtype).bits // 8
+        # a tridiagonal model never builds the dense matrices unless it smooths
+        per_matrix = 4 * self.dim_ if self.structure == "tridiagonal" and self.smoothing is None else self.dim_**2
+        row_bytes = n_outputs * per_matrix * torch.finfo(dtype).bits // 8
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 
     def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:

@@ -11,6 +11,11 @@ feature i that gives, in standardised units:
   level (unseen, rare and missing levels included);
 - an ensemble: the mean of its members' bounds (the prediction is their mean).
 
+The same holds for the structure and smoothing variants: a tridiagonal A_j is a
+symmetric matrix (its norm from the tridiagonal solver), and the smoothed
+eigenvalue is 1-Lipschitz in the spectral norm (``skspectral.eig._smoothed``).
+Monotone constraints only restrict the A_j (PSD/NSD) and change no bound.
+
 Moves between a missing and an observed numeric value are not covered. The model
 sees standardised features (x_i - mean_i) / scale_i and outputs standardised targets
 (regression: y = mean + scale * output), so in the user's units the numeric bound
@@ -24,6 +29,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .encoding import LEVEL, LINEAR, PIECEWISE, EncodingSpec
+from .model import band_norms
 
 
 def spectral_norms(matrices: torch.Tensor) -> torch.Tensor:
@@ -75,7 +81,10 @@ class CertifiedSensitivityMixin:
     def _feature_bounds(self) -> np.ndarray:
         """Bounds in standardised units, shape (..., n_features), ensemble members averaged."""
         check_is_fitted(self, "_module_state_")
-        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), getattr(self, "encoding_", None)).numpy()
+        # tridiagonal models keep band storage (..., 2, dim), whose norms a tridiagonal solver gives
+        norms = band_norms if getattr(self, "structure", "dense") == "tridiagonal" else spectral_norms
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), getattr(self, "encoding_", None),
+                                norms=norms).numpy()
         return bounds.mean(axis=0) if getattr(self, "n_estimators", 1) > 1 else bounds
 
     @property

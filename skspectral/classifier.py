@@ -48,6 +48,9 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         feature_encoding="piecewise_linear",
         n_bins=16,
         n_estimators=4,
+        monotonic_cst=None,
+        structure="dense",
+        smoothing=None,
         class_weight=None,
     ):
         self.dim = dim
@@ -74,6 +77,9 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators
+        self.monotonic_cst = monotonic_cst
+        self.structure = structure
+        self.smoothing = smoothing
         self.class_weight = class_weight
 
     # ---- the base's hooks -----------------------------------------------------------------

@@ -16,11 +16,51 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .eig import EigenBackend, check_eigval_index, kth_eigvalsh_unchecked, select_backend
+from .eig import (
+    EigenBackend,
+    check_eigval_index,
+    kth_eigvalsh_tridiagonal_unchecked,
+    kth_eigvalsh_unchecked,
+    select_backend,
+    smoothed_kth_eigvalsh_unchecked,
+)
+from .eig._smoothed import check_smoothing, select_full_backend
+from .eig._tridiagonal import select_tridiagonal_backend
+
+STRUCTURES = ("dense", "tridiagonal")
 
 
 def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
+
+
+def select_model_backend(backend: str, device, dim: int, dtype: torch.dtype, *, structure: str = "dense",
+                         smoothing: float | None = None) -> EigenBackend:
+    """The eigen backend a model of this structure and smoothing uses on ``device``.
+
+    The exact eigenvalue of dense matrices: :func:`skspectral.eig.select_backend`;
+    of tridiagonal ones: a backend with a tridiagonal solver; smoothed: a backend
+    giving every eigenpair. Raises a clear error where ``backend`` cannot do it.
+    """
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
+    if smoothing is not None:
+        check_smoothing(smoothing)
+        return select_full_backend(backend, device)
+    if structure == "tridiagonal":
+        return select_tridiagonal_backend(backend, device)
+    return select_backend(backend, device, dim, dtype)
+
+
+def check_monotonic(monotonic, n_matrices: int) -> "torch.Tensor | None":
+    """Signs -1/0/+1 per encoded column as a float64 tensor, or None when nothing is constrained."""
+    if monotonic is None:
+        return None
+    signs = torch.as_tensor(monotonic, dtype=torch.float64).reshape(-1)
+    if signs.numel() != n_matrices or not bool(((signs == -1) | (signs == 0) | (signs == 1)).all()):
+        raise ValueError(f"monotonic must hold -1, 0 or +1 for each of the {n_matrices} encoded columns, "
+                         f"got {monotonic!r}.")
+    return signs if bool(signs.any()) else None
 
 
 class SpectralModel(torch.nn.Module):
@@ -52,6 +92,15 @@ class SpectralModel(torch.nn.Module):
         times the encoder's ``init_factor`` of each column where it has one.
     generator : torch.Generator or None
         CPU generator for the initial values (the same on every device).
+    monotonic : array-like of -1/0/+1 per encoded column, or None
+        +1: that column's matrix is positive semidefinite (A = W W^T), so the
+        output is non-decreasing in the column (Loewner order: lambda_k is
+        monotone); -1: negative semidefinite, non-increasing; 0: free.
+    smoothing : float or None
+        None: the exact lambda_k. alpha > 0: its Moreau envelope
+        (:func:`skspectral.eig.smoothed_kth_eigvalsh`), whose gradient is
+        1/alpha-Lipschitz; still 1-Lipschitz in the matrix (certified bounds
+        hold) and monotone in the Loewner order. Needs every eigenpair.
 
     Variants of the model subclass it and replace the one construction hook,
     :meth:`_init_feature_matrices`, together with :meth:`feature_matrices`
@@ -74,6 +123,8 @@ class SpectralModel(torch.nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device=None,
+        monotonic=None,
+        smoothing: float | None = None,
     ):
         super().__init__()
         if int(dim) < 1 or int(n_features) < 1:
@@ -88,7 +139,9 @@ class SpectralModel(torch.nn.Module):
         self.encoder = encoder
         self.n_matrices = self.n_features if encoder is None else int(encoder.n_columns)
         factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
-        select_backend(backend, torch.device(device or "cpu"), self.dim, factory["dtype"])  # fail at construction
+        self.smoothing = None if smoothing is None else check_smoothing(smoothing)
+        self.monotonic = check_monotonic(monotonic, self.n_matrices)
+        self._resolve_backend(backend, torch.device(device or "cpu"), factory["dtype"])  # fail at construction
         self.backend = backend
         self._eigen_backends: dict = {}
         if init_scale is None:
@@ -102,16 +155,27 @@ class SpectralModel(torch.nn.Module):
         self._init_feature_matrices(init_scale, generator, factory)
 
     # ---- the construction hook: how the feature matrices are parameterised -------------
+    structure = "dense"
+
     def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
-        """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start)."""
+        """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start;
+        a monotone column's A = W W^T starts from a Gaussian W of about the same norm)."""
         gaussian = torch.randn(
             self.n_models, self.n_matrices, self.dim, self.dim, generator=generator, dtype=torch.float64
         )
         sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
         scale = init_scale * self._column_init_factors()[:, None, None]
+        weight = scale * sym
+        if self.monotonic is not None:
+            # ||W W^T|| ~ 4 dim s_W^2 for Gaussian W; a symmetric Gaussian's norm ~ 2 sqrt(dim) s
+            gram_scale = (scale / (2.0 * math.sqrt(self.dim))).sqrt()
+            constrained = (self.monotonic != 0)[None, :, None, None]
+            weight = torch.where(constrained, gram_scale * gaussian, weight)
         # Learned as a full matrix and symmetrised in use: eigh reads one
         # triangle, and this way every entry receives gradient.
-        self.weight = torch.nn.Parameter((scale * sym).to(**factory))
+        self.weight = torch.nn.Parameter(weight.to(**factory))
+        if self.monotonic is not None:
+            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None, None])
 
     def _column_init_factors(self) -> torch.Tensor:
         """Relative initial scale of each encoded column's matrix (1 without an encoder)."""
@@ -121,8 +185,13 @@ class SpectralModel(torch.nn.Module):
         return torch.as_tensor(factors, dtype=torch.float64)
 
     def feature_matrices(self) -> torch.Tensor:
-        """The symmetric A_j, shape (n_models, n_matrices, dim, dim)."""
-        return 0.5 * (self.weight + self.weight.transpose(-1, -2))
+        """The symmetric A_j, shape (n_models, n_matrices, dim, dim) (a variant may store
+        them otherwise; :meth:`matrix_norms` reads the same storage)."""
+        A = 0.5 * (self.weight + self.weight.transpose(-1, -2))
+        if self.monotonic is None:
+            return A
+        gram = self.weight @ self.weight.transpose(-1, -2)
+        return torch.where(self.monotonic_signs != 0, self.monotonic_signs * gram, A)
 
     # ---- the model ---------------------------------------------------------------------
     @property
@@ -133,13 +202,27 @@ class SpectralModel(torch.nn.Module):
     def device(self) -> torch.device:
         return self.mu_start.device
 
+    def _resolve_backend(self, backend: str, device: torch.device, dtype: torch.dtype) -> EigenBackend:
+        return select_model_backend(backend, device, self.dim, dtype, structure=self.structure,
+                                    smoothing=self.smoothing)
+
     @property
     def eigen_backend(self) -> EigenBackend:
         """The eigen backend this module's calls use on its current device and dtype."""
         key = (self.device, self.dtype)
         backend = self._eigen_backends.get(key)
         if backend is None:
-            backend = self._eigen_backends[key] = select_backend(self.backend, self.device, self.dim, self.dtype)
+            backend = self._eigen_backends[key] = self._resolve_backend(self.backend, self.device, self.dtype)
+        return backend
+
+    @property
+    def norm_backend(self) -> EigenBackend:
+        """The backend for the extreme eigenvalues behind :meth:`matrix_norms` (exact, dense)."""
+        key = ("norms", self.device, self.dtype)
+        backend = self._eigen_backends.get(key)
+        if backend is None:
+            name = self.backend if self.smoothing is None and self.structure == "dense" else "auto"
+            backend = self._eigen_backends[key] = select_backend(name, self.device, self.dim, self.dtype)
         return backend
 
     @property
@@ -154,13 +237,23 @@ class SpectralModel(torch.nn.Module):
 
     def matrices(self, X: torch.Tensor) -> torch.Tensor:
         """diag(mu) + sum_j z_j A_j for each row of X: shape (batch, n_models, dim, dim)."""
-        Z = X if self.encoder is None else self.encoder(X)
+        Z = self.encoded(X)
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, -1)  # (columns, models*dim*dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
 
+    def encoded(self, X: torch.Tensor) -> torch.Tensor:
+        return X if self.encoder is None else self.encoder(X)
+
+    def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+        """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models)."""
+        if self.smoothing is not None:
+            return smoothed_kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.smoothing,
+                                                   self.eigen_backend)
+        return kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        values = kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
+        values = self.kth_eigenvalues(X)
         shape = (X.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
             (self.n_outputs,) if self.n_outputs is not None else ())
         return values.reshape(shape)
@@ -171,10 +264,121 @@ class SpectralModel(torch.nn.Module):
 
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., dim, dim) stack of symmetric matrices, with this module's eigen backend."""
-        top = kth_eigvalsh_unchecked(matrices, self.dim - 1, self.eigen_backend)
-        bottom = kth_eigvalsh_unchecked(matrices, 0, self.eigen_backend)
+        top = kth_eigvalsh_unchecked(matrices, self.dim - 1, self.norm_backend)
+        bottom = kth_eigvalsh_unchecked(matrices, 0, self.norm_backend)
         return torch.maximum(top, -bottom)
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, dim={self.dim}, eigval_idx={self.eigval_idx}, "
-                f"n_outputs={self.n_outputs}, n_members={self.n_members}, n_matrices={self.n_matrices}")
+                f"n_outputs={self.n_outputs}, n_members={self.n_members}, n_matrices={self.n_matrices}, "
+                f"structure={self.structure!r}, smoothing={self.smoothing}")
+
+
+class TridiagonalSpectralModel(SpectralModel):
+    """f(x) = lambda_k(diag(mu) + sum_j z_j A_j) with symmetric tridiagonal A_j.
+
+    Each A_j has a diagonal (dim) and an off-diagonal (dim - 1): O(dim)
+    parameters per column instead of O(dim^2), and the k-th eigenvalue by
+    Sturm-count multisection without a Householder step
+    (:func:`skspectral.eig.kth_eigvalsh_tridiagonal`), so dim can be in the
+    hundreds. A monotone column is A = +-L L^T with L lower bidiagonal (a
+    tridiagonal PSD matrix). :meth:`feature_matrices` returns the band storage
+    (n_models, n_matrices, 2, dim): row 0 the diagonal, row 1 the off-diagonal
+    (last entry 0); :meth:`dense_feature_matrices` the full matrices.
+    """
+
+    structure = "tridiagonal"
+
+    def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
+        gaussian = torch.randn(self.n_models, self.n_matrices, 2, self.dim, generator=generator, dtype=torch.float64)
+        # a tridiagonal Gaussian's norm is O(1) in dim where a dense one's is O(sqrt(dim)):
+        # entries sqrt(dim) times larger start at about the dense model's norms
+        scale = init_scale * math.sqrt(self.dim) * self._column_init_factors()[:, None, None]
+        band = scale * gaussian
+        if self.monotonic is not None:
+            # (L L^T)'s entries are products of two of L's: the square root of the scale
+            constrained = (self.monotonic != 0)[None, :, None, None]
+            band = torch.where(constrained, scale.sqrt() * gaussian, band)
+        band[..., 1, -1] = 0.0
+        self.band_weight = torch.nn.Parameter(band.to(**factory))
+        if self.monotonic is not None:
+            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None])
+
+    def _bands(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(diagonals (n_models, n_matrices, dim), off-diagonals (..., dim - 1))."""
+        diagonal, off = self.band_weight[..., 0, :], self.band_weight[..., 1, :-1]
+        if self.monotonic is None:
+            return diagonal, off
+        # L lower bidiagonal, L_jj = a_j, L_{j+1,j} = b_j: (L L^T)_jj = a_j^2 + b_{j-1}^2,
+        # (L L^T)_{j+1,j} = a_j b_j
+        a, b = diagonal, off
+        gram_diagonal = a.square() + F.pad(b.square(), (1, 0))
+        gram_off = a[..., :-1] * b
+        constrained = self.monotonic_signs != 0
+        return (torch.where(constrained, self.monotonic_signs * gram_diagonal, diagonal),
+                torch.where(constrained, self.monotonic_signs * gram_off, off))
+
+    def feature_matrices(self) -> torch.Tensor:
+        """Band storage of the A_j: (n_models, n_matrices, 2, dim), off-diagonal in row 1."""
+        diagonal, off = self._bands()
+        return torch.stack([diagonal, F.pad(off, (0, 1))], dim=-2)
+
+    def dense_feature_matrices(self) -> torch.Tensor:
+        """The A_j as full (n_models, n_matrices, dim, dim) matrices."""
+        return band_to_dense(self.feature_matrices())
+
+    def _combined_bands(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal (batch, n_models, dim) and off-diagonal (..., dim - 1) of each row's matrix."""
+        Z = self.encoded(X)
+        diagonal, off = self._bands()
+        D = (Z @ diagonal.transpose(0, 1).reshape(self.n_matrices, -1)).view(X.shape[0], self.n_models, self.dim)
+        E = (Z @ off.transpose(0, 1).reshape(self.n_matrices, -1)).view(X.shape[0], self.n_models, self.dim - 1)
+        return D + self.mu(), E
+
+    def matrices(self, X: torch.Tensor) -> torch.Tensor:
+        D, E = self._combined_bands(X)
+        return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
+
+    def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+        if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)
+            D, E = self._combined_bands(X)
+            M = torch.diag_embed(D) + torch.diag_embed(E, offset=-1)
+            return smoothed_kth_eigvalsh_unchecked(M, self.eigval_idx, self.smoothing, self.eigen_backend)
+        D, E = self._combined_bands(X)
+        return kth_eigvalsh_tridiagonal_unchecked(D, E, self.eigval_idx, self.eigen_backend)
+
+    @property
+    def norm_backend(self) -> EigenBackend:
+        key = ("norms", self.device, self.dtype)
+        backend = self._eigen_backends.get(key)
+        if backend is None:
+            name = self.backend if self.smoothing is None else "auto"
+            backend = self._eigen_backends[key] = select_tridiagonal_backend(name, self.device)
+        return backend
+
+    def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
+        """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
+        return band_norms(matrices, self.norm_backend)
+
+
+def band_to_dense(bands: torch.Tensor) -> torch.Tensor:
+    """Full symmetric matrices (..., dim, dim) from band storage (..., 2, dim)."""
+    off = bands[..., 1, :-1]
+    return torch.diag_embed(bands[..., 0, :]) + torch.diag_embed(off, offset=-1) + torch.diag_embed(off, offset=1)
+
+
+def band_norms(bands: torch.Tensor, backend: EigenBackend | None = None) -> torch.Tensor:
+    """||.||_2 of symmetric tridiagonal matrices in band storage (..., 2, dim)."""
+    if backend is None:
+        backend = select_tridiagonal_backend("auto", bands.device)
+    diagonal, off = bands[..., 0, :], bands[..., 1, :-1]
+    top = kth_eigvalsh_tridiagonal_unchecked(diagonal, off, bands.shape[-1] - 1, backend)
+    bottom = kth_eigvalsh_tridiagonal_unchecked(diagonal, off, 0, backend)
+    return torch.maximum(top, -bottom)
+
+
+def model_class(structure: str) -> type[SpectralModel]:
+    """The model class for a ``structure`` ("dense" or "tridiagonal")."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}.")
+    return TridiagonalSpectralModel if structure == "tridiagonal" else SpectralModel

@@ -43,6 +43,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         feature_encoding="piecewise_linear",
         n_bins=16,
         n_estimators=4,
+        monotonic_cst=None,
+        structure="dense",
+        smoothing=None,
     ):
         self.dim = dim
         self.eigval_idx = eigval_idx
@@ -68,6 +71,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators
+        self.monotonic_cst = monotonic_cst
+        self.structure = structure
+        self.smoothing = smoothing
 
     # ---- the base's hooks -----------------------------------------------------------------
     def _loss_name(self):

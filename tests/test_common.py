@@ -8,7 +8,10 @@ and (for the regressor) a categorical column. The checks' data are continuous:
 a column declared categorical has only rare levels, which share one matrix by
 design, so the classifier could not reach check_classifiers_train's training
 accuracy with its first column discarded; tests/test_estimator.py covers
-categorical columns in both estimators."""
+categorical columns in both estimators. The variants are checked too: a
+tridiagonal classifier and a smoothed tridiagonal regressor (monotonic_cst
+needs one constraint per feature, which the checks' changing data cannot
+give; tests/test_variants.py covers it)."""
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -20,6 +23,8 @@ ESTIMATORS = [
     SpectralClassifier(),
     SpectralRegressor(categorical_features=[0], **OPTIONS),
     SpectralClassifier(**OPTIONS),
+    SpectralRegressor(structure="tridiagonal", dim=8, smoothing=0.1, n_estimators=1),
+    SpectralClassifier(structure="tridiagonal", dim=30, n_estimators=1),
 ]
 
 

@@ -73,3 +73,63 @@ def test_a_variant_plugs_in_through_the_construction_hook():
     torch.testing.assert_close(model.spectral_norms().detach(), kth_eigvalsh(A, -1))
     model(x).sum().backward()
     assert model.factor.grad is not None and model.factor.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("smoothing", [None, 0.2])
+def test_tridiagonal_model_is_the_kth_eigenvalue_of_its_tridiagonal_matrices(smoothing):
+    from skspectral.eig import smoothed_kth_eigvalsh
+    from skspectral.model import TridiagonalSpectralModel, band_to_dense
+
+    model = TridiagonalSpectralModel(4, 30, n_members=2, generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.float64, smoothing=smoothing)
+    assert {name for name, _ in model.named_parameters()} == {"mu_start", "mu_increments", "band_weight"}
+    x = torch.randn(11, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    bands = model.feature_matrices().detach()
+    assert bands.shape == (2, 4, 2, 30) and bool((bands[..., 1, -1] == 0).all())
+    A = band_to_dense(bands)
+    M = torch.diag_embed(model.mu().detach())[None] + torch.einsum("bf,mfij->bmij", x, A)
+    assert bool((M.triu(2) == 0).all())
+    expected = (torch.linalg.eigvalsh(M)[..., 15] if smoothing is None
+                else smoothed_kth_eigvalsh(M, 15, smoothing))
+    torch.testing.assert_close(model(x).detach(), expected, rtol=1e-11, atol=1e-11)
+    norms = torch.linalg.eigvalsh(A).abs().amax(-1)
+    torch.testing.assert_close(model.spectral_norms().detach(), norms, rtol=1e-11, atol=1e-12)
+    model(x).sum().backward()
+    grad = model.band_weight.grad
+    assert grad.abs().sum() > 0 and bool((grad[..., 1, -1] == 0).all())  # the padding gets no gradient
+
+
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+def test_monotone_columns_are_semidefinite_and_free_ones_are_not_touched(structure):
+    from skspectral.model import band_to_dense, model_class
+
+    cls = model_class(structure)
+    model = cls(3, 8, n_members=2, monotonic=[1, 0, -1], generator=torch.Generator().manual_seed(2),
+                dtype=torch.float64)
+    A = model.feature_matrices().detach()
+    A = band_to_dense(A) if structure == "tridiagonal" else A
+    eigenvalues = torch.linalg.eigvalsh(A)
+    assert (eigenvalues[:, 0] >= -1e-12).all() and (eigenvalues[:, 2] <= 1e-12).all()
+    assert (eigenvalues[:, 1, 0] < 0).all() and (eigenvalues[:, 1, -1] > 0).all()  # free: indefinite
+    free = cls(3, 8, n_members=2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    A_free = free.feature_matrices().detach()
+    A_free = band_to_dense(A_free) if structure == "tridiagonal" else A_free
+    torch.testing.assert_close(A[:, 1], A_free[:, 1])  # the same start where unconstrained
+    x = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for column, sign in ((0, 1), (2, -1)):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[column] = 0.25
+        assert (sign * (model(x + step) - model(x)) >= -1e-12).all()
+    with pytest.raises(ValueError, match="-1, 0 or \\+1"):
+        cls(3, 8, monotonic=[1, 0])
+
+
+def test_structure_and_smoothing_choose_a_backend_that_can_do_them():
+    from skspectral.model import select_model_backend
+
+    assert select_model_backend("auto", "cpu", 300, torch.float64, structure="tridiagonal").tridiagonal_k is not None
+    assert select_model_backend("auto", "cpu", 15, torch.float64, smoothing=0.1).eigh_all is not None
+    with pytest.raises(ValueError, match="every eigenpair"):
+        select_model_backend("numba", "cpu", 15, torch.float64, smoothing=0.1)
+    with pytest.raises(ValueError, match="structure must be one of"):
+        select_model_backend("auto", "cpu", 15, torch.float64, structure="banded")

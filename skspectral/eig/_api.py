@@ -59,6 +59,27 @@ def select_backend(
     return chosen
 
 
+def select_backend_offering(backend: str, device, capability: str, what: str) -> EigenBackend:
+    """Validate a backend name for an op that needs ``capability`` (an optional EigenBackend
+    field, e.g. "tridiagonal_k") on ``device``; "auto": the first available one offering it."""
+    if not isinstance(backend, str) or (backend != "auto" and backend not in REGISTRY):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    device_type = torch.device(device).type
+    offered = [b for b in REGISTRY.values() if getattr(b, capability) is not None and device_type in b.device_types]
+    if backend == "auto":
+        for candidate in offered:
+            if candidate.is_available():
+                return candidate
+        raise ValueError(f"no eigen backend can {what} on device type {device_type!r}.")
+    chosen = REGISTRY[backend]
+    if chosen not in offered:
+        names = ", ".join(repr(b.name) for b in offered)
+        raise ValueError(f"backend={backend!r} cannot {what} on {device_type!r} tensors; "
+                         f"use one of {names} or 'auto'.")
+    chosen.require()
+    return chosen
+
+
 def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_size: int | None = None) -> str:
     """Name of the backend "auto" picks for ``n x n`` matrices of ``dtype`` on ``device``.
 

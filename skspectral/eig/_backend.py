@@ -48,6 +48,13 @@ class EigenBackend:
     # Measured rule: among the available backends that support a call, "auto"
     # takes the first (in registry order) whose rule says it is the fastest.
     preferred_for: Callable[[int, torch.dtype, int | None], bool] = _always
+    # Symmetric tridiagonal matrices (any n): ``tridiagonal_k(diagonal (B, n), off (B, n - 1),
+    # k, want_vector) -> (values (B,), unit vectors (B, n) or None)``; None where not offered.
+    # "auto" takes the first available backend (registry order) that offers it on the device.
+    tridiagonal_k: Callable | None = None
+    # Every eigenpair (the smoothed eigenvalue needs them): ``eigh_all(A, lower) -> (values
+    # (B, n) ascending, vectors (B, n, n))``; None where not offered.
+    eigh_all: Callable | None = None
 
     def supports(self, device_type: str, n: int) -> bool:
         return device_type in self.device_types and (self.max_n is None or n <= self.max_n)

@@ -119,6 +119,17 @@ def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Te
         return _gather(A, values, vectors, k, lower, want_vector=True)
 
 
+def eigh_all(A: torch.Tensor, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every eigenpair of a contiguous CUDA (B, n, n) batch (ascending); NaN where A is not finite."""
+    nonfinite = torch.isfinite(A).logical_not_()
+    bad = (nonfinite.tril_() if lower else nonfinite.triu_()).flatten(1).any(dim=1)  # on the device: no sync
+    A = A.masked_fill(bad[:, None, None], 0.0)
+    with _on_torch_stream(A.device) as cupy:
+        values, vectors = cupy.linalg.eigh(cupy.from_dlpack(A), UPLO=_uplo(lower))
+        values, vectors = torch.from_dlpack(values), torch.from_dlpack(vectors)
+    return values.masked_fill(bad[:, None], torch.nan), vectors.masked_fill(bad[:, None, None], torch.nan)
+
+
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
     return not (batch_size == 1 and n >= _TORCH_SINGLE_MATRIX_MIN_N.get(dtype, 64))
 
@@ -133,4 +144,5 @@ BACKEND = EigenBackend(
     is_available=is_available,
     require=lambda: import_cupy("backend='cupy'"),
     preferred_for=_preferred_for,
+    eigh_all=eigh_all,
 )

@@ -104,6 +104,44 @@ def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
     return value, (vector if want_vector else None)
 
 
+_TRIDIAGONAL_SOURCE_PATH = Path(__file__).with_name("_tridiagonal_source.cu")
+_TRIDIAGONAL_WARPS_PER_BLOCK = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _tridiagonal_kernel(dtype: torch.dtype):
+    cupy = import_cupy()
+    defines = {key: _DEFINES[dtype][key] for key in ("real", "EPS", "SAFE_MIN", "INF")}
+    header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
+    return cupy.RawKernel(header + _TRIDIAGONAL_SOURCE_PATH.read_text(), "kth_tridiagonal")
+
+
+def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector: bool):
+    """k-th eigenvalue (B,) and, with want_vector, unit eigenvector (B, n) of symmetric
+    tridiagonal matrices: contiguous CUDA diagonals (B, n) and off-diagonals (B, n - 1).
+    A warp per matrix; torch-allocated outputs on torch's current stream (capture-safe)."""
+    B, n = diagonal.shape
+    value = torch.empty(B, dtype=diagonal.dtype, device=diagonal.device)
+    vector = torch.empty(B, n, dtype=diagonal.dtype, device=diagonal.device) if want_vector else value
+    work = torch.empty(B * 5 * n if want_vector else 1, dtype=diagonal.dtype, device=diagonal.device)
+    index = diagonal.device.index
+    key = ("tridiagonal", diagonal.dtype, index)
+    function = _FUNCTIONS.get(key)
+    if function is None:
+        with import_cupy().cuda.Device(index):
+            function = _FUNCTIONS[key] = _tridiagonal_kernel(diagonal.dtype).kernel
+    off_pointer = off.data_ptr() if off.numel() else diagonal.data_ptr()  # never read when n = 1
+    args = (np.uint64(diagonal.data_ptr()), np.uint64(off_pointer), np.uint64(value.data_ptr()),
+            np.uint64(vector.data_ptr()), np.uint64(work.data_ptr()), np.int32(B), np.int32(n), np.int32(k),
+            np.int32(want_vector))
+    stream = current_cupy_stream(index)
+    on_device = contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)
+    blocks = (B + _TRIDIAGONAL_WARPS_PER_BLOCK - 1) // _TRIDIAGONAL_WARPS_PER_BLOCK
+    with on_device:
+        function((blocks,), (32 * _TRIDIAGONAL_WARPS_PER_BLOCK,), args, 0, stream)
+    return value, (vector if want_vector else None)
+
+
 def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
     """k-th eigenvalue of each matrix of a contiguous CUDA (B, n, n) batch; NaN where A is not finite."""
     return _launch(A, k, lower, want_vector=False)[0]
@@ -123,4 +161,5 @@ BACKEND = EigenBackend(
     capture_safe=True,  # torch-allocated outputs, launched on torch's current stream, no host sync
     is_available=is_available,
     require=lambda: import_cupy("backend='kernel'"),
+    tridiagonal_k=tridiagonal_k,  # any n: a warp per matrix (_tridiagonal_source.cu)
 )

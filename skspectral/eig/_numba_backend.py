@@ -73,18 +73,24 @@ def _kernels():
         return None
 
 
+def _run(serial, parallel, args: tuple, batch: int, work: int) -> None:
+    """One kernel call over the batch: on the calling thread, or in chunks over Numba's
+    threads (one per core, as many as torch uses) when the work pays for waking them."""
+    threads = torch.get_num_threads()
+    if threads > 1 and batch > 1 and work >= _PARALLEL_MIN_WORK:
+        numba = _numba()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        parallel(*args, min(batch, numba.get_num_threads()))
+    else:
+        serial(*args)
+
+
 def _launch_with(kernels, A: torch.Tensor, k: int, lower: bool, want_vector: bool):
     B, n = A.shape[0], A.shape[-1]
     value = torch.empty(B, dtype=A.dtype)
     vector = torch.empty(B, n if want_vector else 1, dtype=A.dtype)
     args = (A.numpy(), lower, k, want_vector, value.numpy(), vector.numpy())
-    threads = torch.get_num_threads()
-    if threads > 1 and B > 1 and B * n**3 >= _PARALLEL_MIN_WORK:
-        numba = _numba()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        kernels.run_parallel(*args, min(B, numba.get_num_threads()))
-    else:
-        kernels.run_serial(*args)
+    _run(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
     return value, (vector if want_vector else None)
 
 
@@ -100,6 +106,19 @@ def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
 def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CPU batch."""
     return _launch(A, k, lower, want_vector=True)
+
+
+def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector: bool):
+    """k-th eigenvalue (B,) and, with want_vector, unit eigenvector (B, n) of symmetric
+    tridiagonal matrices: contiguous CPU diagonals (B, n) and off-diagonals (B, n - 1)."""
+    kernels = _kernels()
+    B, n = diagonal.shape
+    value = torch.empty(B, dtype=diagonal.dtype)
+    vector = torch.empty(B, n if want_vector else 1, dtype=diagonal.dtype)
+    args = (diagonal.numpy(), off.numpy(), k, want_vector, value.numpy(), vector.numpy())
+    # a Sturm sweep is O(n) and tens of sweeps find lambda_k: about n**2 work per matrix
+    _run(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n)
+    return value, (vector if want_vector else None)
 
 
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
@@ -119,4 +138,5 @@ BACKEND = EigenBackend(
     is_available=is_available,
     require=_require,
     preferred_for=_preferred_for,
+    tridiagonal_k=tridiagonal_k,
 )

@@ -60,11 +60,134 @@ def newton_sweep(d, e2, n, x, pivmin):
 
 
 @njit
+def tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs, counts):
+    """lambda_k of the symmetric tridiagonal T (diagonal d[:n], off-diagonal e[:n-1], entries
+    of order one) and, with want_vector, an eigenvector of T into y (max |y_i| = 1, not unit).
+
+    Multisection on Sturm counts from Gershgorin bounds, Newton once lambda_k is isolated,
+    inverse iteration (two solves); lu is an (n, >= 2) work array.
+    """
+    eps = np.finfo(d.dtype).eps
+    tiny = np.finfo(d.dtype).tiny
+    # lambda_k of T by multisection on Sturm counts, from Gershgorin bounds
+    lo, hi, emax2 = d[0], d[0], 0.0
+    for i in range(n):
+        radius = (abs(e[i - 1]) if i > 0 else 0.0) + (abs(e[i]) if i < n - 1 else 0.0)
+        lo = min(lo, d[i] - radius)
+        hi = max(hi, d[i] + radius)
+    for i in range(n - 1):
+        e2[i] = e[i] * e[i]
+        emax2 = max(emax2, e2[i])
+    pivmin = tiny * max(1.0, emax2)
+    gnorm = max(abs(lo), abs(hi))
+    width = 2.0 * eps * gnorm + 2.0 * pivmin
+    lo -= width
+    hi += width
+    count_lo, count_hi = 0, n
+    # multisection until lambda_k is the only eigenvalue in (lo, hi), or the bracket is tight
+    # (a repeated eigenvalue never isolates: plain multisection to the end)
+    while hi - lo > max(2.0 * eps * max(abs(lo), abs(hi)), eps * gnorm, pivmin):
+        if count_lo == k and count_hi == k + 1:
+            break
+        step = (hi - lo) / (POINTS + 1)
+        for p in range(POINTS):
+            xs[p] = lo + (p + 1) * step
+        sturm_counts(d, e2, n, xs, counts, pivmin)
+        new_lo, new_hi = lo, hi
+        for p in range(POINTS):  # counts rise with x: the last point at or below k, the first above
+            if counts[p] <= k:
+                new_lo, count_lo = xs[p], counts[p]
+            elif new_hi == hi:
+                new_hi, count_hi = xs[p], counts[p]
+        if new_lo == lo and new_hi == hi:  # no representable point strictly inside: done
+            break
+        lo, hi = new_lo, new_hi
+    if count_lo == k and count_hi == k + 1:
+        # isolated: Newton on det(T - x I), safeguarded as rtsafe: a step that leaves the
+        # bracket or does not halve the one before it is replaced by bisection (far from
+        # lambda_k a degree-n determinant converges only linearly), ~5 sweeps when close
+        x = 0.5 * (lo + hi)
+        step_before = hi - lo
+        for _ in range(100):
+            count, slope = newton_sweep(d, e2, n, x, pivmin)
+            if count <= k:
+                lo = x
+            else:
+                hi = x
+            tol = max(2.0 * eps * abs(x), eps * gnorm, pivmin)
+            if hi - lo <= tol:
+                break
+            step = -1.0 / slope if slope != 0.0 else hi - lo
+            if abs(step) <= tol:  # converged: the step is below the resolution at x
+                x = min(max(x + step, lo), hi)
+                break
+            if lo < x + step < hi and 2.0 * abs(step) <= step_before:
+                step_before = abs(step)
+                x = x + step
+            else:
+                step_before = 0.5 * (hi - lo)
+                x = 0.5 * (lo + hi)
+        lo = hi = x
+    lam = 0.5 * (lo + hi)
+    if want_vector:
+        # inverse iteration on T - lam I: LU with partial pivoting (tiny pivots -> eps |T|)
+        floor = eps * gnorm
+        if floor == 0.0:
+            floor = tiny
+        # rows i: (diag, upper, upper2) after elimination; piv[i]: row i swapped with i+1
+        dd = d[0] - lam
+        ud = e[0] if n > 1 else 0.0
+        for i in range(n - 1):
+            sub = e[i]
+            next_d = d[i + 1] - lam
+            next_u = e[i + 1] if i + 1 < n - 1 else 0.0
+            if abs(sub) > abs(dd):  # swap rows i and i+1
+                piv[i] = 1
+                factor = dd / sub
+                lu[i, 0] = sub  # pivot
+                up1[i] = next_d
+                up2[i] = next_u
+                dd = ud - factor * next_d
+                ud = -factor * next_u
+            else:
+                piv[i] = 0
+                if abs(dd) < floor:
+                    dd = floor
+                factor = sub / dd
+                lu[i, 0] = dd
+                up1[i] = ud
+                up2[i] = 0.0
+                dd = next_d - factor * ud
+                ud = next_u
+            lu[i, 1] = factor
+        if abs(dd) < floor:
+            dd = floor
+        lu[n - 1, 0] = dd
+        for i in range(n):  # a fixed start with no special direction
+            y[i] = 1.0 + 0.1 * ((i * 7) % 11)
+        for _ in range(2):
+            for i in range(n - 1):  # forward: apply the row operations
+                if piv[i]:
+                    y[i], y[i + 1] = y[i + 1], y[i]
+                y[i + 1] -= lu[i, 1] * y[i]
+            # back substitution with the upper band (diag, up1, up2)
+            y[n - 1] /= lu[n - 1, 0]
+            if n > 1:
+                y[n - 2] = (y[n - 2] - up1[n - 2] * y[n - 1]) / lu[n - 2, 0]
+            for i in range(n - 3, -1, -1):
+                y[i] = (y[i] - up1[i] * y[i + 1] - up2[i] * y[i + 2]) / lu[i, 0]
+            norm = 0.0
+            for i in range(n):
+                norm = max(norm, abs(y[i]))
+            for i in range(n):
+                y[i] /= norm
+    return lam
+
+
+@njit
 def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, out_vector):
     """lambda_k (returned) and, with want_vector, q_k (into out_vector) of one n x n matrix A."""
     n = A.shape[0]
-    eps = np.finfo(A.dtype).eps
-    tiny = np.finfo(A.dtype).tiny
     # 1. the triangle that is read, as the lower triangle of W; NaN/inf -> NaN; scale by a
     # power of two. Only W's lower triangle is used from here on.
     largest = 0.0
@@ -134,112 +257,8 @@ def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs
         d[i] = W[i, i]
     if n > 1:
         e[n - 2] = W[n - 1, n - 2]
-    # 3. lambda_k of T by multisection on Sturm counts, from Gershgorin bounds
-    lo, hi, emax2 = d[0], d[0], 0.0
-    for i in range(n):
-        radius = (abs(e[i - 1]) if i > 0 else 0.0) + (abs(e[i]) if i < n - 1 else 0.0)
-        lo = min(lo, d[i] - radius)
-        hi = max(hi, d[i] + radius)
-    for i in range(n - 1):
-        e2[i] = e[i] * e[i]
-        emax2 = max(emax2, e2[i])
-    pivmin = tiny * max(1.0, emax2)
-    gnorm = max(abs(lo), abs(hi))
-    width = 2.0 * eps * gnorm + 2.0 * pivmin
-    lo -= width
-    hi += width
-    count_lo, count_hi = 0, n
-    # multisection until lambda_k is the only eigenvalue in (lo, hi), or the bracket is tight
-    # (a repeated eigenvalue never isolates: plain multisection to the end)
-    while hi - lo > max(2.0 * eps * max(abs(lo), abs(hi)), eps * gnorm, pivmin):
-        if count_lo == k and count_hi == k + 1:
-            break
-        step = (hi - lo) / (POINTS + 1)
-        for p in range(POINTS):
-            xs[p] = lo + (p + 1) * step
-        sturm_counts(d, e2, n, xs, counts, pivmin)
-        new_lo, new_hi = lo, hi
-        for p in range(POINTS):  # counts rise with x: the last point at or below k, the first above
-            if counts[p] <= k:
-                new_lo, count_lo = xs[p], counts[p]
-            elif new_hi == hi:
-                new_hi, count_hi = xs[p], counts[p]
-        if new_lo == lo and new_hi == hi:  # no representable point strictly inside: done
-            break
-        lo, hi = new_lo, new_hi
-    if count_lo == k and count_hi == k + 1:
-        # isolated: Newton on det(T - x I), kept inside the bracket (quadratic, ~5 sweeps)
-        x = 0.5 * (lo + hi)
-        for _ in range(60):
-            count, slope = newton_sweep(d, e2, n, x, pivmin)
-            if count <= k:
-                lo = x
-            else:
-                hi = x
-            tol = max(2.0 * eps * abs(x), eps * gnorm, pivmin)
-            if hi - lo <= tol:
-                break
-            x_new = x - 1.0 / slope if slope != 0.0 else 0.5 * (lo + hi)
-            if not (lo < x_new < hi):
-                x_new = 0.5 * (lo + hi)
-            if abs(x_new - x) <= tol:
-                x = x_new
-                break
-            x = x_new
-        lo = hi = x
-    lam = 0.5 * (lo + hi)
+    lam = tridiagonal_eigenpair(d, e, e2, n, k, want_vector, W, y, piv, up1, up2, xs, counts)
     if want_vector:
-        # 4. inverse iteration on T - lam I: LU with partial pivoting (tiny pivots -> eps |T|)
-        floor = eps * gnorm
-        if floor == 0.0:
-            floor = tiny
-        # rows i: (diag, upper, upper2) after elimination; piv[i]: row i swapped with i+1
-        dd = d[0] - lam
-        ud = e[0] if n > 1 else 0.0
-        for i in range(n - 1):
-            sub = e[i]
-            next_d = d[i + 1] - lam
-            next_u = e[i + 1] if i + 1 < n - 1 else 0.0
-            if abs(sub) > abs(dd):  # swap rows i and i+1
-                piv[i] = 1
-                factor = dd / sub
-                W[i, 0] = sub  # pivot
-                up1[i] = next_d
-                up2[i] = next_u
-                dd = ud - factor * next_d
-                ud = -factor * next_u
-            else:
-                piv[i] = 0
-                if abs(dd) < floor:
-                    dd = floor
-                factor = sub / dd
-                W[i, 0] = dd
-                up1[i] = ud
-                up2[i] = 0.0
-                dd = next_d - factor * ud
-                ud = next_u
-            W[i, 1] = factor
-        if abs(dd) < floor:
-            dd = floor
-        W[n - 1, 0] = dd
-        for i in range(n):  # a fixed start with no special direction
-            y[i] = 1.0 + 0.1 * ((i * 7) % 11)
-        for _ in range(2):
-            for i in range(n - 1):  # forward: apply the row operations
-                if piv[i]:
-                    y[i], y[i + 1] = y[i + 1], y[i]
-                y[i + 1] -= W[i, 1] * y[i]
-            # back substitution with the upper band (diag, up1, up2)
-            y[n - 1] /= W[n - 1, 0]
-            if n > 1:
-                y[n - 2] = (y[n - 2] - up1[n - 2] * y[n - 1]) / W[n - 2, 0]
-            for i in range(n - 3, -1, -1):
-                y[i] = (y[i] - up1[i] * y[i + 1] - up2[i] * y[i + 2]) / W[i, 0]
-            norm = 0.0
-            for i in range(n):
-                norm = max(norm, abs(y[i]))
-            for i in range(n):
-                y[i] /= norm
         # q = H_0 ... H_{n-3} y: the last reflector first
         for r in range(n - 3, -1, -1):
             if tau[r] != 0.0:
@@ -286,3 +305,68 @@ def run_parallel(A, lower, k, want_vector, values, vectors, chunks):
     B = A.shape[0]
     for c in numba.prange(chunks):  # one chunk per thread: work arrays allocated once per chunk
         run_range(A, lower, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+
+
+@njit
+def one_tridiagonal(diagonal, off, k, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts, out_vector):
+    """lambda_k (returned) and, with want_vector, q_k (into out_vector) of one symmetric
+    tridiagonal matrix given by its diagonal (n,) and off-diagonal (n - 1,)."""
+    n = diagonal.shape[0]
+    largest = 0.0
+    for i in range(n):
+        a = diagonal[i]
+        b = off[i] if i < n - 1 else 0.0
+        if not (np.isfinite(a) and np.isfinite(b)):
+            if want_vector:
+                out_vector[:] = np.nan
+            return np.nan
+        largest = max(largest, abs(a), abs(b))
+    if largest == 0.0:
+        if want_vector:
+            out_vector[:] = 0.0
+            out_vector[k] = 1.0
+        return 0.0
+    scale = math.ldexp(1.0, -math.frexp(largest)[1])  # exact: max entry in [0.5, 1)
+    for i in range(n):
+        d[i] = diagonal[i] * scale
+        e[i] = off[i] * scale if i < n - 1 else 0.0
+    lam = tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs, counts)
+    if want_vector:
+        norm = 0.0
+        for i in range(n):
+            norm += y[i] * y[i]
+        norm = math.sqrt(norm)
+        for i in range(n):
+            out_vector[i] = y[i] / norm
+    return lam / scale
+
+
+@njit
+def tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, start, stop):
+    n = diagonals.shape[1]
+    dtype = diagonals.dtype
+    d = np.zeros(n, dtype)
+    e = np.zeros(n, dtype)
+    e2 = np.zeros(n, dtype)
+    lu = np.zeros((n, 2), dtype)
+    y = np.zeros(n, dtype)
+    piv = np.zeros(n, np.int8)
+    up1 = np.zeros(n, dtype)
+    up2 = np.zeros(n, dtype)
+    xs = np.zeros(POINTS, dtype)
+    counts = np.zeros(POINTS, np.int64)
+    for b in range(start, stop):
+        values[b] = one_tridiagonal(diagonals[b], offs[b], k, want_vector, d, e, e2, lu, y, piv, up1, up2, xs,
+                                    counts, vectors[b])
+
+
+@njit
+def tridiagonal_serial(diagonals, offs, k, want_vector, values, vectors):
+    tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, 0, diagonals.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def tridiagonal_parallel(diagonals, offs, k, want_vector, values, vectors, chunks):
+    B = diagonals.shape[0]
+    for c in numba.prange(chunks):
+        tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)

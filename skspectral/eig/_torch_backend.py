@@ -107,6 +107,25 @@ def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Te
     return _restore_nan(value, bad), _restore_nan(vector, bad)
 
 
+def _all_pairs(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.linalg.eigh(A, UPLO=_uplo(lower))
+
+
+def eigh_all(A: torch.Tensor, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every eigenpair of a contiguous (B, n, n) batch (ascending); NaN where A is not finite."""
+    A, bad = _replace_nonfinite(A, lower)
+    values, vectors = _map_batch(_all_pairs, A, 0, lower)
+    return _restore_nan(values, bad), _restore_nan(vectors, bad)
+
+
+def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector: bool):
+    """The k-th pair of symmetric tridiagonal matrices through a dense eigh (the reference)."""
+    T = torch.diag_embed(diagonal) + torch.diag_embed(off, offset=-1)
+    if want_vector:
+        return eigh_k(T.contiguous(), k, True)
+    return eigvalsh_k(T.contiguous(), k, True), None
+
+
 BACKEND = EigenBackend(
     name="torch",
     eigvalsh_k=eigvalsh_k,
@@ -114,4 +133,6 @@ BACKEND = EigenBackend(
     device_types=frozenset({"cpu", "cuda"}),
     # torch.linalg.eigh on CUDA checks cuSOLVER's status on the host: it synchronises
     capture_safe=False,
+    tridiagonal_k=tridiagonal_k,
+    eigh_all=eigh_all,
 )
