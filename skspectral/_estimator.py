@@ -320,11 +320,20 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         encoded = self._encode_target(y, first_call, classes)
         eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
         self._resolve_settings()
-        X_rows, y_rows, weight = check_rows(X, encoded, sample_weight)
+        distributed = getattr(self, "_distributed", None)
+        if distributed is None:
+            X_rows, y_rows, weight = check_rows(X, encoded, sample_weight)
+        else:  # a shard of a data-parallel fit: no merging, the ranks' row counts must agree
+            X_rows, y_rows, weight = X, encoded, np.ones(len(X))
+        given = distributed is not None and distributed.statistics is not None
         if first_call:
-            self._fit_standardisation(X_rows, weight)
+            if given:  # computed over every shard (skspectral.dask)
+                for name, value in distributed.statistics.items():
+                    setattr(self, name, value)
+            else:
+                self._fit_standardisation(X_rows, weight)
             self._column_monotonic = self._monotonic_columns()
-        target, weight = self._training_target(y_rows, weight, first_call)
+        target, weight = self._training_target(y_rows, weight, first_call and not given)
         yield from self._fit_core(
             X=(X_rows - self.x_mean_) / self.x_scale_,
             target=target,
@@ -454,6 +463,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _batch_size(self, n_rows: int) -> int:
         size = 200 if self.batch_size == "auto" else self.batch_size
+        distributed = getattr(self, "_distributed", None)
+        if distributed is not None:  # batch_size is the global batch: each rank takes its share
+            size = -(-size // distributed.world_size)
         return max(1, min(size, n_rows))
 
     def _dataset(self, X, target, weight, device, dtype) -> Dataset:
@@ -462,7 +474,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _fit_core(self, *, X, target, weight, eval_sets, max_iter, incremental, resume, callback_data):
         """Split, build (or reuse) the model, train; yields records and stores the fitted state."""
         device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
-        seed = self._seed()
+        distributed = getattr(self, "_distributed", None)
+        seed = self._seed() if distributed is None else distributed.broadcast_int(self._seed())  # one model
         model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
                                        generator=torch.Generator().manual_seed(seed))
         if resume:  # warm start / partial_fit: continue from the fitted values
@@ -470,12 +483,22 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         validation = None
         self.early_stopping_ = not incremental and (
             self.early_stopping if self.early_stopping != "auto" else len(X) >= _AUTO_EARLY_STOPPING_ROWS)
+        if distributed is not None:
+            self.early_stopping_ = bool(distributed.all_max(self.early_stopping_))  # the same on every rank
+        shard_seed = seed if distributed is None else seed + distributed.rank  # ranks split and shuffle apart
         if self.early_stopping_:
-            rng = np.random.RandomState(seed)
+            rng = np.random.RandomState(shard_seed)
             train_rows, val_rows = validation_split(len(X), self.validation_fraction, rng,
                                                     stratify=self._stratify_labels(target))
-            validation = self._dataset(X[val_rows], target[val_rows], weight[val_rows], device, dtype)
+            Xv, tv, wv = X[val_rows], target[val_rows], weight[val_rows]
+            if distributed is not None:
+                Xv, tv, wv = _pad_rows(Xv, tv, wv, distributed.all_max(len(Xv)))
+            validation = self._dataset(Xv, tv, wv, device, dtype)
             X, target, weight = X[train_rows], target[train_rows], weight[train_rows]
+        total_weight = float(weight.sum())
+        if distributed is not None:  # every rank takes the same number of steps
+            X, target, weight = _pad_rows(X, target, weight, distributed.all_max(len(X)))
+            total_weight = distributed.all_sum(total_weight)
         train = self._dataset(X, target, weight, device, dtype)
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         loss = get_loss(self._loss_name())
@@ -490,18 +513,23 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             verbose=bool(self.verbose),
+            # a collective inside a captured step is not yet measured on GPUs: data-parallel
+            # fits run eager steps
+            cuda_graph=False if distributed is not None else None,
         )
         trainer = Trainer(
             model,
             loss.members_fn(members),
             options,
-            torch.Generator(device=device).manual_seed(seed),
+            torch.Generator(device=device).manual_seed(shard_seed),
             score_fn=loss.ensemble_fn(get_metric(self._validation_metric).fn, members),
             penalty_fn=make_penalty(model, alpha=self.alpha, spectral_penalty=self.spectral_penalty,
-                                    total_weight=float(weight.sum())),
+                                    total_weight=total_weight),
             train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
             chunk_rows=self._chunk_rows(dtype),
             state=self._resumed_state() if resume else None,
+            gradient_reducer=None if distributed is None else distributed.gradient_reducer(model.parameters()),
+            average_fn=None if distributed is None else distributed.weighted_average,
         )
         tasks = _EpochTasks(self, max_iter, callback_data) if not incremental else None
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
@@ -682,6 +710,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         state.pop("_module", None)
         state.pop("_training_state", None)
         return state
+
+
+def _pad_rows(X, target, weight, n_rows: int):
+    """Rows of zero weight appended up to n_rows: no effect on any weighted loss or score."""
+    extra = n_rows - len(X)
+    if extra <= 0:
+        return X, target, weight
+    pad = lambda a: np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])  # noqa: E731
+    return pad(X), pad(target), pad(weight)
 
 
 def _to_device(array, device, dtype) -> torch.Tensor:

@@ -137,7 +137,13 @@ def weighted_quantile_edges(values: np.ndarray, weight: np.ndarray, n_bins: int)
     cumulative = np.cumsum(weight)
     positions = np.linspace(0.0, cumulative[-1], n_bins + 1)
     index = np.searchsorted(cumulative, positions, side="left").clip(0, len(values) - 1)
-    edges = np.unique(np.r_[values[0], values[index], values[-1]])
+    return edges_from_quantiles(np.r_[values[0], values[index], values[-1]])
+
+
+def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray | None:
+    """Distinct bin edges from a column's quantiles (min ... max); None for fewer than two."""
+    edges = np.unique(np.asarray(quantiles, dtype=np.float64))
+    edges = edges[np.isfinite(edges)]
     return edges if len(edges) >= 2 else None
 
 

@@ -57,7 +57,7 @@ def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str =
             f"The {name} has values too large to standardise in float64 (largest |value| = {largest:.3g}); "
             "rescale it, e.g. divide it by a power of ten, before fitting."
         )
-    scale = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+    scale = usable_scale(mean, scale)
     return mean, scale
 
 
@@ -101,3 +101,8 @@ def validation_split(n_rows: int, fraction: float, rng: np.random.RandomState, s
             return train_rows, val_rows
     order = rng.permutation(n_rows)
     return order[n_val:], order[:n_val]
+
+
+def usable_scale(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Standard deviations, with 1 for constant (and all-missing) columns."""
+    return np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)

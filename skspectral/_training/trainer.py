@@ -93,6 +93,11 @@ class Trainer:
     the training metric recorded as ``train_<name>``. ``record_fn()`` returns
     extra device tensors to read at the epoch's single sync (e.g.
     sensitivities), as a dict of name -> tensor.
+
+    Data-parallel training (:mod:`.distributed`): ``gradient_reducer(batch_weight)``
+    runs after each backward and averages the gradients over the ranks;
+    ``average_fn(tensors, weight)`` averages the epoch's losses and validation score,
+    so that every rank takes the same stopping decision.
     """
 
     def __init__(
@@ -108,6 +113,8 @@ class Trainer:
         chunk_rows: int = 65536,
         state: TrainingState | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        gradient_reducer: Callable[[torch.Tensor], None] | None = None,
+        average_fn: Callable[[list, torch.Tensor], list] | None = None,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -118,6 +125,8 @@ class Trainer:
         self.generator = generator
         self.chunk_rows = chunk_rows
         self.state = state or TrainingState()
+        self.gradient_reducer = gradient_reducer
+        self.average_fn = average_fn
         parameter = next(model.parameters())
         on_cuda = parameter.device.type == "cuda"
         if options.cuda_graph is None:
@@ -140,6 +149,8 @@ class Trainer:
         loss = data_loss if self.penalty_fn is None else data_loss + self.penalty_fn()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.gradient_reducer is not None:
+            self.gradient_reducer(wb.sum())
         self.optimizer.step()
         return loss.detach(), data_loss.detach()
 
@@ -196,6 +207,8 @@ class Trainer:
                 self._set_learning_rate(epoch)
                 self.model.train()
                 loss, data_loss = self._epoch(train)
+                if self.average_fn is not None:
+                    loss, data_loss = self.average_fn([loss, data_loss], train.weight.sum())
                 to_read = {history.TRAIN_LOSS: loss}
                 if self.train_metric is not None:
                     name, to_metric = self.train_metric
@@ -203,7 +216,10 @@ class Trainer:
                 if validation is not None and self.score_fn is not None:
                     self.model.eval()
                     output = predict_in_chunks(self.model, validation.X, self.chunk_rows)
-                    to_read[history.VALIDATION_SCORE] = self.score_fn(output, validation.y, validation.weight)
+                    score = self.score_fn(output, validation.y, validation.weight)
+                    if self.average_fn is not None:
+                        (score,) = self.average_fn([score], validation.weight.sum())
+                    to_read[history.VALIDATION_SCORE] = score
                 if record_fn is not None:
                     to_read.update(record_fn())
                 record = _read_once(to_read)

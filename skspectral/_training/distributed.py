@@ -1,0 +1,76 @@
+"""Data-parallel training over a torch.distributed process group (gloo on CPUs, NCCL on GPUs).
+
+Every rank holds a shard of the rows and the same model. After each backward the
+gradients are averaged over the ranks, weighted by each rank's batch weight, in one
+all-reduce of a flat buffer (inside the CUDA graph where the step is captured):
+
+    g = sum_r W_r g_r / sum_r W_r,
+
+where g_r is the gradient of rank r's weighted-mean batch loss and W_r its batch
+weight: exactly the gradient of the weighted mean over the global batch. A penalty
+(the same on every rank) passes through unchanged. The epoch's losses and the
+validation score are averaged the same way, so every rank takes the same stopping
+decision; shards are padded with zero-weight rows to the same length, so every rank
+takes the same number of steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistributedContext:
+    """What a rank of a data-parallel fit knows: its rank, the group's size, and the
+    preprocessing statistics computed over all the data (None: compute them locally)."""
+
+    rank: int
+    world_size: int
+    statistics: dict | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # NCCL needs CUDA tensors
+    group: object = None
+
+    def all_max(self, value: int) -> int:
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return int(t.item())
+
+    def all_sum(self, value: float) -> float:
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, group=self.group)
+        return float(t.item())
+
+    def broadcast_int(self, value: int) -> int:
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        dist.broadcast(t, src=0, group=self.group)
+        return int(t.item())
+
+    def weighted_average(self, tensors: list[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
+        """sum_r w_r t_r / sum_r w_r for scalar tensors, in one all-reduce."""
+        flat = torch.stack([t.reshape(()).to(weight.dtype) * weight for t in tensors] + [weight.reshape(())])
+        dist.all_reduce(flat, group=self.group)
+        total = flat[-1].clamp_min(torch.finfo(flat.dtype).tiny)
+        return [(flat[i] / total).to(t.dtype) for i, t in enumerate(tensors)]
+
+    def gradient_reducer(self, parameters):
+        """A function of the batch weight that averages the parameters' gradients over the ranks."""
+        parameters = [p for p in parameters if p.requires_grad]
+        sizes = [p.numel() for p in parameters]
+
+        def reduce(batch_weight: torch.Tensor) -> None:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+            weight = batch_weight.reshape(1).to(grads[0].dtype)
+            flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones_like(weight)]) * weight
+            dist.all_reduce(flat, group=self.group)
+            total = flat[-1:].clamp_min(torch.finfo(flat.dtype).tiny)
+            averaged = (flat[:-1] / total).split(sizes)
+            for p, g in zip(parameters, averaged):
+                if p.grad is None:
+                    p.grad = g.view_as(p).clone()
+                else:
+                    p.grad.copy_(g.view_as(p))
+
+        return reduce

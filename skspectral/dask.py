@@ -1,0 +1,284 @@
+"""Data-parallel fits on a Dask cluster: DaskSpectralRegressor and DaskSpectralClassifier.
+
+The pattern of ``lightgbm.dask`` / ``xgboost.dask``: the estimators' parameters plus
+``client``; ``fit`` takes dask arrays or dask DataFrames (numeric columns). The
+preprocessing statistics (means, scales, ranges, quantile bins, classes) are computed
+with dask; every partition stays on the worker that holds it; one task pinned to each
+of those workers joins a ``torch.distributed`` process group (gloo on CPUs, NCCL on
+GPUs; the rendezvous on a free port of the rank-0 worker) and trains on its shard,
+the gradients averaged over the ranks after every backward (see
+``skspectral._training.distributed``). Rank 0 returns the fitted state. A rank that
+fails or a worker that dies makes the others' collectives time out
+(``collective_timeout``), and the fit raises with the worker's error: it never hangs.
+
+``predict`` returns a dask array (``map_blocks``); ``to_local()`` returns a plain
+fitted SpectralRegressor / SpectralClassifier.
+
+Searches need none of this: scikit-learn's GridSearchCV under joblib's Dask backend
+places whole fits on workers (README, examples/dask_search.py).
+
+Needs ``pip install 'skspectral[dask]'``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from datetime import timedelta
+
+import numpy as np
+
+from ._features import edges_from_quantiles
+from ._preprocessing import usable_scale
+from .classifier import SpectralClassifier
+from .encoding import EncodingSpec
+from .regressor import SpectralRegressor
+
+try:
+    import dask
+    import dask.array as da
+    import distributed
+except ImportError as exc:  # pragma: no cover - exercised where dask is missing
+    raise ImportError("skspectral.dask needs dask and distributed: pip install 'skspectral[dask]'.") from exc
+
+COLLECTIVE_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _as_dask_array(data, name: str, ndim: int):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    if isinstance(data, (dd.DataFrame, dd.Series)):
+        if isinstance(data, dd.DataFrame):
+            bad = [c for c, t in data.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+            if bad:
+                raise ValueError(f"{name} has non-numeric columns {bad}: the Dask estimators take numeric "
+                                 "features only for now; encode them as numbers first.")
+        data = data.to_dask_array(lengths=True)
+    if not isinstance(data, da.Array):
+        raise TypeError(f"{name} must be a dask array or dask DataFrame/Series, got {type(data).__name__}; "
+                        "for in-memory data use SpectralRegressor / SpectralClassifier.")
+    if data.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {data.shape}.")
+    return data
+
+
+def _fit_shard(estimator, statistics, classes, x_parts, y_parts, rank, world_size, init_method, timeout_s):
+    """One rank of a data-parallel fit, on the worker that holds its partitions."""
+    import torch
+    import torch.distributed as dist
+
+    from ._device import resolve_device
+    from ._training.distributed import DistributedContext
+
+    device = resolve_device(estimator.device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
+    try:
+        X = np.concatenate(x_parts) if x_parts else np.empty((0, statistics["x_mean_"].shape[0]))
+        y = np.concatenate(y_parts) if y_parts else np.empty(0)
+        estimator._distributed = DistributedContext(
+            rank, world_size, statistics,
+            device=torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
+        estimator._validate_params()
+        estimator._fit(X, y, None, first_call=True, incremental=False, classes=classes)
+        del estimator._distributed
+        return estimator if rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
+class _DaskSpectralMixin:
+    """fit on dask collections over the workers that hold them; predict with map_blocks."""
+
+    _local_class: type = None
+
+    def _client(self):
+        return self.client if self.client is not None else distributed.default_client()
+
+    def _statistics(self, X, y) -> tuple[dict, np.ndarray | None]:
+        """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, in one compute."""
+        n_features = X.shape[1]
+        tasks = {"mean": da.nanmean(X, axis=0), "std": da.nanstd(X, axis=0), "min": da.nanmin(X, axis=0),
+                 "max": da.nanmax(X, axis=0), "has_nan": da.isnan(X).any(axis=0)}
+        if self.feature_encoding == "piecewise_linear":
+            levels = np.linspace(0.0, 100.0, self.n_bins + 1)
+            for j in range(n_features):
+                column = X[:, j]
+                tasks[f"quantiles_{j}"] = da.percentile(column[~da.isnan(column)], levels)
+        if self._local_class is SpectralClassifier:
+            tasks["classes"] = [dask.delayed(np.unique)(block) for block in y.to_delayed().ravel()]
+        else:
+            tasks["y_mean"], tasks["y_std"] = y.mean(), y.std()
+        (values,) = dask.compute(tasks)
+        mean, scale = values["mean"], usable_scale(values["mean"], values["std"])
+        edges = [None] * n_features
+        if self.feature_encoding == "piecewise_linear":
+            edges = [edges_from_quantiles((values[f"quantiles_{j}"] - mean[j]) / scale[j]) for j in range(n_features)]
+        statistics = {
+            "x_mean_": mean, "x_scale_": scale,
+            "x_min_": np.nan_to_num(values["min"], nan=-np.inf), "x_max_": np.nan_to_num(values["max"], nan=np.inf),
+            "encoding_": EncodingSpec(n_features, numeric=list(range(n_features)), edges=edges,
+                                      missing=[int(j) for j in np.flatnonzero(values["has_nan"])]),
+        }
+        if "classes" in values:
+            return statistics, np.unique(np.concatenate(values["classes"]))
+        statistics["y_mean_"] = float(values["y_mean"])
+        statistics["y_scale_"] = float(usable_scale(np.array([values["y_mean"]]), np.array([values["y_std"]]))[0])
+        return statistics, None
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on dask collections, data-parallel over the workers that hold them.
+
+        Parameters
+        ----------
+        X : dask array of shape (n_samples, n_features) or dask DataFrame (numeric columns)
+        y : dask array of shape (n_samples,) or dask Series
+        sample_weight : None
+            Not supported yet.
+
+        Returns
+        -------
+        self
+        """
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported by the Dask estimators yet.")
+        self._validate_params()
+        client = self._client()
+        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        y = _as_dask_array(y, "y", 1)
+        if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
+            raise ValueError(f"X and y must have the same, known number of rows; got {X.shape[0]} and {y.shape[0]}.")
+        y = y.rechunk((X.chunks[0],))
+        statistics, classes = self._statistics(X, y)
+        if classes is not None:  # the workers train on class indices, the same on every shard
+            labels = classes
+            y = y.map_blocks(lambda block: np.searchsorted(labels, block).astype(np.float64), dtype=np.float64)
+            classes = np.arange(len(labels)), labels
+        x_futures = client.compute(X.to_delayed().ravel().tolist())
+        y_futures = client.compute(y.to_delayed().ravel().tolist())
+        distributed.wait(x_futures + y_futures)
+        holders = client.who_has(x_futures)
+        by_worker: dict[str, list[int]] = {}
+        for i, future in enumerate(x_futures):
+            by_worker.setdefault(sorted(holders[future.key])[0], []).append(i)
+        workers = sorted(by_worker)
+        host = workers[0].split("://")[-1].rsplit(":", 1)[0]
+        port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
+        local = self.to_local(fitted=False)
+        tasks = [
+            client.submit(
+                _fit_shard, local, statistics, None if classes is None else classes[0],
+                [x_futures[i] for i in by_worker[w]], [y_futures[i] for i in by_worker[w]],
+                rank, len(workers), f"tcp://{host}:{port}", self.collective_timeout,
+                workers=[w], allow_other_workers=False, pure=False,
+            )
+            for rank, w in enumerate(workers)
+        ]
+        for task in distributed.as_completed(tasks):  # the first failure ends the fit
+            if task.status == "error":
+                error = task.exception()
+                client.cancel(tasks + x_futures + y_futures)
+                worker = workers[tasks.index(task)]
+                raise RuntimeError(f"the data-parallel fit failed on worker {worker} (rank {workers.index(worker)} "
+                                   f"of {len(workers)}): {error!r}") from error
+        fitted = tasks[0].result()
+        client.cancel(x_futures + y_futures)
+        for name, value in vars(fitted).items():
+            if name not in self.get_params():
+                setattr(self, name, value)
+        if classes is not None:  # the workers trained on class indices: back to the labels
+            self.classes_ = classes[1]
+        self.n_workers_ = len(workers)
+        return self
+
+    def to_local(self, fitted: bool = True):
+        """The plain estimator with the same parameters (and, when fitted, the fitted state)."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("client", "collective_timeout")}
+        local = self._local_class(**params)
+        if fitted:
+            for name, value in vars(self).items():
+                if name not in self.get_params() and name != "n_workers_":
+                    setattr(local, name, value)
+        return local
+
+    def predict(self, X):
+        """Predictions: a dask array (one task per block of rows) for dask input, numpy otherwise."""
+        local = self.to_local()
+        if not _is_dask(X):
+            return local.predict(X)
+        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        labels = getattr(self, "classes_", None)
+        return X.map_blocks(local.predict, drop_axis=1, dtype=np.float64 if labels is None else labels.dtype)
+
+
+def _is_dask(data) -> bool:
+    return dask.is_dask_collection(data)
+
+
+def _signature_with(base: type, extra: list[inspect.Parameter]) -> inspect.Signature:
+    parameters = list(inspect.signature(base.__init__).parameters.values())
+    return inspect.Signature(parameters + extra)
+
+
+_DASK_PARAMETERS = [
+    inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None),
+    inspect.Parameter("collective_timeout", inspect.Parameter.KEYWORD_ONLY, default=COLLECTIVE_TIMEOUT_S),
+]
+
+
+def _dask_init(base: type):
+    """__init__ taking the base estimator's parameters plus client and collective_timeout;
+    it only stores them (scikit-learn reads the signature for get_params and clone)."""
+    signature = _signature_with(base, _DASK_PARAMETERS)
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__
+
+
+class DaskSpectralRegressor(_DaskSpectralMixin, SpectralRegressor):
+    """SpectralRegressor fitted data-parallel on a Dask cluster (module docstring).
+
+    Parameters: those of :class:`skspectral.SpectralRegressor`, plus ``client``
+    (a ``distributed.Client``; None: the default client) and ``collective_timeout``
+    (seconds a rank waits for the others before the fit fails).
+    """
+
+    _local_class = SpectralRegressor
+    __init__ = _dask_init(SpectralRegressor)
+    _parameter_constraints = {**SpectralRegressor._parameter_constraints, "client": [None, object],
+                              "collective_timeout": [int, float]}
+
+
+class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
+    """SpectralClassifier fitted data-parallel on a Dask cluster (module docstring).
+
+    Parameters: those of :class:`skspectral.SpectralClassifier`, plus ``client`` and
+    ``collective_timeout``. ``class_weight="balanced"`` weighs by each shard's counts.
+    """
+
+    _local_class = SpectralClassifier
+    __init__ = _dask_init(SpectralClassifier)
+    _parameter_constraints = {**SpectralClassifier._parameter_constraints, "client": [None, object],
+                              "collective_timeout": [int, float]}
+
+    def predict_proba(self, X):
+        """Class probabilities: a dask array for dask input, numpy otherwise."""
+        local = self.to_local()
+        if not _is_dask(X):
+            return local.predict_proba(X)
+        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        return X.map_blocks(local.predict_proba, chunks=(X.chunks[0], (len(self.classes_),)), dtype=np.float64)

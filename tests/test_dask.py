@@ -1,0 +1,115 @@
+"""Dask: searches under joblib's Dask backend, and the data-parallel estimators of
+skspectral.dask on a LocalCluster of two single-threaded process workers (gloo)."""
+
+import os
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+import dask.array as da  # noqa: E402
+import dask.dataframe as dd  # noqa: E402
+import joblib  # noqa: E402
+import pandas as pd  # noqa: E402
+import sklearn.base  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+
+from skspectral import SpectralClassifier, SpectralRegressor  # noqa: E402
+from skspectral.dask import DaskSpectralClassifier, DaskSpectralRegressor  # noqa: E402
+
+from .conftest import make_data  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=40)
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()
+
+
+def smooth_problem(n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = X[:, 0] ** 2 + np.sin(2 * X[:, 1]) - X[:, 2] + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def test_grid_search_under_the_dask_backend_matches_the_sequential_search(client):
+    X, y = make_data(n=120)
+    search = GridSearchCV(SpectralRegressor(max_iter=3, device="cpu", random_state=0),
+                          {"dim": [4, 6], "learning_rate_init": [0.01, 0.05]}, cv=3)
+    sequential = sklearn.base.clone(search).fit(X, y)
+    with joblib.parallel_config(backend="dask"):
+        on_dask = search.fit(X, y)
+    np.testing.assert_allclose(on_dask.cv_results_["mean_test_score"], sequential.cv_results_["mean_test_score"],
+                               rtol=1e-12)
+    assert on_dask.best_params_ == sequential.best_params_
+
+
+def test_data_parallel_regressor_is_as_accurate_as_one_process_and_gives_a_plain_estimator(client):
+    X, y = smooth_problem(200_000)
+    X_test, y_test = smooth_problem(5_000, seed=1)
+    params = dict(dim=8, n_estimators=1, max_iter=6, batch_size=500, learning_rate_init=0.01, early_stopping=False,
+                  random_state=0, device="cpu")
+    single = SpectralRegressor(**params).fit(X, y)
+    single_rmse = np.sqrt(np.mean((single.predict(X_test) - y_test) ** 2))
+    model = DaskSpectralRegressor(client=client, **params).fit(da.from_array(X, chunks=25_000),
+                                                               da.from_array(y, chunks=25_000))
+    assert model.n_workers_ == 2
+    predicted = model.predict(da.from_array(X_test, chunks=1_000))
+    assert isinstance(predicted, da.Array)
+    rmse = np.sqrt(np.mean((predicted.compute() - y_test) ** 2))
+    assert rmse <= 1.02 * single_rmse, (rmse, single_rmse)
+    local = model.to_local()
+    assert type(local) is SpectralRegressor and "client" not in local.get_params()
+    restored = pickle.loads(pickle.dumps(local))
+    np.testing.assert_allclose(restored.predict(X_test), predicted.compute(), rtol=1e-12)
+
+
+def test_data_parallel_classifier_on_a_dask_dataframe_with_string_labels(client):
+    X, y = smooth_problem(20_000)
+    labels = np.where(y > 1, "high", "low")
+    frame = dd.from_pandas(pd.DataFrame(X, columns=list("abcd")), npartitions=4)
+    target = dd.from_pandas(pd.Series(labels), npartitions=4)
+    model = DaskSpectralClassifier(client=client, dim=6, n_estimators=1, max_iter=3, random_state=0,
+                                   device="cpu").fit(frame, target)
+    assert list(model.classes_) == ["high", "low"]
+    proba = model.predict_proba(frame).compute()
+    assert proba.shape == (20_000, 2) and np.allclose(proba.sum(1), 1)
+    assert (model.predict(frame).compute() == labels).mean() > 0.8
+    assert isinstance(model.to_local(), SpectralClassifier)
+
+
+def test_clear_errors(client):
+    with pytest.raises(TypeError, match="dask array or dask DataFrame"):
+        DaskSpectralRegressor(client=client).fit(np.zeros((4, 2)), np.zeros(4))
+    frame = dd.from_pandas(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}), npartitions=1)
+    with pytest.raises(ValueError, match="non-numeric columns \\['b'\\]"):
+        DaskSpectralRegressor(client=client).fit(frame, dd.from_pandas(pd.Series([1.0, 2.0]), npartitions=1))
+
+
+def test_a_worker_that_dies_makes_the_fit_fail_not_hang(client):
+    X, y = smooth_problem(40_000)
+    workers = sorted(client.scheduler_info()["workers"])
+
+    def kill_second_worker():
+        try:
+            client.run(os._exit, 1, workers=[workers[1]])
+        except Exception:  # the connection closes with the process
+            pass
+
+    timer = threading.Timer(4.0, kill_second_worker)
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match="data-parallel fit failed"):
+            DaskSpectralRegressor(client=client, dim=8, n_estimators=1, max_iter=1000, early_stopping=False,
+                                  collective_timeout=15, device="cpu").fit(
+                da.from_array(X, chunks=10_000), da.from_array(y, chunks=10_000))
+    finally:
+        timer.cancel()
+        client.wait_for_workers(2, timeout=60)
