@@ -60,6 +60,25 @@ def newton_sweep(d, e2, n, x, pivmin):
 
 
 @njit
+def tridiagonal_work(n, like):
+    """Work arrays of tridiagonal_eigenpair for n x n matrices of like's dtype."""
+    dtype = like.dtype
+    return (np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(n, np.int8),
+            np.zeros(n, dtype), np.zeros(n, dtype), np.zeros(POINTS, dtype), np.zeros(POINTS, np.int64))
+
+
+@njit
+def unit_into(y, n, out):
+    """out = y / ||y||_2."""
+    norm = 0.0
+    for i in range(n):
+        norm += y[i] * y[i]
+    norm = math.sqrt(norm)
+    for i in range(n):
+        out[i] = y[i] / norm
+
+
+@njit
 def tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs, counts):
     """lambda_k of the symmetric tridiagonal T (diagonal d[:n], off-diagonal e[:n-1], entries
     of order one) and, with want_vector, an eigenvector of T into y (max |y_i| = 1, not unit).
@@ -268,12 +287,7 @@ def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs
                 s *= tau[r]
                 for i in range(r + 1, n):
                     y[i] -= s * V[r, i]
-        norm = 0.0
-        for i in range(n):
-            norm += y[i] * y[i]
-        norm = math.sqrt(norm)
-        for i in range(n):
-            out_vector[i] = y[i] / norm
+        unit_into(y, n, out_vector)
     return lam / scale
 
 @njit
@@ -283,15 +297,7 @@ def run_range(A, lower, k, want_vector, values, vectors, start, stop):
     W = np.zeros((n, n), dtype)
     V = np.zeros((n, n), dtype)
     tau = np.zeros(n, dtype)
-    d = np.zeros(n, dtype)
-    e = np.zeros(n, dtype)
-    e2 = np.zeros(n, dtype)
-    y = np.zeros(n, dtype)
-    piv = np.zeros(n, np.int8)
-    up1 = np.zeros(n, dtype)
-    up2 = np.zeros(n, dtype)
-    xs = np.zeros(POINTS, dtype)
-    counts = np.zeros(POINTS, np.int64)
+    d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, A)
     for b in range(start, stop):
         values[b] = one_pair(A[b], lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts,
                              vectors[b])
@@ -332,29 +338,15 @@ def one_tridiagonal(diagonal, off, k, want_vector, d, e, e2, lu, y, piv, up1, up
         e[i] = off[i] * scale if i < n - 1 else 0.0
     lam = tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs, counts)
     if want_vector:
-        norm = 0.0
-        for i in range(n):
-            norm += y[i] * y[i]
-        norm = math.sqrt(norm)
-        for i in range(n):
-            out_vector[i] = y[i] / norm
+        unit_into(y, n, out_vector)
     return lam / scale
 
 
 @njit
 def tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, start, stop):
     n = diagonals.shape[1]
-    dtype = diagonals.dtype
-    d = np.zeros(n, dtype)
-    e = np.zeros(n, dtype)
-    e2 = np.zeros(n, dtype)
-    lu = np.zeros((n, 2), dtype)
-    y = np.zeros(n, dtype)
-    piv = np.zeros(n, np.int8)
-    up1 = np.zeros(n, dtype)
-    up2 = np.zeros(n, dtype)
-    xs = np.zeros(POINTS, dtype)
-    counts = np.zeros(POINTS, np.int64)
+    lu = np.zeros((n, 2), diagonals.dtype)
+    d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, diagonals)
     for b in range(start, stop):
         values[b] = one_tridiagonal(diagonals[b], offs[b], k, want_vector, d, e, e2, lu, y, piv, up1, up2, xs,
                                     counts, vectors[b])
