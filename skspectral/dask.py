@@ -152,6 +152,7 @@ class _DaskSpectralMixin:
             raise NotImplementedError("sample_weight is not supported by the Dask estimators yet.")
         self._validate_params()
         client = self._client()
+        names = np.asarray(X.columns, dtype=object) if hasattr(X, "columns") else None
         X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
         y = _as_dask_array(y, "y", 1)
         if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
@@ -173,6 +174,16 @@ class _DaskSpectralMixin:
         host = workers[0].split("://")[-1].rsplit(":", 1)[0]
         port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
         local = self.to_local(fitted=False)
+        # the shards reach the workers as numpy arrays of class indices: name-keyed options by position
+        if isinstance(self.monotonic_cst, dict):
+            if names is None:
+                raise ValueError("monotonic_cst as a dict needs X with column names (a dask DataFrame).")
+            unknown = sorted(set(self.monotonic_cst) - set(names))
+            if unknown:
+                raise ValueError(f"monotonic_cst names features that X does not have: {unknown}.")
+            local.monotonic_cst = [self.monotonic_cst.get(name, 0) for name in names]
+        if classes is not None and isinstance(getattr(self, "class_weight", None), dict):
+            local.class_weight = {int(np.searchsorted(classes[1], label)): w for label, w in self.class_weight.items()}
         tasks = [
             client.submit(
                 _fit_shard, local, statistics, None if classes is None else classes[0],
@@ -196,6 +207,8 @@ class _DaskSpectralMixin:
                 setattr(self, name, value)
         if classes is not None:  # the workers trained on class indices: back to the labels
             self.classes_ = classes[1]
+        if names is not None:
+            self.feature_names_in_ = names
         self.n_workers_ = len(workers)
         return self
 

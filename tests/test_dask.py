@@ -113,3 +113,19 @@ def test_a_worker_that_dies_makes_the_fit_fail_not_hang(client):
     finally:
         timer.cancel()
         client.wait_for_workers(2, timeout=60)
+
+
+def test_options_keyed_by_name_and_label_reach_the_shards(client):
+    X, y = smooth_problem(8_000)
+    frame = dd.from_pandas(pd.DataFrame(X, columns=list("abcd")), npartitions=4)
+    labels = dd.from_pandas(pd.Series(np.where(y > 1, "high", "low")), npartitions=4)
+    model = DaskSpectralClassifier(client=client, dim=6, n_estimators=1, max_iter=2, random_state=0, device="cpu",
+                                   monotonic_cst={"a": 1}, class_weight={"high": 3.0, "low": 1.0}).fit(frame, labels)
+    assert list(model.feature_names_in_) == list("abcd")
+    assert model._column_monotonic is not None and model._column_monotonic.any()
+    local = model.to_local()
+    sweep = pd.DataFrame(np.repeat(X[:10], 50, axis=0), columns=list("abcd"))
+    sweep["a"] = np.tile(np.linspace(-3, 3, 50), 10)
+    # binary: the constraint holds for the second class's probability ("low"), as in HGB
+    steps = np.diff(local.predict_proba(sweep)[:, 1].reshape(10, 50), axis=1)
+    assert (steps >= -1e-12).all()
