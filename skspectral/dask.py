@@ -212,6 +212,14 @@ class _DaskSpectralMixin:
         self.n_workers_ = len(workers)
         return self
 
+    def partial_fit(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} fits data-parallel with fit only; for incremental "
+                                  "fits on one machine use to_local().partial_fit(...).")
+
+    def fit_iter(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} fits data-parallel with fit only; for per-epoch "
+                                  "records read history_ after fit, or use to_local().fit_iter(...).")
+
     def to_local(self, fitted: bool = True):
         """The plain estimator with the same parameters (and, when fitted, the fitted state)."""
         params = {k: v for k, v in self.get_params().items() if k not in ("client", "collective_timeout")}
