@@ -334,8 +334,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 self._fit_standardisation(X_rows, weight)
             self._column_monotonic = self._monotonic_columns()
         target, weight = self._training_target(y_rows, weight, first_call and not given)
+        standardised = X_rows - self.x_mean_
+        standardised /= self.x_scale_  # in place: one n x p copy, not two
         yield from self._fit_core(
-            X=(X_rows - self.x_mean_) / self.x_scale_,
+            X=standardised,
             target=target,
             weight=weight,
             eval_sets=eval_sets,
@@ -405,7 +407,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         numeric_index = np.flatnonzero(~mask)
         self.x_mean_, self.x_scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         self.x_min_, self.x_max_ = np.full(X.shape[1], -np.inf), np.full(X.shape[1], np.inf)
-        numeric = X[:, numeric_index]
+        # every column numeric (the common case): a view, not a copy of X
+        numeric = X if len(numeric_index) == X.shape[1] else X[:, numeric_index]
         if numeric.shape[1]:
             mean, scale = weighted_standardisation(numeric, weight, "feature", column_index=numeric_index)
             self.x_mean_[numeric_index], self.x_scale_[numeric_index] = mean, scale
@@ -414,7 +417,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 self.x_min_[numeric_index] = np.nan_to_num(np.nanmin(numeric, axis=0), nan=-np.inf)
                 self.x_max_[numeric_index] = np.nan_to_num(np.nanmax(numeric, axis=0), nan=np.inf)
         self.encoding_ = encoding_spec(
-            (numeric - self.x_mean_[numeric_index]) / self.x_scale_[numeric_index], numeric_index, weight,
+            numeric, self.x_mean_[numeric_index], self.x_scale_[numeric_index], numeric_index, weight,
             n_features=X.shape[1], encoding=self.feature_encoding, n_bins=self.n_bins,
             categories=getattr(self, "_category_codes", None) if self.is_categorical_ is not None else None,
             categorical_index=np.flatnonzero(mask),

@@ -147,12 +147,17 @@ def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray | None:
     return edges if len(edges) >= 2 else None
 
 
-def encoding_spec(numeric: np.ndarray, numeric_index: np.ndarray, weight: np.ndarray, *, n_features: int,
-                  encoding: str, n_bins: int, categories: CategoryCodes | None, categorical_index) -> EncodingSpec:
-    """The encoding of every input column, fitted on standardised numeric training values."""
+def encoding_spec(numeric: np.ndarray, mean: np.ndarray, scale: np.ndarray, numeric_index: np.ndarray,
+                  weight: np.ndarray, *, n_features: int, encoding: str, n_bins: int,
+                  categories: CategoryCodes | None, categorical_index) -> EncodingSpec:
+    """The encoding of every input column, fitted on the numeric training values standardised
+    with (mean, scale) -- one column at a time, so tall data is never copied whole."""
     edges = []
     for j in range(numeric.shape[1]):
-        edges.append(weighted_quantile_edges(numeric[:, j], weight, n_bins) if encoding == "piecewise_linear" else None)
+        if encoding == "piecewise_linear":
+            edges.append(weighted_quantile_edges((numeric[:, j] - mean[j]) / scale[j], weight, n_bins))
+        else:
+            edges.append(None)
     missing = [int(numeric_index[j]) for j in range(numeric.shape[1]) if np.isnan(numeric[:, j]).any()]
     if categories is None:
         return EncodingSpec(n_features, numeric=[int(i) for i in numeric_index], edges=edges, missing=missing)

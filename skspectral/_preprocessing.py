@@ -3,6 +3,8 @@ standardisation, eval-set checks and the early-stopping split."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight
 
@@ -13,6 +15,8 @@ def check_rows(X: np.ndarray, y: np.ndarray, sample_weight) -> tuple[np.ndarray,
     if not weight.sum() > 0:
         raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
     keep = weight > 0  # a zero weight is the same as leaving the row out
+    if keep.all():  # no copy of X where nothing is dropped
+        return merge_duplicate_rows(X, y, weight)
     return merge_duplicate_rows(X[keep], y[keep], weight[keep])
 
 
@@ -24,10 +28,62 @@ def merge_duplicate_rows(X: np.ndarray, y: np.ndarray, weight: np.ndarray):
     (sorted) rows and weights, bit for bit. Without duplicates or weights the
     caller's row order is kept.
     """
+    unit_weights = bool(np.all(weight == 1.0))
+    if unit_weights and rows_are_distinct(X, y):  # the common case, without sorting every row
+        return X, y, weight
     rows, inverse = np.unique(np.column_stack([X, y]), axis=0, return_inverse=True)
-    if len(rows) == len(X) and np.all(weight == 1.0):
+    if len(rows) == len(X) and unit_weights:
         return X, y, weight
     return rows[:, :-1], rows[:, -1], np.bincount(inverse.ravel(), weights=weight, minlength=len(rows))
+
+
+def rows_are_distinct(X: np.ndarray, y: np.ndarray) -> bool:
+    """True when no two rows of (X, y) are equal, found by sorting one 64-bit hash per row
+    instead of every row (8 bytes a row). Equal rows have equal hashes (-0.0 and 0.0 hash
+    alike; so do all NaNs), so distinct hashes prove distinct rows; a repeated hash (a real
+    duplicate, NaNs, or a collision) returns False and the caller compares the rows."""
+    hashes = _row_hashes(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64))
+    if hashes is None:
+        return False
+    hashes.sort()
+    return not bool((hashes[1:] == hashes[:-1]).any())
+
+
+def _row_hashes(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    kernel = _row_hash_kernel()
+    return None if kernel is None else kernel(X, y)
+
+
+@functools.cache
+def _row_hash_kernel():
+    """A compiled row hash (splitmix64 over the canonical bits), or None without Numba."""
+    try:
+        import numba
+    except Exception:
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def row_hashes(X, y):
+        n, p = X.shape
+        out = np.empty(n, np.uint64)
+        canonical_nan = np.float64(np.nan)
+        for i in range(n):
+            h = np.uint64(0x9E3779B97F4A7C15)
+            for j in range(p + 1):
+                v = X[i, j] if j < p else y[i]
+                v = canonical_nan if v != v else v + 0.0  # one NaN; -0.0 -> 0.0
+                bits = np.float64(v).view(np.uint64)
+                h ^= bits + np.uint64(0x9E3779B97F4A7C15) + (h << np.uint64(6)) + (h >> np.uint64(2))
+                h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+                h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+                h ^= h >> np.uint64(31)
+            out[i] = h
+        return out
+
+    return row_hashes
+
+
+_STATISTICS_BLOCK = 4  # columns per pass of weighted_standardisation
 
 
 def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str = "feature", column_index=None):
@@ -38,15 +94,20 @@ def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str =
     standardise (its variance overflows), instead of training on infinities.
     ``column_index`` names the columns in that message (default 0, 1, ...).
     """
-    observed = ~np.isnan(values)
-    w = np.where(observed, weight[:, None], 0.0)
-    total = w.sum(axis=0)
-    safe_total = np.where(total > 0, total, 1.0)
-    filled = np.where(observed, values, 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = (w * filled).sum(axis=0) / safe_total
-        var = (w * (filled - mean) ** 2).sum(axis=0) / safe_total
-    scale = np.sqrt(var)
+    # a few columns at a time: the n x block temporaries stay small for tall data
+    mean, scale = np.empty(values.shape[1]), np.empty(values.shape[1])
+    for start in range(0, values.shape[1], _STATISTICS_BLOCK):
+        block = values[:, start : start + _STATISTICS_BLOCK]
+        observed = ~np.isnan(block)
+        w = np.where(observed, weight[:, None], 0.0)
+        total = w.sum(axis=0)
+        safe_total = np.where(total > 0, total, 1.0)
+        filled = np.where(observed, block, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block_mean = (w * filled).sum(axis=0) / safe_total
+            var = (w * (filled - block_mean) ** 2).sum(axis=0) / safe_total
+        mean[start : start + block.shape[1]] = block_mean
+        scale[start : start + block.shape[1]] = np.sqrt(var)
     bad = ~(np.isfinite(mean) & np.isfinite(scale))
     if bad.any():
         column = int(np.flatnonzero(bad)[0])

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skspectral._preprocessing import (
     check_eval_set,
@@ -89,3 +91,36 @@ def test_validation_split_is_stratified_for_labels_and_random_otherwise():
     assert len(val) == 3
     with pytest.raises(ValueError, match="at least one training and one validation row"):
         validation_split(1, 0.5, np.random.RandomState(0))
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 60), p=st.integers(1, 4), duplicates=st.integers(0, 3), signed_zeros=st.booleans(),
+       nans=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_rows_are_distinct_never_misses_a_duplicate(n, p, duplicates, signed_zeros, nans, seed):
+    """Distinct hashes must prove distinct rows: whenever it says True, sorting every row
+    (the exact path) finds no two equal rows; and merging gives what the exact path gives."""
+    from skspectral._preprocessing import rows_are_distinct
+
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-2, 3, size=(n, p)).astype(np.float64)  # small integers: real duplicates are common
+    y = rng.integers(0, 2, size=n).astype(np.float64)
+    if duplicates:
+        picks = rng.integers(0, n, size=duplicates)
+        X, y = np.vstack([X, X[picks]]), np.r_[y, y[picks]]
+    if signed_zeros:
+        X[X == 0] = -0.0
+        X[: len(X) // 2][X[: len(X) // 2] == 0] = 0.0
+    if nans:
+        X[rng.random(X.shape) < 0.1] = np.nan
+    exact_rows = np.unique(np.column_stack([X, y]), axis=0)
+    if rows_are_distinct(X, y):
+        assert len(exact_rows) == len(X)
+    merged = merge_duplicate_rows(X, y, np.ones(len(X)))
+    assert merged[0].shape[0] == len(exact_rows)
+
+
+def test_check_rows_does_not_copy_the_rows_it_keeps():
+    X = np.random.default_rng(0).normal(size=(500, 3))
+    y = np.arange(500.0)
+    kept, _, weight = check_rows(X, y, None)
+    assert np.shares_memory(kept, X) and (weight == 1).all()
