@@ -215,14 +215,18 @@ class SpectralModel(torch.nn.Module):
             backend = self._eigen_backends[key] = self._resolve_backend(self.backend, self.device, self.dtype)
         return backend
 
+    def _resolve_norm_backend(self, device: torch.device, dtype: torch.dtype) -> EigenBackend:
+        # exact extreme eigenvalues: the chosen backend unless it was chosen for smoothing
+        name = self.backend if self.smoothing is None else "auto"
+        return select_backend(name, device, self.dim, dtype)
+
     @property
     def norm_backend(self) -> EigenBackend:
-        """The backend for the extreme eigenvalues behind :meth:`matrix_norms` (exact, dense)."""
+        """The backend for the extreme eigenvalues behind :meth:`matrix_norms` (exact)."""
         key = ("norms", self.device, self.dtype)
         backend = self._eigen_backends.get(key)
         if backend is None:
-            name = self.backend if self.smoothing is None and self.structure == "dense" else "auto"
-            backend = self._eigen_backends[key] = select_backend(name, self.device, self.dim, self.dtype)
+            backend = self._eigen_backends[key] = self._resolve_norm_backend(self.device, self.dtype)
         return backend
 
     @property
@@ -340,21 +344,14 @@ class TridiagonalSpectralModel(SpectralModel):
         return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
 
     def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+        D, E = self._combined_bands(X)
         if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)
-            D, E = self._combined_bands(X)
             M = torch.diag_embed(D) + torch.diag_embed(E, offset=-1)
             return smoothed_kth_eigvalsh_unchecked(M, self.eigval_idx, self.smoothing, self.eigen_backend)
-        D, E = self._combined_bands(X)
         return kth_eigvalsh_tridiagonal_unchecked(D, E, self.eigval_idx, self.eigen_backend)
 
-    @property
-    def norm_backend(self) -> EigenBackend:
-        key = ("norms", self.device, self.dtype)
-        backend = self._eigen_backends.get(key)
-        if backend is None:
-            name = self.backend if self.smoothing is None else "auto"
-            backend = self._eigen_backends[key] = select_tridiagonal_backend(name, self.device)
-        return backend
+    def _resolve_norm_backend(self, device: torch.device, dtype: torch.dtype) -> EigenBackend:
+        return select_tridiagonal_backend(self.backend if self.smoothing is None else "auto", device)
 
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
