@@ -430,14 +430,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             return None
         names = getattr(self, "feature_names_in_", None)
         if isinstance(constraints, dict):
-            if names is None:
-                raise ValueError("monotonic_cst as a dict needs X with feature names (a DataFrame); "
-                                 "pass one -1/0/+1 per feature instead.")
-            unknown = sorted(set(constraints) - set(names))
-            if unknown:
-                raise ValueError(f"monotonic_cst names features that X does not have: {unknown}; "
-                                 f"X's features are {list(names)}.")
-            signs = np.array([constraints.get(name, 0) for name in names])
+            signs = np.array(monotonic_by_position(constraints, names))
         else:
             signs = np.asarray(constraints)
             if signs.shape != (self.n_features_in_,):
@@ -713,6 +706,18 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         state.pop("_module", None)
         state.pop("_training_state", None)
         return state
+
+
+def monotonic_by_position(constraints: dict, names) -> list:
+    """monotonic_cst given by feature name, as one constraint per column of X (names: X's columns)."""
+    if names is None:
+        raise ValueError("monotonic_cst as a dict needs X with feature names (a DataFrame); "
+                         "pass one -1/0/+1 per feature instead.")
+    unknown = sorted(set(constraints) - set(names))
+    if unknown:
+        raise ValueError(f"monotonic_cst names features that X does not have: {unknown}; "
+                         f"X's features are {list(names)}.")
+    return [constraints.get(name, 0) for name in names]
 
 
 def _pad_rows(X, target, weight, n_rows: int):

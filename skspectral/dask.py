@@ -28,6 +28,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from ._estimator import monotonic_by_position
 from ._features import edges_from_quantiles
 from ._preprocessing import usable_scale
 from .classifier import SpectralClassifier
@@ -176,12 +177,7 @@ class _DaskSpectralMixin:
         local = self.to_local(fitted=False)
         # the shards reach the workers as numpy arrays of class indices: name-keyed options by position
         if isinstance(self.monotonic_cst, dict):
-            if names is None:
-                raise ValueError("monotonic_cst as a dict needs X with column names (a dask DataFrame).")
-            unknown = sorted(set(self.monotonic_cst) - set(names))
-            if unknown:
-                raise ValueError(f"monotonic_cst names features that X does not have: {unknown}.")
-            local.monotonic_cst = [self.monotonic_cst.get(name, 0) for name in names]
+            local.monotonic_cst = monotonic_by_position(self.monotonic_cst, names)
         if classes is not None and isinstance(getattr(self, "class_weight", None), dict):
             local.class_weight = {int(np.searchsorted(classes[1], label)): w for label, w in self.class_weight.items()}
         tasks = [
