@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import inspect
 import socket
+from numbers import Real
 from datetime import timedelta
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from ._estimator import monotonic_by_position
 from ._features import edges_from_quantiles
@@ -277,7 +279,7 @@ class DaskSpectralRegressor(_DaskSpectralMixin, SpectralRegressor):
     _local_class = SpectralRegressor
     __init__ = _dask_init(SpectralRegressor)
     _parameter_constraints = {**SpectralRegressor._parameter_constraints, "client": [None, object],
-                              "collective_timeout": [int, float]}
+                              "collective_timeout": [Interval(Real, 0, None, closed="neither")]}
 
 
 class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
@@ -290,7 +292,7 @@ class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
     _local_class = SpectralClassifier
     __init__ = _dask_init(SpectralClassifier)
     _parameter_constraints = {**SpectralClassifier._parameter_constraints, "client": [None, object],
-                              "collective_timeout": [int, float]}
+                              "collective_timeout": [Interval(Real, 0, None, closed="neither")]}
 
     def predict_proba(self, X):
         """Class probabilities: a dask array for dask input, numpy otherwise."""

@@ -88,6 +88,8 @@ def test_data_parallel_classifier_on_a_dask_dataframe_with_string_labels(client)
 def test_clear_errors(client):
     with pytest.raises(TypeError, match="dask array or dask DataFrame"):
         DaskSpectralRegressor(client=client).fit(np.zeros((4, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match="collective_timeout"):
+        DaskSpectralRegressor(client=client, collective_timeout=0).fit(da.zeros((4, 2)), da.zeros(4))
     with pytest.raises(NotImplementedError, match="fit only"):
         DaskSpectralRegressor(client=client).partial_fit(np.zeros((4, 2)), np.zeros(4))
     frame = dd.from_pandas(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}), npartitions=1)
