@@ -1,14 +1,16 @@
 """Scale-out on Dask: search throughput and data-parallel epoch time over 1, 2, ... workers.
 
-    python benchmarks/bench_scale.py [--workers 1 2] [--fits 32] [--rows 1000000] [--gpu] [--json out.json]
+    python benchmarks/bench_scale.py [--workers 1 2] [--parts search data] [--fits 32]
+                                     [--rows 1000000] [--gpu] [--json out.json]
 
 - search: a GridSearchCV of ``--fits`` SpectralRegressor fits (California, 40 epochs
   each) under joblib's Dask backend on a local cluster of N single-threaded workers
-  (``--gpu``: dask-cuda's LocalCUDACluster, one worker per GPU, N <= GPUs); fits
-  per second, and the speed-up over N = 1 in the same run.
-- data-parallel: DaskSpectralRegressor on a synthetic ``--rows`` x 28 problem, 2
-  epochs, partitions spread over the N workers: seconds per epoch (second epoch
-  of the fit's history) and the speed-up over N = 1.
+  (``--gpu``: ``skspectral.dask.local_gpu_cluster``, one worker per GPU); fits per
+  second, and the speed-up over N = 1 in the same run.
+- data: DaskSpectralRegressor on a synthetic rows x 28 float32 problem for each
+  ``--rows``, 2 epochs (dim 11, one member, global batch 4096), partitions spread over the
+  N workers: seconds per epoch (the second epoch of the fit's history), the fit's
+  seconds, and the speed-up over N = 1.
 """
 
 from __future__ import annotations
@@ -26,22 +28,22 @@ from skspectral import SpectralRegressor
 
 def cluster(n_workers: int, gpu: bool):
     if gpu:
-        from dask_cuda import LocalCUDACluster
+        from skspectral.dask import local_gpu_cluster
 
-        return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1)
+        return local_gpu_cluster(n_workers)
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                         silence_logs=40)
 
 
-def search_seconds(client_workers: int, gpu: bool, n_fits: int) -> float:
+def search_seconds(n_workers: int, gpu: bool, n_fits: int) -> tuple[float, int]:
     from distributed import Client
 
     X, _, y, _ = california()
     grid = {"learning_rate_init": list(np.geomspace(0.001, 0.01, max(1, n_fits // 4))), "dim": [8, 15]}
     search = GridSearchCV(SpectralRegressor(max_iter=40, random_state=0), grid, cv=2, n_jobs=-1)
-    with cluster(client_workers, gpu) as c, Client(c):
+    with cluster(n_workers, gpu) as c, Client(c):
         with joblib.parallel_config(backend="dask"):
             search.fit(X[:4000], y[:4000])  # warm-up: imports, kernel compilation on every worker
             start = time.perf_counter()
@@ -49,7 +51,7 @@ def search_seconds(client_workers: int, gpu: bool, n_fits: int) -> float:
             return time.perf_counter() - start, len(search.cv_results_["params"]) * 2
 
 
-def data_parallel_epoch(n_workers: int, gpu: bool, rows: int) -> float:
+def data_parallel(n_workers: int, gpu: bool, rows: int) -> dict:
     import dask.array as da
     from distributed import Client
 
@@ -59,36 +61,43 @@ def data_parallel_epoch(n_workers: int, gpu: bool, rows: int) -> float:
         X = da.random.RandomState(0).normal(size=(rows, 28), chunks=(rows // (4 * n_workers), 28)).astype("float32")
         y = (X[:, 0] ** 2 - X[:, 1] + da.sin(X[:, 2])).astype("float64")
         X, y = client.persist([X, y])
+        start = time.perf_counter()
         model = DaskSpectralRegressor(client=client, dim=11, n_estimators=1, batch_size=4096, max_iter=2,
                                       early_stopping=False, random_state=0).fit(X, y)
+        fit_s = time.perf_counter() - start
         history = model.history_
-        return history[-1]["elapsed_s"] - history[-2]["elapsed_s"]
+        return {"workers": n_workers, "rows": rows, "epoch_s": history[-1]["elapsed_s"] - history[-2]["elapsed_s"],
+                "fit_s": fit_s, "train_rmse": history[-1].get("train_rmse")}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--parts", nargs="+", default=["search", "data"], choices=["search", "data"])
     p.add_argument("--fits", type=int, default=32)
-    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--json")
     a = p.parse_args()
     out = {"versions": versions("cuda" if a.gpu else "cpu"), "search": [], "data_parallel": []}
-    for n in a.workers:
-        seconds, fits = search_seconds(n, a.gpu, a.fits)
-        out["search"].append({"workers": n, "fits": fits, "seconds": seconds, "fits_per_s": fits / seconds})
-        print(out["search"][-1], flush=True)
-        out["data_parallel"].append({"workers": n, "rows": a.rows, "epoch_s": data_parallel_epoch(n, a.gpu, a.rows)})
-        print(out["data_parallel"][-1], flush=True)
-    for rows in (out["search"], out["data_parallel"]):
-        base = rows[0]
-        for row in rows:
-            if "fits_per_s" in row:
-                row["speed_up"] = row["fits_per_s"] / base["fits_per_s"]
-            else:
-                row["speed_up"] = base["epoch_s"] / row["epoch_s"]
-    print(markdown_table(out["search"], ["workers", "fits", "seconds", "fits_per_s", "speed_up"]))
-    print(markdown_table(out["data_parallel"], ["workers", "rows", "epoch_s", "speed_up"]))
+    if "search" in a.parts:
+        for n in a.workers:
+            seconds, fits = search_seconds(n, a.gpu, a.fits)
+            out["search"].append({"workers": n, "fits": fits, "seconds": seconds, "fits_per_s": fits / seconds})
+            print(out["search"][-1], flush=True)
+        for row in out["search"]:
+            row["speed_up"] = row["fits_per_s"] / out["search"][0]["fits_per_s"]
+            row["efficiency"] = row["speed_up"] / row["workers"]
+        print(markdown_table(out["search"], ["workers", "fits", "seconds", "fits_per_s", "speed_up", "efficiency"]))
+    if "data" in a.parts:
+        for rows in a.rows:
+            for n in a.workers:
+                out["data_parallel"].append(data_parallel(n, a.gpu, rows))
+                print(out["data_parallel"][-1], flush=True)
+        for row in out["data_parallel"]:
+            base = next(r for r in out["data_parallel"] if r["rows"] == row["rows"])
+            row["speed_up"] = base["epoch_s"] / row["epoch_s"]
+        print(markdown_table(out["data_parallel"], ["workers", "rows", "epoch_s", "fit_s", "train_rmse", "speed_up"]))
     write_json(a.json, out)
 
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, then benchmarks; logs and JSON to $OUT.
 #   bash benchmarks/gpu_run.sh [tests] [eig] [eig-quick] [fit] [ttr] [example] [quality] [variants] [monotone]
+#                              [memory] [dask] [cuda-tests] [scale-search] [scale-data]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
 # and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"].
+# The Dask steps (dask, scale-*) need dask, distributed (and optionally dask-cuda) as wheels in
+# .whl/dask (pip download --no-deps --python-version 3.12 --only-binary=:all: ...); the memory
+# step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS.
 # quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
 # variants from $VARIANTS_ARGS (default: every part).
 set -u
@@ -15,6 +19,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
+if ls .whl/dask/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-dask .whl/dask/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site-dask"
+fi
+NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 for step in "$@"; do
   case $step in
     tests) python3 -m pytest tests -q -p no:cacheprovider -rs 2>&1 | tail -40 | tee "$OUT/tests.txt" ;;
@@ -32,5 +41,17 @@ for step in "$@"; do
                 --json "$OUT/variants_cuda.json" 2>&1 | tee "$OUT/variants.log" | grep -v "^{" ;;
     monotone) python3 examples/california_monotone.py --figure "$OUT/california_monotone.png" 2>&1 \
                 | tee "$OUT/monotone.txt" ;;
+    memory) python3 benchmarks/bench_memory.py --device cuda --rows ${MEMORY_ROWS:-10000000} \
+              --json "$OUT/memory_cuda.json" 2>&1 | tee "$OUT/memory.txt" | tail -8 ;;
+    dask) timeout -s INT ${DASK_TIMEOUT:-240} python3 -m pytest tests/test_dask.py -v -p no:cacheprovider -rs \
+            -o faulthandler_timeout=150 2>&1 | tee "$OUT/dask_tests.txt" | tail -25 ;;
+    cuda-tests) { timeout -s INT ${TESTS_TIMEOUT:-300} python3 -m pytest tests -m cuda --ignore=tests/test_dask.py -q \
+                    -p no:cacheprovider -rs; python3 -m pytest tests/test_transfer.py tests/test_training.py -q \
+                    -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;
+    scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers $(seq -s ' ' 1 "$NGPU") \
+                    --json "$OUT/scale_search_cuda.json" 2>&1 | grep -v -i warn | tee "$OUT/scale_search.txt" | tail -8 ;;
+    scale-data) python3 benchmarks/bench_scale.py --gpu --parts data --workers $(seq -s ' ' 1 "$NGPU") \
+                  --rows ${SCALE_ROWS:-10000000 50000000} --json "$OUT/scale_data_cuda.json" 2>&1 | grep -v -i warn \
+                  | tee "$OUT/scale_data.txt" | tail -10 ;;
   esac
 done

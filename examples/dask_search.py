@@ -25,16 +25,13 @@ from skspectral import SpectralRegressor
 
 
 def local_cluster():
-    """One worker per GPU where dask-cuda and GPUs are there, else two single-threaded CPU workers."""
+    """One single-threaded worker per GPU where there are GPUs, else two single-threaded CPU workers."""
     import torch
 
     if torch.cuda.is_available():
-        try:
-            from dask_cuda import LocalCUDACluster
+        from skspectral.dask import local_gpu_cluster  # dask-cuda's LocalCUDACluster where installed
 
-            return LocalCUDACluster(threads_per_worker=1)
-        except ImportError:
-            print("dask-cuda is not installed: CPU workers (pip install dask-cuda for one worker per GPU)")
+        return local_gpu_cluster()
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=2, threads_per_worker=1, processes=True)

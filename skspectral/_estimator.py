@@ -27,6 +27,7 @@ from ._features import CategoryCodes, categorical_mask, encoding_spec, is_datafr
 from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
 from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
+from ._transfer import CHUNK_BYTES, standardised_rows
 from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import LINEAR, PIECEWISE, FeatureEncoder
@@ -53,6 +54,8 @@ _DIVERGENCE_MARGIN = 1.1
 # early_stopping="auto" holds out validation_fraction of the rows from this many rows up
 _AUTO_EARLY_STOPPING_ROWS = 1000
 _FLOOR_MARGIN = (0.1, 0.25)
+# quantile bins come from at most this many rows (HistGradientBoosting's subsample)
+_BIN_SUBSAMPLE = 200_000
 
 # Shared by both estimators' docstrings (each class documents every parameter it takes).
 PARAMETERS_DOC = """dim : int or "auto", default=15
@@ -334,10 +337,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 self._fit_standardisation(X_rows, weight)
             self._column_monotonic = self._monotonic_columns()
         target, weight = self._training_target(y_rows, weight, first_call and not given)
-        standardised = X_rows - self.x_mean_
-        standardised /= self.x_scale_  # in place: one n x p copy, not two
         yield from self._fit_core(
-            X=standardised,
+            X=X_rows,  # raw: standardised a chunk at a time on its way to the device
             target=target,
             weight=weight,
             eval_sets=eval_sets,
@@ -349,7 +350,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         )
 
     def _validate_inputs(self, X, y=None, *, reset: bool):
-        """X as float64 rows (numeric values, NaN for missing; categorical level codes) and y.
+        """X as float rows (numeric values, NaN for missing; categorical level codes) and y;
+        float32 input stays float32, anything else is float64.
 
         On the first fit this finds the categorical columns and learns their levels.
         """
@@ -367,7 +369,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 X, y = validate_data(self, X, y, y_numeric=self._y_numeric, **check)
             else:
                 X = validate_data(self, X, **check)
-            return X.astype(np.float64, copy=False), y
+            return X, y  # float32 stays float32: no float64 copy of a tall X
         validate_data(self, X, reset=reset, skip_check_array=True)  # feature names and count only
         if with_y:
             y = _check_y(y, y_numeric=self._y_numeric, estimator=self)
@@ -420,8 +422,16 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             numeric, self.x_mean_[numeric_index], self.x_scale_[numeric_index], numeric_index, weight,
             n_features=X.shape[1], encoding=self.feature_encoding, n_bins=self.n_bins,
             categories=getattr(self, "_category_codes", None) if self.is_categorical_ is not None else None,
-            categorical_index=np.flatnonzero(mask),
+            categorical_index=np.flatnonzero(mask), bin_rows=self._bin_rows(len(X)),
         )
+
+    def _bin_rows(self, n_rows: int) -> np.ndarray | None:
+        """Rows the quantile bins are computed on: all of them up to _BIN_SUBSAMPLE, else a
+        seeded subsample of that many (a column's 200k-row quantiles are within ~0.2 % of the
+        full ones in rank, and sorting 28 columns of 10M rows would take half a minute)."""
+        if self.feature_encoding != "piecewise_linear" or n_rows <= _BIN_SUBSAMPLE:
+            return None
+        return np.sort(np.random.default_rng(self._seed()).choice(n_rows, _BIN_SUBSAMPLE, replace=False))
 
     def _monotonic_columns(self) -> np.ndarray | None:
         """monotonic_cst checked and spread over the encoded columns (-1/0/+1 each), or None."""
@@ -464,8 +474,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             size = -(-size // distributed.world_size)
         return max(1, min(size, n_rows))
 
-    def _dataset(self, X, target, weight, device, dtype) -> Dataset:
-        return Dataset(*(_to_device(a, device, dtype) for a in (X, target, weight)))
+    def _dataset(self, X, target, weight, device, dtype, *, rows=None, n_rows=None, clip=False) -> Dataset:
+        """Raw rows ``X[rows]`` standardised on their way to the device (zero-weight padding up
+        to ``n_rows``; clipped to the training range with ``clip``), with their targets and
+        weights (given for those rows)."""
+        if n_rows is not None:
+            target, weight = _pad_rows(target, weight, n_rows)
+        features = self._standardised_on(X, device, dtype, rows=rows, n_rows=n_rows, clip=clip)
+        return Dataset(features, _to_device(target, device, dtype), _to_device(weight, device, dtype))
 
     def _fit_core(self, *, X, target, weight, eval_sets, max_iter, incremental, resume, callback_data):
         """Split, build (or reuse) the model, train; yields records and stores the fitted state."""
@@ -482,20 +498,22 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if distributed is not None:
             self.early_stopping_ = bool(distributed.all_max(self.early_stopping_))  # the same on every rank
         shard_seed = seed if distributed is None else seed + distributed.rank  # ranks split and shuffle apart
+        train_rows = None  # every row, in order
         if self.early_stopping_:
             rng = np.random.RandomState(shard_seed)
             train_rows, val_rows = validation_split(len(X), self.validation_fraction, rng,
                                                     stratify=self._stratify_labels(target))
-            Xv, tv, wv = X[val_rows], target[val_rows], weight[val_rows]
-            if distributed is not None:
-                Xv, tv, wv = _pad_rows(Xv, tv, wv, distributed.all_max(len(Xv)))
-            validation = self._dataset(Xv, tv, wv, device, dtype)
-            X, target, weight = X[train_rows], target[train_rows], weight[train_rows]
-        total_weight = float(weight.sum())
+            n_val = None if distributed is None else distributed.all_max(len(val_rows))
+            validation = self._dataset(X, target[val_rows], weight[val_rows], device, dtype, rows=val_rows,
+                                       n_rows=n_val)
+        train_target, train_weight = (target, weight) if train_rows is None else (target[train_rows], weight[train_rows])
+        n_train = len(train_weight)
+        total_weight = float(train_weight.sum())
+        n_padded = None
         if distributed is not None:  # every rank takes the same number of steps
-            X, target, weight = _pad_rows(X, target, weight, distributed.all_max(len(X)))
+            n_padded = distributed.all_max(n_train)
             total_weight = distributed.all_sum(total_weight)
-        train = self._dataset(X, target, weight, device, dtype)
+        train = self._dataset(X, train_target, train_weight, device, dtype, rows=train_rows, n_rows=n_padded)
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         loss = get_loss(self._loss_name())
         members = self.n_estimators
@@ -503,14 +521,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         options = TrainingOptions(
             learning_rate_init=self.learning_rate_init,
             learning_rate_schedule=self.learning_rate_schedule,
-            batch_size=self._batch_size(len(X)),
+            batch_size=self._batch_size(len(train)),
             max_iter=max_iter,
             shuffle=self.shuffle,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             verbose=bool(self.verbose),
-            # a collective inside a captured step is not yet measured on GPUs: data-parallel
-            # fits run eager steps
+            # a collective inside a captured step is not verified on GPUs (see the README):
+            # data-parallel fits run eager steps
             cuda_graph=False if distributed is not None else None,
         )
         trainer = Trainer(
@@ -554,7 +572,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 tasks.close()
         if finished and not incremental:
             self._warn_if_not_converged(trainer.state, first_record, fit_history[-1] if fit_history else None,
-                                        loss, loss.constant_floor(target, weight), output_scale)
+                                        loss, loss.constant_floor(train_target, train_weight), output_scale)
 
     def _warn_if_not_converged(self, state, first, last, loss, floor, output_scale) -> None:
         name = type(self).__name__
@@ -591,7 +609,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _eval_dataset(self, X, y, device, dtype) -> Dataset:
         ones = np.ones(len(y))
         target, _ = self._training_target(y, ones, False)  # eval metrics are unweighted (no class_weight)
-        return self._dataset(self._standardised(X), target, ones, device, dtype)
+        return self._dataset(X, target, ones, device, dtype, clip=self.clip_features)
 
     def _resumed_state(self) -> TrainingState:
         """Counters and curves of the previous fit, to continue from (warm start, partial_fit)."""
@@ -682,19 +700,29 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return model
 
     def _standardised(self, X: np.ndarray) -> np.ndarray:
-        if self.clip_features:
-            # Tree models never extrapolate; neither do we past the training range.
-            X = np.clip(X, self.x_min_, self.x_max_)
-        return (X - self.x_mean_) / self.x_scale_
+        """The model's input for validated rows X (clipped with clip_features), as float64 numpy."""
+        return self._standardised_on(X, torch.device("cpu"), torch.float64, clip=self.clip_features).numpy()
+
+    def _standardised_on(self, X, device, dtype, *, rows=None, n_rows=None, clip=False) -> torch.Tensor:
+        # Tree models never extrapolate; with clip_features neither do we past the training range.
+        low, high = (self.x_min_, self.x_max_) if clip else (None, None)
+        return standardised_rows(X, self.x_mean_, self.x_scale_, device, dtype, rows=rows, n_rows=n_rows,
+                                 low=low, high=high)
 
     def _raw_output(self, X) -> np.ndarray:
         """The model's (ensemble's) output for X (validated here), on the fitted device, as float64 numpy."""
         check_is_fitted(self, "_module_state_")
         X, _ = self._validate_inputs(X, reset=False)
         model = self._model_for_prediction()
-        Xt = _to_device(self._standardised(X), model.device, model.dtype)
         model.eval()
-        output = predict_in_chunks(model, Xt, self._chunk_rows(model.dtype))
+        chunk_rows = self._chunk_rows(model.dtype)
+        # blocks of rows travel to the device in turn: tall X is never on the device whole
+        block = max(chunk_rows, CHUNK_BYTES // (8 * max(1, X.shape[1])))
+        output = torch.cat([
+            predict_in_chunks(model, self._standardised_on(X[start : start + block], model.device, model.dtype,
+                                                           clip=self.clip_features), chunk_rows)
+            for start in range(0, len(X), block)
+        ] or [predict_in_chunks(model, self._standardised_on(X, model.device, model.dtype), chunk_rows)])
         if self.n_estimators > 1:
             output = get_loss(self._loss_name()).combine_members(output)
         return output.cpu().numpy().astype(np.float64)
@@ -720,13 +748,14 @@ def monotonic_by_position(constraints: dict, names) -> list:
     return [constraints.get(name, 0) for name in names]
 
 
-def _pad_rows(X, target, weight, n_rows: int):
-    """Rows of zero weight appended up to n_rows: no effect on any weighted loss or score."""
-    extra = n_rows - len(X)
+def _pad_rows(target, weight, n_rows: int):
+    """Targets and weights of zero-weight rows appended up to n_rows (their features are
+    zeros): no effect on any weighted loss or score."""
+    extra = n_rows - len(weight)
     if extra <= 0:
-        return X, target, weight
+        return target, weight
     pad = lambda a: np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])  # noqa: E731
-    return pad(X), pad(target), pad(weight)
+    return pad(target), pad(weight)
 
 
 def _to_device(array, device, dtype) -> torch.Tensor:

@@ -149,13 +149,17 @@ def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray | None:
 
 def encoding_spec(numeric: np.ndarray, mean: np.ndarray, scale: np.ndarray, numeric_index: np.ndarray,
                   weight: np.ndarray, *, n_features: int, encoding: str, n_bins: int,
-                  categories: CategoryCodes | None, categorical_index) -> EncodingSpec:
+                  categories: CategoryCodes | None, categorical_index, bin_rows=None) -> EncodingSpec:
     """The encoding of every input column, fitted on the numeric training values standardised
-    with (mean, scale) -- one column at a time, so tall data is never copied whole."""
+    with (mean, scale) -- one column at a time, so tall data is never copied whole. The bin
+    edges come from the rows ``bin_rows`` (default: all), as HistGradientBoosting bins a
+    subsample of tall data."""
     edges = []
+    bin_weight = weight if bin_rows is None else weight[bin_rows]
     for j in range(numeric.shape[1]):
         if encoding == "piecewise_linear":
-            edges.append(weighted_quantile_edges((numeric[:, j] - mean[j]) / scale[j], weight, n_bins))
+            column = numeric[:, j] if bin_rows is None else numeric[bin_rows, j]
+            edges.append(weighted_quantile_edges((column - mean[j]) / scale[j], bin_weight, n_bins))
         else:
             edges.append(None)
     missing = [int(numeric_index[j]) for j in range(numeric.shape[1]) if np.isnan(numeric[:, j]).any()]

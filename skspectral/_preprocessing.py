@@ -42,7 +42,9 @@ def rows_are_distinct(X: np.ndarray, y: np.ndarray) -> bool:
     instead of every row (8 bytes a row). Equal rows have equal hashes (-0.0 and 0.0 hash
     alike; so do all NaNs), so distinct hashes prove distinct rows; a repeated hash (a real
     duplicate, NaNs, or a collision) returns False and the caller compares the rows."""
-    hashes = _row_hashes(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64))
+    # float32 rows hash as they are (each value widened exactly inside the kernel): no float64 copy
+    X = np.ascontiguousarray(X) if X.dtype in (np.float32, np.float64) else np.ascontiguousarray(X, dtype=np.float64)
+    hashes = _row_hashes(X, np.ascontiguousarray(y, dtype=np.float64))
     if hashes is None:
         return False
     hashes.sort()
@@ -83,7 +85,8 @@ def _row_hash_kernel():
     return row_hashes
 
 
-_STATISTICS_BLOCK = 4  # columns per pass of weighted_standardisation
+_STATISTICS_CHUNK = 16384  # rows per partial sum of the compiled statistics (fixed: results do not depend on threads)
+_STATISTICS_ELEMENTS = 2**22  # the numpy fallback's temporaries: about this many values per column block
 
 
 def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str = "feature", column_index=None):
@@ -94,20 +97,8 @@ def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str =
     standardise (its variance overflows), instead of training on infinities.
     ``column_index`` names the columns in that message (default 0, 1, ...).
     """
-    # a few columns at a time: the n x block temporaries stay small for tall data
-    mean, scale = np.empty(values.shape[1]), np.empty(values.shape[1])
-    for start in range(0, values.shape[1], _STATISTICS_BLOCK):
-        block = values[:, start : start + _STATISTICS_BLOCK]
-        observed = ~np.isnan(block)
-        w = np.where(observed, weight[:, None], 0.0)
-        total = w.sum(axis=0)
-        safe_total = np.where(total > 0, total, 1.0)
-        filled = np.where(observed, block, 0.0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            block_mean = (w * filled).sum(axis=0) / safe_total
-            var = (w * (filled - block_mean) ** 2).sum(axis=0) / safe_total
-        mean[start : start + block.shape[1]] = block_mean
-        scale[start : start + block.shape[1]] = np.sqrt(var)
+    mean, var = _weighted_moments(values, weight)
+    scale = np.sqrt(var)
     bad = ~(np.isfinite(mean) & np.isfinite(scale))
     if bad.any():
         column = int(np.flatnonzero(bad)[0])
@@ -120,6 +111,68 @@ def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str =
         )
     scale = usable_scale(mean, scale)
     return mean, scale
+
+
+def _weighted_moments(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and variance of every column, NaN ignored, accumulated in float64 from
+    values of any float dtype (a float32 X is never copied to float64)."""
+    kernel = _moments_kernel()
+    if kernel is not None:
+        values = values if values.flags.c_contiguous else np.ascontiguousarray(values)
+        n_chunks = max(1, -(-values.shape[0] // _STATISTICS_CHUNK))
+        with np.errstate(over="ignore", invalid="ignore"):
+            return kernel(values, np.ascontiguousarray(weight, dtype=np.float64), _STATISTICS_CHUNK, n_chunks)
+    # without Numba: a few columns at a time, so that the n x block temporaries stay small
+    mean, var = np.empty(values.shape[1]), np.empty(values.shape[1])
+    step = max(1, min(values.shape[1], _STATISTICS_ELEMENTS // max(1, values.shape[0])))
+    for start in range(0, values.shape[1], step):
+        block = values[:, start : start + step]
+        observed = ~np.isnan(block)
+        w = np.where(observed, weight[:, None], 0.0)
+        total = w.sum(axis=0)
+        safe_total = np.where(total > 0, total, 1.0)
+        filled = np.where(observed, block, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            block_mean = (w * filled).sum(axis=0) / safe_total
+            var[start : start + block.shape[1]] = (w * (filled - block_mean) ** 2).sum(axis=0) / safe_total
+        mean[start : start + block.shape[1]] = block_mean
+    return mean, var
+
+
+@functools.cache
+def _moments_kernel():
+    """Two compiled passes over the rows (means, then squared deviations from them), in
+    fixed chunks of rows summed in parallel; None without Numba."""
+    try:
+        import numba
+    except Exception:
+        return None
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def chunk_sums(values, weight, shift, chunk, n_chunks):
+        """Per chunk of rows and column, over the observed values: sum w, sum w (v - shift),
+        sum w (v - shift)**2."""
+        n, p = values.shape
+        sums = np.zeros((3, n_chunks, p))
+        for c in numba.prange(n_chunks):
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                w = weight[i]
+                for j in range(p):
+                    v = values[i, j]
+                    if v == v:  # not missing
+                        d = v - shift[j]
+                        sums[0, c, j] += w
+                        sums[1, c, j] += w * d
+                        sums[2, c, j] += w * d * d
+        return sums
+
+    def moments(values, weight, chunk, n_chunks):
+        first = chunk_sums(values, weight, np.zeros(values.shape[1]), chunk, n_chunks).sum(axis=1)
+        safe_total = np.where(first[0] > 0, first[0], 1.0)
+        mean = first[1] / safe_total
+        return mean, chunk_sums(values, weight, mean, chunk, n_chunks)[2].sum(axis=0) / safe_total
+
+    return moments
 
 
 def check_eval_set(eval_set, validate_pair) -> list:
@@ -152,16 +205,34 @@ def validation_split(n_rows: int, fraction: float, rng: np.random.RandomState, s
             f"early_stopping needs at least one training and one validation row; with {n_rows} rows "
             f"and validation_fraction={fraction} that is not possible."
         )
-    if stratify is not None:
-        classes, counts = np.unique(stratify, return_counts=True)
-        if counts.min() >= 2 and len(classes) <= min(n_val, n_rows - n_val):
-            from sklearn.model_selection import StratifiedShuffleSplit
-
-            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=rng)
-            train_rows, val_rows = next(splitter.split(np.zeros((n_rows, 1)), stratify))
-            return train_rows, val_rows
     order = rng.permutation(n_rows)
+    if stratify is not None:
+        stratify = np.asarray(stratify)
+        if stratify.dtype.kind in "iu" and stratify.min() >= 0:  # class indices: no sort of n labels
+            codes, counts = stratify, np.bincount(stratify)
+        else:
+            _, codes, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+        seen = counts[counts > 0]
+        if seen.min() >= 2 and len(seen) <= min(n_val, n_rows - n_val):
+            return _stratified_split(order, codes.ravel(), counts, n_val)
     return order[n_val:], order[:n_val]
+
+
+def _stratified_split(order: np.ndarray, codes: np.ndarray, counts: np.ndarray, n_val: int):
+    """The first share of each class along the random ``order`` is held out: shares by
+    largest remainder, at least one row of each class on both sides (``counts`` by code;
+    a code with no rows gets none). A few n-length
+    integer arrays, where scikit-learn's StratifiedShuffleSplit holds about ten."""
+    exact = n_val * counts / counts.sum()
+    share = np.floor(exact).astype(np.int64)
+    for c in np.argsort(share - exact, kind="stable")[: n_val - share.sum()]:  # largest remainders first
+        share[c] += 1
+    share = np.where(counts > 0, np.clip(share, 1, counts - 1), 0)
+    codes_in_order = codes.astype(np.min_scalar_type(len(counts)), copy=False)[order]
+    held = np.zeros(len(order), dtype=bool)
+    for c in np.flatnonzero(share):
+        held[np.flatnonzero(codes_in_order == c)[: share[c]]] = True
+    return order[~held], order[held]
 
 
 def usable_scale(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -90,7 +90,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         return None if len(self.classes_) <= 2 else len(self.classes_)
 
     def _stratify_labels(self, target):
-        return target
+        return target.astype(np.min_scalar_type(len(self.classes_)))  # class indices, 1 byte a row for < 256
 
     def _encode_target(self, y, first_call, classes=None):
         y = column_or_1d(y, warn=True)

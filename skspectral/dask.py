@@ -47,6 +47,46 @@ except ImportError as exc:  # pragma: no cover - exercised where dask is missing
 COLLECTIVE_TIMEOUT_S = 120
 
 
+def local_gpu_cluster(n_workers: int | None = None, **kwargs):
+    """A local cluster of one single-threaded worker per GPU, each seeing its card as cuda:0.
+
+    dask-cuda's ``LocalCUDACluster`` where it is installed and imports; otherwise the same
+    layout from distributed's own parts (a Scheduler and one Nanny per GPU, with
+    ``CUDA_VISIBLE_DEVICES`` set for each worker), e.g. where dask-cuda's pinned dask
+    version does not match the installed one. ``n_workers``: default every visible GPU.
+    """
+    import os
+    import warnings
+
+    import torch
+
+    available = torch.cuda.device_count()
+    n_workers = available if n_workers is None else n_workers
+    if not 1 <= n_workers <= available:
+        raise ValueError(f"local_gpu_cluster needs 1 to {available} workers on this machine (its GPUs), "
+                         f"got n_workers={n_workers}.")
+    try:
+        from dask_cuda import LocalCUDACluster
+    except Exception as exc:  # missing, or built against another dask
+        warnings.warn(f"dask-cuda is not usable here ({exc!r}); one worker per GPU from distributed's "
+                      "Nanny with CUDA_VISIBLE_DEVICES instead.", RuntimeWarning, stacklevel=2)
+    else:
+        return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, **kwargs)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(available)]
+    workers = {
+        f"gpu-{ids[i]}": {"cls": distributed.Nanny,
+                          "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": ids[i]}}}
+        for i in range(n_workers)
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": None}}
+    return distributed.SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+
+
+def _as_float(X):
+    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -109,7 +149,7 @@ class _DaskSpectralMixin:
     def _statistics(self, X, y) -> tuple[dict, np.ndarray | None]:
         """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, in one compute."""
         n_features = X.shape[1]
-        tasks = {"mean": da.nanmean(X, axis=0), "std": da.nanstd(X, axis=0), "min": da.nanmin(X, axis=0),
+        tasks = {"mean": da.nanmean(X, axis=0, dtype=np.float64), "std": da.nanstd(X, axis=0, dtype=np.float64), "min": da.nanmin(X, axis=0),
                  "max": da.nanmax(X, axis=0), "has_nan": da.isnan(X).any(axis=0)}
         if self.feature_encoding == "piecewise_linear":
             levels = np.linspace(0.0, 100.0, self.n_bins + 1)
@@ -156,7 +196,7 @@ class _DaskSpectralMixin:
         self._validate_params()
         client = self._client()
         names = np.asarray(X.columns, dtype=object) if hasattr(X, "columns") else None
-        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})  # float32 stays float32 on the workers
         y = _as_dask_array(y, "y", 1)
         if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
             raise ValueError(f"X and y must have the same, known number of rows; got {X.shape[0]} and {y.shape[0]}.")
@@ -233,7 +273,7 @@ class _DaskSpectralMixin:
         local = self.to_local()
         if not _is_dask(X):
             return local.predict(X)
-        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
         labels = getattr(self, "classes_", None)
         return X.map_blocks(local.predict, drop_axis=1, dtype=np.float64 if labels is None else labels.dtype)
 
@@ -299,5 +339,5 @@ class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
         local = self.to_local()
         if not _is_dask(X):
             return local.predict_proba(X)
-        X = _as_dask_array(X, "X", 2).astype(np.float64).rechunk({1: -1})
+        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
         return X.map_blocks(local.predict_proba, chunks=(X.chunks[0], (len(self.classes_),)), dtype=np.float64)

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skspectral import _preprocessing
 from skspectral._preprocessing import (
     check_eval_set,
     check_rows,
@@ -124,3 +125,50 @@ def test_check_rows_does_not_copy_the_rows_it_keeps():
     y = np.arange(500.0)
     kept, _, weight = check_rows(X, y, None)
     assert np.shares_memory(kept, X) and (weight == 1).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), fraction=st.floats(0.05, 0.6),
+       integer_labels=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_stratified_split_keeps_each_class_share(counts, fraction, integer_labels, seed):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    n = len(labels)
+    if n < 2 or not 1 <= int(round(fraction * n)) <= n - 1:
+        return
+    labels = np.random.default_rng(seed).permutation(labels)
+    stratify = labels.astype(np.uint8) if integer_labels else np.array([f"class {c}" for c in labels])
+    train, val = validation_split(n, fraction, np.random.RandomState(seed), stratify=stratify)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == n
+    seen = np.array([c for c in counts if c > 0])
+    n_val = int(round(fraction * n))
+    if seen.min() >= 2 and len(seen) <= min(n_val, n - n_val):  # stratified
+        held = np.bincount(labels[val], minlength=len(counts))
+        for c, count in enumerate(counts):
+            if count:
+                assert 1 <= held[c] <= count - 1
+                assert abs(held[c] - n_val * count / n) <= 1 or held[c] in (1, count - 1)
+        assert abs(len(val) - n_val) <= len(counts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3000), p=st.integers(1, 5), nan_share=st.floats(0, 0.5), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_compiled_moments_match_numpy_and_a_float64_reference(n, p, nan_share, seed, dtype):
+    rng = np.random.default_rng(seed)
+    values = (rng.normal(size=(n, p)) * 10 ** rng.uniform(-5, 5, p) + rng.normal(size=p) * 100).astype(dtype)
+    values[rng.random((n, p)) < nan_share] = np.nan
+    weight = rng.uniform(0.1, 3, n)
+    compiled = _preprocessing._weighted_moments(values, weight)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_preprocessing, "_moments_kernel", lambda: None)  # the numpy fallback
+        fallback = _preprocessing._weighted_moments(values, weight)
+    for j in range(p):
+        observed = ~np.isnan(values[:, j])
+        if not observed.any():
+            continue
+        x, w = values[observed, j].astype(np.float64), weight[observed]
+        mean = np.average(x, weights=w)
+        var = np.average((x - mean) ** 2, weights=w)
+        for got in (compiled, fallback):
+            np.testing.assert_allclose(got[0][j], mean, rtol=1e-9, atol=1e-12 * np.abs(x).max())
+            np.testing.assert_allclose(got[1][j], var, rtol=1e-8, atol=1e-12 * var + 1e-300)

@@ -45,6 +45,25 @@ def test_static_batch_steps_match_the_eager_loop(n_rows, batch_size):
     torch.testing.assert_close(w_static, w_eager, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_rows,batch_size", [(530, 100), (7, 3)])
+def test_eager_epochs_gathered_in_blocks_train_as_one_gather(monkeypatch, n_rows, batch_size):
+    """The eager loop gathers its shuffled rows a block of batches at a time (bounded memory):
+    the same batches, bit for bit, as one gather of the epoch."""
+    from skspectral._training import trainer as trainer_module
+
+    X, y, w = _problem(n_rows)
+    results = []
+    for gather_bytes in (2**30, 1):  # one block; a block per batch
+        monkeypatch.setattr(trainer_module, "GATHER_BYTES", gather_bytes)
+        model = SpectralModel(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        options = TrainingOptions(learning_rate_init=0.01, batch_size=batch_size, max_iter=2, cuda_graph=False)
+        trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0))
+        records = list(trainer.epochs(Dataset(X, y, w)))
+        results.append((model.weight.detach().clone(), [r[history.TRAIN_LOSS] for r in records], trainer.state.t))
+    assert results[0][1] == results[1][1] and results[0][2] == results[1][2]
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+
+
 def test_records_hold_objective_and_training_metric():
     X, y, w = _problem(300)
     model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -65,7 +65,9 @@ class StaticBatchSteps:
         if self.before_capture is not None:
             self.before_capture()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: another thread calling CUDA meanwhile (NCCL's watchdog in a data-parallel
+            # fit) does not invalidate this capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step()
         except RuntimeError as exc:  # a step that is not capture-safe after all: keep going eagerly
             warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",

@@ -63,6 +63,9 @@ class TrainingState:
     best_parameters: dict | None = None
 
 
+# The eager epoch gathers its shuffled rows this many bytes at a time.
+GATHER_BYTES = 32 * 2**20
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -172,14 +175,20 @@ class Trainer:
             means = self._graphed.epoch(order)
             self.state.t += self._graphed.n_steps
             return means[0], means[1]
-        # One gather per epoch: every batch is then a view (no per-step indexing), and the
-        # per-step losses are weighted and summed once, at the end of the epoch.
-        X, y, weight = train.X[order], train.y[order], train.weight[order]
+        # One gather per block of whole batches (not per step): every batch is then a view,
+        # and the shuffled copy of the data is a block, not the whole epoch; the per-step
+        # losses are weighted and summed once, at the end of the epoch.
+        row_bytes = max(1, train.X[:1].nbytes)
+        block = max(1, GATHER_BYTES // (row_bytes * batch_size)) * batch_size
         losses = []
-        for start in range(0, n, batch_size):
-            stop = start + batch_size
-            losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+        for first in range(0, n, block):
+            rows = order[first : first + block]
+            X, y, weight = train.X[rows], train.y[rows], train.weight[rows]
+            for start in range(0, len(rows), batch_size):
+                stop = start + batch_size
+                losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
         self.state.t += len(losses)
+        weight = train.weight[order]
         padded = torch.nn.functional.pad(weight, (0, len(losses) * batch_size - n))  # zero weight
         batch_weights = padded.view(len(losses), batch_size).sum(1)
         means = (torch.stack(losses) * batch_weights[:, None]).sum(0) / weight.sum()
