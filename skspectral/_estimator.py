@@ -327,7 +327,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if distributed is None:
             X_rows, y_rows, weight = check_rows(X, encoded, sample_weight)
         else:  # a shard of a data-parallel fit: no merging, the ranks' row counts must agree
-            X_rows, y_rows, weight = X, encoded, np.ones(len(X))
+            weight = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+            X_rows, y_rows = X, encoded
         given = distributed is not None and distributed.statistics is not None
         if first_call:
             if given:  # computed over every shard (skspectral.dask)

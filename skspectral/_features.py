@@ -128,6 +128,13 @@ def split_numeric(X, mask: np.ndarray | None):
 def weighted_quantile_edges(values: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarray | None:
     """Bin edges at the weighted quantiles 0, 1/n_bins, ..., 1 of the non-missing values;
     None where fewer than two distinct edges remain (a constant column)."""
+    quantiles = weighted_quantiles(values, weight, n_bins)
+    return None if quantiles is None else edges_from_quantiles(quantiles)
+
+
+def weighted_quantiles(values: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarray | None:
+    """The minimum, the weighted quantiles 0, 1/n_bins, ..., 1 and the maximum of the
+    non-missing values (None where there are none)."""
     observed = ~np.isnan(values)
     values, weight = values[observed], weight[observed]
     if values.size == 0:
@@ -137,7 +144,7 @@ def weighted_quantile_edges(values: np.ndarray, weight: np.ndarray, n_bins: int)
     cumulative = np.cumsum(weight)
     positions = np.linspace(0.0, cumulative[-1], n_bins + 1)
     index = np.searchsorted(cumulative, positions, side="left").clip(0, len(values) - 1)
-    return edges_from_quantiles(np.r_[values[0], values[index], values[-1]])
+    return np.r_[values[0], values[index], values[-1]]
 
 
 def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray | None:

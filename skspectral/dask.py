@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ._estimator import monotonic_by_position
-from ._features import edges_from_quantiles
+from ._features import edges_from_quantiles, weighted_quantiles
 from ._preprocessing import usable_scale
 from .classifier import SpectralClassifier
 from .encoding import EncodingSpec
@@ -87,6 +87,31 @@ def _as_float(X):
     return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
 
 
+# Points of a partition's weighted quantile sketch, per column: the bins' edges (16 by default)
+# are then within 1/_SKETCH_POINTS of each partition's weight of the exact weighted quantiles.
+_SKETCH_POINTS = 512
+
+
+def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int) -> list[np.ndarray]:
+    """Per column, a (2, m) array of values and weights summarising the observed, positively
+    weighted values of one partition: all of them where there are at most n_points, else
+    n_points values at evenly spaced weighted quantiles, each carrying an equal share of the
+    partition's weight (the caller knows the exact range)."""
+    sketches = []
+    for j in range(X.shape[1]):
+        keep = ~np.isnan(X[:, j]) & (weight > 0)
+        values, w = X[keep, j].astype(np.float64), weight[keep]
+        order = np.argsort(values, kind="stable")
+        values, w = values[order], w[order]
+        if len(values) > n_points:
+            cumulative = np.cumsum(w)
+            positions = (np.arange(n_points) + 0.5) * (cumulative[-1] / n_points)
+            values = values[np.searchsorted(cumulative, positions).clip(0, len(values) - 1)]
+            w = np.full(n_points, cumulative[-1] / n_points)
+        sketches.append(np.stack([values, w]))  # an array, not a tuple: dask reads tuples as tasks
+    return sketches
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -112,7 +137,8 @@ def _as_dask_array(data, name: str, ndim: int):
     return data
 
 
-def _fit_shard(estimator, statistics, classes, x_parts, y_parts, rank, world_size, init_method, timeout_s):
+def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, world_size, init_method,
+               timeout_s):
     """One rank of a data-parallel fit, on the worker that holds its partitions."""
     import torch
     import torch.distributed as dist
@@ -127,11 +153,12 @@ def _fit_shard(estimator, statistics, classes, x_parts, y_parts, rank, world_siz
     try:
         X = np.concatenate(x_parts) if x_parts else np.empty((0, statistics["x_mean_"].shape[0]))
         y = np.concatenate(y_parts) if y_parts else np.empty(0)
+        weight = np.concatenate(w_parts) if w_parts else np.empty(0)
         estimator._distributed = DistributedContext(
             rank, world_size, statistics,
             device=torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
         estimator._validate_params()
-        estimator._fit(X, y, None, first_call=True, incremental=False, classes=classes)
+        estimator._fit(X, y, weight, first_call=True, incremental=False, classes=classes)
         del estimator._distributed
         return estimator if rank == 0 else None
     finally:
@@ -146,35 +173,55 @@ class _DaskSpectralMixin:
     def _client(self):
         return self.client if self.client is not None else distributed.default_client()
 
-    def _statistics(self, X, y) -> tuple[dict, np.ndarray | None]:
-        """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, in one compute."""
+    def _statistics(self, X, y, weight) -> tuple[dict, np.ndarray | None]:
+        """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, weighted as
+        the plain estimators weight them (rows of weight 0 left out), in two passes: sums,
+        then squared deviations and quantile sketches."""
         n_features = X.shape[1]
-        tasks = {"mean": da.nanmean(X, axis=0, dtype=np.float64), "std": da.nanstd(X, axis=0, dtype=np.float64), "min": da.nanmin(X, axis=0),
-                 "max": da.nanmax(X, axis=0), "has_nan": da.isnan(X).any(axis=0)}
-        if self.feature_encoding == "piecewise_linear":
-            levels = np.linspace(0.0, 100.0, self.n_bins + 1)
-            for j in range(n_features):
-                column = X[:, j]
-                tasks[f"quantiles_{j}"] = da.percentile(column[~da.isnan(column)], levels)
+        observed = ~da.isnan(X) & (weight > 0)[:, None]
+        w_observed = da.where(observed, weight[:, None], 0.0)
+        kept = da.where(observed, X, np.nan)  # NaN: missing, or in a row of weight 0
+        first = {"w_min": weight.min(), "w_sum": weight.sum(), "w_finite": da.isfinite(weight).all(),
+                 "total": w_observed.sum(axis=0), "sum": (w_observed * da.where(observed, X, 0.0)).sum(axis=0),
+                 "min": da.nanmin(kept, axis=0), "max": da.nanmax(kept, axis=0), "has_nan": (da.isnan(X) & (weight > 0)[:, None]).any(axis=0)}
         if self._local_class is SpectralClassifier:
-            tasks["classes"] = [dask.delayed(np.unique)(block) for block in y.to_delayed().ravel()]
+            first["classes"] = [dask.delayed(np.unique)(block) for block in y.to_delayed().ravel()]
         else:
-            tasks["y_mean"], tasks["y_std"] = y.mean(), y.std()
-        (values,) = dask.compute(tasks)
-        mean, scale = values["mean"], usable_scale(values["mean"], values["std"])
+            first["y_sum"] = (weight * y).sum()
+        (first,) = dask.compute(first)
+        if not (first["w_finite"] and first["w_min"] >= 0 and first["w_sum"] > 0):
+            raise ValueError("sample_weight must be finite and non-negative, with a positive sum; got minimum "
+                             f"{first['w_min']!r} and sum {first['w_sum']!r}.")
+        total = np.where(first["total"] > 0, first["total"], 1.0)
+        mean = first["sum"] / total
+        second = {"var": (w_observed * (da.where(observed, X, mean) - mean) ** 2).sum(axis=0) / total}
+        sketches = []
+        if self.feature_encoding == "piecewise_linear":
+            sketches = [dask.delayed(_quantile_sketch)(xb, wb, _SKETCH_POINTS)
+                        for xb, wb in zip(X.to_delayed().ravel(), weight.to_delayed().ravel())]
+        if "y_sum" in first:
+            y_mean = first["y_sum"] / first["w_sum"]
+            second["y_var"] = (weight * (y - y_mean) ** 2).sum() / first["w_sum"]
+        second, *sketches = dask.compute(second, *sketches)
+        scale = usable_scale(mean, np.sqrt(second["var"]))
         edges = [None] * n_features
         if self.feature_encoding == "piecewise_linear":
-            edges = [edges_from_quantiles((values[f"quantiles_{j}"] - mean[j]) / scale[j]) for j in range(n_features)]
+            for j in range(n_features):
+                values, weights = np.concatenate([sketch[j] for sketch in sketches], axis=1)
+                quantiles = weighted_quantiles(values, weights, self.n_bins)
+                if quantiles is not None:  # the sketch's range is inside the data's: the exact ends
+                    quantiles[[0, 1, -2, -1]] = first["min"][j], first["min"][j], first["max"][j], first["max"][j]
+                    edges[j] = edges_from_quantiles((quantiles - mean[j]) / scale[j])
         statistics = {
             "x_mean_": mean, "x_scale_": scale,
-            "x_min_": np.nan_to_num(values["min"], nan=-np.inf), "x_max_": np.nan_to_num(values["max"], nan=np.inf),
+            "x_min_": np.nan_to_num(first["min"], nan=-np.inf), "x_max_": np.nan_to_num(first["max"], nan=np.inf),
             "encoding_": EncodingSpec(n_features, numeric=list(range(n_features)), edges=edges,
-                                      missing=[int(j) for j in np.flatnonzero(values["has_nan"])]),
+                                      missing=[int(j) for j in np.flatnonzero(first["has_nan"])]),
         }
-        if "classes" in values:
-            return statistics, np.unique(np.concatenate(values["classes"]))
-        statistics["y_mean_"] = float(values["y_mean"])
-        statistics["y_scale_"] = float(usable_scale(np.array([values["y_mean"]]), np.array([values["y_std"]]))[0])
+        if "classes" in first:
+            return statistics, np.unique(np.concatenate(first["classes"]))
+        statistics["y_mean_"] = float(y_mean)
+        statistics["y_scale_"] = float(usable_scale(np.array([y_mean]), np.sqrt(np.array([second["y_var"]])))[0])
         return statistics, None
 
     def fit(self, X, y, sample_weight=None):
@@ -184,15 +231,14 @@ class _DaskSpectralMixin:
         ----------
         X : dask array of shape (n_samples, n_features) or dask DataFrame (numeric columns)
         y : dask array of shape (n_samples,) or dask Series
-        sample_weight : None
-            Not supported yet.
+        sample_weight : dask array of shape (n_samples,), dask Series or None, default=None
+            Weights of the rows, as the plain estimators take them: in the statistics, the
+            bins and the loss (rows of weight 0 count for nothing). No duplicate merging.
 
         Returns
         -------
         self
         """
-        if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported by the Dask estimators yet.")
         self._validate_params()
         client = self._client()
         names = np.asarray(X.columns, dtype=object) if hasattr(X, "columns") else None
@@ -201,14 +247,24 @@ class _DaskSpectralMixin:
         if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
             raise ValueError(f"X and y must have the same, known number of rows; got {X.shape[0]} and {y.shape[0]}.")
         y = y.rechunk((X.chunks[0],))
-        statistics, classes = self._statistics(X, y)
+        if sample_weight is None:
+            weight = da.ones(X.shape[0], chunks=(X.chunks[0],))
+        else:
+            weight = _as_dask_array(sample_weight, "sample_weight", 1).astype(np.float64)
+            if weight.shape[0] != X.shape[0]:
+                raise ValueError(f"sample_weight has {weight.shape[0]} rows, X has {X.shape[0]}.")
+            weight = weight.rechunk((X.chunks[0],))
+        if self._local_class is SpectralRegressor:
+            y = y.astype(np.float64)
+        statistics, classes = self._statistics(X, y, weight)
         if classes is not None:  # the workers train on class indices, the same on every shard
             labels = classes
             y = y.map_blocks(lambda block: np.searchsorted(labels, block).astype(np.float64), dtype=np.float64)
             classes = np.arange(len(labels)), labels
         x_futures = client.compute(X.to_delayed().ravel().tolist())
         y_futures = client.compute(y.to_delayed().ravel().tolist())
-        distributed.wait(x_futures + y_futures)
+        w_futures = client.compute(weight.to_delayed().ravel().tolist())
+        distributed.wait(x_futures + y_futures + w_futures)
         holders = client.who_has(x_futures)
         by_worker: dict[str, list[int]] = {}
         for i, future in enumerate(x_futures):
@@ -226,7 +282,7 @@ class _DaskSpectralMixin:
             client.submit(
                 _fit_shard, local, statistics, None if classes is None else classes[0],
                 [x_futures[i] for i in by_worker[w]], [y_futures[i] for i in by_worker[w]],
-                rank, len(workers), f"tcp://{host}:{port}", self.collective_timeout,
+                [w_futures[i] for i in by_worker[w]], rank, len(workers), f"tcp://{host}:{port}", self.collective_timeout,
                 workers=[w], allow_other_workers=False, pure=False,
             )
             for rank, w in enumerate(workers)
@@ -234,12 +290,12 @@ class _DaskSpectralMixin:
         for task in distributed.as_completed(tasks):  # the first failure ends the fit
             if task.status == "error":
                 error = task.exception()
-                client.cancel(tasks + x_futures + y_futures)
+                client.cancel(tasks + x_futures + y_futures + w_futures)
                 worker = workers[tasks.index(task)]
                 raise RuntimeError(f"the data-parallel fit failed on worker {worker} (rank {workers.index(worker)} "
                                    f"of {len(workers)}): {error!r}") from error
         fitted = tasks[0].result()
-        client.cancel(x_futures + y_futures)
+        client.cancel(x_futures + y_futures + w_futures)
         for name, value in vars(fitted).items():
             if name not in self.get_params():
                 setattr(self, name, value)

@@ -92,6 +92,35 @@ def test_data_parallel_classifier_on_a_dask_dataframe_with_string_labels(client)
     assert isinstance(model.to_local(), SpectralClassifier)
 
 
+def test_sample_weights_reach_the_statistics_bins_and_the_loss(client):
+    """Weighted statistics match the plain estimator's (bins to within the quantile sketch's
+    resolution), and rows of weight 0 carrying a corrupted target count for nothing."""
+    X, y = smooth_problem(30_000)
+    rng = np.random.default_rng(3)
+    weight = rng.integers(0, 4, size=len(y)).astype(float)
+    y_corrupted = np.where(weight == 0, 50.0, y)
+    X[rng.random(X.shape) < 0.02] = np.nan
+    params = dict(dim=6, n_estimators=1, max_iter=4, learning_rate_init=0.01, random_state=0, device="cpu")
+    local = SpectralRegressor(**params).fit(X, y_corrupted, sample_weight=weight)
+    model = DaskSpectralRegressor(client=client, **params).fit(
+        da.from_array(X, chunks=4_000), da.from_array(y_corrupted, chunks=4_000), da.from_array(weight, chunks=4_000))
+    for name in ("x_mean_", "x_scale_", "x_min_", "x_max_", "y_mean_", "y_scale_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(local, name), rtol=1e-10, err_msg=name)
+    assert model.encoding_.missing == local.encoding_.missing == [0, 1, 2, 3]
+    for ours, exact in zip(model.encoding_.edges, local.encoding_.edges):
+        assert len(ours) == len(exact)
+        np.testing.assert_allclose(ours, exact, atol=0.02)  # standardised units
+    X_test, y_test = smooth_problem(5_000, seed=1)
+    rmse = np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2))
+    assert rmse < 0.5 * np.std(y_test), rmse  # the corrupted rows (y = 50) did not pull it
+    with pytest.raises(ValueError, match="non-negative"):
+        DaskSpectralRegressor(client=client, **params).fit(
+            da.from_array(X, chunks=4_000), da.from_array(y, chunks=4_000), da.from_array(-weight, chunks=4_000))
+    with pytest.raises(ValueError, match="sample_weight has 10 rows"):
+        DaskSpectralRegressor(client=client, **params).fit(
+            da.from_array(X, chunks=4_000), da.from_array(y, chunks=4_000), da.ones(10))
+
+
 def test_clear_errors(client):
     with pytest.raises(TypeError, match="dask array or dask DataFrame"):
         DaskSpectralRegressor(client=client).fit(np.zeros((4, 2)), np.zeros(4))
