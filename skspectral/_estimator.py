@@ -676,8 +676,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     # ---- prediction -------------------------------------------------------------------------
     def _chunk_rows(self, dtype: torch.dtype) -> int:
         n_outputs = (self._n_outputs() or 1) * self.n_estimators
-        # a tridiagonal model never builds the dense matrices unless it smooths
-        per_matrix = 4 * self.dim_ if self.structure == "tridiagonal" and self.smoothing is None else self.dim_**2
+        per_matrix = model_class(self.structure).elements_per_matrix(self.dim_, self.smoothing)
         row_bytes = n_outputs * per_matrix * torch.finfo(dtype).bits // 8
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 

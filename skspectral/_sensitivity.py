@@ -29,12 +29,10 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .encoding import LEVEL, LINEAR, PIECEWISE, EncodingSpec
-from .model import band_norms
+from .model import SpectralModel, model_class
 
 
-def spectral_norms(matrices: torch.Tensor) -> torch.Tensor:
-    """||A||_2 of each symmetric matrix in a (..., n, n) stack (torch.linalg, any device)."""
-    return torch.linalg.eigvalsh(matrices).abs().amax(dim=-1)
+spectral_norms = SpectralModel.stored_matrix_norms  # ||A||_2 of a (..., n, n) stack of symmetric matrices
 
 
 def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms) -> torch.Tensor:
@@ -81,8 +79,8 @@ class CertifiedSensitivityMixin:
     def _feature_bounds(self) -> np.ndarray:
         """Bounds in standardised units, shape (..., n_features), ensemble members averaged."""
         check_is_fitted(self, "_module_state_")
-        # tridiagonal models keep band storage (..., 2, dim), whose norms a tridiagonal solver gives
-        norms = band_norms if getattr(self, "structure", "dense") == "tridiagonal" else spectral_norms
+        # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
+        norms = model_class(getattr(self, "structure", "dense")).stored_matrix_norms
         bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), getattr(self, "encoding_", None),
                                 norms=norms).numpy()
         return bounds.mean(axis=0) if getattr(self, "n_estimators", 1) > 1 else bounds

@@ -262,6 +262,17 @@ class SpectralModel(torch.nn.Module):
             (self.n_outputs,) if self.n_outputs is not None else ())
         return values.reshape(shape)
 
+    @staticmethod
+    def stored_matrix_norms(matrices: torch.Tensor) -> torch.Tensor:
+        """||.||_2 of matrices as :meth:`feature_matrices` stores them (e.g. a fitted
+        estimator's ``feature_matrices_``), without a module: torch.linalg, any device."""
+        return torch.linalg.eigvalsh(matrices).abs().amax(dim=-1)
+
+    @classmethod
+    def elements_per_matrix(cls, dim: int, smoothing: float | None = None) -> int:
+        """Numbers a forward pass builds per matrix (one row, one output): memory planning."""
+        return dim * dim
+
     def spectral_norms(self) -> torch.Tensor:
         """||A_j||_2 for each model and matrix, shape (n_models, n_matrices), differentiable."""
         return self.matrix_norms(self.feature_matrices())
@@ -352,6 +363,16 @@ class TridiagonalSpectralModel(SpectralModel):
 
     def _resolve_norm_backend(self, device: torch.device, dtype: torch.dtype) -> EigenBackend:
         return select_tridiagonal_backend(self.backend if self.smoothing is None else "auto", device)
+
+    @staticmethod
+    def stored_matrix_norms(matrices: torch.Tensor) -> torch.Tensor:
+        """||.||_2 of band storage (..., 2, dim), without a module."""
+        return band_norms(matrices)
+
+    @classmethod
+    def elements_per_matrix(cls, dim: int, smoothing: float | None = None) -> int:
+        # the two bands (and the solver's work) unless smoothing, which builds the dense matrices
+        return 4 * dim if smoothing is None else dim * dim
 
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
