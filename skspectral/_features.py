@@ -76,35 +76,87 @@ def categorical_mask(X, categorical_features) -> np.ndarray | None:
 
 
 class CategoryCodes:
-    """Level codes of the categorical columns (scikit-learn's OrdinalEncoder underneath).
+    """Level codes of the categorical columns (scikit-learn's OrdinalEncoder underneath, one
+    per column).
 
     Frequent levels get 0..L-1; rare ones (fewer than MIN_LEVEL_COUNT rows) the code
     L, which the device encoder shares with unseen levels (-1); missing values -2.
+    ``fit_transform`` learns the levels from the rows; ``fit_counts`` from each level's
+    row count (a distributed fit counts them with dask), with the same result.
     """
 
-    def __init__(self):
-        self.encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                      encoded_missing_value=-2, min_frequency=MIN_LEVEL_COUNT,
-                                      max_categories=MAX_LEVELS + 1, dtype=np.float64)
-
     def fit_transform(self, columns) -> np.ndarray:
-        codes = self.encoder.fit_transform(columns)
-        self.n_seen = []
-        self.has_missing = []
-        for j, categories in enumerate(self.encoder.categories_):
-            missing = any(_is_missing(c) for c in categories)
-            infrequent = self.encoder.infrequent_categories_[j]
-            n_infrequent = 0 if infrequent is None else len(infrequent)
-            self.n_seen.append(len(categories) - n_infrequent - int(missing))
-            self.has_missing.append(bool((codes[:, j] == -2).any()))
+        frame = _as_frame(columns)
+        self.encoders = []
+        for j in range(frame.shape[1]):
+            column = frame.iloc[:, [j]]
+            column.columns = [0]
+            self.encoders.append(_level_encoder().fit(column))
+        codes = self.transform(frame)
+        self._record_levels(has_missing=[bool((codes[:, j] == -2).any()) for j in range(codes.shape[1])])
         return codes
 
+    def fit_counts(self, counts: list) -> "CategoryCodes":
+        """Learn the levels from one pandas Series per column mapping each level (NaN for
+        missing) to its number of rows. The encoder is fitted on a few rows per level that
+        keep what it reads from the counts: which levels are rare (fewer than
+        MIN_LEVEL_COUNT rows) and, for the MAX_LEVELS cut, their order by count."""
+        import pandas as pd
+
+        self.encoders = []
+        has_missing = []
+        for column in counts:
+            column = column[column > 0]  # a categorical dtype lists unobserved categories too
+            has_missing.append(bool(column.index.isna().any()))
+            n_rows = column.to_numpy().astype(np.int64)
+            frequent = n_rows >= MIN_LEVEL_COUNT
+            dense_rank = np.unique(n_rows[frequent], return_inverse=True)[1].ravel()
+            stand_in = n_rows.copy()  # rare levels keep their counts; frequent ones 10 + their rank
+            stand_in[frequent] = MIN_LEVEL_COUNT + dense_rank
+            rows = _as_frame(pd.DataFrame({0: column.index.repeat(stand_in)}))  # missing as NaN
+            self.encoders.append(_level_encoder().fit(rows))
+        self._record_levels(has_missing)
+        return self
+
     def transform(self, columns) -> np.ndarray:
-        return self.encoder.transform(columns)
+        frame = _as_frame(columns)
+        if not hasattr(self, "encoders"):  # pickled by skspectral <= 0.3: one encoder for all columns
+            return self.encoder.transform(frame)
+        out = np.empty(frame.shape, dtype=np.float64)
+        for j, encoder in enumerate(self.encoders):
+            column = frame.iloc[:, [j]]
+            column.columns = [0]
+            out[:, j] = encoder.transform(column).ravel()
+        return out
+
+    def _record_levels(self, has_missing: list) -> None:
+        self.n_seen, self.has_missing = [], list(has_missing)
+        for encoder in self.encoders:
+            infrequent = encoder.infrequent_categories_[0]
+            rare = set() if infrequent is None else {c for c in infrequent if not _is_missing(c)}
+            self.n_seen.append(sum(not _is_missing(c) and c not in rare for c in encoder.categories_[0]))
 
     def n_levels(self) -> list:
         """Levels per categorical feature: the frequent ones, "other", and "missing" where seen."""
         return [n + 1 + int(m) for n, m in zip(self.n_seen, self.has_missing)]
+
+
+def _level_encoder() -> OrdinalEncoder:
+    return OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2,
+                          min_frequency=MIN_LEVEL_COUNT, max_categories=MAX_LEVELS + 1, dtype=np.float64)
+
+
+def _as_frame(columns):
+    """Categorical columns as a DataFrame with positional column names (the encoders see one
+    column each, whatever it was called)."""
+    import pandas as pd
+
+    frame = columns if is_dataframe(columns) else pd.DataFrame(np.asarray(columns, dtype=object))
+    # every missing value as NaN: OrdinalEncoder takes None in an object column for a level of
+    # its own (code L, not -2), so "missing" would not be the level the model reserves for it
+    frame = frame.where(frame.notna(), np.nan)
+    frame.columns = range(frame.shape[1])
+    return frame
 
 
 def _is_missing(value) -> bool:
