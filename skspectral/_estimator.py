@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_y, check_array, check_consistent_length, check_is_fitted, validate_data
 
 from ._device import DTYPES, resolve_device, resolve_dtype
-from ._features import CategoryCodes, categorical_mask, encoding_spec, is_dataframe, split_numeric
+from ._features import CategoryCodes, categorical_mask, coded_rows, encoding_spec, is_dataframe
 from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
 from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
@@ -375,15 +375,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if with_y:
             y = _check_y(y, y_numeric=self._y_numeric, estimator=self)
             check_consistent_length(X, y)
-        numeric, categorical = split_numeric(X, mask)
         if reset:
             self._category_codes = CategoryCodes()
-            codes = self._category_codes.fit_transform(categorical)
-        else:
-            codes = self._category_codes.transform(categorical)
-        rows = np.empty((numeric.shape[0], len(mask)))
-        rows[:, ~mask], rows[:, mask] = numeric, codes
-        return rows, y
+        return coded_rows(X, mask, self._category_codes, fit=reset), y
 
     def _validate_eval_pair(self, X, y) -> tuple:
         X, y = self._validate_inputs(X, y, reset=False)

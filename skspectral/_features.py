@@ -152,9 +152,9 @@ def _as_frame(columns):
     import pandas as pd
 
     frame = columns if is_dataframe(columns) else pd.DataFrame(np.asarray(columns, dtype=object))
-    # every missing value as NaN: OrdinalEncoder takes None in an object column for a level of
-    # its own (code L, not -2), so "missing" would not be the level the model reserves for it
-    frame = frame.where(frame.notna(), np.nan)
+    # every missing value as NaN in object columns: OrdinalEncoder takes None for a level of its
+    # own (code L, not -2) and pd.NA for an unknown level, where "missing" has a level reserved
+    frame = frame.astype(object).where(frame.notna(), np.nan)  # object: pd.NA in a string column too
     frame.columns = range(frame.shape[1])
     return frame
 
@@ -175,6 +175,16 @@ def split_numeric(X, mask: np.ndarray | None):
         numeric, categorical = X[:, ~mask], X[:, mask]
     numeric = check_array(numeric, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_features=0)
     return numeric, categorical
+
+
+def coded_rows(X, mask: np.ndarray, codes: "CategoryCodes", fit: bool = False) -> np.ndarray:
+    """Float64 rows: the numeric columns (NaN for missing) and the categorical ones as level
+    codes (``codes`` learns its levels here with ``fit``)."""
+    numeric, categorical = split_numeric(X, mask)
+    rows = np.empty((numeric.shape[0], len(mask)))
+    rows[:, ~mask] = numeric
+    rows[:, mask] = codes.fit_transform(categorical) if fit else codes.transform(categorical)
+    return rows
 
 
 def weighted_quantile_edges(values: np.ndarray, weight: np.ndarray, n_bins: int) -> np.ndarray | None:

@@ -1,10 +1,11 @@
 """Data-parallel fits on a Dask cluster: DaskSpectralRegressor and DaskSpectralClassifier.
 
 The pattern of ``lightgbm.dask`` / ``xgboost.dask``: the estimators' parameters plus
-``client``; ``fit`` takes dask arrays or dask DataFrames (numeric columns). The
-preprocessing statistics (means, scales, ranges, quantile bins, classes) are computed
-with dask; every partition stays on the worker that holds it; one task pinned to each
-of those workers joins a ``torch.distributed`` process group (gloo on CPUs, NCCL on
+``client``; ``fit`` takes dask arrays or dask DataFrames (categorical columns as the
+plain estimators take them) and dask sample weights. The preprocessing statistics
+(means, scales, ranges, quantile bins, category levels, classes) are computed with
+dask; every partition stays on the worker that holds it; one task pinned to each of
+those workers joins a ``torch.distributed`` process group (gloo on CPUs, NCCL on
 GPUs; the rendezvous on a free port of the rank-0 worker) and trains on its shard,
 the gradients averaged over the ranks after every backward (see
 ``skspectral._training.distributed``). Rank 0 returns the fitted state. A rank that
@@ -31,7 +32,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ._estimator import monotonic_by_position
-from ._features import edges_from_quantiles, weighted_quantiles
+from ._features import CategoryCodes, categorical_mask, coded_rows, edges_from_quantiles, weighted_quantiles
 from ._preprocessing import usable_scale
 from .classifier import SpectralClassifier
 from .encoding import EncodingSpec
@@ -126,8 +127,9 @@ def _as_dask_array(data, name: str, ndim: int):
         if isinstance(data, dd.DataFrame):
             bad = [c for c, t in data.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
             if bad:
-                raise ValueError(f"{name} has non-numeric columns {bad}: the Dask estimators take numeric "
-                                 "features only for now; encode them as numbers first.")
+                raise ValueError(f"{name} has non-numeric columns {bad} that are not categorical: declare them "
+                                 "in categorical_features (the default, 'from_dtype', takes category, object, "
+                                 "string and bool columns), or encode them as numbers.")
         data = data.to_dask_array(lengths=True)
     if not isinstance(data, da.Array):
         raise TypeError(f"{name} must be a dask array or dask DataFrame/Series, got {type(data).__name__}; "
@@ -173,10 +175,32 @@ class _DaskSpectralMixin:
     def _client(self):
         return self.client if self.client is not None else distributed.default_client()
 
-    def _statistics(self, X, y, weight) -> tuple[dict, np.ndarray | None]:
+    def _coded(self, X):
+        """X as a float dask array (float32 stays float32), categorical columns as level codes
+        learned from their level counts; with the categorical mask and the codes (or None)."""
+        import dask.dataframe as dd
+        import pandas as pd
+
+        frame = isinstance(X, dd.DataFrame)
+        if not frame and not isinstance(X, da.Array):
+            _as_dask_array(X, "X", 2)  # the clear error for anything else
+        template = X._meta if frame else np.empty((0,) + X.shape[1:])
+        mask = categorical_mask(template, self.categorical_features) if template.ndim == 2 else None
+        if mask is None:
+            return _as_float(_as_dask_array(X, "X", 2)), None, None
+        if not frame:
+            X = dd.from_dask_array(X, columns=list(range(X.shape[1])))
+        counts = dask.compute(*[X[X.columns[j]].value_counts(dropna=False) for j in np.flatnonzero(mask)])
+        codes = CategoryCodes().fit_counts(list(counts))
+        meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(len(mask))})
+        coded = X.map_partitions(lambda part: pd.DataFrame(coded_rows(part, mask, codes), index=part.index), meta=meta)
+        return coded.to_dask_array(lengths=True), mask, codes
+
+    def _statistics(self, X, y, weight, mask=None, codes=None) -> tuple[dict, np.ndarray | None]:
         """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, weighted as
         the plain estimators weight them (rows of weight 0 left out), in two passes: sums,
-        then squared deviations and quantile sketches."""
+        then squared deviations and quantile sketches. Categorical columns (``mask``) hold
+        level codes: mean 0, scale 1, their levels from ``codes``."""
         n_features = X.shape[1]
         observed = ~da.isnan(X) & (weight > 0)[:, None]
         w_observed = da.where(observed, weight[:, None], 0.0)
@@ -204,20 +228,29 @@ class _DaskSpectralMixin:
             second["y_var"] = (weight * (y - y_mean) ** 2).sum() / first["w_sum"]
         second, *sketches = dask.compute(second, *sketches)
         scale = usable_scale(mean, np.sqrt(second["var"]))
+        categorical = np.zeros(n_features, dtype=bool) if mask is None else mask
+        mean, scale = np.where(categorical, 0.0, mean), np.where(categorical, 1.0, scale)
         edges = [None] * n_features
         if self.feature_encoding == "piecewise_linear":
-            for j in range(n_features):
+            for j in np.flatnonzero(~categorical):
                 values, weights = np.concatenate([sketch[j] for sketch in sketches], axis=1)
                 quantiles = weighted_quantiles(values, weights, self.n_bins)
                 if quantiles is not None:  # the sketch's range is inside the data's: the exact ends
                     quantiles[[0, 1, -2, -1]] = first["min"][j], first["min"][j], first["max"][j], first["max"][j]
                     edges[j] = edges_from_quantiles((quantiles - mean[j]) / scale[j])
+        numeric = np.flatnonzero(~categorical)
+        levels = {} if codes is None else dict(categorical=[int(j) for j in np.flatnonzero(categorical)],
+                                               n_levels=codes.n_levels(), has_missing_level=list(codes.has_missing))
         statistics = {
             "x_mean_": mean, "x_scale_": scale,
-            "x_min_": np.nan_to_num(first["min"], nan=-np.inf), "x_max_": np.nan_to_num(first["max"], nan=np.inf),
-            "encoding_": EncodingSpec(n_features, numeric=list(range(n_features)), edges=edges,
-                                      missing=[int(j) for j in np.flatnonzero(first["has_nan"])]),
+            "x_min_": np.where(categorical, -np.inf, np.nan_to_num(first["min"], nan=-np.inf)),
+            "x_max_": np.where(categorical, np.inf, np.nan_to_num(first["max"], nan=np.inf)),
+            "encoding_": EncodingSpec(n_features, numeric=[int(j) for j in numeric], edges=[edges[j] for j in numeric],
+                                      missing=[int(j) for j in numeric if first["has_nan"][j]], **levels),
+            "is_categorical_": mask,
         }
+        if codes is not None:
+            statistics["_category_codes"] = codes
         if "classes" in first:
             return statistics, np.unique(np.concatenate(first["classes"]))
         statistics["y_mean_"] = float(y_mean)
@@ -229,7 +262,8 @@ class _DaskSpectralMixin:
 
         Parameters
         ----------
-        X : dask array of shape (n_samples, n_features) or dask DataFrame (numeric columns)
+        X : dask array of shape (n_samples, n_features) or dask DataFrame
+            Categorical columns as ``categorical_features`` names them.
         y : dask array of shape (n_samples,) or dask Series
         sample_weight : dask array of shape (n_samples,), dask Series or None, default=None
             Weights of the rows, as the plain estimators take them: in the statistics, the
@@ -242,7 +276,8 @@ class _DaskSpectralMixin:
         self._validate_params()
         client = self._client()
         names = np.asarray(X.columns, dtype=object) if hasattr(X, "columns") else None
-        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})  # float32 stays float32 on the workers
+        X, mask, codes = self._coded(X)
+        X = X.rechunk({1: -1})
         y = _as_dask_array(y, "y", 1)
         if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
             raise ValueError(f"X and y must have the same, known number of rows; got {X.shape[0]} and {y.shape[0]}.")
@@ -256,7 +291,7 @@ class _DaskSpectralMixin:
             weight = weight.rechunk((X.chunks[0],))
         if self._local_class is SpectralRegressor:
             y = y.astype(np.float64)
-        statistics, classes = self._statistics(X, y, weight)
+        statistics, classes = self._statistics(X, y, weight, mask, codes)
         if classes is not None:  # the workers train on class indices, the same on every shard
             labels = classes
             y = y.map_blocks(lambda block: np.searchsorted(labels, block).astype(np.float64), dtype=np.float64)
@@ -273,6 +308,7 @@ class _DaskSpectralMixin:
         host = workers[0].split("://")[-1].rsplit(":", 1)[0]
         port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
         local = self.to_local(fitted=False)
+        local.categorical_features = None  # the shards hold level codes; the statistics say which columns
         # the shards reach the workers as numpy arrays of class indices: name-keyed options by position
         if isinstance(self.monotonic_cst, dict):
             local.monotonic_cst = monotonic_by_position(self.monotonic_cst, names)
@@ -329,13 +365,25 @@ class _DaskSpectralMixin:
         local = self.to_local()
         if not _is_dask(X):
             return local.predict(X)
-        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
         labels = getattr(self, "classes_", None)
-        return X.map_blocks(local.predict, drop_axis=1, dtype=np.float64 if labels is None else labels.dtype)
+        dtype = np.float64 if labels is None else labels.dtype
+        if _is_frame(X):  # each partition as a DataFrame: names and categorical columns as in fit
+            import pandas as pd
+
+            return X.map_partitions(lambda part: pd.Series(local.predict(part), index=part.index),
+                                    meta=(None, dtype)).to_dask_array()
+        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
+        return X.map_blocks(local.predict, drop_axis=1, dtype=dtype)
 
 
 def _is_dask(data) -> bool:
     return dask.is_dask_collection(data)
+
+
+def _is_frame(data) -> bool:
+    import dask.dataframe as dd
+
+    return isinstance(data, dd.DataFrame)
 
 
 def _signature_with(base: type, extra: list[inspect.Parameter]) -> inspect.Signature:
@@ -395,5 +443,12 @@ class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
         local = self.to_local()
         if not _is_dask(X):
             return local.predict_proba(X)
+        n_classes = len(self.classes_)
+        if _is_frame(X):
+            import pandas as pd
+
+            meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(n_classes)})
+            return X.map_partitions(lambda part: pd.DataFrame(local.predict_proba(part), index=part.index),
+                                    meta=meta).to_dask_array()
         X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
-        return X.map_blocks(local.predict_proba, chunks=(X.chunks[0], (len(self.classes_),)), dtype=np.float64)
+        return X.map_blocks(local.predict_proba, chunks=(X.chunks[0], (n_classes,)), dtype=np.float64)

@@ -51,6 +51,18 @@ def test_grid_search_under_the_dask_backend_matches_the_sequential_search(client
     assert on_dask.best_params_ == sequential.best_params_
 
 
+def spread_evenly(client, X, y, n_parts):
+    """Dask arrays of X and y whose partitions lie on the workers in turn: the same shards on
+    every run (the scheduler's own placement varies, and with it a short fit's result)."""
+    workers = sorted(client.scheduler_info()["workers"])
+    parts = []
+    for i, rows in enumerate(np.array_split(np.arange(len(y)), n_parts)):
+        x_future, y_future = client.scatter([X[rows], y[rows]], workers=[workers[i % len(workers)]])
+        parts.append((da.from_delayed(x_future, shape=(len(rows), X.shape[1]), dtype=X.dtype),
+                      da.from_delayed(y_future, shape=(len(rows),), dtype=y.dtype)))
+    return da.concatenate([p[0] for p in parts]), da.concatenate([p[1] for p in parts])
+
+
 def fit_one_process_and_on_dask(client, device, x_dtype=np.float64, **options):
     """The 200k-row problem fitted in this process and data-parallel on the client's two
     workers: (dask model, its test predictions (dask array), RMSE, one-process RMSE, X_test)."""
@@ -61,7 +73,7 @@ def fit_one_process_and_on_dask(client, device, x_dtype=np.float64, **options):
     single = SpectralRegressor(**params).fit(X, y)
     single_rmse = np.sqrt(np.mean((single.predict(X_test) - y_test) ** 2))
     model = DaskSpectralRegressor(client=client, **params, **options).fit(
-        da.from_array(X.astype(x_dtype), chunks=25_000), da.from_array(y, chunks=25_000))
+        *spread_evenly(client, X.astype(x_dtype), y, n_parts=8))
     assert model.n_workers_ == 2
     predicted = model.predict(da.from_array(X_test, chunks=1_000))
     rmse = np.sqrt(np.mean((predicted.compute() - y_test) ** 2))
@@ -121,6 +133,44 @@ def test_sample_weights_reach_the_statistics_bins_and_the_loss(client):
             da.from_array(X, chunks=4_000), da.from_array(y, chunks=4_000), da.ones(10))
 
 
+def categorical_frame(n, seed=0):
+    rng = np.random.default_rng(seed)
+    X, y = smooth_problem(n, seed)
+    city = rng.choice(["north", "south", "east", "west", "tiny"], p=[0.3, 0.3, 0.2, 0.1998, 0.0002], size=n)
+    city = np.where(rng.random(n) < 0.01, None, city).astype(object)
+    frame = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])
+    frame["city"] = pd.Series(city, dtype=object)
+    frame.loc[rng.random(n) < 0.02, "b"] = np.nan
+    effect = pd.Series(city).map({"north": 1.0, "south": -1.0, "east": 0.5}).fillna(0.0).to_numpy()
+    return frame, y + effect
+
+
+def test_categorical_columns_get_the_plain_estimators_levels_and_predict_from_frames(client):
+    frame, y = categorical_frame(30_000)
+    params = dict(dim=6, n_estimators=1, max_iter=4, learning_rate_init=0.01, random_state=0, device="cpu")
+    local = SpectralRegressor(**params).fit(frame, y)
+    model = DaskSpectralRegressor(client=client, **params).fit(dd.from_pandas(frame, npartitions=6),
+                                                               da.from_array(y, chunks=5_000))
+    assert model.is_categorical_.tolist() == local.is_categorical_.tolist() == [False, False, False, True]
+    for field in ("numeric", "categorical", "n_levels", "has_missing_level", "missing"):
+        assert getattr(model.encoding_, field) == getattr(local.encoding_, field), field
+    for name in ("x_mean_", "x_scale_", "x_min_", "x_max_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(local, name), rtol=1e-10, err_msg=name)
+    test, y_test = categorical_frame(4_000, seed=1)
+    test.loc[0, "city"] = "never seen"
+    predicted = model.predict(dd.from_pandas(test, npartitions=3))
+    assert isinstance(predicted, da.Array)
+    predicted = predicted.compute()
+    np.testing.assert_allclose(predicted, model.to_local().predict(test), rtol=1e-12)
+    rmse, local_rmse = (np.sqrt(np.mean((p - y_test) ** 2)) for p in (predicted, local.predict(test)))
+    assert rmse <= 1.05 * local_rmse, (rmse, local_rmse)
+    labels = np.where(y > 1, "high", "low")
+    classifier = DaskSpectralClassifier(client=client, **params).fit(dd.from_pandas(frame, npartitions=6),
+                                                                     dd.from_pandas(pd.Series(labels), npartitions=6))
+    proba = classifier.predict_proba(dd.from_pandas(test, npartitions=3)).compute()
+    np.testing.assert_allclose(proba, classifier.to_local().predict_proba(test), rtol=1e-12)
+
+
 def test_clear_errors(client):
     with pytest.raises(TypeError, match="dask array or dask DataFrame"):
         DaskSpectralRegressor(client=client).fit(np.zeros((4, 2)), np.zeros(4))
@@ -129,8 +179,9 @@ def test_clear_errors(client):
     with pytest.raises(NotImplementedError, match="fit only"):
         DaskSpectralRegressor(client=client).partial_fit(np.zeros((4, 2)), np.zeros(4))
     frame = dd.from_pandas(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}), npartitions=1)
-    with pytest.raises(ValueError, match="non-numeric columns \\['b'\\]"):
-        DaskSpectralRegressor(client=client).fit(frame, dd.from_pandas(pd.Series([1.0, 2.0]), npartitions=1))
+    with pytest.raises(ValueError, match="non-numeric columns \\['b'\\] that are not categorical"):
+        DaskSpectralRegressor(client=client, categorical_features=None).fit(
+            frame, dd.from_pandas(pd.Series([1.0, 2.0]), npartitions=1))
 
 
 def test_a_worker_that_dies_makes_the_fit_fail_not_hang(client):
