@@ -246,3 +246,29 @@ def _runtime_warnings_as_errors():
     import warnings
 
     warnings.simplefilter("error", RuntimeWarning)
+
+
+def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch):
+    """Where dask-cuda does not import, one Nanny per GPU with its own CUDA_VISIBLE_DEVICES
+    (the workers never touch CUDA here, so this runs on CPU machines too)."""
+    import sys
+
+    import torch
+
+    from skspectral.dask import local_gpu_cluster
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(ValueError, match="1 to 2 workers"):
+        local_gpu_cluster(3)
+    with pytest.warns(RuntimeWarning, match="dask-cuda is not usable"):
+        cluster = local_gpu_cluster()
+    with cluster, distributed.Client(cluster) as gpu_client:
+        visible = gpu_client.run(_visible_devices)
+        assert sorted(visible.values()) == ["0", "1"]
+        assert all(info["nthreads"] == 1 for info in gpu_client.scheduler_info()["workers"].values())
+
+
+def _visible_devices():
+    return os.environ.get("CUDA_VISIBLE_DEVICES")  # the worker's own environment
