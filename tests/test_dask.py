@@ -55,12 +55,15 @@ def spread_evenly(client, X, y, n_parts):
     """Dask arrays of X and y whose partitions lie on the workers in turn: the same shards on
     every run (the scheduler's own placement varies, and with it a short fit's result)."""
     workers = sorted(client.scheduler_info()["workers"])
-    parts = []
+    x_parts, y_parts = [], []
     for i, rows in enumerate(np.array_split(np.arange(len(y)), n_parts)):
-        x_future, y_future = client.scatter([X[rows], y[rows]], workers=[workers[i % len(workers)]])
-        parts.append((da.from_delayed(x_future, shape=(len(rows), X.shape[1]), dtype=X.dtype),
-                      da.from_delayed(y_future, shape=(len(rows),), dtype=y.dtype)))
-    return da.concatenate([p[0] for p in parts]), da.concatenate([p[1] for p in parts])
+        x_rows = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
+        x_future, y_future = client.scatter([x_rows, y[rows]], workers=[workers[i % len(workers)]])
+        x_parts.append(x_future if isinstance(X, pd.DataFrame)
+                       else da.from_delayed(x_future, shape=(len(rows), X.shape[1]), dtype=X.dtype))
+        y_parts.append(da.from_delayed(y_future, shape=(len(rows),), dtype=y.dtype))
+    x = dd.from_delayed(x_parts, meta=X.iloc[:0]) if isinstance(X, pd.DataFrame) else da.concatenate(x_parts)
+    return x, da.concatenate(y_parts)
 
 
 def fit_one_process_and_on_dask(client, device, x_dtype=np.float64, **options):
@@ -149,8 +152,7 @@ def test_categorical_columns_get_the_plain_estimators_levels_and_predict_from_fr
     frame, y = categorical_frame(30_000)
     params = dict(dim=6, n_estimators=1, max_iter=4, learning_rate_init=0.01, random_state=0, device="cpu")
     local = SpectralRegressor(**params).fit(frame, y)
-    model = DaskSpectralRegressor(client=client, **params).fit(dd.from_pandas(frame, npartitions=6),
-                                                               da.from_array(y, chunks=5_000))
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, frame, y, n_parts=6))
     assert model.is_categorical_.tolist() == local.is_categorical_.tolist() == [False, False, False, True]
     for field in ("numeric", "categorical", "n_levels", "has_missing_level", "missing"):
         assert getattr(model.encoding_, field) == getattr(local.encoding_, field), field
