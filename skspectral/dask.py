@@ -139,8 +139,23 @@ def _as_dask_array(data, name: str, ndim: int):
     return data
 
 
+def _coded_with(X, mask, codes):
+    """A dask DataFrame or array as a float dask array with the given level codes (mask None:
+    every column numeric)."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    if mask is None:
+        return _as_float(_as_dask_array(X, "X", 2))
+    if not isinstance(X, dd.DataFrame):
+        X = dd.from_dask_array(_as_dask_array(X, "X", 2), columns=list(range(len(mask))))
+    meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(len(mask))})
+    coded = X.map_partitions(lambda part: pd.DataFrame(coded_rows(part, mask, codes), index=part.index), meta=meta)
+    return coded.to_dask_array(lengths=True)
+
+
 def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, world_size, init_method,
-               timeout_s):
+               timeout_s, eval_set=None):
     """One rank of a data-parallel fit, on the worker that holds its partitions."""
     import torch
     import torch.distributed as dist
@@ -160,7 +175,7 @@ def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, 
             rank, world_size, statistics,
             device=torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
         estimator._validate_params()
-        estimator._fit(X, y, weight, first_call=True, incremental=False, classes=classes)
+        estimator._fit(X, y, weight, first_call=True, incremental=False, classes=classes, eval_set=eval_set)
         del estimator._distributed
         return estimator if rank == 0 else None
     finally:
@@ -179,7 +194,6 @@ class _DaskSpectralMixin:
         """X as a float dask array (float32 stays float32), categorical columns as level codes
         learned from their level counts; with the categorical mask and the codes (or None)."""
         import dask.dataframe as dd
-        import pandas as pd
 
         frame = isinstance(X, dd.DataFrame)
         if not frame and not isinstance(X, da.Array):
@@ -192,9 +206,7 @@ class _DaskSpectralMixin:
             X = dd.from_dask_array(X, columns=list(range(X.shape[1])))
         counts = dask.compute(*[X[X.columns[j]].value_counts(dropna=False) for j in np.flatnonzero(mask)])
         codes = CategoryCodes().fit_counts(list(counts))
-        meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(len(mask))})
-        coded = X.map_partitions(lambda part: pd.DataFrame(coded_rows(part, mask, codes), index=part.index), meta=meta)
-        return coded.to_dask_array(lengths=True), mask, codes
+        return _coded_with(X, mask, codes), mask, codes
 
     def _statistics(self, X, y, weight, mask=None, codes=None) -> tuple[dict, np.ndarray | None]:
         """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, weighted as
@@ -257,7 +269,7 @@ class _DaskSpectralMixin:
         statistics["y_scale_"] = float(usable_scale(np.array([y_mean]), np.sqrt(np.array([second["y_var"]])))[0])
         return statistics, None
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, eval_set=None):
         """Fit on dask collections, data-parallel over the workers that hold them.
 
         Parameters
@@ -268,6 +280,10 @@ class _DaskSpectralMixin:
         sample_weight : dask array of shape (n_samples,), dask Series or None, default=None
             Weights of the rows, as the plain estimators take them: in the statistics, the
             bins and the loss (rows of weight 0 count for nothing). No duplicate merging.
+        eval_set : list of (X, y) pairs of dask collections, default=None
+            Scored at the end of every epoch into ``history_`` (never affects training), as
+            the plain estimators do. Each pair is computed and sent to the first worker,
+            which scores it: meant for held-out sets that fit one machine.
 
         Returns
         -------
@@ -296,6 +312,7 @@ class _DaskSpectralMixin:
             labels = classes
             y = y.map_blocks(lambda block: np.searchsorted(labels, block).astype(np.float64), dtype=np.float64)
             classes = np.arange(len(labels)), labels
+        evaluations = self._eval_pairs(eval_set, mask, codes, None if classes is None else classes[1])
         x_futures = client.compute(X.to_delayed().ravel().tolist())
         y_futures = client.compute(y.to_delayed().ravel().tolist())
         w_futures = client.compute(weight.to_delayed().ravel().tolist())
@@ -318,7 +335,8 @@ class _DaskSpectralMixin:
             client.submit(
                 _fit_shard, local, statistics, None if classes is None else classes[0],
                 [x_futures[i] for i in by_worker[w]], [y_futures[i] for i in by_worker[w]],
-                [w_futures[i] for i in by_worker[w]], rank, len(workers), f"tcp://{host}:{port}", self.collective_timeout,
+                [w_futures[i] for i in by_worker[w]], rank, len(workers), f"tcp://{host}:{port}",
+                self.collective_timeout, evaluations if rank == 0 else None,  # rank 0 scores the eval sets
                 workers=[w], allow_other_workers=False, pure=False,
             )
             for rank, w in enumerate(workers)
@@ -341,6 +359,25 @@ class _DaskSpectralMixin:
             self.feature_names_in_ = names
         self.n_workers_ = len(workers)
         return self
+
+    def _eval_pairs(self, eval_set, mask, codes, labels) -> list | None:
+        """eval_set as numpy (X, y) pairs in the shards' terms: level codes, class indices."""
+        if eval_set is None:
+            return None
+        if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(eval_set[0], tuple):
+            eval_set = [eval_set]
+        pairs = []
+        for i, pair in enumerate(eval_set):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(_is_dask, pair))):
+                raise ValueError(f"eval_set must be a list of (X, y) pairs of dask collections; item {i} is not.")
+            X_eval, y_eval = dask.compute(_coded_with(pair[0], mask, codes), _as_dask_array(pair[1], "y", 1))
+            if labels is not None:
+                unseen = ~np.isin(y_eval, labels)
+                if unseen.any():
+                    raise ValueError(f"eval_set {i} has labels not seen in fit: {np.unique(y_eval[unseen])[:5]}.")
+                y_eval = np.searchsorted(labels, y_eval)
+            pairs.append((X_eval, y_eval))
+        return pairs
 
     def partial_fit(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} fits data-parallel with fit only; for incremental "
