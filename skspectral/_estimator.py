@@ -715,8 +715,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         output = torch.cat([
             predict_in_chunks(model, self._standardised_on(X[start : start + block], model.device, model.dtype,
                                                            clip=self.clip_features), chunk_rows)
-            for start in range(0, len(X), block)
-        ] or [predict_in_chunks(model, self._standardised_on(X, model.device, model.dtype), chunk_rows)])
+            for start in range(0, max(1, len(X)), block)  # one (empty) block for no rows
+        ])
         if self.n_estimators > 1:
             output = get_loss(self._loss_name()).combine_members(output)
         return output.cpu().numpy().astype(np.float64)

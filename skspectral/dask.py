@@ -33,7 +33,7 @@ from sklearn.utils._param_validation import Interval
 
 from ._estimator import monotonic_by_position
 from ._features import CategoryCodes, categorical_mask, coded_rows, edges_from_quantiles, weighted_quantiles
-from ._preprocessing import usable_scale
+from ._preprocessing import check_eval_set, usable_scale
 from .classifier import SpectralClassifier
 from .encoding import EncodingSpec
 from .regressor import SpectralRegressor
@@ -201,7 +201,7 @@ class _DaskSpectralMixin:
         template = X._meta if frame else np.empty((0,) + X.shape[1:])
         mask = categorical_mask(template, self.categorical_features) if template.ndim == 2 else None
         if mask is None:
-            return _as_float(_as_dask_array(X, "X", 2)), None, None
+            return _coded_with(X, None, None), None, None
         if not frame:
             X = dd.from_dask_array(X, columns=list(range(X.shape[1])))
         counts = dask.compute(*[X[X.columns[j]].value_counts(dropna=False) for j in np.flatnonzero(mask)])
@@ -360,24 +360,22 @@ class _DaskSpectralMixin:
         self.n_workers_ = len(workers)
         return self
 
-    def _eval_pairs(self, eval_set, mask, codes, labels) -> list | None:
+    def _eval_pairs(self, eval_set, mask, codes, labels) -> list:
         """eval_set as numpy (X, y) pairs in the shards' terms: level codes, class indices."""
-        if eval_set is None:
-            return None
-        if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(eval_set[0], tuple):
-            eval_set = [eval_set]
-        pairs = []
-        for i, pair in enumerate(eval_set):
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(_is_dask, pair))):
-                raise ValueError(f"eval_set must be a list of (X, y) pairs of dask collections; item {i} is not.")
-            X_eval, y_eval = dask.compute(_coded_with(pair[0], mask, codes), _as_dask_array(pair[1], "y", 1))
+
+        def computed(X_eval, y_eval):
+            if not (_is_dask(X_eval) and _is_dask(y_eval)):
+                raise ValueError("eval_set must be a list of (X, y) pairs of dask collections; got a pair of "
+                                 f"{type(X_eval).__name__} and {type(y_eval).__name__}.")
+            X_eval, y_eval = dask.compute(_coded_with(X_eval, mask, codes), _as_dask_array(y_eval, "y", 1))
             if labels is not None:
                 unseen = ~np.isin(y_eval, labels)
                 if unseen.any():
-                    raise ValueError(f"eval_set {i} has labels not seen in fit: {np.unique(y_eval[unseen])[:5]}.")
+                    raise ValueError(f"eval_set has labels not seen in fit: {np.unique(y_eval[unseen])[:5]}.")
                 y_eval = np.searchsorted(labels, y_eval)
-            pairs.append((X_eval, y_eval))
-        return pairs
+            return X_eval, y_eval
+
+        return check_eval_set(eval_set, computed)  # the plain estimators' pair handling
 
     def partial_fit(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} fits data-parallel with fit only; for incremental "
