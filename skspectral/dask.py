@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import socket
-from numbers import Real
+from numbers import Integral, Real
 from datetime import timedelta
 
 import numpy as np
@@ -63,7 +63,7 @@ def local_gpu_cluster(n_workers: int | None = None, **kwargs):
 
     available = torch.cuda.device_count()
     n_workers = available if n_workers is None else n_workers
-    if not 1 <= n_workers <= available:
+    if isinstance(n_workers, bool) or not isinstance(n_workers, Integral) or not 1 <= n_workers <= available:
         raise ValueError(f"local_gpu_cluster needs 1 to {available} workers on this machine (its GPUs), "
                          f"got n_workers={n_workers}.")
     try:

@@ -289,8 +289,9 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with pytest.raises(ValueError, match="1 to 2 workers"):
-        local_gpu_cluster(3)
+    for bad in (3, 0, 1.5):
+        with pytest.raises(ValueError, match="1 to 2 workers"):
+            local_gpu_cluster(bad)
     with pytest.warns(RuntimeWarning, match="dask-cuda is not usable"):
         cluster = local_gpu_cluster()
     with cluster, distributed.Client(cluster) as gpu_client:
