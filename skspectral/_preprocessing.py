@@ -8,6 +8,8 @@ import functools
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight
 
+from .eig._numba_support import numba_module, parallel_threads
+
 
 def check_rows(X: np.ndarray, y: np.ndarray, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validated sample weights; rows of zero weight dropped and duplicates merged."""
@@ -143,9 +145,8 @@ def _weighted_moments(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarra
 def _moments_kernel():
     """Two compiled passes over the rows (means, then squared deviations from them), in
     fixed chunks of rows summed in parallel; None without Numba."""
-    try:
-        import numba
-    except Exception:
+    numba = numba_module()
+    if numba is None:
         return None
 
     @numba.njit(parallel=True, cache=True, nogil=True)
@@ -167,6 +168,7 @@ def _moments_kernel():
         return sums
 
     def moments(values, weight, chunk, n_chunks):
+        parallel_threads()  # as many threads as torch's; the chunks (and so the sums) do not depend on it
         first = chunk_sums(values, weight, np.zeros(values.shape[1]), chunk, n_chunks).sum(axis=1)
         safe_total = np.where(first[0] > 0, first[0], 1.0)
         mean = first[1] / safe_total

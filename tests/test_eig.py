@@ -267,11 +267,11 @@ def test_cpu_kernel_threads_agree_with_one_thread(monkeypatch):
 
 
 def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
-    from skspectral.eig import _numba_backend
+    from skspectral.eig import _numba_backend, _numba_support
 
     block_import(monkeypatch, "numba")
-    _numba_backend._numba.cache_clear()
-    _numba_backend._kernels.cache_clear()
+    for cached in (_numba_support.numba_module, _numba_backend._numba, _numba_backend._kernels):
+        cached.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="falls back to torch.linalg") as record:
             assert resolve_backend("cpu", 15) == "torch"
@@ -280,8 +280,8 @@ def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
         with pytest.raises(ImportError, match="backend='numba' needs Numba"):
             kth_eigvalsh(torch.eye(3), 0, backend="numba")
     finally:
-        _numba_backend._numba.cache_clear()
-        _numba_backend._kernels.cache_clear()
+        for cached in (_numba_support.numba_module, _numba_backend._numba, _numba_backend._kernels):
+            cached.cache_clear()
 
 
 def test_model_gradients_flow_through_batch_dims():

@@ -1,5 +1,9 @@
 """Rows before training: weights, duplicate merging, standardisation, eval sets, the split."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -172,3 +176,24 @@ def test_compiled_moments_match_numpy_and_a_float64_reference(n, p, nan_share, s
         for got in (compiled, fallback):
             np.testing.assert_allclose(got[0][j], mean, rtol=1e-9, atol=1e-12 * np.abs(x).max())
             np.testing.assert_allclose(got[1][j], var, rtol=1e-8, atol=1e-12 * var + 1e-300)
+
+
+def test_compiled_kernels_keep_torchs_thread_count_and_follow_it():
+    """Starting Numba's OpenMP threads set the calling thread's OpenMP count (which torch
+    reads) to Numba's pool: a Dask worker limited to 1 thread ran every later fit on all
+    cores, several workers oversubscribing the machine. A fresh process, so that Numba's
+    threads start inside the fit."""
+    pytest.importorskip("numba")
+    code = (
+        "import numpy as np, torch, numba\n"
+        "torch.set_num_threads(1)\n"
+        "from skspectral import SpectralRegressor, kth_eigvalsh\n"
+        "X = np.random.RandomState(0).normal(size=(5000, 4))\n"
+        "SpectralRegressor(dim=4, max_iter=1, backend='numba').fit(X, X[:, 0])\n"
+        "kth_eigvalsh(torch.randn(64, 20, 20, dtype=torch.float64), 3, backend='numba')\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1"]

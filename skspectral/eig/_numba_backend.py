@@ -23,6 +23,8 @@ import warnings
 import torch
 
 from ._backend import EigenBackend
+from . import _numba_support
+from ._numba_support import numba_module, parallel_threads
 
 # Below this much work (batch * n**3) the batch runs on the calling thread:
 # waking Numba's worker threads costs more than it saves.
@@ -34,14 +36,11 @@ _PREFERRED_MIN_WORK = 16 * 15**3
 @functools.cache
 def _numba():
     """The numba module, or None when it is missing or broken (auto then uses torch)."""
-    try:
-        import numba
-
-        return numba
-    except Exception as exc:  # ImportError, or a numba built against another numpy
-        warnings.warn(f"skspectral's CPU kernel needs Numba, which failed to import ({exc}); "
+    numba = numba_module()
+    if numba is None:
+        warnings.warn(f"skspectral's CPU kernel needs Numba, which failed to import ({_numba_support.import_error}); "
                       "kth_eigvalsh falls back to torch.linalg on the CPU.", RuntimeWarning, stacklevel=3)
-        return None
+    return numba
 
 
 def is_available() -> bool:
@@ -76,11 +75,8 @@ def _kernels():
 def _run(serial, parallel, args: tuple, batch: int, work: int) -> None:
     """One kernel call over the batch: on the calling thread, or in chunks over Numba's
     threads (one per core, as many as torch uses) when the work pays for waking them."""
-    threads = torch.get_num_threads()
-    if threads > 1 and batch > 1 and work >= _PARALLEL_MIN_WORK:
-        numba = _numba()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        parallel(*args, min(batch, numba.get_num_threads()))
+    if torch.get_num_threads() > 1 and batch > 1 and work >= _PARALLEL_MIN_WORK:
+        parallel(*args, min(batch, parallel_threads()))
     else:
         serial(*args)
 

@@ -1,0 +1,54 @@
+"""Numba threads shared by the CPU eigen kernel and the column statistics.
+
+A parallel Numba kernel runs on as many threads as torch's intra-op pool
+(``torch.set_num_threads``, ``OMP_NUM_THREADS``, the one-thread limit of a Dask
+or joblib worker), so a process has one thread knob, not two.
+
+Starting Numba's OpenMP threading layer sets the calling thread's OpenMP
+thread count to Numba's pool size, and torch reads its own count from that
+same OpenMP runtime: without a guard, the first parallel kernel would raise a
+worker's torch from 1 thread to every core and oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+
+_launch_lock = threading.Lock()
+import_error: Exception | None = None  # why numba did not import, for the callers' warnings
+
+
+@functools.cache
+def numba_module():
+    """The numba module, or None when it is missing or does not import."""
+    try:
+        import numba
+
+        return numba
+    except Exception as exc:  # ImportError, or a numba built against another numpy
+        global import_error
+        import_error = exc
+        return None
+
+
+@functools.cache
+def _pool_size() -> int:
+    """Start Numba's threading layer once, keeping torch's thread count; Numba's pool size."""
+    numba = numba_module()
+    with _launch_lock:
+        torch_threads = torch.get_num_threads()
+        numba.get_num_threads()  # starts the threading layer
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def parallel_threads() -> int:
+    """Size Numba's threads for the next parallel kernel called from this thread to
+    torch's thread count (at most Numba's pool); returns that count."""
+    threads = max(1, min(torch.get_num_threads(), _pool_size()))
+    numba_module().set_num_threads(threads)
+    return threads
