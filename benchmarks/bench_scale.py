@@ -6,7 +6,10 @@
 - search: a GridSearchCV of ``--fits`` SpectralRegressor fits (California, 40 epochs
   each) under joblib's Dask backend on a local cluster of N single-threaded workers
   (``--gpu``: ``skspectral.dask.local_gpu_cluster``, one worker per GPU); fits per
-  second, and the speed-up over N = 1 in the same run.
+  second, and the speed-up over N = 1 in the same run; ``busy_s`` sums the fits' and
+  scorings' own seconds (cv_results_), ``utilisation`` is busy_s / (N x seconds): what
+  is left went to dispatch, data transfer, the refit and idle workers. (N = 1 runs the
+  fits one after another in this process: joblib does not dispatch to a single worker.)
 - data: DaskSpectralRegressor on a synthetic rows x 28 float32 problem for each
   ``--rows``, 2 epochs (dim 11, one member, global batch 4096), partitions spread over the
   N workers: seconds per epoch (the second epoch of the fit's history), the fit's
@@ -37,7 +40,7 @@ def cluster(n_workers: int, gpu: bool):
                         silence_logs=40)
 
 
-def search_seconds(n_workers: int, gpu: bool, n_fits: int) -> tuple[float, int]:
+def search_seconds(n_workers: int, gpu: bool, n_fits: int) -> dict:
     from distributed import Client
 
     X, _, y, _ = california()
@@ -48,7 +51,12 @@ def search_seconds(n_workers: int, gpu: bool, n_fits: int) -> tuple[float, int]:
             search.fit(X[:4000], y[:4000])  # warm-up: imports, kernel compilation on every worker
             start = time.perf_counter()
             search.fit(X, y)
-            return time.perf_counter() - start, len(search.cv_results_["params"]) * 2
+            seconds = time.perf_counter() - start
+    results = search.cv_results_
+    fits = len(results["params"]) * search.n_splits_
+    busy = float(np.sum(results["mean_fit_time"] + results["mean_score_time"]) * search.n_splits_)
+    return {"workers": n_workers, "fits": fits, "seconds": seconds, "fits_per_s": fits / seconds, "busy_s": busy,
+            "mean_fit_s": float(np.mean(results["mean_fit_time"])), "utilisation": busy / (n_workers * seconds)}
 
 
 def data_parallel(n_workers: int, gpu: bool, rows: int) -> dict:
@@ -82,13 +90,13 @@ def main():
     out = {"versions": versions("cuda" if a.gpu else "cpu"), "search": [], "data_parallel": []}
     if "search" in a.parts:
         for n in a.workers:
-            seconds, fits = search_seconds(n, a.gpu, a.fits)
-            out["search"].append({"workers": n, "fits": fits, "seconds": seconds, "fits_per_s": fits / seconds})
+            out["search"].append(search_seconds(n, a.gpu, a.fits))
             print(out["search"][-1], flush=True)
         for row in out["search"]:
             row["speed_up"] = row["fits_per_s"] / out["search"][0]["fits_per_s"]
             row["efficiency"] = row["speed_up"] / row["workers"]
-        print(markdown_table(out["search"], ["workers", "fits", "seconds", "fits_per_s", "speed_up", "efficiency"]))
+        print(markdown_table(out["search"], ["workers", "fits", "seconds", "fits_per_s", "speed_up", "efficiency",
+                                              "mean_fit_s", "busy_s", "utilisation"]))
     if "data" in a.parts:
         for rows in a.rows:
             for n in a.workers:

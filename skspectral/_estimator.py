@@ -522,9 +522,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             verbose=bool(self.verbose),
-            # a collective inside a captured step is not verified on GPUs (see the README):
-            # data-parallel fits run eager steps
-            cuda_graph=False if distributed is not None else None,
+            # data-parallel steps replay from CUDA graphs too, all-reduce included, unless the context says not
+            cuda_graph=None if distributed is None or distributed.capture_steps else False,
         )
         trainer = Trainer(
             model,
@@ -537,8 +536,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
             chunk_rows=self._chunk_rows(dtype),
             state=self._resumed_state() if resume else None,
-            gradient_reducer=None if distributed is None else distributed.gradient_reducer(model.parameters()),
-            average_fn=None if distributed is None else distributed.weighted_average,
+            distributed=distributed,
         )
         tasks = _EpochTasks(self, max_iter, callback_data) if not incremental else None
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),

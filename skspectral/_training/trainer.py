@@ -97,10 +97,11 @@ class Trainer:
     extra device tensors to read at the epoch's single sync (e.g.
     sensitivities), as a dict of name -> tensor.
 
-    Data-parallel training (:mod:`.distributed`): ``gradient_reducer(batch_weight)``
-    runs after each backward and averages the gradients over the ranks;
-    ``average_fn(tensors, weight)`` averages the epoch's losses and validation score,
-    so that every rank takes the same stopping decision.
+    Data-parallel training: ``distributed`` (a :class:`.distributed.DistributedContext`)
+    averages the gradients over the ranks after each backward (inside the captured
+    step too), averages the epoch's losses and validation score so that every rank
+    takes the same stopping decision, and makes the ranks agree on replaying steps
+    from CUDA graphs (all of them, or none).
     """
 
     def __init__(
@@ -116,8 +117,7 @@ class Trainer:
         chunk_rows: int = 65536,
         state: TrainingState | None = None,
         optimizer: torch.optim.Optimizer | None = None,
-        gradient_reducer: Callable[[torch.Tensor], None] | None = None,
-        average_fn: Callable[[list, torch.Tensor], list] | None = None,
+        distributed=None,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -128,8 +128,8 @@ class Trainer:
         self.generator = generator
         self.chunk_rows = chunk_rows
         self.state = state or TrainingState()
-        self.gradient_reducer = gradient_reducer
-        self.average_fn = average_fn
+        self.distributed = distributed
+        self.gradient_reducer = None if distributed is None else distributed.gradient_reducer(model.parameters())
         parameter = next(model.parameters())
         on_cuda = parameter.device.type == "cuda"
         if options.cuda_graph is None:
@@ -171,6 +171,7 @@ class Trainer:
                 self._graphed = StaticBatchSteps(
                     self._step, train.X, train.y, train.weight, batch_size, n_values=2,
                     before_capture=lambda: self.optimizer.zero_grad(set_to_none=True),
+                    agree=None if self.distributed is None else self.distributed.all_agree,
                 )
             means = self._graphed.epoch(order)
             self.state.t += self._graphed.n_steps
@@ -216,8 +217,8 @@ class Trainer:
                 self._set_learning_rate(epoch)
                 self.model.train()
                 loss, data_loss = self._epoch(train)
-                if self.average_fn is not None:
-                    loss, data_loss = self.average_fn([loss, data_loss], train.weight.sum())
+                if self.distributed is not None:
+                    loss, data_loss = self.distributed.weighted_average([loss, data_loss], train.weight.sum())
                 to_read = {history.TRAIN_LOSS: loss}
                 if self.train_metric is not None:
                     name, to_metric = self.train_metric
@@ -226,8 +227,8 @@ class Trainer:
                     self.model.eval()
                     output = predict_in_chunks(self.model, validation.X, self.chunk_rows)
                     score = self.score_fn(output, validation.y, validation.weight)
-                    if self.average_fn is not None:
-                        (score,) = self.average_fn([score], validation.weight.sum())
+                    if self.distributed is not None:
+                        (score,) = self.distributed.weighted_average([score], validation.weight.sum())
                     to_read[history.VALIDATION_SCORE] = score
                 if record_fn is not None:
                     to_read.update(record_fn())
@@ -248,6 +249,9 @@ class Trainer:
                     state.converged = True
                     break
         finally:
+            # the graph goes with the fit: one holding an NCCL collective keeps its communicator
+            # busy, and destroying the process group would wait for it
+            self._graphed = None
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
 
