@@ -56,6 +56,8 @@ _AUTO_EARLY_STOPPING_ROWS = 1000
 _FLOOR_MARGIN = (0.1, 0.25)
 # quantile bins come from at most this many rows (HistGradientBoosting's subsample)
 _BIN_SUBSAMPLE = 200_000
+# Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch.
+_DEVICE_ROWS_SHARE = 0.5
 
 # Shared by both estimators' docstrings (each class documents every parameter it takes).
 PARAMETERS_DOC = """dim : int or "auto", default=15
@@ -469,14 +471,18 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             size = -(-size // distributed.world_size)
         return max(1, min(size, n_rows))
 
-    def _dataset(self, X, target, weight, device, dtype, *, rows=None, n_rows=None, clip=False) -> Dataset:
+    def _dataset(self, X, target, weight, device, dtype, *, rows=None, n_rows=None, clip=False,
+                 stream=False) -> Dataset:
         """Raw rows ``X[rows]`` standardised on their way to the device (zero-weight padding up
         to ``n_rows``; clipped to the training range with ``clip``), with their targets and
-        weights (given for those rows)."""
+        weights (given for those rows). With ``stream`` the standardised rows stay in host
+        memory and every epoch streams them to the device."""
         if n_rows is not None:
             target, weight = _pad_rows(target, weight, n_rows)
-        features = self._standardised_on(X, device, dtype, rows=rows, n_rows=n_rows, clip=clip)
-        return Dataset(features, _to_device(target, device, dtype), _to_device(weight, device, dtype))
+        features = self._standardised_on(X, torch.device("cpu") if stream else device, dtype, rows=rows,
+                                         n_rows=n_rows, clip=clip)
+        return Dataset(features, _to_device(target, device, dtype), _to_device(weight, device, dtype),
+                       stream_rows=stream)
 
     def _fit_core(self, *, X, target, weight, eval_sets, max_iter, incremental, resume, callback_data):
         """Split, build (or reuse) the model, train; yields records and stores the fitted state."""
@@ -508,7 +514,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if distributed is not None:  # every rank takes the same number of steps
             n_padded = distributed.all_max(n_train)
             total_weight = distributed.all_sum(total_weight)
-        train = self._dataset(X, train_target, train_weight, device, dtype, rows=train_rows, n_rows=n_padded)
+        n_rows = n_train if n_padded is None else n_padded
+        stream = _stream_rows(n_rows * X.shape[1] * dtype.itemsize, device)
+        if distributed is not None:
+            stream = bool(distributed.all_max(int(stream)))  # one kind of epoch on every rank
+        train = self._dataset(X, train_target, train_weight, device, dtype, rows=train_rows, n_rows=n_padded,
+                              stream=stream)
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         loss = get_loss(self._loss_name())
         members = self.n_estimators
@@ -748,6 +759,16 @@ def _pad_rows(target, weight, n_rows: int):
         return target, weight
     pad = lambda a: np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])  # noqa: E731
     return pad(target), pad(weight)
+
+
+def _stream_rows(n_bytes: int, device: torch.device) -> bool:
+    """Whether training rows of this many bytes stay in host memory, streamed to the device each
+    epoch: where they would take over _DEVICE_ROWS_SHARE of the device's free memory (the rest is
+    for the model's working memory and the validation rows)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return n_bytes > _DEVICE_ROWS_SHARE * free
 
 
 def _to_device(array, device, dtype) -> torch.Tensor:

@@ -173,3 +173,56 @@ def test_ranks_replay_from_graphs_only_where_every_rank_captured(others_agree):
     assert asked == [True]  # asked once, after this rank's capture succeeded
     assert (steps.graph is not None) == others_agree and steps.capture == others_agree
     assert torch.isfinite(first).all() and second[0] < first[0]  # both paths keep training
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, device, estimator):
+    """Training rows too large for the GPU stay in host memory and stream to it in blocks of
+    whole batches: the same batches in the same order as resident rows, so the same fit
+    (blocks of 3 batches, a short last one; on CUDA the steps replay from a graph both ways)."""
+    from skspectral import SpectralClassifier, _estimator
+    from skspectral._training import streaming
+
+    if device == "cuda" and "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(3000, 5))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=3000)
+    cls = SpectralRegressor
+    if estimator == "classifier":
+        cls, y = SpectralClassifier, np.digitize(y, [-0.5, 0.5])
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, random_state=0,
+                  device=device)
+    replays = []
+    if device == "cuda":
+        original = torch.cuda.CUDAGraph.replay
+        monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    resident = cls(**params).fit(X, y)
+    resident_replays = len(replays)
+    dtype_bytes = 8 if device == "cpu" else 4
+    monkeypatch.setattr(streaming, "STREAM_BYTES", 3 * 64 * 5 * dtype_bytes)
+    monkeypatch.setattr(_estimator, "_stream_rows", lambda n_bytes, device: True)
+    blocks = []
+    original_blocks = streaming.HostRowBlocks.blocks
+    monkeypatch.setattr(streaming.HostRowBlocks, "blocks",
+                        lambda self, order: (blocks.append(self.block_rows), original_blocks(self, order))[1])
+    streamed = cls(**params).fit(X, y)
+    assert len(blocks) == 3 and set(blocks) == {3 * 64}  # one pass of blocks per epoch
+    assert streamed.t_ == resident.t_
+    if device == "cuda":
+        assert resident_replays > 0 and len(replays) - resident_replays > 0
+    np.testing.assert_allclose(streamed.loss_curve_, resident.loss_curve_, rtol=1e-6 if device == "cuda" else 1e-12)
+    output = "predict_proba" if estimator == "classifier" else "predict"
+    np.testing.assert_allclose(getattr(streamed, output)(X), getattr(resident, output)(X),
+                               rtol=1e-6 if device == "cuda" else 1e-12, atol=1e-7)
+
+
+@pytest.mark.cuda
+def test_rows_stream_from_host_only_where_they_would_crowd_the_gpu():
+    from skspectral._estimator import _stream_rows
+
+    free, _ = torch.cuda.mem_get_info()
+    assert not _stream_rows(2**20, torch.device("cuda"))
+    assert _stream_rows(free, torch.device("cuda"))  # more than half of what is free
+    assert not _stream_rows(10**15, torch.device("cpu"))  # the CPU trains from host memory anyway

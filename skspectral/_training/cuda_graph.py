@@ -82,12 +82,13 @@ class StaticBatchSteps:
         self.capture = graph is not None
         self.graph = graph
 
-    def epoch(self, order: torch.Tensor) -> torch.Tensor:
-        """Run one epoch over the rows in ``order``; the weighted mean of each step value."""
+    def epoch(self, order: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        """Run one epoch over the rows in ``order`` (its first ``n_steps`` batches; None: all);
+        the weighted mean of each step value (``totals``: the weighted sums)."""
         self.order[: order.shape[0]].copy_(order)
         self.offset.zero_()
         self.totals.zero_()
-        for _ in range(self.n_steps):
+        for _ in range(self.n_steps if n_steps is None else n_steps):
             if self.graph is None and self.capture and self.eager_steps >= self.WARMUP_STEPS:
                 self._capture()
             if self.graph is not None:

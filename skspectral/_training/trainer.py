@@ -19,6 +19,7 @@ import torch
 
 from . import history
 from .cuda_graph import StaticBatchSteps
+from .streaming import HostRowBlocks
 
 
 @dataclass
@@ -38,11 +39,14 @@ class TrainingOptions:
 
 @dataclass
 class Dataset:
-    """Rows on the training device: features, targets and sample weights."""
+    """Rows for training: features, targets and sample weights, on the training device;
+    with ``stream_rows`` the features stay in host memory and each epoch streams them
+    to the device (:mod:`.streaming`)."""
 
     X: torch.Tensor
     y: torch.Tensor
     weight: torch.Tensor
+    stream_rows: bool = False
 
     def __len__(self) -> int:
         return self.X.shape[0]
@@ -131,6 +135,7 @@ class Trainer:
         self.distributed = distributed
         self.gradient_reducer = None if distributed is None else distributed.gradient_reducer(model.parameters())
         parameter = next(model.parameters())
+        self.device = parameter.device
         on_cuda = parameter.device.type == "cuda"
         if options.cuda_graph is None:
             self.static_steps = on_cuda and bool(getattr(model, "capture_safe", False))
@@ -145,6 +150,7 @@ class Trainer:
             optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
         self.optimizer = optimizer
         self._graphed = None
+        self._blocks = None  # HostRowBlocks of a streamed training set
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -161,20 +167,17 @@ class Trainer:
         """One pass over ``train``; the weighted means of the objective and the data loss."""
         n = len(train)
         if self.options.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(train.X.device)
+            order = torch.randperm(n, generator=self.generator, device=self.generator.device)
         else:
-            order = torch.arange(n, device=train.X.device)
+            order = torch.arange(n, device=self.generator.device)
+        if train.stream_rows:
+            return self._streamed_epoch(train, order)
+        order = order.to(train.X.device)
         batch_size = self.options.batch_size
         if self.static_steps:
-            if self._graphed is None or self._graphed.X is not train.X:
-                # backward allocates .grad inside the graph's memory pool
-                self._graphed = StaticBatchSteps(
-                    self._step, train.X, train.y, train.weight, batch_size, n_values=2,
-                    before_capture=lambda: self.optimizer.zero_grad(set_to_none=True),
-                    agree=None if self.distributed is None else self.distributed.all_agree,
-                )
-            means = self._graphed.epoch(order)
-            self.state.t += self._graphed.n_steps
+            steps = self._static_steps(train.X, train.y, train.weight)
+            means = steps.epoch(order)
+            self.state.t += steps.n_steps
             return means[0], means[1]
         # One gather per block of whole batches (not per step): every batch is then a view,
         # and the shuffled copy of the data is a block, not the whole epoch; the per-step
@@ -184,13 +187,69 @@ class Trainer:
         losses = []
         for first in range(0, n, block):
             rows = order[first : first + block]
-            X, y, weight = train.X[rows], train.y[rows], train.weight[rows]
-            for start in range(0, len(rows), batch_size):
-                stop = start + batch_size
-                losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+            self._eager_steps(train.X[rows], train.y[rows], train.weight[rows], losses)
+        return self._eager_means(losses, train, order)
+
+    def _streamed_epoch(self, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's batches (as a resident epoch takes them) from rows in host memory,
+        a block of whole batches at a time (:class:`.streaming.HostRowBlocks`)."""
+        batch_size = self.options.batch_size
+        if self._blocks is None or self._blocks.X is not train.X:
+            self._blocks = HostRowBlocks(train.X, batch_size, self.device)
+        blocks = self._blocks
+        host_order = order.cpu()  # the host gathers the rows: the epoch's one wait on the device
+        order = order.to(self.device)
+        if self.static_steps:
+            if self._graphed is None or self._graphed.X is not blocks.device_rows:
+                self._static_steps(blocks.device_rows,
+                                   torch.zeros((blocks.block_rows,) + train.y.shape[1:], dtype=train.y.dtype,
+                                               device=self.device),
+                                   torch.zeros(blocks.block_rows, dtype=train.weight.dtype, device=self.device))
+            steps = self._graphed
+            block_y, block_weight = steps.y, steps.weight  # the buffers the graph reads
+            every_row = torch.arange(blocks.block_rows, device=self.device)
+            sums = torch.zeros_like(steps.totals)
+            for start, n_rows in blocks.blocks(host_order):
+                rows = order[start : start + n_rows]
+                block_y[:n_rows] = train.y[rows]
+                block_weight[:n_rows] = train.weight[rows]
+                block_weight[n_rows:] = 0  # a short last block: the rest are padding
+                n_steps = -(-n_rows // batch_size)
+                steps.epoch(every_row, n_steps=n_steps)
+                sums += steps.totals
+                self.state.t += n_steps
+            means = sums / train.weight.sum()
+            return means[0], means[1]
+        losses = []
+        for start, n_rows in blocks.blocks(host_order):
+            rows = order[start : start + n_rows]
+            self._eager_steps(blocks.device_rows[:n_rows], train.y[rows], train.weight[rows], losses)
+        return self._eager_means(losses, train, order)
+
+    def _static_steps(self, X, y, weight) -> StaticBatchSteps:
+        """The graph-replayed steps over these row buffers (made once per training set)."""
+        if self._graphed is None or self._graphed.X is not X:
+            # backward allocates .grad inside the graph's memory pool
+            self._graphed = StaticBatchSteps(
+                self._step, X, y, weight, self.options.batch_size, n_values=2,
+                before_capture=lambda: self.optimizer.zero_grad(set_to_none=True),
+                agree=None if self.distributed is None else self.distributed.all_agree,
+            )
+        return self._graphed
+
+    def _eager_steps(self, X, y, weight, losses: list) -> None:
+        """Steps over consecutive batches of these rows; each step's (objective, data loss) to ``losses``."""
+        batch_size = self.options.batch_size
+        for start in range(0, X.shape[0], batch_size):
+            stop = start + batch_size
+            losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+
+    def _eager_means(self, losses: list, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's weighted means from its per-step losses (each batch weighted by its weight)."""
+        batch_size = self.options.batch_size
         self.state.t += len(losses)
         weight = train.weight[order]
-        padded = torch.nn.functional.pad(weight, (0, len(losses) * batch_size - n))  # zero weight
+        padded = torch.nn.functional.pad(weight, (0, len(losses) * batch_size - len(train)))  # zero weight
         batch_weights = padded.view(len(losses), batch_size).sum(1)
         means = (torch.stack(losses) * batch_weights[:, None]).sum(0) / weight.sum()
         return means[0], means[1]
@@ -251,7 +310,7 @@ class Trainer:
         finally:
             # the graph goes with the fit: one holding an NCCL collective keeps its communicator
             # busy, and destroying the process group would wait for it
-            self._graphed = None
+            self._graphed = self._blocks = None
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
 
