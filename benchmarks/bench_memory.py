@@ -5,7 +5,9 @@
 A synthetic rows x 28 float32 binary problem. Configurations:
 - ``issue``: the scale-out issue's ``SpectralClassifier(dim=11, batch_size=4096, max_iter=1)``
   with every other parameter at its default (piecewise-linear bins, 4 members, early stopping);
-- ``series``: the same with ``n_estimators=1, feature_encoding="linear", early_stopping=False``.
+- ``series``: the same with ``n_estimators=1, feature_encoding="linear", early_stopping=False``;
+- ``streamed``: ``series`` with the training rows kept in host memory and streamed to the
+  device every epoch, as for rows larger than the GPU's memory (forced here).
 Each configuration runs in a fresh process: a warm-up fit and predict on 2,000 rows (imports,
 kernel compilation, the CUDA context), then the measured fit and predict. Host memory is the
 process's peak resident set (ru_maxrss) above what it held after the warm-up, with X already
@@ -28,6 +30,7 @@ import numpy as np
 CONFIGS = {
     "issue": {},
     "series": {"n_estimators": 1, "feature_encoding": "linear", "early_stopping": False},
+    "streamed": {"n_estimators": 1, "feature_encoding": "linear", "early_stopping": False},
 }
 
 
@@ -38,7 +41,10 @@ def peak_rss() -> int:
 def measure(rows: int, device: str, config: str) -> dict:
     import torch
 
-    from skspectral import SpectralClassifier
+    from skspectral import SpectralClassifier, _estimator
+
+    if config == "streamed":  # the rows stay on the host whatever their size
+        _estimator._stream_rows = lambda n_bytes, device: True
 
     def make(n, seed):
         rng = np.random.default_rng(seed)
