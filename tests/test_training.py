@@ -212,10 +212,11 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
     assert streamed.t_ == resident.t_
     if device == "cuda":
         assert resident_replays > 0 and len(replays) - resident_replays > 0
-    np.testing.assert_allclose(streamed.loss_curve_, resident.loss_curve_, rtol=1e-6 if device == "cuda" else 1e-12)
+    # float32 on CUDA, and the epoch's losses summed per block there: agreement to float32 rounding
+    rtol, atol = (1e-4, 1e-5) if device == "cuda" else (1e-12, 1e-12)
+    np.testing.assert_allclose(streamed.loss_curve_, resident.loss_curve_, rtol=rtol)
     output = "predict_proba" if estimator == "classifier" else "predict"
-    np.testing.assert_allclose(getattr(streamed, output)(X), getattr(resident, output)(X),
-                               rtol=1e-6 if device == "cuda" else 1e-12, atol=1e-7)
+    np.testing.assert_allclose(getattr(streamed, output)(X), getattr(resident, output)(X), rtol=rtol, atol=atol)
 
 
 @pytest.mark.cuda
