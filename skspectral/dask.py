@@ -94,13 +94,15 @@ def _as_float(X):
 # Points of a partition's weighted quantile sketch, per column: the bins' edges (16 by default)
 # are then within 1/_SKETCH_POINTS of each partition's weight of the exact weighted quantiles.
 _SKETCH_POINTS = 512
+# Up to this many values (rows x columns, within the 200k-row bin subsample) the bins come from all of them.
+_EXACT_BIN_VALUES = 200_000 * 32
 
 
-def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int, share: float = 1.0,
+def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int | None, share: float = 1.0,
                      seed=None) -> list[np.ndarray]:
     """Per column, a (2, m) array of values and weights summarising the observed, positively
-    weighted values of one partition: all of them where there are at most n_points, else
-    n_points values at evenly spaced weighted quantiles, each carrying an equal share of the
+    weighted values of one partition: all of them where there are at most n_points (or
+    n_points is None), else n_points values at evenly spaced weighted quantiles, each carrying an equal share of the
     partition's weight (the caller knows the exact range). With ``share`` < 1, of a seeded
     random ``share`` of the partition's rows (the plain estimators' 200k-row bin subsample,
     spread over the partitions: sorting every row of a tall table dominated the statistics)."""
@@ -113,7 +115,7 @@ def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int, share: fl
         values, w = X[keep, j].astype(np.float64), weight[keep]
         order = np.argsort(values, kind="stable")
         values, w = values[order], w[order]
-        if len(values) > n_points:
+        if n_points is not None and len(values) > n_points:
             cumulative = np.cumsum(w)
             positions = (np.arange(n_points) + 0.5) * (cumulative[-1] / n_points)
             values = values[np.searchsorted(cumulative, positions).clip(0, len(values) - 1)]
@@ -244,8 +246,11 @@ class _DaskSpectralMixin:
         sketches = []
         if self.feature_encoding == "piecewise_linear":
             share = min(1.0, _BIN_SUBSAMPLE / max(1, X.shape[0]))
+            # up to the plain estimators' subsample every value travels (where they are not too many):
+            # their bins exactly, so that one worker's fit is the plain fit
+            exact = share == 1.0 and X.shape[0] * n_features <= _EXACT_BIN_VALUES
             seed = self._seed()
-            sketches = [dask.delayed(_quantile_sketch)(xb, wb, _SKETCH_POINTS, share, [seed, i])
+            sketches = [dask.delayed(_quantile_sketch)(xb, wb, None if exact else _SKETCH_POINTS, share, [seed, i])
                         for i, (xb, wb) in enumerate(zip(X.to_delayed().ravel(), weight.to_delayed().ravel()))]
         if "y_sum" in first:
             y_mean = first["y_sum"] / first["w_sum"]

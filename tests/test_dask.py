@@ -51,10 +51,11 @@ def test_grid_search_under_the_dask_backend_matches_the_sequential_search(client
     assert on_dask.best_params_ == sequential.best_params_
 
 
-def spread_evenly(client, X, y, n_parts):
-    """Dask arrays of X and y whose partitions lie on the workers in turn: the same shards on
-    every run (the scheduler's own placement varies, and with it a short fit's result)."""
-    workers = sorted(client.scheduler_info()["workers"])
+def spread_evenly(client, X, y, n_parts, workers=None):
+    """Dask arrays of X and y whose partitions lie on the workers (default: all) in turn: the
+    same shards on every run (the scheduler's own placement varies, and with it a short fit's
+    result)."""
+    workers = sorted(client.scheduler_info()["workers"]) if workers is None else workers
     x_parts, y_parts = [], []
     for i, rows in enumerate(np.array_split(np.arange(len(y)), n_parts)):
         x_rows = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
@@ -350,3 +351,16 @@ def test_subsampled_sketches_keep_the_weighted_quantiles_and_repeat_under_their_
         cdf = np.cumsum(W[order]) / W.sum()
         ranks = cdf[np.searchsorted(X[order, j], quantiles)]
         np.testing.assert_allclose(ranks, np.arange(1, 16) / 16, atol=0.01)
+
+
+def test_one_workers_fit_is_the_plain_fit(client):
+    """Every piece of the data-parallel fit on one rank -- dask statistics, the bins from every
+    value (up to the plain estimators' 200k-row subsample), the shard, the training -- gives
+    what the plain estimator gives."""
+    X, y = smooth_problem(20_000)
+    params = dict(dim=6, n_estimators=2, max_iter=3, batch_size=200, random_state=0, device="cpu")
+    plain = SpectralRegressor(**params).fit(X, y)
+    worker = sorted(client.scheduler_info()["workers"])[0]
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, 4, workers=[worker]))
+    assert model.n_workers_ == 1
+    np.testing.assert_allclose(model.to_local().predict(X), plain.predict(X), rtol=1e-9, atol=1e-9)
