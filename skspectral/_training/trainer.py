@@ -197,7 +197,8 @@ class Trainer:
         if self._blocks is None or self._blocks.X is not train.X:
             self._blocks = HostRowBlocks(train.X, batch_size, self.device)
         blocks = self._blocks
-        host_order = order.cpu()  # the host gathers the rows: the epoch's one wait on the device
+        # the host gathers the rows; a short wait: the last epoch's read left only the permutation queued
+        host_order = order.cpu()
         order = order.to(self.device)
         if self.static_steps:
             if self._graphed is None or self._graphed.X is not blocks.device_rows:
