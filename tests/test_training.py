@@ -227,3 +227,36 @@ def test_rows_stream_from_host_only_where_they_would_crowd_the_gpu():
     assert not _stream_rows(2**20, torch.device("cuda"))
     assert _stream_rows(free, torch.device("cuda"))  # more than half of what is free
     assert not _stream_rows(10**15, torch.device("cpu"))  # the CPU trains from host memory anyway
+
+
+def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_batches(tmp_path):
+    """Two gloo ranks, each holding every other row and taking half of each global batch
+    (shuffle off): each step's gradient is the weighted mean over the global batch, so
+    after 2 epochs both ranks hold what one process holds after the same global batches
+    (random weights, a penalty, 6 steps an epoch); the ranks hold the same bits."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    X, y, w = _problem(600)
+    batch_size = 100
+    torch.save({"X": X, "y": y, "w": w, "batch_size": batch_size}, tmp_path / "data.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = Path(__file__).with_name("_distributed_worker.py")
+    ranks = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", f"tcp://127.0.0.1:{port}",
+                               str(tmp_path / "data.pt"), str(tmp_path / "out.pt")]) for rank in range(2)]
+    assert [rank.wait(timeout=300) for rank in ranks] == [0, 0]
+    rank0, rank1 = (torch.load(tmp_path / f"out.pt.{rank}") for rank in range(2))
+    torch.testing.assert_close(rank0["weight"], rank1["weight"], rtol=0, atol=0)
+    # one process: rank r's j-th row is row 2j + r, so global batch i is rows 100i ... 100i + 99
+    model = SpectralModel(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    options = TrainingOptions(learning_rate_init=0.01, batch_size=batch_size, max_iter=2, shuffle=False,
+                              cuda_graph=False)
+    trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
+                      penalty_fn=lambda: 1e-3 * model.weight.square().sum())
+    losses = [r[history.TRAIN_LOSS] for r in trainer.epochs(Dataset(X, y, w))]
+    torch.testing.assert_close(rank0["weight"], model.weight.detach(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rank0["losses"], losses, rtol=1e-10)
