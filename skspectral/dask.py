@@ -25,7 +25,6 @@ Needs ``pip install 'skspectral[dask]'``.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import socket
 from numbers import Integral, Real
@@ -113,9 +112,9 @@ def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int | None, sh
     for j in range(X.shape[1]):
         keep = ~np.isnan(X[:, j]) & (weight > 0)
         values, w = X[keep, j].astype(np.float64), weight[keep]
-        order = np.argsort(values, kind="stable")
-        values, w = values[order], w[order]
-        if n_points is not None and len(values) > n_points:
+        if n_points is not None and len(values) > n_points:  # kept whole, they are sorted once, merged
+            order = np.argsort(values, kind="stable")
+            values, w = values[order], w[order]
             cumulative = np.cumsum(w)
             positions = (np.arange(n_points) + 0.5) * (cumulative[-1] / n_points)
             values = values[np.searchsorted(cumulative, positions).clip(0, len(values) - 1)]
@@ -190,7 +189,6 @@ def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, 
         del estimator._distributed
         return estimator if rank == 0 else None
     finally:
-        gc.collect()  # a CUDA graph left in a reference cycle would hold the communicator
         dist.destroy_process_group()
 
 
@@ -207,7 +205,7 @@ class _DaskSpectralMixin:
         learned from their level counts; with the categorical mask and the codes (or None)."""
         import dask.dataframe as dd
 
-        frame = isinstance(X, dd.DataFrame)
+        frame = _is_frame(X)
         if not frame and not isinstance(X, da.Array):
             _as_dask_array(X, "X", 2)  # the clear error for anything else
         template = X._meta if frame else np.empty((0,) + X.shape[1:])

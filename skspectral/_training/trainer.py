@@ -150,7 +150,7 @@ class Trainer:
             optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
         self.optimizer = optimizer
         self._graphed = None
-        self._blocks = None  # HostRowBlocks of a streamed training set
+        self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -196,18 +196,18 @@ class Trainer:
         batch_size = self.options.batch_size
         if self._blocks is None or self._blocks.X is not train.X:
             self._blocks = HostRowBlocks(train.X, batch_size, self.device)
+            # a block's targets and weights beside its rows: the buffers graph-replayed steps read
+            self._block_targets = (
+                torch.zeros((self._blocks.block_rows,) + train.y.shape[1:], dtype=train.y.dtype, device=self.device),
+                torch.zeros(self._blocks.block_rows, dtype=train.weight.dtype, device=self.device),
+            )
         blocks = self._blocks
         # the host gathers the rows; a short wait: the last epoch's read left only the permutation queued
         host_order = order.cpu()
         order = order.to(self.device)
         if self.static_steps:
-            if self._graphed is None or self._graphed.X is not blocks.device_rows:
-                self._static_steps(blocks.device_rows,
-                                   torch.zeros((blocks.block_rows,) + train.y.shape[1:], dtype=train.y.dtype,
-                                               device=self.device),
-                                   torch.zeros(blocks.block_rows, dtype=train.weight.dtype, device=self.device))
-            steps = self._graphed
-            block_y, block_weight = steps.y, steps.weight  # the buffers the graph reads
+            block_y, block_weight = self._block_targets
+            steps = self._static_steps(blocks.device_rows, block_y, block_weight)
             every_row = torch.arange(blocks.block_rows, device=self.device)
             sums = torch.zeros_like(steps.totals)
             for start, n_rows in blocks.blocks(host_order):
@@ -311,7 +311,7 @@ class Trainer:
         finally:
             # the graph goes with the fit: one holding an NCCL collective keeps its communicator
             # busy, and destroying the process group would wait for it
-            self._graphed = self._blocks = None
+            self._graphed = self._blocks = self._block_targets = None
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
 
