@@ -27,6 +27,9 @@ def main(rank: int, world_size: int, init_method: str, data_path: str, out_path:
         records = list(trainer.epochs(Dataset(X, y, w)))
         torch.save({"weight": model.weight.detach(), "losses": [r["train_loss"] for r in records]},
                    f"{out_path}.{rank}")
+        # both ranks done before either tears down: without it one rank in ~20 runs aborted at interpreter
+        # exit, after destroy_process_group had returned ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
