@@ -186,10 +186,42 @@ def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, 
             device=torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
         estimator._validate_params()
         estimator._fit(X, y, weight, first_call=True, incremental=False, classes=classes, eval_set=eval_set)
+        if not estimator._distributed.same_on_every_rank(list(estimator._module.parameters())):
+            raise RuntimeError("the ranks ended the data-parallel fit with different parameters: some step's "
+                               "gradients were not averaged over every rank.")
         del estimator._distributed
         return estimator if rank == 0 else None
     finally:
         dist.destroy_process_group()
+
+
+def _await_ranks(client, tasks, workers, poll_s: float = 0.5) -> None:
+    """Wait for every rank's task; the first error, or the loss of a worker whose rank has not
+    finished, ends the fit with a RuntimeError. A task pinned to a worker that died is not an
+    error to the scheduler: it waits for that worker, which never returns (a restarted worker
+    has a new address). The other ranks may not fail on their own either: on GPUs a rank can
+    be stuck in a captured all-reduce, or its process ended by NCCL's watchdog, whose task
+    then waits in the same way."""
+    running = list(range(len(tasks)))
+    while True:
+        try:
+            distributed.wait([tasks[rank] for rank in running], timeout=poll_s, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+        for rank, task in enumerate(tasks):
+            if task.status == "error":
+                error = task.exception()
+                raise RuntimeError(f"the data-parallel fit failed on worker {workers[rank]} (rank {rank} of "
+                                   f"{len(workers)}): {error!r}") from error
+        running = [rank for rank, task in enumerate(tasks) if task.status != "finished"]
+        if not running:
+            return
+        alive = client.scheduler_info()["workers"]
+        lost = [rank for rank in running if workers[rank] not in alive]
+        if lost:
+            raise RuntimeError(f"the data-parallel fit failed: worker {workers[lost[0]]} (rank {lost[0]} of "
+                               f"{len(workers)}) left the cluster before its rank finished (it died or was "
+                               "restarted). Fit again on the workers that remain.")
 
 
 class _DaskSpectralMixin:
@@ -356,13 +388,11 @@ class _DaskSpectralMixin:
             )
             for rank, w in enumerate(workers)
         ]
-        for task in distributed.as_completed(tasks):  # the first failure ends the fit
-            if task.status == "error":
-                error = task.exception()
-                client.cancel(tasks + x_futures + y_futures + w_futures)
-                worker = workers[tasks.index(task)]
-                raise RuntimeError(f"the data-parallel fit failed on worker {worker} (rank {workers.index(worker)} "
-                                   f"of {len(workers)}): {error!r}") from error
+        try:
+            _await_ranks(client, tasks, workers)
+        except RuntimeError:
+            client.cancel(tasks + x_futures + y_futures + w_futures)
+            raise
         fitted = tasks[0].result()
         client.cancel(x_futures + y_futures + w_futures)
         for name, value in vars(fitted).items():

@@ -24,9 +24,12 @@ def main(rank: int, world_size: int, init_method: str, data_path: str, out_path:
         trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
                           penalty_fn=lambda: 1e-3 * model.weight.square().sum(),
                           distributed=DistributedContext(rank, world_size))
+        context = trainer.distributed
         records = list(trainer.epochs(Dataset(X, y, w)))
-        torch.save({"weight": model.weight.detach(), "losses": [r["train_loss"] for r in records]},
-                   f"{out_path}.{rank}")
+        same = context.same_on_every_rank(list(model.parameters()))
+        one_rank_off = context.same_on_every_rank([model.weight.detach() + (rank == 1) * 1e-12])
+        torch.save({"weight": model.weight.detach(), "losses": [r["train_loss"] for r in records],
+                    "same": same, "one_rank_off": one_rank_off}, f"{out_path}.{rank}")
         # both ranks done before either tears down: without it one rank in ~20 runs aborted at interpreter
         # exit, after destroy_process_group had returned ("terminate called without an active exception")
         dist.barrier()

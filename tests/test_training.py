@@ -233,7 +233,8 @@ def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_ba
     """Two gloo ranks, each holding every other row and taking half of each global batch
     (shuffle off): each step's gradient is the weighted mean over the global batch, so
     after 2 epochs both ranks hold what one process holds after the same global batches
-    (random weights, a penalty, 6 steps an epoch); the ranks hold the same bits."""
+    (random weights, a penalty, 6 steps an epoch); the ranks hold the same bits, and
+    DistributedContext.same_on_every_rank says so (and sees one rank's difference)."""
     import socket
     import subprocess
     import sys
@@ -251,6 +252,9 @@ def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_ba
     assert [rank.wait(timeout=300) for rank in ranks] == [0, 0]
     rank0, rank1 = (torch.load(tmp_path / f"out.pt.{rank}") for rank in range(2))
     torch.testing.assert_close(rank0["weight"], rank1["weight"], rtol=0, atol=0)
+    # the check a data-parallel fit ends with sees the same bits, and a difference on one rank
+    assert [r["same"] for r in (rank0, rank1)] == [True, True]
+    assert [r["one_rank_off"] for r in (rank0, rank1)] == [False, False]
     # one process: rank r's j-th row is row 2j + r, so global batch i is rows 100i ... 100i + 99
     model = SpectralModel(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     options = TrainingOptions(learning_rate_init=0.01, batch_size=batch_size, max_iter=2, shuffle=False,

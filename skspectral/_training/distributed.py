@@ -57,6 +57,16 @@ class DistributedContext:
         dist.broadcast(t, src=0, group=self.group)
         return int(t.item())
 
+    def same_on_every_rank(self, tensors) -> bool:
+        """True where every rank holds the same bits in ``tensors`` (elementwise max == min over
+        the ranks). The ranks apply the same averaged gradients to the same start, so a
+        difference means a step went unreduced."""
+        flat = torch.cat([t.detach().reshape(-1).to(self.device, torch.float64) for t in tensors]).nan_to_num(0.0)
+        low = flat.clone()
+        dist.all_reduce(flat, op=dist.ReduceOp.MAX, group=self.group)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN, group=self.group)
+        return bool(torch.equal(flat, low))
+
     def weighted_average(self, tensors: list[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
         """sum_r w_r t_r / sum_r w_r for scalar tensors, in one all-reduce."""
         flat = torch.stack([t.reshape(()).to(weight.dtype) * weight for t in tensors] + [weight.reshape(())])
