@@ -28,7 +28,7 @@ from ._losses import get_loss, get_metric, make_penalty
 from ._preprocessing import check_eval_set, check_rows, validation_split, weighted_standardisation
 from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
 from ._transfer import CHUNK_BYTES, standardised_rows
-from ._training import Dataset, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
+from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import LINEAR, PIECEWISE, FeatureEncoder
 from .model import SpectralModel, model_class, select_model_backend
@@ -475,12 +475,16 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                  stream=False) -> Dataset:
         """Raw rows ``X[rows]`` standardised on their way to the device (zero-weight padding up
         to ``n_rows``; clipped to the training range with ``clip``), with their targets and
-        weights (given for those rows). With ``stream`` the standardised rows stay in host
-        memory and every epoch streams them to the device."""
+        weights (given for those rows). With ``stream`` the raw rows stay in host memory and
+        every epoch streams them to the device, standardised there."""
         if n_rows is not None:
             target, weight = _pad_rows(target, weight, n_rows)
-        features = self._standardised_on(X, torch.device("cpu") if stream else device, dtype, rows=rows,
-                                         n_rows=n_rows, clip=clip)
+        if stream:  # the caller's rows stay where they are; each epoch standardises them block by block
+            low, high = (self.x_min_, self.x_max_) if clip else (None, None)
+            features = HostRows(np.asarray(X), self.x_mean_, self.x_scale_, dtype, rows=rows, n_rows=n_rows,
+                                low=low, high=high)
+        else:
+            features = self._standardised_on(X, device, dtype, rows=rows, n_rows=n_rows, clip=clip)
         return Dataset(features, _to_device(target, device, dtype), _to_device(weight, device, dtype),
                        stream_rows=stream)
 

@@ -189,9 +189,10 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
     rng = np.random.RandomState(3)
     X = rng.normal(size=(3000, 5))
     y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=3000)
+    X[rng.rand(3000) < 0.02, 3] = np.nan  # missing values stream as NaN, as they stay resident
     cls = SpectralRegressor
-    if estimator == "classifier":
-        cls, y = SpectralClassifier, np.digitize(y, [-0.5, 0.5])
+    if estimator == "classifier":  # and a float32 X: its raw rows stream as float32
+        cls, y, X = SpectralClassifier, np.digitize(y, [-0.5, 0.5]), X.astype(np.float32)
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, random_state=0,
                   device=device)
     replays = []
@@ -217,6 +218,35 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
     np.testing.assert_allclose(streamed.loss_curve_, resident.loss_curve_, rtol=rtol)
     output = "predict_proba" if estimator == "classifier" else "predict"
     np.testing.assert_allclose(getattr(streamed, output)(X), getattr(resident, output)(X), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_streamed_blocks_are_the_resident_rows_of_a_split_and_padded_shard(device):
+    """A block holds standardised rows as resident rows have them, through the row map of a
+    validation split, with the clip; padding positions (past the shard's rows) are finite."""
+    from skspectral._training import HostRows
+    from skspectral._training.streaming import HostRowBlocks
+    from skspectral._transfer import standardised_rows
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    X[7, 1] = np.nan
+    rows = rng.permutation(500)[:400]
+    mean, scale = X[~np.isnan(X).any(1)].mean(0).astype(np.float64), np.array([1.5, 2.0, 0.5])
+    low, high = np.full(3, -1.0), np.full(3, 1.0)
+    device = torch.device(device)
+    dtype = torch.float32 if device.type == "cuda" else torch.float64
+    resident = standardised_rows(X, mean, scale, device, dtype, rows=rows, n_rows=410, low=low, high=high)
+    blocks = HostRowBlocks(HostRows(X, mean, scale, dtype, rows=rows, n_rows=410, low=low, high=high), 64, device)
+    order = torch.randperm(410, generator=torch.Generator().manual_seed(1))
+    for start, n in blocks.blocks(order):
+        positions = order[start : start + n]
+        block = blocks.device_rows[:n]
+        real = positions < 400
+        torch.testing.assert_close(block[real.to(device)], resident[positions[real].to(device)], rtol=0, atol=0,
+                                   equal_nan=True)
+        assert torch.isfinite(block[(~real).to(device)]).all()
+    assert blocks.block_rows % 64 == 0
 
 
 @pytest.mark.cuda

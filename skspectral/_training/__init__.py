@@ -1,8 +1,11 @@
 """Training: the mini-batch loop (trainer), CUDA-graph replay of its steps
-(cuda_graph) and the per-epoch record (history). No scikit-learn here."""
+(cuda_graph), epochs streamed from host memory (streaming) and the per-epoch record
+(history). No scikit-learn here."""
 
 from . import history
 from .cuda_graph import StaticBatchSteps
+from .streaming import HostRows
 from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
 
-__all__ = ["Dataset", "StaticBatchSteps", "Trainer", "TrainingOptions", "TrainingState", "history", "predict_in_chunks"]
+__all__ = ["Dataset", "HostRows", "StaticBatchSteps", "Trainer", "TrainingOptions", "TrainingState", "history",
+           "predict_in_chunks"]

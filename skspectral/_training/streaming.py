@@ -1,52 +1,110 @@
 """Epochs over rows held in host memory, for training data larger than the device's.
 
-The rows (standardised, in the training dtype) stay on the host. Each epoch
-takes them in its shuffled order a block of whole batches at a time: the host
-gathers a block into one of two pinned buffers while the device trains on the
-previous block, then the block is copied into the one device buffer the steps
-read. The batches are the ones a resident epoch would take, in the same order,
-so a streamed fit equals a resident one.
+The rows stay on the host as the caller gave them (:class:`HostRows`: no copy). Each
+epoch takes them in its shuffled order a block of whole batches at a time: the host
+gathers a block's raw rows into one of two pinned buffers while the device trains on
+the previous block; the block is copied to the device and standardised there, into the
+one device buffer the steps read. The batches are the ones a resident epoch would take,
+in the same order and standardised by the same arithmetic, so a streamed fit equals a
+resident one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
-# Bytes of rows a block holds (rounded to whole batches); the host holds two, the device one.
+# Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
+# of raw rows, the device holds one raw and one standardised.
 STREAM_BYTES = 64 * 2**20
 
 
-class HostRowBlocks:
-    """Blocks of the rows of a host tensor, gathered in a given order into a device buffer."""
+@dataclass
+class HostRows:
+    """Training rows in host memory, standardised on their way to the device: row i is
+    ``(clip(X[rows[i]], low, high) - mean) / scale`` in ``dtype`` (``rows=None``: every row in
+    order; ``low``/``high`` both or neither). Rows from ``len(rows)`` up to ``n_rows`` are
+    padding, read with weight 0 (standardised zeros: finite)."""
 
-    def __init__(self, X: torch.Tensor, batch_size: int, device: torch.device):
+    X: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    dtype: torch.dtype
+    rows: np.ndarray | None = None
+    n_rows: int | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.X.dtype not in (np.float32, np.float64):
+            self.X = self.X.astype(np.float64)
+        self.n_given = self.X.shape[0] if self.rows is None else len(self.rows)
+        if self.n_rows is None:
+            self.n_rows = self.n_given
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n_rows, self.X.shape[1]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row on the device, in the training dtype."""
+        return max(1, self.X.shape[1] * torch.empty((), dtype=self.dtype).element_size())
+
+    def gather(self, order: np.ndarray, out: np.ndarray) -> None:
+        """The raw rows at positions ``order`` into ``out`` (padding positions: zeros)."""
+        padding = order >= self.n_given
+        source = order if self.rows is None else self.rows[np.minimum(order, self.n_given - 1)]
+        # mode="clip": the rows are valid (padding points at the last one); numpy buffers `out` otherwise
+        np.take(self.X, source, axis=0, out=out, mode="clip")
+        if padding.any():
+            out[padding] = 0
+
+
+class HostRowBlocks:
+    """Blocks of :class:`HostRows`, gathered in a given order into a device buffer."""
+
+    def __init__(self, X: HostRows, batch_size: int, device: torch.device):
         self.X = X
-        row_bytes = max(1, X[:1].nbytes)
-        self.block_rows = min(max(1, STREAM_BYTES // (row_bytes * batch_size)) * batch_size,
-                              -(-X.shape[0] // batch_size) * batch_size)
-        shape = (self.block_rows,) + tuple(X.shape[1:])
+        n_rows, p = X.shape
+        self.block_rows = min(max(1, STREAM_BYTES // (X.row_bytes * batch_size)) * batch_size,
+                              -(-n_rows // batch_size) * batch_size)
+        raw_dtype = torch.float32 if X.X.dtype == np.float32 else torch.float64
         # zeros: the rows past a short last block are read (with weight 0) and must be finite
-        self.device_rows = torch.zeros(shape, dtype=X.dtype, device=device)
+        self.device_rows = torch.zeros((self.block_rows, p), dtype=X.dtype, device=device)
         cuda = device.type == "cuda"
-        self.staging = [torch.empty(shape, dtype=X.dtype, pin_memory=cuda) for _ in range(2)]
+        self.staging = [torch.empty((self.block_rows, p), dtype=raw_dtype, pin_memory=cuda) for _ in range(2)]
+        self.device_raw = torch.empty((self.block_rows, p), dtype=raw_dtype, device=device) if cuda else None
+        on_device = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
+        self.mean, self.scale, self.low, self.high = map(on_device, (X.mean, X.scale, X.low, X.high))
         self.sent = [None, None]  # per staging buffer: the event after which it may be refilled
 
     def blocks(self, order: torch.Tensor) -> Iterator[tuple[int, int]]:
         """For each block of ``order`` (a host tensor of row indices): ``(start, rows)`` once its
-        rows are in ``device_rows[:rows]`` (queued on the current stream, after the work
-        queued for the previous block)."""
+        standardised rows are in ``device_rows[:rows]`` (queued on the current stream, after the
+        work queued for the previous block)."""
         cuda = self.device_rows.device.type == "cuda"
+        order = order.numpy()
         for k, start in enumerate(range(0, order.shape[0], self.block_rows)):
             rows = order[start : start + self.block_rows]
+            n = rows.shape[0]
             slot = k % 2
             if self.sent[slot] is not None:
                 self.sent[slot].synchronize()  # its last block has left the host
-            staged = self.staging[slot][: rows.shape[0]]
-            torch.index_select(self.X, 0, rows, out=staged)  # on the host, while the device trains
-            self.device_rows[: rows.shape[0]].copy_(staged, non_blocking=cuda)
+            staged = self.staging[slot][:n]
+            self.X.gather(rows, staged.numpy())  # on the host, while the device trains
+            raw = staged
             if cuda:
+                raw = self.device_raw[:n]
+                raw.copy_(staged, non_blocking=True)
                 self.sent[slot] = torch.cuda.Event()
                 self.sent[slot].record()
-            yield start, rows.shape[0]
+            # the arithmetic of resident rows (skspectral._transfer.standardised_rows)
+            values = raw.to(torch.float64)
+            if self.low is not None:
+                values = values.clamp(self.low, self.high)  # NaN stays NaN
+            self.device_rows[:n] = ((values - self.mean) / self.scale).to(self.device_rows.dtype)
+            yield start, n
