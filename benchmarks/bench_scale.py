@@ -12,8 +12,9 @@
   fits one after another in this process: joblib does not dispatch to a single worker.)
 - data: DaskSpectralRegressor on a synthetic rows x 28 float32 problem for each
   ``--rows``, 2 epochs (dim 11, one member, global batch 4096), partitions spread over the
-  N workers: seconds per epoch (the second epoch of the fit's history), the fit's
-  seconds, and the speed-up over N = 1.
+  N workers: seconds per epoch (the second epoch of the fit's history) and the fit's
+  seconds; first, the plain SpectralRegressor on the same rows on one device, in this
+  process (the baseline: ``vs_plain`` is its epoch time over each row's).
 """
 
 from __future__ import annotations
@@ -59,23 +60,49 @@ def search_seconds(n_workers: int, gpu: bool, n_fits: int) -> dict:
             "mean_fit_s": float(np.mean(results["mean_fit_time"])), "utilisation": busy / (n_workers * seconds)}
 
 
-def data_parallel(n_workers: int, gpu: bool, rows: int) -> dict:
+def synthetic(rows: int, n_parts: int):
     import dask.array as da
+
+    X = da.random.RandomState(0).normal(size=(rows, 28), chunks=(rows // n_parts, 28)).astype("float32")
+    return X, (X[:, 0] ** 2 - X[:, 1] + da.sin(X[:, 2])).astype("float64")
+
+
+PROBLEM = dict(dim=11, n_estimators=1, batch_size=4096, max_iter=2, early_stopping=False, random_state=0)
+
+
+def epoch_row(estimator: str, n_workers: int, rows: int, fit_s: float, history: list) -> dict:
+    return {"estimator": estimator, "workers": n_workers, "rows": rows,
+            "epoch_s": history[-1]["elapsed_s"] - history[-2]["elapsed_s"], "fit_s": fit_s,
+            "train_rmse": history[-1].get("train_rmse")}
+
+
+def data_parallel(n_workers: int, gpu: bool, rows: int) -> dict:
     from distributed import Client
 
     from skspectral.dask import DaskSpectralRegressor
 
     with cluster(n_workers, gpu) as c, Client(c) as client:
-        X = da.random.RandomState(0).normal(size=(rows, 28), chunks=(rows // (4 * n_workers), 28)).astype("float32")
-        y = (X[:, 0] ** 2 - X[:, 1] + da.sin(X[:, 2])).astype("float64")
-        X, y = client.persist([X, y])
+        X, y = client.persist(list(synthetic(rows, 4 * n_workers)))
         start = time.perf_counter()
-        model = DaskSpectralRegressor(client=client, dim=11, n_estimators=1, batch_size=4096, max_iter=2,
-                                      early_stopping=False, random_state=0).fit(X, y)
-        fit_s = time.perf_counter() - start
-        history = model.history_
-        return {"workers": n_workers, "rows": rows, "epoch_s": history[-1]["elapsed_s"] - history[-2]["elapsed_s"],
-                "fit_s": fit_s, "train_rmse": history[-1].get("train_rmse")}
+        model = DaskSpectralRegressor(client=client, **PROBLEM).fit(X, y)
+        return epoch_row("DaskSpectralRegressor", n_workers, rows, time.perf_counter() - start, model.history_)
+
+
+def plain_baseline(gpu: bool, rows: int) -> dict:
+    """The plain estimator on one device, on the 1-worker run's rows (the same chunks, so the
+    same values), held in this process's memory."""
+    import dask
+
+    X, y = dask.compute(*synthetic(rows, 4), scheduler="threads")
+    start = time.perf_counter()
+    model = SpectralRegressor(device="cuda" if gpu else "cpu", **PROBLEM).fit(X, y)
+    row = epoch_row("SpectralRegressor", 1, rows, time.perf_counter() - start, model.history_)
+    del model, X, y
+    if gpu:
+        import torch
+
+        torch.cuda.empty_cache()
+    return row
 
 
 def main():
@@ -92,6 +119,7 @@ def main():
         for n in a.workers:
             out["search"].append(search_seconds(n, a.gpu, a.fits))
             print(out["search"][-1], flush=True)
+            write_json(a.json, out)  # rows so far: a run cut at its time limit keeps them
         for row in out["search"]:
             row["speed_up"] = row["fits_per_s"] / out["search"][0]["fits_per_s"]
             row["efficiency"] = row["speed_up"] / row["workers"]
@@ -99,13 +127,17 @@ def main():
                                               "mean_fit_s", "busy_s", "utilisation"]))
     if "data" in a.parts:
         for rows in a.rows:
+            out["data_parallel"].append(plain_baseline(a.gpu, rows))
+            print(out["data_parallel"][-1], flush=True)
             for n in a.workers:
                 out["data_parallel"].append(data_parallel(n, a.gpu, rows))
                 print(out["data_parallel"][-1], flush=True)
+                write_json(a.json, out)
         for row in out["data_parallel"]:
-            base = next(r for r in out["data_parallel"] if r["rows"] == row["rows"])
-            row["speed_up"] = base["epoch_s"] / row["epoch_s"]
-        print(markdown_table(out["data_parallel"], ["workers", "rows", "epoch_s", "fit_s", "train_rmse", "speed_up"]))
+            plain = next(r for r in out["data_parallel"] if r["rows"] == row["rows"])
+            row["vs_plain"] = plain["epoch_s"] / row["epoch_s"]
+        print(markdown_table(out["data_parallel"], ["estimator", "workers", "rows", "epoch_s", "fit_s", "train_rmse",
+                                                    "vs_plain"]))
     write_json(a.json, out)
 
 

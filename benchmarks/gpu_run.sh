@@ -7,7 +7,8 @@
 # and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"].
 # The Dask steps (dask, scale-*) need dask, distributed (and optionally dask-cuda) as wheels in
 # .whl/dask (pip download --no-deps --python-version 3.12 --only-binary=:all: ...); the memory
-# step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS.
+# step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS;
+# both scale steps take their worker counts from $SCALE_WORKERS (default 1 to the GPUs).
 # quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
 # variants from $VARIANTS_ARGS (default: every part).
 set -u
@@ -48,9 +49,9 @@ for step in "$@"; do
     cuda-tests) { timeout -s INT ${TESTS_TIMEOUT:-300} python3 -m pytest tests -m cuda --ignore=tests/test_dask.py -q \
                     -p no:cacheprovider -rs; python3 -m pytest tests/test_transfer.py tests/test_training.py -q \
                     -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;
-    scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers $(seq -s ' ' 1 "$NGPU") \
+    scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
                     --json "$OUT/scale_search_cuda.json" 2>&1 | grep -v -i warn | tee "$OUT/scale_search.txt" | tail -8 ;;
-    scale-data) python3 benchmarks/bench_scale.py --gpu --parts data --workers $(seq -s ' ' 1 "$NGPU") \
+    scale-data) python3 benchmarks/bench_scale.py --gpu --parts data --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
                   --rows ${SCALE_ROWS:-10000000 50000000} --json "$OUT/scale_data_cuda.json" 2>&1 | grep -v -i warn \
                   | tee "$OUT/scale_data.txt" | tail -10 ;;
   esac
