@@ -446,14 +446,25 @@ class _DaskSpectralMixin:
         if not _is_dask(X):
             return local.predict(X)
         labels = getattr(self, "classes_", None)
-        dtype = np.float64 if labels is None else labels.dtype
-        if _is_frame(X):  # each partition as a DataFrame: names and categorical columns as in fit
-            import pandas as pd
+        return _map_rows(X, local.predict, np.float64 if labels is None else labels.dtype)
 
-            return X.map_partitions(lambda part: pd.Series(local.predict(part), index=part.index),
+
+def _map_rows(X, method, dtype, n_outputs: int | None = None):
+    """``method`` (a local estimator's predict or predict_proba) over each block of rows of dask
+    X, as a dask array: 1-D, or (rows, n_outputs)."""
+    if _is_frame(X):  # each partition as a DataFrame: names and categorical columns as in fit
+        import pandas as pd
+
+        if n_outputs is None:
+            return X.map_partitions(lambda part: pd.Series(method(part), index=part.index),
                                     meta=(None, dtype)).to_dask_array()
-        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
-        return X.map_blocks(local.predict, drop_axis=1, dtype=dtype)
+        meta = pd.DataFrame({j: pd.Series(dtype=dtype) for j in range(n_outputs)})
+        return X.map_partitions(lambda part: pd.DataFrame(method(part), index=part.index),
+                                meta=meta).to_dask_array()
+    X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
+    if n_outputs is None:
+        return X.map_blocks(method, drop_axis=1, dtype=dtype)
+    return X.map_blocks(method, chunks=(X.chunks[0], (n_outputs,)), dtype=dtype)
 
 
 def _is_dask(data) -> bool:
@@ -523,12 +534,4 @@ class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
         local = self.to_local()
         if not _is_dask(X):
             return local.predict_proba(X)
-        n_classes = len(self.classes_)
-        if _is_frame(X):
-            import pandas as pd
-
-            meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(n_classes)})
-            return X.map_partitions(lambda part: pd.DataFrame(local.predict_proba(part), index=part.index),
-                                    meta=meta).to_dask_array()
-        X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
-        return X.map_blocks(local.predict_proba, chunks=(X.chunks[0], (n_classes,)), dtype=np.float64)
+        return _map_rows(X, local.predict_proba, np.float64, n_outputs=len(self.classes_))

@@ -5,6 +5,7 @@ import os
 import pickle
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -111,6 +112,12 @@ def test_data_parallel_classifier_on_a_dask_dataframe_with_string_labels(client)
     assert proba.shape == (20_000, 2) and np.allclose(proba.sum(1), 1)
     assert (model.predict(frame).compute() == labels).mean() > 0.8
     assert isinstance(model.to_local(), SpectralClassifier)
+    with warnings.catch_warnings():  # a feature-named model warns on unnamed rows, as scikit-learn's do
+        warnings.simplefilter("ignore", UserWarning)
+        from_array = model.predict_proba(da.from_array(X, chunks=5_000)).compute()
+        labels_from_array = model.predict(da.from_array(X, chunks=5_000)).compute()
+    np.testing.assert_allclose(from_array, proba, rtol=1e-12)
+    assert (labels_from_array == model.predict(frame).compute()).all()
 
 
 def test_sample_weights_reach_the_statistics_bins_and_the_loss(client):
