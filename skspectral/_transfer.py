@@ -66,8 +66,7 @@ def _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high) -> None:
     raw_dtype = torch.float32 if X.dtype == np.float32 else torch.float64
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    as_device = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
-    mean_t, scale_t, low_t, high_t = map(as_device, (mean, scale, low, high))
+    mean_t, scale_t, low_t, high_t = float64_on(device, mean, scale, low, high)
     staging = [torch.empty((min(chunk, n), X.shape[1]), dtype=raw_dtype, pin_memory=True) for _ in range(2)]
     sent = [None, None]  # the event after which each staging buffer may be refilled
     stream = torch.cuda.current_stream(device)
@@ -81,8 +80,20 @@ def _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high) -> None:
         raw = host.to(device, non_blocking=True)
         sent[slot] = torch.cuda.Event()
         sent[slot].record(stream)
-        values = raw.to(torch.float64)
-        if low_t is not None:
-            values = values.clamp(low_t, high_t)  # NaN stays NaN, as with np.clip
-        out[start:stop] = ((values - mean_t) / scale_t).to(out.dtype)
+        out[start:stop] = standardised(raw, mean_t, scale_t, low_t, high_t).to(out.dtype)
     stream.synchronize()  # the staging buffers are reused by the caching allocator afterwards
+
+
+def float64_on(device: torch.device, *arrays) -> tuple:
+    """Each array (None stays None) as a float64 tensor on ``device``: statistics for :func:`standardised`."""
+    return tuple(None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device) for a in arrays)
+
+
+def standardised(raw: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, low: torch.Tensor | None = None,
+                 high: torch.Tensor | None = None) -> torch.Tensor:
+    """``(clip(raw, low, high) - mean) / scale`` in float64, on raw's device: the one arithmetic of
+    rows standardised on a device, uploaded or streamed, so that both give the same bits."""
+    values = raw.to(torch.float64)
+    if low is not None:
+        values = values.clamp(low, high)  # NaN stays NaN, as with np.clip
+    return (values - mean) / scale

@@ -8,11 +8,11 @@ dask; every partition stays on the worker that holds it; one task pinned to each
 those workers joins a ``torch.distributed`` process group (gloo on CPUs, NCCL on
 GPUs; the rendezvous on a free port of the rank-0 worker) and trains on its shard,
 the gradients averaged over the ranks after every backward (on GPUs inside the step's
-CUDA graph; see ``skspectral._training.distributed``). Rank 0 returns the fitted state.
-A rank that fails or a worker that dies makes the others' collectives time out
-(``collective_timeout``; the epoch's own collectives run outside the graph, under
-NCCL's watchdog), and the fit raises with the worker's error: it never hangs (tested
-with gloo on CPUs).
+CUDA graph; see ``skspectral._training.distributed``). Rank 0 returns the fitted state,
+once the ranks have checked that they hold the same parameters. The fit never hangs:
+it raises with a rank's error (a rank whose peer hangs or dies errs within
+``collective_timeout``), and at once when a rank's worker leaves the cluster, which
+the scheduler alone would not report (tested with gloo on CPUs and NCCL on GPUs).
 
 ``predict`` returns a dask array (``map_blocks``); ``to_local()`` returns a plain
 fitted SpectralRegressor / SpectralClassifier.

@@ -17,6 +17,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .._transfer import float64_on, standardised
+
 # Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
 # of raw rows, the device holds one raw and one standardised.
 STREAM_BYTES = 64 * 2**20
@@ -78,8 +80,7 @@ class HostRowBlocks:
         cuda = device.type == "cuda"
         self.staging = [torch.empty((self.block_rows, p), dtype=raw_dtype, pin_memory=cuda) for _ in range(2)]
         self.device_raw = torch.empty((self.block_rows, p), dtype=raw_dtype, device=device) if cuda else None
-        on_device = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
-        self.mean, self.scale, self.low, self.high = map(on_device, (X.mean, X.scale, X.low, X.high))
+        self.mean, self.scale, self.low, self.high = float64_on(device, X.mean, X.scale, X.low, X.high)
         self.sent = [None, None]  # per staging buffer: the event after which it may be refilled
 
     def blocks(self, order: torch.Tensor) -> Iterator[tuple[int, int]]:
@@ -102,9 +103,7 @@ class HostRowBlocks:
                 raw.copy_(staged, non_blocking=True)
                 self.sent[slot] = torch.cuda.Event()
                 self.sent[slot].record()
-            # the arithmetic of resident rows (skspectral._transfer.standardised_rows)
-            values = raw.to(torch.float64)
-            if self.low is not None:
-                values = values.clamp(self.low, self.high)  # NaN stays NaN
-            self.device_rows[:n] = ((values - self.mean) / self.scale).to(self.device_rows.dtype)
+            # the arithmetic of resident rows uploaded to a device
+            self.device_rows[:n] = standardised(raw, self.mean, self.scale, self.low, self.high).to(
+                self.device_rows.dtype)
             yield start, n

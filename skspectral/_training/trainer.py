@@ -19,7 +19,7 @@ import torch
 
 from . import history
 from .cuda_graph import StaticBatchSteps
-from .streaming import HostRowBlocks
+from .streaming import HostRowBlocks, HostRows
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Dataset:
     with ``stream_rows`` the features stay in host memory and each epoch streams them
     to the device (:mod:`.streaming`)."""
 
-    X: torch.Tensor
+    X: torch.Tensor | HostRows  # HostRows where stream_rows
     y: torch.Tensor
     weight: torch.Tensor
     stream_rows: bool = False
