@@ -1,7 +1,7 @@
 """Scale-out on Dask: search throughput and data-parallel epoch time over 1, 2, ... workers.
 
     python benchmarks/bench_scale.py [--workers 1 2] [--parts search data] [--fits 32]
-                                     [--rows 1000000] [--gpu] [--json out.json]
+                                     [--rows 1000000] [--scale-batch] [--gpu] [--json out.json]
 
 - search: a GridSearchCV of ``--fits`` SpectralRegressor fits (California, 40 epochs
   each) under joblib's Dask backend on a local cluster of N single-threaded workers
@@ -14,7 +14,9 @@
   ``--rows``, 2 epochs (dim 11, one member, global batch 4096), partitions spread over the
   N workers: seconds per epoch (the second epoch of the fit's history) and the fit's
   seconds; first, the plain SpectralRegressor on the same rows on one device, in this
-  process (the baseline: ``vs_plain`` is its epoch time over each row's).
+  process (the baseline: ``vs_plain`` is its epoch time over each row's). ``--scale-batch``
+  makes the global batch 4096 x N (each worker keeps 4096 rows a step: fewer, larger steps
+  an epoch), the plain baseline keeping 4096.
 """
 
 from __future__ import annotations
@@ -70,22 +72,24 @@ def synthetic(rows: int, n_parts: int):
 PROBLEM = dict(dim=11, n_estimators=1, batch_size=4096, max_iter=2, early_stopping=False, random_state=0)
 
 
-def epoch_row(estimator: str, n_workers: int, rows: int, fit_s: float, history: list) -> dict:
-    return {"estimator": estimator, "workers": n_workers, "rows": rows,
+def epoch_row(estimator: str, n_workers: int, rows: int, fit_s: float, history: list, batch_size: int) -> dict:
+    return {"estimator": estimator, "workers": n_workers, "rows": rows, "batch_size": batch_size,
             "epoch_s": history[-1]["elapsed_s"] - history[-2]["elapsed_s"], "fit_s": fit_s,
             "train_rmse": history[-1].get("train_rmse")}
 
 
-def data_parallel(n_workers: int, gpu: bool, rows: int) -> dict:
+def data_parallel(n_workers: int, gpu: bool, rows: int, scale_batch: bool) -> dict:
     from distributed import Client
 
     from skspectral.dask import DaskSpectralRegressor
 
     with cluster(n_workers, gpu) as c, Client(c) as client:
         X, y = client.persist(list(synthetic(rows, 4 * n_workers)))
+        params = {**PROBLEM, "batch_size": PROBLEM["batch_size"] * (n_workers if scale_batch else 1)}
         start = time.perf_counter()
-        model = DaskSpectralRegressor(client=client, **PROBLEM).fit(X, y)
-        return epoch_row("DaskSpectralRegressor", n_workers, rows, time.perf_counter() - start, model.history_)
+        model = DaskSpectralRegressor(client=client, **params).fit(X, y)
+        return epoch_row("DaskSpectralRegressor", n_workers, rows, time.perf_counter() - start, model.history_,
+                         params["batch_size"])
 
 
 def plain_baseline(gpu: bool, rows: int) -> dict:
@@ -96,7 +100,7 @@ def plain_baseline(gpu: bool, rows: int) -> dict:
     X, y = dask.compute(*synthetic(rows, 4), scheduler="threads")
     start = time.perf_counter()
     model = SpectralRegressor(device="cuda" if gpu else "cpu", **PROBLEM).fit(X, y)
-    row = epoch_row("SpectralRegressor", 1, rows, time.perf_counter() - start, model.history_)
+    row = epoch_row("SpectralRegressor", 1, rows, time.perf_counter() - start, model.history_, PROBLEM["batch_size"])
     del model, X, y
     if gpu:
         import torch
@@ -111,6 +115,7 @@ def main():
     p.add_argument("--parts", nargs="+", default=["search", "data"], choices=["search", "data"])
     p.add_argument("--fits", type=int, default=32)
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    p.add_argument("--scale-batch", action="store_true", help="global batch 4096 x workers")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--json")
     a = p.parse_args()
@@ -130,14 +135,14 @@ def main():
             out["data_parallel"].append(plain_baseline(a.gpu, rows))
             print(out["data_parallel"][-1], flush=True)
             for n in a.workers:
-                out["data_parallel"].append(data_parallel(n, a.gpu, rows))
+                out["data_parallel"].append(data_parallel(n, a.gpu, rows, a.scale_batch))
                 print(out["data_parallel"][-1], flush=True)
                 write_json(a.json, out)
         for row in out["data_parallel"]:
             plain = next(r for r in out["data_parallel"] if r["rows"] == row["rows"])
             row["vs_plain"] = plain["epoch_s"] / row["epoch_s"]
-        print(markdown_table(out["data_parallel"], ["estimator", "workers", "rows", "epoch_s", "fit_s", "train_rmse",
-                                                    "vs_plain"]))
+        print(markdown_table(out["data_parallel"], ["estimator", "workers", "rows", "batch_size", "epoch_s", "fit_s",
+                                                    "train_rmse", "vs_plain"]))
     write_json(a.json, out)
 
 

@@ -8,7 +8,8 @@
 # The Dask steps (dask, scale-*) need dask, distributed (and optionally dask-cuda) as wheels in
 # .whl/dask (pip download --no-deps --python-version 3.12 --only-binary=:all: ...); the memory
 # step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS;
-# both scale steps take their worker counts from $SCALE_WORKERS (default 1 to the GPUs). The dask
+# both scale steps take their worker counts from $SCALE_WORKERS (default 1 to the GPUs), scale-data
+# more arguments from $SCALE_DATA_ARGS (e.g. --scale-batch: global batch 4096 x workers). The dask
 # step runs the GPU tests of tests/test_dask.py (its CPU tests run in CI; on a 64-core host their
 # one-process CPU fits outran the step's time limit).
 # quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
@@ -53,7 +54,7 @@ for step in "$@"; do
                     -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;
     scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
                     --json "$OUT/scale_search_cuda.json" 2>&1 | grep -v -i warn | tee "$OUT/scale_search.txt" | tail -8 ;;
-    scale-data) python3 benchmarks/bench_scale.py --gpu --parts data --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
+    scale-data) python3 benchmarks/bench_scale.py --gpu --parts data ${SCALE_DATA_ARGS:-} --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
                   --rows ${SCALE_ROWS:-10000000 50000000} --json "$OUT/scale_data_cuda.json" 2>&1 | grep -v -i warn \
                   | tee "$OUT/scale_data.txt" | tail -10 ;;
   esac

@@ -93,7 +93,8 @@ def standardised(raw: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, low
                  high: torch.Tensor | None = None) -> torch.Tensor:
     """``(clip(raw, low, high) - mean) / scale`` in float64, on raw's device: the one arithmetic of
     rows standardised on a device, uploaded or streamed, so that both give the same bits."""
-    values = raw.to(torch.float64)
+    # one float64 temporary, worked on in place (a streamed 64 MiB float32 block made three)
+    values = raw.to(torch.float64, copy=True)
     if low is not None:
-        values = values.clamp(low, high)  # NaN stays NaN, as with np.clip
-    return (values - mean) / scale
+        values.clamp_(low, high)  # NaN stays NaN, as with np.clip
+    return values.sub_(mean).div_(scale)
