@@ -63,25 +63,51 @@ def _take(X, rows, start, stop, out=None):
 
 def _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high) -> None:
     device = out.device
-    raw_dtype = torch.float32 if X.dtype == np.float32 else torch.float64
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     mean_t, scale_t, low_t, high_t = float64_on(device, mean, scale, low, high)
-    staging = [torch.empty((min(chunk, n), X.shape[1]), dtype=raw_dtype, pin_memory=True) for _ in range(2)]
-    sent = [None, None]  # the event after which each staging buffer may be refilled
-    stream = torch.cuda.current_stream(device)
-    for k, start in enumerate(range(0, n, chunk)):
+    staging = StagedRows(min(chunk, n), X.shape[1], X.dtype, device)
+    for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        slot = k % 2
-        if sent[slot] is not None:
-            sent[slot].synchronize()  # its previous chunk has left the host
-        host = staging[slot][: stop - start]
+        host = staging.free(stop - start)
         _take(X, rows, start, stop, out=host.numpy())
-        raw = host.to(device, non_blocking=True)
-        sent[slot] = torch.cuda.Event()
-        sent[slot].record(stream)
-        out[start:stop] = standardised(raw, mean_t, scale_t, low_t, high_t).to(out.dtype)
-    stream.synchronize()  # the staging buffers are reused by the caching allocator afterwards
+        out[start:stop] = standardised(staging.send(host), mean_t, scale_t, low_t, high_t).to(out.dtype)
+    torch.cuda.current_stream(device).synchronize()  # the staging buffers are freed on return
+
+
+class StagedRows:
+    """Raw rows to a device through two pinned host buffers that take turns: the host fills
+    one while the other's copy is in flight. On the CPU the host buffer is the device's.
+
+    ``host = staging.free(n)`` (waits until that buffer's last copy has left the host), fill
+    ``host``, then ``staging.send(host)``: the rows on the device, in one device buffer that
+    the next ``send`` overwrites (the copy queued on the device's current stream, after the
+    work that read the last ones).
+    """
+
+    def __init__(self, rows: int, p: int, dtype: np.dtype, device: torch.device):
+        self.device = device
+        cuda = device.type == "cuda"
+        dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype  # the raw rows' dtype, as given
+        self.host = [torch.empty((rows, p), dtype=dtype, pin_memory=cuda) for _ in range(2)]
+        self.on_device = torch.empty((rows, p), dtype=dtype, device=device) if cuda else None
+        self.sent = [None, None]  # per host buffer: the event after which it may be refilled
+        self.turn = 0
+
+    def free(self, n: int) -> torch.Tensor:
+        self.turn ^= 1
+        if self.sent[self.turn] is not None:
+            self.sent[self.turn].synchronize()
+        return self.host[self.turn][:n]
+
+    def send(self, host: torch.Tensor) -> torch.Tensor:
+        if self.on_device is None:
+            return host
+        rows = self.on_device[: host.shape[0]]
+        rows.copy_(host, non_blocking=True)
+        self.sent[self.turn] = torch.cuda.Event()
+        self.sent[self.turn].record(torch.cuda.current_stream(self.device))
+        return rows
 
 
 def float64_on(device: torch.device, *arrays) -> tuple:

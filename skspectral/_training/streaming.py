@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .._transfer import float64_on, standardised
+from .._transfer import StagedRows, float64_on, standardised
 
 # Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
 # of raw rows, the device holds one raw and one standardised.
@@ -74,36 +74,22 @@ class HostRowBlocks:
         n_rows, p = X.shape
         self.block_rows = min(max(1, STREAM_BYTES // (X.row_bytes * batch_size)) * batch_size,
                               -(-n_rows // batch_size) * batch_size)
-        raw_dtype = torch.float32 if X.X.dtype == np.float32 else torch.float64
         # zeros: the rows past a short last block are read (with weight 0) and must be finite
         self.device_rows = torch.zeros((self.block_rows, p), dtype=X.dtype, device=device)
-        cuda = device.type == "cuda"
-        self.staging = [torch.empty((self.block_rows, p), dtype=raw_dtype, pin_memory=cuda) for _ in range(2)]
-        self.device_raw = torch.empty((self.block_rows, p), dtype=raw_dtype, device=device) if cuda else None
+        self.staging = StagedRows(self.block_rows, p, X.X.dtype, device)
         self.mean, self.scale, self.low, self.high = float64_on(device, X.mean, X.scale, X.low, X.high)
-        self.sent = [None, None]  # per staging buffer: the event after which it may be refilled
 
     def blocks(self, order: torch.Tensor) -> Iterator[tuple[int, int]]:
         """For each block of ``order`` (a host tensor of row indices): ``(start, rows)`` once its
         standardised rows are in ``device_rows[:rows]`` (queued on the current stream, after the
         work queued for the previous block)."""
-        cuda = self.device_rows.device.type == "cuda"
         order = order.numpy()
-        for k, start in enumerate(range(0, order.shape[0], self.block_rows)):
+        for start in range(0, order.shape[0], self.block_rows):
             rows = order[start : start + self.block_rows]
             n = rows.shape[0]
-            slot = k % 2
-            if self.sent[slot] is not None:
-                self.sent[slot].synchronize()  # its last block has left the host
-            staged = self.staging[slot][:n]
-            self.X.gather(rows, staged.numpy())  # on the host, while the device trains
-            raw = staged
-            if cuda:
-                raw = self.device_raw[:n]
-                raw.copy_(staged, non_blocking=True)
-                self.sent[slot] = torch.cuda.Event()
-                self.sent[slot].record()
+            host = self.staging.free(n)
+            self.X.gather(rows, host.numpy())  # on the host, while the device trains
             # the arithmetic of resident rows uploaded to a device
-            self.device_rows[:n] = standardised(raw, self.mean, self.scale, self.low, self.high).to(
-                self.device_rows.dtype)
+            self.device_rows[:n] = standardised(self.staging.send(host), self.mean, self.scale, self.low,
+                                                self.high).to(self.device_rows.dtype)
             yield start, n
