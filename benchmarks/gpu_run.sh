@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, then benchmarks; logs and JSON to $OUT.
 #   bash benchmarks/gpu_run.sh [tests] [eig] [eig-quick] [fit] [ttr] [example] [quality] [variants] [monotone]
-#                              [memory] [dask] [cuda-tests] [scale-search] [scale-data]
+#                              [memory] [dask] [cuda-tests] [scale-search] [scale-data] [cpu-threads]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
-# and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"].
+# and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"]. The
+# device has no Numba: for the CPU steps carry numba and llvmlite wheels in .whl/numba (cpu-threads:
+# carry [".data/scikit_learn_data", ".whl/numba"], under the 64 MiB limit).
 # The Dask steps (dask, scale-*) need dask, distributed (and optionally dask-cuda) as wheels in
 # .whl/dask (pip download --no-deps --python-version 3.12 --only-binary=:all: ...); the memory
 # step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS;
@@ -19,8 +21,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export SCIKIT_LEARN_DATA="$PWD/.data/scikit_learn_data" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, cupy, sklearn; print('torch', torch.__version__, 'cupy', cupy.__version__, 'sklearn', sklearn.__version__)" | tee -a "$OUT/gpu.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+WHEELS=$(ls .whl/*.whl .whl/numba/*.whl 2>/dev/null)  # LightGBM; Numba and llvmlite (the CPU kernels)
+if [ -n "$WHEELS" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $WHEELS \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 if ls .whl/dask/*.whl >/dev/null 2>&1; then
@@ -52,6 +55,8 @@ for step in "$@"; do
     cuda-tests) { timeout -s INT ${TESTS_TIMEOUT:-300} python3 -m pytest tests -m cuda --ignore=tests/test_dask.py -q \
                     -p no:cacheprovider -rs; python3 -m pytest tests/test_transfer.py tests/test_training.py -q \
                     -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;
+    cpu-threads) python3 benchmarks/bench_cpu_threads.py --json "$OUT/cpu_threads.json" 2>&1 | grep -v -i warn \
+                   | tee "$OUT/cpu_threads.txt" | tail -30 ;;
     scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
                     --json "$OUT/scale_search_cuda.json" 2>&1 | grep -v -i warn | tee "$OUT/scale_search.txt" | tail -8 ;;
     scale-data) python3 benchmarks/bench_scale.py --gpu --parts data ${SCALE_DATA_ARGS:-} --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \
