@@ -50,8 +50,8 @@ for step in "$@"; do
                 | tee "$OUT/monotone.txt" ;;
     memory) python3 benchmarks/bench_memory.py --device cuda --rows ${MEMORY_ROWS:-10000000} \
               --json "$OUT/memory_cuda.json" 2>&1 | tee "$OUT/memory.txt" | tail -8 ;;
-    dask) timeout -s INT ${DASK_TIMEOUT:-240} python3 -m pytest tests/test_dask.py -m cuda -v -p no:cacheprovider -rs \
-            -o faulthandler_timeout=150 2>&1 | tee "$OUT/dask_tests.txt" | tail -25 ;;
+    dask) timeout -s INT ${DASK_TIMEOUT:-360} python3 -m pytest tests/test_dask.py -m cuda -v -s -p no:cacheprovider -rs \
+            -o faulthandler_timeout=240 2>&1 | tee "$OUT/dask_tests.txt" | tail -25 ;;
     cuda-tests) { timeout -s INT ${TESTS_TIMEOUT:-300} python3 -m pytest tests -m cuda --ignore=tests/test_dask.py -q \
                     -p no:cacheprovider -rs; python3 -m pytest tests/test_transfer.py tests/test_training.py -q \
                     -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;

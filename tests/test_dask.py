@@ -228,7 +228,8 @@ def test_clear_errors(client):
 
 def fit_while_a_worker_dies(client, device, delay_s, ready=lambda: True, **options):
     """A long data-parallel fit whose second worker exits once `delay_s` have passed and
-    `ready()` holds; returns what `ready` last returned. The fit must raise, not hang."""
+    `ready()` holds; returns what `ready` last returned. The fit must raise, not hang, and
+    the cluster (the restarted worker and the survivor) must then serve the next fit."""
     X, y = smooth_problem(40_000)
     workers = sorted(client.scheduler_info()["workers"])
     seen = []
@@ -255,6 +256,12 @@ def fit_while_a_worker_dies(client, device, delay_s, ready=lambda: True, **optio
     finally:
         killer.join()
         client.wait_for_workers(2, timeout=60)
+    start = time.monotonic()
+    model = DaskSpectralRegressor(client=client, dim=8, n_estimators=1, max_iter=2, early_stopping=False,
+                                  device=device, **options).fit(da.from_array(X, chunks=10_000),
+                                                                da.from_array(y, chunks=10_000))
+    print(f"the next fit took {time.monotonic() - start:.1f} s")
+    assert np.isfinite(model.history_[-1]["train_rmse"])
     return seen[-1]
 
 
@@ -335,7 +342,8 @@ def test_data_parallel_regressor_on_two_gpus_with_nccl():
 @pytest.mark.cuda
 def test_a_worker_that_dies_during_captured_gpu_steps_makes_the_fit_fail_not_hang():
     """The CPU test's check on two GPUs with NCCL: the second worker exits while both replay
-    their captured steps (the all-reduce inside the graph); the fit raises within the timeout."""
+    their captured steps (the all-reduce inside the graph); the fit raises at once, and the
+    next fit runs once NCCL's watchdog has ended the surviving rank (100 s on two H200s)."""
     import torch
 
     from skspectral.dask import local_gpu_cluster
