@@ -61,10 +61,16 @@ def _take(X, rows, start, stop, out=None):
     return np.take(X, rows[start:stop], axis=0, out=out, mode="clip" if out is not None else "raise")
 
 
+def raw_floats(X):
+    """X (a numpy or dask array) as the raw rows a device receives: float32 stays float32 (half
+    the bytes to move), anything else becomes float64. Uploaded and streamed rows share it, so
+    that both are standardised from the same values."""
+    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+
+
 def _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high) -> None:
     device = out.device
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
+    X = raw_floats(X)
     mean_t, scale_t, low_t, high_t = float64_on(device, mean, scale, low, high)
     staging = StagedRows(min(chunk, n), X.shape[1], X.dtype, device)
     for start in range(0, n, chunk):

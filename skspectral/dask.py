@@ -41,6 +41,7 @@ from sklearn.utils._param_validation import Interval
 from ._estimator import _BIN_SUBSAMPLE, monotonic_by_position
 from ._features import CategoryCodes, categorical_mask, coded_rows, edges_from_quantiles, weighted_quantiles
 from ._preprocessing import check_eval_set, usable_scale
+from ._transfer import raw_floats
 from .classifier import SpectralClassifier
 from .encoding import EncodingSpec
 from .regressor import SpectralRegressor
@@ -89,10 +90,6 @@ def local_gpu_cluster(n_workers: int | None = None, **kwargs):
     }
     scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": None}}
     return distributed.SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
-
-
-def _as_float(X):
-    return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
 
 
 # Points of a partition's weighted quantile sketch, per column: the bins' edges (16 by default)
@@ -161,7 +158,7 @@ def _coded_with(X, mask, codes):
     import pandas as pd
 
     if mask is None:
-        return _as_float(_as_dask_array(X, "X", 2))
+        return raw_floats(_as_dask_array(X, "X", 2))
     if not isinstance(X, dd.DataFrame):
         X = dd.from_dask_array(_as_dask_array(X, "X", 2), columns=list(range(len(mask))))
     meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(len(mask))})
@@ -466,7 +463,7 @@ def _map_rows(X, method, dtype, n_outputs: int | None = None):
         meta = pd.DataFrame({j: pd.Series(dtype=dtype) for j in range(n_outputs)})
         return X.map_partitions(lambda part: pd.DataFrame(method(part), index=part.index),
                                 meta=meta).to_dask_array()
-    X = _as_float(_as_dask_array(X, "X", 2)).rechunk({1: -1})
+    X = raw_floats(_as_dask_array(X, "X", 2)).rechunk({1: -1})
     if n_outputs is None:
         return X.map_blocks(method, drop_axis=1, dtype=dtype)
     return X.map_blocks(method, chunks=(X.chunks[0], (n_outputs,)), dtype=dtype)

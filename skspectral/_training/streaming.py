@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .._transfer import StagedRows, float64_on, standardised
+from .._transfer import StagedRows, float64_on, raw_floats, standardised
 
 # Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
 # of raw rows, the device holds one raw and one standardised.
@@ -41,8 +41,7 @@ class HostRows:
     high: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.X.dtype not in (np.float32, np.float64):
-            self.X = self.X.astype(np.float64)
+        self.X = raw_floats(self.X)
         self.n_given = self.X.shape[0] if self.rows is None else len(self.rows)
         if self.n_rows is None:
             self.n_rows = self.n_given
