@@ -41,3 +41,29 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float32 if device.type == "cuda" else torch.float64
     return DTYPES[dtype]
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can take on ``device``: the GPU's free memory, or the host's
+    available memory (Linux's MemAvailable); None where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(n_bytes: int, device: torch.device, what: str) -> None:
+    """A clear error, before anything is allocated, where a model of ``what`` needs more memory
+    (``n_bytes``, a lower bound) than ``device`` has available."""
+    available = available_memory(device)
+    if available is not None and n_bytes > available:
+        raise ValueError(f"A model of {what} needs at least {n_bytes / 2**30:.3g} GiB on {device} (its matrices, "
+                         f"their gradients, Adam's moments and one batch), more than the {available / 2**30:.3g} GiB "
+                         "available there. Lower dim (cost and memory grow like dim**2 per matrix), n_estimators or "
+                         "n_bins, or use structure='tridiagonal' (O(dim) per matrix).")

@@ -1,21 +1,18 @@
-"""What happens to the rows before training: sample weights, duplicate merging,
-standardisation, eval-set checks and the early-stopping split."""
+"""What happens to the rows the model trains on: duplicate merging, eval-set checks and
+the early-stopping split. (What happens to each column is :mod:`skspectral._columns`'.)"""
 
 from __future__ import annotations
 
 import functools
 
 import numpy as np
-from sklearn.utils.validation import _check_sample_weight
 
-from .eig._numba_support import numba_module, parallel_threads
+from ._columns.summary import check_total_weight
 
 
-def check_rows(X: np.ndarray, y: np.ndarray, sample_weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated sample weights; rows of zero weight dropped and duplicates merged."""
-    weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-    if not weight.sum() > 0:
-        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
+def merged_training_rows(X: np.ndarray, y: np.ndarray, weight: np.ndarray):
+    """The rows to train on: rows of zero weight dropped, duplicates merged (weights summed)."""
+    check_total_weight(float(weight.sum()))
     keep = weight > 0  # a zero weight is the same as leaving the row out
     if keep.all():  # no copy of X where nothing is dropped
         return merge_duplicate_rows(X, y, weight)
@@ -87,96 +84,6 @@ def _row_hash_kernel():
     return row_hashes
 
 
-_STATISTICS_CHUNK = 16384  # rows per partial sum of the compiled statistics (fixed: results do not depend on threads)
-_STATISTICS_ELEMENTS = 2**22  # the numpy fallback's temporaries: about this many values per column block
-
-
-def weighted_standardisation(values: np.ndarray, weight: np.ndarray, what: str = "feature", column_index=None):
-    """Weighted column means and standard deviations, missing values (NaN) ignored;
-    constant and all-missing columns get scale 1.
-
-    Raises a clear error where a column's values are too large for float64 to
-    standardise (its variance overflows), instead of training on infinities.
-    ``column_index`` names the columns in that message (default 0, 1, ...).
-    """
-    mean, var = _weighted_moments(values, weight)
-    scale = np.sqrt(var)
-    bad = ~(np.isfinite(mean) & np.isfinite(scale))
-    if bad.any():
-        column = int(np.flatnonzero(bad)[0])
-        largest = float(np.nanmax(np.abs(values[:, column])))
-        label = column if column_index is None else int(column_index[column])
-        name = f"{what} {label}" if values.shape[1] > 1 or what == "feature" else what
-        raise ValueError(
-            f"The {name} has values too large to standardise in float64 (largest |value| = {largest:.3g}); "
-            "rescale it, e.g. divide it by a power of ten, before fitting."
-        )
-    scale = usable_scale(mean, scale)
-    return mean, scale
-
-
-def _weighted_moments(values: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean and variance of every column, NaN ignored, accumulated in float64 from
-    values of any float dtype (a float32 X is never copied to float64)."""
-    kernel = _moments_kernel()
-    if kernel is not None:
-        values = values if values.flags.c_contiguous else np.ascontiguousarray(values)
-        n_chunks = max(1, -(-values.shape[0] // _STATISTICS_CHUNK))
-        with np.errstate(over="ignore", invalid="ignore"):
-            return kernel(values, np.ascontiguousarray(weight, dtype=np.float64), _STATISTICS_CHUNK, n_chunks)
-    # without Numba: a few columns at a time, so that the n x block temporaries stay small
-    mean, var = np.empty(values.shape[1]), np.empty(values.shape[1])
-    step = max(1, min(values.shape[1], _STATISTICS_ELEMENTS // max(1, values.shape[0])))
-    for start in range(0, values.shape[1], step):
-        block = values[:, start : start + step]
-        observed = ~np.isnan(block)
-        w = np.where(observed, weight[:, None], 0.0)
-        total = w.sum(axis=0)
-        safe_total = np.where(total > 0, total, 1.0)
-        filled = np.where(observed, block, 0.0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            block_mean = (w * filled).sum(axis=0) / safe_total
-            var[start : start + block.shape[1]] = (w * (filled - block_mean) ** 2).sum(axis=0) / safe_total
-        mean[start : start + block.shape[1]] = block_mean
-    return mean, var
-
-
-@functools.cache
-def _moments_kernel():
-    """Two compiled passes over the rows (means, then squared deviations from them), in
-    fixed chunks of rows summed in parallel; None without Numba."""
-    numba = numba_module()
-    if numba is None:
-        return None
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def chunk_sums(values, weight, shift, chunk, n_chunks):
-        """Per chunk of rows and column, over the observed values: sum w, sum w (v - shift),
-        sum w (v - shift)**2."""
-        n, p = values.shape
-        sums = np.zeros((3, n_chunks, p))
-        for c in numba.prange(n_chunks):
-            for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                w = weight[i]
-                for j in range(p):
-                    v = values[i, j]
-                    if v == v:  # not missing
-                        d = v - shift[j]
-                        sums[0, c, j] += w
-                        sums[1, c, j] += w * d
-                        sums[2, c, j] += w * d * d
-        return sums
-
-    def moments(values, weight, chunk, n_chunks):
-        parallel_threads()  # as many threads as torch's; the chunks (and so the sums) do not depend on it
-        first = chunk_sums(values, weight, np.zeros(values.shape[1]), chunk, n_chunks).sum(axis=1)
-        safe_total = np.where(first[0] > 0, first[0], 1.0)
-        mean = first[1] / safe_total
-        return mean, chunk_sums(values, weight, mean, chunk, n_chunks)[2].sum(axis=0) / safe_total
-
-    return moments
-
-
 def check_eval_set(eval_set, validate_pair) -> list:
     """Normalise ``eval_set`` to a list of validated (X, y) pairs.
 
@@ -235,8 +142,3 @@ def _stratified_split(order: np.ndarray, codes: np.ndarray, counts: np.ndarray, 
     for c in np.flatnonzero(share):
         held[np.flatnonzero(codes_in_order == c)[: share[c]]] = True
     return order[~held], order[held]
-
-
-def usable_scale(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Standard deviations, with 1 for constant (and all-missing) columns."""
-    return np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)

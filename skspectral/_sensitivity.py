@@ -74,16 +74,16 @@ def to_user_units(bounds, output_scale: float, x_scale):
 class CertifiedSensitivityMixin:
     """feature_sensitivities_, sensitivity_bound and feature_importances_ for a
     fitted spectral estimator (needs ``feature_matrices_``, ``x_scale_``,
-    ``encoding_``, ``is_categorical_`` and ``_output_scale()``)."""
+    ``encoding_``, ``is_categorical_``, ``structure``, ``n_estimators`` and
+    ``_output_scale()``)."""
 
     def _feature_bounds(self) -> np.ndarray:
         """Bounds in standardised units, shape (..., n_features), ensemble members averaged."""
         check_is_fitted(self, "_module_state_")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
-        norms = model_class(getattr(self, "structure", "dense")).stored_matrix_norms
-        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), getattr(self, "encoding_", None),
-                                norms=norms).numpy()
-        return bounds.mean(axis=0) if getattr(self, "n_estimators", 1) > 1 else bounds
+        norms = model_class(self.structure).stored_matrix_norms
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms).numpy()
+        return bounds.mean(axis=0) if self.n_estimators > 1 else bounds
 
     @property
     def feature_sensitivities_(self) -> np.ndarray:
@@ -126,7 +126,7 @@ class CertifiedSensitivityMixin:
                 f"{self.n_features_in_}; got {delta.shape}."
             )
         moves = np.abs(delta)
-        categorical = getattr(self, "is_categorical_", None)
+        categorical = self.is_categorical_
         if categorical is not None:
             moves[..., categorical] = delta[..., categorical] != 0
         return moves @ sensitivities.T

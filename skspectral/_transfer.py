@@ -12,6 +12,8 @@ division are exact-rounded on either device).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -19,14 +21,54 @@ import torch
 CHUNK_BYTES = 32 * 2**20
 
 
-def standardised_rows(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device: torch.device,
-                      dtype: torch.dtype, *, rows: np.ndarray | None = None, n_rows: int | None = None,
-                      low: np.ndarray | None = None, high: np.ndarray | None = None) -> torch.Tensor:
-    """``(clip(X[rows], low, high) - mean) / scale`` as an (n_rows, p) tensor of ``dtype`` on
-    ``device``; rows beyond ``len(rows)`` (up to ``n_rows``) are zeros.
+@dataclass(frozen=True)
+class Standardisation:
+    """The arithmetic that turns raw float rows into the model's input, per column:
+    ``(clip(x, low, high) - mean) / scale`` in float64, then a missing entry becomes ``fill``
+    (standardised units; NaN in it, or None: the entry stays missing); ``low``/``high`` (both
+    or neither) clip. A fitted :class:`skspectral._columns.ColumnMapper` makes these."""
 
-    ``rows=None`` takes every row in order; ``low``/``high`` (both or neither) clip each
-    column first. Missing values (NaN) stay NaN.
+    mean: np.ndarray
+    scale: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    fill: np.ndarray | None = None
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """In place on a float64 array of rows; returns it."""
+        if self.low is not None:
+            np.clip(values, self.low, self.high, out=values)
+        values -= self.mean
+        values /= self.scale
+        if self.fill is not None:
+            np.copyto(values, self.fill, where=np.isnan(values))
+        return values
+
+    def on(self, device: torch.device) -> "Standardisation":
+        """The same arithmetic with float64 tensors on ``device`` (for :meth:`apply_tensor`)."""
+        return Standardisation(*(None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)
+                                 for a in (self.mean, self.scale, self.low, self.high, self.fill)))
+
+    def apply_tensor(self, raw: torch.Tensor) -> torch.Tensor:
+        """Of raw rows on a device (this standardisation's tensors there, from :meth:`on`), in
+        float64: the one arithmetic of rows standardised on a device, uploaded or streamed, so
+        that both give the same bits (and the host's, :meth:`apply`)."""
+        # one float64 temporary, worked on in place (a streamed 64 MiB float32 block made three)
+        values = raw.to(torch.float64, copy=True)
+        if self.low is not None:
+            values.clamp_(self.low, self.high)  # NaN stays NaN, as with np.clip
+        values.sub_(self.mean).div_(self.scale)
+        if self.fill is not None:
+            values = torch.where(values.isnan(), self.fill, values)
+        return values
+
+
+def standardised_rows(X: np.ndarray, standardisation: Standardisation, device: torch.device,
+                      dtype: torch.dtype, *, rows: np.ndarray | None = None,
+                      n_rows: int | None = None) -> torch.Tensor:
+    """``standardisation`` of ``X[rows]`` as an (n_rows, p) tensor of ``dtype`` on ``device``;
+    rows beyond ``len(rows)`` (up to ``n_rows``) are zeros. ``rows=None`` takes every row in
+    order. Missing values (NaN) stay NaN unless the standardisation fills them.
     """
     n = X.shape[0] if rows is None else len(rows)
     n_rows = n if n_rows is None else n_rows
@@ -38,16 +80,12 @@ def standardised_rows(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, device
         return out
     chunk = max(1, CHUNK_BYTES // (8 * max(p, 1)))
     if device.type == "cuda":
-        _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high)
+        _upload_in_chunks(X, rows, n, chunk, out, standardisation)
     else:
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             values = _take(X, rows, start, stop).astype(np.float64)  # a fresh chunk: standardise in place
-            if low is not None:
-                np.clip(values, low, high, out=values)
-            values -= mean
-            values /= scale
-            out[start:stop].copy_(torch.from_numpy(values))
+            out[start:stop].copy_(torch.from_numpy(standardisation.apply(values)))
     return out
 
 
@@ -68,16 +106,16 @@ def raw_floats(X):
     return X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
 
 
-def _upload_in_chunks(X, rows, n, chunk, out, mean, scale, low, high) -> None:
+def _upload_in_chunks(X, rows, n, chunk, out, standardisation: Standardisation) -> None:
     device = out.device
     X = raw_floats(X)
-    mean_t, scale_t, low_t, high_t = float64_on(device, mean, scale, low, high)
+    on_device = standardisation.on(device)
     staging = StagedRows(min(chunk, n), X.shape[1], X.dtype, device)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        host = staging.free(stop - start)
+        host = staging.next_buffer(stop - start)
         _take(X, rows, start, stop, out=host.numpy())
-        out[start:stop] = standardised(staging.send(host), mean_t, scale_t, low_t, high_t).to(out.dtype)
+        out[start:stop] = on_device.apply_tensor(staging.send(host)).to(out.dtype)
     torch.cuda.current_stream(device).synchronize()  # the staging buffers are freed on return
 
 
@@ -85,7 +123,7 @@ class StagedRows:
     """Raw rows to a device through two pinned host buffers that take turns: the host fills
     one while the other's copy is in flight. On the CPU the host buffer is the device's.
 
-    ``host = staging.free(n)`` (waits until that buffer's last copy has left the host), fill
+    ``host = staging.next_buffer(n)`` (waits until that buffer's last copy has left the host), fill
     ``host``, then ``staging.send(host)``: the rows on the device, in one device buffer that
     the next ``send`` overwrites (the copy queued on the device's current stream, after the
     work that read the last ones).
@@ -100,7 +138,7 @@ class StagedRows:
         self.sent = [None, None]  # per host buffer: the event after which it may be refilled
         self.turn = 0
 
-    def free(self, n: int) -> torch.Tensor:
+    def next_buffer(self, n: int) -> torch.Tensor:
         self.turn ^= 1
         if self.sent[self.turn] is not None:
             self.sent[self.turn].synchronize()
@@ -114,19 +152,3 @@ class StagedRows:
         self.sent[self.turn] = torch.cuda.Event()
         self.sent[self.turn].record(torch.cuda.current_stream(self.device))
         return rows
-
-
-def float64_on(device: torch.device, *arrays) -> tuple:
-    """Each array (None stays None) as a float64 tensor on ``device``: statistics for :func:`standardised`."""
-    return tuple(None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device) for a in arrays)
-
-
-def standardised(raw: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, low: torch.Tensor | None = None,
-                 high: torch.Tensor | None = None) -> torch.Tensor:
-    """``(clip(raw, low, high) - mean) / scale`` in float64, on raw's device: the one arithmetic of
-    rows standardised on a device, uploaded or streamed, so that both give the same bits."""
-    # one float64 temporary, worked on in place (a streamed 64 MiB float32 block made three)
-    values = raw.to(torch.float64, copy=True)
-    if low is not None:
-        values.clamp_(low, high)  # NaN stays NaN, as with np.clip
-    return values.sub_(mean).div_(scale)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from ._estimator import ATTRIBUTES_DOC, PARAMETERS_DOC, SpectralEstimatorBase
+from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
+from ._estimator import SpectralEstimatorBase
+from ._target import LabelSummary
 
 
 class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
@@ -19,6 +19,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
     _metrics = ("log_loss", "accuracy")  # per eval set
+    _target_summarised_as_given = True  # labels are coded before the rows merge
     _validation_metric = "neg_log_loss"  # early stopping watches what is optimised: the log-loss
 
     def __init__(
@@ -92,28 +93,34 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
     def _stratify_labels(self, target):
         return target.astype(np.min_scalar_type(len(self.classes_)))  # class indices, 1 byte a row for < 256
 
-    def _encode_target(self, y, first_call, classes=None):
+    def _check_target(self, y):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if first_call:
-            encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
-            self.classes_ = encoder.classes_
-            if len(self.classes_) < 2:
-                raise ValueError(
-                    f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {self.classes_[0]!r}."
-                )
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if unknown.size:
-            raise ValueError(f"y holds labels {unknown.tolist()} not among classes_ {self.classes_.tolist()}.")
-        return np.searchsorted(self.classes_, y).astype(np.float64)
+        return y
 
-    def _training_target(self, y, weight, first_call):
-        if self.class_weight is not None:
-            class_weight = self.class_weight
-            if isinstance(class_weight, dict):  # keys are labels; compute_sample_weight sees indices
-                class_weight = {int(np.searchsorted(self.classes_, label)): w for label, w in class_weight.items()}
-            weight = weight * compute_sample_weight(class_weight, y.astype(int))
-        return y, weight
+    def _summarise_target(self, y, weight):
+        return LabelSummary.of_block(y)
+
+    def _fit_target(self, summary, classes=None):
+        coder = summary.finalize(classes)
+        if len(coder.classes) < 2:
+            raise ValueError(
+                f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {coder.classes[0]!r}."
+            )
+        self.label_coder_ = coder
+
+    def _encode_target(self, y):
+        return self.label_coder_.transform(y)
+
+    def _training_target(self, y_rows, weight):
+        class_weights = self.label_coder_.class_weights(self.class_weight)
+        if class_weights is not None:
+            weight = weight * class_weights[y_rows.astype(np.intp)]
+        return y_rows, weight
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.label_coder_.classes
 
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -137,8 +144,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self : SpectralClassifier
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
-                         eval_set=eval_set)
+        return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -156,10 +162,9 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         -------
         self : SpectralClassifier
         """
-        first_call = not hasattr(self, "_module_state_")
-        if first_call and classes is None:
+        if not hasattr(self, "_module_state_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=True, classes=classes)
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def decision_function(self, X):
         """Logits.
@@ -249,14 +254,15 @@ SpectralClassifier.__doc__ = f"""Classification with eigenvalue models.
         reproducible (weighting and repeating rows agree).
     class_weight : dict, "balanced" or None, default=None
         Weights per class (label -> weight), multiplying sample_weight;
-        "balanced" weights classes inversely to their frequencies.
+        "balanced" weights classes inversely to their frequencies in the rows
+        of the fit that learned the classes (every row of a data-parallel fit;
+        partial_fit's first call).
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-    mu_ : ndarray of shape (dim,) for binary, (n_classes, dim) for multiclass
-    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim) for binary,
-        (n_classes, n_features_in_, dim, dim) for multiclass
+    label_coder_ : skspectral._target.LabelCoder
+        The classes and each one's row count in fit.
     {ATTRIBUTES_DOC}
         For multiclass, one row of sensitivities per class's logit.
 

@@ -32,18 +32,18 @@ from __future__ import annotations
 
 import inspect
 import socket
-from numbers import Integral, Real
+import time
+import warnings
 from datetime import timedelta
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from ._estimator import _BIN_SUBSAMPLE, monotonic_by_position
-from ._features import CategoryCodes, categorical_mask, coded_rows, edges_from_quantiles, weighted_quantiles
-from ._preprocessing import check_eval_set, usable_scale
+from ._columns import ColumnSummary, column_kinds, level_counts, split_columns
+from ._preprocessing import check_eval_set
 from ._transfer import raw_floats
 from .classifier import SpectralClassifier
-from .encoding import EncodingSpec
 from .regressor import SpectralRegressor
 
 try:
@@ -92,39 +92,6 @@ def local_gpu_cluster(n_workers: int | None = None, **kwargs):
     return distributed.SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
 
 
-# Points of a partition's weighted quantile sketch, per column: the bins' edges (16 by default)
-# are then within 1/_SKETCH_POINTS of each partition's weight of the exact weighted quantiles.
-_SKETCH_POINTS = 512
-# Up to this many values (rows x columns, within the 200k-row bin subsample) the bins come from all of them.
-_EXACT_BIN_VALUES = 200_000 * 32
-
-
-def _quantile_sketch(X: np.ndarray, weight: np.ndarray, n_points: int | None, share: float = 1.0,
-                     seed=None) -> list[np.ndarray]:
-    """Per column, a (2, m) array of values and weights summarising the observed, positively
-    weighted values of one partition: all of them where there are at most n_points (or
-    n_points is None), else n_points values at evenly spaced weighted quantiles, each carrying an equal share of the
-    partition's weight (the caller knows the exact range). With ``share`` < 1, of a seeded
-    random ``share`` of the partition's rows (the plain estimators' 200k-row bin subsample,
-    spread over the partitions: sorting every row of a tall table dominated the statistics)."""
-    if share < 1.0:
-        keep_rows = np.random.default_rng(seed).random(X.shape[0]) < share
-        X, weight = X[keep_rows], weight[keep_rows]
-    sketches = []
-    for j in range(X.shape[1]):
-        keep = ~np.isnan(X[:, j]) & (weight > 0)
-        values, w = X[keep, j].astype(np.float64), weight[keep]
-        if n_points is not None and len(values) > n_points:  # kept whole, they are sorted once, merged
-            order = np.argsort(values, kind="stable")
-            values, w = values[order], w[order]
-            cumulative = np.cumsum(w)
-            positions = (np.arange(n_points) + 0.5) * (cumulative[-1] / n_points)
-            values = values[np.searchsorted(cumulative, positions).clip(0, len(values) - 1)]
-            w = np.full(n_points, cumulative[-1] / n_points)
-        sketches.append(np.stack([values, w]))  # an array, not a tuple: dask reads tuples as tasks
-    return sketches
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -151,24 +118,11 @@ def _as_dask_array(data, name: str, ndim: int):
     return data
 
 
-def _coded_with(X, mask, codes):
-    """A dask DataFrame or array as a float dask array with the given level codes (mask None:
-    every column numeric)."""
-    import dask.dataframe as dd
-    import pandas as pd
-
-    if mask is None:
-        return raw_floats(_as_dask_array(X, "X", 2))
-    if not isinstance(X, dd.DataFrame):
-        X = dd.from_dask_array(_as_dask_array(X, "X", 2), columns=list(range(len(mask))))
-    meta = pd.DataFrame({j: pd.Series(dtype=np.float64) for j in range(len(mask))})
-    coded = X.map_partitions(lambda part: pd.DataFrame(coded_rows(part, mask, codes), index=part.index), meta=meta)
-    return coded.to_dask_array(lengths=True)
-
-
-def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, world_size, init_method,
-               timeout_s, eval_set=None):
-    """One rank of a data-parallel fit, on the worker that holds its partitions."""
+def _fit_shard(estimator, mapper, target, x_parts, y_parts, w_parts, rank, world_size, init_method, timeout_s,
+               eval_sets=()):
+    """One rank of a data-parallel fit, on the worker that holds its partitions: the plain
+    estimator's fit core on the rank's rows, with the columns and the target fitted over every
+    shard. An error leaves with the time it happened (the first rank's error is the cause)."""
     import torch
     import torch.distributed as dist
 
@@ -176,46 +130,58 @@ def _fit_shard(estimator, statistics, classes, x_parts, y_parts, w_parts, rank, 
     from ._training.distributed import DistributedContext
 
     device = resolve_device(estimator.device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
+                            world_size=world_size, timeout=timedelta(seconds=timeout_s))
     try:
-        X = np.concatenate(x_parts) if x_parts else np.empty((0, statistics["x_mean_"].shape[0]))
+        X = np.concatenate(x_parts) if x_parts else np.empty((0, mapper.kinds.n_features))
         y = np.concatenate(y_parts) if y_parts else np.empty(0)
         weight = np.concatenate(w_parts) if w_parts else np.empty(0)
-        estimator._distributed = DistributedContext(
-            rank, world_size, statistics,
-            device=torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
+        context = DistributedContext(rank, world_size, device=torch.device(
+            device.type, torch.cuda.current_device()) if device.type == "cuda" else device)
         estimator._validate_params()
-        estimator._fit(X, y, weight, first_call=True, incremental=False, classes=classes, eval_set=eval_set)
-        if not estimator._distributed.same_on_every_rank(list(estimator._module.parameters())):
+        estimator._fit_shard(X, y, weight, mapper=mapper, target=target, context=context, eval_sets=eval_sets)
+        if not context.same_on_every_rank(list(estimator._module.parameters())):
             raise RuntimeError("the ranks ended the data-parallel fit with different parameters: some step's "
                                "gradients were not averaged over every rank.")
-        del estimator._distributed
         return estimator if rank == 0 else None
+    except BaseException as exc:
+        # when it happened (pickled with the exception, in its __dict__): before this rank leaves the
+        # group, so before the errors it causes in the others
+        exc.skspectral_failed_at = time.time()
+        raise
     finally:
         dist.destroy_process_group()
 
 
-def _await_ranks(client, tasks, workers, poll_s: float = 0.5) -> None:
-    """Wait for every rank's task; the first error, or the loss of a worker whose rank has not
-    finished, ends the fit with a RuntimeError. A task pinned to a worker that died is not an
-    error to the scheduler: it waits for that worker, which never returns (a restarted worker
-    has a new address). The other ranks may not fail on their own either: on GPUs a rank can
-    be stuck in a captured all-reduce, or its process ended by NCCL's watchdog, whose task
-    then waits in the same way."""
+def _await_ranks(client, tasks, workers, poll_s: float = 0.5, settle_s: float = 2.0) -> None:
+    """Wait for every rank's task. A rank's error ends the fit with the first error any rank
+    raised (the others' are usually their peers' broken connections), noted with its worker;
+    the loss of a worker whose rank has not finished ends it with a RuntimeError. A task pinned
+    to a worker that died is not an error to the scheduler: it waits for that worker, which
+    never returns (a restarted worker has a new address). The other ranks may not fail on their
+    own either: on GPUs a rank can be stuck in a captured all-reduce, or its process ended by
+    NCCL's watchdog, whose task then waits in the same way."""
     running = list(range(len(tasks)))
+    first_error_at = None
     while True:
         try:
             distributed.wait([tasks[rank] for rank in running], timeout=poll_s, return_when="FIRST_COMPLETED")
         except TimeoutError:
             pass
-        for rank, task in enumerate(tasks):
-            if task.status == "error":
-                error = task.exception()
-                raise RuntimeError(f"the data-parallel fit failed on worker {workers[rank]} (rank {rank} of "
-                                   f"{len(workers)}): {error!r}") from error
-        running = [rank for rank, task in enumerate(tasks) if task.status != "finished"]
+        failed = [rank for rank, task in enumerate(tasks) if task.status == "error"]
+        running = [rank for rank, task in enumerate(tasks) if task.status not in ("finished", "error")]
+        if failed:  # give the other ranks a moment to report theirs: the earliest is the cause
+            first_error_at = first_error_at or time.monotonic()
+            if running and time.monotonic() - first_error_at < settle_s:
+                continue
+            errors = {rank: tasks[rank].exception() for rank in failed}
+            rank = min(errors, key=lambda r: getattr(errors[r], "skspectral_failed_at", float("inf")))
+            error = errors[rank]
+            note = f"the data-parallel fit failed on worker {workers[rank]} (rank {rank} of {len(workers)})"
+            if hasattr(error, "add_note"):
+                error.add_note(note)
+                raise error
+            raise RuntimeError(f"{note}: {error!r}") from error
         if not running:
             return
         alive = client.scheduler_info()["workers"]
@@ -226,6 +192,52 @@ def _await_ranks(client, tasks, workers, poll_s: float = 0.5) -> None:
                                "restarted). Fit again on the workers that remain.")
 
 
+def _require_process_workers(client) -> None:
+    """The ranks of a data-parallel fit are torch.distributed processes: one per worker process."""
+    threads = [address for address in client.scheduler_info()["workers"] if address.startswith("inproc://")]
+    if threads:
+        raise ValueError("A data-parallel fit needs each Dask worker in its own process (each runs one "
+                         "torch.distributed rank), but this cluster's workers are threads of one process "
+                         f"({threads[0]}, e.g. LocalCluster(processes=False)). Use LocalCluster(processes=True) "
+                         "(the default), or fit the plain estimator in this process.")
+
+
+def _summarise(X, y, weight, kinds, sample_rows, labels: bool):
+    """One partition's column summary and target summary (the plain estimators' statistics)."""
+    from ._target import LabelSummary, TargetSummary
+
+    numeric, categorical = split_columns(X, kinds)
+    weight = np.asarray(weight, dtype=np.float64)
+    columns = ColumnSummary.of_block(numeric, weight, kinds, sample_rows=sample_rows,
+                                     levels=None if categorical is None else level_counts(categorical))
+    target = LabelSummary.of_block(np.asarray(y)) if labels else TargetSummary.of_block(y, weight)
+    return columns, target
+
+
+def _merged(pair_a, pair_b):
+    return pair_a[0].merge(pair_b[0]), pair_a[1].merge(pair_b[1])
+
+
+def _tree_merge(items: list):
+    """Delayed summaries merged pairwise in a tree, in row order."""
+    while len(items) > 1:
+        items = [dask.delayed(_merged)(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _subsample_by_partition(lengths: list, seed_fn) -> list:
+    """The plain estimators' bin subsample of the rows of every partition together, as each
+    partition's own row positions (None: all of its rows)."""
+    from ._columns import subsample_rows
+
+    rows = subsample_rows(int(sum(lengths)), seed_fn)
+    if rows is None:
+        return [None] * len(lengths)
+    bounds = np.cumsum([0] + list(lengths))
+    return [rows[(rows >= a) & (rows < b)] - a for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 class _DaskSpectralMixin:
     """fit on dask collections over the workers that hold them; predict with map_blocks."""
 
@@ -234,92 +246,57 @@ class _DaskSpectralMixin:
     def _client(self):
         return self.client if self.client is not None else distributed.default_client()
 
-    def _coded(self, X):
-        """X as a float dask array (float32 stays float32), categorical columns as level codes
-        learned from their level counts; with the categorical mask and the codes (or None)."""
+    def _partitions(self, X, y, sample_weight):
+        """X's row blocks (delayed numpy arrays or DataFrames), with y's and the weights' blocks
+        aligned to them, their lengths, and X's column kinds."""
         import dask.dataframe as dd
 
-        frame = _is_frame(X)
-        if not frame and not isinstance(X, da.Array):
-            _as_dask_array(X, "X", 2)  # the clear error for anything else
-        template = X._meta if frame else np.empty((0,) + X.shape[1:])
-        mask = categorical_mask(template, self.categorical_features) if template.ndim == 2 else None
-        if mask is None:
-            return _coded_with(X, None, None), None, None
-        if not frame:
-            X = dd.from_dask_array(X, columns=list(range(X.shape[1])))
-        counts = dask.compute(*[X[X.columns[j]].value_counts(dropna=False) for j in np.flatnonzero(mask)])
-        codes = CategoryCodes().fit_counts(list(counts))
-        return _coded_with(X, mask, codes), mask, codes
-
-    def _statistics(self, X, y, weight, mask=None, codes=None) -> tuple[dict, np.ndarray | None]:
-        """x_mean_, x_scale_, x_min_, x_max_, encoding_ (and y's) over all the data, weighted as
-        the plain estimators weight them (rows of weight 0 left out), in two passes: sums,
-        then squared deviations and quantile sketches. Categorical columns (``mask``) hold
-        level codes: mean 0, scale 1, their levels from ``codes``."""
-        n_features = X.shape[1]
-        observed = ~da.isnan(X) & (weight > 0)[:, None]
-        w_observed = da.where(observed, weight[:, None], 0.0)
-        kept = da.where(observed, X, np.nan)  # NaN: missing, or in a row of weight 0
-        first = {"w_min": weight.min(), "w_sum": weight.sum(), "w_finite": da.isfinite(weight).all(),
-                 "total": w_observed.sum(axis=0), "sum": (w_observed * da.where(observed, X, 0.0)).sum(axis=0),
-                 "min": da.nanmin(kept, axis=0), "max": da.nanmax(kept, axis=0), "has_nan": (da.isnan(X) & (weight > 0)[:, None]).any(axis=0)}
-        if self._local_class is SpectralClassifier:
-            first["classes"] = [dask.delayed(np.unique)(block) for block in y.to_delayed().ravel()]
+        if _is_frame(X):
+            self._check_frame_columns(X)
+            kinds = column_kinds(X._meta, self.categorical_features)
+            lengths = [int(n) for n in dask.compute(X.map_partitions(len))[0]] if X.npartitions else []
+            blocks = list(X.to_delayed())
         else:
-            first["y_sum"] = (weight * y).sum()
-        (first,) = dask.compute(first)
-        if not (first["w_finite"] and first["w_min"] >= 0 and first["w_sum"] > 0):
-            raise ValueError("sample_weight must be finite and non-negative, with a positive sum; got minimum "
-                             f"{first['w_min']!r} and sum {first['w_sum']!r}.")
-        total = np.where(first["total"] > 0, first["total"], 1.0)
-        mean = first["sum"] / total
-        second = {"var": (w_observed * (da.where(observed, X, mean) - mean) ** 2).sum(axis=0) / total}
-        sketches = []
-        if self.feature_encoding == "piecewise_linear":
-            share = min(1.0, _BIN_SUBSAMPLE / max(1, X.shape[0]))
-            # up to the plain estimators' subsample every value travels (where they are not too many):
-            # their bins exactly, so that one worker's fit is the plain fit
-            exact = share == 1.0 and X.shape[0] * n_features <= _EXACT_BIN_VALUES
-            seed = self._seed()
-            sketches = [dask.delayed(_quantile_sketch)(xb, wb, None if exact else _SKETCH_POINTS, share, [seed, i])
-                        for i, (xb, wb) in enumerate(zip(X.to_delayed().ravel(), weight.to_delayed().ravel()))]
-        if "y_sum" in first:
-            y_mean = first["y_sum"] / first["w_sum"]
-            second["y_var"] = (weight * (y - y_mean) ** 2).sum() / first["w_sum"]
-        second, *sketches = dask.compute(second, *sketches)
-        scale = usable_scale(mean, np.sqrt(second["var"]))
-        categorical = np.zeros(n_features, dtype=bool) if mask is None else mask
-        mean, scale = np.where(categorical, 0.0, mean), np.where(categorical, 1.0, scale)
-        edges = [None] * n_features
-        if self.feature_encoding == "piecewise_linear":
-            for j in np.flatnonzero(~categorical):
-                values, weights = np.concatenate([sketch[j] for sketch in sketches], axis=1)
-                quantiles = weighted_quantiles(values, weights, self.n_bins)
-                if quantiles is not None:  # the sketch's range is inside the data's: the exact ends
-                    quantiles[[0, 1, -2, -1]] = first["min"][j], first["min"][j], first["max"][j], first["max"][j]
-                    edges[j] = edges_from_quantiles((quantiles - mean[j]) / scale[j])
-        numeric = np.flatnonzero(~categorical)
-        levels = {} if codes is None else dict(categorical=[int(j) for j in np.flatnonzero(categorical)],
-                                               n_levels=codes.n_levels(), has_missing_level=list(codes.has_missing))
-        statistics = {
-            "x_mean_": mean, "x_scale_": scale,
-            "x_min_": np.where(categorical, -np.inf, np.nan_to_num(first["min"], nan=-np.inf)),
-            "x_max_": np.where(categorical, np.inf, np.nan_to_num(first["max"], nan=np.inf)),
-            "encoding_": EncodingSpec(n_features, numeric=[int(j) for j in numeric], edges=[edges[j] for j in numeric],
-                                      missing=[int(j) for j in numeric if first["has_nan"][j]], **levels),
-            "is_categorical_": mask,
-        }
-        if codes is not None:
-            statistics["_category_codes"] = codes
-        if "classes" in first:
-            return statistics, np.unique(np.concatenate(first["classes"]))
-        statistics["y_mean_"] = float(y_mean)
-        statistics["y_scale_"] = float(usable_scale(np.array([y_mean]), np.sqrt(np.array([second["y_var"]])))[0])
-        return statistics, None
+            X = _as_dask_array(X, "X", 2)
+            if any(np.isnan(c) for c in X.chunks[0]):
+                X = X.compute_chunk_sizes()
+            X = raw_floats(X).rechunk({1: -1})
+            kinds = column_kinds(np.empty((0, X.shape[1]), dtype=X.dtype), self.categorical_features)
+            lengths, blocks = [int(n) for n in X.chunks[0]], list(X.to_delayed().ravel())
+        y = _as_dask_array(y, "y", 1)
+        if y.shape[0] != sum(lengths) or np.isnan(y.shape[0]):
+            raise ValueError(f"X and y must have the same, known number of rows; got {sum(lengths)} and {y.shape[0]}.")
+        y = y.rechunk((tuple(lengths),))
+        if sample_weight is None:
+            weight = da.ones(sum(lengths), chunks=(tuple(lengths),))
+        else:
+            weight = _as_dask_array(sample_weight, "sample_weight", 1).astype(np.float64)
+            if weight.shape[0] != sum(lengths):
+                raise ValueError(f"sample_weight has {weight.shape[0]} rows, X has {sum(lengths)}.")
+            weight = weight.rechunk((tuple(lengths),))
+        del dd
+        return blocks, list(y.to_delayed().ravel()), list(weight.to_delayed().ravel()), lengths, kinds
+
+    def _check_frame_columns(self, X) -> None:
+        import pandas as pd
+
+        from ._columns.kinds import categorical_mask
+
+        mask = categorical_mask(X._meta, self.categorical_features)
+        mask = np.zeros(len(X.columns), dtype=bool) if mask is None else mask
+        bad = [c for (c, t), categorical in zip(X.dtypes.items(), mask)
+               if not categorical and not pd.api.types.is_numeric_dtype(t)]
+        if bad:
+            raise ValueError(f"X has non-numeric columns {bad} that are not categorical: declare them "
+                             "in categorical_features (the default, 'from_dtype', takes category, object, "
+                             "string and bool columns), or encode them as numbers.")
 
     def fit(self, X, y, sample_weight=None, eval_set=None):
         """Fit on dask collections, data-parallel over the workers that hold them.
+
+        The columns and the target are summarised partition by partition where the partitions
+        lie and the summaries merged (the plain estimators' statistics: a plain fit is the
+        summary of one block); each rank then trains on the coded rows of its partitions.
 
         Parameters
         ----------
@@ -340,31 +317,30 @@ class _DaskSpectralMixin:
         """
         self._validate_params()
         client = self._client()
-        names = np.asarray(X.columns, dtype=object) if hasattr(X, "columns") else None
-        X, mask, codes = self._coded(X)
-        X = X.rechunk({1: -1})
-        y = _as_dask_array(y, "y", 1)
-        if X.shape[0] != y.shape[0] or np.isnan(X.shape[0]):
-            raise ValueError(f"X and y must have the same, known number of rows; got {X.shape[0]} and {y.shape[0]}.")
-        y = y.rechunk((X.chunks[0],))
-        if sample_weight is None:
-            weight = da.ones(X.shape[0], chunks=(X.chunks[0],))
-        else:
-            weight = _as_dask_array(sample_weight, "sample_weight", 1).astype(np.float64)
-            if weight.shape[0] != X.shape[0]:
-                raise ValueError(f"sample_weight has {weight.shape[0]} rows, X has {X.shape[0]}.")
-            weight = weight.rechunk((X.chunks[0],))
-        if self._local_class is SpectralRegressor:
-            y = y.astype(np.float64)
-        statistics, classes = self._statistics(X, y, weight, mask, codes)
-        if classes is not None:  # the workers train on class indices, the same on every shard
-            labels = classes
-            y = y.map_blocks(lambda block: np.searchsorted(labels, block).astype(np.float64), dtype=np.float64)
-            classes = np.arange(len(labels)), labels
-        evaluations = self._eval_pairs(eval_set, mask, codes, None if classes is None else classes[1])
-        x_futures = client.compute(X.to_delayed().ravel().tolist())
-        y_futures = client.compute(y.to_delayed().ravel().tolist())
-        w_futures = client.compute(weight.to_delayed().ravel().tolist())
+        _require_process_workers(client)
+        if eval_set is not None:  # the pairs' form is checked before anything is computed
+            check_eval_set(eval_set, _dask_pair)
+        x_blocks, y_blocks, w_blocks, lengths, kinds = self._partitions(X, y, sample_weight)
+        self.n_features_in_ = kinds.n_features
+        if _is_frame(X):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        labels = self._local_class is SpectralClassifier
+        samples = _subsample_by_partition(lengths, self._seed)
+        summaries = [dask.delayed(_summarise)(xb, yb, wb, kinds, rows, labels)
+                     for xb, yb, wb, rows in zip(x_blocks, y_blocks, w_blocks, samples)]
+        columns, target = dask.compute(_tree_merge(summaries))[0]
+        self._fit_target(target)  # classes_ here; each rank fits the same from the same summary
+        self._column_kinds = kinds
+        self.column_mapper_ = columns.finalize(self._column_options())
+        self._check_monotone_outputs()
+        message = self.column_mapper_.ignored_message()
+        if message:
+            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=2)
+        mapper = self.column_mapper_
+        # validated here, as the plain estimator validates them (labels, columns): errors before any rank starts
+        evaluations = check_eval_set(eval_set, lambda Xe, ye: self._validate_eval_pair(*dask.compute(Xe, ye)))
+        x_futures = client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks])
+        y_futures, w_futures = client.compute(y_blocks), client.compute(w_blocks)
         distributed.wait(x_futures + y_futures + w_futures)
         holders = client.who_has(x_futures)
         by_worker: dict[str, list[int]] = {}
@@ -374,25 +350,22 @@ class _DaskSpectralMixin:
         host = workers[0].split("://")[-1].rsplit(":", 1)[0]
         port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
         local = self.to_local(fitted=False)
-        local.categorical_features = None  # the shards hold level codes; the statistics say which columns
-        # the shards reach the workers as numpy arrays of class indices: name-keyed options by position
-        if isinstance(self.monotonic_cst, dict):
-            local.monotonic_cst = monotonic_by_position(self.monotonic_cst, names)
-        if classes is not None and isinstance(getattr(self, "class_weight", None), dict):
-            local.class_weight = {int(np.searchsorted(classes[1], label)): w for label, w in self.class_weight.items()}
+        local.n_features_in_ = self.n_features_in_
+        if hasattr(self, "feature_names_in_"):
+            local.feature_names_in_ = self.feature_names_in_
         tasks = [
             client.submit(
-                _fit_shard, local, statistics, None if classes is None else classes[0],
+                _fit_shard, local, mapper, target,
                 [x_futures[i] for i in by_worker[w]], [y_futures[i] for i in by_worker[w]],
                 [w_futures[i] for i in by_worker[w]], rank, len(workers), f"tcp://{host}:{port}",
-                self.collective_timeout, evaluations if rank == 0 else None,  # rank 0 scores the eval sets
+                self.collective_timeout, evaluations if rank == 0 else [],  # rank 0 scores the eval sets
                 workers=[w], allow_other_workers=False, pure=False,
             )
             for rank, w in enumerate(workers)
         ]
         try:
             _await_ranks(client, tasks, workers)
-        except RuntimeError:
+        except BaseException:
             client.cancel(tasks + x_futures + y_futures + w_futures)
             raise
         fitted = tasks[0].result()
@@ -400,29 +373,8 @@ class _DaskSpectralMixin:
         for name, value in vars(fitted).items():
             if name not in self.get_params():
                 setattr(self, name, value)
-        if classes is not None:  # the workers trained on class indices: back to the labels
-            self.classes_ = classes[1]
-        if names is not None:
-            self.feature_names_in_ = names
         self.n_workers_ = len(workers)
         return self
-
-    def _eval_pairs(self, eval_set, mask, codes, labels) -> list:
-        """eval_set as numpy (X, y) pairs in the shards' terms: level codes, class indices."""
-
-        def computed(X_eval, y_eval):
-            if not (_is_dask(X_eval) and _is_dask(y_eval)):
-                raise ValueError("eval_set must be a list of (X, y) pairs of dask collections; got a pair of "
-                                 f"{type(X_eval).__name__} and {type(y_eval).__name__}.")
-            X_eval, y_eval = dask.compute(_coded_with(X_eval, mask, codes), _as_dask_array(y_eval, "y", 1))
-            if labels is not None:
-                unseen = ~np.isin(y_eval, labels)
-                if unseen.any():
-                    raise ValueError(f"eval_set has labels not seen in fit: {np.unique(y_eval[unseen])[:5]}.")
-                y_eval = np.searchsorted(labels, y_eval)
-            return X_eval, y_eval
-
-        return check_eval_set(eval_set, computed)  # the plain estimators' pair handling
 
     def partial_fit(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} fits data-parallel with fit only; for incremental "
@@ -467,6 +419,13 @@ def _map_rows(X, method, dtype, n_outputs: int | None = None):
     if n_outputs is None:
         return X.map_blocks(method, drop_axis=1, dtype=dtype)
     return X.map_blocks(method, chunks=(X.chunks[0], (n_outputs,)), dtype=dtype)
+
+
+def _dask_pair(X, y) -> tuple:
+    if not (_is_dask(X) and _is_dask(y)):
+        raise ValueError("eval_set must be a list of (X, y) pairs of dask collections; got a pair of "
+                         f"{type(X).__name__} and {type(y).__name__}.")
+    return X, y
 
 
 def _is_dask(data) -> bool:
@@ -523,7 +482,7 @@ class DaskSpectralClassifier(_DaskSpectralMixin, SpectralClassifier):
     """SpectralClassifier fitted data-parallel on a Dask cluster (module docstring).
 
     Parameters: those of :class:`skspectral.SpectralClassifier`, plus ``client`` and
-    ``collective_timeout``. ``class_weight="balanced"`` weighs by each shard's counts.
+    ``collective_timeout``. ``class_weight="balanced"`` weighs by the counts of every row.
     """
 
     _local_class = SpectralClassifier

@@ -150,4 +150,4 @@ class FeatureEncoder(torch.nn.Module):
             one_hot = X.new_zeros(X.shape[0], self.n_levels_total)
             one_hot.scatter_(1, codes + self.level_offset, 1.0)
             parts.append(one_hot)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1) if parts else X.new_zeros((X.shape[0], 0))  # no column carries anything

@@ -87,9 +87,6 @@ class SpectralModel(torch.nn.Module):
     backend : str
         Eigen backend (see :func:`skspectral.kth_eigvalsh`); checked when the
         module is built and resolved once per device and dtype it runs on.
-    init_scale : float or None
-        Std of the initial A_j entries; None means 1 / (sqrt(dim) * n_features),
-        times the encoder's ``init_factor`` of each column where it has one.
     generator : torch.Generator or None
         CPU generator for the initial values (the same on every device).
     monotonic : array-like of -1/0/+1 per encoded column, or None
@@ -119,7 +116,6 @@ class SpectralModel(torch.nn.Module):
         n_members: int = 1,
         encoder: torch.nn.Module | None = None,
         backend: str = "auto",
-        init_scale: float | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
         device=None,
@@ -144,8 +140,8 @@ class SpectralModel(torch.nn.Module):
         self._resolve_backend(backend, torch.device(device or "cpu"), factory["dtype"])  # fail at construction
         self.backend = backend
         self._eigen_backends: dict = {}
-        if init_scale is None:
-            init_scale = 1.0 / (math.sqrt(self.dim) * self.n_features)
+        # the initial A_j entries' std, times the encoder's init_factor of each column where it has one
+        init_scale = 1.0 / (math.sqrt(self.dim) * self.n_features)
 
         # Initial values are drawn in float64 on the CPU so that every device
         # and dtype starts from the same model.
@@ -242,7 +238,7 @@ class SpectralModel(torch.nn.Module):
     def matrices(self, X: torch.Tensor) -> torch.Tensor:
         """diag(mu) + sum_j z_j A_j for each row of X: shape (batch, n_models, dim, dim)."""
         Z = self.encoded(X)
-        A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, -1)  # (columns, models*dim*dim)
+        A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
 
@@ -299,7 +295,7 @@ class TridiagonalSpectralModel(SpectralModel):
     hundreds. A monotone column is A = +-L L^T with L lower bidiagonal (a
     tridiagonal PSD matrix). :meth:`feature_matrices` returns the band storage
     (n_models, n_matrices, 2, dim): row 0 the diagonal, row 1 the off-diagonal
-    (last entry 0); :meth:`dense_feature_matrices` the full matrices.
+    (last entry 0); :func:`band_to_dense` makes the full matrices.
     """
 
     structure = "tridiagonal"
@@ -338,16 +334,14 @@ class TridiagonalSpectralModel(SpectralModel):
         diagonal, off = self._bands()
         return torch.stack([diagonal, F.pad(off, (0, 1))], dim=-2)
 
-    def dense_feature_matrices(self) -> torch.Tensor:
-        """The A_j as full (n_models, n_matrices, dim, dim) matrices."""
-        return band_to_dense(self.feature_matrices())
-
     def _combined_bands(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal (batch, n_models, dim) and off-diagonal (..., dim - 1) of each row's matrix."""
         Z = self.encoded(X)
         diagonal, off = self._bands()
-        D = (Z @ diagonal.transpose(0, 1).reshape(self.n_matrices, -1)).view(X.shape[0], self.n_models, self.dim)
-        E = (Z @ off.transpose(0, 1).reshape(self.n_matrices, -1)).view(X.shape[0], self.n_models, self.dim - 1)
+        models = self.n_models
+        D = (Z @ diagonal.transpose(0, 1).reshape(self.n_matrices, models * self.dim)).view(X.shape[0], models, self.dim)
+        E = (Z @ off.transpose(0, 1).reshape(self.n_matrices, models * (self.dim - 1))).view(
+            X.shape[0], models, self.dim - 1)
         return D + self.mu(), E
 
     def matrices(self, X: torch.Tensor) -> torch.Tensor:

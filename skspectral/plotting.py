@@ -59,18 +59,14 @@ class TrainingCurveDisplay:
         return cls(estimator.history_, _feature_names(estimator, feature_names)).plot(ax=ax)
 
     def _series(self) -> tuple[str, dict[str, list]]:
-        """(metric, {key: values}): the training metric and every eval set's, in the same units.
-
-        A history without a training metric (written by skspectral < 0.2) shows
-        the optimised loss instead.
-        """
+        """(metric, {key: values}): the training metric and every eval set's, in the same units
+        (an empty history, before a live display's first record: none yet)."""
         first = self.history[0] if self.history else {}
         for metric in _LOSS_LIKE:
             keys = history.metric_series(first, metric)
             if keys:
                 return metric, {key: [r[key] for r in self.history] for key in keys}
-        keys = [history.TRAIN_LOSS] if history.TRAIN_LOSS in first else []
-        return "training loss (standardised)", {key: [r[key] for r in self.history] for key in keys}
+        return "loss", {}
 
     def _sensitivities(self) -> np.ndarray:
         if not self.history:

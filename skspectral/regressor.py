@@ -6,8 +6,9 @@ import numpy as np
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils.validation import column_or_1d
 
-from ._estimator import ATTRIBUTES_DOC, PARAMETERS_DOC, SpectralEstimatorBase
-from ._preprocessing import weighted_standardisation
+from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
+from ._estimator import SpectralEstimatorBase
+from ._target import TargetSummary
 
 
 class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
@@ -83,16 +84,30 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         return None
 
     def _output_scale(self):
-        return self.y_scale_
+        return self.target_scaler_.scale
 
-    def _encode_target(self, y, first_call, classes=None):
+    def _check_target(self, y):
         return column_or_1d(y, warn=True).astype(np.float64)
 
-    def _training_target(self, y, weight, first_call):
-        if first_call:
-            y_mean, y_scale = weighted_standardisation(y[:, None], weight, "target y")
-            self.y_mean_, self.y_scale_ = float(y_mean[0]), float(y_scale[0])
-        return (y - self.y_mean_) / self.y_scale_, weight
+    def _summarise_target(self, y, weight):
+        return TargetSummary.of_block(y, weight)
+
+    def _fit_target(self, summary, classes=None):
+        self.target_scaler_ = summary.finalize()
+
+    def _encode_target(self, y):
+        return y
+
+    def _training_target(self, y_rows, weight):
+        return self.target_scaler_.transform(y_rows), weight
+
+    @property
+    def y_mean_(self) -> float:
+        return self.target_scaler_.mean
+
+    @property
+    def y_scale_(self) -> float:
+        return self.target_scaler_.scale
 
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -116,8 +131,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self : SpectralRegressor
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight, first_call=not self._continues_previous_fit(), incremental=False,
-                         eval_set=eval_set)
+        return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
@@ -133,8 +147,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         -------
         self : SpectralRegressor
         """
-        first_call = not hasattr(self, "_module_state_")
-        return self._fit(X, y, sample_weight, first_call=first_call, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X):
         """Predict targets.
@@ -149,7 +162,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
             Predictions in y's units.
         """
         output = self._raw_output(X)  # checks fitted first
-        return self.y_mean_ + self.y_scale_ * output
+        return self.target_scaler_.inverse_transform(output)
 
 
 SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i x_i A_i).
@@ -169,12 +182,8 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
 
     Attributes
     ----------
-    mu_ : ndarray of shape (dim,)
-        The learned non-decreasing diagonal (standardised units).
-    feature_matrices_ : ndarray of shape (n_features_in_, dim, dim)
-        The learned symmetric A_i (for standardised features and target).
-    y_mean_, y_scale_ : float
-        The internal standardisation of the target.
+    target_scaler_ : skspectral._target.TargetScaler
+        The internal standardisation of the target (``y_mean_``, ``y_scale_``).
     {ATTRIBUTES_DOC}
 
     Examples

@@ -90,6 +90,7 @@ def fit_one_process_and_on_dask(client, device, x_dtype=np.float64, **options):
     return model, predicted, rmse, single_rmse, X_test
 
 
+@pytest.mark.slow
 def test_data_parallel_regressor_is_as_accurate_as_one_process_and_gives_a_plain_estimator(client):
     model, predicted, rmse, single_rmse, X_test = fit_one_process_and_on_dask(client, "cpu")
     assert isinstance(predicted, da.Array)
@@ -120,24 +121,37 @@ def test_data_parallel_classifier_on_a_dask_dataframe_with_string_labels(client)
     assert (labels_from_array == model.predict(frame).compute()).all()
 
 
-def test_sample_weights_reach_the_statistics_bins_and_the_loss(client):
-    """Weighted statistics match the plain estimator's (bins to within the quantile sketch's
-    resolution), and rows of weight 0 carrying a corrupted target count for nothing."""
+def test_the_columns_are_the_merged_summaries_of_the_partitions_and_weights_reach_the_loss(client):
+    """The cluster summarises each partition where it lies and merges the summaries in row order:
+    its column mapper is, to the bit, the one merged here from the same blocks (that merging any
+    split of the rows gives the whole's statistics is tests/test_columns.py's property test).
+    Rows of weight 0 carrying a corrupted target count for nothing."""
+    from skspectral._columns import ColumnKinds, ColumnOptions, ColumnSummary, merge_all
+
     X, y = smooth_problem(30_000)
     rng = np.random.default_rng(3)
     weight = rng.integers(0, 4, size=len(y)).astype(float)
     y_corrupted = np.where(weight == 0, 50.0, y)
     X[rng.random(X.shape) < 0.02] = np.nan
     params = dict(dim=6, n_estimators=1, max_iter=4, learning_rate_init=0.01, random_state=0, device="cpu")
-    local = SpectralRegressor(**params).fit(X, y_corrupted, sample_weight=weight)
     model = DaskSpectralRegressor(client=client, **params).fit(
         da.from_array(X, chunks=4_000), da.from_array(y_corrupted, chunks=4_000), da.from_array(weight, chunks=4_000))
-    for name in ("x_mean_", "x_scale_", "x_min_", "x_max_", "y_mean_", "y_scale_"):
-        np.testing.assert_allclose(getattr(model, name), getattr(local, name), rtol=1e-10, err_msg=name)
-    assert model.encoding_.missing == local.encoding_.missing == [0, 1, 2, 3]
-    for ours, exact in zip(model.encoding_.edges, local.encoding_.edges):
-        assert len(ours) == len(exact)
-        np.testing.assert_allclose(ours, exact, atol=0.02)  # standardised units
+    blocks = [ColumnSummary.of_block(X[i : i + 4_000], weight[i : i + 4_000], ColumnKinds(4))
+              for i in range(0, len(y), 4_000)]
+    pairs = blocks  # merged as the cluster merges them: pairwise, in a tree, in row order
+    while len(pairs) > 1:
+        pairs = [pairs[i].merge(pairs[i + 1]) if i + 1 < len(pairs) else pairs[i] for i in range(0, len(pairs), 2)]
+    expected = pairs[0].finalize(ColumnOptions("piecewise_linear", 16))
+    mapper = model.column_mapper_
+    for name in ("mean", "scale", "low", "high", "fill"):
+        np.testing.assert_array_equal(getattr(mapper, name), getattr(expected, name), err_msg=name)
+    assert mapper.spec.missing == expected.spec.missing == [0, 1, 2, 3]
+    for ours, exact in zip(mapper.spec.edges, expected.spec.edges):
+        np.testing.assert_array_equal(ours, exact)
+    # and close to the plain estimator's, which summarises its merged rows as one block
+    local = SpectralRegressor(**params).fit(X, y_corrupted, sample_weight=weight)
+    np.testing.assert_allclose(model.x_mean_, local.x_mean_, rtol=1e-10)
+    assert merge_all(blocks).n_rows == len(y)
     X_test, y_test = smooth_problem(5_000, seed=1)
     rmse = np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2))
     assert rmse < 0.5 * np.std(y_test), rmse  # the corrupted rows (y = 50) did not pull it
@@ -167,10 +181,11 @@ def test_categorical_columns_get_the_plain_estimators_levels_and_predict_from_fr
     local = SpectralRegressor(**params).fit(frame, y)
     model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, frame, y, n_parts=6))
     assert model.is_categorical_.tolist() == local.is_categorical_.tolist() == [False, False, False, True]
+    # level counts add up exactly: the same levels and codes as one process learns
     for field in ("numeric", "categorical", "n_levels", "has_missing_level", "missing"):
         assert getattr(model.encoding_, field) == getattr(local.encoding_, field), field
-    for name in ("x_mean_", "x_scale_", "x_min_", "x_max_"):
-        np.testing.assert_allclose(getattr(model, name), getattr(local, name), rtol=1e-10, err_msg=name)
+    probe = pd.DataFrame({"city": ["north", "tiny", None, "never seen"]})
+    np.testing.assert_array_equal(model.column_mapper_.codes.transform(probe), local.column_mapper_.codes.transform(probe))
     test, y_test = categorical_frame(4_000, seed=1)
     test.loc[0, "city"] = "never seen"
     predicted = model.predict(dd.from_pandas(test, npartitions=3))
@@ -204,7 +219,7 @@ def test_eval_sets_are_scored_every_epoch_as_in_the_plain_estimators(client):
         dd.from_pandas(frame, npartitions=4), dd.from_pandas(pd.Series(labels), npartitions=4),
         eval_set=(dd.from_pandas(test, npartitions=2), da.from_array(np.where(y_test > 1, "high", "low"))))
     assert {"eval_0_log_loss", "eval_0_accuracy"} <= set(classifier.history_[-1])
-    with pytest.raises(ValueError, match="labels not seen in fit"):
+    with pytest.raises(ValueError, match="not among classes_"):
         DaskSpectralClassifier(client=client, **params).fit(
             dd.from_pandas(frame, npartitions=4), dd.from_pandas(pd.Series(labels), npartitions=4),
             eval_set=[(dd.from_pandas(test, npartitions=2), da.from_array(np.full(len(test), "other")))])
@@ -224,6 +239,57 @@ def test_clear_errors(client):
     with pytest.raises(ValueError, match="non-numeric columns \\['b'\\] that are not categorical"):
         DaskSpectralRegressor(client=client, categorical_features=None).fit(
             frame, dd.from_pandas(pd.Series([1.0, 2.0]), npartitions=1))
+
+
+def test_bad_rows_fail_on_the_client_with_the_plain_estimators_words(client):
+    """NaN in y or infinity in X had surfaced as gloo's "Connection closed by peer": the
+    summaries now raise the real error while they are computed, before any rank starts."""
+    X, y = smooth_problem(2_000)
+    y_nan, X_inf = y.copy(), X.copy()
+    y_nan[5], X_inf[7, 2] = np.nan, np.inf
+    with pytest.raises(ValueError, match="y contains NaN or infinity"):
+        DaskSpectralRegressor(client=client, max_iter=1).fit(da.from_array(X, chunks=500), da.from_array(y_nan, chunks=500))
+    with pytest.raises(ValueError, match="Input X contains infinity in column 2"):
+        DaskSpectralRegressor(client=client, max_iter=1).fit(da.from_array(X_inf, chunks=500), da.from_array(y, chunks=500))
+
+
+def test_a_cluster_of_threads_is_a_clear_error():
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as threads:
+        with pytest.raises(ValueError, match="each Dask worker in its own process.*processes=True"):
+            DaskSpectralRegressor(client=threads, max_iter=1).fit(da.zeros((4, 2)), da.zeros(4))
+
+
+def _break_the_fit_here():
+    """On a worker: its rank fails at once with an error of its own."""
+    from skspectral import SpectralRegressor
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("this rank broke")
+
+    SpectralRegressor._fit_shard_before_break = SpectralRegressor._fit_shard
+    SpectralRegressor._fit_shard = broken
+
+
+def _mend_the_fit_here():
+    from skspectral import SpectralRegressor
+
+    SpectralRegressor._fit_shard = SpectralRegressor._fit_shard_before_break
+
+
+def test_a_failing_rank_ends_the_fit_with_its_own_error(client):
+    """The other rank fails too (its peer left the collective); the fit raises the first error
+    raised, the broken rank's own, noted with its worker."""
+    X, y = smooth_problem(4_000)
+    workers = sorted(client.scheduler_info()["workers"])
+    client.run(_break_the_fit_here, workers=[workers[1]])
+    try:
+        with pytest.raises(KeyError, match="this rank broke") as raised:
+            DaskSpectralRegressor(client=client, max_iter=2, device="cpu").fit(
+                *spread_evenly(client, X, y, n_parts=2))
+        assert f"failed on worker {workers[1]} (rank 1 of 2)" in " ".join(getattr(raised.value, "__notes__", []))
+    finally:
+        client.run(_mend_the_fit_here, workers=[workers[1]])
 
 
 def fit_while_a_worker_dies(client, device, delay_s, ready=lambda: True, **options):
@@ -300,7 +366,7 @@ def test_options_keyed_by_name_and_label_reach_the_shards(client):
     model = DaskSpectralClassifier(client=client, dim=6, n_estimators=1, max_iter=2, random_state=0, device="cpu",
                                    monotonic_cst={"a": 1}, class_weight={"high": 3.0, "low": 1.0}).fit(frame, labels)
     assert list(model.feature_names_in_) == list("abcd")
-    assert model._column_monotonic is not None and model._column_monotonic.any()
+    assert model.column_mapper_.monotone is not None and model.column_mapper_.monotone.any()
     local = model.to_local()
     sweep = pd.DataFrame(np.repeat(X[:10], 50, axis=0), columns=list("abcd"))
     sweep["a"] = np.tile(np.linspace(-3, 3, 50), 10)
@@ -404,42 +470,3 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
 
 def _visible_devices():
     return os.environ.get("CUDA_VISIBLE_DEVICES")  # the worker's own environment
-
-
-def test_subsampled_sketches_keep_the_weighted_quantiles_and_repeat_under_their_seed():
-    """Above 200k rows each partition sketches a seeded random share of its rows (the plain
-    estimators' bin subsample, spread over the partitions): the merged quantiles stay within
-    1 % of the full weighted distribution in rank, and a seed gives the same sketch again."""
-    from skspectral._features import weighted_quantiles
-    from skspectral.dask import _quantile_sketch
-
-    rng = np.random.default_rng(0)
-    parts = [rng.lognormal(sigma=i + 1, size=(100_000, 2)) for i in range(4)]  # partitions unlike each other
-    weights = [rng.uniform(0.5, 2.0, 100_000) for _ in parts]
-    sketches = [_quantile_sketch(x, w, 512, 0.5, [7, i]) for i, (x, w) in enumerate(zip(parts, weights))]
-    assert all(s.shape[1] == 512 for s in sketches[0])
-    again = _quantile_sketch(parts[0], weights[0], 512, 0.5, [7, 0])
-    assert all(np.array_equal(a, b) for a, b in zip(sketches[0], again))
-    other = _quantile_sketch(parts[0], weights[0], 512, 0.5, [8, 0])
-    assert not np.array_equal(other[0], sketches[0][0])
-    X, W = np.concatenate(parts), np.concatenate(weights)
-    for j in range(2):
-        values, w = np.concatenate([sketch[j] for sketch in sketches], axis=1)
-        quantiles = weighted_quantiles(values, w, 16)[2:-2]  # the inner ones: 1/16 ... 15/16
-        order = np.argsort(X[:, j])
-        cdf = np.cumsum(W[order]) / W.sum()
-        ranks = cdf[np.searchsorted(X[order, j], quantiles)]
-        np.testing.assert_allclose(ranks, np.arange(1, 16) / 16, atol=0.01)
-
-
-def test_one_workers_fit_is_the_plain_fit(client):
-    """Every piece of the data-parallel fit on one rank -- dask statistics, the bins from every
-    value (up to the plain estimators' 200k-row subsample), the shard, the training -- gives
-    what the plain estimator gives."""
-    X, y = smooth_problem(20_000)
-    params = dict(dim=6, n_estimators=2, max_iter=3, batch_size=200, random_state=0, device="cpu")
-    plain = SpectralRegressor(**params).fit(X, y)
-    worker = sorted(client.scheduler_info()["workers"])[0]
-    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, 4, workers=[worker]))
-    assert model.n_workers_ == 1
-    np.testing.assert_allclose(model.to_local().predict(X), plain.predict(X), rtol=1e-9, atol=1e-9)

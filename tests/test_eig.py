@@ -285,13 +285,16 @@ def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
 
 
 def test_model_gradients_flow_through_batch_dims():
-    # (batch, outputs, n, n) as the classifier uses it
+    """(batch, outputs, n, n) as the classifier uses it: each matrix gets its own g q_k q_k^T."""
     g = torch.Generator().manual_seed(9)
     A = random_symmetric((5, 3), 7, torch.float64, "cpu", g).requires_grad_(True)
     out = kth_eigvalsh(A, 3)
     assert out.shape == (5, 3)
-    out.sum().backward()
-    assert A.grad.shape == (5, 3, 7, 7)
+    weights = torch.arange(15, dtype=torch.float64).reshape(5, 3) - 7.0  # a different g for every matrix
+    (out * weights).sum().backward()
+    q = torch.linalg.eigh(A.detach())[1][..., 3]
+    expected = weights[..., None, None] * q[..., :, None] * q[..., None, :]
+    torch.testing.assert_close(A.grad, expected, rtol=1e-9, atol=1e-10)
 
 
 # ---- the registry: what a backend declares is all the rest of the package reads -------------

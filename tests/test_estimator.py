@@ -156,12 +156,25 @@ def test_callbacks_score_fitted_copies_on_the_callers_dataframe():
     np.testing.assert_allclose(rows[-1]["r2"], est.score(X, y), rtol=1e-10)
 
 
-def test_progress_bar_in_a_fit_and_inside_grid_search():
+def test_progress_bar_in_a_fit_and_inside_grid_search(monkeypatch):
+    """The bar hears of every epoch of a fit, and of the fits inside a search: one begin and one
+    end per epoch task, under the fit's task."""
     pytest.importorskip("rich")
+    from sklearn.callback import _progressbar
+
+    messages = []
+    send = _progressbar.send
+    monkeypatch.setattr(_progressbar, "send", lambda handle, message: (messages.append(dict(message)), send(handle, message)))
     X, y = make_data(6, n=120)
     SpectralRegressor(dim=3, max_iter=3, **CPU).set_callbacks(callback.ProgressBar()).fit(X, y)
+    begun = [m for m in messages if m.get("event") == "begin"]
+    assert [m["task_name"] for m in begun] == ["fit"] and begun[0]["max_subtasks"] == 3
+    assert sum(m.get("event") == "end" for m in messages) == 4  # three epochs and the fit
+    messages.clear()
     grid = GridSearchCV(SpectralRegressor(dim=3, max_iter=2, **CPU), {"dim": [2, 3]}, cv=2)
     grid.set_callbacks(callback.ProgressBar(max_propagation_depth=None)).fit(X, y)
+    spectral_fits = [m for m in messages if m.get("event") == "begin" and m["estimator_name"] == "SpectralRegressor"]
+    assert len(spectral_fits) == 5 and all(m["max_subtasks"] == 2 for m in spectral_fits)  # 2 x 2 fits, the refit
     assert grid.best_estimator_.n_iter_ == 2
 
 
@@ -263,14 +276,17 @@ def test_dataframes_with_levels_and_missing_values(Estimator):
     X, y = mixed_frame()
     target = y if Estimator is SpectralRegressor else np.where(y > np.median(y), "high", "low")
     est = Estimator(dim=5, max_iter=30, learning_rate_init=0.02, feature_encoding="piecewise_linear", n_bins=8, **CPU)
-    est.fit(X, target)
+    with pytest.warns(UserWarning, match=r"column\(s\) \['empty'\] hold a single value \(or none\)"):
+        est.fit(X, target)
     np.testing.assert_array_equal(est.feature_names_in_, X.columns)
     np.testing.assert_array_equal(est.is_categorical_, [False, True, True, False, False])
     spec = est.encoding_
-    assert spec.categorical == [1, 2] and spec.missing == [0, 3]
+    # the all-missing column carries nothing: no bins, no missing-value column
+    assert spec.categorical == [1, 2] and spec.missing == [0] and spec.numeric == [0, 4]
+    assert est.ignored_features_.tolist() == [3] and est.feature_importances_[3] == 0
     # colour: red, green, blue + "other" (violet is rare); city: paris, rome, "other", "missing"
     assert spec.n_levels == [4, 4] and spec.has_missing_level == [False, True]
-    assert spec.edges[0] is not None and spec.edges[1] is None  # the all-missing column has no bins
+    assert all(edges is not None for edges in spec.edges)
     assert est.score(X, target) > (0.8 if Estimator is SpectralRegressor else 0.75)
     new = X.iloc[:6].copy()
     new["colour"] = ["never seen", None, "red", "violet", "blue", "green"]
@@ -310,15 +326,15 @@ def test_an_ensemble_predicts_its_members_mean():
     X, y = make_data(12)
     est = SpectralRegressor(dim=4, max_iter=5, n_estimators=3, feature_encoding="linear", **CPU).fit(X, y)
     assert est.feature_matrices_.shape == (3, 3, 4, 4) and est.mu_.shape == (3, 4)
-    members = est._module(torch.as_tensor(est._standardised(X))).detach().numpy()
+    members = est._module(torch.as_tensor(est._model_input(X))).detach().numpy()
     assert members.shape == (len(X), 3) and not np.allclose(members[:, 0], members[:, 1])
     np.testing.assert_allclose(est.predict(X), est.y_mean_ + est.y_scale_ * members.mean(axis=1), rtol=1e-12)
     labels = np.digitize(y, np.quantile(y, [0.3, 0.6]))
     clf = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels)
-    logits = clf._module(torch.as_tensor(clf._standardised(X))).detach()  # (rows, members, classes)
+    logits = clf._module(torch.as_tensor(clf._model_input(X))).detach()  # (rows, members, classes)
     np.testing.assert_allclose(clf.predict_proba(X), logits.softmax(-1).mean(1).numpy(), rtol=1e-10)
     binary = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels > 0)
-    logits = binary._module(torch.as_tensor(binary._standardised(X))).detach()
+    logits = binary._module(torch.as_tensor(binary._model_input(X))).detach()
     np.testing.assert_allclose(binary.predict_proba(X)[:, 1], logits.sigmoid().mean(1).numpy(), rtol=1e-10)
 
 
@@ -358,3 +374,110 @@ def fitted_mixed():
     est = SpectralRegressor(dim=5, max_iter=20, learning_rate_init=0.02, feature_encoding="piecewise_linear",
                             n_bins=6, n_estimators=2, **CPU).fit(X, y)
     return est, X
+
+
+# ---- what the column mapper decides, seen from the estimators ---------------------------------------
+def test_columns_that_carry_nothing_contribute_nothing_and_the_fit_says_which():
+    """An all-missing and a constant column get no matrix: zero sensitivity and importance, and
+    whatever values they hold at predict change nothing (a random, untrained matrix had given
+    them 12-25 % importance and moved predictions by ~0.4 standard deviations)."""
+    pd = pytest.importorskip("pandas")
+    X, y = make_data(13, n=300)
+    frame = pd.DataFrame({"a": X[:, 0], "never": np.nan, "b": X[:, 1], "same": 4.0, "c": X[:, 2]})
+    for Estimator, target in ((SpectralRegressor, y), (SpectralClassifier, y > np.median(y))):
+        with pytest.warns(UserWarning, match=r"column\(s\) \['never', 'same'\] hold a single value"):
+            est = Estimator(dim=4, max_iter=5, **CPU).fit(frame, target)
+        assert est.ignored_features_.tolist() == [1, 3]
+        assert est.feature_importances_[[1, 3]].tolist() == [0.0, 0.0] and est.feature_importances_.sum() > 0.99
+        assert (np.atleast_2d(est.feature_sensitivities_)[:, [1, 3]] == 0).all()
+        output = est.predict if Estimator is SpectralRegressor else est.predict_proba
+        moved = frame.assign(never=np.linspace(-1e3, 1e3, len(frame)), same=-7.0)
+        np.testing.assert_array_equal(output(moved), output(frame))
+        assert est.sensitivity_bound(np.eye(5)[[1, 3]]).ravel().tolist() == [0.0, 0.0]
+
+
+def test_every_column_constant_fits_a_constant():
+    X, y = np.ones((50, 2)), np.arange(50.0)
+    with pytest.warns(UserWarning, match=r"column\(s\) \[0, 1\]"):
+        est = SpectralRegressor(dim=3, max_iter=3, **CPU).fit(X, y)
+    prediction = est.predict(np.random.default_rng(0).normal(size=(4, 2)))
+    assert np.ptp(prediction) == 0 and est.encoding_.n_columns == 0
+
+
+def test_a_missing_value_where_fit_saw_none_predicts_as_the_training_median():
+    """HistGradientBoosting sends such a row to the child that held most training rows; ours
+    takes the column's training median (it had been taken as the column's minimum)."""
+    X, y = make_data(14, n=301)
+    for encoding in ("piecewise_linear", "linear"):
+        est = SpectralRegressor(dim=4, max_iter=5, feature_encoding=encoding, **CPU).fit(X, y)
+        rows = X[:6].copy()
+        rows[:, 1] = np.nan
+        at_median = X[:6].copy()
+        at_median[:, 1] = np.median(X[:, 1])
+        np.testing.assert_allclose(est.predict(rows), est.predict(at_median), rtol=1e-12)
+        assert not np.allclose(est.predict(rows), est.predict(np.where(np.isnan(rows), X[:, 1].min(), rows)))
+    # a column with missing values in fit keeps its own matrix for them
+    X_missing = X.copy()
+    X_missing[::5, 1] = np.nan
+    est = SpectralRegressor(dim=4, max_iter=5, **CPU).fit(X_missing, y)
+    assert est.encoding_.missing == [1]
+    assert not np.allclose(est.predict(rows), est.predict(at_median))
+
+
+def test_a_categorical_column_arriving_as_another_dtype_is_an_error():
+    pd = pytest.importorskip("pandas")
+    X, y = mixed_frame(4)
+    est = SpectralRegressor(dim=4, max_iter=3, **CPU).fit(X.drop(columns="empty"), y)
+    codes = X.drop(columns="empty").copy()
+    codes["city"] = codes["city"].cat.codes  # ints instead of the category's levels
+    with pytest.raises(ValueError, match="Categorical column 'city' held strings levels in fit .*holds numbers"):
+        est.predict(codes)
+    numeric_as_text = X.drop(columns="empty").copy()
+    numeric_as_text["age"] = np.where(numeric_as_text["age"] > 40, "old", "young").astype(object)
+    with pytest.raises(ValueError, match="Column 'age' was numeric in fit but holds values that are not numbers"):
+        est.predict(numeric_as_text)
+    del pd
+
+
+def test_unreadable_input_is_a_clear_error_at_fit():
+    pd = pytest.importorskip("pandas")
+    X, y = make_data(15, n=60)
+    dated = pd.DataFrame({"a": X[:, 0], "when": pd.date_range("2020-01-01", periods=60)})
+    with pytest.raises(ValueError, match="Column 'when' has dtype datetime64.*Turn it into numbers"):
+        SpectralRegressor(max_iter=1, **CPU).fit(dated, y)
+    strings = np.column_stack([X[:, 0], np.where(X[:, 1] > 100, "high", "low")]).astype(object)
+    with pytest.raises(ValueError, match=r"Column 1 of X holds values that are not numbers.*categorical_features=\[1\]"):
+        SpectralRegressor(max_iter=1, **CPU).fit(strings, y)
+    assert SpectralRegressor(max_iter=1, categorical_features=[1], **CPU).fit(strings, y).is_categorical_[1]
+
+
+def test_warm_start_and_partial_fit_need_the_same_model_shape():
+    X, y = make_data(16, n=80)
+    est = SpectralRegressor(dim=4, max_iter=2, warm_start=True, **CPU).fit(X, y)
+    est.set_params(dim=6)
+    with pytest.raises(ValueError, match=r"continues its fitted model .* dim=6 \(was 4\).*warm_start=False"):
+        est.fit(X, y)
+    est.set_params(dim=4, n_estimators=2)
+    with pytest.raises(ValueError, match=r"n_estimators=2 \(was 4\)"):
+        est.partial_fit(X, y)
+    est.set_params(n_estimators=4, max_iter=3)  # what does not shape the model may change
+    assert est.fit(X, y).n_iter_ == 5
+    assert SpectralRegressor(dim=6, max_iter=1, **CPU).fit(X, y).dim_ == 6  # a fresh fit of another shape
+
+
+def test_a_model_too_large_for_the_device_is_a_clear_error_before_allocating():
+    X, y = make_data(17, n=40)
+    with pytest.raises(ValueError, match=r"A model of dim=1000000 .* needs at least .* GiB on cpu .* Lower dim"):
+        SpectralRegressor(dim=10**6, max_iter=1, **CPU).fit(X, y)
+
+
+def test_a_cpu_only_backend_runs_on_the_cpu_when_the_device_is_auto(monkeypatch):
+    """On a GPU host, device="auto" with backend="numba" (a CPU kernel) had raised: auto picked CUDA."""
+    import torch
+
+    from skspectral import _estimator
+
+    monkeypatch.setattr(_estimator, "resolve_device", lambda device: torch.device("cuda", 0))
+    est = SpectralRegressor(backend="numba", device="auto")
+    est._resolve_settings()
+    assert est.device_ == "cpu" and est.backend_ == "numba"

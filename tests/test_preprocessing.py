@@ -1,4 +1,4 @@
-"""Rows before training: weights, duplicate merging, standardisation, eval sets, the split."""
+"""The rows the model trains on: duplicate merging, eval sets, the early-stopping split."""
 
 import os
 import subprocess
@@ -9,14 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skspectral import _preprocessing
-from skspectral._preprocessing import (
-    check_eval_set,
-    check_rows,
-    merge_duplicate_rows,
-    validation_split,
-    weighted_standardisation,
-)
+from skspectral._preprocessing import check_eval_set, merge_duplicate_rows, merged_training_rows, validation_split
 
 
 def test_duplicates_merge_into_summed_weights_and_differing_targets_stay_apart():
@@ -33,8 +26,8 @@ def test_weighting_and_repeating_give_the_same_rows_bit_for_bit():
     rng = np.random.RandomState(0)
     X, y = rng.normal(size=(30, 3)), rng.normal(size=30)
     counts = rng.randint(0, 4, size=30)
-    weighted = check_rows(X, y, counts.astype(float))
-    repeated = check_rows(X.repeat(counts, axis=0), y.repeat(counts), None)
+    weighted = merged_training_rows(X, y, counts.astype(float))
+    repeated = merged_training_rows(X.repeat(counts, axis=0), y.repeat(counts), np.ones(counts.sum()))
     for a, b in zip(weighted, repeated):
         np.testing.assert_array_equal(a, b)
 
@@ -42,35 +35,15 @@ def test_weighting_and_repeating_give_the_same_rows_bit_for_bit():
 def test_rows_without_duplicates_or_weights_keep_their_order():
     X = np.arange(12.0).reshape(6, 2)[::-1].copy()
     y = np.arange(6.0)
-    Xm, ym, wm = check_rows(X, y, None)
+    Xm, ym, wm = merged_training_rows(X, y, np.ones(6))
     np.testing.assert_array_equal(Xm, X)
     np.testing.assert_array_equal(ym, y)
     assert np.all(wm == 1)
 
 
-def test_sample_weight_errors():
-    X, y = np.ones((3, 2)), np.arange(3.0)
-    with pytest.raises(ValueError, match="sums to zero|non-zero"):
-        check_rows(X, y, np.zeros(3))
-    with pytest.raises(ValueError, match="[Nn]egative"):
-        check_rows(X, y, np.array([1.0, -1.0, 1.0]))
-
-
-def test_weighted_standardisation():
-    values = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
-    mean, scale = weighted_standardisation(values, np.array([1.0, 2.0, 1.0]))
-    np.testing.assert_allclose(mean, [3.0, 5.0])
-    np.testing.assert_allclose(scale, [np.sqrt(2.0), 1.0])  # a constant column gets scale 1
-
-
-@pytest.mark.parametrize("what,match", [("feature", "feature 1 has values too large"),
-                                        ("target y", "target y has values too large")])
-def test_values_too_large_to_standardise_are_a_clear_error(what, match):
-    values = np.array([[1.0, 1e300], [2.0, -1e300], [3.0, 5e299]])
-    if what == "target y":
-        values = values[:, 1:]
-    with pytest.raises(ValueError, match=match):
-        weighted_standardisation(values, np.ones(3), what)
+def test_weights_that_sum_to_zero_are_an_error():
+    with pytest.raises(ValueError, match="sums to zero"):
+        merged_training_rows(np.ones((3, 2)), np.arange(3.0), np.zeros(3))
 
 
 def test_check_eval_set_accepts_one_pair_or_a_list():
@@ -124,10 +97,10 @@ def test_rows_are_distinct_never_misses_a_duplicate(n, p, duplicates, signed_zer
     assert merged[0].shape[0] == len(exact_rows)
 
 
-def test_check_rows_does_not_copy_the_rows_it_keeps():
+def test_merging_does_not_copy_the_rows_it_keeps():
     X = np.random.default_rng(0).normal(size=(500, 3))
     y = np.arange(500.0)
-    kept, _, weight = check_rows(X, y, None)
+    kept, _, weight = merged_training_rows(X, y, np.ones(500))
     assert np.shares_memory(kept, X) and (weight == 1).all()
 
 
@@ -152,30 +125,6 @@ def test_stratified_split_keeps_each_class_share(counts, fraction, integer_label
                 assert 1 <= held[c] <= count - 1
                 assert abs(held[c] - n_val * count / n) <= 1 or held[c] in (1, count - 1)
         assert abs(len(val) - n_val) <= len(counts)
-
-
-@settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 3000), p=st.integers(1, 5), nan_share=st.floats(0, 0.5), seed=st.integers(0, 2**31 - 1),
-       dtype=st.sampled_from([np.float32, np.float64]))
-def test_compiled_moments_match_numpy_and_a_float64_reference(n, p, nan_share, seed, dtype):
-    rng = np.random.default_rng(seed)
-    values = (rng.normal(size=(n, p)) * 10 ** rng.uniform(-5, 5, p) + rng.normal(size=p) * 100).astype(dtype)
-    values[rng.random((n, p)) < nan_share] = np.nan
-    weight = rng.uniform(0.1, 3, n)
-    compiled = _preprocessing._weighted_moments(values, weight)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_preprocessing, "_moments_kernel", lambda: None)  # the numpy fallback
-        fallback = _preprocessing._weighted_moments(values, weight)
-    for j in range(p):
-        observed = ~np.isnan(values[:, j])
-        if not observed.any():
-            continue
-        x, w = values[observed, j].astype(np.float64), weight[observed]
-        mean = np.average(x, weights=w)
-        var = np.average((x - mean) ** 2, weights=w)
-        for got in (compiled, fallback):
-            np.testing.assert_allclose(got[0][j], mean, rtol=1e-9, atol=1e-12 * np.abs(x).max())
-            np.testing.assert_allclose(got[1][j], var, rtol=1e-8, atol=1e-12 * var + 1e-300)
 
 
 def test_compiled_kernels_keep_torchs_thread_count_and_follow_it():

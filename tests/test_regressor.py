@@ -27,7 +27,7 @@ def data():
     return X, y
 
 
-# These tests pin the CPU: they check exact float64 behaviour (tests/test_gpu.py covers CUDA).
+# These tests pin the CPU: they check exact float64 behaviour (the tests marked cuda cover CUDA).
 # the series' model, short: these tests check its exact structure and workflows
 FAST = dict(dim=6, max_iter=40, learning_rate_init=0.02, random_state=0, device="cpu", early_stopping=False, **SERIES)
 
@@ -94,11 +94,20 @@ def test_sample_weight_zero_equals_dropping_rows(data):
 
 
 def test_early_stopping_records_validation_and_keeps_best(data):
+    """The fitted model is the best epoch's: its R^2 on the held-out rows is the best score,
+    which a later epoch did not reach (the fit went on past it and restored it)."""
+    from sklearn.metrics import r2_score
+
+    from skspectral._preprocessing import validation_split
+
     X, y = data
-    est = SpectralRegressor(dim=5, max_iter=200, early_stopping=True, n_iter_no_change=3, random_state=0).fit(X, y)
-    assert len(est.validation_scores_) == est.n_iter_
-    assert est.best_validation_score_ == max(est.validation_scores_)
-    assert est.n_iter_ < 200
+    est = SpectralRegressor(dim=5, max_iter=200, early_stopping=True, n_iter_no_change=3, random_state=0,
+                            learning_rate_schedule="constant", device="cpu").fit(X, y)
+    assert len(est.validation_scores_) == est.n_iter_ < 200
+    assert est.validation_scores_[-1] < est.best_validation_score_  # the last epoch was not the best
+    _, held_out = validation_split(len(X), est.validation_fraction, np.random.RandomState(est._seed()))
+    np.testing.assert_allclose(r2_score(y[held_out], est.predict(X[held_out])), est.best_validation_score_,
+                               rtol=1e-10)
 
 
 def test_convergence_warning_when_max_iter_reached(data):

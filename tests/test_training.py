@@ -223,10 +223,11 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_streamed_blocks_are_the_resident_rows_of_a_split_and_padded_shard(device):
     """A block holds standardised rows as resident rows have them, through the row map of a
-    validation split, with the clip; padding positions (past the shard's rows) are finite."""
+    validation split, with the clip and the fill; padding positions (past the shard's rows) are
+    finite."""
     from skspectral._training import HostRows
     from skspectral._training.streaming import HostRowBlocks
-    from skspectral._transfer import standardised_rows
+    from skspectral._transfer import Standardisation, standardised_rows
 
     rng = np.random.RandomState(0)
     X = rng.normal(size=(500, 3)).astype(np.float32)
@@ -236,8 +237,9 @@ def test_streamed_blocks_are_the_resident_rows_of_a_split_and_padded_shard(devic
     low, high = np.full(3, -1.0), np.full(3, 1.0)
     device = torch.device(device)
     dtype = torch.float32 if device.type == "cuda" else torch.float64
-    resident = standardised_rows(X, mean, scale, device, dtype, rows=rows, n_rows=410, low=low, high=high)
-    blocks = HostRowBlocks(HostRows(X, mean, scale, dtype, rows=rows, n_rows=410, low=low, high=high), 64, device)
+    standardisation = Standardisation(mean, scale, low, high, np.array([np.nan, 0.25, np.nan]))
+    resident = standardised_rows(X, standardisation, device, dtype, rows=rows, n_rows=410)
+    blocks = HostRowBlocks(HostRows(X, standardisation, dtype, rows=rows, n_rows=410), 64, device)
     order = torch.randperm(410, generator=torch.Generator().manual_seed(1))
     for start, n in blocks.blocks(order):
         positions = order[start : start + n]

@@ -10,16 +10,19 @@ from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral import _estimator, _transfer
-from skspectral._transfer import standardised_rows
+from skspectral._columns import summary
+from skspectral._transfer import Standardisation, standardised_rows
 
 from .conftest import DEVICES
 
 
-def reference(X, mean, scale, rows=None, n_rows=None, low=None, high=None):
+def reference(X, mean, scale, rows=None, n_rows=None, low=None, high=None, fill=None):
     values = (X if rows is None else X[rows]).astype(np.float64)
     if low is not None:
         values = np.clip(values, low, high)
     values = (values - mean) / scale
+    if fill is not None:
+        values = np.where(np.isnan(values), fill, values)
     if n_rows is not None:
         values = np.concatenate([values, np.zeros((n_rows - len(values), X.shape[1]))])
     return values
@@ -29,8 +32,8 @@ def reference(X, mean, scale, rows=None, n_rows=None, low=None, high=None):
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(0, 40), p=st.integers(1, 5), seed=st.integers(0, 2**31 - 1),
        x_dtype=st.sampled_from([np.float32, np.float64]), with_rows=st.booleans(), pad=st.integers(0, 3),
-       clip=st.booleans(), chunk_bytes=st.sampled_from([8, 100, 2**20]))
-def test_standardised_rows_match_the_float64_computation(device, n, p, seed, x_dtype, with_rows, pad, clip,
+       clip=st.booleans(), fill=st.booleans(), chunk_bytes=st.sampled_from([8, 100, 2**20]))
+def test_standardised_rows_match_the_float64_computation(device, n, p, seed, x_dtype, with_rows, pad, clip, fill,
                                                          chunk_bytes):
     rng = np.random.default_rng(seed)
     X = (rng.standard_normal((n, p)) * 10 ** rng.uniform(-3, 3, p)).astype(x_dtype)
@@ -39,13 +42,15 @@ def test_standardised_rows_match_the_float64_computation(device, n, p, seed, x_d
     rows = rng.permutation(n)[: rng.integers(0, n + 1)] if with_rows else None
     n_out = (n if rows is None else len(rows)) + pad
     low, high = (np.full(p, -1.0), np.full(p, 2.0)) if clip else (None, None)
+    # a missing value becomes the fill where one is given (NaN in it: it stays missing)
+    fills = np.where(rng.random(p) < 0.5, np.nan, rng.normal(size=p)) if fill else None
+    standardisation = Standardisation(mean, scale, low, high, fills)
     old = _transfer.CHUNK_BYTES
     _transfer.CHUNK_BYTES = chunk_bytes  # several chunks, staging buffers reused
     try:
         for dtype in (torch.float32, torch.float64):
-            got = standardised_rows(X, mean, scale, torch.device(device), dtype, rows=rows, n_rows=n_out,
-                                    low=low, high=high)
-            expected = torch.from_numpy(reference(X, mean, scale, rows, n_out, low, high)).to(dtype)
+            got = standardised_rows(X, standardisation, torch.device(device), dtype, rows=rows, n_rows=n_out)
+            expected = torch.from_numpy(reference(X, mean, scale, rows, n_out, low, high, fills)).to(dtype)
             assert got.shape == (n_out, p) and got.dtype == dtype and got.device.type == device
             torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0, equal_nan=True)  # bit for bit
     finally:
@@ -90,9 +95,9 @@ def test_a_tall_float32_fit_holds_no_copy_of_X_in_numpy(monkeypatch):
 
 
 def test_bins_of_tall_data_come_from_a_seeded_subsample(monkeypatch):
-    from skspectral._features import weighted_quantile_edges
+    from skspectral._columns.summary import subsample_rows, weighted_quantile_edges
 
-    monkeypatch.setattr(_estimator, "_BIN_SUBSAMPLE", 500)
+    monkeypatch.setattr(summary, "BIN_SUBSAMPLE", 500)
     rng = np.random.default_rng(1)
     X = rng.exponential(size=(3000, 2))
     y = X[:, 0] + rng.normal(size=3000)
@@ -101,7 +106,7 @@ def test_bins_of_tall_data_come_from_a_seeded_subsample(monkeypatch):
     for j in range(2):
         np.testing.assert_array_equal(a.encoding_.edges[j], b.encoding_.edges[j])  # seeded
         assert not np.array_equal(a.encoding_.edges[j], c.encoding_.edges[j])  # a subsample, not all rows
-    rows = a._bin_rows(3000)
+    rows = subsample_rows(3000, a._seed())
     assert rows.shape == (500,) and np.all(np.diff(rows) > 0)
     column = (X[rows, 0] - a.x_mean_[0]) / a.x_scale_[0]
     np.testing.assert_array_equal(a.encoding_.edges[0], weighted_quantile_edges(column, np.ones(500), 8))

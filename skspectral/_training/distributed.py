@@ -22,40 +22,34 @@ import torch
 import torch.distributed as dist
 
 
+_RULES = {"max": lambda column: column.max(), "sum": lambda column: column.sum(), "first": lambda column: column[0]}
+
+
 @dataclass
 class DistributedContext:
-    """What a rank of a data-parallel fit knows: its rank, the group's size, and the
-    preprocessing statistics computed over all the data (None: compute them locally)."""
+    """What a rank of a data-parallel fit knows: its rank and the group's size (the default
+    process group); ``device`` is where its collectives' tensors live (NCCL needs CUDA)."""
 
     rank: int
     world_size: int
-    statistics: dict | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # NCCL needs CUDA tensors
-    group: object = None
-    # replay steps, all-reduce included, from CUDA graphs where the model is capture-safe (on 2 H200s
-    # bit-identical to eager steps, 10x faster per epoch); False: eager steps
-    capture_steps: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def all_max(self, value: int) -> int:
-        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return int(t.item())
-
-    def all_sum(self, value: float) -> float:
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, group=self.group)
-        return float(t.item())
+    def agree(self, proposals: dict) -> dict:
+        """Every rank's proposals in one collective: ``{name: (value, rule)}`` with rule "max",
+        "sum" or "first" (rank 0's value) -> ``{name: agreed value}`` as floats (exact for
+        integers below 2**53), the same on every rank."""
+        names = list(proposals)
+        mine = torch.tensor([float(proposals[name][0]) for name in names], dtype=torch.float64, device=self.device)
+        gathered = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(gathered, mine)
+        table = torch.stack(gathered).cpu()  # (ranks, values), in rank order
+        return {name: float(_RULES[proposals[name][1]](table[:, i])) for i, name in enumerate(names)}
 
     def all_agree(self, flag: bool) -> bool:
         """True where ``flag`` is true on every rank."""
         t = torch.tensor([int(bool(flag))], dtype=torch.int64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
-
-    def broadcast_int(self, value: int) -> int:
-        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
-        dist.broadcast(t, src=0, group=self.group)
-        return int(t.item())
 
     def same_on_every_rank(self, tensors) -> bool:
         """True where every rank holds the same bits in ``tensors`` (elementwise max == min over
@@ -63,14 +57,14 @@ class DistributedContext:
         difference means a step went unreduced."""
         flat = torch.cat([t.detach().reshape(-1).to(self.device, torch.float64) for t in tensors]).nan_to_num(0.0)
         low = flat.clone()
-        dist.all_reduce(flat, op=dist.ReduceOp.MAX, group=self.group)
-        dist.all_reduce(low, op=dist.ReduceOp.MIN, group=self.group)
+        dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
         return bool(torch.equal(flat, low))
 
     def weighted_average(self, tensors: list[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
         """sum_r w_r t_r / sum_r w_r for scalar tensors, in one all-reduce."""
         flat = torch.stack([t.reshape(()).to(weight.dtype) * weight for t in tensors] + [weight.reshape(())])
-        dist.all_reduce(flat, group=self.group)
+        dist.all_reduce(flat)
         total = flat[-1].clamp_min(torch.finfo(flat.dtype).tiny)
         return [(flat[i] / total).to(t.dtype) for i, t in enumerate(tensors)]
 
@@ -83,7 +77,7 @@ class DistributedContext:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
             weight = batch_weight.reshape(1).to(grads[0].dtype)
             flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones_like(weight)]) * weight
-            dist.all_reduce(flat, group=self.group)
+            dist.all_reduce(flat)
             total = flat[-1:].clamp_min(torch.finfo(flat.dtype).tiny)
             averaged = (flat[:-1] / total).split(sizes)
             for p, g in zip(parameters, averaged):

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .._transfer import StagedRows, float64_on, raw_floats, standardised
+from .._transfer import StagedRows, Standardisation, raw_floats
 
 # Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
 # of raw rows, the device holds one raw and one standardised.
@@ -27,18 +27,15 @@ STREAM_BYTES = 64 * 2**20
 @dataclass
 class HostRows:
     """Training rows in host memory, standardised on their way to the device: row i is
-    ``(clip(X[rows[i]], low, high) - mean) / scale`` in ``dtype`` (``rows=None``: every row in
-    order; ``low``/``high`` both or neither). Rows from ``len(rows)`` up to ``n_rows`` are
-    padding, read with weight 0 (standardised zeros: finite)."""
+    ``standardisation`` of ``X[rows[i]]`` in ``dtype`` (``rows=None``: every row in order).
+    Rows from ``len(rows)`` up to ``n_rows`` are padding, read with weight 0 (standardised
+    zeros: finite)."""
 
     X: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
+    standardisation: Standardisation
     dtype: torch.dtype
     rows: np.ndarray | None = None
     n_rows: int | None = None
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
 
     def __post_init__(self):
         self.X = raw_floats(self.X)
@@ -76,7 +73,7 @@ class HostRowBlocks:
         # zeros: the rows past a short last block are read (with weight 0) and must be finite
         self.device_rows = torch.zeros((self.block_rows, p), dtype=X.dtype, device=device)
         self.staging = StagedRows(self.block_rows, p, X.X.dtype, device)
-        self.mean, self.scale, self.low, self.high = float64_on(device, X.mean, X.scale, X.low, X.high)
+        self.standardisation = X.standardisation.on(device)
 
     def blocks(self, order: torch.Tensor) -> Iterator[tuple[int, int]]:
         """For each block of ``order`` (a host tensor of row indices): ``(start, rows)`` once its
@@ -86,9 +83,8 @@ class HostRowBlocks:
         for start in range(0, order.shape[0], self.block_rows):
             rows = order[start : start + self.block_rows]
             n = rows.shape[0]
-            host = self.staging.free(n)
+            host = self.staging.next_buffer(n)
             self.X.gather(rows, host.numpy())  # on the host, while the device trains
             # the arithmetic of resident rows uploaded to a device
-            self.device_rows[:n] = standardised(self.staging.send(host), self.mean, self.scale, self.low,
-                                                self.high).to(self.device_rows.dtype)
+            self.device_rows[:n] = self.standardisation.apply_tensor(self.staging.send(host)).to(self.device_rows.dtype)
             yield start, n

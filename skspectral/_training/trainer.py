@@ -120,7 +120,6 @@ class Trainer:
         train_metric: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
         chunk_rows: int = 65536,
         state: TrainingState | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
         distributed=None,
     ):
         self.model = model
@@ -141,14 +140,12 @@ class Trainer:
             self.static_steps = on_cuda and bool(getattr(model, "capture_safe", False))
         else:
             self.static_steps = bool(options.cuda_graph)
-        if optimizer is None:
-            lr = options.learning_rate_init
-            capturable = self.static_steps and on_cuda
-            if capturable:  # the step count and lr (a tensor the schedule fills) live on the device
-                lr = torch.tensor(lr, dtype=torch.float32, device=parameter.device)  # fused Adam's lr type
-            # fused: one kernel for all parameters instead of a dozen foreach kernels per step
-            optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
-        self.optimizer = optimizer
+        lr = options.learning_rate_init
+        capturable = self.static_steps and on_cuda
+        if capturable:  # the step count and lr (a tensor the schedule fills) live on the device
+            lr = torch.tensor(lr, dtype=torch.float32, device=parameter.device)  # fused Adam's lr type
+        # fused: one kernel for all parameters instead of a dozen foreach kernels per step
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
         self._graphed = None
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
 

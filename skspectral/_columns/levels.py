@@ -1,0 +1,154 @@
+"""The levels of categorical columns: counted block by block, then one code per level.
+
+Frequent levels (at least MIN_LEVEL_COUNT rows) get codes 0..L-1, at most MAX_LEVELS of
+them by count; rare ones the code L, which the device encoder shares with unseen levels
+(-1); missing values -2. The levels are learned from each level's row count, so that
+counts of any split of the rows, added up, give the levels of the whole.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.preprocessing import OrdinalEncoder
+
+# A level seen in fewer training rows than this shares the feature's "other" matrix with
+# unseen levels: too few rows to learn a matrix of its own.
+MIN_LEVEL_COUNT = 10
+# At most this many levels per categorical feature (the rest: "other"), as HistGradientBoosting.
+MAX_LEVELS = 255
+
+
+def level_counts(columns) -> list[tuple[dict, int]]:
+    """Per categorical column: (rows of each level, rows missing). ``columns``: a DataFrame
+    or a 2-D array of the categorical columns alone."""
+    frame = as_frame(columns)
+    counts = []
+    for j in range(frame.shape[1]):
+        column = frame.iloc[:, j]
+        try:
+            n_rows = column.value_counts(dropna=True, sort=False)  # hashed: no sort of mixed types
+            levels = {level: int(n) for level, n in n_rows.items() if n > 0}
+        except TypeError as exc:  # e.g. a dict or a list in the column
+            raise TypeError(f"A level of categorical column {j} is {exc}: each level's argument must be a string "
+                            "or a number.") from exc
+        counts.append((levels, int(column.isna().sum())))
+    return counts
+
+
+def add_level_counts(a: list, b: list) -> list:
+    """The level counts of two sets of rows together."""
+    out = []
+    for (levels_a, missing_a), (levels_b, missing_b) in zip(a, b):
+        levels = dict(levels_a)
+        for level, n in levels_b.items():
+            levels[level] = levels.get(level, 0) + n
+        out.append((levels, missing_a + missing_b))
+    return out
+
+
+class CategoryCodes:
+    """Level codes of the categorical columns (scikit-learn's OrdinalEncoder underneath, one
+    per column), learned from level counts (:func:`level_counts`).
+
+    ``transform`` maps raw categorical columns to float codes; ``n_levels()`` the model's
+    levels per column (the frequent ones, "other", and "missing" where seen).
+    """
+
+    def __init__(self, counts: list):
+        import pandas as pd
+
+        self.encoders, self.has_missing, self.level_kinds = [], [], []
+        for levels, n_missing in counts:
+            names = list(levels) + ([np.nan] if n_missing else [])  # missing as a level of its count
+            n_rows = np.asarray([levels[name] for name in names[: len(levels)]] + ([n_missing] if n_missing else []),
+                                dtype=np.int64)
+            # The encoder is fitted on a few rows per level that keep what it reads from the
+            # counts: which levels are rare (fewer than MIN_LEVEL_COUNT rows) and, for the
+            # MAX_LEVELS cut, their order by count.
+            frequent = n_rows >= MIN_LEVEL_COUNT
+            dense_rank = np.unique(n_rows[frequent], return_inverse=True)[1].ravel()
+            stand_in = n_rows.copy()
+            stand_in[frequent] = MIN_LEVEL_COUNT + dense_rank
+            values = np.empty(len(names), dtype=object)
+            values[:] = names
+            rows = pd.DataFrame({0: pd.Series(np.repeat(values, stand_in), dtype=object)})
+            self.encoders.append(_level_encoder().fit(rows))
+            self.has_missing.append(n_missing > 0)
+            self.level_kinds.append(_kind_of(list(levels)))
+        self.n_seen = []
+        for encoder in self.encoders:
+            infrequent = encoder.infrequent_categories_[0]
+            rare = set() if infrequent is None else {c for c in infrequent if not _is_missing(c)}
+            self.n_seen.append(sum(not _is_missing(c) and c not in rare for c in encoder.categories_[0]))
+
+    def transform(self, columns, labels=None) -> np.ndarray:
+        """Float codes of the categorical columns (a DataFrame or 2-D array of them alone).
+
+        A column whose values are of another kind than the levels learned in fit (numbers where
+        the levels were strings, or strings where they were numbers) is an error: every row
+        would be an unseen level. ``labels`` names the columns in that message.
+        """
+        frame = as_frame(columns)
+        out = np.empty(frame.shape, dtype=np.float64)
+        for j, encoder in enumerate(self.encoders):
+            column = frame.iloc[:, [j]]
+            self._check_kind(column.iloc[:, 0], j, labels)
+            column.columns = [0]
+            out[:, j] = encoder.transform(column).ravel()
+        return out
+
+    def _check_kind(self, column, j: int, labels) -> None:
+        fitted = self.level_kinds[j]
+        observed = column[column.notna()]
+        if fitted is None or observed.empty:
+            return
+        kind = _kind_of(observed.iloc[: min(len(observed), 1000)].tolist())
+        if kind is not None and kind != fitted:
+            name = labels[j] if labels is not None else j
+            raise ValueError(
+                f"Categorical column {name!r} held {fitted} levels in fit (e.g. "
+                f"{self.encoders[j].categories_[0][0]!r}) but holds {kind} now (e.g. {observed.iloc[0]!r}): every "
+                "row would be an unseen level. Pass the column as in fit (the same dtype, e.g. "
+                ".astype(str) or a pandas category with the fit's levels).")
+
+    def used_levels(self) -> list:
+        """Per column, how many of its levels the counted rows hold: the frequent ones, "other"
+        where some rows held a rare level, "missing" where some were missing."""
+        rare = [encoder.infrequent_categories_[0] for encoder in self.encoders]
+        return [n + int(r is not None and any(not _is_missing(c) for c in r)) + int(m)
+                for n, r, m in zip(self.n_seen, rare, self.has_missing)]
+
+    def n_levels(self) -> list:
+        """Levels per categorical feature: the frequent ones, "other", and "missing" where seen."""
+        return [n + 1 + int(m) for n, m in zip(self.n_seen, self.has_missing)]
+
+
+def _kind_of(values) -> str | None:
+    """"strings" or "numbers" for a collection of levels (None when empty or mixed)."""
+    kinds = {"strings" if isinstance(v, str) else "numbers" if isinstance(v, (bool, int, float, np.number, np.bool_))
+             else "other" for v in values}
+    return kinds.pop() if len(kinds) == 1 and "other" not in kinds else None
+
+
+def _level_encoder() -> OrdinalEncoder:
+    return OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2,
+                          min_frequency=MIN_LEVEL_COUNT, max_categories=MAX_LEVELS + 1, dtype=np.float64)
+
+
+def as_frame(columns):
+    """Categorical columns as an object DataFrame with positional column names (the encoders
+    see one column each, whatever it was called); every missing value as NaN."""
+    import pandas as pd
+
+    from .kinds import is_dataframe
+
+    frame = columns if is_dataframe(columns) else pd.DataFrame(np.asarray(columns, dtype=object))
+    # every missing value as NaN in object columns: OrdinalEncoder takes None for a level of its
+    # own (code L, not -2) and pd.NA for an unknown level, where "missing" has a level reserved
+    frame = frame.astype(object).where(frame.notna(), np.nan)  # object: pd.NA in a string column too
+    frame.columns = range(frame.shape[1])
+    return frame
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

@@ -1,0 +1,191 @@
+"""The fitted column mapper: everything that happens to an input column before the model.
+
+The host/device contract, in one place. The host turns a validated X into float rows
+(``rows``): numeric columns as given (float32 stays float32, NaN for missing), categorical
+columns as level codes (0..L-1 frequent levels, L rare, -1 unseen, -2 missing). The device
+standardises them (``standardisation``): a missing value in a column that had none in fit
+becomes that column's training median (HistGradientBoosting sends such rows to the child
+holding most training rows; the median is where most rows are), each column is clipped to
+its training range where asked (``clip_features``), then ``(x - mean) / scale``; categorical
+codes pass unchanged (mean 0, scale 1). The :class:`~skspectral.encoding.EncodingSpec` says
+what each column becomes there: piecewise-linear (or linear) columns of a numeric value, a
+missing-value column, one column per level.
+
+Columns that carry nothing get no encoded column, so they contribute nothing to a
+prediction and their certified sensitivity is zero: a numeric column with no observed
+value, or with a single value and no missing one; a categorical column whose rows all
+hold one level. A numeric column with one value and missing ones keeps only its
+missing-value column. ``ignored`` lists the columns left out entirely; the estimators warn
+about them at fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.validation import check_array
+
+from .._transfer import Standardisation, raw_floats
+from ..encoding import LINEAR, PIECEWISE, EncodingSpec
+from .kinds import ColumnKinds, is_dataframe
+from .levels import CategoryCodes, as_frame
+from .summary import check_total_weight, checked_scale, edges_of, sample_values, weighted_quantiles
+
+
+@dataclass(frozen=True)
+class ColumnOptions:
+    """How the columns are encoded: "piecewise_linear" on ``n_bins`` quantile bins or "linear";
+    ``monotonic``: -1/0/+1 per input column (None: no constraint)."""
+
+    encoding: str = "piecewise_linear"
+    n_bins: int = 16
+    monotonic: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ColumnMapper:
+    """What a fit learned about the input columns (numpy only: it pickles with the estimator).
+
+    Arrays have one entry per input column: ``mean``/``scale`` standardise (0/1 for
+    categorical columns), ``low``/``high`` are the training range (infinite where there is
+    none), ``fill`` the value a missing entry takes, standardised (the training median; NaN:
+    it stays missing, for the columns that had missing values in fit and own a missing-value
+    matrix). ``monotone`` holds the constraint of every encoded column (None: none).
+    """
+
+    kinds: ColumnKinds
+    codes: CategoryCodes | None
+    mean: np.ndarray
+    scale: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    fill: np.ndarray
+    spec: EncodingSpec
+    ignored: np.ndarray
+    monotone: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, summary, options: ColumnOptions, codes: CategoryCodes | None = None) -> "ColumnMapper":
+        """The mapper of the rows ``summary`` (a :class:`~.summary.ColumnSummary`) describes
+        (``codes``: its levels' codes, where made already)."""
+        kinds = summary.kinds
+        check_total_weight(summary.total_weight)
+        categorical, numeric = kinds.is_categorical, kinds.numeric_index
+        p = kinds.n_features
+        mean, scale = np.zeros(p), np.ones(p)
+        if len(numeric):
+            scale[numeric] = checked_scale(
+                summary.mean[numeric], summary.var[numeric], [f"feature {j}" for j in numeric],
+                lambda i: float(np.nanmax(np.abs([summary.low[numeric[i]], summary.high[numeric[i]]]))))
+            mean[numeric] = summary.mean[numeric]
+        observed = ~categorical & (summary.weight > 0)
+        varies = observed & (summary.low < summary.high)
+        with_missing = observed & summary.has_missing
+        if codes is None and kinds.categorical is not None:
+            codes = CategoryCodes(summary.levels)
+        used_levels = np.zeros(p, dtype=np.int64)
+        if codes is not None:
+            used_levels[kinds.categorical_index] = codes.used_levels()
+        kept_categorical = categorical & (used_levels > 1)
+        ignored = np.flatnonzero(~varies & ~with_missing & ~kept_categorical)
+
+        edges, fill = [], np.full(p, np.nan)
+        piecewise = options.encoding == "piecewise_linear"
+        for j in np.flatnonzero(varies):  # one column's temporaries at a time
+            values, weight = sample_values(*summary.sample[j])
+            quantiles = weighted_quantiles((values - mean[j]) / scale[j], weight, options.n_bins if piecewise else 1,
+                                           with_median=True)
+            quantiles, median = (None, 0.0) if quantiles is None else quantiles  # (a subsample without the column)
+            edges.append(edges_of(quantiles) if piecewise else None)
+            if not summary.has_missing[j]:
+                fill[j] = median
+        low = np.where(observed, summary.low, -np.inf)
+        high = np.where(observed, summary.high, np.inf)
+        levels = {}
+        if codes is not None:
+            keep = kept_categorical[kinds.categorical_index]
+            levels = dict(categorical=[int(j) for j in kinds.categorical_index[keep]],
+                          n_levels=[n for n, k in zip(codes.n_levels(), keep) if k],
+                          has_missing_level=[m for m, k in zip(codes.has_missing, keep) if k])
+        spec = EncodingSpec(p, numeric=[int(j) for j in np.flatnonzero(varies)], edges=edges,
+                            missing=[int(j) for j in np.flatnonzero(with_missing)], **levels)
+        mapper = cls(kinds, codes, mean, scale, low, high, fill, spec, ignored)
+        if options.monotonic is not None:
+            mapper = cls(kinds, codes, mean, scale, low, high, fill, spec, ignored,
+                         mapper._monotone_columns(np.asarray(options.monotonic)))
+        return mapper
+
+    # ---- host rows -------------------------------------------------------------------------
+    def split(self, X):
+        """(numeric columns as float rows, NaN for missing; categorical columns as given, or None)
+        of a validated X. All-numeric X is returned as it is (float32 stays float32)."""
+        return split_columns(X, self.kinds)
+
+    def rows(self, X) -> np.ndarray:
+        """The float rows the device receives for a validated X: numeric values, categorical
+        level codes."""
+        return coded_rows(*self.split(X), self.kinds, self.codes)
+
+    def standardisation(self, *, clip: bool = False, fill: bool = True) -> Standardisation:
+        """The device's arithmetic for these columns: missing values filled where ``fill`` (rows
+        that may hold them where fit saw none: prediction and eval sets), clipped to the training
+        range where ``clip``."""
+        fills = self.fill if fill and not np.isnan(self.fill).all() else None
+        return Standardisation(self.mean, self.scale, self.low if clip else None, self.high if clip else None,
+                               fills)
+
+    # ---- what the model reads ------------------------------------------------------------------
+    def _monotone_columns(self, signs: np.ndarray) -> np.ndarray | None:
+        """Constraints per input column (-1/0/+1) spread over the encoded columns, or None."""
+        kinds = self.kinds
+        if signs.shape != (kinds.n_features,):
+            raise ValueError(f"monotonic_cst must have one entry per feature ({kinds.n_features}), "
+                             f"got shape {signs.shape}.")
+        if signs.dtype.kind not in "iuf" or not np.isin(signs, (-1, 0, 1)).all():
+            raise ValueError(f"monotonic_cst entries must be -1, 0 or +1, got {signs.tolist()!r}.")
+        signs = signs.astype(np.int64)
+        if not signs.any():
+            return None
+        bad = np.flatnonzero(kinds.is_categorical & (signs != 0))
+        if len(bad):
+            raise ValueError(f"monotonic_cst constrains categorical feature(s) {kinds.labels(bad)}: their levels "
+                             "have no order. Set their constraint to 0, or leave them out of categorical_features.")
+        feature, kind, _ = self.spec.columns()
+        return np.where((kind == LINEAR) | (kind == PIECEWISE), signs[feature], 0)
+
+    def ignored_message(self) -> str | None:
+        """Which columns carry nothing and were left out, for the fit's warning (None: none)."""
+        if not len(self.ignored):
+            return None
+        return (f"column(s) {self.kinds.labels(self.ignored)} hold a single value (or none) in the rows of "
+                "positive weight: they carry nothing, so the model leaves them out (they contribute nothing "
+                "to a prediction and their sensitivity is 0).")
+
+
+def coded_rows(numeric: np.ndarray, categorical, kinds: ColumnKinds, codes: CategoryCodes | None) -> np.ndarray:
+    """The float rows of X from its :func:`split_columns` parts: numeric values (NaN for
+    missing), categorical columns as level codes."""
+    if categorical is None:
+        return numeric
+    rows = np.empty((numeric.shape[0], kinds.n_features))
+    mask = kinds.is_categorical
+    rows[:, ~mask] = numeric
+    rows[:, mask] = codes.transform(categorical, labels=kinds.labels(kinds.categorical_index))
+    return rows
+
+
+def split_columns(X, kinds: ColumnKinds):
+    """(numeric columns as float rows with NaN allowed, categorical columns as a frame) of X.
+    Where no column is categorical, X's own values (float32 stays float32, other dtypes become
+    float64; a validated array is returned as it is)."""
+    if kinds.categorical is None:
+        return raw_floats(X.to_numpy() if is_dataframe(X) else np.asarray(X)), None
+    mask = kinds.categorical
+    if is_dataframe(X):
+        numeric, categorical = X.iloc[:, np.flatnonzero(~mask)], X.iloc[:, np.flatnonzero(mask)]
+    else:
+        X = np.asarray(X, dtype=object)
+        numeric, categorical = X[:, ~mask], X[:, mask]
+    numeric = check_array(numeric, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_features=0)
+    return numeric, as_frame(categorical)

@@ -1,0 +1,166 @@
+"""The estimators' shared docstrings: every parameter and fitted attribute both take."""
+
+# Shared by both estimators' docstrings (each class documents every parameter it takes).
+PARAMETERS_DOC = """dim : int or "auto", default=15
+        Size of the matrices. Cost grows like dim**3 per sample. "auto" is 45
+        on CUDA and 15 on the CPU (recorded as ``dim_``); the defaults were
+        measured with 15 on both.
+    eigval_idx : int or None, default=None
+        Which eigenvalue (ascending; negative counts from the largest).
+        None means ``dim // 2``. Must lie in [-dim, dim).
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
+        "auto" is CUDA when available, else CPU. Recorded as ``device_``.
+    backend : {"auto", "torch", "cupy", "kernel", "numba"}, default="auto"
+        Eigen backend (see :func:`skspectral.kth_eigvalsh`): "torch"
+        (torch.linalg, any device), "cupy" (CuPy's batched cuSOLVER solver,
+        CUDA), "kernel" (our fused k-th eigenpair kernel, CUDA, dim <= 64;
+        its training steps replay from a CUDA graph), "numba" (the same
+        algorithm on the CPU, compiled with Numba). "auto" picks the fastest
+        available; recorded as ``backend_``.
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        Training precision; "auto" is float64 on CPU and float32 on CUDA.
+        Recorded as ``dtype_``.
+    learning_rate_init : float, default=0.002
+        Adam's initial step size.
+    learning_rate_schedule : {"cosine", "constant"}, default="cosine"
+        "cosine" anneals the step size to 0 over max_iter epochs (each fit
+        call), which averages out mini-batch noise at the end; "constant"
+        keeps it fixed.
+    batch_size : int or "auto", default="auto"
+        Rows per step; "auto" is min(200, n_training_rows).
+    max_iter : int, default=140
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch (on the device).
+    random_state : int, RandomState or None, default=None
+        Seeds the initial model, the shuffling and the validation split.
+    tol : float, default=1e-4
+        Improvement of the training loss (or validation score with
+        early_stopping) below which an epoch counts as no improvement.
+        With the cosine schedule the training loss never stops a fit early
+        (the schedule sets its length); the validation score does.
+    early_stopping : bool or "auto", default="auto"
+        Hold out ``validation_fraction`` of the rows, stop when their score
+        stops improving and keep the best model. "auto": on from 1000
+        training rows (recorded as ``early_stopping_``).
+    validation_fraction : float, default=0.1
+        Share of the rows held out with early_stopping.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    spectral_penalty : float, default=0.0
+        ``spectral_penalty * sum_i ||A_i||_2`` is added to the loss: shrinks the
+        certified sensitivities directly.
+    verbose : bool, default=False
+        Print one line per epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit instead of starting anew (the model's
+        shape -- dim, n_estimators, the encoding, structure, ... -- must not
+        have changed; the column statistics of the first fit are kept).
+    clip_features : bool, default=True
+        In predict, clip each feature to the range seen in fit, so that an
+        extreme value (California's AveOccup reaches 1243) cannot push the
+        prediction far beyond anything seen in training. Clipping is
+        1-Lipschitz, so the certified sensitivity bound still holds.
+    categorical_features : "from_dtype", array-like of int, str or bool, or None, default="from_dtype"
+        Categorical input columns, as HistGradientBoosting's: "from_dtype"
+        takes the DataFrame columns of categorical, object, string or bool
+        dtype; else indices, names or a boolean mask. Each level of a
+        categorical feature owns a learned matrix; levels seen in fewer than
+        10 training rows and unseen levels share an "other" matrix, and a
+        missing value has its own where one was seen. No encoder needed. At
+        predict a categorical column must hold values of the kind it held in
+        fit (strings, or numbers): another kind is an error, not a column of
+        unseen levels.
+    feature_encoding : {"linear", "piecewise_linear"}, default="piecewise_linear"
+        Numeric features enter the matrix as x_i A_i ("linear", the series'
+        model) or through a piecewise-linear encoding on quantile bins,
+        sum_t e_t(x_i) A_{i,t} (a continuous piecewise-linear path of matrices
+        per feature). A numeric feature with missing values in fit also gets a
+        matrix for "missing"; missing values are allowed in any feature. A
+        missing value at predict in a feature that had none in fit is taken as
+        that feature's training median (where most training rows lie, as
+        HistGradientBoosting sends it to the child holding most rows). A
+        feature that holds a single value (or none) in fit carries nothing:
+        it gets no matrix, contributes nothing and reports zero sensitivity;
+        fit warns which features these are.
+    n_bins : int, default=16
+        Quantile bins per numeric feature with feature_encoding="piecewise_linear"
+        (fewer where a feature has fewer distinct values).
+    n_estimators : int, default=4
+        Ensemble members, each with its own initialisation and its own loss,
+        trained jointly as one batch of batch_size * n_estimators matrices per
+        step; the prediction is their mean (regression) or mean probability
+        (classification). The series' model is ``feature_encoding="linear",
+        n_estimators=1``.
+    monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
+        HistGradientBoosting's convention: +1 makes the prediction
+        non-decreasing in that feature, -1 non-increasing, 0 leaves it free;
+        a dict maps feature names (DataFrame columns) to constraints. Each
+        encoded matrix of a constrained feature is positive (negative)
+        semidefinite, A = +-W W^T, and the encodings are non-decreasing in
+        the feature, so the guarantee is exact (Loewner order), also after
+        the internal standardisation and with clip_features. For a binary
+        classifier it holds for the positive class's probability; not
+        available for multiclass or on categorical features.
+    structure : {"dense", "tridiagonal"}, default="dense"
+        "tridiagonal": every A_i is symmetric tridiagonal (O(dim) parameters
+        per matrix instead of O(dim**2)) and lambda_k comes from Sturm-count
+        multisection without a Householder step, so ``dim`` can be in the
+        hundreds at the cost of a dense dim-45 step. ``feature_matrices_`` is
+        then in band storage (..., 2, dim): the diagonal, then the
+        off-diagonal (last entry 0).
+    smoothing : float or None, default=None
+        None: the exact k-th eigenvalue. alpha > 0: its Moreau envelope,
+        whose gradient is 1/alpha-Lipschitz (smoother training, a value
+        within about alpha/2 of lambda_k); it is still 1-Lipschitz in the
+        matrix, so the certified bounds hold unchanged. Needs every
+        eigenpair (CuPy's batched solver on CUDA, LAPACK on the CPU), and
+        its training steps are not captured in a CUDA graph."""
+
+ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
+        What fit resolved "auto" to.
+    column_mapper_ : skspectral._columns.ColumnMapper
+        What fit learned about the input columns: which are categorical and
+        their levels, the standardisation, the ranges, the medians that fill
+        unexpected missing values, the encoding and the ignored columns.
+    is_categorical_ : ndarray of shape (n_features_in_,) of bool, or None
+        The categorical input columns (None: none); from ``column_mapper_``.
+    encoding_ : skspectral.encoding.EncodingSpec
+        How each input column is encoded (bins, levels, missing-value
+        columns); from ``column_mapper_``.
+    ignored_features_ : ndarray of int
+        The input columns that hold a single value (or none) in fit and get
+        no matrix.
+    dim_, eigval_idx_ : int
+        The matrix size and the eigenvalue index in [0, dim_).
+    early_stopping_ : bool
+        Whether this fit held out rows and stopped early.
+    x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
+        The internal standardisation of the features, and their range in fit
+        (from ``column_mapper_``).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when X has string column names.
+    n_iter_ : int
+        Epochs run, over warm starts and partial_fit calls.
+    loss_curve_ : list of float
+        The training loss (with penalties, standardised) per epoch.
+    best_loss_ : float or None
+        The lowest training loss, without early stopping.
+    validation_scores_, best_validation_score_ : list of float, float or None
+        The held-out score per epoch and its best, with early_stopping.
+    history_ : list of dict
+        One record per epoch: losses, the training metric in the eval
+        metrics' units, eval-set metrics, certified sensitivities, elapsed
+        seconds (see ``skspectral._training.history``).
+    mu_ : ndarray of shape ([n_estimators,] [n_classes,] dim)
+        The learned non-decreasing diagonal (standardised units); the leading
+        axes are there for an ensemble (n_estimators > 1) and for a multiclass
+        classifier.
+    feature_matrices_ : ndarray of shape ([n_estimators,] [n_classes,] n_columns, dim, dim)
+        The learned symmetric matrices, one per encoded column (see
+        ``encoding_.columns()``: bins, missing-value columns, levels), with the
+        leading axes of ``mu_``; with structure="tridiagonal" in band storage
+        (..., n_columns, 2, dim).
+    feature_sensitivities_, feature_importances_ : ndarray
+        Certified bounds from Weyl's inequality (see ``sensitivity_bound``)."""

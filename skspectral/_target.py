@@ -1,0 +1,121 @@
+"""The target: summarised block by block and merged, then fitted once, as the columns are
+(:mod:`skspectral._columns`).
+
+Regression: the weighted mean and standard deviation of y (:class:`TargetScaler`; the model
+learns ``(y - mean) / scale``). Classification: the classes and each class's row count
+(:class:`LabelCoder`; the model learns class indices, and ``class_weight="balanced"``
+weighs by the counts of all the rows, also when they are spread over workers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._columns.summary import _moments, checked_scale
+
+
+@dataclass
+class TargetSummary:
+    """Weighted moments of a regression target (mergeable as :class:`~._columns.ColumnSummary`'s)."""
+
+    weight: float
+    mean: float
+    var: float
+    largest: float
+
+    @classmethod
+    def of_block(cls, y: np.ndarray, weight: np.ndarray) -> "TargetSummary":
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity: every target must be a finite number.")
+        if not len(y):
+            return cls(0.0, 0.0, 0.0, 0.0)
+        total, mean, var = _moments(y[:, None], np.ascontiguousarray(weight, dtype=np.float64))[:3]
+        return cls(float(total[0]), float(mean[0]), float(var[0]), float(np.abs(y).max()))
+
+    def merge(self, other: "TargetSummary") -> "TargetSummary":
+        if self.weight == 0 or other.weight == 0:
+            return other if self.weight == 0 else self
+        total = self.weight + other.weight
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.weight / total)
+        var = (self.var * self.weight + other.var * other.weight + delta * delta * (self.weight * other.weight / total)) / total
+        return TargetSummary(total, mean, var, max(self.largest, other.largest))
+
+    def finalize(self) -> "TargetScaler":
+        scale = checked_scale(np.array([self.mean]), np.array([self.var]), ["target y"], lambda i: self.largest)
+        return TargetScaler(self.mean, float(scale[0]))
+
+
+@dataclass(frozen=True)
+class TargetScaler:
+    """y as the model learns it: ``(y - mean) / scale``."""
+
+    mean: float
+    scale: float
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        return (y - self.mean) / self.scale
+
+    def inverse_transform(self, output: np.ndarray) -> np.ndarray:
+        return self.mean + self.scale * output
+
+
+@dataclass
+class LabelSummary:
+    """The labels of a classification target and each one's row count (mergeable)."""
+
+    labels: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of_block(cls, y: np.ndarray) -> "LabelSummary":
+        labels, counts = np.unique(np.asarray(y), return_counts=True)
+        return cls(labels, counts.astype(np.int64))
+
+    def merge(self, other: "LabelSummary") -> "LabelSummary":
+        labels = np.union1d(self.labels, other.labels)
+        counts = np.zeros(len(labels), dtype=np.int64)
+        counts[np.searchsorted(labels, self.labels)] += self.counts
+        counts[np.searchsorted(labels, other.labels)] += other.counts
+        return LabelSummary(labels, counts)
+
+    def finalize(self, classes=None) -> "LabelCoder":
+        """The coder of these labels; ``classes`` (partial_fit's) lists every label instead."""
+        labels = self.labels if classes is None else np.unique(np.asarray(classes))
+        counts = np.zeros(len(labels), dtype=np.int64)
+        known = np.isin(self.labels, labels)
+        counts[np.searchsorted(labels, self.labels[known])] = self.counts[known]
+        return LabelCoder(labels, counts)
+
+
+@dataclass(frozen=True)
+class LabelCoder:
+    """Labels as class indices (``classes`` sorted), with the row count of each class in fit."""
+
+    classes: np.ndarray
+    counts: np.ndarray
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        """Class indices of labels y, as float64; labels outside ``classes`` are an error."""
+        unknown = np.setdiff1d(np.unique(y), self.classes)
+        if unknown.size:
+            raise ValueError(f"y holds labels {unknown.tolist()} not among classes_ {self.classes.tolist()}.")
+        return np.searchsorted(self.classes, y).astype(np.float64)
+
+    def class_weights(self, class_weight) -> np.ndarray | None:
+        """One weight per class for ``class_weight`` (None, "balanced" or a dict of labels),
+        or None. "balanced" is scikit-learn's n_rows / (n_classes * rows of the class), over the
+        classes seen in fit."""
+        if class_weight is None:
+            return None
+        if isinstance(class_weight, str):  # "balanced": the counts of every row, wherever it lies
+            seen = self.counts > 0
+            weights = np.ones(len(self.classes))
+            weights[seen] = self.counts.sum() / (seen.sum() * self.counts[seen].astype(np.float64))
+            return weights
+        from sklearn.utils.class_weight import compute_class_weight
+
+        return compute_class_weight(class_weight, classes=self.classes, y=self.classes)  # its checks of the keys
