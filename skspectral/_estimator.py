@@ -55,8 +55,11 @@ _DIVERGENCE_MARGIN = 1.1
 _FLOOR_MARGIN = (0.1, 0.25)
 # early_stopping="auto" holds out validation_fraction of the rows from this many rows up
 _AUTO_EARLY_STOPPING_ROWS = 1000
-# Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch.
+# Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
+# on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
+# caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
 _DEVICE_ROWS_SHARE = 0.5
+_HOST_ROWS_BYTES = 256 * 2**20
 # The parameters that shape the fitted model: a warm start or partial_fit must keep them.
 _MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "categorical_features", "monotonic_cst",
                 "smoothing", "eigval_idx")
@@ -667,9 +670,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     # ---- prediction -------------------------------------------------------------------------
     def _chunk_rows(self, dtype: torch.dtype) -> int:
+        """Rows evaluated at once in predict (and on validation rows): about _PREDICT_CHUNK_BYTES of
+        matrices and of the encoder's per-row temporaries (its columns, and a piecewise feature's
+        every bin while it finds the row's one)."""
         n_outputs = (self._n_outputs() or 1) * self.n_estimators
         per_matrix = model_class(self.structure).elements_per_matrix(self.dim_, self.smoothing)
-        row_bytes = n_outputs * per_matrix * torch.finfo(dtype).bits // 8
+        spec = self.column_mapper_.spec
+        bins = sum(len(edges) - 1 for edges in spec.edges if edges is not None)
+        row_bytes = (n_outputs * per_matrix + spec.n_columns + 3 * bins) * torch.finfo(dtype).bits // 8
         return max(1, _PREDICT_CHUNK_BYTES // row_bytes)
 
     def _predict_device(self) -> tuple[torch.device, torch.dtype, str]:
@@ -763,11 +771,13 @@ def _pad_rows(target, weight, n_rows: int):
 
 
 def _stream_rows(n_bytes: int, device: torch.device) -> bool:
-    """Whether training rows of this many bytes stay in host memory, streamed to the device each
-    epoch: where they would take over _DEVICE_ROWS_SHARE of the device's free memory (the rest is
-    for the model's working memory and the validation rows)."""
+    """Whether training rows of this many bytes (standardised, in the training dtype) stay as the
+    caller gave them, streamed to the device a block at a time each epoch: on a GPU where they would
+    take over _DEVICE_ROWS_SHARE of its free memory (the rest is for the model's working memory and
+    the validation rows); on the CPU above _HOST_ROWS_BYTES (re-standardising a block costs little
+    next to its steps)."""
     if device.type != "cuda":
-        return False
+        return n_bytes > _HOST_ROWS_BYTES
     free, _ = torch.cuda.mem_get_info(device)
     return n_bytes > _DEVICE_ROWS_SHARE * free
 

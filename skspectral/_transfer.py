@@ -49,17 +49,18 @@ class Standardisation:
         return Standardisation(*(None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)
                                  for a in (self.mean, self.scale, self.low, self.high, self.fill)))
 
-    def apply_tensor(self, raw: torch.Tensor) -> torch.Tensor:
+    def apply_tensor(self, raw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Of raw rows on a device (this standardisation's tensors there, from :meth:`on`), in
         float64: the one arithmetic of rows standardised on a device, uploaded or streamed, so
-        that both give the same bits (and the host's, :meth:`apply`)."""
+        that both give the same bits (and the host's, :meth:`apply`). ``out``: a float64 tensor
+        of raw's shape to work in (no temporary: a block a step would otherwise allocate)."""
         # one float64 temporary, worked on in place (a streamed 64 MiB float32 block made three)
-        values = raw.to(torch.float64, copy=True)
+        values = raw.to(torch.float64, copy=True) if out is None else out.copy_(raw)
         if self.low is not None:
             values.clamp_(self.low, self.high)  # NaN stays NaN, as with np.clip
         values.sub_(self.mean).div_(self.scale)
         if self.fill is not None:
-            values = torch.where(values.isnan(), self.fill, values)
+            torch.where(values.isnan(), self.fill, values, out=values)
         return values
 
 
@@ -121,7 +122,8 @@ def _upload_in_chunks(X, rows, n, chunk, out, standardisation: Standardisation) 
 
 class StagedRows:
     """Raw rows to a device through two pinned host buffers that take turns: the host fills
-    one while the other's copy is in flight. On the CPU the host buffer is the device's.
+    one while the other's copy is in flight. On the CPU one host buffer, which is the
+    device's (the steps that read it end before it is refilled).
 
     ``host = staging.next_buffer(n)`` (waits until that buffer's last copy has left the host), fill
     ``host``, then ``staging.send(host)``: the rows on the device, in one device buffer that
@@ -133,13 +135,13 @@ class StagedRows:
         self.device = device
         cuda = device.type == "cuda"
         dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype  # the raw rows' dtype, as given
-        self.host = [torch.empty((rows, p), dtype=dtype, pin_memory=cuda) for _ in range(2)]
+        self.host = [torch.empty((rows, p), dtype=dtype, pin_memory=cuda) for _ in range(2 if cuda else 1)]
         self.on_device = torch.empty((rows, p), dtype=dtype, device=device) if cuda else None
         self.sent = [None, None]  # per host buffer: the event after which it may be refilled
         self.turn = 0
 
     def next_buffer(self, n: int) -> torch.Tensor:
-        self.turn ^= 1
+        self.turn = (self.turn + 1) % len(self.host)
         if self.sent[self.turn] is not None:
             self.sent[self.turn].synchronize()
         return self.host[self.turn][:n]

@@ -10,16 +10,26 @@ columns z_j, and the model is M(x) = diag(mu) + sum_j z_j(x) A_j.
   (unseen or rare) goes to the feature's "other" level, code -2 (missing) to its
   "missing" level where one was seen in training, else to "other".
 
+A row's encoded columns are mostly 0 or 1: a piecewise-linear feature's bins are 1 up to
+the row's bin, a fraction there and 0 beyond, and a categorical feature has one level. So
+sum_j z_j A_j is also a sum of a few gathered matrices (``terms`` and ``prefix_sums``): per
+piecewise feature the prefix sum of its matrices up to the row's bin plus the fraction of
+that bin's matrix, per level its matrix -- O(features) matrices per row instead of
+O(columns) (equal to rounding).
+
 Usable without scikit-learn: build an :class:`EncodingSpec` by hand or let the
 estimators fit one.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from .eig._numba_support import numba_module
 
 # column kinds
 LINEAR, PIECEWISE, MISSING, LEVEL = 0, 1, 2, 3
@@ -133,6 +143,90 @@ class FeatureEncoder(torch.nn.Module):
         feature, kind, _ = spec.columns()
         bins_of = {i: len(e) - 1 for i, e in zip(spec.numeric, spec.edges) if e is not None}
         self.init_factor = np.where(kind == PIECEWISE, 1.0 / np.sqrt([bins_of.get(i, 1) for i in feature]), 1.0)
+        self._register_gather_plan(kind, len(linear), [len(e) - 1 for _, e in piecewise], n_bins, offsets, device)
+
+    def _register_gather_plan(self, kind, n_linear, bins, n_bins, level_offsets, device) -> None:
+        """Where each term of a row lives for :meth:`terms`: rows 0..n_columns-1 are the encoded
+        columns' matrices (in output order), then :meth:`prefix_sums`' rows: per piecewise feature
+        the prefix sums P_1..P_T of its bins' matrices (P_0, nothing, is row -1)."""
+        n_columns = len(kind)
+        starts = n_linear + np.concatenate([[0], np.cumsum(bins)])[:-1].astype(np.int64)
+        grid = np.full((len(bins), n_bins), n_columns, dtype=np.int64)  # bin t's column (padding: a zero row)
+        prefix = np.full((len(bins), n_bins + 1), -1, dtype=np.int64)  # P_b's row (b = 0: nothing)
+        last_bin = np.full((len(bins), n_bins + 1), -1, dtype=np.int64)  # bin b's column (b = T: nothing)
+        for f, (start, t) in enumerate(zip(starts, bins)):
+            grid[f, :t] = start + np.arange(t)
+            prefix[f, 1 : t + 1] = n_columns + f * n_bins + np.arange(t)
+            last_bin[f, :t] = start + np.arange(t)
+        long = dict(dtype=torch.long, device=device)
+        self.register_buffer("linear_columns", torch.arange(n_linear, **long))
+        self.register_buffer("bin_columns", torch.tensor(grid, **long))
+        self.register_buffer("prefix_rows", torch.tensor(prefix, **long))
+        self.register_buffer("bin_rows", torch.tensor(last_bin, **long))
+        self.register_buffer("n_bins_of", torch.tensor(bins, **long))
+        first_missing = n_linear + int(np.sum(bins))
+        self.register_buffer("missing_columns", torch.arange(first_missing, first_missing + len(self.spec.missing),
+                                                             **long))
+        self.register_buffer("level_columns", torch.tensor(first_missing + len(self.spec.missing) + level_offsets,
+                                                           **long))
+
+    def prefix_sums(self, columns: torch.Tensor) -> torch.Tensor:
+        """Each piecewise feature's prefix sums P_1..P_T of its bins' matrices, from the encoded
+        columns' matrices (models, n_columns, L): (models, features * max bins, L), padded."""
+        F, T = self.bin_columns.shape
+        if not F:
+            return columns.new_zeros(columns.shape[0], 0, columns.shape[2])
+        padded = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, columns.shape[2])], dim=1)
+        bins = padded.index_select(1, self.bin_columns.reshape(-1)).view(columns.shape[0], F, T, -1)
+        return bins.cumsum(dim=2).reshape(columns.shape[0], F * T, -1)
+
+    def terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's (rows (B, T), weights (B, T)) of the columns' matrices followed by
+        :meth:`prefix_sums` (-1: nothing): sum_t weights * those rows is sum_j z_j A_j. On the
+        CPU one compiled pass (Numba; no per-bin temporaries), else torch ops; the same values."""
+        kernel = _terms_kernel() if X.device.type == "cpu" and X.dtype == torch.float64 else None
+        if kernel is not None:
+            return self._compiled_terms(kernel, X)
+        return self._torch_terms(X)
+
+    def _compiled_terms(self, kernel, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_terms = (len(self.linear_index) + 2 * len(self.piecewise_index) + len(self.missing_index)
+                   + len(self.categorical_index))
+        rows = torch.empty((X.shape[0], n_terms), dtype=torch.long)
+        weights = torch.empty((X.shape[0], n_terms), dtype=X.dtype)
+        arrays = (self.linear_index, self.linear_columns, self.piecewise_index, self.bin_left, self.bin_width,
+                  self.n_bins_of, self.prefix_rows, self.bin_rows, self.missing_index, self.missing_columns,
+                  self.categorical_index, self.level_other, self.level_missing, self.level_columns)
+        kernel(X.contiguous().numpy(), *(a.numpy() for a in arrays), rows.numpy(), weights.numpy())
+        return rows, weights
+
+    def _torch_terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, weights = [], []
+        B = X.shape[0]
+        if len(self.linear_index):
+            rows.append(self.linear_columns.expand(B, -1))
+            weights.append(torch.nan_to_num(X[:, self.linear_index], nan=0.0))
+        if len(self.piecewise_index):
+            x = X[:, self.piecewise_index, None]
+            z = ((x - self.bin_left) / self.bin_width).clamp(0.0, 1.0)  # the dense columns; NaN stays NaN
+            passed = (z >= 1.0).sum(dim=2, keepdim=True)  # whole bins below x (0 for NaN)
+            fraction = torch.nan_to_num(z, nan=0.0).gather(2, passed.clamp_max(z.shape[2] - 1)).squeeze(2)
+            fraction = fraction * (passed.squeeze(2) < self.n_bins_of)  # past the last bin: none
+            rows.append(self.prefix_rows.expand(B, -1, -1).gather(2, passed).squeeze(2))
+            weights.append(torch.ones_like(fraction))
+            rows.append(self.bin_rows.expand(B, -1, -1).gather(2, passed).squeeze(2))  # -1 past the last bin
+            weights.append(fraction)
+        if len(self.missing_index):
+            rows.append(self.missing_columns.expand(B, -1))
+            weights.append(torch.isnan(X[:, self.missing_index]).to(X.dtype))
+        if len(self.categorical_index):
+            codes = X[:, self.categorical_index].long()
+            codes = torch.where(codes == -1, self.level_other, torch.where(codes == -2, self.level_missing, codes))
+            rows.append(codes + self.level_columns)
+            weights.append(torch.ones(B, codes.shape[1], dtype=X.dtype, device=X.device))
+        if not rows:
+            return X.new_zeros((B, 0), dtype=torch.long), X.new_zeros((B, 0))
+        return torch.cat(rows, dim=1), torch.cat(weights, dim=1)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -151,3 +245,57 @@ class FeatureEncoder(torch.nn.Module):
             one_hot.scatter_(1, codes + self.level_offset, 1.0)
             parts.append(one_hot)
         return torch.cat(parts, dim=1) if parts else X.new_zeros((X.shape[0], 0))  # no column carries anything
+
+
+@functools.cache
+def _terms_kernel():
+    """:meth:`FeatureEncoder.terms` as one compiled pass over the rows (float64 rows on the
+    CPU), or None without Numba: the same arithmetic, without the (rows, features, bins)
+    temporaries torch's version makes every step."""
+    numba = numba_module()
+    if numba is None:
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def terms(X, linear_index, linear_columns, piecewise_index, bin_left, bin_width, n_bins_of, prefix_rows,
+              bin_rows, missing_index, missing_columns, categorical_index, level_other, level_missing,
+              level_columns, rows, weights):
+        for b in range(X.shape[0]):
+            t = 0
+            for i in range(linear_index.shape[0]):
+                x = X[b, linear_index[i]]
+                rows[b, t] = linear_columns[i]
+                weights[b, t] = 0.0 if x != x else x
+                t += 1
+            n_piecewise = piecewise_index.shape[0]
+            for f in range(n_piecewise):
+                x = X[b, piecewise_index[f]]
+                passed, fraction = 0, 0.0
+                if x == x:
+                    for j in range(n_bins_of[f]):  # z_j = clip((x - left) / width, 0, 1): ones, then the fraction
+                        z = min(max((x - bin_left[f, j]) / bin_width[f, j], 0.0), 1.0)
+                        if z >= 1.0:
+                            passed += 1
+                        elif j == passed:
+                            fraction = z
+                rows[b, t + f] = prefix_rows[f, passed]  # every prefix term, then every bin term (torch's order)
+                weights[b, t + f] = 1.0
+                rows[b, t + n_piecewise + f] = bin_rows[f, passed]
+                weights[b, t + n_piecewise + f] = fraction
+            t += 2 * n_piecewise
+            for i in range(missing_index.shape[0]):
+                x = X[b, missing_index[i]]
+                rows[b, t] = missing_columns[i]
+                weights[b, t] = 1.0 if x != x else 0.0
+                t += 1
+            for i in range(categorical_index.shape[0]):
+                code = int(X[b, categorical_index[i]])
+                if code == -1:
+                    code = level_other[i]
+                elif code == -2:
+                    code = level_missing[i]
+                rows[b, t] = level_columns[i] + code
+                weights[b, t] = 1.0
+                t += 1
+
+    return terms

@@ -24,6 +24,7 @@ from .eig import (
     select_backend,
     smoothed_kth_eigvalsh_unchecked,
 )
+from .eig._gathered import kth_eigvalsh_gathered
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
 
@@ -245,11 +246,40 @@ class SpectralModel(torch.nn.Module):
     def encoded(self, X: torch.Tensor) -> torch.Tensor:
         return X if self.encoder is None else self.encoder(X)
 
+    # Assemble matrices by gathering where the backend offers it (False: the dense product always,
+    # the reference the gather path is tested against).
+    gather = True
+
+    @property
+    def gathers(self) -> bool:
+        """Whether the forward assembles each matrix from a few gathered ones next to the eigensolver
+        (its backend offers it: Numba on the CPU) instead of multiplying every encoded column."""
+        return self.gather and self.smoothing is None and self.eigen_backend.gathered_k is not None
+
+    def gathered_terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's (rows, weights) of the gathered matrices (see skspectral.encoding)."""
+        if self.encoder is not None:
+            return self.encoder.terms(X)
+        return torch.arange(self.n_features, device=X.device).expand(X.shape[0], -1), X
+
+    def gather_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matrices rows gather from, (n_models, rows, elements of a stored matrix): the
+        encoded columns' and the encoder's prefix sums of them."""
+        matrices = self.feature_matrices()
+        columns = matrices.reshape(self.n_models, self.n_matrices, math.prod(matrices.shape[2:]))
+        if self.encoder is None:
+            return columns, columns.new_zeros(self.n_models, 0, columns.shape[2])
+        return columns, self.encoder.prefix_sums(columns)
+
     def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
         """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models)."""
         if self.smoothing is not None:
             return smoothed_kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.smoothing,
                                                    self.eigen_backend)
+        if self.gathers:
+            rows, weights = self.gathered_terms(X)
+            return kth_eigvalsh_gathered(*self.gather_tables(), self.mu(), rows, weights, self.eigval_idx,
+                                         self.eigen_backend, dense=self.structure == "dense")
         return kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -349,6 +379,8 @@ class TridiagonalSpectralModel(SpectralModel):
         return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
 
     def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+        if self.gathers:
+            return super().kth_eigenvalues(X)
         D, E = self._combined_bands(X)
         if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)
             M = torch.diag_embed(D) + torch.diag_embed(E, offset=-1)

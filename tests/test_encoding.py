@@ -62,3 +62,29 @@ def test_model_with_an_encoder_and_members(n_members):
     torch.testing.assert_close(out, expected)
     # piecewise columns start smaller: about half of a feature's bins are active at once
     np.testing.assert_allclose(encoder.init_factor[1:3], 1 / np.sqrt(2))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gathered_terms_are_the_encoded_columns_compiled_or_not(seed):
+    """sum_t weights * (columns, prefix sums)[rows] = Z @ columns, and the compiled terms (CPU,
+    Numba) are torch's, value for value."""
+    rng = np.random.default_rng(seed)
+    encoder = FeatureEncoder(SPEC, dtype=torch.float64)
+    X = torch.as_tensor(np.column_stack([rng.normal(size=60) * 2, rng.normal(size=60) * 2,
+                                         rng.integers(-2, 3, 60), rng.normal(size=60) * 2]))
+    X[rng.random(60) < 0.2, 1] = float("nan")
+    X[rng.random(60) < 0.1, 3] = float("nan")
+    X[:4, 3] = torch.tensor([-2.0, 0.0, 2.0, 9.0], dtype=torch.float64)  # on and past the edges
+    columns = torch.as_tensor(rng.normal(size=(2, SPEC.n_columns, 3)))
+    table = torch.cat([columns, encoder.prefix_sums(columns)], dim=1)
+    rows, weights = encoder._torch_terms(X)
+    gathered = torch.einsum("bt,mbtl->bml", weights, torch.cat([table, table[:, :1] * 0], 1)[:, rows])  # -1: zero
+    dense = torch.einsum("bc,mcl->bml", encoder(X), columns)
+    torch.testing.assert_close(gathered, dense, rtol=1e-12, atol=1e-12)
+    from skspectral.encoding import _terms_kernel
+
+    if _terms_kernel() is None:
+        pytest.skip("Numba missing: the torch terms only")
+    compiled = encoder.terms(X)
+    torch.testing.assert_close(compiled[0], rows, rtol=0, atol=0)
+    torch.testing.assert_close(compiled[1], weights, rtol=0, atol=0)

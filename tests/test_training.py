@@ -202,7 +202,7 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
     resident = cls(**params).fit(X, y)
     resident_replays = len(replays)
     dtype_bytes = 8 if device == "cpu" else 4
-    monkeypatch.setattr(streaming, "STREAM_BYTES", 3 * 64 * 5 * dtype_bytes)
+    monkeypatch.setattr(streaming, "STREAM_BYTES" if device == "cuda" else "CPU_STREAM_BYTES", 3 * 64 * 5 * dtype_bytes)
     monkeypatch.setattr(_estimator, "_stream_rows", lambda n_bytes, device: True)
     blocks = []
     original_blocks = streaming.HostRowBlocks.blocks
@@ -251,6 +251,12 @@ def test_streamed_blocks_are_the_resident_rows_of_a_split_and_padded_shard(devic
     assert blocks.block_rows % 64 == 0
 
 
+def test_rows_are_read_in_blocks_on_the_cpu_where_their_copy_would_be_large():
+    from skspectral._estimator import _stream_rows
+
+    assert not _stream_rows(2**20, torch.device("cpu")) and _stream_rows(2**30, torch.device("cpu"))
+
+
 @pytest.mark.cuda
 def test_rows_stream_from_host_only_where_they_would_crowd_the_gpu():
     from skspectral._estimator import _stream_rows
@@ -258,7 +264,6 @@ def test_rows_stream_from_host_only_where_they_would_crowd_the_gpu():
     free, _ = torch.cuda.mem_get_info()
     assert not _stream_rows(2**20, torch.device("cuda"))
     assert _stream_rows(free, torch.device("cuda"))  # more than half of what is free
-    assert not _stream_rows(10**15, torch.device("cpu"))  # the CPU trains from host memory anyway
 
 
 def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_batches(tmp_path):
@@ -296,3 +301,46 @@ def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_ba
     losses = [r[history.TRAIN_LOSS] for r in trainer.epochs(Dataset(X, y, w))]
     torch.testing.assert_close(rank0["weight"], model.weight.detach(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(rank0["losses"], losses, rtol=1e-10)
+
+
+def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
+    """Every candidate count is timed a few steps (the first left out), the fastest held, then
+    timed again; the fit's own thread count comes back at the end."""
+    from skspectral._training import threads
+
+    torch.set_num_threads(2)
+    try:
+        with threads.AdaptiveThreads().step():  # a step runs on the current candidate
+            assert torch.get_num_threads() == 2
+        seconds = {2: 1.0, 1: 0.5}  # scripted: one thread is faster (a busy machine)
+        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        counts = []
+        for _ in range(20):
+            counts.append(tuner.current)
+            tuner.record(seconds[tuner.current])
+        assert counts[:8] == [2] * 4 + [1] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
+        assert counts[13:21] == ([2] * 4 + [1] * 3)[: len(counts[13:21])]  # then probe again
+        tuner.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_a_fit_does_not_depend_on_the_thread_counts_its_steps_ran_on(monkeypatch):
+    """The kernels split work in a fixed way: a fit whose steps switch thread counts (as the
+    tuner does) is the fit on one thread, bit for bit."""
+    from skspectral._training import threads
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(2000, 4))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    params = dict(dim=8, max_iter=2, random_state=0, device="cpu")
+    torch.set_num_threads(1)
+    try:
+        one = SpectralRegressor(**params).fit(X, y).predict(X)
+    finally:
+        torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "PROBE_STEPS", 1)
+    monkeypatch.setattr(threads, "HOLD_STEPS", 2)
+    switching = SpectralRegressor(**params).fit(X, y).predict(X)
+    np.testing.assert_array_equal(switching, one)

@@ -20,8 +20,10 @@ import torch
 from .._transfer import StagedRows, Standardisation, raw_floats
 
 # Bytes of training rows a block holds (rounded to whole batches); the host stages two blocks
-# of raw rows, the device holds one raw and one standardised.
+# of raw rows, the device holds one raw and one standardised. On the CPU (no transfer to
+# overlap) smaller blocks: less memory, and the heap is trimmed after each.
 STREAM_BYTES = 64 * 2**20
+CPU_STREAM_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -68,7 +70,8 @@ class HostRowBlocks:
     def __init__(self, X: HostRows, batch_size: int, device: torch.device):
         self.X = X
         n_rows, p = X.shape
-        self.block_rows = min(max(1, STREAM_BYTES // (X.row_bytes * batch_size)) * batch_size,
+        block_bytes = STREAM_BYTES if device.type == "cuda" else CPU_STREAM_BYTES
+        self.block_rows = min(max(1, block_bytes // (X.row_bytes * batch_size)) * batch_size,
                               -(-n_rows // batch_size) * batch_size)
         # zeros: the rows past a short last block are read (with weight 0) and must be finite
         self.device_rows = torch.zeros((self.block_rows, p), dtype=X.dtype, device=device)
@@ -86,5 +89,9 @@ class HostRowBlocks:
             host = self.staging.next_buffer(n)
             self.X.gather(rows, host.numpy())  # on the host, while the device trains
             # the arithmetic of resident rows uploaded to a device
-            self.device_rows[:n] = self.standardisation.apply_tensor(self.staging.send(host)).to(self.device_rows.dtype)
+            raw = self.staging.send(host)
+            if self.device_rows.dtype == torch.float64:  # standardised where the steps read them
+                self.standardisation.apply_tensor(raw, out=self.device_rows[:n])
+            else:
+                self.device_rows[:n] = self.standardisation.apply_tensor(raw).to(self.device_rows.dtype)
             yield start, n

@@ -10,6 +10,8 @@ CUDA is one replay of a CUDA graph (:mod:`.cuda_graph`).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import torch
 from . import history
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRowBlocks, HostRows
+from .threads import AdaptiveThreads
 
 
 @dataclass
@@ -69,6 +72,24 @@ class TrainingState:
 
 # The eager epoch gathers its shuffled rows this many bytes at a time.
 GATHER_BYTES = 32 * 2**20
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere. Thousands of small steps free their temporaries
+    into a heap that glibc stops returning to the system once a large block has raised its
+    thresholds: a 2M-row CPU fit held 4x its live memory. Distributed's workers trim the same way."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the host heap's freed memory back to the system (a no-op without glibc)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -148,6 +169,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
         self._graphed = None
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
+        # CPU steps run on as many threads as time best (a busy machine: often one)
+        self._threads = AdaptiveThreads() if not on_cuda else None
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -185,6 +208,7 @@ class Trainer:
         for first in range(0, n, block):
             rows = order[first : first + block]
             self._eager_steps(train.X[rows], train.y[rows], train.weight[rows], losses)
+            release_freed_memory()
         return self._eager_means(losses, train, order)
 
     def _streamed_epoch(self, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +246,7 @@ class Trainer:
         for start, n_rows in blocks.blocks(host_order):
             rows = order[start : start + n_rows]
             self._eager_steps(blocks.device_rows[:n_rows], train.y[rows], train.weight[rows], losses)
+            release_freed_memory()
         return self._eager_means(losses, train, order)
 
     def _static_steps(self, X, y, weight) -> StaticBatchSteps:
@@ -240,7 +265,11 @@ class Trainer:
         batch_size = self.options.batch_size
         for start in range(0, X.shape[0], batch_size):
             stop = start + batch_size
-            losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+            if self._threads is None:
+                losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
+                continue
+            with self._threads.step():
+                losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
 
     def _eager_means(self, losses: list, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's weighted means from its per-step losses (each batch weighted by its weight)."""
@@ -309,6 +338,8 @@ class Trainer:
             # the graph goes with the fit: one holding an NCCL collective keeps its communicator
             # busy, and destroying the process group would wait for it
             self._graphed = self._blocks = self._block_targets = None
+            if self._threads is not None:
+                self._threads.close()
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
 

@@ -55,6 +55,13 @@ class EigenBackend:
     # Every eigenpair (the smoothed eigenvalue needs them): ``eigh_all(A, lower) -> (values
     # (B, n) ascending, vectors (B, n, n))``; None where not offered.
     eigh_all: Callable | None = None
+    # Matrices assembled from tables by gathering (``_gathered``): ``gathered_k(table, extra,
+    # diagonal, rows, weights, k, dense, want_vector) -> (values (B, models), unit vectors (B,
+    # models, n) or None)`` and ``gathered_grad(g, vectors, rows, weights, table_shape, extra_shape,
+    # dense) -> (table gradient, extra gradient)``; None where not offered (the model then
+    # assembles dense matrices with a matmul).
+    gathered_k: Callable | None = None
+    gathered_grad: Callable | None = None
 
     def supports(self, device_type: str, n: int) -> bool:
         return device_type in self.device_types and (self.max_n is None or n <= self.max_n)

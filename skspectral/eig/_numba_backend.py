@@ -117,6 +117,38 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector
     return value, (vector if want_vector else None)
 
 
+def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
+               weights: torch.Tensor, k: int, dense: bool, want_vector: bool):
+    """lambda_k (B, models) and, with want_vector, unit q_k (B, models, n) of the matrices
+    diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]], T the rows of ``table`` then of
+    ``extra`` (see :mod:`._gathered`), assembled in place: no (B, models, n, n) tensor."""
+    kernels = _kernels()
+    n_models, n = diagonal.shape
+    B = rows.shape[0]
+    values = torch.empty(B, n_models, dtype=table.dtype)
+    vectors = torch.empty(B, n_models, n if want_vector else 1, dtype=table.dtype)
+    args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), k, dense, want_vector,
+            values.numpy(), vectors.numpy())
+    per_matrix = n**3 if dense else n * n
+    _run(kernels.gathered_serial, kernels.gathered_parallel, args, B, B * n_models * per_matrix)
+    return values, (vectors if want_vector else None)
+
+
+def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
+                  table_shape: tuple, extra_shape: tuple, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of sum_bm g[b, m] lambda_k(M[b, m]) with respect to the table and the extra
+    rows (their shapes), accumulated in a fixed order whatever the threads."""
+    kernels = _kernels()
+    grad = torch.zeros(table_shape, dtype=vectors.dtype)
+    grad_extra = torch.zeros(extra_shape, dtype=vectors.dtype)
+    args = (grad.numpy(), grad_extra.numpy(), g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense)
+    B, K = rows.shape
+    # one model per task (its sums in a fixed order, whatever the threads)
+    _run(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, table_shape[0],
+         B * K * table_shape[0] * table_shape[2])
+    return grad, grad_extra
+
+
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
     # Measured on 2 cores (benchmarks/RESULTS.md, section 2): faster than torch.linalg up to
     # n = 64 from 16 matrices of 15 x 15 worth of work; a single matrix or a tiny batch is
@@ -135,4 +167,6 @@ BACKEND = EigenBackend(
     require=_require,
     preferred_for=_preferred_for,
     tridiagonal_k=tridiagonal_k,
+    gathered_k=gathered_k,
+    gathered_grad=gathered_grad,
 )

@@ -362,3 +362,114 @@ def tridiagonal_parallel(diagonals, offs, k, want_vector, values, vectors, chunk
     B = diagonals.shape[0]
     for c in numba.prange(chunks):
         tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+
+
+# ---- gathered matrices: M = diag(mu) + sum_t w_t T[rows_t], assembled in place ----------------
+# Rows index two tables, concatenated in thought: first ``table`` (its rows 0..R-1), then
+# ``extra`` (rows R..); a row of -1 is a zero matrix (nothing to add).
+@njit
+def _row_of(table, extra, m, r):
+    R = table.shape[1]
+    return table[m, r] if r < R else extra[m, r - R]
+
+
+@njit
+def gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, start, stop):
+    """lambda_k (and q_k) of M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]]
+    (T: table, then extra) for rows b in [start, stop) and every model m. Dense: a table row is
+    an n x n matrix flattened (whole rows are summed: contiguous; the lower triangle is read);
+    tridiagonal: a row is [diagonal (n), off-diagonal (n - 1), 0]."""
+    n_models, n = diagonal.shape
+    K = rows.shape[1]
+    L = table.shape[2]
+    dtype = table.dtype
+    flat = np.zeros(L, dtype)
+    A = flat[: n * n].reshape(n, n) if dense else flat[:1].reshape(1, 1)
+    W = np.zeros((n, n), dtype)
+    V = np.zeros((n, n), dtype)
+    tau = np.zeros(n, dtype)
+    lu = np.zeros((n, 2), dtype)
+    d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, table)
+    for b in range(start, stop):
+        for m in range(n_models):
+            flat[:] = 0.0
+            for t in range(K):
+                w = weights[b, t]
+                r = rows[b, t]
+                if w == 0.0 or r < 0:
+                    continue
+                row = _row_of(table, extra, m, r)
+                for i in range(L):
+                    flat[i] += w * row[i]
+            if dense:
+                for i in range(n):
+                    A[i, i] += diagonal[m, i]
+                values[b, m] = one_pair(A, True, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts,
+                                        vectors[b, m])
+            else:
+                for i in range(n):
+                    flat[i] += diagonal[m, i]
+                values[b, m] = one_tridiagonal(flat[:n], flat[n:], k, want_vector, d, e, e2, lu, y, piv, up1, up2,
+                                               xs, counts, vectors[b, m])
+
+
+@njit
+def gathered_serial(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors):
+    gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, 0, rows.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gathered_parallel(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, chunks):
+    B = rows.shape[0]
+    for c in numba.prange(chunks):
+        gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors,
+                       c * B // chunks, (c + 1) * B // chunks)
+
+
+@njit
+def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m):
+    """grad (and grad_extra, for extra's rows)[m, r, :] += sum over (b, t) with rows[b, t] = r of
+    weights[b, t] * dM[b], dM the gradient of g_values[b, m] * lambda_k(M[b, m]) in the table-row
+    layout: g q q^T (dense, full) or [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal). One model, rows
+    in order: the sums do not depend on how models are spread over threads."""
+    B, K = rows.shape
+    L = grad.shape[2]
+    n = vectors.shape[2]
+    dM = np.zeros(L, grad.dtype)
+    for b in range(B):
+        g = g_values[b, m]
+        if g == 0.0:
+            continue
+        q = vectors[b, m]
+        if dense:
+            for i in range(n):
+                gq = g * q[i]
+                for j in range(n):
+                    dM[i * n + j] = gq * q[j]
+        else:
+            for i in range(n):
+                dM[i] = g * q[i] * q[i]
+            for i in range(n - 1):
+                dM[n + i] = 2.0 * g * q[i] * q[i + 1]
+        for t in range(K):
+            w = weights[b, t]
+            r = rows[b, t]
+            if w == 0.0 or r < 0:
+                continue
+            target = _row_of(grad, grad_extra, m, r)
+            for i in range(L):
+                target[i] += w * dM[i]
+
+
+@njit
+def gathered_grad_serial(grad, grad_extra, g_values, vectors, rows, weights, dense):
+    for m in range(grad.shape[0]):
+        gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gathered_grad_parallel(grad, grad_extra, g_values, vectors, rows, weights, dense, chunks):
+    n_models = grad.shape[0]
+    for c in numba.prange(chunks):
+        for m in range(c * n_models // chunks, (c + 1) * n_models // chunks):
+            gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m)

@@ -1,0 +1,79 @@
+"""The k-th eigenvalue of matrices gathered from tables: validation-free core, autograd.
+
+    M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] * T[m, rows[b, t]]
+
+with T the rows of ``table`` followed by the rows of ``extra`` (two tensors, so that a
+model's own matrices need no copy: ``extra`` holds what it derives from them), and row -1
+a zero matrix. A row of an affine matrix model touches a few matrices (a piecewise-linear
+feature: the prefix sum of its bins up to the row's bin and a fraction of that bin's
+matrix; a categorical feature: its level's matrix), so gathering them costs O(terms * n^2)
+per row where a dense product with every encoded column costs O(columns * n^2). A backend
+offering ``gathered_k`` (Numba on the CPU) assembles each matrix in place next to its
+eigensolver; the reference here (any device) gathers with torch and calls the dense or
+tridiagonal op. Table rows: dense, an n x n matrix flattened (its lower triangle is read);
+tridiagonal, [diagonal (n), off-diagonal (n - 1), 0].
+
+Backward: d lambda / d M = q q^T (the dense op's), folded onto the table rows that built
+M; d lambda / d diagonal = q^2. No gradient for the weights (they are data).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._api import kth_eigvalsh_unchecked
+from ._backend import EigenBackend
+from ._tridiagonal import kth_eigvalsh_tridiagonal_unchecked
+
+
+class _KthEigvalshGathered(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table, extra, diagonal, rows, weights, k, dense, backend):
+        values, vectors = backend.gathered_k(table.detach(), extra.detach(), diagonal.detach(), rows, weights, k,
+                                             dense, True)
+        ctx.save_for_backward(vectors, rows, weights)
+        ctx.shapes, ctx.dense, ctx.backend = (tuple(table.shape), tuple(extra.shape)), dense, backend
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        if torch.is_grad_enabled():
+            raise RuntimeError("kth_eigvalsh_gathered is differentiable once (no double backward).")
+        vectors, rows, weights = ctx.saved_tensors
+        g = grad_values.contiguous()
+        grad_table, grad_extra = ctx.backend.gathered_grad(g, vectors, rows, weights, *ctx.shapes, ctx.dense)
+        grad_diagonal = (g.unsqueeze(-1) * vectors * vectors).sum(0)
+        return grad_table, grad_extra, grad_diagonal, None, None, None, None, None
+
+
+def gathered_matrices(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
+                      weights: torch.Tensor, dense: bool = True):
+    """The gathered matrices with torch ops (the reference): dense (B, models, n, n); tridiagonal
+    (diagonals (B, models, n), off-diagonals (B, models, n - 1))."""
+    n = diagonal.shape[-1]
+    rows_of_both = torch.cat([table, extra, table.new_zeros(table.shape[0], 1, table.shape[2])], dim=1)
+    index = torch.where(rows < 0, rows_of_both.shape[1] - 1, rows)  # -1: the zero row
+    summed = torch.einsum("bt,mbtl->bml", weights, rows_of_both[:, index])  # (B, models, row length)
+    if dense:
+        return summed.view(rows.shape[0], diagonal.shape[0], n, n) + torch.diag_embed(diagonal)
+    return summed[..., :n] + diagonal, summed[..., n : 2 * n - 1]
+
+
+def kth_eigvalsh_gathered(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
+                          weights: torch.Tensor, k: int, backend: EigenBackend, *, dense: bool = True) -> torch.Tensor:
+    """lambda_k of every gathered matrix, shape (B, models), for validated inputs: table (models,
+    R, n*n or 2n) and extra (models, R', same) of one dtype, diagonal (models, n), rows (B, T) int64
+    in [-1, R + R'), weights (B, T) of table's dtype, k in [0, n). A backend without ``gathered_k``
+    gets the torch reference: the gathered matrices, then its own dense or tridiagonal solver."""
+    if backend.gathered_k is None or table.device.type not in backend.device_types:
+        if dense:
+            return kth_eigvalsh_unchecked(gathered_matrices(table, extra, diagonal, rows, weights, True), k, backend)
+        d, e = gathered_matrices(table, extra, diagonal, rows, weights, False)
+        return kth_eigvalsh_tridiagonal_unchecked(d, e, k, backend)
+    rows, weights, diagonal = rows.contiguous(), weights.contiguous(), diagonal.contiguous()
+    table, extra = table.contiguous(), extra.contiguous()
+    if rows.shape[0] == 0:
+        return table.new_empty((0, diagonal.shape[0])) + 0 * (table.sum() + extra.sum() + diagonal.sum())
+    if torch.is_grad_enabled() and (table.requires_grad or extra.requires_grad or diagonal.requires_grad):
+        return _KthEigvalshGathered.apply(table, extra, diagonal, rows, weights, k, dense, backend)
+    return backend.gathered_k(table.detach(), extra.detach(), diagonal.detach(), rows, weights, k, dense, False)[0]

@@ -1,0 +1,128 @@
+"""Matrices gathered from tables (skspectral/eig/_gathered.py) and the model's gather path:
+equal to the dense assembly (to rounding), the same gradients, on every structure, with
+bins, levels, missing values, members and monotone columns."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skspectral.eig import REGISTRY
+from skspectral.eig._gathered import kth_eigvalsh_gathered
+from skspectral.encoding import EncodingSpec, FeatureEncoder
+from skspectral.model import model_class
+
+from .conftest import available_backends
+
+GATHERING = [name for name in available_backends("cpu") if REGISTRY[name].gathered_k is not None]
+pytestmark = pytest.mark.skipif(not GATHERING, reason="no backend gathers here (Numba missing)")
+
+
+def _tables(rng, models, R, R_extra, n, dense):
+    length = n * n if dense else 2 * n
+    def make(rows):
+        t = torch.as_tensor(rng.normal(size=(models, rows, length)))
+        if dense:  # symmetric matrices
+            m = t.view(models, rows, n, n)
+            t = (0.5 * (m + m.transpose(-1, -2))).reshape(models, rows, length)
+        else:
+            t[..., -1] = 0.0
+        return t.contiguous()
+    return make(R), make(R_extra)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 9), models=st.integers(1, 3), B=st.integers(0, 12), T=st.integers(1, 6),
+       dense=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_gathered_values_and_gradients_equal_the_dense_assembly(n, models, B, T, dense, seed):
+    rng = np.random.default_rng(seed)
+    R, R_extra = 5, 3
+    table, extra = _tables(rng, models, R, R_extra, n, dense)
+    diagonal = torch.as_tensor(np.sort(rng.normal(size=(models, n)), axis=1))
+    rows = torch.as_tensor(rng.integers(-1, R + R_extra, (B, T)))
+    weights = torch.as_tensor(rng.normal(size=(B, T)))
+    weights[rng.random((B, T)) < 0.2] = 0.0
+    k = int(rng.integers(0, n))
+    g = torch.as_tensor(rng.normal(size=(B, models)))
+    results = []
+    for name in (GATHERING[0], "torch"):
+        leaves = [t.clone().requires_grad_(True) for t in (table, extra, diagonal)]
+        values = kth_eigvalsh_gathered(*leaves[:2], leaves[2], rows, weights, k, REGISTRY[name], dense=dense)
+        (values * g).sum().backward()
+        results.append([values.detach()] + [leaf.grad for leaf in leaves])
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_gathered_gradcheck():
+    rng = np.random.default_rng(3)
+    table, extra = _tables(rng, 2, 4, 2, 5, True)
+    diagonal = torch.as_tensor(np.sort(rng.normal(size=(2, 5)), axis=1))
+    rows = torch.as_tensor(rng.integers(-1, 6, (6, 3)))
+    weights = torch.as_tensor(rng.normal(size=(6, 3)))
+    leaves = [t.clone().requires_grad_(True) for t in (table, extra, diagonal)]
+
+    def symmetric(t):  # the op reads one triangle, its gradient is symmetric (as torch.linalg.eigvalsh's)
+        m = t.view(t.shape[0], t.shape[1], 5, 5)
+        return (0.5 * (m + m.transpose(-1, -2))).reshape(t.shape)
+
+    def fn(t, e, d):
+        return kth_eigvalsh_gathered(symmetric(t), symmetric(e), d, rows, weights, 2, REGISTRY[GATHERING[0]])
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
+
+
+SPECS = {
+    "bins, levels, missing": EncodingSpec(4, numeric=[0, 1, 3], edges=[None, [-1.0, 0.0, 2.0],
+                                                                   [-2.0, -1.0, 0.0, 1.0, 2.0]],
+                                          missing=[1], categorical=[2], n_levels=[4], has_missing_level=[True]),
+    "uneven bins only": EncodingSpec(2, numeric=[0, 1], edges=[[-1.0, 1.0], [-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0]]),
+    "levels only": EncodingSpec(2, categorical=[0, 1], n_levels=[3, 5], has_missing_level=[False, True]),
+    "plain linear": None,
+}
+
+
+def _rows(rng, n):
+    nan = np.nan
+    X = rng.normal(size=(n, 4)) * 2.0
+    X[:, 2] = rng.integers(-2, 4, n)  # level codes: -1 unseen, -2 missing
+    X[rng.random(n) < 0.2, 1] = nan
+    X[:5, 3] = [-5.0, -2.0, 0.0, 2.0, 5.0]  # below, at and above the edges
+    return torch.as_tensor(X)
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+@pytest.mark.parametrize("monotone", [False, True])
+def test_the_gather_path_is_the_dense_models_forward_and_gradient(spec_name, structure, monotone):
+    spec = SPECS[spec_name]
+    rng = np.random.default_rng(7)
+    X = _rows(rng, 40)
+    if spec is None:
+        X = torch.nan_to_num(X[:, :3], nan=0.0)
+    elif spec.n_features == 2:
+        X = X[:, :2] if spec.categorical == [] else torch.stack([X[:, 2], (X[:, 0] > 0) * 2.0 - 1.0], 1)
+    encoder = None if spec is None else FeatureEncoder(spec, dtype=torch.float64)
+    n_features = X.shape[1]
+    n_columns = n_features if encoder is None else encoder.n_columns
+    signs = None
+    if monotone:
+        signs = np.zeros(n_columns)
+        if spec is None or spec.numeric:
+            signs[: max(1, n_columns // 3)] = 1.0
+        else:
+            return  # no numeric column to constrain
+    outputs = []
+    for gather in (True, False):
+        model = model_class(structure)(n_features, 6, n_members=2, n_outputs=2, encoder=encoder, dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(1), monotonic=signs,
+                                       backend=GATHERING[0])
+        model.gather = gather
+        assert model.gathers == gather
+        out = model(X)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
+        (out * weights).sum().backward()
+        outputs.append([out.detach()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*outputs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
