@@ -21,13 +21,17 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         Training precision; "auto" is float64 on CPU and float32 on CUDA.
         Recorded as ``dtype_``.
     learning_rate_init : float, default=0.002
-        Adam's initial step size.
+        Adam's initial step size (at 200 rows a step; see batch_size).
     learning_rate_schedule : {"cosine", "constant"}, default="cosine"
         "cosine" anneals the step size to 0 over max_iter epochs (each fit
         call), which averages out mini-batch noise at the end; "constant"
         keeps it fixed.
     batch_size : int or "auto", default="auto"
-        Rows per step; "auto" is min(200, n_training_rows).
+        Rows per step. "auto" is 200 rows (at most the training rows), or on
+        tall data (over 40,000 training rows) as many as keep an epoch to 200
+        steps; Adam's step size then grows with the square root of the batch
+        (``learning_rate_init`` is the step size at 200 rows). In a Dask fit,
+        the global batch.
     max_iter : int, default=140
         Maximum number of epochs.
     shuffle : bool, default=True

@@ -16,6 +16,7 @@ as numpy state. The hooks a subclass supplies are together at the top of the cla
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -55,6 +56,11 @@ _DIVERGENCE_MARGIN = 1.1
 _FLOOR_MARGIN = (0.1, 0.25)
 # early_stopping="auto" holds out validation_fraction of the rows from this many rows up
 _AUTO_EARLY_STOPPING_ROWS = 1000
+# batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
+# (measured on the suite's tallest tables: flights 2.4x faster on an H200, its RMSE 0.5 % lower;
+# benchmarks/RESULTS.md, section 6)
+_AUTO_BATCH = 200
+_AUTO_STEPS = 200
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
 # on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
 # caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
@@ -383,10 +389,23 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _batch_size(self, n_rows: int, context=None) -> int:
-        size = 200 if self.batch_size == "auto" else self.batch_size
-        if context is not None:  # batch_size is the global batch: each rank takes its share
-            size = -(-size // context.world_size)
+        """Rows per step (a rank's share of the global batch in a data-parallel fit). "auto":
+        _AUTO_BATCH rows, or on tall data as many as keep an epoch to _AUTO_STEPS steps (a GPU
+        step costs about the same up to thousands of rows; a CPU step's fixed costs are shared)."""
+        world = 1 if context is None else context.world_size
+        size = self.batch_size
+        if size == "auto":
+            size = max(_AUTO_BATCH, -(-n_rows * world // _AUTO_STEPS))
+        size = -(-size // world)  # batch_size is the global batch: each rank takes its share
         return max(1, min(size, n_rows))
+
+    def _step_size(self, batch_size: int, context=None) -> float:
+        """Adam's step size: learning_rate_init, grown with the square root of an "auto" batch
+        above _AUTO_BATCH rows (the noise of a step's gradient shrinks so)."""
+        world = 1 if context is None else context.world_size
+        if self.batch_size != "auto" or batch_size * world <= _AUTO_BATCH:
+            return self.learning_rate_init
+        return self.learning_rate_init * math.sqrt(batch_size * world / _AUTO_BATCH)
 
     # ---- the fit core ----------------------------------------------------------------------
     def _agree(self, context, proposals: dict) -> dict:
@@ -445,10 +464,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context) -> Trainer:
         loss = get_loss(self._loss_name())
         members, output_scale = self.n_estimators, self._output_scale()
+        batch_size = self._batch_size(n_train, context)
         options = TrainingOptions(
-            learning_rate_init=self.learning_rate_init,
+            learning_rate_init=self._step_size(batch_size, context),
             learning_rate_schedule=self.learning_rate_schedule,
-            batch_size=self._batch_size(n_train, context),
+            batch_size=batch_size,
             max_iter=1 if plan.incremental else self.max_iter,
             shuffle=self.shuffle,
             tol=self.tol,

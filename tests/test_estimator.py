@@ -217,6 +217,28 @@ def test_batch_size_is_resolved_on_the_training_rows_after_the_split(monkeypatch
     assert seen == [152]  # "auto" = min(200, rows left for training)
 
 
+def test_auto_batches_grow_on_tall_data_with_the_step_size(monkeypatch):
+    """At most _AUTO_STEPS steps an epoch: the batch grows with the rows, Adam's step size with
+    the square root of the batch; an explicit batch_size keeps learning_rate_init as it is."""
+    seen = []
+    original = _estimator.Trainer
+
+    def spy(model, loss, options, *args, **kwargs):
+        seen.append((options.batch_size, options.learning_rate_init))
+        return original(model, loss, options, *args, **kwargs)
+
+    monkeypatch.setattr(_estimator, "Trainer", spy)
+    monkeypatch.setattr(_estimator, "_AUTO_STEPS", 4)  # 3200 training rows: 800 a step
+    X, y = make_data(9, n=3200)
+    SpectralRegressor(dim=3, max_iter=1, early_stopping=False, learning_rate_init=0.01, **CPU).fit(X, y)
+    SpectralRegressor(dim=3, max_iter=1, early_stopping=False, learning_rate_init=0.01, batch_size=800,
+                      **CPU).fit(X, y)
+    assert seen[0][0] == 800 and np.isclose(seen[0][1], 0.01 * 2.0)  # sqrt(800 / 200)
+    assert seen[1] == (800, 0.01)
+    est = SpectralRegressor(batch_size="auto")
+    assert est._batch_size(150) == 150 and est._batch_size(3200) == 800 and est._step_size(150) == 0.002
+
+
 # ---- pickling --------------------------------------------------------------------------------
 class _NoTorchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
