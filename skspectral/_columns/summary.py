@@ -82,7 +82,7 @@ class ColumnSummary:
         weight = np.ascontiguousarray(weight, dtype=np.float64)
         if weight.size and not (np.isfinite(weight).all() and weight.min() >= 0):
             raise ValueError("sample_weight must be finite and non-negative.")
-        p, numeric_index = kinds.n_features, kinds.numeric_index
+        numeric_index = kinds.numeric_index
         out = cls.empty(kinds)
         out.n_rows, out.total_weight = int(len(weight)), float(weight.sum())
         if len(numeric_index) and len(weight):
