@@ -2,6 +2,7 @@
 # One device-machine session: GPU tests, then benchmarks; logs and JSON to $OUT.
 #   bash benchmarks/gpu_run.sh [tests] [eig] [eig-quick] [fit] [ttr] [example] [quality] [variants] [monotone]
 #                              [memory] [dask] [cuda-tests] [scale-search] [scale-data] [cpu-threads]
+#                              [distributional] [intervals]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
 # and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"]. The
@@ -14,6 +15,7 @@
 # more arguments from $SCALE_DATA_ARGS (e.g. --scale-batch: global batch 4096 x workers). The dask
 # step runs the GPU tests of tests/test_dask.py (its CPU tests run in CI; on a 64-core host their
 # one-process CPU fits outran the step's time limit).
+# distributional takes its arguments from $DISTRIBUTIONAL_ARGS (e.g. --parts quantiles --folds 1 2 3 4);
 # quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
 # variants from $VARIANTS_ARGS (default: every part).
 set -u
@@ -55,6 +57,11 @@ for step in "$@"; do
     cuda-tests) { timeout -s INT ${TESTS_TIMEOUT:-300} python3 -m pytest tests -m cuda --ignore=tests/test_dask.py -q \
                     -p no:cacheprovider -rs; python3 -m pytest tests/test_transfer.py tests/test_training.py -q \
                     -p no:cacheprovider; } 2>&1 | tee "$OUT/cuda_tests.txt" | tail -25 ;;
+    distributional) python3 benchmarks/distributional.py --device cuda --data .data/tabular ${DISTRIBUTIONAL_ARGS:-} \
+                      --json "$OUT/distributional_cuda.json" 2>&1 | tee "$OUT/distributional.log" | grep -v '^{' ;;
+    intervals) for dataset in california flights; do python3 examples/prediction_intervals.py --dataset $dataset \
+                 --data .data/tabular --figure "$OUT/intervals_$dataset.png" 2>&1 | grep -v -i warn; done \
+                 | tee "$OUT/intervals.txt" ;;
     cpu-threads) python3 benchmarks/bench_cpu_threads.py --json "$OUT/cpu_threads.json" 2>&1 | grep -v -i warn \
                    | tee "$OUT/cpu_threads.txt" | tail -30 ;;
     scale-search) python3 benchmarks/bench_scale.py --gpu --parts search --workers ${SCALE_WORKERS:-$(seq -s ' ' 1 "$NGPU")} \

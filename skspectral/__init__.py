@@ -6,5 +6,5 @@ from .eig import kth_eigvalsh, resolve_backend
 from .model import SpectralModel
 from .regressor import SpectralRegressor
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 __all__ = ["SpectralClassifier", "SpectralModel", "SpectralRegressor", "kth_eigvalsh", "resolve_backend", "__version__"]

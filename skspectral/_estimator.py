@@ -36,7 +36,7 @@ from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary,
                        is_dataframe, level_counts, split_columns, subsample_rows)
 from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
-from ._losses import get_loss, get_metric, make_penalty
+from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
 from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
@@ -134,11 +134,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     # ---- the hooks a subclass supplies --------------------------------------------------
     _y_numeric: bool = False  # validate_data's y_numeric
+    _model_shape: tuple = _MODEL_SHAPE  # the parameters a warm start must keep
     # The target is summarised from the rows as given (labels must be coded before rows can
     # merge), else from the merged rows the model trains on (as the numeric columns are).
     _target_summarised_as_given: bool = False
-    _metrics: tuple = ()  # metric names recorded for each eval set (see _losses.METRICS)
-    _validation_metric: str = ""  # the early-stopping score (greater is better)
 
     @abstractmethod
     def _check_target(self, y) -> np.ndarray:
@@ -162,8 +161,25 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """(target, weight) as the loss sees them: e.g. standardised y, class-weighted rows."""
 
     @abstractmethod
-    def _loss_name(self) -> str:
-        """Name of the training loss in _losses.LOSSES."""
+    def _loss(self):
+        """The training loss (an ``_losses.Loss``), for the fitted target."""
+
+    @abstractmethod
+    def _eval_metrics(self) -> dict:
+        """name -> ``_losses.Metric`` recorded for each eval set every epoch (model space in, the
+        reported units out: a metric ``in_target_units`` is multiplied by ``_output_scale()``)."""
+
+    @abstractmethod
+    def _validation_score(self):
+        """The early-stopping score, an ``_losses.Metric`` (greater is better)."""
+
+    def _eigen_indices(self):
+        """The eigenvalue index the model outputs, or a tuple of them (one output each)."""
+        return self.eigval_idx_
+
+    def _member_bounds(self) -> str:
+        """How members' certified bounds combine: "mean" (the prediction is their mean) or "max"."""
+        return "max" if self._loss().link == "log" else "mean"
 
     @abstractmethod
     def _n_outputs(self) -> int | None:
@@ -183,7 +199,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         spec = mapper.spec
         encoder = None if spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
         return model_class(self.structure)(
-            self.n_features_in_, self.dim_, self.eigval_idx_, n_outputs=self._n_outputs(),
+            self.n_features_in_, self.dim_, self._eigen_indices(), n_outputs=self._n_outputs(),
             n_members=self.n_estimators, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
             monotonic=mapper.monotone, smoothing=self.smoothing,
@@ -207,7 +223,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _check_same_model_shape(self) -> None:
         """A fit that continues the fitted model needs the parameters that shaped it unchanged."""
-        changed = [name for name in _MODEL_SHAPE
+        changed = [name for name in self._model_shape
                    if _comparable(getattr(self, name)) != _comparable(self._model_shape_[name])]
         dim = self._resolved_dim(resolve_device(self.device))
         if dim != self.dim_:
@@ -457,12 +473,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         trainer = self._trainer(model, fit, len(train), plan, context)
         # the loss of the best constant prediction: a fit that learned anything beats it
-        floor = get_loss(self._loss_name()).constant_floor(
+        floor = self._loss().constant_floor(
             target if train_rows is None else target[train_rows], train_weight)
         yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
 
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context) -> Trainer:
-        loss = get_loss(self._loss_name())
+        loss = self._loss()
         members, output_scale = self.n_estimators, self._output_scale()
         batch_size = self._batch_size(n_train, context)
         options = TrainingOptions(
@@ -481,7 +497,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             options,
             # the ranks shuffle apart
             torch.Generator(device=model.device).manual_seed(fit.seed + (0 if context is None else context.rank)),
-            score_fn=loss.ensemble_fn(get_metric(self._validation_metric).fn, members),
+            score_fn=loss.ensemble_fn(self._validation_score().fn, members),
             penalty_fn=make_penalty(model, alpha=self.alpha, spectral_penalty=self.spectral_penalty,
                                     total_weight=fit.total_weight),
             train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
@@ -494,7 +510,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                callback_data):
         """The trainer's epochs, with callbacks; stores the fitted state when they end (also when a
         consumer or a callback stops them early)."""
-        loss = get_loss(self._loss_name())
+        loss = self._loss()
         tasks = None if plan.incremental else EpochTasks(self, self.max_iter, callback_data or {})
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
                                  on_epoch_begin=tasks.begin if tasks else None)
@@ -610,15 +626,17 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         single = self._n_outputs() is None
         chunk = self._chunk_rows(model.dtype)
         output_scale = self._output_scale()
-        loss = get_loss(self._loss_name())
-        metrics = {name: get_metric(name) for name in self._metrics}
+        loss = self._loss()
+        metrics = self._eval_metrics()
         members = self.n_estimators
+        reduce = self._member_bounds()
 
         @torch.no_grad()
         def record() -> dict:
             bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms)
-            if members > 1:  # (members * outputs, features) -> the members' mean
-                bounds = bounds.view(members, -1, bounds.shape[-1]).mean(dim=0)
+            if members > 1:  # (members * outputs, features) -> the members' mean (or largest)
+                bounds = bounds.view(members, -1, bounds.shape[-1])
+                bounds = bounds.amax(dim=0) if reduce == "max" else bounds.mean(dim=0)
             sensitivities = to_user_units(bounds, output_scale, x_scale)
             out = {history.SENSITIVITIES: sensitivities[0] if single else sensitivities}
             for i, data in enumerate(evaluations):
@@ -643,7 +661,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return {
             "_module_state_": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
                                if k in dict(model.named_parameters())},
-            "_model_shape_": {name: _copied(getattr(self, name)) for name in _MODEL_SHAPE},
+            "_model_shape_": {name: _copied(getattr(self, name)) for name in self._model_shape},
             "mu_": mu.reshape(shape + mu.shape[1:]),
             "feature_matrices_": A.reshape(shape + A.shape[1:]),
             "n_iter_": state.n_iter,
@@ -742,7 +760,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             for start in range(0, max(1, len(rows)), block)  # one (empty) block for no rows
         ])
         if self.n_estimators > 1:
-            output = get_loss(self._loss_name()).combine_members(output)
+            output = self._loss().combine_members(output)
         return output.cpu().numpy().astype(np.float64)
 
     # ---- pickling: numpy only, no torch module or device state ----------------------------

@@ -1,16 +1,23 @@
 """Losses and metrics, looked up by name (as scikit-learn's MLP does).
 
 A loss works on the model's output and the training target as the estimator
-feeds them (standardised y for regression, class indices for classification),
-with sample weights; it also names the metric its running mean is reported as
-(``train_<metric>`` in ``history_``) and gives the loss of the best constant
-prediction, the floor a fit that learned anything must beat. Metrics carry
-whether they are in the target's units (RMSE: multiplied by the target scale)
-and which way is better.
+feeds them (standardised y for regression, class indices for classification,
+y itself for the log-link losses), with sample weights; it also names the metric
+its running mean is reported as (``train_<metric>`` in ``history_``) and gives
+the loss of the best constant prediction, the floor a fit that learned anything
+must beat. Metrics carry whether they are in the target's units (RMSE:
+multiplied by the target scale) and which way is better.
+
+Regression losses (HistGradientBoosting's names): "squared_error",
+"absolute_error", "huber", "quantile" (one or several quantiles: one output per
+quantile, the model's eigenvalues k_1 < k_2 < ... of one matrix), and, with a log
+link (prediction = exp(offset + output)), "poisson" and "gamma" (their mean unit
+deviances).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -78,6 +85,18 @@ class Loss:
     constant_floor: Callable[[np.ndarray, np.ndarray], float]
     # ensemble members' outputs (batch, K, ...) -> the ensemble's output (batch, ...)
     combine_members: Callable[[torch.Tensor], torch.Tensor]
+    # "identity", or "log": the prediction is exp(offset + output), members combined in its space
+    link: str = "identity"
+
+    def score(self, output_scale: float) -> "Metric":
+        """The early-stopping score of this loss: its negative, in the reported metric's units."""
+        return Metric(lambda output, target, weight: -self.to_metric(self.fn(output, target, weight), output_scale),
+                      in_target_units=False, greater_is_better=True)
+
+    def as_metric(self, output_scale: float) -> "Metric":
+        """This loss as an eval-set metric, in the reported metric's units."""
+        return Metric(lambda output, target, weight: self.to_metric(self.fn(output, target, weight), output_scale),
+                      in_target_units=False, greater_is_better=False)
 
     def members_fn(self, n_members: int):
         """The loss of K members trained jointly: the mean of each member's own loss."""
@@ -87,7 +106,7 @@ class Loss:
         def mean_member_loss(output, target, weight):
             # members' outputs side by side: each row's target and weight repeated K times
             flat = output.reshape((-1,) + output.shape[2:])
-            return self.fn(flat, target.repeat_interleave(n_members), weight.repeat_interleave(n_members))
+            return self.fn(flat, target.repeat_interleave(n_members, dim=0), weight.repeat_interleave(n_members))
 
         return mean_member_loss
 
@@ -96,6 +115,93 @@ class Loss:
         if n_members == 1:
             return fn
         return lambda output, target, weight: fn(self.combine_members(output), target, weight)
+
+
+def _weighted_quantile(values: np.ndarray, weight: np.ndarray, q: float) -> float:
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    return float(values[order][min(len(values) - 1, np.searchsorted(cumulative, q * cumulative[-1]))])
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_on(levels: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The quantile levels as a tensor, made once per device and dtype: a training step's
+    copy to the GPU would be a host transfer inside a captured CUDA graph."""
+    return torch.tensor(levels, dtype=dtype, device=device)
+
+
+def _pinball(output, target, weight, quantiles: tuple):
+    """Mean pinball loss over the quantiles (a tuple of levels): output (batch, Q) or (batch,) for one."""
+    if output.dim() == target.dim():
+        output = output.unsqueeze(-1)
+    residual = target.unsqueeze(-1) - output
+    q = _levels_on(quantiles, output.device, output.dtype)
+    return weighted_mean(torch.maximum(q * residual, (q - 1.0) * residual).mean(dim=-1), weight)
+
+
+def _huber(output, target, weight, delta: float):
+    r = (output - target).abs()
+    return weighted_mean(torch.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)), weight)
+
+
+def _poisson_deviance(output, target, weight, offset: float):
+    """Mean unit deviance 2 (y log(y / mu) - y + mu) with mu = exp(offset + output)."""
+    F = output + offset
+    return weighted_mean(2.0 * (torch.xlogy(target, target) - target * F - target + torch.exp(F)), weight)
+
+
+def _gamma_deviance(output, target, weight, offset: float):
+    """Mean unit deviance 2 (log(mu / y) + y / mu - 1) with mu = exp(offset + output) (y > 0)."""
+    F = output + offset
+    return weighted_mean(2.0 * (F - torch.log(target) + target * torch.exp(-F) - 1.0), weight)
+
+
+def _log_mean_exp_of_members(output):
+    """Log-link members (batch, K) -> the log of their mean prediction (mean in the target's space)."""
+    return torch.logsumexp(output, dim=1) - math.log(output.shape[1])
+
+
+def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, offset: float = 0.0,
+                    target_mean: float = 1.0) -> "Loss":
+    """The regression loss ``name`` in the estimator's model space: identity-link losses on the
+    standardised target (``delta``: huber's threshold there; ``quantiles``: an array of levels),
+    log-link losses on y / ``target_mean`` with ``offset`` added to the model's output. The
+    metric is in y's units: a Poisson deviance scales with y (``target_mean`` times the
+    model-space one), a gamma deviance does not."""
+    floor_of = lambda loss: (lambda target, weight: float(loss(torch.as_tensor(  # noqa: E731
+        np.full_like(target, 0.0)), torch.as_tensor(target), torch.as_tensor(weight))))
+    if name == "squared_error":
+        return LOSSES["squared_error"]
+    if name == "absolute_error":
+        def mae(output, target, weight):
+            return weighted_mean((output - target).abs(), weight)
+        return Loss(mae, "mae", lambda loss, scale: scale * loss,
+                    lambda t, w: float(np.average(np.abs(t - _weighted_quantile(t, w, 0.5)), weights=w)),
+                    _mean_of_members)
+    if name == "huber":
+        fn = functools.partial(_huber, delta=float(delta))
+        return Loss(fn, "huber", lambda loss, scale: scale * scale * loss,
+                    lambda t, w: float(fn(torch.full((len(t),), _weighted_quantile(t, w, 0.5), dtype=torch.float64),
+                                          torch.as_tensor(t), torch.as_tensor(w))),
+                    _mean_of_members)
+    if name == "quantile":
+        levels = tuple(float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64)))
+        fn = functools.partial(_pinball, quantiles=levels)
+        floor = lambda t, w: float(fn(  # noqa: E731
+            torch.as_tensor([[_weighted_quantile(t, w, float(q)) for q in levels]] * len(t), dtype=torch.float64),
+            torch.as_tensor(t), torch.as_tensor(w)))
+        return Loss(fn, "pinball_loss", lambda loss, scale: scale * loss, floor, _mean_of_members)
+    if name in ("poisson", "gamma"):
+        deviance = _poisson_deviance if name == "poisson" else _gamma_deviance
+        fn = functools.partial(deviance, offset=float(offset))
+        # the best constant prediction is the weighted mean, which the offset is: output 0
+        unit = float(target_mean) if name == "poisson" else 1.0
+        to_metric = lambda loss, scale: unit * loss  # noqa: E731 -- a log link's output has no scale
+        return Loss(fn, f"{name}_deviance", to_metric, floor_of(fn), _log_mean_exp_of_members, link="log")
+    raise ValueError(f"Unknown regression loss {name!r}; the losses are {sorted(REGRESSION_LOSSES)}.")
+
+
+REGRESSION_LOSSES = ("squared_error", "absolute_error", "huber", "quantile", "poisson", "gamma")
 
 
 LOSSES = {

@@ -83,7 +83,10 @@ class CertifiedSensitivityMixin:
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
         norms = model_class(self.structure).stored_matrix_norms
         bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms).numpy()
-        return bounds.mean(axis=0) if self.n_estimators > 1 else bounds
+        if self.n_estimators == 1:
+            return bounds
+        # members averaged: the mean of their bounds; combined in a log link's space: the largest
+        return bounds.max(axis=0) if self._member_bounds() == "max" else bounds.mean(axis=0)
 
     @property
     def feature_sensitivities_(self) -> np.ndarray:

@@ -18,12 +18,14 @@ from ._columns.summary import _moments, checked_scale
 
 @dataclass
 class TargetSummary:
-    """Weighted moments of a regression target (mergeable as :class:`~._columns.ColumnSummary`'s)."""
+    """Weighted moments and the smallest value of a regression target (mergeable as
+    :class:`~._columns.ColumnSummary`'s)."""
 
     weight: float
     mean: float
     var: float
     largest: float
+    smallest: float = np.inf  # the smallest y of positive weight
 
     @classmethod
     def of_block(cls, y: np.ndarray, weight: np.ndarray) -> "TargetSummary":
@@ -32,8 +34,11 @@ class TargetSummary:
             raise ValueError("y contains NaN or infinity: every target must be a finite number.")
         if not len(y):
             return cls(0.0, 0.0, 0.0, 0.0)
-        total, mean, var = _moments(y[:, None], np.ascontiguousarray(weight, dtype=np.float64))[:3]
-        return cls(float(total[0]), float(mean[0]), float(var[0]), float(np.abs(y).max()))
+        weight = np.ascontiguousarray(weight, dtype=np.float64)
+        total, mean, var = _moments(y[:, None], weight)[:3]
+        positive = y[weight > 0]
+        return cls(float(total[0]), float(mean[0]), float(var[0]), float(np.abs(y).max()),
+                   float(positive.min()) if len(positive) else np.inf)
 
     def merge(self, other: "TargetSummary") -> "TargetSummary":
         if self.weight == 0 or other.weight == 0:
@@ -42,25 +47,42 @@ class TargetSummary:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.weight / total)
         var = (self.var * self.weight + other.var * other.weight + delta * delta * (self.weight * other.weight / total)) / total
-        return TargetSummary(total, mean, var, max(self.largest, other.largest))
+        return TargetSummary(total, mean, var, max(self.largest, other.largest), min(self.smallest, other.smallest))
 
-    def finalize(self) -> "TargetScaler":
+    def finalize(self, link: str = "identity", loss: str = "squared_error") -> "TargetScaler":
+        """The scaler: standardisation (identity link), or y over its weighted mean (log link:
+        the model's output 0 is the best constant, and a deviance's steps do not depend on
+        y's units), after checking y suits the loss (poisson: y >= 0 with a positive mean;
+        gamma: y > 0)."""
+        if link == "log":
+            if loss == "gamma" and not self.smallest > 0:
+                raise ValueError(f'loss="gamma" needs every target y > 0 (a gamma deviance is undefined at 0); '
+                                 f"the smallest y is {self.smallest:g}.")
+            if not self.smallest >= 0:
+                raise ValueError(f'loss="{loss}" needs targets y >= 0 (counts, amounts); the smallest y is '
+                                 f"{self.smallest:g}.")
+            if not self.mean > 0:
+                raise ValueError(f'loss="{loss}" needs a positive weighted mean of y (its log is the prediction '
+                                 "before any feature moves it); every y of positive weight is 0.")
+            return TargetScaler(float(np.log(self.mean)), float(self.mean), link="log")
         scale = checked_scale(np.array([self.mean]), np.array([self.var]), ["target y"], lambda i: self.largest)
         return TargetScaler(self.mean, float(scale[0]))
 
 
 @dataclass(frozen=True)
 class TargetScaler:
-    """y as the model learns it: ``(y - mean) / scale``."""
+    """y as the model learns it: ``(y - mean) / scale`` (identity link), or ``y / scale`` with
+    ``scale`` y's weighted mean and ``mean`` its log (log link: prediction exp(mean + output))."""
 
     mean: float
     scale: float
+    link: str = "identity"
 
     def transform(self, y: np.ndarray) -> np.ndarray:
-        return (y - self.mean) / self.scale
+        return y / self.scale if self.link == "log" else (y - self.mean) / self.scale
 
     def inverse_transform(self, output: np.ndarray) -> np.ndarray:
-        return self.mean + self.scale * output
+        return np.exp(self.mean + output) if self.link == "log" else self.mean + self.scale * output
 
 
 @dataclass

@@ -10,6 +10,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
 from ._estimator import SpectralEstimatorBase
+from ._losses import get_loss, get_metric
 from ._target import LabelSummary
 
 
@@ -18,9 +19,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         **SpectralEstimatorBase._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
-    _metrics = ("log_loss", "accuracy")  # per eval set
     _target_summarised_as_given = True  # labels are coded before the rows merge
-    _validation_metric = "neg_log_loss"  # early stopping watches what is optimised: the log-loss
 
     def __init__(
         self,
@@ -84,8 +83,14 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.class_weight = class_weight
 
     # ---- the base's hooks -----------------------------------------------------------------
-    def _loss_name(self):
-        return "binary_log_loss" if len(self.classes_) <= 2 else "log_loss"
+    def _loss(self):
+        return get_loss("binary_log_loss" if len(self.classes_) <= 2 else "log_loss")
+
+    def _eval_metrics(self):
+        return {name: get_metric(name) for name in ("log_loss", "accuracy")}
+
+    def _validation_score(self):
+        return get_metric("neg_log_loss")  # early stopping watches what is optimised: the log-loss
 
     def _n_outputs(self):
         return None if len(self.classes_) <= 2 else len(self.classes_)

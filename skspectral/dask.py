@@ -400,7 +400,10 @@ class _DaskSpectralMixin:
         if not _is_dask(X):
             return local.predict(X)
         labels = getattr(self, "classes_", None)
-        return _map_rows(X, local.predict, np.float64 if labels is None else labels.dtype)
+        if labels is not None:
+            return _map_rows(X, local.predict, labels.dtype)
+        levels = local._quantiles() if local._several_quantiles() else None  # one column per level
+        return _map_rows(X, local.predict, np.float64, None if levels is None else len(levels))
 
 
 def _map_rows(X, method, dtype, n_outputs: int | None = None):

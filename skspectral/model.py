@@ -12,6 +12,7 @@ is symmetric. ``n_outputs`` models per member (e.g. one per class) and
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +73,12 @@ class SpectralModel(torch.nn.Module):
     n_features : int
     dim : int
         Size of the symmetric matrices.
-    eigval_idx : int or None
+    eigval_idx : int, sequence of int, or None
         k, ascending, negative counts from the top; None means ``dim // 2``.
+        Several indices: one output each (a trailing axis), the eigenvalues of
+        the same matrix in ascending order -- they never cross: the outputs are
+        made non-decreasing along that axis exactly (a running maximum, which
+        only corrects rounding and keeps every certified bound).
     n_outputs : int or None
         None: one output, ``forward`` returns shape (batch,). An int: that many
         models (e.g. one per class), ``forward`` returns (batch, n_outputs).
@@ -111,7 +116,7 @@ class SpectralModel(torch.nn.Module):
         self,
         n_features: int,
         dim: int,
-        eigval_idx: int | None = None,
+        eigval_idx=None,
         *,
         n_outputs: int | None = None,
         n_members: int = 1,
@@ -127,7 +132,13 @@ class SpectralModel(torch.nn.Module):
         if int(dim) < 1 or int(n_features) < 1:
             raise ValueError(f"dim and n_features must be >= 1, got dim={dim}, n_features={n_features}.")
         self.n_features, self.dim = int(n_features), int(dim)
-        self.eigval_idx = self.dim // 2 if eigval_idx is None else check_eigval_index(eigval_idx, self.dim, "eigval_idx")
+        several = eigval_idx is not None and not isinstance(eigval_idx, numbers.Integral)
+        indices = list(eigval_idx) if several else [self.dim // 2 if eigval_idx is None else eigval_idx]
+        indices = sorted(check_eigval_index(k, self.dim, "eigval_idx") for k in indices)
+        if several and (not indices or len(set(indices)) != len(indices)):
+            raise ValueError(f"eigval_idx as a sequence needs distinct indices, got {eigval_idx!r}.")
+        self.eigval_indices = tuple(indices)
+        self.eigval_idx = self.eigval_indices if several else self.eigval_indices[0]
         self.n_outputs = n_outputs
         self.n_members = int(n_members)
         if self.n_members < 1:
@@ -272,20 +283,32 @@ class SpectralModel(torch.nn.Module):
         return columns, self.encoder.prefix_sums(columns)
 
     def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
-        """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models)."""
+        """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models), with a
+        trailing axis for several indices."""
         if self.smoothing is not None:
-            return smoothed_kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.smoothing,
-                                                   self.eigen_backend)
+            M = self.matrices(X)
+            return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
+                                      for k in self.eigval_indices]), self._several)
+        # several indices go to the solver together: one assembly and reduction per matrix
         if self.gathers:
             rows, weights = self.gathered_terms(X)
-            return kth_eigvalsh_gathered(*self.gather_tables(), self.mu(), rows, weights, self.eigval_idx,
-                                         self.eigen_backend, dense=self.structure == "dense")
-        return kth_eigvalsh_unchecked(self.matrices(X), self.eigval_idx, self.eigen_backend)
+            return _ordered(kth_eigvalsh_gathered(*self.gather_tables(), self.mu(), rows, weights, self._indices(),
+                                                  self.eigen_backend, dense=self.structure == "dense"), self._several)
+        return _ordered(kth_eigvalsh_unchecked(self.matrices(X), self._indices(), self.eigen_backend), self._several)
+
+    @property
+    def _several(self) -> bool:
+        return len(self.eigval_indices) > 1
+
+    def _indices(self):
+        """The solvers' k: an int, or the tuple of several indices."""
+        return self.eigval_indices if self._several else self.eigval_indices[0]
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         values = self.kth_eigenvalues(X)
         shape = (X.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
-            (self.n_outputs,) if self.n_outputs is not None else ())
+            (self.n_outputs,) if self.n_outputs is not None else ()) + (
+            (len(self.eigval_indices),) if not isinstance(self.eigval_idx, int) else ())
         return values.reshape(shape)
 
     @staticmethod
@@ -384,8 +407,11 @@ class TridiagonalSpectralModel(SpectralModel):
         D, E = self._combined_bands(X)
         if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)
             M = torch.diag_embed(D) + torch.diag_embed(E, offset=-1)
-            return smoothed_kth_eigvalsh_unchecked(M, self.eigval_idx, self.smoothing, self.eigen_backend)
-        return kth_eigvalsh_tridiagonal_unchecked(D, E, self.eigval_idx, self.eigen_backend)
+            return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
+                                      for k in self.eigval_indices]), self._several)
+        # no reduction to share on a tridiagonal matrix: one Sturm-count solve per index
+        return _ordered(_stacked([kth_eigvalsh_tridiagonal_unchecked(D, E, k, self.eigen_backend)
+                                  for k in self.eigval_indices]), self._several)
 
     def _resolve_norm_backend(self, device: torch.device, dtype: torch.dtype) -> EigenBackend:
         return select_tridiagonal_backend(self.backend if self.smoothing is None else "auto", device)
@@ -403,6 +429,19 @@ class TridiagonalSpectralModel(SpectralModel):
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
         return band_norms(matrices, self.norm_backend)
+
+
+def _stacked(values: list) -> torch.Tensor:
+    """One index's values as they are; several on a last axis."""
+    return values[0] if len(values) == 1 else torch.stack(values, dim=-1)
+
+
+def _ordered(values: torch.Tensor, several: bool) -> torch.Tensor:
+    """Several indices' values (last axis) made non-decreasing along it exactly; one index's as
+    they are. lambda_k1 <= lambda_k2 for k1 < k2 holds for every symmetric matrix, so the running
+    maximum moves a value only by the solvers' rounding; it is 1-Lipschitz in the largest change
+    of its inputs, so each output keeps the certified bound of every eigenvalue."""
+    return values.cummax(dim=-1).values if several else values
 
 
 def band_to_dense(bands: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,30 @@
-"""SpectralRegressor: parameters, target standardisation and the squared-error loss."""
+"""SpectralRegressor: parameters, the target's scaling or link, and the losses by name."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.base import RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import column_or_1d
 
 from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
 from ._estimator import SpectralEstimatorBase
+from ._losses import REGRESSION_LOSSES, get_metric, regression_loss
 from ._target import TargetSummary
 
 
 class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
-    _parameter_constraints = dict(SpectralEstimatorBase._parameter_constraints)
+    _parameter_constraints = {
+        **SpectralEstimatorBase._parameter_constraints,
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
+        "quantile": [Interval(numbers.Real, 0, 1, closed="neither"), "array-like", None],
+        "huber_delta": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    }
     _y_numeric = True
-    _metrics = ("rmse", "r2")  # per eval set; RMSE in y's units
-    _validation_metric = "r2"
+    _model_shape = SpectralEstimatorBase._model_shape + ("loss", "quantile")
 
     def __init__(
         self,
@@ -47,6 +56,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         monotonic_cst=None,
         structure="dense",
         smoothing=None,
+        loss="squared_error",
+        quantile=None,
+        huber_delta=None,
     ):
         self.dim = dim
         self.eigval_idx = eigval_idx
@@ -75,16 +87,76 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.monotonic_cst = monotonic_cst
         self.structure = structure
         self.smoothing = smoothing
+        self.loss = loss
+        self.quantile = quantile
+        self.huber_delta = huber_delta
+
+    # ---- the loss ---------------------------------------------------------------------------
+    def _quantiles(self) -> np.ndarray | None:
+        """The quantile levels, sorted (loss="quantile"), else None; checked at fit."""
+        if self.loss != "quantile":
+            return None
+        if self.quantile is None:
+            raise ValueError('loss="quantile" needs quantile: a level in (0, 1), or a list of them (one output each).')
+        levels = np.atleast_1d(np.asarray(self.quantile, dtype=np.float64))
+        if levels.ndim != 1 or not len(levels) or not ((levels > 0) & (levels < 1)).all():
+            raise ValueError(f"quantile must be a level in (0, 1) or a list of them, got {self.quantile!r}.")
+        if len(np.unique(levels)) != len(levels):
+            raise ValueError(f"quantile holds a level twice: {self.quantile!r}.")
+        return np.sort(levels)
+
+    def _several_quantiles(self) -> bool:
+        return self.loss == "quantile" and np.ndim(self.quantile) > 0
+
+    def _loss(self):
+        scaler = self.target_scaler_
+        delta = 1.0 if self.huber_delta is None else self.huber_delta / scaler.scale  # standardised units
+        return regression_loss(self.loss, quantiles=self._quantiles(), delta=delta, target_mean=scaler.scale)
+
+    def _eval_metrics(self):
+        if self.loss == "squared_error":
+            return {name: get_metric(name) for name in ("rmse", "r2")}  # RMSE in y's units
+        loss = self._loss()
+        metrics = {loss.metric: loss.as_metric(self._output_scale())}
+        if loss.link == "identity" and not self._several_quantiles():
+            metrics["r2"] = get_metric("r2")
+        return metrics
+
+    def _validation_score(self):
+        if self.loss == "squared_error":
+            return get_metric("r2")
+        return self._loss().score(self._output_scale())  # the loss itself, on the held-out rows
+
+    def _eigen_indices(self):
+        """One eigenvalue per quantile, ascending with the levels (lambda_k1 <= lambda_k2 <= ...
+        for every matrix: the quantiles cannot cross): every other index around eigval_idx_
+        (consecutive where dim has too few), shifted inside [0, dim). Every other index was
+        chosen over consecutive ones and wider steps on the selection fold of the regression
+        tables (benchmarks/RESULTS.md, section 10): the same pinball loss, coverage nearer the
+        levels on small tables."""
+        levels = self._quantiles()
+        if levels is None or not self._several_quantiles():
+            return self.eigval_idx_
+        if len(levels) > self.dim_:
+            raise ValueError(f"{len(levels)} quantiles need dim >= {len(levels)} (one eigenvalue each); dim is "
+                             f"{self.dim_}.")
+        step = 2 if 2 * (len(levels) - 1) < self.dim_ else 1
+        span = step * (len(levels) - 1)
+        first = min(max(self.eigval_idx_ - step * ((len(levels) - 1) // 2), 0), self.dim_ - 1 - span)
+        return tuple(range(first, first + span + 1, step))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = self.loss in ("poisson", "gamma")
+        return tags
 
     # ---- the base's hooks -----------------------------------------------------------------
-    def _loss_name(self):
-        return "squared_error"
-
     def _n_outputs(self):
         return None
 
     def _output_scale(self):
-        return self.target_scaler_.scale
+        # a log link's output is log(prediction): its bounds are relative changes, unscaled
+        return 1.0 if self.target_scaler_.link == "log" else self.target_scaler_.scale
 
     def _check_target(self, y):
         return column_or_1d(y, warn=True).astype(np.float64)
@@ -93,13 +165,23 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         return TargetSummary.of_block(y, weight)
 
     def _fit_target(self, summary, classes=None):
-        self.target_scaler_ = summary.finalize()
+        self._quantiles()  # a quantile loss without levels fails here, at fit
+        self.target_scaler_ = summary.finalize(link="log" if self.loss in ("poisson", "gamma") else "identity",
+                                               loss=self.loss)
 
     def _encode_target(self, y):
         return y
 
     def _training_target(self, y_rows, weight):
         return self.target_scaler_.transform(y_rows), weight
+
+    @property
+    def feature_sensitivities_(self) -> np.ndarray:
+        """Certified bounds (see the mixin): one row per quantile with several quantiles (every
+        eigenvalue of M(x), so every level, has the same Weyl bound); with a log link, bounds on
+        log(prediction) -- a relative change -- per unit of each feature."""
+        bounds = super().feature_sensitivities_
+        return np.tile(bounds, (len(self._quantiles()), 1)) if self._several_quantiles() else bounds
 
     @property
     def y_mean_(self) -> float:
@@ -158,11 +240,21 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,)
-            Predictions in y's units.
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_quantiles)
+            Predictions in y's units; with several quantiles one column per
+            level, ascending, never crossing.
         """
         output = self._raw_output(X)  # checks fitted first
         return self.target_scaler_.inverse_transform(output)
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of the prediction; with several quantiles, of the one nearest the median (the median
+        where it is one of them): scikit-learn's searches and cross-validation read this. For pinball losses
+        use e.g. ``sklearn.metrics.d2_pinball_score`` on a column of ``predict``."""
+        predicted = self.predict(X)
+        if predicted.ndim == 2:
+            predicted = predicted[:, int(np.argmin(np.abs(self._quantiles() - 0.5)))]
+        return r2_score(y, predicted, sample_weight=sample_weight)
 
 
 SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i x_i A_i).
@@ -179,11 +271,32 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
     alpha : float, default=0.0
         L2 penalty: ``alpha / 2 * sum_i ||A_i||_F^2 / n_samples`` is added to
         the loss (MLPRegressor's convention, on the feature matrices).
+    loss : {"squared_error", "absolute_error", "huber", "quantile", "poisson", "gamma"}, default="squared_error"
+        HistGradientBoosting's names. "huber" is squared below ``huber_delta``
+        and absolute above; "quantile" the pinball loss of ``quantile``;
+        "poisson" (counts: y >= 0 with a positive mean) and "gamma" (y > 0)
+        use a log link, prediction = exp(lambda_k(M(x)) + log(mean y)), and
+        their mean deviance. Early stopping scores the held-out rows with the
+        same loss (R^2 for "squared_error").
+    quantile : float or list of float in (0, 1), default=None
+        The level(s) of loss="quantile". A list gives one output per level
+        (``predict`` returns (n_samples, n_levels), levels ascending): the
+        eigenvalues lambda_k1 <= lambda_k2 <= ... of the same matrix M(x), k
+        every other index around eigval_idx (consecutive where dim is too
+        small), so the predicted quantiles never cross,
+        for any x, by construction (and exactly: a running maximum along the
+        levels corrects the solvers' rounding; it moves no value more than that
+        and keeps every certified bound). One fit for every level.
+    huber_delta : float or None, default=None
+        Where "huber" turns from squared to absolute, in y's units; None: one
+        standard deviation of y.
 
     Attributes
     ----------
     target_scaler_ : skspectral._target.TargetScaler
-        The internal standardisation of the target (``y_mean_``, ``y_scale_``).
+        The internal standardisation of the target (``y_mean_``, ``y_scale_``),
+        or for a log link y over its weighted mean (``y_scale_``) and the
+        output's offset log(mean y) (``y_mean_``).
     {ATTRIBUTES_DOC}
 
     Examples

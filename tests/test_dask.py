@@ -470,3 +470,28 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
 
 def _visible_devices():
     return os.environ.get("CUDA_VISIBLE_DEVICES")  # the worker's own environment
+
+
+@pytest.mark.parametrize("loss", ["quantile", "poisson"])
+def test_data_parallel_losses_match_their_plain_fits(client, loss):
+    """Several quantile levels (a column each, never crossing) and a log link, fitted over two
+    workers: the target's summary is merged as the columns' are, so the scaler is the plain one's."""
+    X, y = smooth_problem(20_000)
+    y = y - y.min() if loss == "poisson" else y
+    params = dict(dim=6, n_estimators=1, max_iter=4, random_state=0, device="cpu", loss=loss,
+                  quantile=[0.1, 0.5, 0.9] if loss == "quantile" else None)
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, n_parts=4))
+    plain = SpectralRegressor(**params).fit(X, y)
+    fitted, reference = model.target_scaler_, plain.target_scaler_  # merged moments: to rounding
+    assert fitted.link == reference.link
+    np.testing.assert_allclose([fitted.mean, fitted.scale], [reference.mean, reference.scale], rtol=1e-12)
+    X_test = smooth_problem(2_000, seed=1)[0]
+    predicted = model.predict(da.from_array(X_test, chunks=500)).compute()
+    assert predicted.shape == plain.predict(X_test).shape
+    if loss == "quantile":
+        assert (np.diff(predicted, axis=1) >= 0).all()
+        covered = (y[:, None] <= model.to_local().predict(X)).mean(axis=0)
+        np.testing.assert_allclose(covered, [0.1, 0.5, 0.9], atol=0.05)
+    else:
+        assert (predicted > 0).all()
+        np.testing.assert_allclose(predicted.mean(), y.mean(), rtol=0.1)

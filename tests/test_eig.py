@@ -489,3 +489,58 @@ def test_kernel_accuracy_on_hard_spectra(dtype, n):
                 assert residual.max() <= residual_tol, (kind, k, residual.max())
             without_grad = kth_eigvalsh(X.detach(), k, backend="kernel").double().cpu()
             assert ((without_grad - lam).abs() / scale).max() <= tol, (kind, k)
+
+
+# ---- several indices in one call: one reduction per matrix (issue 23's quantiles) -------------
+@pytest.mark.parametrize("device,backend", CASES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(2, 48), batch=st.integers(0, 9), dtype=st.sampled_from([torch.float32, torch.float64]),
+       count=st.integers(1, 4), spread=st.sampled_from(["consecutive", "every other", "any"]), repeated=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_several_indices_match_the_reference_and_one_index_at_a_time(device, backend, n, batch, dtype, count,
+                                                                       spread, repeated, seed):
+    """Values in the order asked (negative indices too) against float64 eigvalsh, equal to one
+    call per index, gradients sum_j g_j q_j q_j^T; with a repeated eigenvalue too."""
+    rng = np.random.default_rng(seed)
+    count = min(count, n)
+    step = 2 if spread == "every other" and 2 * count <= n else 1
+    indices = ([int(i) for i in rng.choice(n, count, replace=False)] if spread == "any"
+               else list(range(n - 1 - step * (count - 1), n, step)))  # evenly spaced: one launch of the kernel
+    indices = [i - n if rng.random() < 0.3 else i for i in indices]
+    A = random_symmetric((batch,), n, torch.float64, "cpu", torch.Generator().manual_seed(seed % 2**31))
+    if repeated and n >= 3:  # eigenvalues 1, 1, ... : a Clarke element, not the unique gradient
+        Q = torch.linalg.qr(A)[0]
+        values = torch.as_tensor(np.sort(rng.normal(size=(batch, n))))
+        values[:, 1] = values[:, 0]
+        A = Q @ torch.diag_embed(values) @ Q.mT
+        A = (A + A.mT) / 2
+    A = A.to(dtype=dtype, device=device)
+    got = kth_eigvalsh(A, indices, backend=backend)
+    assert got.shape == (batch, count)
+    for j, k in enumerate(indices):
+        assert_close_to_reference(got[:, j], A, k)
+        torch.testing.assert_close(got[:, j], kth_eigvalsh(A, k, backend=backend), rtol=0, atol=TOL[dtype] * n)
+    if dtype == torch.float64 and batch and not repeated:
+        g = torch.as_tensor(rng.normal(size=(batch, count)), device=device)
+        leaf = A.clone().requires_grad_(True)
+        (kth_eigvalsh(leaf, indices, backend=backend) * g).sum().backward()
+        one_by_one = A.clone().requires_grad_(True)
+        sum((kth_eigvalsh(one_by_one, k, backend=backend) * g[:, j]).sum() for j, k in enumerate(indices)).backward()
+        torch.testing.assert_close(leaf.grad, one_by_one.grad, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_gradcheck_several_indices(device, backend):
+    M = torch.randn(3, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
+
+    def f(M):
+        return kth_eigvalsh((M + M.mT) / 2, [2, 3, 7], backend=backend)
+
+    assert torch.autograd.gradcheck(f, (M.requires_grad_(True),), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,match", [([1, 1], "distinct"), ([2, -3], "distinct"), ([], "distinct"), ([0, 5], "out of range")])
+def test_several_indices_errors(k, match):
+    A = torch.eye(5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        kth_eigvalsh(A, k)

@@ -126,3 +126,28 @@ def test_the_gather_path_is_the_dense_models_forward_and_gradient(spec_name, str
         outputs.append([out.detach()] + [p.grad.clone() for p in model.parameters()])
     for a, b in zip(*outputs):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 9), models=st.integers(1, 3), B=st.integers(0, 10), dense=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_several_indices_gather_once_and_equal_one_index_at_a_time(n, models, B, dense, seed):
+    """A tuple of indices: (B, models, K) values and summed gradients, as one call per index."""
+    rng = np.random.default_rng(seed)
+    table, extra = _tables(rng, models, 4, 2, n, dense)
+    diagonal = torch.as_tensor(np.sort(rng.normal(size=(models, n)), axis=1))
+    rows = torch.as_tensor(rng.integers(-1, 6, (B, 3)))
+    weights = torch.as_tensor(rng.normal(size=(B, 3)))
+    ks = tuple(sorted(int(i) for i in rng.choice(n, min(3, n), replace=False)))
+    g = torch.as_tensor(rng.normal(size=(B, models, len(ks))))
+    backend = REGISTRY[GATHERING[0]]
+    together = [t.clone().requires_grad_(True) for t in (table, extra, diagonal)]
+    values = kth_eigvalsh_gathered(*together, rows, weights, ks, backend, dense=dense)
+    assert values.shape == (B, models, len(ks))
+    (values * g).sum().backward()
+    apart = [t.clone().requires_grad_(True) for t in (table, extra, diagonal)]
+    each = torch.stack([kth_eigvalsh_gathered(*apart, rows, weights, k, backend, dense=dense) for k in ks], dim=-1)
+    (each * g).sum().backward()
+    torch.testing.assert_close(values.detach(), each.detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(together, apart):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)

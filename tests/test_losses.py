@@ -57,3 +57,54 @@ def test_penalty_reads_the_models_feature_matrices():
     value = make_penalty(model, alpha=2.0, spectral_penalty=0.1, total_weight=10.0)()
     expected = 0.5 * 2.0 * A.square().sum() / 10.0 + 0.1 * torch.linalg.matrix_norm(A, ord=2).sum()
     np.testing.assert_allclose(value.detach(), expected, rtol=1e-10)
+
+
+# ---- regression losses beyond the squared error (issue 23) -------------------------------------
+def test_regression_losses_are_scikit_learns_metrics():
+    """In the estimator's model space: identity-link losses on standardised targets (times the
+    scale in y's units), log-link losses on y with the offset added to the output; the values are
+    scikit-learn's (mean absolute error, pinball, Poisson and gamma deviances, huber by hand)."""
+    from sklearn.metrics import mean_absolute_error, mean_gamma_deviance, mean_pinball_loss, mean_poisson_deviance
+
+    from skspectral._losses import regression_loss
+
+    rng = np.random.default_rng(0)
+    out, t, w = rng.normal(size=60), rng.normal(size=60), rng.uniform(0.2, 2, 60)
+    T = lambda a: torch.as_tensor(a)  # noqa: E731
+    mae = regression_loss("absolute_error")
+    np.testing.assert_allclose(mae.fn(T(out), T(t), T(w)), mean_absolute_error(t, out, sample_weight=w))
+    levels = [0.1, 0.5, 0.8]
+    pinball = regression_loss("quantile", quantiles=levels)
+    many = np.column_stack([out + i for i in range(3)])
+    expected = np.mean([mean_pinball_loss(t, many[:, i], alpha=q, sample_weight=w) for i, q in enumerate(levels)])
+    np.testing.assert_allclose(pinball.fn(T(many), T(t), T(w)), expected, rtol=1e-12)
+    delta = 0.7
+    r = np.abs(out - t)
+    huber = np.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))
+    np.testing.assert_allclose(regression_loss("huber", delta=delta).fn(T(out), T(t), T(w)), np.average(huber, weights=w))
+    counts = rng.poisson(2.0, 60).astype(float)
+    offset = 0.4
+    np.testing.assert_allclose(regression_loss("poisson", offset=offset).fn(T(out), T(counts), T(w)),
+                               mean_poisson_deviance(counts, np.exp(out + offset), sample_weight=w), rtol=1e-12)
+    positive = counts + 0.5
+    np.testing.assert_allclose(regression_loss("gamma", offset=offset).fn(T(out), T(positive), T(w)),
+                               mean_gamma_deviance(positive, np.exp(out + offset), sample_weight=w), rtol=1e-12)
+    # log-link members are averaged in the target's space
+    members = T(rng.normal(size=(5, 4)))
+    np.testing.assert_allclose(regression_loss("poisson").combine_members(members).exp(),
+                               members.exp().mean(dim=1), rtol=1e-12)
+    with pytest.raises(ValueError, match="Unknown regression loss 'tweedie'"):
+        regression_loss("tweedie")
+
+
+@pytest.mark.parametrize("name", ["absolute_error", "huber", "quantile"])
+def test_identity_link_floors_are_a_constants_loss(name):
+    from skspectral._losses import regression_loss
+
+    rng = np.random.default_rng(1)
+    t, w = rng.standard_cauchy(200), rng.uniform(0.5, 1.5, 200)
+    loss = regression_loss(name, quantiles=[0.2, 0.9], delta=1.0)
+    floor = loss.constant_floor(t, w)
+    for c in np.linspace(-3, 3, 25):  # no constant does better (to the resolution of the grid)
+        out = torch.full((200, 2) if name == "quantile" else (200,), float(c), dtype=torch.float64)
+        assert float(loss.fn(out, torch.as_tensor(t), torch.as_tensor(w))) >= floor - 1e-9

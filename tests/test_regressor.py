@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -250,3 +252,191 @@ def test_cuda_fitted_pickle_predicts_on_cpu(gpu_data, monkeypatch):
     loaded = pickle.loads(blob)
     assert loaded._predict_device()[0].type == "cpu"
     np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-4, atol=1e-5)
+
+
+# ---- losses beyond the squared error, quantiles that never cross (issue 23) ----------------------
+def heteroscedastic(seed=0, n=1500):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 3))
+    y = X[:, 0] + (0.3 + np.abs(X[:, 1])) * rng.normal(size=n)
+    return X, y
+
+
+QUANTILE_VARIANTS = {
+    "dense, members": dict(n_estimators=3),
+    "tridiagonal": dict(structure="tridiagonal", dim=12, n_estimators=1),
+    "monotone, members": dict(monotonic_cst=[1, 0, 0], n_estimators=2),
+    "smoothed": dict(smoothing=0.1, n_estimators=1),
+}
+
+
+@pytest.fixture(scope="module")
+def quantile_models():
+    X, y = heteroscedastic(1, n=400)
+    params = dict(dim=6, max_iter=4, learning_rate_init=0.02, random_state=0, device="cpu", loss="quantile",
+                  quantile=[0.05, 0.5, 0.95])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return {name: SpectralRegressor(**{**params, **options}).fit(X, y) for name, options in QUANTILE_VARIANTS.items()}
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1.0, 1e3, 1e8]))
+def test_predicted_quantiles_never_cross_on_any_input(quantile_models, seed, scale):
+    """Eigenvalues k1 < k2 < k3 of one matrix, made non-decreasing exactly: for every variant, on
+    inputs far outside the training range too (clipping off), the columns are ordered to the bit."""
+    rng = np.random.RandomState(seed % (2**32 - 1))
+    X = rng.standard_cauchy(size=(50, 3)) * scale
+    for name, est in quantile_models.items():
+        for clip in (True, False):
+            predicted = est.set_params(clip_features=clip).predict(X)
+            assert predicted.shape == (50, 3)
+            assert (np.diff(predicted, axis=1) >= 0).all(), name
+
+
+def test_quantiles_cover_their_levels_and_share_one_certified_bound():
+    X, y = heteroscedastic(2, n=3000)
+    X_test, y_test = heteroscedastic(3, n=2000)
+    est = SpectralRegressor(dim=8, max_iter=40, learning_rate_init=0.01, random_state=0, device="cpu",
+                            loss="quantile", quantile=[0.9, 0.1, 0.5]).fit(X, y)  # levels in any order
+    predicted = est.predict(X_test)
+    coverage = (y_test[:, None] <= predicted).mean(axis=0)
+    np.testing.assert_allclose(coverage, [0.1, 0.5, 0.9], atol=0.05)
+    interval = predicted[:, 2] - predicted[:, 0]
+    assert np.corrcoef(interval, np.abs(X_test[:, 1]))[0, 1] > 0.5  # wider where the noise is
+    sensitivities = est.feature_sensitivities_
+    assert sensitivities.shape == (3, 3) and (sensitivities == sensitivities[0]).all()
+    assert est.sensitivity_bound(np.ones(3)).shape == (3,)
+    assert est.score(X_test, y_test) > 0.2  # R^2 of the median's column
+
+
+@pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile", "poisson", "gamma"])
+def test_each_loss_early_stops_on_itself_and_takes_sample_weights(loss):
+    """The held-out score is the loss itself (negated) of the restored best model; integer
+    weights train as repeated rows."""
+    from sklearn.metrics import mean_absolute_error, mean_gamma_deviance, mean_pinball_loss, mean_poisson_deviance
+
+    from skspectral._preprocessing import validation_split
+
+    X, y = heteroscedastic(4, n=1600)
+    if loss in ("poisson", "gamma"):
+        y = np.random.RandomState(4).poisson(np.exp(0.5 * X[:, 0])).astype(float) + (loss == "gamma") * 0.5
+    params = dict(dim=6, max_iter=30, learning_rate_init=0.02, random_state=0, device="cpu", loss=loss,
+                  quantile=0.8, early_stopping=True, n_iter_no_change=3, learning_rate_schedule="constant")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = SpectralRegressor(**params).fit(X, y)
+    _, held = validation_split(len(X), 0.1, np.random.RandomState(est._seed()))
+    p = est.predict(X[held])
+    score = {"absolute_error": lambda: -mean_absolute_error(y[held], p),
+             "quantile": lambda: -mean_pinball_loss(y[held], p, alpha=0.8),
+             "poisson": lambda: -mean_poisson_deviance(y[held], p),
+             "gamma": lambda: -mean_gamma_deviance(y[held], p)}.get(loss)
+    if score is not None:
+        np.testing.assert_allclose(est.best_validation_score_, score(), rtol=1e-9)
+    assert {f"train_{est._loss().metric}"} <= set(est.history_[-1])
+    counts = np.random.RandomState(5).randint(0, 3, len(y))
+    short = dict(params, max_iter=2, early_stopping=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = SpectralRegressor(**short).fit(X, y, sample_weight=counts.astype(float))
+        repeated = SpectralRegressor(**short).fit(X.repeat(counts, axis=0), y.repeat(counts))
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-2, 1.0, 10.0]))
+def test_a_log_links_bound_is_on_the_log_of_the_prediction(seed, scale):
+    """log(prediction) moves by at most the certified bound (members: their largest bound, as
+    they are averaged in the target's space)."""
+    est = _log_link_model()
+    rng = np.random.RandomState(seed % (2**32 - 1))
+    X = rng.normal(size=(20, 3))
+    delta = rng.standard_cauchy(size=(20, 3)) * scale
+    change = np.abs(np.log(est.predict(X + delta)) - np.log(est.predict(X)))
+    assert (change <= est.sensitivity_bound(delta) * (1 + 1e-9) + 1e-12).all()
+
+
+_LOG_LINK = {}
+
+
+def _log_link_model():
+    if not _LOG_LINK:
+        X, _ = heteroscedastic(6, n=600)
+        y = np.random.RandomState(6).poisson(np.exp(0.7 * X[:, 0] - 0.3 * X[:, 2])).astype(float)
+        _LOG_LINK["model"] = SpectralRegressor(dim=6, max_iter=8, n_estimators=3, loss="poisson", random_state=0,
+                                               device="cpu", clip_features=False).fit(X, y)
+    return _LOG_LINK["model"]
+
+
+@pytest.mark.parametrize("params,y_kind,match", [
+    (dict(loss="poisson"), "negative", r'loss="poisson" needs targets y >= 0'),
+    (dict(loss="poisson"), "zeros", "positive weighted mean"),
+    (dict(loss="gamma"), "zeros", r'loss="gamma" needs every target y > 0'),
+    (dict(loss="quantile"), "normal", 'loss="quantile" needs quantile'),
+    (dict(loss="quantile", quantile=[0.2, 0.2]), "normal", "holds a level twice"),
+    (dict(loss="quantile", quantile=[0.1, 0.3, 0.5, 0.7, 0.9], dim=4), "normal", "5 quantiles need dim >= 5"),
+])
+def test_losses_check_their_targets_and_levels_at_fit(params, y_kind, match):
+    X, _ = heteroscedastic(7, n=50)
+    y = {"negative": np.arange(50.0) - 3, "zeros": np.zeros(50), "normal": np.random.RandomState(0).normal(size=50)}[y_kind]
+    with pytest.raises(ValueError, match=match):
+        SpectralRegressor(max_iter=1, device="cpu", **params).fit(X, y)
+    with pytest.raises(ValueError, match="quantile"):
+        SpectralRegressor(loss="quantile", quantile=1.5, max_iter=1).fit(X, np.ones(50))
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "absolute_error", "huber", "quantile", "poisson", "gamma"])
+def test_every_loss_learns_the_same_model_in_any_units_of_y(loss):
+    """y in cents instead of dollars: the same steps (the model learns y standardised, or over
+    its mean for a log link), so the predictions are 100 times larger and the reported loss is
+    in the new units (a Poisson deviance scales with y, a gamma deviance not at all)."""
+    X, y = heteroscedastic(8, n=300)
+    if loss in ("poisson", "gamma"):
+        y = np.random.RandomState(8).poisson(np.exp(0.5 * X[:, 0])).astype(float) + 0.5
+    params = dict(dim=5, max_iter=5, random_state=0, device="cpu", loss=loss, quantile=0.3, huber_delta=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dollars = SpectralRegressor(**params).fit(X, y)
+        cents = SpectralRegressor(**params).fit(X, 100 * y)
+    np.testing.assert_allclose(cents.predict(X), 100 * dollars.predict(X), rtol=1e-9)
+    np.testing.assert_allclose(cents.feature_sensitivities_,
+                               dollars.feature_sensitivities_ * (1 if loss in ("poisson", "gamma") else 100), rtol=1e-9)
+    metric = f"train_{dollars._loss().metric}"
+    power = {"huber": 2, "gamma": 0}.get(loss, 1)
+    np.testing.assert_allclose(cents.history_[-1][metric], 100**power * dollars.history_[-1][metric], rtol=1e-9)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile", "poisson", "gamma"])
+def test_each_loss_on_cuda_is_the_cpu_fit(gpu_data, loss):
+    """float64, no shuffling: the CUDA fit (the fused kernel, steps replayed from a CUDA graph)
+    predicts what the CPU fit does; several quantiles from one launch never cross."""
+    X, y = gpu_data
+    y = np.exp(y / np.std(y)) if loss in ("poisson", "gamma") else y
+    params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False, loss=loss,
+                  quantile=[0.05, 0.5, 0.95] if loss == "quantile" else None)
+    gpu = SpectralRegressor(device="cuda", **params).fit(X, y)
+    cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
+    if loss == "quantile":
+        fast = SpectralRegressor(device="cuda", dim=16, max_iter=10, random_state=0, loss=loss,
+                                 quantile=[0.05, 0.5, 0.95]).fit(X, y)  # float32, the defaults' path
+        far = np.random.RandomState(1).standard_cauchy(size=(2000, X.shape[1])) * 1e4
+        assert (np.diff(fast.set_params(clip_features=False).predict(far), axis=1) >= 0).all()
+
+
+def test_split_conformal_wrapping_with_mapie():
+    """MAPIE's split-conformal regressor takes the estimator as any scikit-learn regressor; its
+    calibrated 90 % intervals cover about 90 % of fresh rows."""
+    pytest.importorskip("mapie")
+    from mapie.regression import SplitConformalRegressor
+
+    X, y = heteroscedastic(5, n=4000)
+    X_test, y_test = heteroscedastic(6, n=2000)
+    wrapped = SplitConformalRegressor(SpectralRegressor(dim=6, max_iter=15, random_state=0, device="cpu"),
+                                      confidence_level=0.9, prefit=False)
+    wrapped.fit(X[:2500], y[:2500]).conformalize(X[2500:], y[2500:])
+    points, intervals = wrapped.predict_interval(X_test)
+    covered = np.mean((y_test >= intervals[:, 0, 0]) & (y_test <= intervals[:, 1, 0]))
+    assert points.shape == (2000,) and abs(covered - 0.9) < 0.03, covered

@@ -120,7 +120,8 @@ def _check_matrices(A) -> int:
 
 
 class _KthEigvalsh(torch.autograd.Function):
-    """lambda_k of a (B, n, n) batch; backward g * q_k q_k^T (symmetric, as torch.linalg)."""
+    """lambda_k of a (B, n, n) batch; backward g * q_k q_k^T (symmetric, as torch.linalg). A tuple
+    of indices (a backend with several_k): values (B, K), backward sum_j g_j q_j q_j^T."""
 
     @staticmethod
     def forward(ctx, A, k, lower, backend):
@@ -136,18 +137,24 @@ class _KthEigvalsh(torch.autograd.Function):
                 "would need the other eigenpairs and is not implemented."
             )
         (vector,) = ctx.saved_tensors
+        if vector.dim() == 3:  # several indices: (B, n, K) @ (B, K, n)
+            return (vector * grad_value.unsqueeze(-1)).mT @ vector, None, None, None
         # two kernels: (g q) first on B x n, then the outer product (unsqueeze: cheaper than [:, None])
         grad_A = (vector * grad_value.unsqueeze(-1)).unsqueeze(-1) * vector.unsqueeze(-2)
         return grad_A, None, None, None
 
 
-def kth_eigvalsh_unchecked(A: torch.Tensor, k: int, backend: EigenBackend, lower: bool = True) -> torch.Tensor:
+def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: bool = True) -> torch.Tensor:
     """:func:`kth_eigvalsh` for callers that have validated once already (the model's forward).
 
-    ``A`` (..., n, n) float32/float64 on a device ``backend`` supports, k in [0, n).
+    ``A`` (..., n, n) float32/float64 on a device ``backend`` supports, k in [0, n), or a tuple of
+    ascending such indices: values (..., K), from one reduction per matrix where the backend
+    offers it (``several_k``), else one call per index.
     """
+    if isinstance(k, tuple) and not backend.several_k:
+        return torch.stack([kth_eigvalsh_unchecked(A, kj, backend, lower) for kj in k], dim=-1)
     n = A.shape[-1]
-    batch_shape = A.shape[:-2]
+    batch_shape = A.shape[:-2] + ((len(k),) if isinstance(k, tuple) else ())
     batch = A.reshape(-1, n, n)
     if batch.shape[0] == 0:
         return A.new_empty(batch_shape) + 0 * A.sum()  # keeps the graph for empty batches
@@ -160,7 +167,7 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k: int, backend: EigenBackend, lower
     return values.reshape(batch_shape)
 
 
-def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = "auto") -> torch.Tensor:
+def kth_eigvalsh(A: torch.Tensor, k, *, lower: bool = True, backend: str = "auto") -> torch.Tensor:
     """The k-th smallest eigenvalue of each symmetric matrix in ``A``.
 
     Parameters
@@ -168,9 +175,12 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     A : Tensor of shape (..., n, n), float32 or float64, on any device.
         Symmetric matrices, read from the lower (``lower=True``) or upper
         triangle only, as ``torch.linalg.eigvalsh(UPLO=...)``.
-    k : int
+    k : int, or a list or tuple of int
         Index in ascending order; negative values count from the largest
-        (``k=-1`` is the largest eigenvalue).
+        (``k=-1`` is the largest eigenvalue). A sequence of distinct indices
+        gives one value per index (a last axis, in the order given), from one
+        reduction per matrix where the backend offers it ("kernel", "numba",
+        "torch"): several eigenvalues for little more than the price of one.
     lower : bool, default True
         Which triangle to read.
     backend : {"auto", "torch", "cupy", "kernel", "numba"}, default "auto"
@@ -184,7 +194,8 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
 
     Returns
     -------
-    Tensor of shape (...,), same dtype and device as ``A``.
+    Tensor of shape (...,), or (..., len(k)) for a sequence, same dtype and
+    device as ``A``.
 
     Differentiable once: the gradient is ``g * q_k q_k^T`` for the unit
     eigenvector ``q_k`` (at a repeated eigenvalue, a valid Clarke
@@ -194,6 +205,15 @@ def kth_eigvalsh(A: torch.Tensor, k: int, *, lower: bool = True, backend: str = 
     n = _check_matrices(A)
     if not isinstance(lower, bool):
         raise TypeError(f"lower must be a bool, got {lower!r}.")
-    k = check_eigval_index(k, n)
     batch_size = A.reshape(-1, n, n).shape[0]
-    return kth_eigvalsh_unchecked(A, k, select_backend(backend, A.device, n, A.dtype, batch_size), lower)
+    chosen = select_backend(backend, A.device, n, A.dtype, batch_size)
+    if not isinstance(k, (list, tuple)):  # one index (check_eigval_index says what else is wrong)
+        return kth_eigvalsh_unchecked(A, check_eigval_index(k, n), chosen, lower)
+    indices = [check_eigval_index(kj, n) for kj in k]
+    if not indices or len(set(indices)) != len(indices):
+        raise ValueError(f"k as a sequence needs distinct indices (after counting negative ones from the top), got {k!r}.")
+    ascending = tuple(sorted(indices))
+    values = kth_eigvalsh_unchecked(A, ascending, chosen, lower)
+    if list(ascending) == indices:
+        return values
+    return values[..., [ascending.index(kj) for kj in indices]]

@@ -31,6 +31,10 @@ class EigenBackend:
     (values (B,), unit vectors (B, n))``; k is already in [0, n), A is
     contiguous, on a supported device, float32 or float64, and non-finite
     entries in the triangle that is read must give NaN for that matrix.
+    A backend with ``several_k`` also takes k as a tuple of K ascending indices
+    in ``eigvalsh_k``, ``eigh_k`` and ``gathered_k`` -- values (B, K), vectors
+    (B, K, n), each matrix reduced once for all of them; for the others the
+    caller solves one index at a time.
     """
 
     name: str
@@ -62,6 +66,8 @@ class EigenBackend:
     # assembles dense matrices with a matmul).
     gathered_k: Callable | None = None
     gathered_grad: Callable | None = None
+    # Takes a tuple of indices in one call (see above): one reduction for several eigenvalues.
+    several_k: bool = False
 
     def supports(self, device_type: str, n: int) -> bool:
         return device_type in self.device_types and (self.max_n is None or n <= self.max_n)

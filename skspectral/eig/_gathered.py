@@ -43,6 +43,8 @@ class _KthEigvalshGathered(torch.autograd.Function):
         g = grad_values.contiguous()
         grad_table, grad_extra = ctx.backend.gathered_grad(g, vectors, rows, weights, *ctx.shapes, ctx.dense)
         grad_diagonal = (g.unsqueeze(-1) * vectors * vectors).sum(0)
+        if grad_diagonal.dim() == 3:  # several indices: (models, K, n), summed over them
+            grad_diagonal = grad_diagonal.sum(1)
         return grad_table, grad_extra, grad_diagonal, None, None, None, None, None
 
 
@@ -60,20 +62,28 @@ def gathered_matrices(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.
 
 
 def kth_eigvalsh_gathered(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
-                          weights: torch.Tensor, k: int, backend: EigenBackend, *, dense: bool = True) -> torch.Tensor:
+                          weights: torch.Tensor, k, backend: EigenBackend, *, dense: bool = True) -> torch.Tensor:
     """lambda_k of every gathered matrix, shape (B, models), for validated inputs: table (models,
     R, n*n or 2n) and extra (models, R', same) of one dtype, diagonal (models, n), rows (B, T) int64
-    in [-1, R + R'), weights (B, T) of table's dtype, k in [0, n). A backend without ``gathered_k``
-    gets the torch reference: the gathered matrices, then its own dense or tridiagonal solver."""
+    in [-1, R + R'), weights (B, T) of table's dtype, k in [0, n) -- or a tuple of ascending
+    indices: (B, models, K), each matrix assembled once (and reduced once where the backend has
+    ``several_k``). A backend without ``gathered_k`` gets the torch reference: the gathered
+    matrices, then its own dense or tridiagonal solver."""
     if backend.gathered_k is None or table.device.type not in backend.device_types:
         if dense:
             return kth_eigvalsh_unchecked(gathered_matrices(table, extra, diagonal, rows, weights, True), k, backend)
         d, e = gathered_matrices(table, extra, diagonal, rows, weights, False)
+        if isinstance(k, tuple):
+            return torch.stack([kth_eigvalsh_tridiagonal_unchecked(d, e, kj, backend) for kj in k], dim=-1)
         return kth_eigvalsh_tridiagonal_unchecked(d, e, k, backend)
+    if isinstance(k, tuple) and not backend.several_k:
+        return torch.stack([kth_eigvalsh_gathered(table, extra, diagonal, rows, weights, kj, backend, dense=dense)
+                            for kj in k], dim=-1)
     rows, weights, diagonal = rows.contiguous(), weights.contiguous(), diagonal.contiguous()
     table, extra = table.contiguous(), extra.contiguous()
     if rows.shape[0] == 0:
-        return table.new_empty((0, diagonal.shape[0])) + 0 * (table.sum() + extra.sum() + diagonal.sum())
+        return (table.new_empty((0, diagonal.shape[0]) + ((len(k),) if isinstance(k, tuple) else ()))
+                + 0 * (table.sum() + extra.sum() + diagonal.sum()))
     if torch.is_grad_enabled() and (table.requires_grad or extra.requires_grad or diagonal.requires_grad):
         return _KthEigvalshGathered.apply(table, extra, diagonal, rows, weights, k, dense, backend)
     return backend.gathered_k(table.detach(), extra.detach(), diagonal.detach(), rows, weights, k, dense, False)[0]

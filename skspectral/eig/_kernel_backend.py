@@ -79,18 +79,35 @@ def _one_by_one(A: torch.Tensor, want_vector: bool):
     return value, vector
 
 
-def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
+def _stride(k: tuple) -> int | None:
+    """The common step of evenly spaced ascending indices (1 for one index), else None."""
+    step = k[1] - k[0] if len(k) > 1 else 1
+    return step if step > 0 and list(k) == list(range(k[0], k[0] + step * len(k), step)) else None
+
+
+def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
+    """One launch for an index, or for a tuple of evenly spaced indices (values (B, K), vectors
+    (B, K, n): one reduction per matrix); other tuples one launch per index."""
     B, n = A.shape[0], A.shape[-1]
+    several = isinstance(k, tuple)
+    if several and (n == 1 or _stride(k) is None):
+        pairs = [_launch(A, kj, lower, want_vector) for kj in k]
+        return (torch.stack([p[0] for p in pairs], dim=1),
+                torch.stack([p[1] for p in pairs], dim=1) if want_vector else None)
     if n == 1:
         return _one_by_one(A, want_vector)
-    value = torch.empty(B, dtype=A.dtype, device=A.device)
-    vector = torch.empty(B, n, dtype=A.dtype, device=A.device) if want_vector else value
+    first, count, stride = (k[0], len(k), _stride(k)) if several else (k, 1, 1)
+    lead = (B, count) if several else (B,)
+    value = torch.empty(lead, dtype=A.dtype, device=A.device)
+    vector = torch.empty(lead + (n,), dtype=A.dtype, device=A.device) if want_vector else value
     index = A.device.index
     args = (
         np.uint64(A.data_ptr()),
         np.uint64(value.data_ptr()),
         np.uint64(vector.data_ptr()),
-        np.int32(k),
+        np.int32(first),
+        np.int32(count),
+        np.int32(stride),
         np.int32(lower),
         np.int32(want_vector),
     )
@@ -142,13 +159,15 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector
     return value, (vector if want_vector else None)
 
 
-def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
-    """k-th eigenvalue of each matrix of a contiguous CUDA (B, n, n) batch; NaN where A is not finite."""
+def eigvalsh_k(A: torch.Tensor, k, lower: bool) -> torch.Tensor:
+    """k-th eigenvalue of each matrix of a contiguous CUDA (B, n, n) batch, (B, K) for a tuple of
+    indices; NaN where A is not finite."""
     return _launch(A, k, lower, want_vector=False)[0]
 
 
-def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CUDA batch."""
+def eigh_k(A: torch.Tensor, k, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CUDA batch; (B, K) and
+    (B, K, n) for a tuple of indices."""
     return _launch(A, k, lower, want_vector=True)
 
 
@@ -162,4 +181,5 @@ BACKEND = EigenBackend(
     is_available=is_available,
     require=lambda: import_cupy("backend='kernel'"),
     tridiagonal_k=tridiagonal_k,  # any n: a warp per matrix (_tridiagonal_source.cu)
+    several_k=True,  # evenly spaced indices in one launch (the model's quantiles), others one by one
 )

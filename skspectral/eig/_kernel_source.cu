@@ -94,7 +94,7 @@ __device__ __forceinline__ int sturm_count(const real* d, const real* e2, real x
 
 extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     const real* __restrict__ input, real* __restrict__ value, real* __restrict__ vector,
-    const int k, const int lower, const int want_vector)
+    const int k_first, const int count, const int stride, const int lower, const int want_vector)
 {
     __shared__ __align__(16) real store[STORE_ELEMS];  // staging copy, then the reflectors
     __shared__ __align__(16) real w_shared[LDV];
@@ -124,8 +124,8 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     amax = warp_max(amax);
     if (lane == 0) red[0][r >> 5] = amax;
     if (__syncthreads_or(bad)) {
-        if (r == 0) value[b] = nan_value;
-        if (want_vector) for (int i = r; i < N; i += 32 * NW) vector[b * N + i] = nan_value;
+        if (r < count) value[b * count + r] = nan_value;
+        if (want_vector) for (int i = r; i < N * count; i += 32 * NW) vector[b * N * count + i] = nan_value;
         return;
     }
     amax = red[0][0];
@@ -135,8 +135,9 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     if (amax > 0) frexp(amax, &exponent);
     exponent = max(exponent, MIN_EXP);  // a tiny matrix is scaled up only as far as is finite
     if (amax == 0) {  // the zero matrix: lambda_k = 0 exactly, q_k = e_k
-        if (r == 0) value[b] = 0;
-        if (want_vector) for (int i = r; i < N; i += 32 * NW) vector[b * N + i] = (i == k) ? 1 : 0;
+        if (r < count) value[b * count + r] = 0;
+        if (want_vector)
+            for (int i = r; i < N * count; i += 32 * NW) vector[b * N * count + i] = (i % N == k_first + (i / N) * stride) ? 1 : 0;
         return;
     }
     const real scale = ldexp((real)1, -exponent);  // power of two: exact
@@ -206,8 +207,9 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     __syncthreads();
     if (r >= 32) return;  // warp 0 finishes alone: no block barriers below
 
-    // 3. lambda_k by multisection on warp 0
-    real lo = 0, hi = 0, emax2 = 0;
+    // 3. lambda_k by multisection on warp 0, for each k = k_first + j * stride, j < count (the
+    //    reduction above is shared: each further index costs its multisection and vector only)
+    real glo_all = 0, ghi_all = 0, emax2 = 0;
     {
         real glo = INF, ghi = -INF;
         for (int i = lane; i < N; i += 32) {
@@ -221,84 +223,90 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
         ghi = warp_max(ghi);
         emax2 = warp_max(emax2);
         const real width = fmax(ghi - glo, (real)1) * (2 * EPS);
-        lo = glo - width;
-        hi = ghi + width;
+        glo_all = glo - width;
+        ghi_all = ghi + width;
     }
     __syncwarp();
-    const real tnorm = fmax(fabs(lo), fabs(hi));
+    const real tnorm = fmax(fabs(glo_all), fabs(ghi_all));
     const real pivmin = SAFE_MIN * fmax((real)1, emax2);
-    for (int it = 0; it < ITERS; ++it) {
-        const real h = (hi - lo) / 33;
-        const real x = lo + (lane + 1) * h;
-        const unsigned below = __ballot_sync(0xffffffffu, sturm_count(d, e2, x, pivmin) <= k);
-        const int j = __popc(below);  // counts grow with x: lanes 0..j-1 lie below lambda_k
-        const real new_lo = j > 0 ? lo + j * h : lo;
-        const real new_hi = j < 32 ? lo + (j + 1) * h : hi;
-        lo = new_lo;
-        hi = fmax(new_hi, new_lo);
-        if (hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi))) break;
-    }
-    const real lambda = lo + (hi - lo) / 2;
-    if (lane == 0) value[b] = lambda / scale;
-    if (!want_vector) return;
+    for (int jk = 0; jk < count; ++jk) {
+        const int k = k_first + jk * stride;
+        const long long out = b * count + jk;  // this index's value; its vector at out * N
+        real lo = glo_all, hi = ghi_all;
+        for (int it = 0; it < ITERS; ++it) {
+            const real h = (hi - lo) / 33;
+            const real x = lo + (lane + 1) * h;
+            const unsigned below = __ballot_sync(0xffffffffu, sturm_count(d, e2, x, pivmin) <= k);
+            const int j = __popc(below);  // counts grow with x: lanes 0..j-1 lie below lambda_k
+            const real new_lo = j > 0 ? lo + j * h : lo;
+            const real new_hi = j < 32 ? lo + (j + 1) * h : hi;
+            lo = new_lo;
+            hi = fmax(new_hi, new_lo);
+            if (hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi))) break;
+        }
+        const real lambda = lo + (hi - lo) / 2;
+        if (lane == 0) value[out] = lambda / scale;
+        if (!want_vector) continue;
 
-    // 4. eigenvector: inverse iteration on T (lane 0), then the back-transform (warp 0)
-    if (lane == 0) {
-        const real small = tnorm > 0 ? EPS * tnorm : (real)1;
-        real cd = d[0] - lambda, cs = N > 1 ? e[0] : (real)0;
-        for (int i = 0; i < N - 1; ++i) {
-            const real bi = e[i], an = d[i + 1] - lambda, cn = (i + 1 < N - 1) ? e[i + 1] : (real)0;
-            if (fabs(cd) >= fabs(bi)) {
-                const real pivot = cd != 0 ? cd : small;
-                mult[i] = bi / pivot; u0[i] = pivot; u1[i] = cs; u2[i] = 0; swapped[i] = 0;
-                cd = an - mult[i] * cs; cs = cn;
-            } else {
-                const real l = cd / bi;
-                mult[i] = l; u0[i] = bi; u1[i] = an; u2[i] = cn; swapped[i] = 1;
-                cd = cs - l * an; cs = -l * cn;
-            }
-        }
-        u0[N - 1] = cd;
-        for (int i = 0; i < N; ++i)  // u0 now holds reciprocal pivots: the solves only multiply
-            u0[i] = 1 / (fabs(u0[i]) < small ? (u0[i] < 0 ? -small : small) : u0[i]);
-        for (int i = 0; i < N; ++i) y[i] = 1 + (real)((i * 7) % 11) / 16;  // no special structure
-        // lambda is accurate to rounding, so the first solve already lands on q_k unless the
-        // start vector is nearly orthogonal to it; the second makes sure.
-        for (int solve = 0; solve < 2; ++solve) {
+        // 4. eigenvector: inverse iteration on T (lane 0), then the back-transform (warp 0)
+        if (lane == 0) {
+            const real small = tnorm > 0 ? EPS * tnorm : (real)1;
+            real cd = d[0] - lambda, cs = N > 1 ? e[0] : (real)0;
             for (int i = 0; i < N - 1; ++i) {
-                if (swapped[i]) { const real t = y[i]; y[i] = y[i + 1]; y[i + 1] = t - mult[i] * y[i]; }
-                else y[i + 1] -= mult[i] * y[i];
+                const real bi = e[i], an = d[i + 1] - lambda, cn = (i + 1 < N - 1) ? e[i + 1] : (real)0;
+                if (fabs(cd) >= fabs(bi)) {
+                    const real pivot = cd != 0 ? cd : small;
+                    mult[i] = bi / pivot; u0[i] = pivot; u1[i] = cs; u2[i] = 0; swapped[i] = 0;
+                    cd = an - mult[i] * cs; cs = cn;
+                } else {
+                    const real l = cd / bi;
+                    mult[i] = l; u0[i] = bi; u1[i] = an; u2[i] = cn; swapped[i] = 1;
+                    cd = cs - l * an; cs = -l * cn;
+                }
             }
-            y[N - 1] *= u0[N - 1];
-            y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) * u0[N - 2];
-            for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) * u0[i];
-            real ymax = 0;
-            for (int i = 0; i < N; ++i) ymax = fmax(ymax, fabs(y[i]));
-            const real inv = 1 / ymax;
-            for (int i = 0; i < N; ++i) y[i] *= inv;
+            u0[N - 1] = cd;
+            for (int i = 0; i < N; ++i)  // u0 now holds reciprocal pivots: the solves only multiply
+                u0[i] = 1 / (fabs(u0[i]) < small ? (u0[i] < 0 ? -small : small) : u0[i]);
+            for (int i = 0; i < N; ++i) y[i] = 1 + (real)((i * 7) % 11) / 16;  // no special structure
+            // lambda is accurate to rounding, so the first solve already lands on q_k unless the
+            // start vector is nearly orthogonal to it; the second makes sure.
+            for (int solve = 0; solve < 2; ++solve) {
+                for (int i = 0; i < N - 1; ++i) {
+                    if (swapped[i]) { const real t = y[i]; y[i] = y[i + 1]; y[i + 1] = t - mult[i] * y[i]; }
+                    else y[i + 1] -= mult[i] * y[i];
+                }
+                y[N - 1] *= u0[N - 1];
+                y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) * u0[N - 2];
+                for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) * u0[i];
+                real ymax = 0;
+                for (int i = 0; i < N; ++i) ymax = fmax(ymax, fabs(y[i]));
+                const real inv = 1 / ymax;
+                for (int i = 0; i < N; ++i) y[i] *= inv;
+            }
         }
+        __syncwarp();
+        constexpr int PER_LANE = (N + 31) / 32;
+        real yl[PER_LANE];
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) yl[j] = (lane + 32 * j < N) ? y[lane + 32 * j] : (real)0;
+        for (int kk = N - 3; kk >= 0; --kk) {
+            const real tau = taus[kk];
+            if (tau == 0) continue;
+            const real* vk = store + kk * LDV;
+            real s = 0;
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) s += vk[lane + 32 * j] * yl[j];
+            s = tau * warp_sum(s);
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) yl[j] -= s * vk[lane + 32 * j];
+        }
+        real sq = 0;
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) sq += yl[j] * yl[j];
+        const real inv_norm = 1 / sqrt(warp_sum(sq));
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j)
+            if (lane + 32 * j < N) vector[out * N + lane + 32 * j] = yl[j] * inv_norm;
+        __syncwarp();  // every lane has read y before lane 0 writes the next index's
     }
-    __syncwarp();
-    constexpr int PER_LANE = (N + 31) / 32;
-    real yl[PER_LANE];
-#pragma unroll
-    for (int j = 0; j < PER_LANE; ++j) yl[j] = (lane + 32 * j < N) ? y[lane + 32 * j] : (real)0;
-    for (int kk = N - 3; kk >= 0; --kk) {
-        const real tau = taus[kk];
-        if (tau == 0) continue;
-        const real* vk = store + kk * LDV;
-        real s = 0;
-#pragma unroll
-        for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) s += vk[lane + 32 * j] * yl[j];
-        s = tau * warp_sum(s);
-#pragma unroll
-        for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) yl[j] -= s * vk[lane + 32 * j];
-    }
-    real sq = 0;
-#pragma unroll
-    for (int j = 0; j < PER_LANE; ++j) sq += yl[j] * yl[j];
-    const real inv_norm = 1 / sqrt(warp_sum(sq));
-#pragma unroll
-    for (int j = 0; j < PER_LANE; ++j)
-        if (lane + 32 * j < N) vector[b * N + lane + 32 * j] = yl[j] * inv_norm;
 }

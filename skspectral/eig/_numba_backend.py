@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import numpy as np
 import torch
 
 from ._backend import EigenBackend
@@ -81,67 +82,92 @@ def _run(serial, parallel, args: tuple, batch: int, work: int) -> None:
         serial(*args)
 
 
-def _launch_with(kernels, A: torch.Tensor, k: int, lower: bool, want_vector: bool):
+def _indices(k) -> np.ndarray:
+    """k (an int) or several indices (a tuple) as the kernels' int64 array."""
+    return np.atleast_1d(np.asarray(k, dtype=np.int64))
+
+
+def _outputs(lead: tuple, k, n: int, want_vector: bool, dtype):
+    """Values (*lead, K) and vectors (*lead, K, n or 1) for the kernels, and the shapes the caller
+    gets: without the index axis for one index (an int k)."""
+    K = len(_indices(k))
+    values = torch.empty(*lead, K, dtype=dtype)
+    vectors = torch.empty(*lead, K, n if want_vector else 1, dtype=dtype)
+    return values, vectors
+
+
+def _returned(values, vectors, k, want_vector: bool):
+    if isinstance(k, tuple):
+        return values, (vectors if want_vector else None)
+    return values.squeeze(-1), (vectors.squeeze(-2) if want_vector else None)
+
+
+def _launch_with(kernels, A: torch.Tensor, k, lower: bool, want_vector: bool):
     B, n = A.shape[0], A.shape[-1]
-    value = torch.empty(B, dtype=A.dtype)
-    vector = torch.empty(B, n if want_vector else 1, dtype=A.dtype)
-    args = (A.numpy(), lower, k, want_vector, value.numpy(), vector.numpy())
+    values, vectors = _outputs((B,), k, n, want_vector, A.dtype)
+    args = (A.numpy(), lower, _indices(k), want_vector, values.numpy(), vectors.numpy())
     _run(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
-    return value, (vector if want_vector else None)
+    return _returned(values, vectors, k, want_vector)
 
 
-def _launch(A: torch.Tensor, k: int, lower: bool, want_vector: bool):
+def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
     return _launch_with(_kernels(), A, k, lower, want_vector)
 
 
-def eigvalsh_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
-    """k-th eigenvalue of each matrix of a contiguous CPU (B, n, n) batch; NaN where A is not finite."""
+def eigvalsh_k(A: torch.Tensor, k, lower: bool) -> torch.Tensor:
+    """k-th eigenvalue (B,) of each matrix of a contiguous CPU (B, n, n) batch, or (B, K) for a
+    tuple of K indices (one reduction for all); NaN where A is not finite."""
     return _launch(A, k, lower, want_vector=False)[0]
 
 
-def eigh_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CPU batch."""
+def eigh_k(A: torch.Tensor, k, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-th eigenvalue (B,) and unit eigenvector (B, n) of a contiguous CPU batch; (B, K) and
+    (B, K, n) for a tuple of K indices."""
     return _launch(A, k, lower, want_vector=True)
 
 
-def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector: bool):
+def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k, want_vector: bool):
     """k-th eigenvalue (B,) and, with want_vector, unit eigenvector (B, n) of symmetric
-    tridiagonal matrices: contiguous CPU diagonals (B, n) and off-diagonals (B, n - 1)."""
+    tridiagonal matrices: contiguous CPU diagonals (B, n) and off-diagonals (B, n - 1); an
+    index axis after B for a tuple of indices."""
     kernels = _kernels()
     B, n = diagonal.shape
-    value = torch.empty(B, dtype=diagonal.dtype)
-    vector = torch.empty(B, n if want_vector else 1, dtype=diagonal.dtype)
-    args = (diagonal.numpy(), off.numpy(), k, want_vector, value.numpy(), vector.numpy())
+    values, vectors = _outputs((B,), k, n, want_vector, diagonal.dtype)
+    args = (diagonal.numpy(), off.numpy(), _indices(k), want_vector, values.numpy(), vectors.numpy())
     # a Sturm sweep is O(n) and tens of sweeps find lambda_k: about n**2 work per matrix
-    _run(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n)
-    return value, (vector if want_vector else None)
+    _run(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n * len(_indices(k)))
+    return _returned(values, vectors, k, want_vector)
 
 
 def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
-               weights: torch.Tensor, k: int, dense: bool, want_vector: bool):
+               weights: torch.Tensor, k, dense: bool, want_vector: bool):
     """lambda_k (B, models) and, with want_vector, unit q_k (B, models, n) of the matrices
     diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]], T the rows of ``table`` then of
-    ``extra`` (see :mod:`._gathered`), assembled in place: no (B, models, n, n) tensor."""
+    ``extra`` (see :mod:`._gathered`), assembled in place: no (B, models, n, n) tensor. A tuple
+    of K indices: (B, models, K) and (B, models, K, n), each matrix assembled and reduced once."""
     kernels = _kernels()
     n_models, n = diagonal.shape
     B = rows.shape[0]
-    values = torch.empty(B, n_models, dtype=table.dtype)
-    vectors = torch.empty(B, n_models, n if want_vector else 1, dtype=table.dtype)
-    args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), k, dense, want_vector,
-            values.numpy(), vectors.numpy())
+    values, vectors = _outputs((B, n_models), k, n, want_vector, table.dtype)
+    args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), _indices(k), dense,
+            want_vector, values.numpy(), vectors.numpy())
     per_matrix = n**3 if dense else n * n
     _run(kernels.gathered_serial, kernels.gathered_parallel, args, B, B * n_models * per_matrix)
-    return values, (vectors if want_vector else None)
+    return _returned(values, vectors, k, want_vector)
 
 
 def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
                   table_shape: tuple, extra_shape: tuple, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradients of sum_bm g[b, m] lambda_k(M[b, m]) with respect to the table and the extra
-    rows (their shapes), accumulated in a fixed order whatever the threads."""
+    rows (their shapes), accumulated in a fixed order whatever the threads. Several indices: g
+    (B, models, K) and vectors (B, models, K, n), the gradient of the sum over them."""
     kernels = _kernels()
     grad = torch.zeros(table_shape, dtype=vectors.dtype)
     grad_extra = torch.zeros(extra_shape, dtype=vectors.dtype)
-    args = (grad.numpy(), grad_extra.numpy(), g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense)
+    if g.dim() == 2:  # one index: the kernels' index axis of length 1
+        g, vectors = g.unsqueeze(-1), vectors.unsqueeze(-2)
+    args = (grad.numpy(), grad_extra.numpy(), g.contiguous().numpy(), vectors.contiguous().numpy(), rows.numpy(),
+            weights.numpy(), dense)
     B, K = rows.shape
     # one model per task (its sums in a fixed order, whatever the threads)
     _run(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, table_shape[0],
@@ -169,4 +195,5 @@ BACKEND = EigenBackend(
     tridiagonal_k=tridiagonal_k,
     gathered_k=gathered_k,
     gathered_grad=gathered_grad,
+    several_k=True,
 )

@@ -3,6 +3,11 @@
 One matrix per call of ``one_pair``: Householder tridiagonalisation, multisection on
 Sturm counts for lambda_k, inverse iteration and the back-transform for q_k. Compiled
 per dtype at first use and cached on disk.
+
+Indices come as an int64 array ``ks`` (one or several): the reduction to tridiagonal form,
+the O(n^3) part, is done once per matrix for all of them; each index then costs its own
+Sturm sweeps, inverse iteration and back-transform (O(n^2)). Outputs have a trailing index
+axis: values (..., K), vectors (..., K, n) (or (..., K, 1) without vectors).
 """
 
 import functools
@@ -204,8 +209,9 @@ def tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs,
 
 
 @njit
-def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, out_vector):
-    """lambda_k (returned) and, with want_vector, q_k (into out_vector) of one n x n matrix A."""
+def one_pair(A, lower, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, out_values, out_vectors):
+    """lambda_k for each k of ks (into out_values) and, with want_vector, q_k (into the rows of
+    out_vectors) of one n x n matrix A: one Householder reduction for every index."""
     n = A.shape[0]
     # 1. the triangle that is read, as the lower triangle of W; NaN/inf -> NaN; scale by a
     # power of two. Only W's lower triangle is used from here on.
@@ -214,16 +220,15 @@ def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs
         for j in range(i + 1):
             a = A[i, j] if lower else A[j, i]
             if not np.isfinite(a):
+                out_values[:] = np.nan
                 if want_vector:
-                    out_vector[:] = np.nan
-                return np.nan
+                    out_vectors[:] = np.nan
+                return
             W[i, j] = a
             largest = max(largest, abs(a))
     if largest == 0.0:
-        if want_vector:
-            out_vector[:] = 0.0
-            out_vector[k] = 1.0
-        return 0.0
+        zero_matrix(ks, want_vector, out_values, out_vectors)
+        return
     exponent = math.frexp(largest)[1]  # largest = m * 2**exponent, m in [0.5, 1)
     scale = math.ldexp(1.0, -exponent)
     for i in range(n):
@@ -276,22 +281,33 @@ def one_pair(A, lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs
         d[i] = W[i, i]
     if n > 1:
         e[n - 2] = W[n - 1, n - 2]
-    lam = tridiagonal_eigenpair(d, e, e2, n, k, want_vector, W, y, piv, up1, up2, xs, counts)
-    if want_vector:
-        # q = H_0 ... H_{n-3} y: the last reflector first
-        for r in range(n - 3, -1, -1):
-            if tau[r] != 0.0:
-                s = 0.0
-                for i in range(r + 1, n):
-                    s += V[r, i] * y[i]
-                s *= tau[r]
-                for i in range(r + 1, n):
-                    y[i] -= s * V[r, i]
-        unit_into(y, n, out_vector)
-    return lam / scale
+    for j in range(ks.shape[0]):
+        lam = tridiagonal_eigenpair(d, e, e2, n, ks[j], want_vector, W, y, piv, up1, up2, xs, counts)
+        out_values[j] = lam / scale
+        if want_vector:
+            # q = H_0 ... H_{n-3} y: the last reflector first
+            for r in range(n - 3, -1, -1):
+                if tau[r] != 0.0:
+                    s = 0.0
+                    for i in range(r + 1, n):
+                        s += V[r, i] * y[i]
+                    s *= tau[r]
+                    for i in range(r + 1, n):
+                        y[i] -= s * V[r, i]
+            unit_into(y, n, out_vectors[j])
+
 
 @njit
-def run_range(A, lower, k, want_vector, values, vectors, start, stop):
+def zero_matrix(ks, want_vector, out_values, out_vectors):
+    """The zero matrix: every eigenvalue 0 exactly, q_k = e_k."""
+    out_values[:] = 0.0
+    if want_vector:
+        out_vectors[:] = 0.0
+        for j in range(ks.shape[0]):
+            out_vectors[j, ks[j]] = 1.0
+
+@njit
+def run_range(A, lower, ks, want_vector, values, vectors, start, stop):
     n = A.shape[1]
     dtype = A.dtype
     W = np.zeros((n, n), dtype)
@@ -299,69 +315,71 @@ def run_range(A, lower, k, want_vector, values, vectors, start, stop):
     tau = np.zeros(n, dtype)
     d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, A)
     for b in range(start, stop):
-        values[b] = one_pair(A[b], lower, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts,
-                             vectors[b])
+        one_pair(A[b], lower, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, values[b],
+                 vectors[b])
 
 @njit
-def run_serial(A, lower, k, want_vector, values, vectors):
-    run_range(A, lower, k, want_vector, values, vectors, 0, A.shape[0])
+def run_serial(A, lower, ks, want_vector, values, vectors):
+    run_range(A, lower, ks, want_vector, values, vectors, 0, A.shape[0])
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def run_parallel(A, lower, k, want_vector, values, vectors, chunks):
+def run_parallel(A, lower, ks, want_vector, values, vectors, chunks):
     B = A.shape[0]
     for c in numba.prange(chunks):  # one chunk per thread: work arrays allocated once per chunk
-        run_range(A, lower, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+        run_range(A, lower, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
 
 
 @njit
-def one_tridiagonal(diagonal, off, k, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts, out_vector):
-    """lambda_k (returned) and, with want_vector, q_k (into out_vector) of one symmetric
-    tridiagonal matrix given by its diagonal (n,) and off-diagonal (n - 1,)."""
+def one_tridiagonal(diagonal, off, ks, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts, out_values,
+                    out_vectors):
+    """lambda_k for each k of ks (into out_values) and, with want_vector, q_k (into the rows of
+    out_vectors) of one symmetric tridiagonal matrix given by its diagonal (n,) and
+    off-diagonal (n - 1,)."""
     n = diagonal.shape[0]
     largest = 0.0
     for i in range(n):
         a = diagonal[i]
         b = off[i] if i < n - 1 else 0.0
         if not (np.isfinite(a) and np.isfinite(b)):
+            out_values[:] = np.nan
             if want_vector:
-                out_vector[:] = np.nan
-            return np.nan
+                out_vectors[:] = np.nan
+            return
         largest = max(largest, abs(a), abs(b))
     if largest == 0.0:
-        if want_vector:
-            out_vector[:] = 0.0
-            out_vector[k] = 1.0
-        return 0.0
+        zero_matrix(ks, want_vector, out_values, out_vectors)
+        return
     scale = math.ldexp(1.0, -math.frexp(largest)[1])  # exact: max entry in [0.5, 1)
     for i in range(n):
         d[i] = diagonal[i] * scale
         e[i] = off[i] * scale if i < n - 1 else 0.0
-    lam = tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs, counts)
-    if want_vector:
-        unit_into(y, n, out_vector)
-    return lam / scale
+    for j in range(ks.shape[0]):
+        lam = tridiagonal_eigenpair(d, e, e2, n, ks[j], want_vector, lu, y, piv, up1, up2, xs, counts)
+        out_values[j] = lam / scale
+        if want_vector:
+            unit_into(y, n, out_vectors[j])
 
 
 @njit
-def tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, start, stop):
+def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, stop):
     n = diagonals.shape[1]
     lu = np.zeros((n, 2), diagonals.dtype)
     d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, diagonals)
     for b in range(start, stop):
-        values[b] = one_tridiagonal(diagonals[b], offs[b], k, want_vector, d, e, e2, lu, y, piv, up1, up2, xs,
-                                    counts, vectors[b])
+        one_tridiagonal(diagonals[b], offs[b], ks, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts,
+                        values[b], vectors[b])
 
 
 @njit
-def tridiagonal_serial(diagonals, offs, k, want_vector, values, vectors):
-    tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, 0, diagonals.shape[0])
+def tridiagonal_serial(diagonals, offs, ks, want_vector, values, vectors):
+    tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, 0, diagonals.shape[0])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def tridiagonal_parallel(diagonals, offs, k, want_vector, values, vectors, chunks):
+def tridiagonal_parallel(diagonals, offs, ks, want_vector, values, vectors, chunks):
     B = diagonals.shape[0]
     for c in numba.prange(chunks):
-        tridiagonal_range(diagonals, offs, k, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+        tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
 
 
 # ---- gathered matrices: M = diag(mu) + sum_t w_t T[rows_t], assembled in place ----------------
@@ -374,8 +392,8 @@ def _row_of(table, extra, m, r):
 
 
 @njit
-def gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, start, stop):
-    """lambda_k (and q_k) of M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]]
+def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, start, stop):
+    """lambda_k (and q_k), k in ks, of M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]]
     (T: table, then extra) for rows b in [start, stop) and every model m. Dense: a table row is
     an n x n matrix flattened (whole rows are summed: contiguous; the lower triangle is read);
     tridiagonal: a row is [diagonal (n), off-diagonal (n - 1), 0]."""
@@ -404,53 +422,59 @@ def gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector,
             if dense:
                 for i in range(n):
                     A[i, i] += diagonal[m, i]
-                values[b, m] = one_pair(A, True, k, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts,
-                                        vectors[b, m])
+                one_pair(A, True, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, values[b, m],
+                         vectors[b, m])
             else:
                 for i in range(n):
                     flat[i] += diagonal[m, i]
-                values[b, m] = one_tridiagonal(flat[:n], flat[n:], k, want_vector, d, e, e2, lu, y, piv, up1, up2,
-                                               xs, counts, vectors[b, m])
+                one_tridiagonal(flat[:n], flat[n:], ks, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts,
+                                values[b, m], vectors[b, m])
 
 
 @njit
-def gathered_serial(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors):
-    gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, 0, rows.shape[0])
+def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors):
+    gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, 0, rows.shape[0])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def gathered_parallel(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors, chunks):
+def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, chunks):
     B = rows.shape[0]
     for c in numba.prange(chunks):
-        gathered_range(table, extra, diagonal, rows, weights, k, dense, want_vector, values, vectors,
+        gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors,
                        c * B // chunks, (c + 1) * B // chunks)
 
 
 @njit
 def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m):
     """grad (and grad_extra, for extra's rows)[m, r, :] += sum over (b, t) with rows[b, t] = r of
-    weights[b, t] * dM[b], dM the gradient of g_values[b, m] * lambda_k(M[b, m]) in the table-row
-    layout: g q q^T (dense, full) or [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal). One model, rows
-    in order: the sums do not depend on how models are spread over threads."""
+    weights[b, t] * dM[b], dM the gradient of sum_j g_values[b, m, j] * lambda_kj(M[b, m]) in the
+    table-row layout: sum_j g_j q_j q_j^T (dense, full) or [g q_i^2, 2 g q_i q_{i+1}, 0] summed over
+    j (tridiagonal). One model, rows in order: the sums do not depend on how models are spread
+    over threads."""
     B, K = rows.shape
     L = grad.shape[2]
-    n = vectors.shape[2]
+    n = vectors.shape[3]
     dM = np.zeros(L, grad.dtype)
     for b in range(B):
-        g = g_values[b, m]
-        if g == 0.0:
+        nonzero = False
+        for j in range(g_values.shape[2]):
+            nonzero = nonzero or g_values[b, m, j] != 0.0
+        if not nonzero:
             continue
-        q = vectors[b, m]
-        if dense:
-            for i in range(n):
-                gq = g * q[i]
-                for j in range(n):
-                    dM[i * n + j] = gq * q[j]
-        else:
-            for i in range(n):
-                dM[i] = g * q[i] * q[i]
-            for i in range(n - 1):
-                dM[n + i] = 2.0 * g * q[i] * q[i + 1]
+        dM[:] = 0.0
+        for kj in range(g_values.shape[2]):
+            g = g_values[b, m, kj]
+            q = vectors[b, m, kj]
+            if dense:
+                for i in range(n):
+                    gq = g * q[i]
+                    for j in range(n):
+                        dM[i * n + j] += gq * q[j]
+            else:
+                for i in range(n):
+                    dM[i] += g * q[i] * q[i]
+                for i in range(n - 1):
+                    dM[n + i] += 2.0 * g * q[i] * q[i + 1]
         for t in range(K):
             w = weights[b, t]
             r = rows[b, t]

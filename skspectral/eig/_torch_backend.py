@@ -54,12 +54,15 @@ def _uplo(lower: bool) -> str:
     return "L" if lower else "U"
 
 
-def _values_k(A: torch.Tensor, k: int, lower: bool) -> torch.Tensor:
-    return torch.linalg.eigvalsh(A, UPLO=_uplo(lower))[:, k].contiguous()
+def _values_k(A: torch.Tensor, k, lower: bool) -> torch.Tensor:
+    values = torch.linalg.eigvalsh(A, UPLO=_uplo(lower))
+    return values[:, list(k)].contiguous() if isinstance(k, tuple) else values[:, k].contiguous()
 
 
-def _pair_k(A: torch.Tensor, k: int, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_k(A: torch.Tensor, k, lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     values, vectors = torch.linalg.eigh(A, UPLO=_uplo(lower))
+    if isinstance(k, tuple):  # several indices from one decomposition: (B, K), (B, K, n)
+        return values[:, list(k)].contiguous(), vectors[:, :, list(k)].mT.contiguous()
     return values[:, k].contiguous(), vectors[:, :, k].contiguous()
 
 
@@ -133,6 +136,7 @@ BACKEND = EigenBackend(
     device_types=frozenset({"cpu", "cuda"}),
     # torch.linalg.eigh on CUDA checks cuSOLVER's status on the host: it synchronises
     capture_safe=False,
+    several_k=True,
     tridiagonal_k=tridiagonal_k,
     eigh_all=eigh_all,
 )
