@@ -40,9 +40,12 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         Seeds the initial model, the shuffling and the validation split.
     tol : float, default=1e-4
         Improvement of the training loss (or validation score with
-        early_stopping) below which an epoch counts as no improvement.
-        With the cosine schedule the training loss never stops a fit early
-        (the schedule sets its length); the validation score does.
+        early_stopping) below which an epoch counts as no improvement, in
+        the training loss's units (the regressor's: y standardised, or over
+        its mean for a log link; R^2 for the squared error), so a fit stops
+        at the same epoch whatever y's units. With the cosine schedule the
+        training loss never stops a fit early (the schedule sets its
+        length); the validation score does.
     early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the rows, stop when their score
         stops improving and keep the best model. "auto": on from 1000

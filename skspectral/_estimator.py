@@ -173,6 +173,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _validation_score(self):
         """The early-stopping score, an ``_losses.Metric`` (greater is better)."""
 
+    def _validation_score_scale(self) -> float:
+        """The early-stopping score's change for a change of one in the training loss (tol is
+        read in the loss's units); 1 where the score is unit-free (R^2, log-loss)."""
+        return 1.0
+
     def _eigen_indices(self):
         """The eigenvalue index the model outputs, or a tuple of them (one output each)."""
         return self.eigval_idx_
@@ -488,6 +493,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             max_iter=1 if plan.incremental else self.max_iter,
             shuffle=self.shuffle,
             tol=self.tol,
+            score_scale=self._validation_score_scale(),
             n_iter_no_change=self.n_iter_no_change,
             verbose=bool(self.verbose),
         )

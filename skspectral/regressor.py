@@ -125,7 +125,12 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _validation_score(self):
         if self.loss == "squared_error":
             return get_metric("r2")
-        return self._loss().score(self._output_scale())  # the loss itself, on the held-out rows
+        return self._loss().score(self._output_scale())  # the loss itself, on the held-out rows, in y's units
+
+    def _validation_score_scale(self) -> float:
+        if self.loss == "squared_error":
+            return 1.0  # R^2: the standardised squared error's units
+        return float(self._loss().to_metric(1.0, self._output_scale()))  # y's units per unit of the loss
 
     def _eigen_indices(self):
         """One eigenvalue per quantile, ascending with the levels (lambda_k1 <= lambda_k2 <= ...

@@ -407,6 +407,23 @@ def test_every_loss_learns_the_same_model_in_any_units_of_y(loss):
     np.testing.assert_allclose(cents.history_[-1][metric], 100**power * dollars.history_[-1][metric], rtol=1e-9)
 
 
+@pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile", "poisson", "gamma"])
+def test_early_stopping_stops_at_the_same_epoch_in_any_units_of_y(loss):
+    """The held-out score is reported in y's units, but tol is read in the loss's own (y
+    standardised, or over its mean): y in hundredths or in hundreds stops where y does."""
+    X, y = heteroscedastic(9, n=3000)
+    if loss in ("poisson", "gamma"):
+        y = np.random.RandomState(9).poisson(np.exp(0.5 * X[:, 0])).astype(float) + 0.5
+    params = dict(dim=6, n_estimators=1, max_iter=200, random_state=0, device="cpu", loss=loss,
+                  quantile=[0.05, 0.5, 0.95], learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = [SpectralRegressor(**params).fit(X, scale * y) for scale in (0.01, 1.0, 100.0)]
+    assert fits[1].early_stopping_ and fits[1].n_iter_ < 200
+    assert [fit.n_iter_ for fit in fits] == [fits[1].n_iter_] * 3
+    np.testing.assert_allclose(fits[0].predict(X) * 100, fits[1].predict(X), rtol=1e-9)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile", "poisson", "gamma"])
 def test_each_loss_on_cuda_is_the_cpu_fit(gpu_data, loss):

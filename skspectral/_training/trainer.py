@@ -32,6 +32,9 @@ class TrainingOptions:
     max_iter: int = 200
     shuffle: bool = True
     tol: float = 1e-4
+    # The validation score's size of one unit of the training loss: tol applies in the loss's
+    # units, so the same fit stops at the same epoch whatever the units of the score (y's).
+    score_scale: float = 1.0
     n_iter_no_change: int = 10
     learning_rate_schedule: str = "constant"
     verbose: bool = False
@@ -374,7 +377,8 @@ class Trainer:
         if history.VALIDATION_SCORE in record:
             score = record[history.VALIDATION_SCORE]
             state.validation_scores.append(score)
-            state.no_improvement_count = 0 if score >= state.best_validation_score + tol else state.no_improvement_count + 1
+            step = tol * self.options.score_scale
+            state.no_improvement_count = 0 if score >= state.best_validation_score + step else state.no_improvement_count + 1
             if score > state.best_validation_score:
                 state.best_validation_score = score
                 state.best_parameters = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
