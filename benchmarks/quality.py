@@ -1,5 +1,5 @@
-"""Accuracy on real tables: our estimators against HistGradientBoosting (and LightGBM
-where it installs), same folds, same run.
+"""Accuracy on real tables: our estimators against HistGradientBoosting, and LightGBM,
+XGBoost and CatBoost where they install (``pip install '.[bench]'``), same folds, same run.
 
     python benchmarks/quality.py --device cpu|cuda [--datasets california churn ...]
         [--folds 0 1 2 3 4] [--configs default series ...] [--json out.json]
@@ -8,10 +8,12 @@ The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, 
 --data DIR) plus California Housing. 5-fold cross-validation (3 folds above 100k
 rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
 folds run, so defaults can be chosen on some folds and reported on the others.
-Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, per
-dataset, over the same folds; the geometric mean of the ratios summarises a config.
-Peers get the data as DataFrames with categorical columns as pandas categories
-(HGB: categorical_features="from_dtype"); ours gets the same frames.
+Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, and ours /
+the best peer's (the lowest of the peers run), per dataset, over the same folds; the
+geometric mean of the ratios summarises a config.
+Peers get the data as DataFrames with categorical columns as pandas categories (HGB:
+categorical_features="from_dtype"; XGBoost: enable_categorical; CatBoost: cat_features, a
+missing level as its own); ours gets the same frames. Every peer with its defaults.
 
 Configs (``CONFIGS``): "default" is the estimators' defaults; the others change one
 thing at a time for the ablation table.
@@ -97,19 +99,89 @@ def score(task: str, model, X, y) -> float:
     return float(log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
-def peers(task: str, seed: int) -> dict:
+PEERS = ("hgb", "lightgbm", "xgboost", "catboost")
+
+
+def peers(task: str, seed: int, names=PEERS) -> dict:
+    """The gradient-boosting peers that install here, with their defaults and native categoricals."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    out = {"hgb": (HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier)(
-        categorical_features="from_dtype", random_state=seed)}
-    try:
-        import lightgbm
+    regression = task == "regression"
+    out = {}
+    if "hgb" in names:
+        out["hgb"] = (HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier)(
+            categorical_features="from_dtype", random_state=seed)
+    if "lightgbm" in names:
+        try:
+            import lightgbm
 
-        cls = lightgbm.LGBMRegressor if task == "regression" else lightgbm.LGBMClassifier
-        out["lightgbm"] = cls(random_state=seed, verbose=-1)
-    except ImportError:
-        pass
+            out["lightgbm"] = (lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier)(
+                random_state=seed, verbose=-1)
+        except ImportError:
+            pass
+    if "xgboost" in names:
+        try:
+            import xgboost
+
+            cls = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
+            model = cls(enable_categorical=True, tree_method="hist", random_state=seed)
+            out["xgboost"] = model if regression else LabelsAsCodes(model)  # it wants labels 0..K-1
+        except ImportError:
+            pass
+    if "catboost" in names:
+        try:
+            import catboost  # noqa: F401
+
+            out["catboost"] = CatBoostOnFrames(regression, seed)
+        except ImportError:
+            pass
     return out
+
+
+class LabelsAsCodes:
+    """A classifier that wants labels 0..K-1, fitted on any labels (predict_proba, classes_)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, X, y):
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        self.model.fit(X, codes)
+        return self
+
+    def predict_proba(self, X):
+        return self.model.predict_proba(X)
+
+
+class CatBoostOnFrames:
+    """CatBoost with the frame's categorical columns declared (missing levels as their own)."""
+
+    def __init__(self, regression: bool, seed: int):
+        import catboost
+
+        cls = catboost.CatBoostRegressor if regression else catboost.CatBoostClassifier
+        self.model = cls(random_seed=seed, verbose=0, allow_writing_files=False)
+
+    @staticmethod
+    def _frame(X):
+        X = X.copy()
+        for column in X.columns[X.dtypes == "category"]:
+            values = X[column].astype(object)
+            X[column] = values.where(values.notna(), "missing").map(str)  # a missing level of its own
+        return X
+
+    def fit(self, X, y):
+        categorical = [c for c in X.columns if X[c].dtype == "category"]
+        self.model.fit(self._frame(X), y, cat_features=categorical)
+        self.classes_ = getattr(self.model, "classes_", None)
+        self.n_iter_ = self.model.tree_count_
+        return self
+
+    def predict(self, X):
+        return self.model.predict(self._frame(X))
+
+    def predict_proba(self, X):
+        return self.model.predict_proba(self._frame(X))
 
 
 def ours(task: str, device: str, seed: int, params, n_rows: int):
@@ -147,7 +219,7 @@ def run(a) -> dict:
         X, y, task = load(name, data_dir)
         for fold, train, test in folds(X, y, task, set(a.folds)):
             Xtr, Xte, ytr, yte = X.iloc[train], X.iloc[test], y[train], y[test]
-            models = {} if a.no_peers else peers(task, fold)
+            models = {} if a.no_peers else peers(task, fold, a.peers)
             models.update({f"ours:{c}": ours(task, a.device, fold, CONFIGS[c], len(train)) for c in a.configs})
             for label, model in models.items():
                 start = time.perf_counter()
@@ -166,14 +238,18 @@ def run(a) -> dict:
 
 
 def summary(out: dict) -> str:
-    """Per dataset: each model's mean metric and fit seconds over the folds run, ours / HGB."""
+    """Per dataset: each model's mean metric and fit seconds over the folds run, ours / HGB and ours / the
+    best peer (the lowest metric among the peers run)."""
     rows = out["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     ours_models = [m for m in models if m.startswith("ours:")]
+    peer_models = [m for m in models if not m.startswith("ours:")]
     lines = ["| dataset | metric | " + " | ".join(models) + " | " + " | ".join(f"{m} ÷ hgb" for m in ours_models)
-             + " | fit s (" + ", ".join(models) + ") |", "|" + "---|" * (2 + len(models) + len(ours_models) + 1)]
+             + " | " + " | ".join(f"{m} ÷ best peer" for m in ours_models)
+             + " | fit s (" + ", ".join(models) + ") |", "|" + "---|" * (2 + len(models) + 2 * len(ours_models) + 1)]
     ratios = {m: [] for m in ours_models}
+    to_best = {m: [] for m in ours_models}
     for d in datasets:
         mean = {m: np.mean([r["metric"] for r in rows if r["dataset"] == d and r["model"] == m]) for m in models}
         fit = {m: np.mean([r["fit_s"] for r in rows if r["dataset"] == d and r["model"] == m]) for m in models}
@@ -184,10 +260,14 @@ def summary(out: dict) -> str:
             ratio = mean[m] / mean["hgb"] if "hgb" in mean else float("nan")
             ratios[m].append(ratio)
             rs.append(f"{ratio:.3f}")
+        best = min((mean[p] for p in peer_models), default=float("nan"))
+        for m in ours_models:
+            to_best[m].append(mean[m] / best)
+            rs.append(f"{mean[m] / best:.3f}")
         lines.append(f"| {d} | {'RMSE' if task == 'regression' else 'log-loss'} | " + " | ".join(cells) + " | "
                      + " | ".join(rs) + " | " + ", ".join(f"{fit[m]:.1f}" for m in models) + " |")
-    geo = [f"{math.exp(np.mean(np.log(ratios[m]))):.3f}" if ratios[m] else "—" for m in ours_models]
-    worst = [f"{max(ratios[m]):.3f}" if ratios[m] else "—" for m in ours_models]
+    geo = [f"{math.exp(np.mean(np.log(r[m]))):.3f}" if r[m] else "—" for r in (ratios, to_best) for m in ours_models]
+    worst = [f"{max(r[m]):.3f}" if r[m] else "—" for r in (ratios, to_best) for m in ours_models]
     lines.append("| **geometric mean** | | " + " | ".join("" for _ in models) + " | " + " | ".join(geo) + " | |")
     lines.append("| worst | | " + " | ".join("" for _ in models) + " | " + " | ".join(worst) + " | |")
     return "\n".join(lines) + "\n\n" + fit_cost(out)
@@ -229,7 +309,9 @@ def main():
     p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
     p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
                    help='ad-hoc configs for exploring, e.g. big=\'{"dim": 30}\'')
-    p.add_argument("--no-peers", action="store_true", help="skip HGB/LightGBM (ratios need them)")
+    p.add_argument("--no-peers", action="store_true", help="skip the peers (ratios need them)")
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS,
+                   help="gradient-boosting peers to fit, each where it installs (default: all)")
     p.add_argument("--json")
     a = p.parse_args()
     a.datasets = a.datasets or dataset_names(Path(a.data))
