@@ -2,7 +2,7 @@
 
 A loss works on the model's output and the training target as the estimator
 feeds them (standardised y for regression, class indices for classification,
-y itself for the log-link losses), with sample weights; it also names the metric
+y over its weighted mean for the log-link losses), with sample weights; it also names the metric
 its running mean is reported as (``train_<metric>`` in ``history_``) and gives
 the loss of the best constant prediction, the floor a fit that learned anything
 must beat. Metrics carry whether they are in the target's units (RMSE:
@@ -11,7 +11,7 @@ multiplied by the target scale) and which way is better.
 Regression losses (HistGradientBoosting's names): "squared_error",
 "absolute_error", "huber", "quantile" (one or several quantiles: one output per
 quantile, the model's eigenvalues k_1 < k_2 < ... of one matrix), and, with a log
-link (prediction = exp(offset + output)), "poisson" and "gamma" (their mean unit
+link (the model's output is the log of y over its mean), "poisson" and "gamma" (their mean unit
 deviances).
 """
 
@@ -85,7 +85,7 @@ class Loss:
     constant_floor: Callable[[np.ndarray, np.ndarray], float]
     # ensemble members' outputs (batch, K, ...) -> the ensemble's output (batch, ...)
     combine_members: Callable[[torch.Tensor], torch.Tensor]
-    # "identity", or "log": the prediction is exp(offset + output), members combined in its space
+    # "identity", or "log": the output is a log (of y over its mean), members combined in y's space
     link: str = "identity"
 
     def score(self, output_scale: float) -> "Metric":
@@ -144,16 +144,14 @@ def _huber(output, target, weight, delta: float):
     return weighted_mean(torch.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)), weight)
 
 
-def _poisson_deviance(output, target, weight, offset: float):
-    """Mean unit deviance 2 (y log(y / mu) - y + mu) with mu = exp(offset + output)."""
-    F = output + offset
-    return weighted_mean(2.0 * (torch.xlogy(target, target) - target * F - target + torch.exp(F)), weight)
+def _poisson_deviance(output, target, weight):
+    """Mean unit deviance 2 (y log(y / mu) - y + mu) with mu = exp(output)."""
+    return weighted_mean(2.0 * (torch.xlogy(target, target) - target * output - target + torch.exp(output)), weight)
 
 
-def _gamma_deviance(output, target, weight, offset: float):
-    """Mean unit deviance 2 (log(mu / y) + y / mu - 1) with mu = exp(offset + output) (y > 0)."""
-    F = output + offset
-    return weighted_mean(2.0 * (F - torch.log(target) + target * torch.exp(-F) - 1.0), weight)
+def _gamma_deviance(output, target, weight):
+    """Mean unit deviance 2 (log(mu / y) + y / mu - 1) with mu = exp(output) (y > 0)."""
+    return weighted_mean(2.0 * (output - torch.log(target) + target * torch.exp(-output) - 1.0), weight)
 
 
 def _log_mean_exp_of_members(output):
@@ -161,11 +159,10 @@ def _log_mean_exp_of_members(output):
     return torch.logsumexp(output, dim=1) - math.log(output.shape[1])
 
 
-def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, offset: float = 0.0,
-                    target_mean: float = 1.0) -> "Loss":
+def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, target_mean: float = 1.0) -> "Loss":
     """The regression loss ``name`` in the estimator's model space: identity-link losses on the
     standardised target (``delta``: huber's threshold there; ``quantiles``: an array of levels),
-    log-link losses on y / ``target_mean`` with ``offset`` added to the model's output. The
+    log-link losses on y / ``target_mean`` (the model's output is its log). The
     metric is in y's units: a Poisson deviance scales with y (``target_mean`` times the
     model-space one), a gamma deviance does not."""
     floor_of = lambda loss: (lambda target, weight: float(loss(torch.as_tensor(  # noqa: E731
@@ -192,9 +189,8 @@ def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, offset: fl
             torch.as_tensor(t), torch.as_tensor(w)))
         return Loss(fn, "pinball_loss", lambda loss, scale: scale * loss, floor, _mean_of_members)
     if name in ("poisson", "gamma"):
-        deviance = _poisson_deviance if name == "poisson" else _gamma_deviance
-        fn = functools.partial(deviance, offset=float(offset))
-        # the best constant prediction is the weighted mean, which the offset is: output 0
+        fn = _poisson_deviance if name == "poisson" else _gamma_deviance
+        # the best constant prediction is the weighted mean: y / target_mean's is 1, output 0
         unit = float(target_mean) if name == "poisson" else 1.0
         to_metric = lambda loss, scale: unit * loss  # noqa: E731 -- a log link's output has no scale
         return Loss(fn, f"{name}_deviance", to_metric, floor_of(fn), _log_mean_exp_of_members, link="log")
