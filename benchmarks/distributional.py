@@ -94,9 +94,7 @@ def spaced(device: str, seed: int, spacing: int):
 
     class Spaced(SpectralRegressor):
         def _eigen_indices(self):
-            middle, half = self.eigval_idx_, (len(LEVELS) - 1) // 2
-            first = min(max(middle - half * spacing, 0), self.dim_ - 1 - (len(LEVELS) - 1) * spacing)
-            return tuple(first + j * spacing for j in range(len(LEVELS)))
+            return self._spaced_indices(len(LEVELS), spacing)
 
     return Spaced(device=device, random_state=seed, loss="quantile", quantile=list(LEVELS))
 

@@ -145,9 +145,12 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         if len(levels) > self.dim_:
             raise ValueError(f"{len(levels)} quantiles need dim >= {len(levels)} (one eigenvalue each); dim is "
                              f"{self.dim_}.")
-        step = 2 if 2 * (len(levels) - 1) < self.dim_ else 1
-        span = step * (len(levels) - 1)
-        first = min(max(self.eigval_idx_ - step * ((len(levels) - 1) // 2), 0), self.dim_ - 1 - span)
+        return self._spaced_indices(len(levels), 2 if 2 * (len(levels) - 1) < self.dim_ else 1)
+
+    def _spaced_indices(self, count: int, step: int) -> tuple:
+        """``count`` indices ``step`` apart centred on eigval_idx_, shifted inside [0, dim)."""
+        span = step * (count - 1)
+        first = min(max(self.eigval_idx_ - step * ((count - 1) // 2), 0), self.dim_ - 1 - span)
         return tuple(range(first, first + span + 1, step))
 
     def __sklearn_tags__(self):

@@ -90,13 +90,14 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
     (B, K, n): one reduction per matrix); other tuples one launch per index."""
     B, n = A.shape[0], A.shape[-1]
     several = isinstance(k, tuple)
-    if several and (n == 1 or _stride(k) is None):
+    stride = _stride(k) if several else 1
+    if several and (n == 1 or stride is None):
         pairs = [_launch(A, kj, lower, want_vector) for kj in k]
         return (torch.stack([p[0] for p in pairs], dim=1),
                 torch.stack([p[1] for p in pairs], dim=1) if want_vector else None)
     if n == 1:
         return _one_by_one(A, want_vector)
-    first, count, stride = (k[0], len(k), _stride(k)) if several else (k, 1, 1)
+    first, count = (k[0], len(k)) if several else (k, 1)
     lead = (B, count) if several else (B,)
     value = torch.empty(lead, dtype=A.dtype, device=A.device)
     vector = torch.empty(lead + (n,), dtype=A.dtype, device=A.device) if want_vector else value
