@@ -294,6 +294,23 @@ def test_predicted_quantiles_never_cross_on_any_input(quantile_models, seed, sca
             assert (np.diff(predicted, axis=1) >= 0).all(), name
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_no_quantile_moves_more_than_its_certified_bound(quantile_models, seed, scale):
+    """Weyl per level: each column (an eigenvalue of M(x), made non-decreasing along the levels,
+    members averaged) moves by at most its row of the bound, for every variant, clipped or not."""
+    rng = np.random.RandomState(seed % (2**32 - 1))
+    X = rng.normal(size=(20, 3))
+    delta = rng.standard_cauchy(size=(20, 3)) * scale
+    for name, est in quantile_models.items():
+        bound = est.sensitivity_bound(delta)
+        assert bound.shape == (20, 3), name
+        for clip in (True, False):
+            predicted = est.set_params(clip_features=clip).predict(X)
+            change = np.abs(est.predict(X + delta) - predicted)
+            assert (change <= bound * (1 + 1e-9) + 1e-9 * np.abs(predicted).max()).all(), name
+
+
 def test_quantiles_cover_their_levels_and_share_one_certified_bound():
     X, y = heteroscedastic(2, n=3000)
     X_test, y_test = heteroscedastic(3, n=2000)
