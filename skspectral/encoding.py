@@ -176,6 +176,8 @@ class FeatureEncoder(torch.nn.Module):
         F, T = self.bin_columns.shape
         if not F:
             return columns.new_zeros(columns.shape[0], 0, columns.shape[2])
+        if columns.device.type == "cpu" and columns.dtype == torch.float64 and _prefix_kernels() is not None:
+            return _CompiledPrefixSums.apply(columns, self.bin_columns)
         padded = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, columns.shape[2])], dim=1)
         bins = padded.index_select(1, self.bin_columns.reshape(-1)).view(columns.shape[0], F, T, -1)
         return bins.cumsum(dim=2).reshape(columns.shape[0], F * T, -1)
@@ -299,3 +301,82 @@ def _terms_kernel():
                 t += 1
 
     return terms
+
+
+class _CompiledPrefixSums(torch.autograd.Function):
+    """:meth:`FeatureEncoder.prefix_sums` on the CPU in one compiled pass each way: torch's
+    cat, index_select and cumsum (and their backward: flips, a cumsum, an index_add into zeros)
+    cost more than the gathered eigenproblems they serve. The same sums in the same order."""
+
+    @staticmethod
+    def forward(ctx, columns, bin_columns):
+        forward, _ = _prefix_kernels()
+        F, T = bin_columns.shape
+        out = torch.empty((columns.shape[0], F * T, columns.shape[2]), dtype=columns.dtype)
+        forward(columns.detach().contiguous().numpy(), bin_columns.numpy(), out.numpy())
+        ctx.save_for_backward(bin_columns)
+        ctx.n_columns = columns.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError("prefix_sums is differentiable once (no double backward).")
+        _, backward = _prefix_kernels()
+        (bin_columns,) = ctx.saved_tensors
+        grad = torch.zeros((grad_out.shape[0], ctx.n_columns, grad_out.shape[2]), dtype=grad_out.dtype)
+        backward(grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy())
+        return grad, None
+
+
+@functools.cache
+def _prefix_kernels():
+    """(forward, backward) of the prefix sums as compiled passes, or None without Numba.
+
+    forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding
+    bin, column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
+    grad_out[m, f T + t] for each (f, s) with bin_columns[f, s] = c (a reversed running sum)."""
+    numba = numba_module()
+    if numba is None:
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def forward(columns, bin_columns, out):
+        n_columns, L = columns.shape[1], columns.shape[2]
+        F, T = bin_columns.shape
+        for m in range(columns.shape[0]):
+            for f in range(F):
+                for t in range(T):
+                    row = out[m, f * T + t]
+                    c = bin_columns[f, t]
+                    if t == 0:
+                        for i in range(L):
+                            row[i] = 0.0
+                    else:
+                        before = out[m, f * T + t - 1]
+                        for i in range(L):
+                            row[i] = before[i]
+                    if c < n_columns:
+                        source = columns[m, c]
+                        for i in range(L):
+                            row[i] += source[i]
+
+    @numba.njit(cache=True, nogil=True)
+    def backward(grad_out, bin_columns, grad):
+        n_columns, L = grad.shape[1], grad.shape[2]
+        F, T = bin_columns.shape
+        running = np.empty(L, grad.dtype)
+        for m in range(grad.shape[0]):
+            for f in range(F):
+                running[:] = 0.0
+                for t in range(T - 1, -1, -1):
+                    source = grad_out[m, f * T + t]
+                    for i in range(L):
+                        running[i] += source[i]
+                    c = bin_columns[f, t]
+                    if c < n_columns:
+                        target = grad[m, c]
+                        for i in range(L):
+                            target[i] += running[i]
+
+    return forward, backward
