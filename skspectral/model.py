@@ -247,14 +247,17 @@ class SpectralModel(torch.nn.Module):
         steps = F.softplus(self.mu_increments).cumsum(dim=-1)
         return torch.cat([self.mu_start, self.mu_start + steps], dim=-1)
 
-    def matrices(self, X: torch.Tensor) -> torch.Tensor:
-        """diag(mu) + sum_j z_j A_j for each row of X: shape (batch, n_models, dim, dim)."""
-        Z = self.encoded(X)
+    def matrices(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+        """diag(mu) + sum_j z_j A_j for each row of X (of its encoded columns Z with ``encoded``):
+        shape (batch, n_models, dim, dim)."""
+        Z = X if encoded else self.encoded(X)
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
 
     def encoded(self, X: torch.Tensor) -> torch.Tensor:
+        """The encoded columns Z of rows X, what ``forward(Z, encoded=True)`` takes: the encoder
+        has no parameters, so a fit can encode its rows once instead of at every step."""
         return X if self.encoder is None else self.encoder(X)
 
     # Assemble matrices by gathering where the backend offers it (False: the dense product always,
@@ -267,34 +270,37 @@ class SpectralModel(torch.nn.Module):
         (its backend offers it: Numba on the CPU) instead of multiplying every encoded column."""
         return self.gather and self.smoothing is None and self.eigen_backend.gathered_k is not None
 
-    def gathered_terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's (rows, weights) of the gathered matrices (see skspectral.encoding)."""
-        if self.encoder is not None:
+    def gathered_terms(self, X: torch.Tensor, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's (rows, weights) of the gathered matrices (see skspectral.encoding); rows
+        already encoded weigh every column's matrix (zero weights cost nothing)."""
+        if self.encoder is not None and not encoded:
             return self.encoder.terms(X)
-        return torch.arange(self.n_features, device=X.device).expand(X.shape[0], -1), X
+        return torch.arange(self.n_matrices, device=X.device).expand(X.shape[0], -1), X
 
-    def gather_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather_tables(self, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The matrices rows gather from, (n_models, rows, elements of a stored matrix): the
-        encoded columns' and the encoder's prefix sums of them."""
+        encoded columns' and (for rows not yet encoded) the encoder's prefix sums of them."""
         matrices = self.feature_matrices()
         columns = matrices.reshape(self.n_models, self.n_matrices, math.prod(matrices.shape[2:]))
-        if self.encoder is None:
+        if self.encoder is None or encoded:
             return columns, columns.new_zeros(self.n_models, 0, columns.shape[2])
         return columns, self.encoder.prefix_sums(columns)
 
-    def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models), with a
-        trailing axis for several indices."""
+        trailing axis for several indices; ``encoded``: X holds the rows' encoded columns."""
         if self.smoothing is not None:
-            M = self.matrices(X)
+            M = self.matrices(X, encoded)
             return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
                                       for k in self.eigval_indices]), self._several)
         # several indices go to the solver together: one assembly and reduction per matrix
         if self.gathers:
-            rows, weights = self.gathered_terms(X)
-            return _ordered(kth_eigvalsh_gathered(*self.gather_tables(), self.mu(), rows, weights, self._indices(),
-                                                  self.eigen_backend, dense=self.structure == "dense"), self._several)
-        return _ordered(kth_eigvalsh_unchecked(self.matrices(X), self._indices(), self.eigen_backend), self._several)
+            rows, weights = self.gathered_terms(X, encoded)
+            return _ordered(kth_eigvalsh_gathered(*self.gather_tables(encoded), self.mu(), rows, weights,
+                                                  self._indices(), self.eigen_backend,
+                                                  dense=self.structure == "dense"), self._several)
+        return _ordered(kth_eigvalsh_unchecked(self.matrices(X, encoded), self._indices(), self.eigen_backend),
+                        self._several)
 
     @property
     def _several(self) -> bool:
@@ -304,8 +310,10 @@ class SpectralModel(torch.nn.Module):
         """The solvers' k: an int, or the tuple of several indices."""
         return self.eigval_indices if self._several else self.eigval_indices[0]
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        values = self.kth_eigenvalues(X)
+    def forward(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+        """f(x) of each row of X (with ``encoded``: of each row of encoded columns, see
+        :meth:`encoded`)."""
+        values = self.kth_eigenvalues(X, encoded)
         shape = (X.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
             (self.n_outputs,) if self.n_outputs is not None else ()) + (
             (len(self.eigval_indices),) if not isinstance(self.eigval_idx, int) else ())
@@ -387,9 +395,9 @@ class TridiagonalSpectralModel(SpectralModel):
         diagonal, off = self._bands()
         return torch.stack([diagonal, F.pad(off, (0, 1))], dim=-2)
 
-    def _combined_bands(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _combined_bands(self, X: torch.Tensor, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal (batch, n_models, dim) and off-diagonal (..., dim - 1) of each row's matrix."""
-        Z = self.encoded(X)
+        Z = X if encoded else self.encoded(X)
         diagonal, off = self._bands()
         models = self.n_models
         D = (Z @ diagonal.transpose(0, 1).reshape(self.n_matrices, models * self.dim)).view(X.shape[0], models, self.dim)
@@ -397,14 +405,14 @@ class TridiagonalSpectralModel(SpectralModel):
             X.shape[0], models, self.dim - 1)
         return D + self.mu(), E
 
-    def matrices(self, X: torch.Tensor) -> torch.Tensor:
-        D, E = self._combined_bands(X)
+    def matrices(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+        D, E = self._combined_bands(X, encoded)
         return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
 
-    def kth_eigenvalues(self, X: torch.Tensor) -> torch.Tensor:
+    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         if self.gathers:
-            return super().kth_eigenvalues(X)
-        D, E = self._combined_bands(X)
+            return super().kth_eigenvalues(X, encoded)
+        D, E = self._combined_bands(X, encoded)
         if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)
             M = torch.diag_embed(D) + torch.diag_embed(E, offset=-1)
             return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
@@ -429,6 +437,22 @@ class TridiagonalSpectralModel(SpectralModel):
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
         return band_norms(matrices, self.norm_backend)
+
+
+class OnEncodedRows(torch.nn.Module):
+    """``model`` on its rows' encoded columns (:meth:`SpectralModel.encoded`) instead of the rows:
+    what a fit trains when it encodes its rows once, not at every step. Same parameters."""
+
+    def __init__(self, model: SpectralModel):
+        super().__init__()
+        self.model = model
+
+    @property
+    def capture_safe(self) -> bool:
+        return self.model.capture_safe
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.model(Z, encoded=True)
 
 
 def _stacked(values: list) -> torch.Tensor:

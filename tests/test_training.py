@@ -344,3 +344,141 @@ def test_a_fit_does_not_depend_on_the_thread_counts_its_steps_ran_on(monkeypatch
     monkeypatch.setattr(threads, "HOLD_STEPS", 2)
     switching = SpectralRegressor(**params).fit(X, y).predict(X)
     np.testing.assert_array_equal(switching, one)
+
+
+@pytest.mark.parametrize("structure, smoothing, gather", [("dense", None, True), ("dense", None, False),
+                                                          ("tridiagonal", None, False), ("dense", 0.1, False)])
+def test_a_model_on_encoded_columns_is_the_model_on_rows(structure, smoothing, gather):
+    """forward(encoded(X), encoded=True) == forward(X): the encoder has no parameters, so a fit may
+    encode its rows once (exactly the same where the matrices are products; the CPU's gathered
+    path sums the columns' matrices instead of prefix sums: equal to rounding)."""
+    from skspectral.encoding import EncodingSpec, FeatureEncoder
+    from skspectral.model import OnEncodedRows, model_class
+
+    spec = EncodingSpec(3, numeric=[0, 2], edges=[[-1.0, 0.0, 1.0, 2.0], None], missing=[0], categorical=[1],
+                        n_levels=[3], has_missing_level=[False])
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(np.column_stack([rng.normal(size=50), rng.integers(-1, 2, 50), rng.normal(size=50)]))
+    X[::7, 0] = float("nan")
+    model = model_class(structure)(3, 5, encoder=FeatureEncoder(spec, dtype=torch.float64), n_members=2,
+                                   smoothing=smoothing, dtype=torch.float64, backend="auto",
+                                   generator=torch.Generator().manual_seed(0))
+    model.gather = gather
+    Z = model.encoded(X)
+    assert Z.shape == (50, spec.n_columns)
+    expected = model(X)
+    rtol = 1e-12 if model.gathers else 0.0
+    torch.testing.assert_close(OnEncodedRows(model)(Z), expected, rtol=rtol, atol=rtol)
+    grads = torch.autograd.grad(model(X).sum(), model.weight if structure == "dense" else model.band_weight)
+    encoded_grads = torch.autograd.grad(OnEncodedRows(model)(Z).sum(),
+                                        model.weight if structure == "dense" else model.band_weight)
+    torch.testing.assert_close(encoded_grads, grads, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+def test_rows_encoded_once_train_as_rows_encoded_every_step(monkeypatch, device, estimator):
+    """A fit whose forward multiplies encoded columns (the GPU's; the CPU's off the gathered path)
+    encodes its training and validation rows once: the same fit as encoding every batch, and a
+    fit over the size limit encodes every batch."""
+    from skspectral import SpectralClassifier, _estimator
+    from skspectral.model import OnEncodedRows
+
+    if device == "cuda" and "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    rng = np.random.RandomState(5)
+    X = np.column_stack([rng.normal(size=900), rng.randint(0, 4, 900), rng.normal(size=900)])
+    X[::11, 0] = np.nan
+    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=900)
+    cls = SpectralRegressor
+    if estimator == "classifier":
+        cls, y = SpectralClassifier, np.digitize(y, [-1.0, 0.5])
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
+                  random_state=0, device=device, backend="torch" if device == "cpu" else "auto")
+    calls = []
+    original = OnEncodedRows.forward
+    monkeypatch.setattr(OnEncodedRows, "forward", lambda self, Z: (calls.append(Z.shape), original(self, Z))[1])
+    once = cls(**params).fit(X, y)
+    n_columns = once.column_mapper_.spec.n_columns
+    assert calls and all(shape[1] == n_columns for shape in calls)  # steps and validation scores
+    calls.clear()
+    monkeypatch.setattr(_estimator, "_ENCODED_ROWS_BYTES", 0)
+    every_step = cls(**params).fit(X, y)
+    assert not calls
+    tolerance = dict(rtol=1e-5, atol=1e-6) if device == "cuda" else dict(rtol=0, atol=0)
+    np.testing.assert_allclose(once.loss_curve_, every_step.loss_curve_, **tolerance)
+    output = "predict_proba" if estimator == "classifier" else "predict"
+    np.testing.assert_allclose(getattr(once, output)(X), getattr(every_step, output)(X), **tolerance)
+    if device == "cpu":  # the CPU's default gathered path encodes each batch's terms: nothing to hold
+        calls.clear()
+        params["backend"] = "auto"
+        cls(**params).fit(X, y)
+        assert not calls
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype):
+    """The CUDA Adam (one thread per element) takes torch.optim.Adam's steps: parameters of
+    several sizes, a learning rate a schedule changes in place, and steps replayed from a graph."""
+    from skspectral._training.adam import ElementwiseAdam, adam
+
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    shapes = [(4, 1), (4, 14), (4, 113, 15, 15)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=generator, device="cuda", dtype=dtype)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    lr = torch.tensor(1e-2, dtype=torch.float32, device="cuda")
+    optimizer = adam(ours, lr, capturable=True)
+    assert isinstance(optimizer, ElementwiseAdam)
+    reference = torch.optim.Adam(theirs, lr=1e-2)
+
+    def loss(parameters):
+        return sum((p.sin() * (i + 1)).square().sum() for i, p in enumerate(parameters))
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        loss(ours).backward()
+        optimizer.step()
+
+    def set_rate(rate):  # the trainer's learning rate is a float32 tensor: the reference takes its value
+        lr.fill_(rate)
+        for group in reference.param_groups:
+            group["lr"] = float(lr)
+
+    for rate in (1e-2, 1e-2, 3e-3):
+        set_rate(rate)
+        step()
+        reference.zero_grad()
+        loss(theirs).backward()
+        reference.step()
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # warm-up on a side stream, as torch.cuda.graphs asks
+    torch.cuda.current_stream().wait_stream(side)
+    reference.zero_grad()
+    loss(theirs).backward()
+    reference.step()
+    with torch.cuda.graph(graph):
+        step()
+    for rate in (1e-3, 5e-4):
+        set_rate(rate)
+        graph.replay()
+        reference.zero_grad()
+        loss(theirs).backward()
+        reference.step()
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for mine, torchs in zip(ours, theirs):
+        torch.testing.assert_close(mine, torchs, **tolerance)
+    assert not torch.equal(ours[2], theirs[2].detach() * 0)  # it moved
+
+
+def test_the_trainer_uses_torchs_fused_adam_off_cuda():
+    from skspectral._training.adam import adam
+
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer = adam([parameter], 0.1, capturable=False)
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"]

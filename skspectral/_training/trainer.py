@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from . import history
+from .adam import adam
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRowBlocks, HostRows
 from .threads import AdaptiveThreads
@@ -168,8 +169,7 @@ class Trainer:
         capturable = self.static_steps and on_cuda
         if capturable:  # the step count and lr (a tensor the schedule fills) live on the device
             lr = torch.tensor(lr, dtype=torch.float32, device=parameter.device)  # fused Adam's lr type
-        # fused: one kernel for all parameters instead of a dozen foreach kernels per step
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, capturable=capturable, fused=True)
+        self.optimizer = adam(model.parameters(), lr, capturable)
         self._graphed = None
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
         # CPU steps run on as many threads as time best (a busy machine: often one)

@@ -1,0 +1,126 @@
+"""Adam for the trainer: torch's fused Adam, or on CUDA one thread per element (CuPy kernel).
+
+torch's fused Adam gives a block 65,536 elements of a tensor (multi_tensor_apply's chunk), so
+a model whose matrices are one parameter of ~100k elements gets two blocks, and its update took
+20-30 us of a 150-290 us graph-replayed training step on an H200 (benchmarks/bench_step_parts.py).
+:class:`ElementwiseAdam` launches one thread per element (a few us), with torch.optim.Adam's
+update (no weight decay, no amsgrad) and capturable: the learning rate and the step count
+are device tensors, so a CUDA graph replays the update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+import torch
+
+from ..eig._cupy_support import current_cupy_stream, import_cupy, is_available
+
+_SOURCE = r"""
+template <typename T>
+__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, const float* lr, const float* step,
+                     long long n, double beta1, double beta2, double eps) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    // torch.optim.Adam: m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
+    // p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    const T t = (T)(*step);
+    const T correction1 = (T)1 - pow((T)beta1, t);
+    const T correction2 = (T)1 - pow((T)beta2, t);
+    const T g = grad[i];
+    T m = exp_avg[i];
+    m += ((T)1 - (T)beta1) * (g - m);
+    const T v = (T)beta2 * exp_avg_sq[i] + ((T)1 - (T)beta2) * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    const T denominator = sqrt(v) / sqrt(correction2) + (T)eps;
+    param[i] -= ((T)(*lr) / correction1) * m / denominator;
+}
+
+extern "C" __global__ void adam_float(float* p, const float* g, float* m, float* v, const float* lr,
+                                      const float* step, long long n, double b1, double b2, double eps) {
+    adam<float>(p, g, m, v, lr, step, n, b1, b2, eps);
+}
+
+extern "C" __global__ void adam_double(double* p, const double* g, double* m, double* v, const float* lr,
+                                       const float* step, long long n, double b1, double b2, double eps) {
+    adam<double>(p, g, m, v, lr, step, n, b1, b2, eps);
+}
+"""
+
+_THREADS = 256
+_FUNCTIONS: dict = {}
+
+
+@functools.cache
+def _module():
+    return import_cupy("skspectral's CUDA Adam").RawModule(code=_SOURCE)
+
+
+def _function(dtype: torch.dtype, index: int):
+    key = (dtype, index)
+    function = _FUNCTIONS.get(key)
+    if function is None:
+        cupy = import_cupy()
+        with cupy.cuda.Device(index):
+            function = _FUNCTIONS[key] = _module().get_function(
+                "adam_double" if dtype == torch.float64 else "adam_float").kernel  # launched on a given stream
+    return function
+
+
+class ElementwiseAdam(torch.optim.Optimizer):
+    """torch.optim.Adam's update for CUDA float32/float64 parameters, one thread per element.
+
+    ``lr`` a float, or a float32 device tensor that a schedule fills in place (capturable). One
+    step count for all parameters (they all step together in the trainer)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        device = self.param_groups[0]["params"][0].device
+        self._step_count = torch.zeros((), dtype=torch.float32, device=device)
+        self._lr = torch.zeros((), dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self._step_count.add_(1.0)
+        for group in self.param_groups:
+            lr = group["lr"]
+            if not isinstance(lr, torch.Tensor):
+                self._lr.fill_(lr)
+                lr = self._lr
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                n = p.numel()
+                index = p.device.index
+                args = (np.uint64(p.data_ptr()), np.uint64(p.grad.data_ptr()),
+                        np.uint64(state["exp_avg"].data_ptr()), np.uint64(state["exp_avg_sq"].data_ptr()),
+                        np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.int64(n),
+                        np.float64(beta1), np.float64(beta2), np.float64(group["eps"]))
+                function = _function(p.dtype, index)
+                on_device = (contextlib.nullcontext() if torch.cuda.current_device() == index
+                             else import_cupy().cuda.Device(index))
+                with on_device:  # on torch's current stream: a CUDA graph captures the launch
+                    function(((n + _THREADS - 1) // _THREADS,), (_THREADS,), args, 0, current_cupy_stream(index))
+
+
+def _elementwise_applies(parameters: list) -> bool:
+    return (bool(parameters) and is_available()
+            and all(p.is_cuda and p.is_contiguous() and p.dtype in (torch.float32, torch.float64)
+                    and p.device == parameters[0].device for p in parameters))
+
+
+def adam(parameters, lr, capturable: bool) -> torch.optim.Optimizer:
+    """The trainer's Adam: :class:`ElementwiseAdam` for CUDA parameters where CuPy is installed,
+    else torch's fused Adam (one kernel for all parameters)."""
+    parameters = list(parameters)
+    if _elementwise_applies(parameters):
+        return ElementwiseAdam(parameters, lr=lr)
+    return torch.optim.Adam(parameters, lr=lr, capturable=capturable, fused=True)
