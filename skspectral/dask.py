@@ -184,7 +184,7 @@ def _await_ranks(client, tasks, workers, poll_s: float = 0.5, settle_s: float = 
             raise RuntimeError(f"{note}: {error!r}") from error
         if not running:
             return
-        alive = client.scheduler_info()["workers"]
+        alive = set(_worker_addresses(client))
         lost = [rank for rank in running if workers[rank] not in alive]
         if lost:
             raise RuntimeError(f"the data-parallel fit failed: worker {workers[lost[0]]} (rank {lost[0]} of "
@@ -192,9 +192,21 @@ def _await_ranks(client, tasks, workers, poll_s: float = 0.5, settle_s: float = 
                                "restarted). Fit again on the workers that remain.")
 
 
+def _addresses_on_scheduler(dask_scheduler) -> list:
+    return list(dask_scheduler.workers)
+
+
+def _worker_addresses(client) -> list:
+    """The addresses of the cluster's workers, read on the scheduler itself. (distributed
+    2026.8's ``client.scheduler_info()`` returns a cache that the client's periodic refresh
+    can overwrite, between the fetch and the return, with one that lists no worker: a fit
+    then took every worker of its ranks for lost.)"""
+    return client.run_on_scheduler(_addresses_on_scheduler)
+
+
 def _require_process_workers(client) -> None:
     """The ranks of a data-parallel fit are torch.distributed processes: one per worker process."""
-    threads = [address for address in client.scheduler_info()["workers"] if address.startswith("inproc://")]
+    threads = [address for address in _worker_addresses(client) if address.startswith("inproc://")]
     if threads:
         raise ValueError("A data-parallel fit needs each Dask worker in its own process (each runs one "
                          "torch.distributed rank), but this cluster's workers are threads of one process "

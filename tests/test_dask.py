@@ -20,7 +20,7 @@ import sklearn.base  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
 from skspectral import SpectralClassifier, SpectralRegressor  # noqa: E402
-from skspectral.dask import DaskSpectralClassifier, DaskSpectralRegressor  # noqa: E402
+from skspectral.dask import DaskSpectralClassifier, DaskSpectralRegressor, _worker_addresses  # noqa: E402
 
 from .conftest import make_data  # noqa: E402
 
@@ -57,7 +57,7 @@ def spread_evenly(client, X, y, n_parts, workers=None):
     """Dask arrays of X and y whose partitions lie on the workers (default: all) in turn: the
     same shards on every run (the scheduler's own placement varies, and with it a short fit's
     result)."""
-    workers = sorted(client.scheduler_info()["workers"]) if workers is None else workers
+    workers = sorted(_worker_addresses(client)) if workers is None else workers
     x_parts, y_parts = [], []
     for i, rows in enumerate(np.array_split(np.arange(len(y)), n_parts)):
         x_rows = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
@@ -281,7 +281,7 @@ def test_a_failing_rank_ends_the_fit_with_its_own_error(client):
     """The other rank fails too (its peer left the collective); the fit raises the first error
     raised, the broken rank's own, noted with its worker."""
     X, y = smooth_problem(4_000)
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(_worker_addresses(client))
     client.run(_break_the_fit_here, workers=[workers[1]])
     try:
         with pytest.raises(KeyError, match="this rank broke") as raised:
@@ -297,7 +297,7 @@ def fit_while_a_worker_dies(client, device, delay_s, ready=lambda: True, **optio
     `ready()` holds; returns what `ready` last returned. The fit must raise, not hang, and
     the cluster (the restarted worker and the survivor) must then serve the next fit."""
     X, y = smooth_problem(40_000)
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(_worker_addresses(client))
     seen = []
 
     def kill_second_worker():
@@ -341,7 +341,7 @@ def test_a_rank_whose_worker_dies_ends_the_fit_even_where_the_other_ranks_wait(c
     fit must see the worker go, not wait on the tasks."""
     from skspectral.dask import _await_ranks
 
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(_worker_addresses(client))
     tasks = [client.submit(time.sleep, seconds, workers=[w], allow_other_workers=False, pure=False)
              for w, seconds in zip(workers, (2.0, 300.0))]
     time.sleep(1.0)  # both running
@@ -357,6 +357,19 @@ def test_a_rank_whose_worker_dies_ends_the_fit_even_where_the_other_ranks_wait(c
     finally:
         client.cancel(tasks)
         client.wait_for_workers(2, timeout=60)
+
+
+def test_ranks_are_watched_on_the_scheduler_not_in_the_clients_cached_worker_list(client, monkeypatch):
+    """distributed 2026.8's client.scheduler_info() returns a cache its periodic refresh can leave
+    without workers: a fit that read it took live ranks for lost (a CI run failed so). The fit
+    asks the scheduler."""
+    from skspectral.dask import _await_ranks
+
+    workers = sorted(_worker_addresses(client))
+    monkeypatch.setattr(type(client), "scheduler_info", lambda self, *args, **kwargs: {"workers": {}})
+    tasks = [client.submit(time.sleep, 1.5, workers=[w], allow_other_workers=False, pure=False) for w in workers]
+    _await_ranks(client, tasks, workers)  # returns when both finish: no worker taken for lost
+    assert all(task.status == "finished" for task in tasks)
 
 
 def test_options_keyed_by_name_and_label_reach_the_shards(client):
@@ -418,7 +431,7 @@ def test_a_worker_that_dies_during_captured_gpu_steps_makes_the_fit_fail_not_han
         pytest.skip("needs two GPUs")
     with local_gpu_cluster(2) as cluster, distributed.Client(cluster) as gpu_client:
         gpu_client.run(_count_graph_replays)
-        survivor = sorted(gpu_client.scheduler_info()["workers"])[0]
+        survivor = sorted(_worker_addresses(gpu_client))[0]
         replays = fit_while_a_worker_dies(
             gpu_client, "cuda", delay_s=1.0, collective_timeout=30,
             ready=lambda: gpu_client.run(_graph_replays, workers=[survivor])[survivor] > 100)
@@ -465,7 +478,7 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
     with cluster, distributed.Client(cluster) as gpu_client:
         visible = gpu_client.run(_visible_devices)
         assert sorted(visible.values()) == ["0", "1"]
-        assert all(info["nthreads"] == 1 for info in gpu_client.scheduler_info()["workers"].values())
+        assert set(gpu_client.nthreads().values()) == {1}
 
 
 def _visible_devices():
