@@ -331,7 +331,8 @@ class _CompiledPrefixSums(torch.autograd.Function):
 
 @functools.cache
 def _prefix_kernels():
-    """(forward, backward) of the prefix sums as compiled passes, or None without Numba.
+    """(forward, backward) of the prefix sums as compiled passes, or None without Numba; each
+    runs on torch's thread count (the (model, feature) pairs are independent).
 
     forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding
     bin, column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
@@ -339,44 +340,73 @@ def _prefix_kernels():
     numba = numba_module()
     if numba is None:
         return None
+    from .eig._numba_support import parallel_threads
 
     @numba.njit(cache=True, nogil=True)
-    def forward(columns, bin_columns, out):
+    def forward_pair(columns, bin_columns, out, m, f):
         n_columns, L = columns.shape[1], columns.shape[2]
-        F, T = bin_columns.shape
-        for m in range(columns.shape[0]):
-            for f in range(F):
-                for t in range(T):
-                    row = out[m, f * T + t]
-                    c = bin_columns[f, t]
-                    if t == 0:
-                        for i in range(L):
-                            row[i] = 0.0
-                    else:
-                        before = out[m, f * T + t - 1]
-                        for i in range(L):
-                            row[i] = before[i]
-                    if c < n_columns:
-                        source = columns[m, c]
-                        for i in range(L):
-                            row[i] += source[i]
+        T = bin_columns.shape[1]
+        for t in range(T):
+            row = out[m, f * T + t]
+            c = bin_columns[f, t]
+            if t == 0:
+                for i in range(L):
+                    row[i] = 0.0
+            else:
+                before = out[m, f * T + t - 1]
+                for i in range(L):
+                    row[i] = before[i]
+            if c < n_columns:
+                source = columns[m, c]
+                for i in range(L):
+                    row[i] += source[i]
 
     @numba.njit(cache=True, nogil=True)
-    def backward(grad_out, bin_columns, grad):
+    def backward_pair(grad_out, bin_columns, grad, m, f):
         n_columns, L = grad.shape[1], grad.shape[2]
-        F, T = bin_columns.shape
-        running = np.empty(L, grad.dtype)
-        for m in range(grad.shape[0]):
-            for f in range(F):
-                running[:] = 0.0
-                for t in range(T - 1, -1, -1):
-                    source = grad_out[m, f * T + t]
-                    for i in range(L):
-                        running[i] += source[i]
-                    c = bin_columns[f, t]
-                    if c < n_columns:
-                        target = grad[m, c]
-                        for i in range(L):
-                            target[i] += running[i]
+        T = bin_columns.shape[1]
+        running = np.zeros(L, grad.dtype)
+        for t in range(T - 1, -1, -1):
+            source = grad_out[m, f * T + t]
+            for i in range(L):
+                running[i] += source[i]
+            c = bin_columns[f, t]
+            if c < n_columns:  # each column is one feature's bin: the pairs write apart
+                target = grad[m, c]
+                for i in range(L):
+                    target[i] += running[i]
 
-    return forward, backward
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def forward_parallel(columns, bin_columns, out):
+        F = bin_columns.shape[0]
+        for p in numba.prange(columns.shape[0] * F):
+            forward_pair(columns, bin_columns, out, p // F, p % F)
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def backward_parallel(grad_out, bin_columns, grad):
+        F = bin_columns.shape[0]
+        for p in numba.prange(grad.shape[0] * F):
+            backward_pair(grad_out, bin_columns, grad, p // F, p % F)
+
+    @numba.njit(cache=True, nogil=True)
+    def forward_serial(columns, bin_columns, out):
+        F = bin_columns.shape[0]
+        for p in range(columns.shape[0] * F):
+            forward_pair(columns, bin_columns, out, p // F, p % F)
+
+    @numba.njit(cache=True, nogil=True)
+    def backward_serial(grad_out, bin_columns, grad):
+        F = bin_columns.shape[0]
+        for p in range(grad.shape[0] * F):
+            backward_pair(grad_out, bin_columns, grad, p // F, p % F)
+
+    def on_threads(serial, parallel):
+        def run(*arrays):
+            if torch.get_num_threads() > 1:
+                parallel_threads()
+                parallel(*arrays)
+            else:
+                serial(*arrays)
+        return run
+
+    return on_threads(forward_serial, forward_parallel), on_threads(backward_serial, backward_parallel)
