@@ -8,6 +8,9 @@
 # and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"]. The
 # device has no Numba: for the CPU steps carry numba and llvmlite wheels in .whl/numba (cpu-threads:
 # carry [".data/scikit_learn_data", ".whl/numba"], under the 64 MiB limit).
+# quality's MLP peers (QUALITY_ARGS="... --peers hgb lightgbm tabm realmlp") need pytabkit and its
+# dependencies as wheels in .whl/pytabkit (pip download --no-deps --python-version 3.12 --only-binary=:all:
+# pytabkit pytorch-lightning torchmetrics lightning-utilities aiohttp ... ; 12 MB).
 # The Dask steps (dask, scale-*) need dask, distributed (and optionally dask-cuda) as wheels in
 # .whl/dask (pip download --no-deps --python-version 3.12 --only-binary=:all: ...); the memory
 # step takes its rows from $MEMORY_ROWS (default 10000000), scale-data from $SCALE_ROWS;
@@ -31,6 +34,10 @@ fi
 if ls .whl/dask/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-dask .whl/dask/*.whl \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site-dask"
+fi
+if ls .whl/pytabkit/*.whl >/dev/null 2>&1; then  # pytabkit and its dependencies: quality's --peers realmlp tabm
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-pytabkit .whl/pytabkit/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site-pytabkit"
 fi
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 for step in "$@"; do

@@ -1,5 +1,6 @@
 """Accuracy on real tables: our estimators against HistGradientBoosting, and LightGBM,
-XGBoost and CatBoost where they install (``pip install '.[bench]'``), same folds, same run.
+XGBoost and CatBoost where they install (``pip install '.[bench]'``), same folds, same run;
+with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (``pip install pytabkit``).
 
     python benchmarks/quality.py --device cpu|cuda [--datasets california churn ...]
         [--folds 0 1 2 3 4] [--configs default series ...] [--json out.json]
@@ -9,7 +10,7 @@ The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, 
 rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
 folds run, so defaults can be chosen on some folds and reported on the others.
 Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, and ours /
-the best peer's (the lowest of the peers run), per dataset, over the same folds; the
+the best gradient-boosting peer's (the lowest of those run), per dataset, over the same folds; the
 geometric mean of the ratios summarises a config.
 Peers get the data as DataFrames with categorical columns as pandas categories (HGB:
 categorical_features="from_dtype"; XGBoost: enable_categorical; CatBoost: cat_features, a
@@ -99,11 +100,16 @@ def score(task: str, model, X, y) -> float:
     return float(log_loss(y, model.predict_proba(X), labels=model.classes_))
 
 
-PEERS = ("hgb", "lightgbm", "xgboost", "catboost")
+# the gradient-boosting peers (run by default; "best peer" is the best of these that ran) and the
+# strongest published MLP defaults, pytabkit's RealMLP-TD and TabM-D (opt-in: minutes per table)
+GB_PEERS = ("hgb", "lightgbm", "xgboost", "catboost")
+MLP_PEERS = ("realmlp", "tabm")
+PEERS = GB_PEERS + MLP_PEERS
 
 
-def peers(task: str, seed: int, names=PEERS) -> dict:
-    """The gradient-boosting peers that install here, with their defaults and native categoricals."""
+def peers(task: str, seed: int, names=GB_PEERS, device: str = "cpu") -> dict:
+    """The peers that install here, with their defaults and native categoricals (pytabkit's MLPs
+    read a frame's category columns as categorical, on ``device``)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     regression = task == "regression"
@@ -135,6 +141,17 @@ def peers(task: str, seed: int, names=PEERS) -> dict:
             out["catboost"] = CatBoostOnFrames(regression, seed)
         except ImportError:
             pass
+    if any(name in names for name in MLP_PEERS):
+        try:
+            import pytabkit
+        except ImportError:
+            pytabkit = None
+        kinds = {"realmlp": ("RealMLP_TD_Regressor", "RealMLP_TD_Classifier"),
+                 "tabm": ("TabM_D_Regressor", "TabM_D_Classifier")}
+        for name in MLP_PEERS:
+            if name in names and pytabkit is not None:
+                cls = getattr(pytabkit, kinds[name][0 if regression else 1])
+                out[name] = cls(device=device, random_state=seed, verbosity=0)
     return out
 
 
@@ -219,7 +236,7 @@ def run(a) -> dict:
         X, y, task = load(name, data_dir)
         for fold, train, test in folds(X, y, task, set(a.folds)):
             Xtr, Xte, ytr, yte = X.iloc[train], X.iloc[test], y[train], y[test]
-            models = {} if a.no_peers else peers(task, fold, a.peers)
+            models = {} if a.no_peers else peers(task, fold, a.peers, a.device)
             models.update({f"ours:{c}": ours(task, a.device, fold, CONFIGS[c], len(train)) for c in a.configs})
             for label, model in models.items():
                 start = time.perf_counter()
@@ -239,14 +256,14 @@ def run(a) -> dict:
 
 def summary(out: dict) -> str:
     """Per dataset: each model's mean metric and fit seconds over the folds run, ours / HGB and ours / the
-    best peer (the lowest metric among the peers run)."""
+    best gradient-boosting peer (the lowest metric among those run; the MLPs are reported beside)."""
     rows = out["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     ours_models = [m for m in models if m.startswith("ours:")]
     peer_models = [m for m in models if not m.startswith("ours:")]
     lines = ["| dataset | metric | " + " | ".join(models) + " | " + " | ".join(f"{m} ÷ hgb" for m in ours_models)
-             + " | " + " | ".join(f"{m} ÷ best peer" for m in ours_models)
+             + " | " + " | ".join(f"{m} ÷ best GB peer" for m in ours_models)
              + " | fit s (" + ", ".join(models) + ") |", "|" + "---|" * (2 + len(models) + 2 * len(ours_models) + 1)]
     ratios = {m: [] for m in ours_models}
     to_best = {m: [] for m in ours_models}
@@ -260,7 +277,7 @@ def summary(out: dict) -> str:
             ratio = mean[m] / mean["hgb"] if "hgb" in mean else float("nan")
             ratios[m].append(ratio)
             rs.append(f"{ratio:.3f}")
-        best = min((mean[p] for p in peer_models), default=float("nan"))
+        best = min((mean[p] for p in peer_models if p in GB_PEERS), default=float("nan"))  # the best GB peer
         for m in ours_models:
             to_best[m].append(mean[m] / best)
             rs.append(f"{mean[m] / best:.3f}")
@@ -310,8 +327,9 @@ def main():
     p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
                    help='ad-hoc configs for exploring, e.g. big=\'{"dim": 30}\'')
     p.add_argument("--no-peers", action="store_true", help="skip the peers (ratios need them)")
-    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS,
-                   help="gradient-boosting peers to fit, each where it installs (default: all)")
+    p.add_argument("--peers", nargs="+", default=list(GB_PEERS), choices=PEERS,
+                   help="peers to fit, each where it installs (default: the gradient-boosting ones; "
+                        "realmlp and tabm need pytabkit)")
     p.add_argument("--json")
     a = p.parse_args()
     a.datasets = a.datasets or dataset_names(Path(a.data))
