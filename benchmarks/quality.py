@@ -1,6 +1,6 @@
 """Accuracy on real tables: our estimators against HistGradientBoosting, and LightGBM,
 XGBoost and CatBoost where they install (``pip install '.[bench]'``), same folds, same run;
-with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (``pip install pytabkit``).
+with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (in the bench extra too).
 
     python benchmarks/quality.py --device cpu|cuda [--datasets california churn ...]
         [--folds 0 1 2 3 4] [--configs default series ...] [--json out.json]
