@@ -24,12 +24,13 @@ estimators fit one.
 from __future__ import annotations
 
 import functools
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .eig._numba_support import numba_module
+from .eig._numba_support import numba_module, run_kernel
 
 # column kinds
 LINEAR, PIECEWISE, MISSING, LEVEL = 0, 1, 2, 3
@@ -310,10 +311,11 @@ class _CompiledPrefixSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, columns, bin_columns):
-        forward, _ = _prefix_kernels()
+        kernels = _prefix_kernels()
         F, T = bin_columns.shape
         out = torch.empty((columns.shape[0], F * T, columns.shape[2]), dtype=columns.dtype)
-        forward(columns.detach().contiguous().numpy(), bin_columns.numpy(), out.numpy())
+        _run_pairs(kernels.forward_serial, kernels.forward_parallel,
+                   (columns.detach().contiguous().numpy(), bin_columns.numpy(), out.numpy()), out.shape)
         ctx.save_for_backward(bin_columns)
         ctx.n_columns = columns.shape[1]
         return out
@@ -322,17 +324,26 @@ class _CompiledPrefixSums(torch.autograd.Function):
     def backward(ctx, grad_out):
         if torch.is_grad_enabled():
             raise RuntimeError("prefix_sums is differentiable once (no double backward).")
-        _, backward = _prefix_kernels()
+        kernels = _prefix_kernels()
         (bin_columns,) = ctx.saved_tensors
         grad = torch.zeros((grad_out.shape[0], ctx.n_columns, grad_out.shape[2]), dtype=grad_out.dtype)
-        backward(grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy())
+        _run_pairs(kernels.backward_serial, kernels.backward_parallel,
+                   (grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy()), grad_out.shape)
         return grad, None
+
+
+def _run_pairs(serial, parallel, args: tuple, prefix_shape: tuple) -> None:
+    """A prefix-sum kernel over its (model, feature) pairs, on torch's threads where they pay."""
+    n_models, n_rows, L = prefix_shape
+    pairs = n_models * args[1].shape[0]
+    run_kernel(serial, parallel, args, pairs, n_models * n_rows * L)
 
 
 @functools.cache
 def _prefix_kernels():
-    """(forward, backward) of the prefix sums as compiled passes, or None without Numba; each
-    runs on torch's thread count (the (model, feature) pairs are independent).
+    """The prefix sums' compiled passes (``forward_serial``/``forward_parallel``,
+    ``backward_serial``/``backward_parallel``: the parallel ones take a chunk count, as the
+    eigen kernels do), or None without Numba. Each (model, feature) pair is independent.
 
     forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding
     bin, column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
@@ -340,73 +351,65 @@ def _prefix_kernels():
     numba = numba_module()
     if numba is None:
         return None
-    from .eig._numba_support import parallel_threads
 
     @numba.njit(cache=True, nogil=True)
-    def forward_pair(columns, bin_columns, out, m, f):
+    def forward_pairs(columns, bin_columns, out, start, stop):
         n_columns, L = columns.shape[1], columns.shape[2]
-        T = bin_columns.shape[1]
-        for t in range(T):
-            row = out[m, f * T + t]
-            c = bin_columns[f, t]
-            if t == 0:
-                for i in range(L):
-                    row[i] = 0.0
-            else:
-                before = out[m, f * T + t - 1]
-                for i in range(L):
-                    row[i] = before[i]
-            if c < n_columns:
-                source = columns[m, c]
-                for i in range(L):
-                    row[i] += source[i]
+        F, T = bin_columns.shape
+        for p in range(start, stop):
+            m, f = p // F, p % F
+            for t in range(T):
+                row = out[m, f * T + t]
+                c = bin_columns[f, t]
+                if t == 0:
+                    for i in range(L):
+                        row[i] = 0.0
+                else:
+                    before = out[m, f * T + t - 1]
+                    for i in range(L):
+                        row[i] = before[i]
+                if c < n_columns:
+                    source = columns[m, c]
+                    for i in range(L):
+                        row[i] += source[i]
 
     @numba.njit(cache=True, nogil=True)
-    def backward_pair(grad_out, bin_columns, grad, m, f):
+    def backward_pairs(grad_out, bin_columns, grad, start, stop):
         n_columns, L = grad.shape[1], grad.shape[2]
-        T = bin_columns.shape[1]
-        running = np.zeros(L, grad.dtype)
-        for t in range(T - 1, -1, -1):
-            source = grad_out[m, f * T + t]
-            for i in range(L):
-                running[i] += source[i]
-            c = bin_columns[f, t]
-            if c < n_columns:  # each column is one feature's bin: the pairs write apart
-                target = grad[m, c]
+        F, T = bin_columns.shape
+        running = np.empty(L, grad.dtype)
+        for p in range(start, stop):
+            m, f = p // F, p % F
+            running[:] = 0.0
+            for t in range(T - 1, -1, -1):
+                source = grad_out[m, f * T + t]
                 for i in range(L):
-                    target[i] += running[i]
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def forward_parallel(columns, bin_columns, out):
-        F = bin_columns.shape[0]
-        for p in numba.prange(columns.shape[0] * F):
-            forward_pair(columns, bin_columns, out, p // F, p % F)
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def backward_parallel(grad_out, bin_columns, grad):
-        F = bin_columns.shape[0]
-        for p in numba.prange(grad.shape[0] * F):
-            backward_pair(grad_out, bin_columns, grad, p // F, p % F)
+                    running[i] += source[i]
+                c = bin_columns[f, t]
+                if c < n_columns:  # each column is one feature's bin: the pairs write apart
+                    target = grad[m, c]
+                    for i in range(L):
+                        target[i] += running[i]
 
     @numba.njit(cache=True, nogil=True)
     def forward_serial(columns, bin_columns, out):
-        F = bin_columns.shape[0]
-        for p in range(columns.shape[0] * F):
-            forward_pair(columns, bin_columns, out, p // F, p % F)
+        forward_pairs(columns, bin_columns, out, 0, columns.shape[0] * bin_columns.shape[0])
+
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def forward_parallel(columns, bin_columns, out, chunks):
+        pairs = columns.shape[0] * bin_columns.shape[0]
+        for c in numba.prange(chunks):
+            forward_pairs(columns, bin_columns, out, c * pairs // chunks, (c + 1) * pairs // chunks)
 
     @numba.njit(cache=True, nogil=True)
     def backward_serial(grad_out, bin_columns, grad):
-        F = bin_columns.shape[0]
-        for p in range(grad.shape[0] * F):
-            backward_pair(grad_out, bin_columns, grad, p // F, p % F)
+        backward_pairs(grad_out, bin_columns, grad, 0, grad.shape[0] * bin_columns.shape[0])
 
-    def on_threads(serial, parallel):
-        def run(*arrays):
-            if torch.get_num_threads() > 1:
-                parallel_threads()
-                parallel(*arrays)
-            else:
-                serial(*arrays)
-        return run
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def backward_parallel(grad_out, bin_columns, grad, chunks):
+        pairs = grad.shape[0] * bin_columns.shape[0]
+        for c in numba.prange(chunks):
+            backward_pairs(grad_out, bin_columns, grad, c * pairs // chunks, (c + 1) * pairs // chunks)
 
-    return on_threads(forward_serial, forward_parallel), on_threads(backward_serial, backward_parallel)
+    return types.SimpleNamespace(forward_serial=forward_serial, forward_parallel=forward_parallel,
+                                 backward_serial=backward_serial, backward_parallel=backward_parallel)

@@ -90,14 +90,25 @@ def test_gathered_terms_are_the_encoded_columns_compiled_or_not(seed):
     torch.testing.assert_close(compiled[1], weights, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
 @pytest.mark.parametrize("seed", range(3))
-def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed):
-    """The CPU's compiled prefix sums (forward and backward, one pass each) give torch's cumsum
-    values and gradients exactly (same sums, same order), padding bins included; gradcheck."""
+def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, threads, monkeypatch):
+    """The CPU's compiled prefix sums (forward and backward, one pass each, on the calling thread
+    or over Numba's threads) give torch's cumsum values and gradients exactly (same sums, same
+    order), padding bins included; gradcheck."""
+    from skspectral.eig import _numba_support
     from skspectral.encoding import _prefix_kernels
 
     if _prefix_kernels() is None:
         pytest.skip("Numba missing: torch's prefix sums only")
+    if threads == "parallel":
+        if torch.get_num_threads() < 2:
+            pytest.skip("one torch thread: the kernels run serially")
+        monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
+    kernels, calls = _prefix_kernels(), []
+    for name in ("forward_serial", "forward_parallel", "backward_serial", "backward_parallel"):
+        monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
+                            (calls.append(_name.split("_")[1]), _run(*a))[1])
     rng = np.random.default_rng(seed)
     spec = EncodingSpec(3, numeric=[0, 1, 2], edges=[[-1.0, 0.0, 2.0], list(np.linspace(-2, 2, 6)), None])
     encoder = FeatureEncoder(spec, dtype=torch.float64)
@@ -112,3 +123,4 @@ def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed):
     torch.testing.assert_close(torch.autograd.grad(compiled, columns, upstream)[0],
                                torch.autograd.grad(reference, columns, upstream)[0], rtol=0, atol=0)
     assert torch.autograd.gradcheck(encoder.prefix_sums, (columns,))
+    assert set(calls) == {threads}

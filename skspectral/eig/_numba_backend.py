@@ -25,11 +25,8 @@ import torch
 
 from ._backend import EigenBackend
 from . import _numba_support
-from ._numba_support import numba_module, parallel_threads
+from ._numba_support import numba_module, run_kernel
 
-# Below this much work (batch * n**3) the batch runs on the calling thread:
-# waking Numba's worker threads costs more than it saves.
-_PARALLEL_MIN_WORK = 32 * 15**3
 # Below this much work (batch * n**3) "auto" leaves a call to torch.linalg.
 _PREFERRED_MIN_WORK = 16 * 15**3
 
@@ -73,15 +70,6 @@ def _kernels():
         return None
 
 
-def _run(serial, parallel, args: tuple, batch: int, work: int) -> None:
-    """One kernel call over the batch: on the calling thread, or in chunks over Numba's
-    threads (one per core, as many as torch uses) when the work pays for waking them."""
-    if torch.get_num_threads() > 1 and batch > 1 and work >= _PARALLEL_MIN_WORK:
-        parallel(*args, min(batch, parallel_threads()))
-    else:
-        serial(*args)
-
-
 def _indices(k) -> np.ndarray:
     """k (an int) or several indices (a tuple) as the kernels' int64 array."""
     return np.atleast_1d(np.asarray(k, dtype=np.int64))
@@ -106,7 +94,7 @@ def _launch_with(kernels, A: torch.Tensor, k, lower: bool, want_vector: bool):
     B, n = A.shape[0], A.shape[-1]
     values, vectors = _outputs((B,), k, n, want_vector, A.dtype)
     args = (A.numpy(), lower, _indices(k), want_vector, values.numpy(), vectors.numpy())
-    _run(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
+    run_kernel(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
     return _returned(values, vectors, k, want_vector)
 
 
@@ -135,7 +123,7 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k, want_vector: boo
     values, vectors = _outputs((B,), k, n, want_vector, diagonal.dtype)
     args = (diagonal.numpy(), off.numpy(), _indices(k), want_vector, values.numpy(), vectors.numpy())
     # a Sturm sweep is O(n) and tens of sweeps find lambda_k: about n**2 work per matrix
-    _run(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n * len(_indices(k)))
+    run_kernel(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n * len(_indices(k)))
     return _returned(values, vectors, k, want_vector)
 
 
@@ -152,7 +140,7 @@ def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor,
     args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), _indices(k), dense,
             want_vector, values.numpy(), vectors.numpy())
     per_matrix = n**3 if dense else n * n
-    _run(kernels.gathered_serial, kernels.gathered_parallel, args, B, B * n_models * per_matrix)
+    run_kernel(kernels.gathered_serial, kernels.gathered_parallel, args, B, B * n_models * per_matrix)
     return _returned(values, vectors, k, want_vector)
 
 
@@ -170,7 +158,7 @@ def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, we
             weights.numpy(), dense)
     B, K = rows.shape
     # one model per task (its sums in a fixed order, whatever the threads)
-    _run(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, table_shape[0],
+    run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, table_shape[0],
          B * K * table_shape[0] * table_shape[2])
     return grad, grad_extra
 

@@ -18,6 +18,9 @@ import threading
 import torch
 
 _launch_lock = threading.Lock()
+# Below this much work (e.g. batch * n**3 of an eigen batch) a kernel runs on the calling thread:
+# waking Numba's worker threads costs more than it saves.
+PARALLEL_MIN_WORK = 32 * 15**3
 import_error: Exception | None = None  # why numba did not import, for the callers' warnings
 
 
@@ -52,3 +55,13 @@ def parallel_threads() -> int:
     threads = max(1, min(torch.get_num_threads(), _pool_size()))
     numba_module().set_num_threads(threads)
     return threads
+
+
+def run_kernel(serial, parallel, args: tuple, batch: int, work: int) -> None:
+    """One kernel call over a batch of independent items: ``serial(*args)`` on the calling
+    thread, or ``parallel(*args, chunks)`` over Numba's threads (as many as torch uses) when
+    the work pays for waking them."""
+    if torch.get_num_threads() > 1 and batch > 1 and work >= PARALLEL_MIN_WORK:
+        parallel(*args, min(batch, parallel_threads()))
+    else:
+        serial(*args)
