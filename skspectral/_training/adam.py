@@ -10,13 +10,12 @@ are device tensors, so a CUDA graph replays the update.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
 import torch
 
-from ..eig._cupy_support import current_cupy_stream, import_cupy, is_available
+from ..eig._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
 
 _SOURCE = r"""
 template <typename T>
@@ -100,14 +99,13 @@ class ElementwiseAdam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
                 n = p.numel()
                 index = p.device.index
-                args = (np.uint64(p.data_ptr()), np.uint64(p.grad.data_ptr()),
+                grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()  # the kernel reads it flat
+                args = (np.uint64(p.data_ptr()), np.uint64(grad.data_ptr()),
                         np.uint64(state["exp_avg"].data_ptr()), np.uint64(state["exp_avg_sq"].data_ptr()),
                         np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.int64(n),
                         np.float64(beta1), np.float64(beta2), np.float64(group["eps"]))
                 function = _function(p.dtype, index)
-                on_device = (contextlib.nullcontext() if torch.cuda.current_device() == index
-                             else import_cupy().cuda.Device(index))
-                with on_device:  # on torch's current stream: a CUDA graph captures the launch
+                with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
                     function(((n + _THREADS - 1) // _THREADS,), (_THREADS,), args, 0, current_cupy_stream(index))
 
 

@@ -1,8 +1,10 @@
-"""CuPy access shared by the CuPy and fused-kernel backends: import with a clear
-hint, availability, and CuPy's view of torch's current stream."""
+"""CuPy access shared by the CuPy and fused-kernel backends (and the trainer's CUDA Adam):
+import with a clear hint, availability, CuPy's view of torch's current stream, and the
+device a launch goes to."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -45,3 +47,12 @@ def current_cupy_stream(index: int):
     import torch
 
     return cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
+
+
+def launch_device(index: int):
+    """The context a raw kernel launch on CUDA device ``index`` runs in: none where it is torch's
+    current device (entering CuPy's device context costs a few microseconds, which matters for
+    small calls), else CuPy's device ``index``."""
+    import torch
+
+    return contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)

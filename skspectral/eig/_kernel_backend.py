@@ -12,7 +12,6 @@ captured in a CUDA graph. Sizes 2 <= n <= MAX_N (n = 1 is answered directly).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from ._backend import EigenBackend
-from ._cupy_support import current_cupy_stream, import_cupy, is_available
+from ._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
 
 MAX_N = 64
 
@@ -116,8 +115,7 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
     stream = current_cupy_stream(index)
-    on_device = contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)
-    with on_device:
+    with launch_device(index):
         function((B,), (32 * ((n + 31) // 32),), args, 0, stream)
     return value, (vector if want_vector else None)
 
@@ -153,9 +151,8 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k: int, want_vector
             np.uint64(vector.data_ptr()), np.uint64(work.data_ptr()), np.int32(B), np.int32(n), np.int32(k),
             np.int32(want_vector))
     stream = current_cupy_stream(index)
-    on_device = contextlib.nullcontext() if torch.cuda.current_device() == index else import_cupy().cuda.Device(index)
     blocks = (B + _TRIDIAGONAL_WARPS_PER_BLOCK - 1) // _TRIDIAGONAL_WARPS_PER_BLOCK
-    with on_device:
+    with launch_device(index):
         function((blocks,), (32 * _TRIDIAGONAL_WARPS_PER_BLOCK,), args, 0, stream)
     return value, (vector if want_vector else None)
 
