@@ -55,6 +55,10 @@ CONFIGS = {
     "one_member": dict(n_estimators=1),
     "no_early_stopping": dict(early_stopping=False),
     "no_alpha": dict(alpha=0.0),
+    # candidates for min_level_count (rows a categorical level needs to own a matrix; 10 before)
+    "levels_10": dict(min_level_count=10),
+    "levels_30": dict(min_level_count=30),
+    "levels_100": dict(min_level_count=100),
 }
 
 

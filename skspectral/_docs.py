@@ -73,11 +73,19 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         takes the DataFrame columns of categorical, object, string or bool
         dtype; else indices, names or a boolean mask. Each level of a
         categorical feature owns a learned matrix; levels seen in fewer than
-        10 training rows and unseen levels share an "other" matrix, and a
-        missing value has its own where one was seen. No encoder needed. At
+        ``min_level_count`` training rows and unseen levels share an "other"
+        matrix, and a missing value has its own where one was seen. No
+        encoder needed. At
         predict a categorical column must hold values of the kind it held in
         fit (strings, or numbers): another kind is an error, not a column of
         unseen levels.
+    min_level_count : int or "auto", default="auto"
+        Fit rows a categorical level needs to own a matrix (as
+        OneHotEncoder's ``min_frequency``, LightGBM's ``min_data_per_group``);
+        rarer levels share their feature's "other" matrix with unseen ones.
+        "auto": 2.5 % of the fit's rows, at least 10 and at most 100 (100
+        from 4,000 rows). Counted on every fit row, before the
+        early-stopping split.
     feature_encoding : {"linear", "piecewise_linear"}, default="piecewise_linear"
         Numeric features enter the matrix as x_i A_i ("linear", the series'
         model) or through a piecewise-linear encoding on quantile bins,

@@ -71,8 +71,8 @@ _HOST_ROWS_BYTES = 256 * 2**20
 _ENCODED_ROWS_BYTES = 2**30
 _ENCODED_ROWS_SHARE = 0.25
 # The parameters that shape the fitted model: a warm start or partial_fit must keep them.
-_MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "categorical_features", "monotonic_cst",
-                "smoothing", "eigval_idx")
+_MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "categorical_features", "min_level_count",
+                "monotonic_cst", "smoothing", "eigval_idx")
 
 
 _NO_TARGET = object()  # _validate_inputs without y (predict), where a fit's y may be None
@@ -128,6 +128,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "warm_start": ["boolean"],
         "clip_features": ["boolean"],
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
+        "min_level_count": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
         "n_bins": [Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -285,7 +286,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             kinds = self._column_kinds
             numeric, categorical = split_columns(X, kinds)
             levels = None if categorical is None else level_counts(categorical)
-            codes = None if levels is None else CategoryCodes(levels)
+            codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
             rows = coded_rows(numeric, categorical, kinds, codes)
             if self._target_summarised_as_given:
                 self._fit_target(self._summarise_target(y, weight), classes)
@@ -402,7 +403,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if isinstance(constraints, dict):
             constraints = monotonic_by_position(constraints, getattr(self, "feature_names_in_", None))
         return ColumnOptions(self.feature_encoding, self.n_bins,
-                             None if constraints is None else np.asarray(constraints))
+                             None if constraints is None else np.asarray(constraints), self.min_level_count)
 
     def _check_monotone_outputs(self) -> None:
         if self.column_mapper_.monotone is not None and self._n_outputs() is not None:

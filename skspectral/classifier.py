@@ -45,6 +45,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         warm_start=False,
         clip_features=True,
         categorical_features="from_dtype",
+        min_level_count="auto",
         feature_encoding="piecewise_linear",
         n_bins=16,
         n_estimators=4,
@@ -74,6 +75,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.warm_start = warm_start
         self.clip_features = clip_features
         self.categorical_features = categorical_features
+        self.min_level_count = min_level_count
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators

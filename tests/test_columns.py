@@ -10,7 +10,7 @@ from skspectral._columns import (CategoryCodes, ColumnKinds, ColumnOptions, Colu
                                  level_counts, merge_all, split_columns)
 from skspectral._columns import summary as summary_module
 from skspectral._columns.kinds import categorical_mask
-from skspectral._columns.levels import _level_encoder
+from skspectral._columns.levels import _level_encoder, level_threshold
 from skspectral._columns.summary import _moments, _moments_numpy, weighted_quantile_edges, weighted_quantiles
 
 pd = pytest.importorskip("pandas")
@@ -86,6 +86,23 @@ def test_category_codes_rare_unseen_and_missing():
     np.testing.assert_array_equal(new[:, 0], [1, -1, -2, 2])
 
 
+@pytest.mark.parametrize("min_count, expected", [(1, [1, 2, 0, -1]), (11, [0, 1, 2, -1]), (12, [0, 1, 1, -1])])
+def test_category_codes_min_count(min_count, expected):
+    """A level needs min_count rows to own a code: x (12 rows), y (11) and a (2) own theirs or
+    share "other" (the code after the frequent ones) at the threshold exactly; unseen is -1."""
+    train = pd.DataFrame({"c": ["x"] * 12 + ["y"] * 11 + ["a"] * 2})
+    codes = CategoryCodes(level_counts(train), min_count)
+    assert codes.n_levels() == [{1: 4, 11: 3, 12: 2}[min_count]]  # the frequent levels and "other"
+    np.testing.assert_array_equal(codes.transform(pd.DataFrame({"c": ["x", "y", "a", "unseen"]}))[:, 0], expected)
+
+
+@pytest.mark.parametrize("n_rows, expected", [(35, 10), (400, 10), (1000, 25), (3999, 99), (4000, 100), (10**6, 100)])
+def test_auto_level_threshold_is_a_share_of_the_rows_within_10_and_100(n_rows, expected):
+    counts = [({"x": n_rows - 5, "y": 2}, 3)]  # every column counts every row: levels and missing
+    assert level_threshold("auto", n_rows) == expected == CategoryCodes(counts).min_count
+    assert level_threshold(7, n_rows) == 7 == CategoryCodes(counts, 7).min_count
+
+
 def test_a_categorical_column_of_another_kind_at_predict_is_an_error():
     codes = CategoryCodes(level_counts(pd.DataFrame({"c": ["x"] * 12 + ["y"] * 11})))
     with pytest.raises(ValueError, match="'city' held strings levels in fit .* holds numbers now"):
@@ -119,7 +136,7 @@ def test_levels_from_counts_of_any_split_are_the_encoders_levels_of_the_rows(cou
     for block in blocks[1:]:
         merged = add_level_counts(merged, block)
     codes = CategoryCodes(merged)
-    encoder = _level_encoder().fit(as_frame(column.to_frame()))
+    encoder = _level_encoder(codes.min_count).fit(as_frame(column.to_frame()))
     probe = pd.DataFrame({"c": pd.Series(list(levels) + ["never seen", None], dtype=object)})
     np.testing.assert_array_equal(codes.transform(probe)[:, 0], encoder.transform(as_frame(probe)).ravel())
     assert codes.has_missing == [n_missing > 0]

@@ -326,6 +326,31 @@ def test_dataframes_with_levels_and_missing_values(Estimator):
                                   loaded.predict(rare) if Estimator is SpectralRegressor else loaded.predict_proba(rare))
 
 
+@pytest.mark.parametrize("Estimator", [SpectralRegressor, SpectralClassifier])
+def test_min_level_count_pools_rarer_levels_into_other(Estimator):
+    """A min_level_count just above a level's row count sends that level to the "other" matrix
+    it shares with rare (violet: 2 rows, under the default 10) and unseen levels."""
+    X, y = mixed_frame()
+    target = y if Estimator is SpectralRegressor else np.where(y > np.median(y), "high", "low")
+    counts = X["colour"].value_counts()
+    frequent = counts[counts >= 10]
+    threshold = int(frequent.min()) + 1  # the least frequent of the frequent levels falls under it
+    assert (frequent >= threshold).sum() == len(frequent) - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        default = Estimator(dim=4, max_iter=2, **CPU).fit(X, target)
+        pooled = Estimator(dim=4, max_iter=2, min_level_count=threshold, **CPU).fit(X, target)
+    colour = list(X.columns).index("colour")
+    n_levels = dict(zip(default.encoding_.categorical, default.encoding_.n_levels))[colour]
+    assert dict(zip(pooled.encoding_.categorical, pooled.encoding_.n_levels))[colour] == n_levels - 1
+    rarest, unseen = X.iloc[[0]].copy(), X.iloc[[0]].copy()
+    rarest["colour"], unseen["colour"] = frequent.idxmin(), "never seen"
+    output = pooled.predict if Estimator is SpectralRegressor else pooled.predict_proba
+    np.testing.assert_array_equal(output(rarest), output(unseen))
+    with pytest.raises(ValueError, match="min_level_count"):
+        Estimator(min_level_count=0).fit(X, target)
+
+
 def pd_categorical(values):
     import pandas as pd
 

@@ -1,6 +1,6 @@
 """The levels of categorical columns: counted block by block, then one code per level.
 
-Frequent levels (at least MIN_LEVEL_COUNT rows) get codes 0..L-1, at most MAX_LEVELS of
+Frequent levels (at least ``min_count`` rows, :func:`level_threshold`) get codes 0..L-1, at most MAX_LEVELS of
 them by count; rare ones the code L, which the device encoder shares with unseen levels
 (-1); missing values -2. The levels are learned from each level's row count, so that
 counts of any split of the rows, added up, give the levels of the whole.
@@ -11,11 +11,24 @@ from __future__ import annotations
 import numpy as np
 from sklearn.preprocessing import OrdinalEncoder
 
-# A level seen in fewer training rows than this shares the feature's "other" matrix with
-# unseen levels: too few rows to learn a matrix of its own.
+# min_level_count="auto": a level seen in fewer training rows than AUTO_LEVEL_SHARE of the rows
+# (at least MIN_LEVEL_COUNT, at most AUTO_LEVEL_COUNT) shares its feature's "other" matrix with
+# unseen levels: too few rows to learn a matrix of its own. AUTO_LEVEL_COUNT is LightGBM's
+# min_data_per_group; 100 against 10 was chosen on the quality suite's selection fold
+# (benchmarks/RESULTS.md, section 12); the share keeps a small table's levels their own matrices.
 MIN_LEVEL_COUNT = 10
+AUTO_LEVEL_COUNT = 100
+AUTO_LEVEL_SHARE = 1 / 40
 # At most this many levels per categorical feature (the rest: "other"), as HistGradientBoosting.
 MAX_LEVELS = 255
+
+
+def level_threshold(min_level_count, n_rows: int) -> int:
+    """Rows a level needs to own a code: ``min_level_count`` itself, or for "auto"
+    AUTO_LEVEL_SHARE of ``n_rows`` clipped to [MIN_LEVEL_COUNT, AUTO_LEVEL_COUNT]."""
+    if min_level_count != "auto":
+        return int(min_level_count)
+    return int(min(AUTO_LEVEL_COUNT, max(MIN_LEVEL_COUNT, int(n_rows * AUTO_LEVEL_SHARE))))
 
 
 def level_counts(columns) -> list[tuple[dict, int]]:
@@ -54,8 +67,12 @@ class CategoryCodes:
     levels per column (the frequent ones, "other", and "missing" where seen).
     """
 
-    def __init__(self, counts: list):
+    def __init__(self, counts: list, min_count="auto"):
         import pandas as pd
+
+        # every column counts the same rows: its levels' and its missing values'
+        counted_rows = sum(counts[0][0].values()) + counts[0][1] if counts else 0
+        self.min_count = min_count = level_threshold(min_count, counted_rows)
 
         self.encoders, self.has_missing, self.level_kinds = [], [], []
         for levels, n_missing in counts:
@@ -63,16 +80,16 @@ class CategoryCodes:
             n_rows = np.asarray([levels[name] for name in names[: len(levels)]] + ([n_missing] if n_missing else []),
                                 dtype=np.int64)
             # The encoder is fitted on a few rows per level that keep what it reads from the
-            # counts: which levels are rare (fewer than MIN_LEVEL_COUNT rows) and, for the
+            # counts: which levels are rare (fewer than min_count rows) and, for the
             # MAX_LEVELS cut, their order by count.
-            frequent = n_rows >= MIN_LEVEL_COUNT
+            frequent = n_rows >= min_count
             dense_rank = np.unique(n_rows[frequent], return_inverse=True)[1].ravel()
-            stand_in = n_rows.copy()
-            stand_in[frequent] = MIN_LEVEL_COUNT + dense_rank
+            stand_in = np.minimum(n_rows, min_count - 1)  # a rare level: rare to the encoder too
+            stand_in[frequent] = min_count + dense_rank
             values = np.empty(len(names), dtype=object)
             values[:] = names
             rows = pd.DataFrame({0: pd.Series(np.repeat(values, stand_in), dtype=object)})
-            self.encoders.append(_level_encoder().fit(rows))
+            self.encoders.append(_level_encoder(min_count).fit(rows))
             self.has_missing.append(n_missing > 0)
             self.level_kinds.append(_kind_of(list(levels)))
         self.n_seen = []
@@ -130,9 +147,9 @@ def _kind_of(values) -> str | None:
     return kinds.pop() if len(kinds) == 1 and "other" not in kinds else None
 
 
-def _level_encoder() -> OrdinalEncoder:
+def _level_encoder(min_count: int) -> OrdinalEncoder:
     return OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2,
-                          min_frequency=MIN_LEVEL_COUNT, max_categories=MAX_LEVELS + 1, dtype=np.float64)
+                          min_frequency=min_count, max_categories=MAX_LEVELS + 1, dtype=np.float64)
 
 
 def as_frame(columns):

@@ -36,11 +36,13 @@ from .summary import check_total_weight, checked_scale, edges_of, sample_values,
 @dataclass(frozen=True)
 class ColumnOptions:
     """How the columns are encoded: "piecewise_linear" on ``n_bins`` quantile bins or "linear";
-    ``monotonic``: -1/0/+1 per input column (None: no constraint)."""
+    ``monotonic``: -1/0/+1 per input column (None: no constraint); a categorical level seen in
+    fewer than ``min_level_count`` rows shares its feature's "other" level."""
 
     encoding: str = "piecewise_linear"
     n_bins: int = 16
     monotonic: np.ndarray | None = None
+    min_level_count: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class ColumnMapper:
         varies = observed & (summary.low < summary.high)
         with_missing = observed & summary.has_missing
         if codes is None and kinds.categorical is not None:
-            codes = CategoryCodes(summary.levels)
+            codes = CategoryCodes(summary.levels, options.min_level_count)
         used_levels = np.zeros(p, dtype=np.int64)
         if codes is not None:
             used_levels[kinds.categorical_index] = codes.used_levels()
