@@ -98,9 +98,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         feature that holds a single value (or none) in fit carries nothing:
         it gets no matrix, contributes nothing and reports zero sensitivity;
         fit warns which features these are.
-    n_bins : int, default=16
+    n_bins : int or "auto", default="auto"
         Quantile bins per numeric feature with feature_encoding="piecewise_linear"
-        (fewer where a feature has fewer distinct values).
+        (fewer where a feature has fewer distinct values). "auto": 16, and 32
+        from 10,000 fit rows (duplicate rows merged).
     n_estimators : int, default=4
         Ensemble members, each with its own initialisation and its own loss,
         trained jointly as one batch of batch_size * n_estimators matrices per

@@ -130,7 +130,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
         "min_level_count": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
-        "n_bins": [Interval(numbers.Integral, 2, None, closed="left")],
+        "n_bins": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
         "monotonic_cst": ["array-like", dict, None],
         "structure": [StrOptions({"dense", "tridiagonal"})],

@@ -52,7 +52,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         categorical_features="from_dtype",
         min_level_count="auto",
         feature_encoding="piecewise_linear",
-        n_bins=16,
+        n_bins="auto",
         n_estimators=4,
         monotonic_cst=None,
         structure="dense",

@@ -11,6 +11,7 @@ from skspectral._columns import (CategoryCodes, ColumnKinds, ColumnOptions, Colu
 from skspectral._columns import summary as summary_module
 from skspectral._columns.kinds import categorical_mask
 from skspectral._columns.levels import _level_encoder, level_threshold
+from skspectral._columns.mapper import bins_for
 from skspectral._columns.summary import _moments, _moments_numpy, weighted_quantile_edges, weighted_quantiles
 
 pd = pytest.importorskip("pandas")
@@ -101,6 +102,18 @@ def test_auto_level_threshold_is_a_share_of_the_rows_within_10_and_100(n_rows, e
     counts = [({"x": n_rows - 5, "y": 2}, 3)]  # every column counts every row: levels and missing
     assert level_threshold("auto", n_rows) == expected == CategoryCodes(counts).min_count
     assert level_threshold(7, n_rows) == 7 == CategoryCodes(counts, 7).min_count
+
+
+@pytest.mark.parametrize("n_rows, expected", [(9_999, 16), (10_000, 32)])
+def test_auto_bins_grow_with_the_rows(n_rows, expected):
+    """n_bins="auto": 16 quantile bins, 32 from 10,000 rows (a continuous feature gets them all);
+    an integer is taken as given."""
+    X = np.random.default_rng(0).normal(size=(n_rows, 2))
+    for n_bins, bins in (("auto", expected), (5, 5)):
+        summary = ColumnSummary.of_block(X, np.ones(n_rows), column_kinds(X, None))
+        mapper = summary.finalize(ColumnOptions(n_bins=n_bins))
+        assert [len(edges) - 1 for edges in mapper.spec.edges] == [bins, bins]
+    assert bins_for("auto", n_rows) == expected and bins_for(7, n_rows) == 7
 
 
 def test_a_categorical_column_of_another_kind_at_predict_is_an_error():
