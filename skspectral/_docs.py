@@ -100,8 +100,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         fit warns which features these are.
     n_bins : int or "auto", default="auto"
         Quantile bins per numeric feature with feature_encoding="piecewise_linear"
-        (fewer where a feature has fewer distinct values). "auto": 16, and 32
-        from 10,000 fit rows (duplicate rows merged).
+        (fewer where a feature has fewer distinct values). "auto": 16, and on
+        CUDA 32 from 10,000 fit rows (duplicate rows merged): more accurate on
+        tall tables there (flights' RMSE 6 % lower), while on the CPU they
+        cost epochs at the same accuracy.
     n_estimators : int, default=4
         Ensemble members, each with its own initialisation and its own loss,
         trained jointly as one batch of batch_size * n_estimators matrices per

@@ -351,6 +351,25 @@ def test_min_level_count_pools_rarer_levels_into_other(Estimator):
         Estimator(min_level_count=0).fit(X, target)
 
 
+def test_auto_bins_are_16_on_the_cpu_whatever_the_rows():
+    """n_bins="auto" takes the mapper's row rule (32 bins from 10,000 rows) where the fit trains
+    on CUDA only; on the CPU 16 (there 32 cost epochs at the same accuracy)."""
+    X = np.random.RandomState(0).normal(size=(10_000, 2))
+    assert SpectralRegressor()._column_options(cuda=True).n_bins == "auto"
+    assert SpectralRegressor()._column_options(cuda=False).n_bins == 16
+    assert SpectralRegressor(n_bins=24)._column_options(cuda=False).n_bins == 24
+    fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, **CPU).fit(X, X[:, 0])
+    assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [16, 16]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n_rows, bins", [(9_000, 16), (10_000, 32)])
+def test_auto_bins_on_cuda_follow_the_rows(n_rows, bins):
+    X = np.random.RandomState(0).normal(size=(n_rows, 2))
+    fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, device="cuda", random_state=0).fit(X, X[:, 0])
+    assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [bins, bins]
+
+
 def pd_categorical(values):
     import pandas as pd
 

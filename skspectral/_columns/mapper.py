@@ -33,10 +33,11 @@ from .levels import CategoryCodes, as_frame
 from .summary import check_total_weight, checked_scale, edges_of, sample_values, weighted_quantiles
 
 
-# n_bins="auto": AUTO_BINS quantile bins per numeric feature, AUTO_BINS_TALL from AUTO_BINS_ROWS
-# rows up. Chosen on the quality suite's selection fold (benchmarks/RESULTS.md, section 12): 32 bins
-# helped the tables of 20,000 rows and more (flights' RMSE 4.7 % lower) and hurt those of 5,000
-# and fewer but concrete (churn's log-loss 12 % higher).
+# n_bins="auto" on CUDA: AUTO_BINS quantile bins per numeric feature, AUTO_BINS_TALL from
+# AUTO_BINS_ROWS rows up (the CPU: AUTO_BINS, the estimators decide). Chosen on the quality suite's
+# selection fold (benchmarks/RESULTS.md, section 12): 32 bins helped the tables of 20,000 rows and
+# more (flights' RMSE 4.7 % lower) and hurt those of 5,000 and fewer but concrete (churn's
+# log-loss 12 % higher).
 AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS = 16, 32, 10_000
 
 
