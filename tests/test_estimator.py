@@ -354,10 +354,12 @@ def test_min_level_count_pools_rarer_levels_into_other(Estimator):
 def test_auto_bins_are_16_on_the_cpu_whatever_the_rows():
     """n_bins="auto" takes the mapper's row rule (32 bins from 10,000 rows) where the fit trains
     on CUDA only; on the CPU 16 (there 32 cost epochs at the same accuracy)."""
+    from skspectral._columns.mapper import bins_for
+
     X = np.random.RandomState(0).normal(size=(10_000, 2))
-    assert SpectralRegressor()._column_options(cuda=True).n_bins == "auto"
-    assert SpectralRegressor()._column_options(cuda=False).n_bins == 16
-    assert SpectralRegressor(n_bins=24)._column_options(cuda=False).n_bins == 24
+    assert SpectralRegressor()._column_options(cuda=True).cuda is True
+    assert SpectralRegressor()._column_options(cuda=False).cuda is False
+    assert bins_for("auto", 10_000, cuda=False) == 16 and bins_for(24, 10_000, cuda=False) == 24
     fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, **CPU).fit(X, X[:, 0])
     assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [16, 16]
 

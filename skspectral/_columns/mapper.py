@@ -33,25 +33,26 @@ from .levels import CategoryCodes, as_frame
 from .summary import check_total_weight, checked_scale, edges_of, sample_values, weighted_quantiles
 
 
-# n_bins="auto" on CUDA: AUTO_BINS quantile bins per numeric feature, AUTO_BINS_TALL from
-# AUTO_BINS_ROWS rows up (the CPU: AUTO_BINS, the estimators decide). Chosen on the quality suite's
-# selection fold (benchmarks/RESULTS.md, section 12): 32 bins helped the tables of 20,000 rows and
-# more (flights' RMSE 4.7 % lower) and hurt those of 5,000 and fewer but concrete (churn's
-# log-loss 12 % higher).
+# n_bins="auto": AUTO_BINS quantile bins per numeric feature, and on CUDA AUTO_BINS_TALL from
+# AUTO_BINS_ROWS rows up. Chosen on the quality suite's selection fold (benchmarks/RESULTS.md,
+# section 12): 32 bins helped the tables of 20,000 rows and more (flights' RMSE 4.7 % lower) and
+# hurt those of 5,000 and fewer but concrete (churn's log-loss 12 % higher); on the CPU they cost
+# epochs at the same accuracy (California: 65 epochs against 40, RMSE 0.4759 against 0.4757).
 AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS = 16, 32, 10_000
 
 
-def bins_for(n_bins, n_rows: int) -> int:
-    """Quantile bins per numeric feature: ``n_bins`` itself, or for "auto" by the fit's rows."""
+def bins_for(n_bins, n_rows: int, cuda: bool) -> int:
+    """Quantile bins per numeric feature: ``n_bins`` itself, or for "auto" by the fit's rows and
+    whether it trains on CUDA."""
     if n_bins != "auto":
         return int(n_bins)
-    return AUTO_BINS_TALL if n_rows >= AUTO_BINS_ROWS else AUTO_BINS
+    return AUTO_BINS_TALL if cuda and n_rows >= AUTO_BINS_ROWS else AUTO_BINS
 
 
 @dataclass(frozen=True)
 class ColumnOptions:
     """How the columns are encoded: "piecewise_linear" on ``n_bins`` quantile bins (see
-    :func:`bins_for`) or "linear";
+    :func:`bins_for`; ``cuda``: the fit trains on CUDA) or "linear";
     ``monotonic``: -1/0/+1 per input column (None: no constraint); a categorical level seen in
     fewer than ``min_level_count`` rows shares its feature's "other" level."""
 
@@ -59,6 +60,7 @@ class ColumnOptions:
     n_bins: int | str = "auto"
     monotonic: np.ndarray | None = None
     min_level_count: int | str = "auto"
+    cuda: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class ColumnMapper:
 
         edges, fill = [], np.full(p, np.nan)
         piecewise = options.encoding == "piecewise_linear"
-        n_bins = bins_for(options.n_bins, summary.n_rows) if piecewise else 1
+        n_bins = bins_for(options.n_bins, summary.n_rows, options.cuda) if piecewise else 1
         for j in np.flatnonzero(varies):  # one column's temporaries at a time
             values, weight = sample_values(*summary.sample[j])
             quantiles = weighted_quantiles((values - mean[j]) / scale[j], weight, n_bins,
