@@ -24,7 +24,6 @@ estimators fit one.
 from __future__ import annotations
 
 import functools
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,7 +176,7 @@ class FeatureEncoder(torch.nn.Module):
         F, T = self.bin_columns.shape
         if not F:
             return columns.new_zeros(columns.shape[0], 0, columns.shape[2])
-        if columns.device.type == "cpu" and columns.dtype == torch.float64 and _prefix_kernels() is not None:
+        if columns.device.type == "cpu" and columns.dtype == torch.float64 and _compiled() is not None:
             return _CompiledPrefixSums.apply(columns, self.bin_columns)
         padded = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, columns.shape[2])], dim=1)
         bins = padded.index_select(1, self.bin_columns.reshape(-1)).view(columns.shape[0], F, T, -1)
@@ -187,9 +186,9 @@ class FeatureEncoder(torch.nn.Module):
         """Each row's (rows (B, T), weights (B, T)) of the columns' matrices followed by
         :meth:`prefix_sums` (-1: nothing): sum_t weights * those rows is sum_j z_j A_j. On the
         CPU one compiled pass (Numba; no per-bin temporaries), else torch ops; the same values."""
-        kernel = _terms_kernel() if X.device.type == "cpu" and X.dtype == torch.float64 else None
-        if kernel is not None:
-            return self._compiled_terms(kernel, X)
+        compiled = _compiled() if X.device.type == "cpu" and X.dtype == torch.float64 else None
+        if compiled is not None:
+            return self._compiled_terms(compiled.terms, X)
         return self._torch_terms(X)
 
     def _compiled_terms(self, kernel, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,57 +250,13 @@ class FeatureEncoder(torch.nn.Module):
 
 
 @functools.cache
-def _terms_kernel():
-    """:meth:`FeatureEncoder.terms` as one compiled pass over the rows (float64 rows on the
-    CPU), or None without Numba: the same arithmetic, without the (rows, features, bins)
-    temporaries torch's version makes every step."""
-    numba = numba_module()
-    if numba is None:
+def _compiled():
+    """The encoder's compiled passes (:mod:`skspectral._encoding_kernels`), or None without Numba."""
+    if numba_module() is None:
         return None
+    from . import _encoding_kernels
 
-    @numba.njit(cache=True, nogil=True)
-    def terms(X, linear_index, linear_columns, piecewise_index, bin_left, bin_width, n_bins_of, prefix_rows,
-              bin_rows, missing_index, missing_columns, categorical_index, level_other, level_missing,
-              level_columns, rows, weights):
-        for b in range(X.shape[0]):
-            t = 0
-            for i in range(linear_index.shape[0]):
-                x = X[b, linear_index[i]]
-                rows[b, t] = linear_columns[i]
-                weights[b, t] = 0.0 if x != x else x
-                t += 1
-            n_piecewise = piecewise_index.shape[0]
-            for f in range(n_piecewise):
-                x = X[b, piecewise_index[f]]
-                passed, fraction = 0, 0.0
-                if x == x:
-                    for j in range(n_bins_of[f]):  # z_j = clip((x - left) / width, 0, 1): ones, then the fraction
-                        z = min(max((x - bin_left[f, j]) / bin_width[f, j], 0.0), 1.0)
-                        if z >= 1.0:
-                            passed += 1
-                        elif j == passed:
-                            fraction = z
-                rows[b, t + f] = prefix_rows[f, passed]  # every prefix term, then every bin term (torch's order)
-                weights[b, t + f] = 1.0
-                rows[b, t + n_piecewise + f] = bin_rows[f, passed]
-                weights[b, t + n_piecewise + f] = fraction
-            t += 2 * n_piecewise
-            for i in range(missing_index.shape[0]):
-                x = X[b, missing_index[i]]
-                rows[b, t] = missing_columns[i]
-                weights[b, t] = 1.0 if x != x else 0.0
-                t += 1
-            for i in range(categorical_index.shape[0]):
-                code = int(X[b, categorical_index[i]])
-                if code == -1:
-                    code = level_other[i]
-                elif code == -2:
-                    code = level_missing[i]
-                rows[b, t] = level_columns[i] + code
-                weights[b, t] = 1.0
-                t += 1
-
-    return terms
+    return _encoding_kernels
 
 
 class _CompiledPrefixSums(torch.autograd.Function):
@@ -311,10 +266,9 @@ class _CompiledPrefixSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, columns, bin_columns):
-        kernels = _prefix_kernels()
         F, T = bin_columns.shape
         out = torch.empty((columns.shape[0], F * T, columns.shape[2]), dtype=columns.dtype)
-        _run_pairs(kernels.forward_serial, kernels.forward_parallel,
+        _run_pairs(_compiled().prefix_forward_serial, _compiled().prefix_forward_parallel,
                    (columns.detach().contiguous().numpy(), bin_columns.numpy(), out.numpy()), out.shape)
         ctx.save_for_backward(bin_columns)
         ctx.n_columns = columns.shape[1]
@@ -324,10 +278,9 @@ class _CompiledPrefixSums(torch.autograd.Function):
     def backward(ctx, grad_out):
         if torch.is_grad_enabled():
             raise RuntimeError("prefix_sums is differentiable once (no double backward).")
-        kernels = _prefix_kernels()
         (bin_columns,) = ctx.saved_tensors
         grad = torch.zeros((grad_out.shape[0], ctx.n_columns, grad_out.shape[2]), dtype=grad_out.dtype)
-        _run_pairs(kernels.backward_serial, kernels.backward_parallel,
+        _run_pairs(_compiled().prefix_backward_serial, _compiled().prefix_backward_parallel,
                    (grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy()), grad_out.shape)
         return grad, None
 
@@ -337,79 +290,3 @@ def _run_pairs(serial, parallel, args: tuple, prefix_shape: tuple) -> None:
     n_models, n_rows, L = prefix_shape
     pairs = n_models * args[1].shape[0]
     run_kernel(serial, parallel, args, pairs, n_models * n_rows * L)
-
-
-@functools.cache
-def _prefix_kernels():
-    """The prefix sums' compiled passes (``forward_serial``/``forward_parallel``,
-    ``backward_serial``/``backward_parallel``: the parallel ones take a chunk count, as the
-    eigen kernels do), or None without Numba. Each (model, feature) pair is independent.
-
-    forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding
-    bin, column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
-    grad_out[m, f T + t] for each (f, s) with bin_columns[f, s] = c (a reversed running sum)."""
-    numba = numba_module()
-    if numba is None:
-        return None
-
-    @numba.njit(cache=True, nogil=True)
-    def forward_pairs(columns, bin_columns, out, start, stop):
-        n_columns, L = columns.shape[1], columns.shape[2]
-        F, T = bin_columns.shape
-        for p in range(start, stop):
-            m, f = p // F, p % F
-            for t in range(T):
-                row = out[m, f * T + t]
-                c = bin_columns[f, t]
-                if t == 0:
-                    for i in range(L):
-                        row[i] = 0.0
-                else:
-                    before = out[m, f * T + t - 1]
-                    for i in range(L):
-                        row[i] = before[i]
-                if c < n_columns:
-                    source = columns[m, c]
-                    for i in range(L):
-                        row[i] += source[i]
-
-    @numba.njit(cache=True, nogil=True)
-    def backward_pairs(grad_out, bin_columns, grad, start, stop):
-        n_columns, L = grad.shape[1], grad.shape[2]
-        F, T = bin_columns.shape
-        running = np.empty(L, grad.dtype)
-        for p in range(start, stop):
-            m, f = p // F, p % F
-            running[:] = 0.0
-            for t in range(T - 1, -1, -1):
-                source = grad_out[m, f * T + t]
-                for i in range(L):
-                    running[i] += source[i]
-                c = bin_columns[f, t]
-                if c < n_columns:  # each column is one feature's bin: the pairs write apart
-                    target = grad[m, c]
-                    for i in range(L):
-                        target[i] += running[i]
-
-    @numba.njit(cache=True, nogil=True)
-    def forward_serial(columns, bin_columns, out):
-        forward_pairs(columns, bin_columns, out, 0, columns.shape[0] * bin_columns.shape[0])
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def forward_parallel(columns, bin_columns, out, chunks):
-        pairs = columns.shape[0] * bin_columns.shape[0]
-        for c in numba.prange(chunks):
-            forward_pairs(columns, bin_columns, out, c * pairs // chunks, (c + 1) * pairs // chunks)
-
-    @numba.njit(cache=True, nogil=True)
-    def backward_serial(grad_out, bin_columns, grad):
-        backward_pairs(grad_out, bin_columns, grad, 0, grad.shape[0] * bin_columns.shape[0])
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def backward_parallel(grad_out, bin_columns, grad, chunks):
-        pairs = grad.shape[0] * bin_columns.shape[0]
-        for c in numba.prange(chunks):
-            backward_pairs(grad_out, bin_columns, grad, c * pairs // chunks, (c + 1) * pairs // chunks)
-
-    return types.SimpleNamespace(forward_serial=forward_serial, forward_parallel=forward_parallel,
-                                 backward_serial=backward_serial, backward_parallel=backward_parallel)

@@ -1,5 +1,9 @@
 """FeatureEncoder and EncodingSpec: the encoded columns on the device."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -81,9 +85,9 @@ def test_gathered_terms_are_the_encoded_columns_compiled_or_not(seed):
     gathered = torch.einsum("bt,mbtl->bml", weights, torch.cat([table, table[:, :1] * 0], 1)[:, rows])  # -1: zero
     dense = torch.einsum("bc,mcl->bml", encoder(X), columns)
     torch.testing.assert_close(gathered, dense, rtol=1e-12, atol=1e-12)
-    from skspectral.encoding import _terms_kernel
+    from skspectral.encoding import _compiled
 
-    if _terms_kernel() is None:
+    if _compiled() is None:
         pytest.skip("Numba missing: the torch terms only")
     compiled = encoder.terms(X)
     torch.testing.assert_close(compiled[0], rows, rtol=0, atol=0)
@@ -97,18 +101,19 @@ def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, thre
     or over Numba's threads) give torch's cumsum values and gradients exactly (same sums, same
     order), padding bins included; gradcheck."""
     from skspectral.eig import _numba_support
-    from skspectral.encoding import _prefix_kernels
+    from skspectral.encoding import _compiled
 
-    if _prefix_kernels() is None:
+    if _compiled() is None:
         pytest.skip("Numba missing: torch's prefix sums only")
     if threads == "parallel":
         if torch.get_num_threads() < 2:
             pytest.skip("one torch thread: the kernels run serially")
         monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
-    kernels, calls = _prefix_kernels(), []
-    for name in ("forward_serial", "forward_parallel", "backward_serial", "backward_parallel"):
+    kernels, calls = _compiled(), []
+    for name in ("prefix_forward_serial", "prefix_forward_parallel", "prefix_backward_serial",
+                 "prefix_backward_parallel"):
         monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
-                            (calls.append(_name.split("_")[1]), _run(*a))[1])
+                            (calls.append(_name.split("_")[-1]), _run(*a))[1])
     rng = np.random.default_rng(seed)
     spec = EncodingSpec(3, numeric=[0, 1, 2], edges=[[-1.0, 0.0, 2.0], list(np.linspace(-2, 2, 6)), None])
     encoder = FeatureEncoder(spec, dtype=torch.float64)
@@ -124,3 +129,34 @@ def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, thre
                                torch.autograd.grad(reference, columns, upstream)[0], rtol=0, atol=0)
     assert torch.autograd.gradcheck(encoder.prefix_sums, (columns,))
     assert set(calls) == {threads}
+
+
+def test_a_second_process_loads_the_compiled_kernels_from_numbas_cache():
+    """Every compiled CPU kernel a fit uses is found in Numba's disk cache by the next process: the
+    encoder's prefix sums, made inside a factory, were compiled again in every process (~3 s a
+    process, and a cache file more each time). Two fresh processes on the package's cache: the
+    second compiles nothing."""
+    pytest.importorskip("numba")
+    code = (
+        "import numpy as np\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "from skspectral import SpectralRegressor, _encoding_kernels\n"
+        "from skspectral.eig import _numba_kernels, _numba_support\n"
+        "_numba_support.PARALLEL_MIN_WORK = 0  # the parallel kernels too\n"
+        "X = np.random.RandomState(0).normal(size=(600, 3))\n"
+        "X[::7, 1] = np.nan\n"
+        "SpectralRegressor(dim=5, max_iter=2, random_state=0).fit(X, X[:, 0]).predict(X)\n"
+        "for module in (_encoding_kernels, _numba_kernels):\n"
+        "    for name in dir(module):\n"
+        "        f = getattr(module, name)\n"
+        "        if isinstance(f, CPUDispatcher) and f.signatures:\n"
+        "            print(name, sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    second = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in runs[1].stdout.splitlines()}
+    assert {"terms", "prefix_forward_parallel", "prefix_backward_parallel", "gathered_parallel"} <= set(second)
+    assert {name: misses for name, (hits, misses) in second.items() if misses} == {}

@@ -476,9 +476,48 @@ def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype):
     assert not torch.equal(ours[2], theirs[2].detach() * 0)  # it moved
 
 
-def test_the_trainer_uses_torchs_fused_adam_off_cuda():
-    from skspectral._training.adam import adam
+def test_the_trainer_uses_the_compiled_adam_on_the_cpu_and_torchs_fused_adam_without_numba(monkeypatch):
+    from skspectral._training import adam as adam_module
 
     parameter = torch.nn.Parameter(torch.zeros(3))
-    optimizer = adam([parameter], 0.1, capturable=False)
+    expected = adam_module.CompiledAdam if adam_module._adam_kernel() is not None else torch.optim.Adam
+    assert type(adam_module.adam([parameter], 0.1, capturable=False)) is expected
+    monkeypatch.setattr(adam_module, "_adam_kernel", lambda: None)
+    optimizer = adam_module.adam([parameter], 0.1, capturable=False)
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_adam_is_torchs_adam(dtype):
+    """The CPU's compiled Adam takes torch.optim.Adam's steps (its arithmetic, up to the last bits
+    of the order torch's vector units use): parameters of several sizes, gradients of several
+    scales, a learning rate changed between steps, a parameter without a gradient left alone,
+    both forms of torch's lerp (beta1 below and above 0.5)."""
+    from skspectral._training.adam import CompiledAdam, _adam_kernel
+
+    if _adam_kernel() is None:
+        pytest.skip("needs Numba")
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(4, 1), (4, 14), (4, 113, 15, 15), (2, 3)]
+    for betas in ((0.9, 0.999), (0.3, 0.99)):
+        ours = [torch.nn.Parameter(torch.randn(s, generator=generator, dtype=dtype)) for s in shapes]
+        theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+        untouched = ours[-1].detach().clone()
+        optimizer = CompiledAdam(ours, lr=1e-2, betas=betas)
+        reference = torch.optim.Adam(theirs, lr=1e-2, betas=betas, foreach=False)
+        for step in range(40):
+            scale = 10.0 ** (step % 5 - 2)
+            rate = 1e-2 if step < 20 else 3e-3
+            for opt in (optimizer, reference):
+                opt.param_groups[0]["lr"] = rate
+                opt.zero_grad(set_to_none=True)
+            for mine, torchs in zip(ours[:-1], theirs[:-1]):  # the last one gets no gradient
+                g = torch.randn(mine.shape, generator=generator, dtype=dtype) * scale
+                mine.grad, torchs.grad = g.clone(), g.clone()
+            optimizer.step()
+            reference.step()
+        tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+        for mine, torchs in zip(ours, theirs):
+            torch.testing.assert_close(mine, torchs, **tolerance)
+        assert not torch.allclose(ours[2], theirs[2].detach() * 0)  # it moved
+        assert torch.equal(ours[-1].detach(), untouched) and ours[-1] not in optimizer.state
