@@ -293,10 +293,11 @@ def test_a_failing_rank_ends_the_fit_with_its_own_error(client):
         client.run(_mend_the_fit_here, workers=[workers[1]])
 
 
-def wait_for_replacement(client, dead: str, n_workers: int = 2, timeout_s: float = 60) -> None:
+def wait_for_replacement(client, dead: str, n_workers: int = 2, timeout_s: float = 180) -> None:
     """Until the scheduler has dropped the killed worker and its nanny's new one has joined, and
     the workers stay the same for a second: wait_for_workers alone can return while a leaving
-    worker is still listed, and the next test would pin a task to it (a CI run failed so)."""
+    worker is still listed, and the next test would pin a task to it (a CI run failed so). A new
+    worker imports torch and scikit-learn before it joins: on two busy cores that took over 60 s."""
     deadline = time.monotonic() + timeout_s
     previous = None
     while time.monotonic() < deadline:

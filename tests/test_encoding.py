@@ -138,7 +138,8 @@ def test_a_second_process_loads_the_compiled_kernels_from_numbas_cache():
     second compiles nothing."""
     pytest.importorskip("numba")
     code = (
-        "import numpy as np\n"
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
         "from numba.core.registry import CPUDispatcher\n"
         "from skspectral import SpectralRegressor, _encoding_kernels\n"
         "from skspectral.eig import _numba_kernels, _numba_support\n"
@@ -158,5 +159,7 @@ def test_a_second_process_loads_the_compiled_kernels_from_numbas_cache():
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]
     second = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in runs[1].stdout.splitlines()}
-    assert {"terms", "prefix_forward_parallel", "prefix_backward_parallel", "gathered_parallel"} <= set(second)
+    # which of a kernel's serial and parallel entries ran depends on the threads the fit timed best
+    assert "terms" in second and {"prefix_forward_serial", "prefix_forward_parallel"} & set(second)
+    assert {"gathered_serial", "gathered_parallel"} & set(second)
     assert {name: misses for name, (hits, misses) in second.items() if misses} == {}
