@@ -5,7 +5,8 @@
 #                              [distributional] [intervals]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
-# and, for LightGBM in the quality step, its wheel in .whl; run with carry [".data", ".whl"]. The
+# and, for LightGBM in the quality step, its wheel in .whl (XGBoost: the CPU-only xgboost-cpu wheel, 5.8 MB;
+# CatBoost's 97 MB wheel exceeds the carry limit); run with carry [".data", ".whl"]. The
 # device has no Numba: for the CPU steps carry numba and llvmlite wheels in .whl/numba (cpu-threads:
 # carry [".data/scikit_learn_data", ".whl/numba"], under the 64 MiB limit).
 # quality's MLP peers (QUALITY_ARGS="... --peers hgb lightgbm tabm realmlp") need pytabkit and its
