@@ -100,11 +100,14 @@ def spaced(device: str, seed: int, spacing: int):
 
 
 SPACINGS: list = []  # --spacings: extra models "ours:spacing=S"
+EXTRA: dict = {}  # --extra NAME=JSON: our quantile model with those parameters too, "ours:NAME"
 
 
 def quantile_models(device: str, seed: int) -> dict:
     models = {"ours": ours(device, seed, loss="quantile", quantile=list(LEVELS)),
               **{f"ours:spacing={s}": spaced(device, seed, s) for s in SPACINGS},
+              **{f"ours:{name}": ours(device, seed, loss="quantile", quantile=list(LEVELS), **params)
+                 for name, params in EXTRA.items()},
               "ours:squared_error": ours(device, seed),
               "hgb": PerLevel(lambda q: hgb(seed, loss="quantile", quantile=q))}
     if lightgbm_or_none(seed) is not None:
@@ -235,22 +238,32 @@ def quantile_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def _variants(rows: list) -> list:
+    """Our quantile models: the default and the selection experiments (--spacings, --extra)."""
+    return [m for m in dict.fromkeys(r["model"] for r in rows)
+            if m == "ours" or (m.startswith("ours:") and m != "ours:squared_error")]
+
+
 def spacing_table(rows: list) -> str:
-    """The spacing experiment: each of our quantile models' pinball loss (mean over the levels),
-    coverage and fit seconds; the geometric mean of its pinball ÷ HGB's."""
-    models = [m for m in dict.fromkeys(r["model"] for r in rows) if m == "ours" or m.startswith("ours:spacing")]
+    """The selection experiments: each of our quantile models' pinball loss (mean over the levels),
+    coverage, fit seconds and epochs; the geometric means of its pinball ÷ HGB's and of its fit
+    seconds ÷ our squared-error fit's."""
+    models = _variants(rows)
     keys = [f"pinball_{q}" for q in LEVELS]
-    head = ["dataset"] + [f"{m}: pinball, coverage, fit s" for m in models]
+    head = ["dataset"] + [f"{m}: pinball, coverage, fit s, epochs" for m in models]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ratios = {m: [] for m in models}
+    ratios, costs = {m: [] for m in models}, {m: [] for m in models}
     for d in dict.fromkeys(r["dataset"] for r in rows):
         cells = [d]
         for m in models:
             pinball = np.mean([_mean(rows, d, m, k) for k in keys])
             ratios[m].append(pinball / np.mean([_mean(rows, d, "hgb", k) for k in keys]))
-            cells.append(f"{pinball:.4g}, {100 * _mean(rows, d, m, 'coverage'):.1f} %, {_mean(rows, d, m, 'fit_s'):.2f}")
+            costs[m].append(_mean(rows, d, m, "fit_s") / _mean(rows, d, "ours:squared_error", "fit_s"))
+            cells.append(f"{pinball:.4g}, {100 * _mean(rows, d, m, 'coverage'):.1f} %, {_mean(rows, d, m, 'fit_s'):.2f}, "
+                         f"{_mean(rows, d, m, 'n_iter_'):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("\ngeometric mean of mean pinball ÷ HGB's: " + ", ".join(f"{m} {_geo(ratios[m]):.3f}" for m in models))
+    lines.append("geometric mean of fit ÷ our squared-error fit: " + ", ".join(f"{m} {_geo(costs[m]):.2f}" for m in models))
     return "\n".join(lines)
 
 
@@ -271,8 +284,8 @@ def summary(out: dict) -> str:
         rows = [r for r in out["rows"] if r["part"] == part]
         if rows:
             parts.append(f"### {part}\n\n" + (quantile_table(rows) if keys is None else metric_table(rows, keys)))
-            if part == "quantiles" and any(r["model"].startswith("ours:spacing") for r in rows):
-                parts.append("### quantiles: eigenvalue spacing\n\n" + spacing_table(rows))
+            if part == "quantiles" and len(_variants(rows)) > 1:
+                parts.append("### quantiles: selection experiments\n\n" + spacing_table(rows))
     return "\n\n".join(parts)
 
 
@@ -285,6 +298,8 @@ def main():
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--spacings", type=int, nargs="+", default=[],
                    help="quantiles: also ours with the levels' eigenvalues S indices apart (selection)")
+    p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
+                   help="quantiles: also ours with these parameters, e.g. lr='{\"learning_rate_init\": 0.004}'")
     p.add_argument("--json")
     p.add_argument("--summarise", nargs="+", metavar="JSON", help="print the tables of earlier runs' JSON (rows merged)")
     a = p.parse_args()
@@ -293,6 +308,9 @@ def main():
         print(json.dumps(runs[0]["versions"]) + "\n\n" + summary({"rows": [r for run_ in runs for r in run_["rows"]]}))
         return
     SPACINGS.extend(a.spacings)
+    for item in a.extra:
+        name, _, params = item.partition("=")
+        EXTRA[name] = json.loads(params)
     out = run(a)
     print("\n" + summary(out))
     write_json(a.json, out)
