@@ -17,8 +17,8 @@ CUDA events, a warm-up epoch, the median of the epochs after it), per step:
 - ``encoder``: the feature encoder alone;
 - ``eigen``: the k-th eigenvalue kernel alone on the step's matrices (forward only).
 
-With ``--profile`` an eager step's CUDA kernels are listed (torch.profiler, 10 steps): the
-kernels a graph replays, with their device time per step.
+With ``--profile`` the CUDA kernels of the step a fit runs now (``step, now``) are listed, run
+eagerly (torch.profiler, 10 steps): the kernels a graph replays, with their device time per step.
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def parts(est, X, y) -> dict:
     timer = _Timer(device)
     order = torch.randperm(n, device=device)
 
-    def trainer(torch_adam: bool = False):
+    def trainer(torch_adam: bool = False, encoded: bool | None = None):
         options = TrainingOptions(learning_rate_init=est._step_size(batch), batch_size=batch)
-        trained = OnEncodedRows(model) if encoded_rows else model
+        trained = OnEncodedRows(model) if (encoded_rows if encoded is None else encoded) else model
         made = Trainer(trained, loss, options, torch.Generator(device=device).manual_seed(0))
         if torch_adam:  # the former optimizer: one fused kernel for every parameter
             lr = made.optimizer.param_groups[0]["lr"]
@@ -112,6 +112,7 @@ def parts(est, X, y) -> dict:
     encoded_rows = False
     out["step, before"] = timer(epoch_of(trainer(torch_adam=True)._step, Xs)) / n_steps
     encoder = model.encoder
+    fit_rows = Xs  # the rows a fit steps on
     if encoder is not None and not model.gathers:
         with torch.no_grad():
             Z = model.encoded(Xs)
@@ -119,6 +120,7 @@ def parts(est, X, y) -> dict:
         out["step, rows encoded once"] = timer(epoch_of(trainer(torch_adam=True)._step, Z)) / n_steps
         out["step, now"] = timer(epoch_of(trainer()._step, Z)) / n_steps
         encoded_rows = False
+        fit_rows = Z
     else:
         out["step, now"] = timer(epoch_of(trainer()._step, Xs)) / n_steps
 
@@ -139,14 +141,16 @@ def parts(est, X, y) -> dict:
     k = model.eigval_indices if len(model.eigval_indices) > 1 else model.eigval_indices[0]
     out["eigen"] = timer(lambda: [kth_eigvalsh(M, k, backend=est.backend) for _ in range(n_steps)]) / n_steps
     out["epoch_s"] = out["step, now"] * n_steps
-    return out, (trainer, Xs, target, weight, batch)
+    now = lambda: trainer(encoded=fit_rows is not Xs)  # noqa: E731 -- the step a fit runs now
+    return out, (now, fit_rows, target, weight, batch)
 
 
-def profile_kernels(trainer, Xs, target, weight, batch, top: int = 25) -> list[dict]:
-    """An eager step's CUDA kernels (10 steps): name, calls and device microseconds per step."""
+def profile_kernels(make_trainer, Xs, target, weight, batch, top: int = 25) -> list[dict]:
+    """The CUDA kernels of the step a fit runs now (its rows as the fit takes them, the trainer's
+    Adam), eagerly, 10 steps: name, calls and device microseconds per step."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = trainer(torch_adam=True)._step  # raw rows, torch's fused Adam: every kernel of the former step
+    step = make_trainer()._step
     for start in range(0, 3 * batch, batch):
         step(Xs[start:start + batch], target[start:start + batch], weight[start:start + batch])
     torch.cuda.synchronize()
