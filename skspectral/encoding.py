@@ -268,7 +268,8 @@ class _CompiledPrefixSums(torch.autograd.Function):
     def forward(ctx, columns, bin_columns):
         F, T = bin_columns.shape
         out = torch.empty((columns.shape[0], F * T, columns.shape[2]), dtype=columns.dtype)
-        _run_pairs(_compiled().prefix_forward_serial, _compiled().prefix_forward_parallel,
+        kernels = _compiled()
+        _run_pairs(kernels.prefix_forward_serial, kernels.prefix_forward_parallel,
                    (columns.detach().contiguous().numpy(), bin_columns.numpy(), out.numpy()), out.shape)
         ctx.save_for_backward(bin_columns)
         ctx.n_columns = columns.shape[1]
@@ -280,7 +281,8 @@ class _CompiledPrefixSums(torch.autograd.Function):
             raise RuntimeError("prefix_sums is differentiable once (no double backward).")
         (bin_columns,) = ctx.saved_tensors
         grad = torch.zeros((grad_out.shape[0], ctx.n_columns, grad_out.shape[2]), dtype=grad_out.dtype)
-        _run_pairs(_compiled().prefix_backward_serial, _compiled().prefix_backward_parallel,
+        kernels = _compiled()
+        _run_pairs(kernels.prefix_backward_serial, kernels.prefix_backward_parallel,
                    (grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy()), grad_out.shape)
         return grad, None
 

@@ -84,8 +84,7 @@ class _Adam:
         params = list(params)
         if not params:
             raise ValueError("Adam got an empty parameter list.")
-        self.defaults = dict(lr=lr, betas=betas, eps=eps)
-        self.param_groups = [dict(self.defaults, params=params)]
+        self.param_groups = [dict(params=params, lr=lr, betas=betas, eps=eps)]
         self.state: dict = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
