@@ -27,11 +27,16 @@ from .conftest import make_data  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=40)
-    with distributed.Client(cluster) as client:
-        yield client
-    cluster.close()
+    # The cluster closes a dead worker's nanny unless its new worker joins within
+    # lost-worker-timeout (15 s by default); a new worker imports torch and scikit-learn first,
+    # which took longer than that on two busy CI cores (a CI run failed so), and the killed-worker
+    # tests then waited for a replacement that never came.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "300s"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=40)
+        with distributed.Client(cluster) as client:
+            yield client
+        cluster.close()
 
 
 def smooth_problem(n, seed=0):
