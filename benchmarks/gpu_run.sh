@@ -5,8 +5,11 @@
 #                              [distributional] [intervals]
 # The device machine has no internet: carry the California cache and the tables as .data
 # (mkdir -p .data/tabular && cp -r ../shared/data/scikit_learn_data .data/ && cp ../shared/data/tabular/* .data/tabular/)
-# and, for LightGBM in the quality step, its wheel in .whl (XGBoost: the CPU-only xgboost-cpu wheel, 5.8 MB;
-# CatBoost's 97 MB wheel exceeds the carry limit); run with carry [".data", ".whl"]. The
+# and, for LightGBM in the quality step, its wheel in .whl (XGBoost: the CPU-only xgboost-cpu wheel, 5.8 MB);
+# run with carry [".data", ".whl"]. CatBoost's 97 MB wheel exceeds the 64 MiB carry limit, so it travels
+# repacked in .whl/catboost: the wheel's files without _catboost.so as catboost-VERSION-no-so.tar.gz, the .so
+# as _catboost.so.xz (xz -9e: 276 -> 33 MB), and six's wheel; carry [".data", ".whl/lightgbm-...whl",
+# ".whl/xgboost_cpu-...whl", ".whl/catboost"] (50 MB). The
 # device has no Numba: for the CPU steps carry numba and llvmlite wheels in .whl/numba (cpu-threads:
 # carry [".data/scikit_learn_data", ".whl/numba"], under the 64 MiB limit).
 # quality's MLP peers (QUALITY_ARGS="... --peers hgb lightgbm tabm realmlp") need pytabkit and its
@@ -31,6 +34,12 @@ WHEELS=$(ls .whl/*.whl .whl/numba/*.whl 2>/dev/null)  # LightGBM; Numba and llvm
 if [ -n "$WHEELS" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $WHEELS \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+if [ -f .whl/catboost/_catboost.so.xz ]; then  # CatBoost, repacked to fit the carry limit (see the top)
+  mkdir -p /tmp/site-catboost && tar xzf .whl/catboost/catboost-*-no-so.tar.gz -C /tmp/site-catboost \
+    && python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.whl/catboost/_catboost.so.xz'), open('/tmp/site-catboost/catboost/_catboost.so', 'wb'))" \
+    && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-catboost .whl/catboost/six-*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site-catboost"
 fi
 if ls .whl/dask/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-dask .whl/dask/*.whl \
