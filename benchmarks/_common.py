@@ -107,6 +107,15 @@ def markdown_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
+def named_json(items: list[str]) -> dict:
+    """``--extra NAME=JSON ...`` as {NAME: parsed JSON} (a benchmark's ad-hoc model parameters)."""
+    parsed = {}
+    for item in items:
+        name, _, params = item.partition("=")
+        parsed[name] = json.loads(params)
+    return parsed
+
+
 def write_json(path, payload: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))

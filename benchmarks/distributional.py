@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, versions, write_json
+from _common import ROOT, named_json, versions, write_json
 from quality import folds, load, warm_up
 
 LEVELS = (0.05, 0.5, 0.95)
@@ -308,9 +308,7 @@ def main():
         print(json.dumps(runs[0]["versions"]) + "\n\n" + summary({"rows": [r for run_ in runs for r in run_["rows"]]}))
         return
     SPACINGS.extend(a.spacings)
-    for item in a.extra:
-        name, _, params = item.partition("=")
-        EXTRA[name] = json.loads(params)
+    EXTRA.update(named_json(a.extra))
     out = run(a)
     print("\n" + summary(out))
     write_json(a.json, out)

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, versions, write_json
+from _common import ROOT, named_json, versions, write_json
 
 def _tall_batch(n_train: int, steps: int = 100) -> int:
     """A candidate rule for batch_size="auto": at most ``steps`` steps an epoch, at least 200 rows."""
@@ -340,9 +340,8 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     a.datasets = a.datasets or dataset_names(Path(a.data))
-    for item in a.extra:
-        name, params = item.split("=", 1)
-        CONFIGS[name] = json.loads(params)
+    for name, params in named_json(a.extra).items():
+        CONFIGS[name] = params
         a.configs.append(name)
     out = run(a)
     print("\n" + summary(out))
