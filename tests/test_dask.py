@@ -302,7 +302,8 @@ def wait_for_replacement(client, dead: str, n_workers: int = 2, timeout_s: float
     """Until the scheduler has dropped the killed worker and its nanny's new one has joined, and
     the workers stay the same for a second: wait_for_workers alone can return while a leaving
     worker is still listed, and the next test would pin a task to it (a CI run failed so). A new
-    worker imports torch and scikit-learn before it joins: on two busy cores that took over 60 s."""
+    worker imports torch and scikit-learn before it joins; a CI failure once read as a join slower
+    than 60 s was the cluster closing the nanny (see the fixture), and the wait stays generous."""
     deadline = time.monotonic() + timeout_s
     previous = None
     while time.monotonic() < deadline:
