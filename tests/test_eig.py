@@ -456,13 +456,14 @@ def _hard_matrices(kind, B, n, g):
     return (Q * lam[:, None, :]) @ Q.mT
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device,backend", [pytest.param("cuda", "kernel", marks=pytest.mark.cuda), ("cpu", "numba")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [2, 3, 4, 8, 15, 32, 33, 45, 64])
-def test_kernel_accuracy_on_hard_spectra(dtype, n):
-    """Eigenvalue error and eigenvector residual relative to ||M||_2, against float64 LAPACK."""
-    if "kernel" not in available_backends("cuda"):
-        pytest.skip("needs CuPy")
+def test_kernel_accuracy_on_hard_spectra(device, backend, dtype, n):
+    """Eigenvalue error and eigenvector residual relative to ||M||_2, against float64 LAPACK: the
+    CUDA kernel and the CPU's (its SIMD lanes: 256 matrices fill every lane position)."""
+    if backend not in available_backends(device):
+        pytest.skip(f"{backend} is not available on {device}")
     g = torch.Generator().manual_seed(n)
     tol, residual_tol = (1e-5, 1e-4) if dtype == torch.float32 else (1e-12, 1e-10)
     kinds = ["random", "clustered", "repeated", "diagonal", "zero", "near_singular"]
@@ -472,8 +473,8 @@ def test_kernel_accuracy_on_hard_spectra(dtype, n):
         scale = torch.linalg.matrix_norm(M, ord=2).clamp_min(torch.finfo(torch.float64).tiny)
         for k in (0, n // 2, n - 1):
             ref = torch.linalg.eigvalsh(M)[:, k]
-            X = M.to(dtype=dtype, device="cuda").requires_grad_(True)
-            value = kth_eigvalsh(X, k, backend="kernel")
+            X = M.to(dtype=dtype, device=device, copy=True).requires_grad_(True)
+            value = kth_eigvalsh(X, k, backend=backend)
             value.sum().backward()
             lam = value.detach().double().cpu()
             assert ((lam - ref).abs() / scale).max() <= tol, (kind, k)
@@ -487,7 +488,7 @@ def test_kernel_accuracy_on_hard_spectra(dtype, n):
             if kind != "zero":
                 residual = ((M @ q[:, :, None])[:, :, 0] - lam[:, None] * q).norm(dim=1) / scale
                 assert residual.max() <= residual_tol, (kind, k, residual.max())
-            without_grad = kth_eigvalsh(X.detach(), k, backend="kernel").double().cpu()
+            without_grad = kth_eigvalsh(X.detach(), k, backend=backend).double().cpu()
             assert ((without_grad - lam).abs() / scale).max() <= tol, (kind, k)
 
 
@@ -544,3 +545,90 @@ def test_several_indices_errors(k, match):
     A = torch.eye(5, dtype=torch.float64)
     with pytest.raises(ValueError, match=match):
         kth_eigvalsh(A, k)
+
+
+# ---- the CPU kernel's SIMD lanes: several matrices per vector --------------------------------
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 20), dtype=st.sampled_from([torch.float32, torch.float64]),
+       kinds=st.lists(st.sampled_from(["random", "zero", "nan", "repeated", "diagonal"]), min_size=1, max_size=11),
+       count=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_cpu_lanes_give_each_matrix_the_bits_it_gets_alone(n, dtype, kinds, count, seed):
+    """A matrix's eigenpair does not depend on the matrices sharing its vector (4 float64 or 8
+    float32 lanes; batches that leave lanes empty, lanes that are done wait for others): every
+    matrix of a batch gets the same bits as in a batch of its own."""
+    from skspectral.eig import _numba_backend
+
+    if not _numba_backend.is_available():
+        pytest.skip("needs Numba")
+    g = torch.Generator().manual_seed(seed)
+    matrices = []
+    for kind in kinds:
+        A = random_symmetric((), n, torch.float64, "cpu", g)
+        if kind == "zero":
+            A = torch.zeros(n, n, dtype=torch.float64)
+        elif kind == "nan":
+            A[n - 1, 0] = float("nan")
+        elif kind == "repeated":
+            A = torch.eye(n, dtype=torch.float64) * 0.5
+        elif kind == "diagonal":
+            A = torch.diag(torch.randn(n, generator=g, dtype=torch.float64))
+        matrices.append(A)
+    batch = torch.stack(matrices).to(dtype)
+    ks = tuple(sorted(set(int(k) for k in torch.randint(0, n, (count,), generator=g))))
+    values, vectors = _numba_backend.eigh_k(batch, ks, True)
+    for b in range(len(batch)):
+        alone_values, alone_vectors = _numba_backend.eigh_k(batch[b : b + 1].contiguous(), ks, True)
+        assert torch.equal(values[b : b + 1].nan_to_num(7.0), alone_values.nan_to_num(7.0)), kinds[b]
+        assert torch.equal(vectors[b : b + 1].nan_to_num(7.0), alone_vectors.nan_to_num(7.0)), kinds[b]
+    for b, kind in enumerate(kinds):
+        if kind == "nan":
+            assert values[b].isnan().all() and vectors[b].isnan().all()
+            continue
+        ref = torch.linalg.eigvalsh(batch[b].double())[list(ks)]
+        scale = max(torch.linalg.matrix_norm(batch[b].double(), ord=2).item(), 1.0)
+        assert ((values[b].double() - ref).abs() / scale).max() <= TOL[dtype] * n**0.5, kind
+        if kind == "zero":  # lambda = 0 and q = e_k exactly
+            assert torch.equal(vectors[b], torch.eye(n, dtype=dtype)[list(ks)])
+
+
+def test_simd_vectors_compute_what_numpy_computes_element_by_element():
+    """Each operation of skspectral.eig._simd on a vector gives numpy's bits in every lane
+    (IEEE operations, no fast-math): arithmetic with vectors and numbers, sqrt, abs, copysign,
+    min/max as Python's, comparisons into where, any_true / all_true."""
+    numba = pytest.importorskip("numba")
+    from skspectral.eig._simd import (absolute, all_true, any_true, copysign, lane_count, load, maximum,
+                                      minimum, splat, sqrt, store, where)
+
+    @numba.njit
+    def apply(a, b, out):
+        x, y = load(a, 0), load(b, 0)
+        store(out, 0, x + y)
+        store(out, 1, x - y)
+        store(out, 2, x * y)
+        store(out, 3, x / y)
+        store(out, 4, sqrt(absolute(x)))
+        store(out, 5, copysign(y, x))
+        store(out, 6, minimum(x, y))
+        store(out, 7, maximum(x, y))
+        store(out, 8, where((x < y) | (x == 0.5), x, -y))
+        store(out, 9, 2.0 * x - 1)
+        store(out, 10, where(~(x >= y) & (y != 0.0), splat(a, 1.0), splat(a, 0.0)))
+        return any_true(x > y), all_true(x > y), lane_count(a)
+
+    for dtype in (np.float32, np.float64):
+        width = 32 // np.dtype(dtype).itemsize
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((1, width)).astype(dtype)
+        b = rng.standard_normal((1, width)).astype(dtype)
+        a[0, 0], b[0, 1], a[0, 2] = 0.5, -0.0, b[0, 2]
+        out = np.zeros((11, width), dtype)
+        any_, all_, lanes = apply(a, b, out)
+        x, y = a[0], b[0]
+        with np.errstate(divide="ignore"):
+            quotient = x / y
+        expected = [x + y, x - y, x * y, quotient, np.sqrt(np.abs(x)), np.copysign(y, x),
+                    np.where(y < x, y, x), np.where(y > x, y, x), np.where((x < y) | (x == 0.5), x, -y),
+                    dtype(2.0) * x - dtype(1), np.where(~(x >= y) & (y != 0), 1, 0).astype(dtype)]
+        for row, want in enumerate(expected):
+            np.testing.assert_array_equal(out[row], want.astype(dtype), err_msg=f"{dtype} row {row}")
+        assert (any_, all_, lanes) == ((x > y).any(), (x > y).all(), width)

@@ -1,12 +1,12 @@
 """The CPU kernel: the k-th eigenpair of each matrix, compiled with Numba.
 
-The algorithm of the CUDA kernel, written for one CPU core per matrix and the
-batch spread over cores (Numba's prange; no nested threading): Householder
-tridiagonalisation, Sturm-count bisection for lambda_k alone, inverse
-iteration and the back-transform for q_k alone -- the syevx route, about
-(4/3) n^3 flops per matrix instead of a full eigendecomposition. The Sturm
-counts evaluate several points of the bracket per sweep (multisection): the
-sweeps are independent chains of divisions, which the core overlaps.
+The algorithm of the CUDA kernel: Householder tridiagonalisation, Sturm-count
+multisection and Newton for lambda_k alone, inverse iteration and the
+back-transform for q_k alone -- the syevx route, about (4/3) n^3 flops per
+matrix instead of a full eigendecomposition. On a core, a vector's width of
+matrices at once, one per SIMD lane (``_numba_lanes``: 4 float64 or 8 float32
+with AVX2); the batch spread over cores (Numba's prange; no nested threading).
+A matrix gets the same bits whatever shares its vector.
 
 Same contract as the other backends: NaN/inf in the triangle that is read
 gives NaN for that matrix; the matrix is scaled by a power of two (exact) so

@@ -1,8 +1,10 @@
 """The CPU kernel's compiled functions (Numba; imported on first use by _numba_backend).
 
-One matrix per call of ``one_pair``: Householder tridiagonalisation, multisection on
-Sturm counts for lambda_k, inverse iteration and the back-transform for q_k. Compiled
-per dtype at first use and cached on disk.
+Dense matrices are solved several at a time on SIMD lanes (``_numba_lanes``: Householder
+tridiagonalisation, multisection on Sturm counts for lambda_k, inverse iteration and the
+back-transform for q_k); the tridiagonal structure's matrices one at a time here (Sturm
+multisection, Newton once lambda_k is isolated, inverse iteration). Compiled per dtype at
+first use and cached on disk.
 
 Indices come as an int64 array ``ks`` (one or several): the reduction to tridiagonal form,
 the O(n^3) part, is done once per matrix for all of them; each index then costs its own
@@ -15,6 +17,9 @@ import math
 
 import numba
 import numpy as np
+
+from ._numba_lanes import dense_range, identity_lane, lane_work, load_lane, pairs, store_lane
+from ._simd import lane_count, load_at, splat, store_at
 
 # Points evaluated per multisection sweep: independent chains of divisions that the
 # core overlaps; each sweep shrinks the bracket by POINTS + 1.
@@ -209,95 +214,6 @@ def tridiagonal_eigenpair(d, e, e2, n, k, want_vector, lu, y, piv, up1, up2, xs,
 
 
 @njit
-def one_pair(A, lower, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, out_values, out_vectors):
-    """lambda_k for each k of ks (into out_values) and, with want_vector, q_k (into the rows of
-    out_vectors) of one n x n matrix A: one Householder reduction for every index."""
-    n = A.shape[0]
-    # 1. the triangle that is read, as the lower triangle of W; NaN/inf -> NaN; scale by a
-    # power of two. Only W's lower triangle is used from here on.
-    largest = 0.0
-    for i in range(n):
-        for j in range(i + 1):
-            a = A[i, j] if lower else A[j, i]
-            if not np.isfinite(a):
-                out_values[:] = np.nan
-                if want_vector:
-                    out_vectors[:] = np.nan
-                return
-            W[i, j] = a
-            largest = max(largest, abs(a))
-    if largest == 0.0:
-        zero_matrix(ks, want_vector, out_values, out_vectors)
-        return
-    exponent = math.frexp(largest)[1]  # largest = m * 2**exponent, m in [0.5, 1)
-    scale = math.ldexp(1.0, -exponent)
-    for i in range(n):
-        for j in range(i + 1):
-            W[i, j] *= scale
-    # 2. Householder: W = Q T Q^T, reflectors kept in V (row r: v_r over r+1..n-1) and tau
-    for r in range(n - 2):
-        alpha = W[r + 1, r]
-        xnorm2 = 0.0
-        for i in range(r + 2, n):
-            xnorm2 += W[i, r] * W[i, r]
-        if xnorm2 == 0.0:
-            tau[r] = 0.0
-            e[r] = alpha
-            continue
-        beta = -math.copysign(math.sqrt(alpha * alpha + xnorm2), alpha)
-        t = (beta - alpha) / beta
-        tau[r] = t
-        inv = 1.0 / (alpha - beta)
-        v = V[r]
-        v[r + 1] = 1.0
-        for i in range(r + 2, n):
-            v[i] = W[i, r] * inv
-        e[r] = beta
-        # p = tau W v from the lower triangle (a dot with row i, an axpy into p for the
-        # mirrored column), then w = p - (tau/2)(p.v) v and W -= v w^T + w v^T (lower only)
-        for i in range(r + 1, n):
-            y[i] = 0.0
-        for i in range(r + 1, n):
-            row = W[i]
-            vi = v[i]
-            s = row[i] * vi
-            for j in range(r + 1, i):
-                s += row[j] * v[j]
-                y[j] += row[j] * vi
-            y[i] += s
-        pv = 0.0
-        for i in range(r + 1, n):
-            y[i] *= t
-            pv += y[i] * v[i]
-        half = -0.5 * t * pv
-        for i in range(r + 1, n):
-            y[i] += half * v[i]
-        for i in range(r + 1, n):
-            row = W[i]
-            vi, wi = v[i], y[i]
-            for j in range(r + 1, i + 1):
-                row[j] -= vi * y[j] + wi * v[j]
-    for i in range(n):
-        d[i] = W[i, i]
-    if n > 1:
-        e[n - 2] = W[n - 1, n - 2]
-    for j in range(ks.shape[0]):
-        lam = tridiagonal_eigenpair(d, e, e2, n, ks[j], want_vector, W, y, piv, up1, up2, xs, counts)
-        out_values[j] = lam / scale
-        if want_vector:
-            # q = H_0 ... H_{n-3} y: the last reflector first
-            for r in range(n - 3, -1, -1):
-                if tau[r] != 0.0:
-                    s = 0.0
-                    for i in range(r + 1, n):
-                        s += V[r, i] * y[i]
-                    s *= tau[r]
-                    for i in range(r + 1, n):
-                        y[i] -= s * V[r, i]
-            unit_into(y, n, out_vectors[j])
-
-
-@njit
 def zero_matrix(ks, want_vector, out_values, out_vectors):
     """The zero matrix: every eigenvalue 0 exactly, q_k = e_k."""
     out_values[:] = 0.0
@@ -308,15 +224,8 @@ def zero_matrix(ks, want_vector, out_values, out_vectors):
 
 @njit
 def run_range(A, lower, ks, want_vector, values, vectors, start, stop):
-    n = A.shape[1]
-    dtype = A.dtype
-    W = np.zeros((n, n), dtype)
-    V = np.zeros((n, n), dtype)
-    tau = np.zeros(n, dtype)
-    d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, A)
-    for b in range(start, stop):
-        one_pair(A[b], lower, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, values[b],
-                 vectors[b])
+    dense_range(A, lower, ks, want_vector, values, vectors, start, stop)
+
 
 @njit
 def run_serial(A, lower, ks, want_vector, values, vectors):
@@ -392,43 +301,118 @@ def _row_of(table, extra, m, r):
 
 
 @njit
+def gather_terms(table, extra, rows, weights, b, m, offsets, term_weights):
+    """Row b's terms for model m: how many, their weights and flat offsets into table (>= 0) or,
+    as -1 - offset, into extra. Offsets instead of row views: a view costs a reference count."""
+    R, L = table.shape[1], table.shape[2]
+    R_extra = extra.shape[1]
+    count = 0
+    for t in range(rows.shape[1]):
+        w = weights[b, t]
+        r = rows[b, t]
+        if w == 0.0 or r < 0:
+            continue
+        term_weights[count] = w
+        offsets[count] = (m * R + r) * L if r < R else -1 - (m * R_extra + r - R) * L
+        count += 1
+    return count
+
+
+@njit
+def gather_into(table, extra, terms, offsets, term_weights, flat):
+    """flat = the sum of the gathered terms (see gather_terms; table and extra flattened, 1-d).
+    Blocked: four vectors of flat stay in registers over all terms and are stored once."""
+    L = flat.shape[0]
+    width = lane_count(flat)
+    block = 4 * width
+    zero = splat(flat, 0.0)
+    full = L - L % block
+    for i0 in range(0, full, block):
+        a0, a1, a2, a3 = zero, zero, zero, zero
+        for t in range(terms):
+            w, o = term_weights[t], offsets[t]
+            source = table if o >= 0 else extra
+            o = o if o >= 0 else -1 - o
+            a0 = a0 + w * load_at(source, o + i0)
+            a1 = a1 + w * load_at(source, o + i0 + width)
+            a2 = a2 + w * load_at(source, o + i0 + 2 * width)
+            a3 = a3 + w * load_at(source, o + i0 + 3 * width)
+        store_at(flat, i0, a0)
+        store_at(flat, i0 + width, a1)
+        store_at(flat, i0 + 2 * width, a2)
+        store_at(flat, i0 + 3 * width, a3)
+    for i in range(full, L):
+        s = 0.0
+        for t in range(terms):
+            o = offsets[t]
+            s += term_weights[t] * (table[o + i] if o >= 0 else extra[-1 - o + i])
+        flat[i] = s
+
+
+@njit
 def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, start, stop):
     """lambda_k (and q_k), k in ks, of M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]]
     (T: table, then extra) for rows b in [start, stop) and every model m. Dense: a table row is
-    an n x n matrix flattened (whole rows are summed: contiguous; the lower triangle is read);
-    tridiagonal: a row is [diagonal (n), off-diagonal (n - 1), 0]."""
+    an n x n matrix flattened (whole rows are summed: contiguous; the lower triangle is read),
+    solved a vector's width of matrices at a time; tridiagonal: a row is [diagonal (n),
+    off-diagonal (n - 1), 0]."""
+    if dense:
+        gathered_dense_range(table, extra, diagonal, rows, weights, ks, want_vector, values, vectors, start, stop)
+        return
     n_models, n = diagonal.shape
-    K = rows.shape[1]
-    L = table.shape[2]
-    dtype = table.dtype
-    flat = np.zeros(L, dtype)
-    A = flat[: n * n].reshape(n, n) if dense else flat[:1].reshape(1, 1)
-    W = np.zeros((n, n), dtype)
-    V = np.zeros((n, n), dtype)
-    tau = np.zeros(n, dtype)
-    lu = np.zeros((n, 2), dtype)
+    flat = np.zeros(table.shape[2], table.dtype)
+    offsets, term_weights = np.zeros(rows.shape[1], np.int64), np.zeros(rows.shape[1], table.dtype)
+    table1, extra1 = table.reshape(-1), extra.reshape(-1)
+    lu = np.zeros((n, 2), table.dtype)
     d, e, e2, y, piv, up1, up2, xs, counts = tridiagonal_work(n, table)
     for b in range(start, stop):
         for m in range(n_models):
-            flat[:] = 0.0
-            for t in range(K):
-                w = weights[b, t]
-                r = rows[b, t]
-                if w == 0.0 or r < 0:
-                    continue
-                row = _row_of(table, extra, m, r)
-                for i in range(L):
-                    flat[i] += w * row[i]
-            if dense:
+            terms = gather_terms(table, extra, rows, weights, b, m, offsets, term_weights)
+            gather_into(table1, extra1, terms, offsets, term_weights, flat)
+            for i in range(n):
+                flat[i] += diagonal[m, i]
+            one_tridiagonal(flat[:n], flat[n:], ks, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts,
+                            values[b, m], vectors[b, m])
+
+
+@njit
+def gathered_dense_range(table, extra, diagonal, rows, weights, ks, want_vector, values, vectors, start, stop):
+    """gathered_range's dense matrices, a vector's width at a time: model by model (its table rows
+    stay in cache while its matrices are gathered), rows b in order within a model."""
+    n_models, n = diagonal.shape
+    K = ks.shape[0]
+    flat = np.zeros(table.shape[2], table.dtype)
+    A = flat[: n * n].reshape(n, n)
+    offsets, term_weights = np.zeros(rows.shape[1], np.int64), np.zeros(rows.shape[1], table.dtype)
+    table1, extra1 = table.reshape(-1), extra.reshape(-1)
+    work = lane_work(n, table)
+    W = work[0]
+    lanes = W.shape[2]
+    scale = np.ones((1, lanes), table.dtype)
+    status = np.zeros(lanes, np.int64)
+    lane_values = np.zeros((K, lanes), table.dtype)
+    lane_vectors = np.zeros((K, n, lanes), table.dtype)
+    n_rows = stop - start
+    last = n_rows * n_models
+    for p0 in range(0, last, lanes):
+        used = min(lanes, last - p0)
+        for lane in range(lanes):
+            if lane < used:
+                m, b = divmod(p0 + lane, n_rows)
+                b += start
+                terms = gather_terms(table, extra, rows, weights, b, m, offsets, term_weights)
+                gather_into(table1, extra1, terms, offsets, term_weights, flat)
                 for i in range(n):
                     A[i, i] += diagonal[m, i]
-                one_pair(A, True, ks, want_vector, W, V, tau, d, e, e2, y, piv, up1, up2, xs, counts, values[b, m],
-                         vectors[b, m])
+                status[lane] = load_lane(A, True, W, lane, scale)
             else:
-                for i in range(n):
-                    flat[i] += diagonal[m, i]
-                one_tridiagonal(flat[:n], flat[n:], ks, want_vector, d, e, e2, lu, y, piv, up1, up2, xs, counts,
-                                values[b, m], vectors[b, m])
+                identity_lane(W, lane)
+                scale[0, lane] = 1.0
+        pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
+        for lane in range(used):
+            m, b = divmod(p0 + lane, n_rows)
+            store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[start + b, m],
+                       vectors[start + b, m])
 
 
 @njit

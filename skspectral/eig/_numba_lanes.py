@@ -1,0 +1,396 @@
+"""The CPU kernel on SIMD lanes: several matrices at once, one per lane of a vector.
+
+The syevx route of the CUDA kernel (Householder tridiagonalisation, multisection on
+Sturm counts for lambda_k, inverse iteration and the back-transform for q_k), written on
+``_simd`` vectors: every array has a trailing lane axis of the vector width (4 float64 or 8
+float32 matrices, 32 bytes), and each operation acts on all lanes in one instruction. Where the
+one-matrix code branches, every lane computes both sides and selects (a zero Householder
+column, a row swap in the LU of T - lambda I). The multisection runs until the slowest lane's
+bracket has isolated lambda_k (or is tight), then safeguarded Newton steps run until the slowest
+lane has converged; a lane that is done keeps its value.
+
+Scaling, NaN/inf and zero matrices are handled per lane on the way in (``load_lane``): the
+lanes get finite matrices with max |a_ij| in [0.5, 1) or, for a lane with nothing to solve,
+the identity; ``store_lane`` writes each lane's answer (NaN, or lambda = 0 and q = e_k for a
+zero matrix).
+"""
+
+import functools
+import math
+
+import numba
+import numpy as np
+
+from ._simd import (absolute, all_true, any_true, copysign, lane_count, load, maximum, minimum, splat, sqrt, store,
+                    where)
+
+# Points evaluated per multisection sweep: independent chains of divisions (the latency of
+# one chain would otherwise bound the sweep); each sweep shrinks the bracket POINTS + 1 times.
+POINTS = 4
+
+njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+
+@njit
+def householder(W, V, tau, d, e, y):
+    """The lower triangles of W (n, n, lanes) -> tridiagonal (d, e); the reflectors in V (row r:
+    v_r over r+1..n-1) and tau. W is overwritten."""
+    n = W.shape[0]
+    zero = splat(W, 0.0)
+    for r in range(n - 2):
+        alpha = load(W[r + 1], r)
+        x2 = zero
+        for i in range(r + 2, n):
+            c = load(W[i], r)
+            x2 = x2 + c * c
+        beta = -copysign(sqrt(alpha * alpha + x2), alpha)
+        none = x2 == 0.0  # nothing below the subdiagonal: no reflection (tau = 0)
+        t = where(none, zero, (beta - alpha) / beta)
+        inv = where(none, zero, 1.0 / (alpha - beta))
+        store(e, r, where(none, alpha, beta))
+        store(tau, r, t)
+        v = V[r]
+        store(v, r + 1, splat(W, 1.0))
+        for i in range(r + 2, n):
+            store(v, i, load(W[i], r) * inv)
+        # p = tau W v from the lower triangle, then w = p - (tau/2)(p.v) v; W -= v w^T + w v^T
+        for i in range(r + 1, n):
+            store(y, i, zero)
+        for i in range(r + 1, n):
+            Wi = W[i]
+            vi = load(v, i)
+            s = load(Wi, i) * vi
+            for j in range(r + 1, i):
+                wij = load(Wi, j)
+                s = s + wij * load(v, j)
+                store(y, j, load(y, j) + wij * vi)
+            store(y, i, load(y, i) + s)
+        pv = zero
+        for i in range(r + 1, n):
+            yi = load(y, i) * t
+            store(y, i, yi)
+            pv = pv + yi * load(v, i)
+        half = -0.5 * t * pv
+        for i in range(r + 1, n):
+            store(y, i, load(y, i) + half * load(v, i))
+        for i in range(r + 1, n):
+            Wi = W[i]
+            vi, wi = load(v, i), load(y, i)
+            for j in range(r + 1, i + 1):
+                store(Wi, j, load(Wi, j) - (vi * load(y, j) + wi * load(v, j)))
+    for i in range(n):
+        store(d, i, load(W[i], i))
+    if n > 1:
+        store(e, n - 2, load(W[n - 1], n - 2))
+
+
+@njit
+def newton_sweep(d, e2, x, pivmin):
+    """Per lane: the Sturm count below x (float) and d/dx log|det(T - x I)| = sum_i q_i' / q_i,
+    one division per row (the one-matrix kernel's newton_sweep on lanes)."""
+    n = d.shape[0]
+    one, zero = splat(d, 1.0), splat(d, 0.0)
+    q = load(d, 0) - x
+    q = where(absolute(q) < pivmin, -pivmin, q)
+    dq = -one
+    count = where(q < 0.0, one, zero)
+    slope = zero
+    for i in range(1, n):
+        inv = 1.0 / q
+        slope = slope + dq * inv
+        t = load(e2, i - 1) * inv
+        dq = -1.0 + t * dq * inv
+        q = load(d, i) - x - t
+        q = where(absolute(q) < pivmin, -pivmin, q)
+        count = count + where(q < 0.0, one, zero)
+    return count, slope + dq / q
+
+
+@njit
+def kth_value(d, e, e2, k, xs, qs, counts):
+    """lambda_k of each lane's tridiagonal T (d, e), and ||T|| (Gershgorin). Multisection on
+    Sturm counts from Gershgorin bounds until lambda_k is the only eigenvalue in a lane's
+    bracket (or the bracket is tight: a repeated eigenvalue never isolates), then safeguarded
+    Newton on det(T - x I) in the isolated lanes, as the one-matrix kernel: a step that leaves
+    the bracket or does not halve the one before is replaced by bisection. Every lane runs until
+    the slowest is done; a lane that is done keeps its value."""
+    n = d.shape[0]
+    eps = np.finfo(d.dtype).eps
+    tiny = np.finfo(d.dtype).tiny
+    zero = splat(d, 0.0)
+    lo, hi = load(d, 0), load(d, 0)
+    for i in range(n):
+        radius = zero
+        if i > 0:
+            radius = radius + absolute(load(e, i - 1))
+        if i < n - 1:
+            radius = radius + absolute(load(e, i))
+        lo = minimum(lo, load(d, i) - radius)
+        hi = maximum(hi, load(d, i) + radius)
+    emax2 = zero
+    for i in range(n - 1):
+        ei = load(e, i)
+        store(e2, i, ei * ei)
+        emax2 = maximum(emax2, ei * ei)
+    pivmin = tiny * maximum(emax2, 1.0)
+    gnorm = maximum(absolute(lo), absolute(hi))
+    width = 2.0 * eps * gnorm + 2.0 * pivmin
+    lo = lo - width
+    hi = hi + width
+    tol = maximum(eps * gnorm, pivmin)
+    one = splat(d, 1.0)
+    count_lo, count_hi = zero, splat(d, float(n))
+    isolated = (count_lo == k) & (count_hi == k + 1)
+    for _ in range(400):  # at most ~23 sweeps of 4 points from a Gershgorin bracket to eps
+        wide = hi - lo > maximum(2.0 * eps * maximum(absolute(lo), absolute(hi)), tol)
+        isolated = (count_lo == k) & (count_hi == k + 1)
+        active = wide & ~isolated
+        if not any_true(active):
+            break
+        step = (hi - lo) / (POINTS + 1)
+        d0 = load(d, 0)
+        for p in range(POINTS):
+            x = lo + (p + 1) * step
+            store(xs, p, x)
+            q = d0 - x
+            q = where(absolute(q) < pivmin, -pivmin, q)
+            store(qs, p, q)
+            store(counts, p, where(q < 0.0, one, zero))
+        for i in range(1, n):
+            di, e2i = load(d, i), load(e2, i - 1)
+            for p in range(POINTS):
+                q = di - load(xs, p) - e2i / load(qs, p)
+                q = where(absolute(q) < pivmin, -pivmin, q)
+                store(qs, p, q)
+                store(counts, p, load(counts, p) + where(q < 0.0, one, zero))
+        # counts rise with x: lo moves to the last point at or below k, hi to the first above
+        new_lo, new_hi, new_count_lo, new_count_hi = lo, hi, count_lo, count_hi
+        for p in range(POINTS):
+            below = load(counts, p) <= k
+            new_lo = where(below, load(xs, p), new_lo)
+            new_count_lo = where(below, load(counts, p), new_count_lo)
+        for p in range(POINTS - 1, -1, -1):
+            above = load(counts, p) > k
+            new_hi = where(above, load(xs, p), new_hi)
+            new_count_hi = where(above, load(counts, p), new_count_hi)
+        if not any_true(active & ((new_lo != lo) | (new_hi != hi))):
+            break  # no representable point strictly inside any bracket still to shrink
+        lo, hi = where(active, new_lo, lo), where(active, new_hi, hi)
+        count_lo, count_hi = where(active, new_count_lo, count_lo), where(active, new_count_hi, count_hi)
+    wide = hi - lo > maximum(2.0 * eps * maximum(absolute(lo), absolute(hi)), tol)
+    newton = wide & isolated
+    if not any_true(newton):
+        return 0.5 * (lo + hi), gnorm
+    x = 0.5 * (lo + hi)
+    step_before = hi - lo
+    done = ~newton
+    for _ in range(100):
+        count, slope = newton_sweep(d, e2, x, pivmin)
+        lo = where(done | (count > k), lo, x)
+        hi = where(done | (count <= k), hi, x)
+        tol_x = maximum(maximum(2.0 * eps * absolute(x), eps * gnorm), pivmin)
+        tight = hi - lo <= tol_x
+        step = where(slope != 0.0, -1.0 / slope, hi - lo)
+        converged = absolute(step) <= tol_x  # the step is below the resolution at x
+        ahead = x + step
+        good = (lo < ahead) & (ahead < hi) & (2.0 * absolute(step) <= step_before)
+        moving = ~(done | tight)
+        x = where(moving & converged, minimum(maximum(ahead, lo), hi),
+                  where(moving, where(good, ahead, 0.5 * (lo + hi)), x))
+        step_before = where(moving & good, absolute(step), where(moving, 0.5 * (hi - lo), step_before))
+        done = done | tight | converged
+        if all_true(done):
+            break
+    return where(newton, x, 0.5 * (lo + hi)), gnorm
+
+
+@njit
+def inverse_iteration(d, e, lam, gnorm, lu, y):
+    """An eigenvector of each lane's T for lambda = lam into y (max |y_i| = 1): LU of T - lam I
+    with partial pivoting (both pivots computed, one selected; tiny pivots -> eps ||T||), two
+    solves from a fixed start. lu (n, 5, lanes): each row's pivot, factor, two upper entries
+    and whether it was swapped (1.0)."""
+    n = d.shape[0]
+    eps = np.finfo(d.dtype).eps
+    tiny = np.finfo(d.dtype).tiny
+    zero = splat(d, 0.0)
+    one = splat(d, 1.0)
+    floor = eps * gnorm
+    floor = where(floor == 0.0, splat(d, tiny), floor)
+    dd = load(d, 0) - lam
+    ud = load(e, 0) if n > 1 else zero
+    for i in range(n - 1):
+        row = lu[i]
+        sub = load(e, i)
+        next_d = load(d, i + 1) - lam
+        next_u = load(e, i + 1) if i + 1 < n - 1 else zero
+        swap = absolute(sub) > absolute(dd)
+        kept = where(absolute(dd) < floor, floor, dd)
+        factor = where(swap, dd / sub, sub / kept)
+        store(row, 0, where(swap, sub, kept))
+        store(row, 1, factor)
+        store(row, 2, where(swap, next_d, ud))
+        store(row, 3, where(swap, next_u, zero))
+        store(row, 4, where(swap, one, zero))
+        new_dd = where(swap, ud - factor * next_d, next_d - factor * ud)
+        ud = where(swap, -factor * next_u, next_u)
+        dd = new_dd
+    store(lu[n - 1], 0, where(absolute(dd) < floor, floor, dd))
+    for i in range(n):  # a fixed start with no special direction
+        store(y, i, splat(d, 1.0 + 0.1 * ((i * 7) % 11)))
+    for _ in range(2):
+        for i in range(n - 1):
+            row = lu[i]
+            a, b = load(y, i), load(y, i + 1)
+            swap = load(row, 4) != 0.0
+            first = where(swap, b, a)
+            store(y, i, first)
+            store(y, i + 1, where(swap, a, b) - load(row, 1) * first)
+        store(y, n - 1, load(y, n - 1) / load(lu[n - 1], 0))
+        if n > 1:
+            row = lu[n - 2]
+            store(y, n - 2, (load(y, n - 2) - load(row, 2) * load(y, n - 1)) / load(row, 0))
+        for i in range(n - 3, -1, -1):
+            row = lu[i]
+            store(y, i, (load(y, i) - load(row, 2) * load(y, i + 1) - load(row, 3) * load(y, i + 2)) / load(row, 0))
+        norm = zero
+        for i in range(n):
+            norm = maximum(norm, absolute(load(y, i)))
+        for i in range(n):
+            store(y, i, load(y, i) / norm)
+
+
+@njit
+def back_transform(V, tau, y):
+    """y <- H_0 ... H_{n-3} y in each lane (the last reflector first)."""
+    n = V.shape[0]
+    for r in range(n - 3, -1, -1):
+        v = V[r]
+        s = splat(y, 0.0)
+        for i in range(r + 1, n):
+            s = s + load(v, i) * load(y, i)
+        s = s * load(tau, r)
+        for i in range(r + 1, n):
+            store(y, i, load(y, i) - s * load(v, i))
+
+
+@njit
+def lane_work(n, like):
+    """Work arrays of pairs for n x n matrices of like's dtype, lanes last: W (n, n), V (n, n),
+    lu (n, 5), rows (5, n: tau, d, e, e2, y) and points (3, POINTS: xs, qs, counts)."""
+    dtype = like.dtype
+    lanes = lane_count(like)
+    return (np.zeros((n, n, lanes), dtype), np.zeros((n, n, lanes), dtype), np.zeros((n, 5, lanes), dtype),
+            np.zeros((5, n, lanes), dtype), np.zeros((3, POINTS, lanes), dtype))
+
+
+@njit
+def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
+    """lambda_k for each k of ks and, with want_vector, unit q_k of each lane's matrix: W (n, n,
+    lanes) holds finite lower triangles with max |a_ij| <= 1, scaled by scale (1, lanes; the
+    values are divided by it). Outputs: out_values (K, lanes), out_vectors (K, n, lanes). W is
+    overwritten."""
+    _, V, lu, rows, points = work
+    n = W.shape[0]
+    tau, d, e, e2, y = rows[0], rows[1], rows[2], rows[3], rows[4]
+    householder(W, V, tau, d, e, y)
+    values = out_values
+    for j in range(ks.shape[0]):
+        lam, gnorm = kth_value(d, e, e2, ks[j], points[0], points[1], points[2])
+        store(values, j, lam / load(scale, 0))
+        if want_vector:
+            inverse_iteration(d, e, lam, gnorm, lu, y)
+            back_transform(V, tau, y)
+            norm = splat(y, 0.0)
+            for i in range(n):
+                yi = load(y, i)
+                norm = norm + yi * yi
+            norm = sqrt(norm)
+            vectors = out_vectors[j]
+            for i in range(n):
+                store(vectors, i, load(y, i) / norm)
+
+
+@njit
+def identity_lane(W, lane):
+    """Lane ``lane`` of W the identity: what an unused, zero or non-finite lane solves (quickly;
+    the caller writes its own answer)."""
+    n = W.shape[0]
+    for i in range(n):
+        for j in range(i):
+            W[i, j, lane] = 0.0
+        W[i, i, lane] = 1.0
+
+
+@njit
+def load_lane(A, lower, W, lane, scale):
+    """The triangle of A (n, n) that is read into lane ``lane`` of W's lower triangle, scaled by
+    a power of two to max |a| in [0.5, 1) (scale[0, lane]); returns 0, or 1 (a NaN/inf entry) or 2
+    (a zero matrix), leaving the identity in the lane."""
+    n = A.shape[0]
+    largest = 0.0
+    for i in range(n):
+        for j in range(i + 1):
+            a = A[i, j] if lower else A[j, i]
+            if not np.isfinite(a):
+                identity_lane(W, lane)
+                scale[0, lane] = 1.0
+                return 1
+            W[i, j, lane] = a
+            largest = max(largest, abs(a))
+    if largest == 0.0:
+        identity_lane(W, lane)
+        scale[0, lane] = 1.0
+        return 2
+    s = math.ldexp(1.0, -math.frexp(largest)[1])
+    scale[0, lane] = s
+    for i in range(n):
+        for j in range(i + 1):
+            W[i, j, lane] *= s
+    return 0
+
+
+@njit
+def store_lane(status, lane, ks, want_vector, lane_values, lane_vectors, values, vectors):
+    """Lane ``lane``'s answer into values (K,) and vectors (K, n): the solved pair, NaN (status
+    1) or lambda = 0 and q = e_k (status 2)."""
+    n = lane_vectors.shape[1]
+    for j in range(ks.shape[0]):
+        if status == 0:
+            values[j] = lane_values[j, lane]
+        else:
+            values[j] = np.nan if status == 1 else 0.0
+        if want_vector:
+            for i in range(n):
+                if status == 0:
+                    vectors[j, i] = lane_vectors[j, i, lane]
+                elif status == 1:
+                    vectors[j, i] = np.nan
+                else:
+                    vectors[j, i] = 1.0 if i == ks[j] else 0.0
+
+
+@njit
+def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
+    """Every matrix A[b], b in [start, stop), a vector's width of them at a time."""
+    n = A.shape[1]
+    K = ks.shape[0]
+    work = lane_work(n, A)
+    W = work[0]
+    lanes = W.shape[2]
+    scale = np.ones((1, lanes), A.dtype)
+    status = np.zeros(lanes, np.int64)
+    lane_values = np.zeros((K, lanes), A.dtype)
+    lane_vectors = np.zeros((K, n, lanes), A.dtype)
+    for b0 in range(start, stop, lanes):
+        used = min(lanes, stop - b0)
+        for lane in range(lanes):
+            if lane < used:
+                status[lane] = load_lane(A[b0 + lane], lower, W, lane, scale)
+            else:
+                identity_lane(W, lane)
+                scale[0, lane] = 1.0
+        pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
+        for lane in range(used):
+            store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
+                       vectors[b0 + lane])

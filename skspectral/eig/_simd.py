@@ -1,0 +1,376 @@
+"""SIMD vectors for Numba: one LLVM vector of a float dtype as a Numba value.
+
+Numba vectorises a loop only where LLVM can prove that its arrays do not overlap (else a
+run-time check per loop entry, which costs more than the short loops of a 15 x 15 matrix
+save) and leaves LLVM's SLP vectoriser off (miscompilations, numba#8852). The CPU kernel
+therefore spells its vector code out: a ``Vector`` is an LLVM ``<width x dtype>`` value
+(a register), ``load``/``store`` move ``width`` consecutive elements of an array's last
+axis (``load_at``/``store_at``: from a flat offset of a contiguous array), and the arithmetic operators, comparisons (giving a ``Mask``), ``where``, ``sqrt``,
+``absolute``, ``minimum``, ``maximum``, ``copysign`` and ``any_true`` map to one LLVM
+instruction or intrinsic each (masks combine with ``&``, ``|`` and ``~``; ``all_true``) -- element by element, with IEEE semantics, so a lane computes
+exactly what scalar code with the same operations would. Python numbers mixed with a
+vector are broadcast to it.
+
+Width: 32 bytes of the dtype (AVX2: 4 float64 or 8 float32); on narrower hardware LLVM
+splits each operation, which stays correct.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
+
+VECTOR_BYTES = 32
+
+
+class Vector(types.Type):
+    """``width`` lanes of a float dtype, held as one LLVM vector."""
+
+    def __init__(self, dtype, width: int):
+        self.dtype, self.width = dtype, width
+        super().__init__(name=f"Vector({dtype}, {width})")
+
+
+class Mask(types.Type):
+    """The result of comparing two vectors: one bit per lane."""
+
+    def __init__(self, width: int):
+        self.width = width
+        super().__init__(name=f"Mask({width})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.width))
+
+
+@register_model(Mask)
+class _MaskModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(1), fe_type.width))
+
+
+def lanes_of(dtype) -> int:
+    """The vector width for a Numba float dtype."""
+    return VECTOR_BYTES // (dtype.bitwidth // 8)
+
+
+def _lane_pointer(context, builder, array_type, array, indices):
+    """Pointer to array[indices..., 0] (indices for every axis but the last, non-negative)."""
+    ary = context.make_array(array_type)(context, builder, array)
+    zero = context.get_constant(types.intp, 0)
+    indices = [context.cast(builder, i, t, types.intp) for i, t in indices] + [zero]
+    return cgutils.get_item_pointer(context, builder, array_type, ary, indices, wraparound=False)
+
+
+@intrinsic
+def lane_count(typingctx, array):
+    """The vector width of an array's dtype (a compile-time constant)."""
+    width = lanes_of(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, width)
+
+    return types.intp(array), codegen
+
+
+@intrinsic
+def load(typingctx, array, index):
+    """array[index, :width] of an (n, width) array as a vector."""
+    vector = Vector(array.dtype, lanes_of(array.dtype))
+
+    def codegen(context, builder, sig, args):
+        pointer = _lane_pointer(context, builder, sig.args[0], args[0], [(args[1], sig.args[1])])
+        vp = builder.bitcast(pointer, context.get_value_type(vector).as_pointer())
+        return builder.load(vp, align=array.dtype.bitwidth // 8)
+
+    return vector(array, index), codegen
+
+
+@intrinsic
+def store(typingctx, array, index, value):
+    """array[index, :width] = value."""
+
+    def codegen(context, builder, sig, args):
+        pointer = _lane_pointer(context, builder, sig.args[0], args[0], [(args[1], sig.args[1])])
+        vp = builder.bitcast(pointer, args[2].type.as_pointer())
+        builder.store(args[2], vp, align=array.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def load_at(typingctx, array, offset):
+    """width elements of a C-contiguous array from flat element ``offset`` on, as a vector
+    (the caller keeps offset + width within the array)."""
+    vector = Vector(array.dtype, lanes_of(array.dtype))
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        pointer = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        vp = builder.bitcast(pointer, context.get_value_type(vector).as_pointer())
+        return builder.load(vp, align=array.dtype.bitwidth // 8)
+
+    return vector(array, offset), codegen
+
+
+@intrinsic
+def store_at(typingctx, array, offset, value):
+    """width elements of a C-contiguous array from flat element ``offset`` on = value."""
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        pointer = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
+        builder.store(args[2], builder.bitcast(pointer, args[2].type.as_pointer()), align=array.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(array, offset, value), codegen
+
+
+@intrinsic
+def splat(typingctx, like, value):
+    """value in every lane of a vector of like's dtype (like: an array or a vector)."""
+    vector = like if isinstance(like, Vector) else Vector(like.dtype, lanes_of(like.dtype))
+
+    def codegen(context, builder, sig, args):
+        scalar = context.cast(builder, args[1], sig.args[1], vector.dtype)
+        vtype = context.get_value_type(vector)
+        one = builder.insert_element(ir.Constant(vtype, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, ir.Constant(vtype, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), vector.width), [0] * vector.width))
+
+    return vector(like, value), codegen
+
+
+def _binary_intrinsic(instruction: str):
+    @intrinsic
+    def binary(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return getattr(builder, instruction)(*args)
+
+        return a(a, b), codegen
+
+    return binary
+
+
+def _llvm_function(builder, name: str, vector, arity: int):
+    """The LLVM intrinsic llvm.<name> on vectors of this type."""
+    vtype = ir.VectorType(ir.DoubleType() if vector.dtype.bitwidth == 64 else ir.FloatType(), vector.width)
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * arity),
+                                          f"llvm.{name}.v{vector.width}f{vector.dtype.bitwidth}")
+
+
+def _unary_call(name: str):
+    @intrinsic
+    def call(typingctx, a):
+        def codegen(context, builder, sig, args):
+            return builder.call(_llvm_function(builder, name, a, 1), args)
+
+        return a(a), codegen
+
+    return call
+
+
+def _binary_call(name: str):
+    @intrinsic
+    def call(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return builder.call(_llvm_function(builder, name, a, 2), args)
+
+        return a(a, b), codegen
+
+    return call
+
+
+def _compare_intrinsic(op: str):
+    @intrinsic
+    def compare(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return builder.fcmp_ordered(op, *args)
+
+        return Mask(a.width)(a, b), codegen
+
+    return compare
+
+
+def _mask_intrinsic(instruction: str):
+    @intrinsic
+    def combine(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return getattr(builder, instruction)(*args)
+
+        return a(a, b), codegen
+
+    return combine
+
+
+_ARITHMETIC = {operator.add: _binary_intrinsic("fadd"), operator.sub: _binary_intrinsic("fsub"),
+               operator.mul: _binary_intrinsic("fmul"), operator.truediv: _binary_intrinsic("fdiv")}
+_COMPARISON = {operator.lt: _compare_intrinsic("<"), operator.le: _compare_intrinsic("<="),
+               operator.gt: _compare_intrinsic(">"), operator.ge: _compare_intrinsic(">="),
+               operator.eq: _compare_intrinsic("=="), operator.ne: _compare_intrinsic("!=")}
+_sqrt = _unary_call("sqrt")
+_fabs = _unary_call("fabs")
+_copysign = _binary_call("copysign")
+_mask_or, _mask_and = _mask_intrinsic("or_"), _mask_intrinsic("and_")
+
+
+def _as_vectors(a, b):
+    """How to broadcast a Python number against a vector: (vector a, vector b) -> impl args."""
+    if isinstance(a, Vector) and isinstance(b, Vector):
+        return "vv"
+    if isinstance(a, Vector) and isinstance(b, types.Number):
+        return "vn"
+    if isinstance(a, types.Number) and isinstance(b, Vector):
+        return "nv"
+    return None
+
+
+def _register_binary(op, impl):
+    @overload(op)
+    def _overload(a, b):
+        kind = _as_vectors(a, b)
+        if kind == "vv":
+            return lambda a, b: impl(a, b)
+        if kind == "vn":
+            return lambda a, b: impl(a, splat(a, b))
+        if kind == "nv":
+            return lambda a, b: impl(splat(b, a), b)
+        return None
+
+
+for _op, _impl in {**_ARITHMETIC, **_COMPARISON}.items():
+    _register_binary(_op, _impl)
+
+
+@intrinsic
+def _negate(typingctx, a):
+    def codegen(context, builder, sig, args):
+        return builder.fneg(args[0])
+
+    return a(a), codegen
+
+
+@overload(operator.neg)
+def _neg(a):
+    if isinstance(a, Vector):
+        return lambda a: _negate(a)
+    return None
+
+
+@overload(operator.or_)
+def _or(a, b):
+    if isinstance(a, Mask) and isinstance(b, Mask):
+        return lambda a, b: _mask_or(a, b)
+    return None
+
+
+@overload(operator.and_)
+def _and(a, b):
+    if isinstance(a, Mask) and isinstance(b, Mask):
+        return lambda a, b: _mask_and(a, b)
+    return None
+
+
+@intrinsic
+def _mask_not(typingctx, a):
+    def codegen(context, builder, sig, args):
+        return builder.not_(args[0])
+
+    return a(a), codegen
+
+
+@overload(operator.invert)
+def _invert(a):
+    if isinstance(a, Mask):
+        return lambda a: _mask_not(a)
+    return None
+
+
+@intrinsic
+def all_true(typingctx, mask):
+    """Whether every lane of the mask is set."""
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], ir.IntType(mask.width))
+        return builder.icmp_unsigned("==", bits, ir.Constant(ir.IntType(mask.width), (1 << mask.width) - 1))
+
+    return types.boolean(mask), codegen
+
+
+@intrinsic
+def where(typingctx, mask, a, b):
+    """a where mask is set, else b, lane by lane (a and b vectors)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.select(*args)
+
+    return a(mask, a, b), codegen
+
+
+@intrinsic
+def any_true(typingctx, mask):
+    """Whether any lane of the mask is set."""
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], ir.IntType(mask.width))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(mask.width), 0))
+
+    return types.boolean(mask), codegen
+
+
+def sqrt(a):
+    """Lane-wise square root (correctly rounded, as math.sqrt)."""
+
+
+def absolute(a):
+    """Lane-wise |a|."""
+
+
+def copysign(a, b):
+    """Lane-wise |a| with the sign of b."""
+
+
+def minimum(a, b):
+    """Lane-wise min(a, b) as Python's min: b where b < a, else a (b may be a number)."""
+
+
+def maximum(a, b):
+    """Lane-wise max(a, b) as Python's max: b where b > a, else a (b may be a number)."""
+
+
+@overload(sqrt)
+def _sqrt_overload(a):
+    return lambda a: _sqrt(a)
+
+
+@overload(absolute)
+def _abs_overload(a):
+    return lambda a: _fabs(a)
+
+
+@overload(copysign)
+def _copysign_overload(a, b):
+    if isinstance(b, types.Number):
+        return lambda a, b: _copysign(a, splat(a, b))
+    return lambda a, b: _copysign(a, b)
+
+
+@overload(minimum)
+def _minimum_overload(a, b):
+    if isinstance(b, types.Number):
+        return lambda a, b: minimum(a, splat(a, b))
+    return lambda a, b: where(b < a, b, a)
+
+
+@overload(maximum)
+def _maximum_overload(a, b):
+    if isinstance(b, types.Number):
+        return lambda a, b: maximum(a, splat(a, b))
+    return lambda a, b: where(b > a, b, a)
