@@ -293,17 +293,12 @@ def tridiagonal_parallel(diagonals, offs, ks, want_vector, values, vectors, chun
 
 # ---- gathered matrices: M = diag(mu) + sum_t w_t T[rows_t], assembled in place ----------------
 # Rows index two tables, concatenated in thought: first ``table`` (its rows 0..R-1), then
-# ``extra`` (rows R..); a row of -1 is a zero matrix (nothing to add).
-@njit
-def _row_of(table, extra, m, r):
-    R = table.shape[1]
-    return table[m, r] if r < R else extra[m, r - R]
-
-
+# ``extra`` (rows R..); a row of -1 is a zero matrix (nothing to add). The kernels address rows
+# by flat offsets (gather_terms): a row view per term would cost a reference count.
 @njit
 def gather_terms(table, extra, rows, weights, b, m, offsets, term_weights):
     """Row b's terms for model m: how many, their weights and flat offsets into table (>= 0) or,
-    as -1 - offset, into extra. Offsets instead of row views: a view costs a reference count."""
+    as -1 - offset, into extra."""
     R, L = table.shape[1], table.shape[2]
     R_extra = extra.shape[1]
     count = 0
@@ -347,6 +342,33 @@ def gather_into(table, extra, terms, offsets, term_weights, flat):
             o = offsets[t]
             s += term_weights[t] * (table[o + i] if o >= 0 else extra[-1 - o + i])
         flat[i] = s
+
+
+@njit
+def scatter_into(table, extra, terms, offsets, term_weights, flat):
+    """The gathered rows (see gather_terms; table and extra flattened) += their weight * flat, term
+    by term in order. Blocked: four vectors of flat stay in registers over all terms."""
+    L = flat.shape[0]
+    width = lane_count(flat)
+    block = 4 * width
+    full = L - L % block
+    for i0 in range(0, full, block):
+        f0, f1 = load_at(flat, i0), load_at(flat, i0 + width)
+        f2, f3 = load_at(flat, i0 + 2 * width), load_at(flat, i0 + 3 * width)
+        for t in range(terms):
+            w, o = term_weights[t], offsets[t]
+            target = table if o >= 0 else extra
+            o = (o if o >= 0 else -1 - o) + i0
+            store_at(target, o, load_at(target, o) + w * f0)
+            store_at(target, o + width, load_at(target, o + width) + w * f1)
+            store_at(target, o + 2 * width, load_at(target, o + 2 * width) + w * f2)
+            store_at(target, o + 3 * width, load_at(target, o + 3 * width) + w * f3)
+    for t in range(terms):
+        w, o = term_weights[t], offsets[t]
+        target = table if o >= 0 else extra
+        o = o if o >= 0 else -1 - o
+        for i in range(full, L):
+            target[o + i] += w * flat[i]
 
 
 @njit
@@ -439,6 +461,8 @@ def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dens
     L = grad.shape[2]
     n = vectors.shape[3]
     dM = np.zeros(L, grad.dtype)
+    offsets, term_weights = np.zeros(K, np.int64), np.zeros(K, grad.dtype)
+    grad1, extra1 = grad.reshape(-1), grad_extra.reshape(-1)
     for b in range(B):
         nonzero = False
         for j in range(g_values.shape[2]):
@@ -459,14 +483,8 @@ def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dens
                     dM[i] += g * q[i] * q[i]
                 for i in range(n - 1):
                     dM[n + i] += 2.0 * g * q[i] * q[i + 1]
-        for t in range(K):
-            w = weights[b, t]
-            r = rows[b, t]
-            if w == 0.0 or r < 0:
-                continue
-            target = _row_of(grad, grad_extra, m, r)
-            for i in range(L):
-                target[i] += w * dM[i]
+        terms = gather_terms(grad, grad_extra, rows, weights, b, m, offsets, term_weights)
+        scatter_into(grad1, extra1, terms, offsets, term_weights, dM)
 
 
 @njit

@@ -3,13 +3,14 @@
 Numba vectorises a loop only where LLVM can prove that its arrays do not overlap (else a
 run-time check per loop entry, which costs more than the short loops of a 15 x 15 matrix
 save) and leaves LLVM's SLP vectoriser off (miscompilations, numba#8852). The CPU kernel
-therefore spells its vector code out: a ``Vector`` is an LLVM ``<width x dtype>`` value
-(a register), ``load``/``store`` move ``width`` consecutive elements of an array's last
-axis (``load_at``/``store_at``: from a flat offset of a contiguous array), and the arithmetic operators, comparisons (giving a ``Mask``), ``where``, ``sqrt``,
-``absolute``, ``minimum``, ``maximum``, ``copysign`` and ``any_true`` map to one LLVM
-instruction or intrinsic each (masks combine with ``&``, ``|`` and ``~``; ``all_true``) -- element by element, with IEEE semantics, so a lane computes
-exactly what scalar code with the same operations would. Python numbers mixed with a
-vector are broadcast to it.
+therefore spells its vector code out: a ``Vector`` is an LLVM ``<width x dtype>`` value (a
+register); ``load``/``store`` move ``width`` consecutive elements of an array's last axis
+(``load_at``/``store_at``: from a flat offset of a contiguous array); the arithmetic
+operators, comparisons (giving a ``Mask``), ``where``, ``sqrt``, ``absolute``, ``minimum``,
+``maximum`` and ``copysign`` map to one LLVM instruction or intrinsic each, element by
+element with IEEE semantics, so a lane computes exactly what scalar code with the same
+operations would. Masks combine with ``&``, ``|`` and ``~``; ``any_true`` and ``all_true``
+reduce them. Python numbers mixed with a vector are broadcast to it.
 
 Width: 32 bytes of the dtype (AVX2: 4 float64 or 8 float32); on narrower hardware LLVM
 splits each operation, which stays correct.
@@ -199,17 +200,6 @@ def _compare_intrinsic(op: str):
     return compare
 
 
-def _mask_intrinsic(instruction: str):
-    @intrinsic
-    def combine(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return getattr(builder, instruction)(*args)
-
-        return a(a, b), codegen
-
-    return combine
-
-
 _ARITHMETIC = {operator.add: _binary_intrinsic("fadd"), operator.sub: _binary_intrinsic("fsub"),
                operator.mul: _binary_intrinsic("fmul"), operator.truediv: _binary_intrinsic("fdiv")}
 _COMPARISON = {operator.lt: _compare_intrinsic("<"), operator.le: _compare_intrinsic("<="),
@@ -218,7 +208,7 @@ _COMPARISON = {operator.lt: _compare_intrinsic("<"), operator.le: _compare_intri
 _sqrt = _unary_call("sqrt")
 _fabs = _unary_call("fabs")
 _copysign = _binary_call("copysign")
-_mask_or, _mask_and = _mask_intrinsic("or_"), _mask_intrinsic("and_")
+_mask_or, _mask_and = _binary_intrinsic("or_"), _binary_intrinsic("and_")
 
 
 def _as_vectors(a, b):
