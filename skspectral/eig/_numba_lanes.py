@@ -290,17 +290,25 @@ def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
     lanes) holds finite lower triangles with max |a_ij| <= 1, scaled by scale (1, lanes; the
     values are divided by it). Outputs: out_values (K, lanes), out_vectors (K, n, lanes). W is
     overwritten."""
+    rows = work[3]
+    householder(W, work[1], rows[0], rows[1], rows[2], rows[4])
+    tridiagonal_pairs(scale, ks, want_vector, True, work, out_values, out_vectors)
+
+
+@njit
+def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors):
+    """pairs for the tridiagonal matrices held in work's rows d and e (finite, scaled by scale);
+    with transform, the vectors are taken back through the reflectors of ``householder``."""
     _, V, lu, rows, points = work
-    n = W.shape[0]
     tau, d, e, e2, y = rows[0], rows[1], rows[2], rows[3], rows[4]
-    householder(W, V, tau, d, e, y)
-    values = out_values
+    n = d.shape[0]
     for j in range(ks.shape[0]):
         lam, gnorm = kth_value(d, e, e2, ks[j], points[0], points[1], points[2])
-        store(values, j, lam / load(scale, 0))
+        store(out_values, j, lam / load(scale, 0))
         if want_vector:
             inverse_iteration(d, e, lam, gnorm, lu, y)
-            back_transform(V, tau, y)
+            if transform:
+                back_transform(V, tau, y)
             norm = splat(y, 0.0)
             for i in range(n):
                 yi = load(y, i)
@@ -351,6 +359,43 @@ def load_lane(A, lower, W, lane, scale):
 
 
 @njit
+def load_tridiagonal_lane(diagonal, off, work, lane, scale):
+    """A tridiagonal matrix -- diagonal (n,), off-diagonal off[:n - 1] -- into lane ``lane`` of
+    work's rows d and e, scaled as load_lane does; the same status (1: NaN/inf, 2: zero, which
+    leave the identity in the lane)."""
+    rows = work[3]
+    d, e = rows[1], rows[2]
+    n = diagonal.shape[0]
+    largest = 0.0
+    for i in range(n):
+        a = diagonal[i]
+        b = off[i] if i < n - 1 else 0.0
+        if not (np.isfinite(a) and np.isfinite(b)):
+            identity_tridiagonal_lane(work, lane, scale)
+            return 1
+        largest = max(largest, abs(a), abs(b))
+    if largest == 0.0:
+        identity_tridiagonal_lane(work, lane, scale)
+        return 2
+    s = math.ldexp(1.0, -math.frexp(largest)[1])
+    scale[0, lane] = s
+    for i in range(n):
+        d[i, lane] = diagonal[i] * s
+        e[i, lane] = off[i] * s if i < n - 1 else 0.0
+    return 0
+
+
+@njit
+def identity_tridiagonal_lane(work, lane, scale):
+    """identity_lane for work's tridiagonal rows d and e."""
+    rows = work[3]
+    for i in range(rows.shape[1]):
+        rows[1, i, lane] = 1.0
+        rows[2, i, lane] = 0.0
+    scale[0, lane] = 1.0
+
+
+@njit
 def store_lane(status, lane, ks, want_vector, lane_values, lane_vectors, values, vectors):
     """Lane ``lane``'s answer into values (K,) and vectors (K, n): the solved pair, NaN (status
     1) or lambda = 0 and q = e_k (status 2)."""
@@ -391,6 +436,31 @@ def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
                 identity_lane(W, lane)
                 scale[0, lane] = 1.0
         pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
+        for lane in range(used):
+            store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
+                       vectors[b0 + lane])
+
+
+@njit
+def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, stop):
+    """Every tridiagonal matrix (diagonals[b], offs[b]), b in [start, stop), a vector's width of
+    them at a time."""
+    n = diagonals.shape[1]
+    K = ks.shape[0]
+    work = lane_work(n, diagonals)
+    lanes = work[0].shape[2]
+    scale = np.ones((1, lanes), diagonals.dtype)
+    status = np.zeros(lanes, np.int64)
+    lane_values = np.zeros((K, lanes), diagonals.dtype)
+    lane_vectors = np.zeros((K, n, lanes), diagonals.dtype)
+    for b0 in range(start, stop, lanes):
+        used = min(lanes, stop - b0)
+        for lane in range(lanes):
+            if lane < used:
+                status[lane] = load_tridiagonal_lane(diagonals[b0 + lane], offs[b0 + lane], work, lane, scale)
+            else:
+                identity_tridiagonal_lane(work, lane, scale)
+        tridiagonal_pairs(scale, ks, want_vector, False, work, lane_values, lane_vectors)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])
