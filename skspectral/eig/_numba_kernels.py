@@ -16,7 +16,7 @@ import functools
 import numba
 import numpy as np
 
-from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_work, load_lane,
+from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
                             load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
 from ._simd import lane_count, load_at, splat, store_at
 
@@ -140,18 +140,14 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
     (whole rows are summed: contiguous; the lower triangle is read); tridiagonal: a row is
     [diagonal (n), off-diagonal (n - 1), 0]."""
     n_models, n = diagonal.shape
-    K = ks.shape[0]
     flat = np.zeros(table.shape[2], table.dtype)
     A = flat[: n * n].reshape(n, n) if dense else flat[:1].reshape(1, 1)
     offsets, term_weights = np.zeros(rows.shape[1], np.int64), np.zeros(rows.shape[1], table.dtype)
     table1, extra1 = table.reshape(-1), extra.reshape(-1)
     work = lane_work(n, table)
     W = work[0]
-    lanes = W.shape[2]
-    scale = np.ones((1, lanes), table.dtype)
-    status = np.zeros(lanes, np.int64)
-    lane_values = np.zeros((K, lanes), table.dtype)
-    lane_vectors = np.zeros((K, n, lanes), table.dtype)
+    scale, status, lane_values, lane_vectors = lane_block(n, ks.shape[0], table)
+    lanes = scale.shape[1]
     n_rows = stop - start
     last = n_rows * n_models
     for p0 in range(0, last, lanes):

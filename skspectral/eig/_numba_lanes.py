@@ -285,6 +285,15 @@ def lane_work(n, like):
 
 
 @njit
+def lane_block(n, K, like):
+    """A block's per-lane state for K indices of n x n matrices of like's dtype: scale (1,
+    lanes), status (lanes,), values (K, lanes) and vectors (K, n, lanes)."""
+    lanes = lane_count(like)
+    return (np.ones((1, lanes), like.dtype), np.zeros(lanes, np.int64), np.zeros((K, lanes), like.dtype),
+            np.zeros((K, n, lanes), like.dtype))
+
+
+@njit
 def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
     """lambda_k for each k of ks and, with want_vector, unit q_k of each lane's matrix: W (n, n,
     lanes) holds finite lower triangles with max |a_ij| <= 1, scaled by scale (1, lanes; the
@@ -419,14 +428,10 @@ def store_lane(status, lane, ks, want_vector, lane_values, lane_vectors, values,
 def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
     """Every matrix A[b], b in [start, stop), a vector's width of them at a time."""
     n = A.shape[1]
-    K = ks.shape[0]
     work = lane_work(n, A)
     W = work[0]
-    lanes = W.shape[2]
-    scale = np.ones((1, lanes), A.dtype)
-    status = np.zeros(lanes, np.int64)
-    lane_values = np.zeros((K, lanes), A.dtype)
-    lane_vectors = np.zeros((K, n, lanes), A.dtype)
+    scale, status, lane_values, lane_vectors = lane_block(n, ks.shape[0], A)
+    lanes = scale.shape[1]
     for b0 in range(start, stop, lanes):
         used = min(lanes, stop - b0)
         for lane in range(lanes):
@@ -446,13 +451,9 @@ def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, 
     """Every tridiagonal matrix (diagonals[b], offs[b]), b in [start, stop), a vector's width of
     them at a time."""
     n = diagonals.shape[1]
-    K = ks.shape[0]
     work = lane_work(n, diagonals)
-    lanes = work[0].shape[2]
-    scale = np.ones((1, lanes), diagonals.dtype)
-    status = np.zeros(lanes, np.int64)
-    lane_values = np.zeros((K, lanes), diagonals.dtype)
-    lane_vectors = np.zeros((K, n, lanes), diagonals.dtype)
+    scale, status, lane_values, lane_vectors = lane_block(n, ks.shape[0], diagonals)
+    lanes = scale.shape[1]
     for b0 in range(start, stop, lanes):
         used = min(lanes, stop - b0)
         for lane in range(lanes):
