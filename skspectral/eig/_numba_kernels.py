@@ -24,19 +24,14 @@ njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy"
 
 
 @njit
-def run_range(A, lower, ks, want_vector, values, vectors, start, stop):
-    dense_range(A, lower, ks, want_vector, values, vectors, start, stop)
-
-
-@njit
 def run_serial(A, lower, ks, want_vector, values, vectors):
-    run_range(A, lower, ks, want_vector, values, vectors, 0, A.shape[0])
+    dense_range(A, lower, ks, want_vector, values, vectors, 0, A.shape[0])
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def run_parallel(A, lower, ks, want_vector, values, vectors, chunks):
     B = A.shape[0]
     for c in numba.prange(chunks):  # one chunk per thread: work arrays allocated once per chunk
-        run_range(A, lower, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+        dense_range(A, lower, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
 
 
 @njit
@@ -164,8 +159,7 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
                 else:
                     status[lane] = load_tridiagonal_lane(flat[:n], flat[n:], work, lane, scale)
             elif dense:
-                identity_lane(W, lane)
-                scale[0, lane] = 1.0
+                identity_lane(W, lane, scale)
             else:
                 identity_tridiagonal_lane(work, lane, scale)
         if dense:

@@ -329,14 +329,15 @@ def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_v
 
 
 @njit
-def identity_lane(W, lane):
-    """Lane ``lane`` of W the identity: what an unused, zero or non-finite lane solves (quickly;
-    the caller writes its own answer)."""
+def identity_lane(W, lane, scale):
+    """Lane ``lane`` of W the identity, unscaled: what an unused, zero or non-finite lane solves
+    (quickly; the caller writes its own answer)."""
     n = W.shape[0]
     for i in range(n):
         for j in range(i):
             W[i, j, lane] = 0.0
         W[i, i, lane] = 1.0
+    scale[0, lane] = 1.0
 
 
 @njit
@@ -350,14 +351,12 @@ def load_lane(A, lower, W, lane, scale):
         for j in range(i + 1):
             a = A[i, j] if lower else A[j, i]
             if not np.isfinite(a):
-                identity_lane(W, lane)
-                scale[0, lane] = 1.0
+                identity_lane(W, lane, scale)
                 return 1
             W[i, j, lane] = a
             largest = max(largest, abs(a))
     if largest == 0.0:
-        identity_lane(W, lane)
-        scale[0, lane] = 1.0
+        identity_lane(W, lane, scale)
         return 2
     s = math.ldexp(1.0, -math.frexp(largest)[1])
     scale[0, lane] = s
@@ -438,8 +437,7 @@ def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
             if lane < used:
                 status[lane] = load_lane(A[b0 + lane], lower, W, lane, scale)
             else:
-                identity_lane(W, lane)
-                scale[0, lane] = 1.0
+                identity_lane(W, lane, scale)
         pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],

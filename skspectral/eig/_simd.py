@@ -149,15 +149,26 @@ def splat(typingctx, like, value):
     return vector(like, value), codegen
 
 
-def _binary_intrinsic(instruction: str):
+def _elementwise(emit, arity: int):
+    """An intrinsic of 1 or 2 operands of one type giving that type; emit(builder, operand type,
+    args) makes its LLVM value."""
+    if arity == 1:
+        @intrinsic
+        def unary(typingctx, a):
+            return a(a), lambda context, builder, sig, args: emit(builder, a, args)
+
+        return unary
+
     @intrinsic
     def binary(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return getattr(builder, instruction)(*args)
-
-        return a(a, b), codegen
+        return a(a, b), lambda context, builder, sig, args: emit(builder, a, args)
 
     return binary
+
+
+def _instruction_intrinsic(instruction: str, arity: int):
+    """One LLVM instruction (an IRBuilder method) on 1 or 2 operands."""
+    return _elementwise(lambda builder, operand, args: getattr(builder, instruction)(*args), arity)
 
 
 def _llvm_function(builder, name: str, vector, arity: int):
@@ -167,26 +178,10 @@ def _llvm_function(builder, name: str, vector, arity: int):
                                           f"llvm.{name}.v{vector.width}f{vector.dtype.bitwidth}")
 
 
-def _unary_call(name: str):
-    @intrinsic
-    def call(typingctx, a):
-        def codegen(context, builder, sig, args):
-            return builder.call(_llvm_function(builder, name, a, 1), args)
-
-        return a(a), codegen
-
-    return call
-
-
-def _binary_call(name: str):
-    @intrinsic
-    def call(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return builder.call(_llvm_function(builder, name, a, 2), args)
-
-        return a(a, b), codegen
-
-    return call
+def _llvm_call(name: str, arity: int):
+    """llvm.<name> called on 1 or 2 vectors of one type."""
+    return _elementwise(lambda builder, operand, args: builder.call(_llvm_function(builder, name, operand, arity),
+                                                                     args), arity)
 
 
 def _compare_intrinsic(op: str):
@@ -200,15 +195,15 @@ def _compare_intrinsic(op: str):
     return compare
 
 
-_ARITHMETIC = {operator.add: _binary_intrinsic("fadd"), operator.sub: _binary_intrinsic("fsub"),
-               operator.mul: _binary_intrinsic("fmul"), operator.truediv: _binary_intrinsic("fdiv")}
+_ARITHMETIC = {operator.add: _instruction_intrinsic("fadd", 2), operator.sub: _instruction_intrinsic("fsub", 2),
+               operator.mul: _instruction_intrinsic("fmul", 2), operator.truediv: _instruction_intrinsic("fdiv", 2)}
 _COMPARISON = {operator.lt: _compare_intrinsic("<"), operator.le: _compare_intrinsic("<="),
                operator.gt: _compare_intrinsic(">"), operator.ge: _compare_intrinsic(">="),
                operator.eq: _compare_intrinsic("=="), operator.ne: _compare_intrinsic("!=")}
-_sqrt = _unary_call("sqrt")
-_fabs = _unary_call("fabs")
-_copysign = _binary_call("copysign")
-_mask_or, _mask_and = _binary_intrinsic("or_"), _binary_intrinsic("and_")
+_sqrt, _fabs, _copysign = _llvm_call("sqrt", 1), _llvm_call("fabs", 1), _llvm_call("copysign", 2)
+# operators on one type only: negation of a vector; and, or, not of masks
+_SAME_TYPE = {operator.neg: (Vector, "fneg", 1), operator.invert: (Mask, "not_", 1),
+              operator.or_: (Mask, "or_", 2), operator.and_: (Mask, "and_", 2)}
 
 
 def _as_vectors(a, b):
@@ -239,48 +234,26 @@ for _op, _impl in {**_ARITHMETIC, **_COMPARISON}.items():
     _register_binary(_op, _impl)
 
 
-@intrinsic
-def _negate(typingctx, a):
-    def codegen(context, builder, sig, args):
-        return builder.fneg(args[0])
+def _register_same_type(op, kind, instruction: str, arity: int):
+    impl = _instruction_intrinsic(instruction, arity)
+    if arity == 1:
+        @overload(op)
+        def _unary(a):
+            if isinstance(a, kind):
+                return lambda a: impl(a)
+            return None
 
-    return a(a), codegen
+        return
 
-
-@overload(operator.neg)
-def _neg(a):
-    if isinstance(a, Vector):
-        return lambda a: _negate(a)
-    return None
-
-
-@overload(operator.or_)
-def _or(a, b):
-    if isinstance(a, Mask) and isinstance(b, Mask):
-        return lambda a, b: _mask_or(a, b)
-    return None
+    @overload(op)
+    def _binary(a, b):
+        if isinstance(a, kind) and isinstance(b, kind):
+            return lambda a, b: impl(a, b)
+        return None
 
 
-@overload(operator.and_)
-def _and(a, b):
-    if isinstance(a, Mask) and isinstance(b, Mask):
-        return lambda a, b: _mask_and(a, b)
-    return None
-
-
-@intrinsic
-def _mask_not(typingctx, a):
-    def codegen(context, builder, sig, args):
-        return builder.not_(args[0])
-
-    return a(a), codegen
-
-
-@overload(operator.invert)
-def _invert(a):
-    if isinstance(a, Mask):
-        return lambda a: _mask_not(a)
-    return None
+for _op, (_kind, _instruction, _arity) in _SAME_TYPE.items():
+    _register_same_type(_op, _kind, _instruction, _arity)
 
 
 @intrinsic
