@@ -35,11 +35,15 @@ def resolve_device(device="auto") -> torch.device:
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto" is float64 on CPU (exact, reproducible scikit-learn behaviour at little
-    cost) and float32 on CUDA (several times faster there); else the named dtype."""
+def resolve_dtype(dtype: str, device: torch.device, *, cpu_kernels: bool = True) -> torch.dtype:
+    """"auto" is float32 on CUDA (several times faster there) and on the CPU where the fit runs the
+    compiled kernels (``cpu_kernels``: Numba, no smoothing): they solve 8 float32 matrices per SIMD
+    vector against 4 float64 and move half the bytes (a fit 1.5-2x faster) at the suite's accuracy
+    (benchmarks/RESULTS.md), each row's result independent of the batch it comes in. Elsewhere on
+    the CPU (torch.linalg, smoothing) float64: BLAS products round differently with the batch, which
+    float32 would show in a prediction's 7th digit. Else the named dtype."""
     if dtype == "auto":
-        return torch.float32 if device.type == "cuda" else torch.float64
+        return torch.float32 if device.type == "cuda" or cpu_kernels else torch.float64
     return DTYPES[dtype]
 
 

@@ -9,9 +9,17 @@ process (functions made inside a factory that call one another were compiled ane
   thread (``_serial``) or in chunks over Numba's threads (``_parallel``, which takes a chunk
   count, as the eigen kernels do).
 
+- ``symmetric_forward_*`` / ``symmetric_backward_*``: the same for the symmetric parts
+  A = 0.5 (W + W^T) of square matrices W, made in the same pass as their prefix sums (and, in
+  the backward, W's gradient made from both outputs' in one pass): torch's symmetrisation and
+  its backward were four passes over every matrix at every step.
+
 forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding bin,
 column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
 grad_out[m, f T + t] for each (f, s) with bin_columns[f, s] = c (a reversed running sum).
+Symmetric: columns[m, c] = 0.5 (W[m, c] + W[m, c]^T) flattened, for every column (``other``
+lists those in no feature's bins); grad_W = 0.5 dA + (0.5 dA)^T with dA = grad_columns plus the
+reversed running sum: torch's arithmetic for the same graph, so the same bits.
 """
 
 import functools
@@ -129,3 +137,107 @@ def prefix_backward_parallel(grad_out, bin_columns, grad, chunks):
     pairs = grad.shape[0] * bin_columns.shape[0]
     for c in numba.prange(chunks):
         prefix_backward_pairs(grad_out, bin_columns, grad, c * pairs // chunks, (c + 1) * pairs // chunks)
+
+
+@njit
+def symmetrise_into(W, target, half):
+    """target (flat n * n) = half (W + W^T) for one n x n matrix W (half: 0.5 in W's dtype, so
+    that float32 stays float32, as in torch)."""
+    n = W.shape[0]
+    for i in range(n):
+        for j in range(n):
+            target[i * n + j] = half * (W[i, j] + W[j, i])
+
+
+@njit
+def symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, start, stop):
+    """Pairs p in [start, stop): (model, feature) for p < models * F -- the feature's bins'
+    symmetric parts and their prefix sums -- then (model, other column)."""
+    n_columns, L = columns.shape[1], columns.shape[2]
+    F, T = bin_columns.shape
+    n_feature_pairs = columns.shape[0] * F
+    for p in range(start, stop):
+        if p >= n_feature_pairs:
+            m, i = divmod(p - n_feature_pairs, other.shape[0])
+            symmetrise_into(weight[m, other[i]], columns[m, other[i]], half)
+            continue
+        m, f = p // F, p % F
+        for t in range(T):
+            row = out[m, f * T + t]
+            c = bin_columns[f, t]
+            if t == 0:
+                for i in range(L):
+                    row[i] = 0.0
+            else:
+                before = out[m, f * T + t - 1]
+                for i in range(L):
+                    row[i] = before[i]
+            if c < n_columns:
+                source = columns[m, c]
+                symmetrise_into(weight[m, c], source, half)
+                for i in range(L):
+                    row[i] += source[i]
+
+
+@njit
+def symmetric_from_flat(dA, target, half):
+    """target (n x n) = half dA + (half dA)^T for dA flat n * n."""
+    n = target.shape[0]
+    for i in range(n):
+        for j in range(n):
+            target[i, j] = half * dA[i * n + j] + half * dA[j * n + i]
+
+
+@njit
+def symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, start, stop):
+    """grad (models, n_columns, n, n) of W from the outputs' gradients, pairs as the forward's."""
+    n_columns, L = grad_columns.shape[1], grad_columns.shape[2]
+    F, T = bin_columns.shape
+    n_feature_pairs = grad_columns.shape[0] * F
+    running = np.empty(L, grad.dtype)
+    dA = np.empty(L, grad.dtype)
+    for p in range(start, stop):
+        if p >= n_feature_pairs:
+            m, i = divmod(p - n_feature_pairs, other.shape[0])
+            symmetric_from_flat(grad_columns[m, other[i]], grad[m, other[i]], half)
+            continue
+        m, f = p // F, p % F
+        running[:] = 0.0
+        for t in range(T - 1, -1, -1):
+            source = grad_out[m, f * T + t]
+            for i in range(L):
+                running[i] += source[i]
+            c = bin_columns[f, t]
+            if c < n_columns:  # each column is one feature's bin: the pairs write apart
+                direct = grad_columns[m, c]
+                for i in range(L):
+                    dA[i] = direct[i] + running[i]
+                symmetric_from_flat(dA, grad[m, c], half)
+
+
+@njit
+def symmetric_forward_serial(weight, bin_columns, other, columns, out, half):
+    pairs = weight.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, 0, pairs)
+
+
+@njit_parallel
+def symmetric_forward_parallel(weight, bin_columns, other, columns, out, half, chunks):
+    pairs = weight.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    for c in numba.prange(chunks):
+        symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, c * pairs // chunks,
+                                (c + 1) * pairs // chunks)
+
+
+@njit
+def symmetric_backward_serial(grad_columns, grad_out, bin_columns, other, grad, half):
+    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, 0, pairs)
+
+
+@njit_parallel
+def symmetric_backward_parallel(grad_columns, grad_out, bin_columns, other, grad, half, chunks):
+    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    for c in numba.prange(chunks):
+        symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, c * pairs // chunks,
+                                 (c + 1) * pairs // chunks)

@@ -373,9 +373,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         self.eigval_idx_ = self.dim_ // 2 if self.eigval_idx is None else check_eigval_index(
             self.eigval_idx, self.dim_, "eigval_idx"
         )
-        dtype = resolve_dtype(self.dtype, device)
-        self.backend_ = select_model_backend(self.backend, device, self.dim_, dtype, structure=self.structure,
-                                             smoothing=self.smoothing).name
+        def backend(dtype):
+            return select_model_backend(self.backend, device, self.dim_, dtype, structure=self.structure,
+                                        smoothing=self.smoothing)
+
+        cpu_kernels = self.smoothing is None and backend(torch.float32).gathered_k is not None
+        dtype = resolve_dtype(self.dtype, device, cpu_kernels=cpu_kernels)
+        self.backend_ = backend(dtype).name
         self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
 
     def _resolved_dim(self, device: torch.device) -> int:

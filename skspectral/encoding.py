@@ -161,6 +161,8 @@ class FeatureEncoder(torch.nn.Module):
         long = dict(dtype=torch.long, device=device)
         self.register_buffer("linear_columns", torch.arange(n_linear, **long))
         self.register_buffer("bin_columns", torch.tensor(grid, **long))
+        # the columns in no feature's bins (linear, missing-value and level columns)
+        self.register_buffer("other_columns", torch.tensor(np.setdiff1d(np.arange(n_columns), grid), **long))
         self.register_buffer("prefix_rows", torch.tensor(prefix, **long))
         self.register_buffer("bin_rows", torch.tensor(last_bin, **long))
         self.register_buffer("n_bins_of", torch.tensor(bins, **long))
@@ -176,17 +178,27 @@ class FeatureEncoder(torch.nn.Module):
         F, T = self.bin_columns.shape
         if not F:
             return columns.new_zeros(columns.shape[0], 0, columns.shape[2])
-        if columns.device.type == "cpu" and columns.dtype == torch.float64 and _compiled() is not None:
+        if columns.device.type == "cpu" and columns.dtype in (torch.float32, torch.float64) and _compiled() is not None:
             return _CompiledPrefixSums.apply(columns, self.bin_columns)
         padded = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, columns.shape[2])], dim=1)
         bins = padded.index_select(1, self.bin_columns.reshape(-1)).view(columns.shape[0], F, T, -1)
         return bins.cumsum(dim=2).reshape(columns.shape[0], F * T, -1)
 
+    def symmetric_tables(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the symmetric parts A = 0.5 (W + W^T) of the columns' square matrices W (models,
+        n_columns, n, n), flattened: (models, n_columns, n * n); :meth:`prefix_sums` of them): what a
+        dense model gathers from. On the CPU one compiled pass each way (the same bits as the torch
+        ops, which it replaces: four passes over every matrix at every step)."""
+        if weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64) and _compiled() is not None:
+            return _CompiledSymmetricTables.apply(weight, self.bin_columns, self.other_columns)
+        columns = (0.5 * (weight + weight.transpose(-1, -2))).reshape(weight.shape[0], weight.shape[1], -1)
+        return columns, self.prefix_sums(columns)
+
     def terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's (rows (B, T), weights (B, T)) of the columns' matrices followed by
         :meth:`prefix_sums` (-1: nothing): sum_t weights * those rows is sum_j z_j A_j. On the
         CPU one compiled pass (Numba; no per-bin temporaries), else torch ops; the same values."""
-        compiled = _compiled() if X.device.type == "cpu" and X.dtype == torch.float64 else None
+        compiled = _compiled() if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) else None
         if compiled is not None:
             return self._compiled_terms(compiled.terms, X)
         return self._torch_terms(X)
@@ -285,6 +297,48 @@ class _CompiledPrefixSums(torch.autograd.Function):
         _run_pairs(kernels.prefix_backward_serial, kernels.prefix_backward_parallel,
                    (grad_out.contiguous().numpy(), bin_columns.numpy(), grad.numpy()), grad_out.shape)
         return grad, None
+
+
+class _CompiledSymmetricTables(torch.autograd.Function):
+    """:meth:`FeatureEncoder.symmetric_tables` on the CPU: the symmetric parts and their prefix
+    sums in one compiled pass; backward, W's gradient from both outputs' in one pass."""
+
+    @staticmethod
+    def forward(ctx, weight, bin_columns, other_columns):
+        models, n_columns, n = weight.shape[0], weight.shape[1], weight.shape[2]
+        F, T = bin_columns.shape
+        columns = torch.empty((models, n_columns, n * n), dtype=weight.dtype)
+        out = torch.empty((models, F * T, n * n), dtype=weight.dtype)
+        kernels, half = _compiled(), _half(weight.dtype)
+        run_kernel(kernels.symmetric_forward_serial, kernels.symmetric_forward_parallel,
+                   (weight.detach().contiguous().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(),
+                    out.numpy(), half), models * (F + other_columns.shape[0]), models * (n_columns + F * T) * n * n)
+        ctx.save_for_backward(bin_columns, other_columns)
+        ctx.shapes = (columns.shape, out.shape)
+        return columns, out
+
+    @staticmethod
+    def backward(ctx, grad_columns, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError("symmetric_tables is differentiable once (no double backward).")
+        bin_columns, other_columns = ctx.saved_tensors
+        (models, n_columns, L), out_shape = ctx.shapes
+        dtype = (grad_columns if grad_columns is not None else grad_out).dtype
+        grad_columns = torch.zeros(ctx.shapes[0], dtype=dtype) if grad_columns is None else grad_columns.contiguous()
+        grad_out = torch.zeros(out_shape, dtype=dtype) if grad_out is None else grad_out.contiguous()
+        n = int(round(L**0.5))
+        grad = torch.empty((models, n_columns, n, n), dtype=dtype)
+        kernels = _compiled()
+        run_kernel(kernels.symmetric_backward_serial, kernels.symmetric_backward_parallel,
+                   (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
+                    _half(dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
+                   models * (n_columns + out_shape[1]) * L)
+        return grad, None, None
+
+
+def _half(dtype: torch.dtype):
+    """0.5 as a numpy scalar of ``dtype``: a compiled kernel's float32 arithmetic stays float32."""
+    return np.float32(0.5) if dtype == torch.float32 else np.float64(0.5)
 
 
 def _run_pairs(serial, parallel, args: tuple, prefix_shape: tuple) -> None:

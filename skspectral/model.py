@@ -280,6 +280,10 @@ class SpectralModel(torch.nn.Module):
     def gather_tables(self, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The matrices rows gather from, (n_models, rows, elements of a stored matrix): the
         encoded columns' and (for rows not yet encoded) the encoder's prefix sums of them."""
+        if (self.encoder is not None and not encoded and self.monotonic is None
+                and type(self).feature_matrices is SpectralModel.feature_matrices):
+            # feature_matrices' symmetrisation made with the prefix sums (one pass on the CPU)
+            return self.encoder.symmetric_tables(self.weight)
         matrices = self.feature_matrices()
         columns = matrices.reshape(self.n_models, self.n_matrices, math.prod(matrices.shape[2:]))
         if self.encoder is None or encoded:

@@ -117,7 +117,7 @@ def test_early_stopping_on_log_loss_and_pickle(iris_strings):
     _, held_out = validation_split(len(X), est.validation_fraction, np.random.RandomState(est._seed()),
                                    stratify=np.searchsorted(est.classes_, y))
     np.testing.assert_allclose(-log_loss(y[held_out], est.predict_proba(X[held_out]), labels=est.classes_),
-                               est.best_validation_score_, rtol=1e-10)
+                               est.best_validation_score_, rtol=1e-5)  # float32 training
     assert -np.log(3) / 2 < est.best_validation_score_ and est.validation_scores_[-1] < est.best_validation_score_
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))

@@ -219,7 +219,7 @@ def test_eval_sets_are_scored_every_epoch_as_in_the_plain_estimators(client):
         eval_set=[(dd.from_pandas(test, npartitions=2), da.from_array(y_test, chunks=1_500))])
     assert len(model.history_) == 3
     final = model.history_[-1]["eval_0_rmse"]
-    np.testing.assert_allclose(final, np.sqrt(np.mean((model.predict(test) - y_test) ** 2)), rtol=1e-9)
+    np.testing.assert_allclose(final, np.sqrt(np.mean((model.predict(test) - y_test) ** 2)), rtol=1e-5)  # float32
     labels = np.where(y > 1, "high", "low")
     classifier = DaskSpectralClassifier(client=client, **params).fit(
         dd.from_pandas(frame, npartitions=4), dd.from_pandas(pd.Series(labels), npartitions=4),

@@ -23,6 +23,8 @@ def test_cuda_without_cuda_is_a_clear_error():
 
 
 def test_resolve_dtype():
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float64
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cpu"), cpu_kernels=False) == torch.float64
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda"), cpu_kernels=False) == torch.float32
     assert resolve_dtype("float32", torch.device("cpu")) == torch.float32

@@ -131,6 +131,59 @@ def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, thre
     assert set(calls) == {threads}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", ["serial", "parallel"])
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_symmetric_tables_are_torchs_bit_for_bit(seed, threads, dtype, monkeypatch):
+    """The dense model's gather tables made from its raw W in one compiled pass (the symmetric
+    parts 0.5 (W + W^T) and their prefix sums; backward, W's gradient from both tables') equal
+    the torch graph they replace, bit for bit, in float64 and float32, on one thread or several,
+    whichever outputs the loss reads; gradcheck in float64."""
+    from skspectral.eig import _numba_support
+    from skspectral.encoding import _compiled
+
+    if _compiled() is None:
+        pytest.skip("Numba missing: the torch ops only")
+    if threads == "parallel":
+        if torch.get_num_threads() < 2:
+            pytest.skip("one torch thread: the kernels run serially")
+        monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
+    kernels, calls = _compiled(), []
+    for name in ("symmetric_forward_serial", "symmetric_forward_parallel", "symmetric_backward_serial",
+                 "symmetric_backward_parallel"):
+        monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
+                            (calls.append(_name.split("_")[-1]), _run(*a))[1])
+    rng = np.random.default_rng(seed)
+    # a linear, a missing-value and two level columns besides two piecewise features (padding bins)
+    spec = EncodingSpec(4, numeric=[0, 1, 2], edges=[[-1.0, 0.0, 2.0], list(np.linspace(-2, 2, 6)), None],
+                        missing=[1], categorical=[3], n_levels=[2])
+    encoder = FeatureEncoder(spec, dtype=dtype)
+    n = 4
+    weight = torch.as_tensor(rng.normal(size=(3, spec.n_columns, n, n)), dtype=dtype).requires_grad_()
+    columns, prefix = encoder.symmetric_tables(weight)
+    assert columns.grad_fn is not None and "Compiled" in type(columns.grad_fn).__name__
+    ref_columns = (0.5 * (weight + weight.transpose(-1, -2))).reshape(3, spec.n_columns, n * n)
+    F, T = encoder.bin_columns.shape
+    padded = torch.cat([ref_columns, ref_columns.new_zeros(3, 1, n * n)], dim=1)
+    ref_prefix = torch.stack([padded[:, encoder.bin_columns[f]] for f in range(F)], 1)
+    for t in range(1, T):  # a sequential running sum, in the dtype (torch's cumsum may accumulate wider)
+        ref_prefix[:, :, t] = ref_prefix[:, :, t - 1] + ref_prefix[:, :, t]
+    ref_prefix = ref_prefix.reshape(3, F * T, n * n)
+    torch.testing.assert_close(columns, ref_columns, rtol=0, atol=0)
+    torch.testing.assert_close(prefix, ref_prefix, rtol=0, atol=0)
+    up_columns = torch.as_tensor(rng.normal(size=columns.shape), dtype=dtype)
+    up_prefix = torch.as_tensor(rng.normal(size=prefix.shape), dtype=dtype)
+    for outputs, references, upstream in [((columns, prefix), (ref_columns, ref_prefix), (up_columns, up_prefix)),
+                                          ((columns,), (ref_columns,), (up_columns,)),
+                                          ((prefix,), (ref_prefix,), (up_prefix,))]:
+        got = torch.autograd.grad(outputs, weight, upstream, retain_graph=True)[0]
+        expected = torch.autograd.grad(references, weight, upstream, retain_graph=True)[0]
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(encoder.symmetric_tables, (weight,))
+    assert set(calls) == {threads}
+
+
 def test_a_second_process_loads_the_compiled_kernels_from_numbas_cache():
     """Every compiled CPU kernel a fit uses is found in Numba's disk cache by the next process: the
     encoder's prefix sums, made inside a factory, were compiled again in every process (~3 s a
@@ -160,6 +213,6 @@ def test_a_second_process_loads_the_compiled_kernels_from_numbas_cache():
         assert run.returncode == 0, run.stderr[-2000:]
     second = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in runs[1].stdout.splitlines()}
     # which of a kernel's serial and parallel entries ran depends on the threads the fit timed best
-    assert "terms" in second and {"prefix_forward_serial", "prefix_forward_parallel"} & set(second)
+    assert "terms" in second and {"symmetric_forward_serial", "symmetric_forward_parallel"} & set(second)
     assert {"gathered_serial", "gathered_parallel"} & set(second)
     assert {name: misses for name, (hits, misses) in second.items() if misses} == {}

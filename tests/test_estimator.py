@@ -56,8 +56,9 @@ def test_training_metric_is_in_the_eval_metrics_units():
         one = SpectralRegressor(max_iter=1, **params).fit(X, y)
     # one full-batch step per epoch: epoch 2's running mean is the loss of the model after epoch 1
     rmse_after_one = np.sqrt(np.mean((one.predict(X) - y) ** 2))
-    np.testing.assert_allclose(two.history_[1]["train_rmse"], rmse_after_one, rtol=1e-10)
-    np.testing.assert_allclose(two.history_[1]["train_loss"], (rmse_after_one / two.y_scale_) ** 2, rtol=1e-10)
+    # (to float32 rounding: the epoch's loss is summed in the training dtype)
+    np.testing.assert_allclose(two.history_[1]["train_rmse"], rmse_after_one, rtol=1e-5)
+    np.testing.assert_allclose(two.history_[1]["train_loss"], (rmse_after_one / two.y_scale_) ** 2, rtol=1e-5)
     clf = SpectralClassifier(dim=3, max_iter=2, **CPU).fit(X, y > np.median(y))
     assert {"train_loss", "train_log_loss"} <= set(clf.history_[-1])
 
@@ -274,7 +275,7 @@ def test_a_model_fitted_with_a_backend_missing_here_predicts_with_another(monkey
     loaded = pickle.loads(pickle.dumps(est))
     missing = dataclasses.replace(REGISTRY[est.backend_], is_available=lambda: False)
     monkeypatch.setitem(_api.REGISTRY, est.backend_, missing)
-    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(loaded.predict(X), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())  # float32
 
 
 # ---- mixed-type input: categorical levels, missing values, encodings, ensembles -------------------
@@ -396,14 +397,14 @@ def test_an_ensemble_predicts_its_members_mean():
     assert est.feature_matrices_.shape == (3, 3, 4, 4) and est.mu_.shape == (3, 4)
     members = est._module(torch.as_tensor(est._model_input(X))).detach().numpy()
     assert members.shape == (len(X), 3) and not np.allclose(members[:, 0], members[:, 1])
-    np.testing.assert_allclose(est.predict(X), est.y_mean_ + est.y_scale_ * members.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(est.predict(X), est.y_mean_ + est.y_scale_ * members.mean(axis=1), rtol=1e-6)  # float32
     labels = np.digitize(y, np.quantile(y, [0.3, 0.6]))
     clf = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels)
     logits = clf._module(torch.as_tensor(clf._model_input(X))).detach()  # (rows, members, classes)
-    np.testing.assert_allclose(clf.predict_proba(X), logits.softmax(-1).mean(1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(clf.predict_proba(X), logits.softmax(-1).mean(1).numpy(), rtol=1e-6)
     binary = SpectralClassifier(dim=4, max_iter=5, n_estimators=3, **CPU).fit(X, labels > 0)
     logits = binary._module(torch.as_tensor(binary._model_input(X))).detach()
-    np.testing.assert_allclose(binary.predict_proba(X)[:, 1], logits.sigmoid().mean(1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(binary.predict_proba(X)[:, 1], logits.sigmoid().mean(1).numpy(), rtol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)

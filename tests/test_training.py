@@ -201,7 +201,7 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
         monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
     resident = cls(**params).fit(X, y)
     resident_replays = len(replays)
-    dtype_bytes = 8 if device == "cpu" else 4
+    dtype_bytes = 4  # float32 training rows on both devices
     monkeypatch.setattr(streaming, "STREAM_BYTES" if device == "cuda" else "CPU_STREAM_BYTES", 3 * 64 * 5 * dtype_bytes)
     monkeypatch.setattr(_estimator, "_stream_rows", lambda n_bytes, device: True)
     blocks = []

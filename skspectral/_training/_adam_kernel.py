@@ -2,7 +2,7 @@
 
 torch.optim.Adam's arithmetic, operation for operation (no weight decay, no amsgrad):
 
-    m = lerp(m, g, 1 - beta1)              (torch's lerp: m + w (g - m) for w < 0.5)
+    m = lerp(m, g, 1 - beta1)              (torch's lerp: m + w (g - m) for w < 0.5, else g - (g - m)(1 - w))
     v = beta2 v + (1 - beta2) g^2
     p = p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
@@ -12,16 +12,16 @@ over flat contiguous arrays, in one pass on the calling thread.
 import math
 
 import numba
+import numpy as np
 
 
 # error_model="numpy": a division is IEEE's, with no zero check to keep the loops from vectorising
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step):
-    weight = 1.0 - beta1
-    bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
-    step_size = lr / bias_correction1
-    one_minus_beta2 = 1.0 - beta2
+def adam_update(param, grad, exp_avg, exp_avg_sq, weight, one_minus_weight, beta2, one_minus_beta2, step_size,
+                bias_correction2_sqrt, eps):
+    """One step over flat arrays. The scalars come in the arrays' dtype (see ``step_scalars``): torch
+    computes a float32 parameter's step in float32 with its Python scalars rounded to float32, and
+    so does this loop (8 float32 lanes a vector where float64 scalars made it convert every element)."""
     if weight < 0.5:  # torch's lerp's two forms, one loop each: a branch inside kept the loop scalar
         for i in range(param.shape[0]):
             g = grad[i]
@@ -29,12 +29,23 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step):
             v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
             exp_avg[i] = m
             exp_avg_sq[i] = v
-            param[i] = param[i] - step_size * (m / (math.sqrt(v) / bias_correction2_sqrt + eps))
+            param[i] = param[i] - step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps))
     else:
         for i in range(param.shape[0]):
             g = grad[i]
-            m = g - (g - exp_avg[i]) * (1.0 - weight)
+            m = g - (g - exp_avg[i]) * one_minus_weight
             v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
             exp_avg[i] = m
             exp_avg_sq[i] = v
-            param[i] = param[i] - step_size * (m / (math.sqrt(v) / bias_correction2_sqrt + eps))
+            param[i] = param[i] - step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps))
+
+
+def step_scalars(dtype, lr: float, beta1: float, beta2: float, eps: float, step: float) -> tuple:
+    """adam_update's scalars after ``step`` steps: computed in Python floats as torch does, then
+    given the parameters' dtype (a numpy scalar: Numba then keeps float32 arithmetic float32)."""
+    weight = dtype(1.0 - beta1)
+    one_minus_weight = dtype(1.0) - weight  # torch's lerp takes 1 - weight in the opmath type
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
+    return (weight, one_minus_weight, dtype(beta2), dtype(1.0 - beta2), dtype(lr / bias_correction1),
+            dtype(bias_correction2_sqrt), dtype(eps))

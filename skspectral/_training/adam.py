@@ -148,7 +148,7 @@ def _adam_kernel():
         return None
     from . import _adam_kernel
 
-    return _adam_kernel.adam_update
+    return _adam_kernel
 
 
 class CompiledAdam(_Adam):
@@ -163,18 +163,19 @@ class CompiledAdam(_Adam):
     @torch.no_grad()
     def step(self, closure=None) -> None:
         self._step_count += 1
-        update = _adam_kernel()
+        kernel = _adam_kernel()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            lr = float(group["lr"])
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self._moments(p)
                 grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
-                update(p.detach().view(-1).numpy(), grad.view(-1).numpy(), state["exp_avg"].view(-1).numpy(),
-                       state["exp_avg_sq"].view(-1).numpy(), lr, float(beta1), float(beta2), float(group["eps"]),
-                       float(self._step_count))
+                param = p.detach().view(-1).numpy()
+                scalars = kernel.step_scalars(param.dtype.type, float(group["lr"]), float(beta1), float(beta2),
+                                              float(group["eps"]), float(self._step_count))
+                kernel.adam_update(param, grad.view(-1).numpy(), state["exp_avg"].view(-1).numpy(),
+                                   state["exp_avg_sq"].view(-1).numpy(), *scalars)
 
 
 def _compiled_applies(parameters: list) -> bool:

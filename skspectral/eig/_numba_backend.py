@@ -61,7 +61,8 @@ def _kernels():
     try:
         from . import _numba_kernels
 
-        probe = torch.eye(2, dtype=torch.float64)[None]  # compile (or load from cache) now, not mid-fit
+        # compile (or load from cache) now, not mid-fit: the dtype fits use by default
+        probe = torch.eye(2, dtype=torch.float32)[None]
         _launch_with(_numba_kernels, probe, 0, True, True)
         return _numba_kernels
     except Exception as exc:
