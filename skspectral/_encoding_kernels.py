@@ -10,16 +10,18 @@ process (functions made inside a factory that call one another were compiled ane
   count, as the eigen kernels do).
 
 - ``symmetric_forward_*`` / ``symmetric_backward_*``: the same for the symmetric parts
-  A = 0.5 (W + W^T) of square matrices W, made in the same pass as their prefix sums (and, in
-  the backward, W's gradient made from both outputs' in one pass): torch's symmetrisation and
-  its backward were four passes over every matrix at every step.
+  A = 0.5 (W + W^T) of square matrices W, their lower triangles packed row by row (half the
+  bytes of a full matrix for every pass after), made in the same pass as their prefix sums
+  (and, in the backward, W's gradient made from both outputs' in one pass): torch's
+  symmetrisation and its backward were four passes over every full matrix at every step.
 
 forward: out[m, f T + t] = sum over s <= t of columns[m, bin_columns[f, s]] (a padding bin,
 column index n_columns, adds nothing); backward: grad[m, c] += the sum over t >= s of
 grad_out[m, f T + t] for each (f, s) with bin_columns[f, s] = c (a reversed running sum).
-Symmetric: columns[m, c] = 0.5 (W[m, c] + W[m, c]^T) flattened, for every column (``other``
-lists those in no feature's bins); grad_W = 0.5 dA + (0.5 dA)^T with dA = grad_columns plus the
-reversed running sum: torch's arithmetic for the same graph, so the same bits.
+Symmetric: columns[m, c] = the packed lower triangle of 0.5 (W[m, c] + W[m, c]^T), for every
+column (``other`` lists those in no feature's bins); with dA = grad_columns plus the reversed
+running sum (packed), grad_W[i, j] = grad_W[j, i] = 0.5 dA_ij off the diagonal and 0.5 dA_ii +
+0.5 dA_ii on it: torch's arithmetic for the same graph (symmetrise, pack), so the same bits.
 """
 
 import functools
@@ -141,12 +143,14 @@ def prefix_backward_parallel(grad_out, bin_columns, grad, chunks):
 
 @njit
 def symmetrise_into(W, target, half):
-    """target (flat n * n) = half (W + W^T) for one n x n matrix W (half: 0.5 in W's dtype, so
-    that float32 stays float32, as in torch)."""
+    """target (n(n+1)/2) = the lower triangle of half (W + W^T), packed row by row, for one n x n
+    matrix W (half: 0.5 in W's dtype, so that float32 stays float32, as in torch)."""
     n = W.shape[0]
+    p = 0
     for i in range(n):
-        for j in range(n):
-            target[i * n + j] = half * (W[i, j] + W[j, i])
+        for j in range(i + 1):
+            target[p] = half * (W[i, j] + W[j, i])
+            p += 1
 
 
 @njit
@@ -181,11 +185,15 @@ def symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, star
 
 @njit
 def symmetric_from_flat(dA, target, half):
-    """target (n x n) = half dA + (half dA)^T for dA flat n * n."""
+    """target (n x n) = W's gradient from dA, the gradient of symmetrise_into's packed triangle."""
     n = target.shape[0]
+    p = 0
     for i in range(n):
-        for j in range(n):
-            target[i, j] = half * dA[i * n + j] + half * dA[j * n + i]
+        for j in range(i):
+            target[i, j] = target[j, i] = half * dA[p]
+            p += 1
+        target[i, i] = half * dA[p] + half * dA[p]
+        p += 1
 
 
 @njit

@@ -43,7 +43,7 @@ from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingStat
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
-from .model import OnEncodedRows, SpectralModel, model_class, select_model_backend
+from .model import OnEncodedRows, OnGatheredTerms, SpectralModel, model_class, select_model_backend
 
 # Rows of matrices evaluated at once in predict: bounds memory to ~64 MiB.
 _PREDICT_CHUNK_BYTES = 64 * 2**20
@@ -70,6 +70,9 @@ _HOST_ROWS_BYTES = 256 * 2**20
 # share of its free memory); larger ones are encoded at every step.
 _ENCODED_ROWS_BYTES = 2**30
 _ENCODED_ROWS_SHARE = 0.25
+# On the CPU's gathered path the rows' terms (two numbers a term: 2-3x the rows' bytes) are found
+# once up to this size, else at every step (a 2M x 28 fit keeps to its memory goal, 2x the input).
+_GATHERED_TERMS_BYTES = 256 * 2**20
 # The parameters that shape the fitted model: a warm start or partial_fit must keep them.
 _MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "categorical_features", "min_level_count",
                 "monotonic_cst", "smoothing", "eigval_idx")
@@ -498,10 +501,24 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """(the module a step calls, train, validation): where the forward multiplies encoded
         columns (not on the CPU's gathered path) and they fit in memory, the resident rows
         encoded once for the whole fit and the model taking them (OnEncodedRows); a step then
-        skips the encoder's dozen small kernels (10-20 % of a GPU step). Else as they are."""
+        skips the encoder's dozen small kernels (10-20 % of a GPU step). On the CPU's gathered path,
+        where they fit in _GATHERED_TERMS_BYTES, the rows' gathered terms found once (OnGatheredTerms).
+        Else as they are."""
         datasets = [d for d in (train, validation) if d is not None]
-        if model.encoder is None or model.gathers or any(d.stream_rows for d in datasets):
+        if model.encoder is None or any(d.stream_rows for d in datasets):
             return model, train, validation
+        if model.gathers:
+            n_terms = model.gathered_terms(train.X[:1])[0].shape[1]
+            n_bytes = sum(len(d) for d in datasets) * 2 * n_terms * model.dtype.itemsize
+            if n_bytes > _GATHERED_TERMS_BYTES or not OnGatheredTerms.packs(model):
+                return model, train, validation
+            chunk = self._chunk_rows(model.dtype)
+
+            def packed(d: Dataset) -> Dataset:
+                terms = [OnGatheredTerms.pack(model, d.X[start:start + chunk]) for start in range(0, len(d), chunk)]
+                return Dataset(torch.cat(terms), d.y, d.weight)
+
+            return OnGatheredTerms(model), packed(train), None if validation is None else packed(validation)
         n_bytes = sum(len(d) for d in datasets) * model.n_matrices * model.dtype.itemsize
         if n_bytes > _ENCODED_ROWS_BYTES or (
                 model.device.type == "cuda" and n_bytes > _ENCODED_ROWS_SHARE * torch.cuda.mem_get_info(model.device)[0]):

@@ -186,12 +186,16 @@ class FeatureEncoder(torch.nn.Module):
 
     def symmetric_tables(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the symmetric parts A = 0.5 (W + W^T) of the columns' square matrices W (models,
-        n_columns, n, n), flattened: (models, n_columns, n * n); :meth:`prefix_sums` of them): what a
-        dense model gathers from. On the CPU one compiled pass each way (the same bits as the torch
-        ops, which it replaces: four passes over every matrix at every step)."""
+        n_columns, n, n), their lower triangles packed row by row: (models, n_columns, n(n+1)/2);
+        :meth:`prefix_sums` of them): what a dense model gathers from (skspectral.eig._gathered's
+        packed rows: half the bytes of full matrices to gather, scatter and sum). On the CPU one
+        compiled pass each way (the same bits as the torch ops, which it replaces)."""
         if weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64) and _compiled() is not None:
             return _CompiledSymmetricTables.apply(weight, self.bin_columns, self.other_columns)
-        columns = (0.5 * (weight + weight.transpose(-1, -2))).reshape(weight.shape[0], weight.shape[1], -1)
+        n = weight.shape[-1]
+        lower = torch.tril_indices(n, n, device=weight.device)  # row by row, as packed
+        symmetric = 0.5 * (weight + weight.transpose(-1, -2))
+        columns = symmetric[..., lower[0], lower[1]]
         return columns, self.prefix_sums(columns)
 
     def terms(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,14 +311,16 @@ class _CompiledSymmetricTables(torch.autograd.Function):
     def forward(ctx, weight, bin_columns, other_columns):
         models, n_columns, n = weight.shape[0], weight.shape[1], weight.shape[2]
         F, T = bin_columns.shape
-        columns = torch.empty((models, n_columns, n * n), dtype=weight.dtype)
-        out = torch.empty((models, F * T, n * n), dtype=weight.dtype)
+        packed = n * (n + 1) // 2
+        columns = torch.empty((models, n_columns, packed), dtype=weight.dtype)
+        out = torch.empty((models, F * T, packed), dtype=weight.dtype)
         kernels, half = _compiled(), _half(weight.dtype)
         run_kernel(kernels.symmetric_forward_serial, kernels.symmetric_forward_parallel,
                    (weight.detach().contiguous().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(),
-                    out.numpy(), half), models * (F + other_columns.shape[0]), models * (n_columns + F * T) * n * n)
+                    out.numpy(), half), models * (F + other_columns.shape[0]), models * (n_columns + F * T) * packed)
         ctx.save_for_backward(bin_columns, other_columns)
         ctx.shapes = (columns.shape, out.shape)
+        ctx.n = n
         return columns, out
 
     @staticmethod
@@ -326,8 +332,7 @@ class _CompiledSymmetricTables(torch.autograd.Function):
         dtype = (grad_columns if grad_columns is not None else grad_out).dtype
         grad_columns = torch.zeros(ctx.shapes[0], dtype=dtype) if grad_columns is None else grad_columns.contiguous()
         grad_out = torch.zeros(out_shape, dtype=dtype) if grad_out is None else grad_out.contiguous()
-        n = int(round(L**0.5))
-        grad = torch.empty((models, n_columns, n, n), dtype=dtype)
+        grad = torch.empty((models, n_columns, ctx.n, ctx.n), dtype=dtype)
         kernels = _compiled()
         run_kernel(kernels.symmetric_backward_serial, kernels.symmetric_backward_parallel,
                    (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),

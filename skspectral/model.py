@@ -279,7 +279,8 @@ class SpectralModel(torch.nn.Module):
 
     def gather_tables(self, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The matrices rows gather from, (n_models, rows, elements of a stored matrix): the
-        encoded columns' and (for rows not yet encoded) the encoder's prefix sums of them."""
+        encoded columns' and (for rows not yet encoded) the encoder's prefix sums of them; a dense
+        model's own symmetric matrices as packed lower triangles (see skspectral.eig._gathered)."""
         if (self.encoder is not None and not encoded and self.monotonic is None
                 and type(self).feature_matrices is SpectralModel.feature_matrices):
             # feature_matrices' symmetrisation made with the prefix sums (one pass on the CPU)
@@ -299,12 +300,19 @@ class SpectralModel(torch.nn.Module):
                                       for k in self.eigval_indices]), self._several)
         # several indices go to the solver together: one assembly and reduction per matrix
         if self.gathers:
-            rows, weights = self.gathered_terms(X, encoded)
-            return _ordered(kth_eigvalsh_gathered(*self.gather_tables(encoded), self.mu(), rows, weights,
-                                                  self._indices(), self.eigen_backend,
-                                                  dense=self.structure == "dense"), self._several)
+            return self._gathered_eigenvalues(*self.gathered_terms(X, encoded), encoded)
         return _ordered(kth_eigvalsh_unchecked(self.matrices(X, encoded), self._indices(), self.eigen_backend),
                         self._several)
+
+    def _gathered_eigenvalues(self, rows: torch.Tensor, weights: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+        """kth_eigenvalues on the gather path, from each row's terms (:meth:`gathered_terms`)."""
+        return _ordered(kth_eigvalsh_gathered(*self.gather_tables(encoded), self.mu(), rows, weights, self._indices(),
+                                              self.eigen_backend, dense=self.structure == "dense"), self._several)
+
+    def forward_terms(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """f(x) of rows given by their terms (:meth:`gathered_terms` of the rows, not encoded), on the
+        gather path (:attr:`gathers`): what a fit steps on when it finds its rows' terms once."""
+        return self._shaped(self._gathered_eigenvalues(rows, weights))
 
     @property
     def _several(self) -> bool:
@@ -317,8 +325,11 @@ class SpectralModel(torch.nn.Module):
     def forward(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         """f(x) of each row of X (with ``encoded``: of each row of encoded columns, see
         :meth:`encoded`)."""
-        values = self.kth_eigenvalues(X, encoded)
-        shape = (X.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
+        return self._shaped(self.kth_eigenvalues(X, encoded))
+
+    def _shaped(self, values: torch.Tensor) -> torch.Tensor:
+        """kth_eigenvalues' (batch, n_models[, K]) as forward returns them."""
+        shape = (values.shape[0],) + ((self.n_members,) if self.n_members > 1 else ()) + (
             (self.n_outputs,) if self.n_outputs is not None else ()) + (
             (len(self.eigval_indices),) if not isinstance(self.eigval_idx, int) else ())
         return values.reshape(shape)
@@ -441,6 +452,37 @@ class TridiagonalSpectralModel(SpectralModel):
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., 2, dim) stack of tridiagonal matrices in band storage."""
         return band_norms(matrices, self.norm_backend)
+
+
+class OnGatheredTerms(torch.nn.Module):
+    """``model`` on its rows' gathered terms (:meth:`SpectralModel.gathered_terms`) packed in one
+    tensor (rows, 2, terms) -- the table rows, as floats, then their weights -- instead of the rows:
+    what a CPU fit on the gather path trains when it finds its rows' terms once, not at every step
+    (the encoder's pass and its dozen arrays' hand-over, ~10 % of a step). Same parameters."""
+
+    def __init__(self, model: SpectralModel):
+        super().__init__()
+        self.model = model
+
+    @property
+    def capture_safe(self) -> bool:
+        return self.model.capture_safe
+
+    @staticmethod
+    def packs(model: SpectralModel) -> bool:
+        """Whether ``model``'s table rows are exact in its dtype (below 2**24 in float32)."""
+        bound = model.n_matrices + model.encoder.prefix_rows.numel()  # more than any table row's index
+        return bound <= 1 / torch.finfo(model.dtype).eps * 2  # every integer up to 2**24 (float32) is exact
+
+    @staticmethod
+    @torch.no_grad()
+    def pack(model: SpectralModel, X: torch.Tensor) -> torch.Tensor:
+        """The packed terms of rows X (see the class)."""
+        rows, weights = model.gathered_terms(X)
+        return torch.stack([rows.to(weights.dtype), weights], dim=1)
+
+    def forward(self, terms: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_terms(terms[:, 0].long(), terms[:, 1])
 
 
 class OnEncodedRows(torch.nn.Module):

@@ -19,14 +19,16 @@ GATHERING = [name for name in available_backends("cpu") if REGISTRY[name].gather
 pytestmark = pytest.mark.skipif(not GATHERING, reason="no backend gathers here (Numba missing)")
 
 
-def _tables(rng, models, R, R_extra, n, dense):
-    length = n * n if dense else 2 * n
+def _tables(rng, models, R, R_extra, n, dense, packed=False):
+    """Tables of random rows: dense symmetric n x n matrices (packed: their lower triangles, row by
+    row) or tridiagonal band rows."""
+    length = (n * (n + 1) // 2 if packed else n * n) if dense else 2 * n
     def make(rows):
         t = torch.as_tensor(rng.normal(size=(models, rows, length)))
-        if dense:  # symmetric matrices
+        if dense and not packed:  # symmetric matrices
             m = t.view(models, rows, n, n)
             t = (0.5 * (m + m.transpose(-1, -2))).reshape(models, rows, length)
-        else:
+        elif not dense:
             t[..., -1] = 0.0
         return t.contiguous()
     return make(R), make(R_extra)
@@ -34,11 +36,14 @@ def _tables(rng, models, R, R_extra, n, dense):
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 9), models=st.integers(1, 3), B=st.integers(0, 12), T=st.integers(1, 6),
-       dense=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_gathered_values_and_gradients_equal_the_dense_assembly(n, models, B, T, dense, seed):
+       layout=st.sampled_from(["full", "packed", "tridiagonal"]), seed=st.integers(0, 2**31 - 1))
+def test_gathered_values_and_gradients_equal_the_dense_assembly(n, models, B, T, layout, seed):
+    """The CPU kernel's values and gradients (table rows, extra rows, diagonal) are the torch
+    reference's -- the gathered matrices, then torch.linalg -- for each row layout."""
     rng = np.random.default_rng(seed)
     R, R_extra = 5, 3
-    table, extra = _tables(rng, models, R, R_extra, n, dense)
+    dense = layout != "tridiagonal"
+    table, extra = _tables(rng, models, R, R_extra, n, dense, packed=layout == "packed")
     diagonal = torch.as_tensor(np.sort(rng.normal(size=(models, n)), axis=1))
     rows = torch.as_tensor(rng.integers(-1, R + R_extra, (B, T)))
     weights = torch.as_tensor(rng.normal(size=(B, T)))
@@ -129,12 +134,13 @@ def test_the_gather_path_is_the_dense_models_forward_and_gradient(spec_name, str
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(2, 9), models=st.integers(1, 3), B=st.integers(0, 10), dense=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
-def test_several_indices_gather_once_and_equal_one_index_at_a_time(n, models, B, dense, seed):
+@given(n=st.integers(2, 9), models=st.integers(1, 3), B=st.integers(0, 10),
+       layout=st.sampled_from(["full", "packed", "tridiagonal"]), seed=st.integers(0, 2**31 - 1))
+def test_several_indices_gather_once_and_equal_one_index_at_a_time(n, models, B, layout, seed):
     """A tuple of indices: (B, models, K) values and summed gradients, as one call per index."""
     rng = np.random.default_rng(seed)
-    table, extra = _tables(rng, models, 4, 2, n, dense)
+    dense = layout != "tridiagonal"
+    table, extra = _tables(rng, models, 4, 2, n, dense, packed=layout == "packed")
     diagonal = torch.as_tensor(np.sort(rng.normal(size=(models, n)), axis=1))
     rows = torch.as_tensor(rng.integers(-1, 6, (B, 3)))
     weights = torch.as_tensor(rng.normal(size=(B, 3)))

@@ -136,9 +136,9 @@ def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, thre
 @pytest.mark.parametrize("seed", range(3))
 def test_compiled_symmetric_tables_are_torchs_bit_for_bit(seed, threads, dtype, monkeypatch):
     """The dense model's gather tables made from its raw W in one compiled pass (the symmetric
-    parts 0.5 (W + W^T) and their prefix sums; backward, W's gradient from both tables') equal
-    the torch graph they replace, bit for bit, in float64 and float32, on one thread or several,
-    whichever outputs the loss reads; gradcheck in float64."""
+    parts 0.5 (W + W^T), their lower triangles packed, and their prefix sums; backward, W's
+    gradient from both tables') equal the torch graph they replace, bit for bit, in float64 and
+    float32, on one thread or several, whichever outputs the loss reads; gradcheck in float64."""
     from skspectral.eig import _numba_support
     from skspectral.encoding import _compiled
 
@@ -162,13 +162,15 @@ def test_compiled_symmetric_tables_are_torchs_bit_for_bit(seed, threads, dtype, 
     weight = torch.as_tensor(rng.normal(size=(3, spec.n_columns, n, n)), dtype=dtype).requires_grad_()
     columns, prefix = encoder.symmetric_tables(weight)
     assert columns.grad_fn is not None and "Compiled" in type(columns.grad_fn).__name__
-    ref_columns = (0.5 * (weight + weight.transpose(-1, -2))).reshape(3, spec.n_columns, n * n)
+    lower = torch.tril_indices(n, n)  # packed row by row
+    ref_columns = (0.5 * (weight + weight.transpose(-1, -2)))[..., lower[0], lower[1]]
+    assert ref_columns.shape == (3, spec.n_columns, n * (n + 1) // 2)
     F, T = encoder.bin_columns.shape
-    padded = torch.cat([ref_columns, ref_columns.new_zeros(3, 1, n * n)], dim=1)
+    padded = torch.cat([ref_columns, ref_columns.new_zeros(3, 1, ref_columns.shape[2])], dim=1)
     ref_prefix = torch.stack([padded[:, encoder.bin_columns[f]] for f in range(F)], 1)
     for t in range(1, T):  # a sequential running sum, in the dtype (torch's cumsum may accumulate wider)
         ref_prefix[:, :, t] = ref_prefix[:, :, t - 1] + ref_prefix[:, :, t]
-    ref_prefix = ref_prefix.reshape(3, F * T, n * n)
+    ref_prefix = ref_prefix.reshape(3, F * T, ref_columns.shape[2])
     torch.testing.assert_close(columns, ref_columns, rtol=0, atol=0)
     torch.testing.assert_close(prefix, ref_prefix, rtol=0, atol=0)
     up_columns = torch.as_tensor(rng.normal(size=columns.shape), dtype=dtype)

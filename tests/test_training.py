@@ -409,11 +409,46 @@ def test_rows_encoded_once_train_as_rows_encoded_every_step(monkeypatch, device,
     np.testing.assert_allclose(once.loss_curve_, every_step.loss_curve_, **tolerance)
     output = "predict_proba" if estimator == "classifier" else "predict"
     np.testing.assert_allclose(getattr(once, output)(X), getattr(every_step, output)(X), **tolerance)
-    if device == "cpu":  # the CPU's default gathered path encodes each batch's terms: nothing to hold
+    if device == "cpu":  # the CPU's default gathered path holds its rows' terms instead (below)
         calls.clear()
         params["backend"] = "auto"
         cls(**params).fit(X, y)
         assert not calls
+
+
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gathered_terms_found_once_train_as_terms_found_every_step(monkeypatch, estimator, dtype):
+    """On the CPU's gathered path a fit finds its training and validation rows' terms once
+    (OnGatheredTerms: table rows and weights packed in one tensor): bit for bit the fit that finds
+    each batch's terms at its step, which is what a fit over the size limit does."""
+    from skspectral import SpectralClassifier, _estimator
+    from skspectral.eig import REGISTRY
+    from skspectral.model import OnGatheredTerms
+
+    if not REGISTRY["numba"].is_available():
+        pytest.skip("needs Numba (the gathered path)")
+    rng = np.random.RandomState(6)
+    X = np.column_stack([rng.normal(size=900), rng.randint(0, 4, 900), rng.normal(size=900)])
+    X[::11, 0] = np.nan
+    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=900)
+    cls = SpectralRegressor
+    if estimator == "classifier":
+        cls, y = SpectralClassifier, np.digitize(y, [-1.0, 0.5])
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
+                  random_state=0, device="cpu", dtype=dtype)
+    calls = []
+    original = OnGatheredTerms.forward
+    monkeypatch.setattr(OnGatheredTerms, "forward", lambda self, P: (calls.append(P.shape), original(self, P))[1])
+    once = cls(**params).fit(X, y)
+    assert calls and all(shape[1] == 2 for shape in calls)  # steps and validation scores
+    calls.clear()
+    monkeypatch.setattr(_estimator, "_GATHERED_TERMS_BYTES", 0)
+    every_step = cls(**params).fit(X, y)
+    assert not calls
+    np.testing.assert_array_equal(once.loss_curve_, every_step.loss_curve_)
+    output = "predict_proba" if estimator == "classifier" else "predict"
+    np.testing.assert_array_equal(getattr(once, output)(X), getattr(every_step, output)(X))
 
 
 @pytest.mark.cuda

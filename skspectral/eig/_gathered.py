@@ -10,11 +10,12 @@ matrix; a categorical feature: its level's matrix), so gathering them costs O(te
 per row where a dense product with every encoded column costs O(columns * n^2). A backend
 offering ``gathered_k`` (Numba on the CPU) assembles each matrix in place next to its
 eigensolver; the reference here (any device) gathers with torch and calls the dense or
-tridiagonal op. Table rows: dense, an n x n matrix flattened (its lower triangle is read);
-tridiagonal, [diagonal (n), off-diagonal (n - 1), 0].
+tridiagonal op. Table rows: dense, an n x n matrix flattened (its lower triangle is read) or,
+n(n+1)/2 long, the lower triangle packed row by row (a_00, a_10, a_11, a_20, ...; half the bytes
+to gather and scatter); tridiagonal, [diagonal (n), off-diagonal (n - 1), 0].
 
 Backward: d lambda / d M = q q^T (the dense op's), folded onto the table rows that built
-M; d lambda / d diagonal = q^2. No gradient for the weights (they are data).
+M (a packed entry stands for a_ij and a_ji: 2 q_i q_j off the diagonal); d lambda / d diagonal = q^2. No gradient for the weights (they are data).
 """
 
 from __future__ import annotations
@@ -57,14 +58,24 @@ def gathered_matrices(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.
     index = torch.where(rows < 0, rows_of_both.shape[1] - 1, rows)  # -1: the zero row
     summed = torch.einsum("bt,mbtl->bml", weights, rows_of_both[:, index])  # (B, models, row length)
     if dense:
+        if summed.shape[-1] != n * n:  # packed lower triangles: each entry to (i, j) and (j, i)
+            summed = summed[..., packed_index(n, summed.device)]
         return summed.view(rows.shape[0], diagonal.shape[0], n, n) + torch.diag_embed(diagonal)
     return summed[..., :n] + diagonal, summed[..., n : 2 * n - 1]
+
+
+def packed_index(n: int, device=None) -> torch.Tensor:
+    """For each entry (i, j) of an n x n matrix, row-major, its position in the lower triangle
+    packed row by row: (max(i, j), min(i, j)) -> max (max + 1) / 2 + min."""
+    i, j = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
+    high, low = torch.maximum(i, j), torch.minimum(i, j)
+    return (high * (high + 1) // 2 + low).reshape(-1)
 
 
 def kth_eigvalsh_gathered(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
                           weights: torch.Tensor, k, backend: EigenBackend, *, dense: bool = True) -> torch.Tensor:
     """lambda_k of every gathered matrix, shape (B, models), for validated inputs: table (models,
-    R, n*n or 2n) and extra (models, R', same) of one dtype, diagonal (models, n), rows (B, T) int64
+    R, n*n, n(n+1)/2 or 2n) and extra (models, R', same) of one dtype, diagonal (models, n), rows (B, T) int64
     in [-1, R + R'), weights (B, T) of table's dtype, k in [0, n) -- or a tuple of ascending
     indices: (B, models, K), each matrix assembled once (and reduced once where the backend has
     ``several_k``). A backend without ``gathered_k`` gets the torch reference: the gathered

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
+                            load_packed_lane,
                             load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
 from ._simd import lane_count, load_at, splat, store_at
 
@@ -91,7 +92,16 @@ def gather_into(table, extra, terms, offsets, term_weights, flat):
         store_at(flat, i0 + width, a1)
         store_at(flat, i0 + 2 * width, a2)
         store_at(flat, i0 + 3 * width, a3)
-    for i in range(full, L):
+    whole = L - L % width
+    for i0 in range(full, whole, width):  # the rest of the whole vectors, one at a time
+        a0 = zero
+        for t in range(terms):
+            w, o = term_weights[t], offsets[t]
+            source = table if o >= 0 else extra
+            o = o if o >= 0 else -1 - o
+            a0 = a0 + w * load_at(source, o + i0)
+        store_at(flat, i0, a0)
+    for i in range(whole, L):
         s = 0.0
         for t in range(terms):
             o = offsets[t]
@@ -118,11 +128,19 @@ def scatter_into(table, extra, terms, offsets, term_weights, flat):
             store_at(target, o + width, load_at(target, o + width) + w * f1)
             store_at(target, o + 2 * width, load_at(target, o + 2 * width) + w * f2)
             store_at(target, o + 3 * width, load_at(target, o + 3 * width) + w * f3)
+    whole = L - L % width
+    for i0 in range(full, whole, width):  # the rest of the whole vectors, one at a time
+        f0 = load_at(flat, i0)
+        for t in range(terms):
+            w, o = term_weights[t], offsets[t]
+            target = table if o >= 0 else extra
+            o = (o if o >= 0 else -1 - o) + i0
+            store_at(target, o, load_at(target, o) + w * f0)
     for t in range(terms):
         w, o = term_weights[t], offsets[t]
         target = table if o >= 0 else extra
         o = o if o >= 0 else -1 - o
-        for i in range(full, L):
+        for i in range(whole, L):
             target[o + i] += w * flat[i]
 
 
@@ -132,11 +150,13 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
     (T: table, then extra) for rows b in [start, stop) and every model m, a vector's width of
     matrices at a time: model by model (its table rows stay in cache while its matrices are
     gathered), rows b in order within a model. Dense: a table row is an n x n matrix flattened
-    (whole rows are summed: contiguous; the lower triangle is read); tridiagonal: a row is
+    (whole rows are summed: contiguous; the lower triangle is read) or, n(n+1)/2 long, the lower
+    triangle packed row by row (half the bytes to gather); tridiagonal: a row is
     [diagonal (n), off-diagonal (n - 1), 0]."""
     n_models, n = diagonal.shape
     flat = np.zeros(table.shape[2], table.dtype)
-    A = flat[: n * n].reshape(n, n) if dense else flat[:1].reshape(1, 1)
+    packed = dense and table.shape[2] != n * n
+    A = flat[: n * n].reshape(n, n) if dense and not packed else flat[:1].reshape(1, 1)
     offsets, term_weights = np.zeros(rows.shape[1], np.int64), np.zeros(rows.shape[1], table.dtype)
     table1, extra1 = table.reshape(-1), extra.reshape(-1)
     work = lane_work(n, table)
@@ -153,8 +173,10 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
                 terms = gather_terms(table, extra, rows, weights, start + b, m, offsets, term_weights)
                 gather_into(table1, extra1, terms, offsets, term_weights, flat)
                 for i in range(n):
-                    flat[i * (n + 1) if dense else i] += diagonal[m, i]
-                if dense:
+                    flat[(i * (i + 3) // 2 if packed else i * (n + 1)) if dense else i] += diagonal[m, i]
+                if packed:
+                    status[lane] = load_packed_lane(flat, W, lane, scale)
+                elif dense:
                     status[lane] = load_lane(A, True, W, lane, scale)
                 else:
                     status[lane] = load_tridiagonal_lane(flat[:n], flat[n:], work, lane, scale)
@@ -189,12 +211,14 @@ def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vec
 def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m):
     """grad (and grad_extra, for extra's rows)[m, r, :] += sum over (b, t) with rows[b, t] = r of
     weights[b, t] * dM[b], dM the gradient of sum_j g_values[b, m, j] * lambda_kj(M[b, m]) in the
-    table-row layout: sum_j g_j q_j q_j^T (dense, full) or [g q_i^2, 2 g q_i q_{i+1}, 0] summed over
-    j (tridiagonal). One model, rows in order: the sums do not depend on how models are spread
-    over threads."""
+    table-row layout: sum_j g_j q_j q_j^T (dense, full), its lower triangle packed with the
+    off-diagonal entries doubled (an entry stands for both a_ij and a_ji: 2 g q_i q_j), or
+    [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal), summed over j. One model, rows in order: the sums
+    do not depend on how models are spread over threads."""
     B, K = rows.shape
     L = grad.shape[2]
     n = vectors.shape[3]
+    packed = dense and L != n * n
     dM = np.zeros(L, grad.dtype)
     offsets, term_weights = np.zeros(K, np.int64), np.zeros(K, grad.dtype)
     grad1, extra1 = grad.reshape(-1), grad_extra.reshape(-1)
@@ -208,7 +232,17 @@ def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dens
         for kj in range(g_values.shape[2]):
             g = g_values[b, m, kj]
             q = vectors[b, m, kj]
-            if dense:
+            if packed:
+                p = 0
+                for i in range(n):
+                    gq = g * q[i]
+                    for j in range(i):
+                        product = gq * q[j]
+                        dM[p] += product + product
+                        p += 1
+                    dM[p] += gq * q[i]
+                    p += 1
+            elif dense:
                 for i in range(n):
                     gq = g * q[i]
                     for j in range(n):

@@ -355,6 +355,33 @@ def load_lane(A, lower, W, lane, scale):
                 return 1
             W[i, j, lane] = a
             largest = max(largest, abs(a))
+    return scale_lane(W, lane, scale, largest)
+
+
+@njit
+def load_packed_lane(packed, W, lane, scale):
+    """load_lane for a lower triangle packed row by row (a_00, a_10, a_11, a_20, ...: n(n+1)/2
+    entries, the first of ``packed`` read); the same scaling and status."""
+    n = W.shape[0]
+    largest = 0.0
+    p = 0
+    for i in range(n):
+        for j in range(i + 1):
+            a = packed[p]
+            p += 1
+            if not np.isfinite(a):
+                identity_lane(W, lane, scale)
+                return 1
+            W[i, j, lane] = a
+            largest = max(largest, abs(a))
+    return scale_lane(W, lane, scale, largest)
+
+
+@njit
+def scale_lane(W, lane, scale, largest):
+    """A loaded lane scaled by a power of two to max |a| (``largest``) in [0.5, 1); 2 and the
+    identity where it is a zero matrix, else 0."""
+    n = W.shape[0]
     if largest == 0.0:
         identity_lane(W, lane, scale)
         return 2
