@@ -38,7 +38,7 @@ from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
-from ._sensitivity import CertifiedSensitivityMixin, feature_bounds, to_user_units
+from ._sensitivity import CertifiedSensitivityMixin, bounds_plan, feature_bounds, to_user_units
 from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
@@ -687,10 +687,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         metrics = self._eval_metrics()
         members = self.n_estimators
         reduce = self._member_bounds()
+        plan = None if spec is None or spec.is_plain_linear else bounds_plan(spec)  # found once, read every epoch
 
         @torch.no_grad()
         def record() -> dict:
-            bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms)
+            bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms, plan=plan)
             if members > 1:  # (members * outputs, features) -> the members' mean (or largest)
                 bounds = bounds.view(members, -1, bounds.shape[-1])
                 bounds = bounds.amax(dim=0) if reduce == "max" else bounds.mean(dim=0)

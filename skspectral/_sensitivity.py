@@ -35,31 +35,45 @@ from .model import SpectralModel, model_class
 spectral_norms = SpectralModel.stored_matrix_norms  # ||A||_2 of a (..., n, n) stack of symmetric matrices
 
 
-def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms) -> torch.Tensor:
+def bounds_plan(spec: EncodingSpec) -> tuple:
+    """What :func:`feature_bounds` reads, found once per encoding: the numeric (linear and
+    piecewise) columns, their features and widths; the categorical features' level pairs (their
+    two columns) and features. A feature with numeric columns takes its bound from them."""
+    feature, kind, width = spec.columns()
+    numeric = np.flatnonzero((kind == LINEAR) | (kind == PIECEWISE))
+    firsts, seconds, pair_features = [], [], []
+    for i in np.setdiff1d(np.arange(spec.n_features), feature[numeric]):
+        levels = np.flatnonzero((feature == i) & (kind == LEVEL))
+        a, b = np.triu_indices(len(levels), k=1)
+        firsts.append(levels[a])
+        seconds.append(levels[b])
+        pair_features.append(np.full(len(a), i))
+    joined = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return numeric, feature[numeric], width[numeric], joined(firsts), joined(seconds), joined(pair_features)
+
+
+def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms,
+                   plan: tuple | None = None) -> torch.Tensor:
     """Per-feature bounds (standardised units) from the encoded columns' matrices.
 
     matrices: (..., n_columns, d, d); returns (..., n_features). ``norms`` computes
-    ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend).
+    ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend); ``plan``:
+    :func:`bounds_plan` of ``spec`` (made here if not given; a fit records bounds every epoch).
+    Every column's and every level pair's norm from one call each, reduced per feature.
     """
     if spec is None or spec.is_plain_linear:
         return norms(matrices)
-    feature, kind, width = spec.columns()
-    column_norms = norms(matrices)
+    numeric, numeric_feature, width, first, second, pair_feature = plan if plan is not None else bounds_plan(spec)
     bounds = matrices.new_zeros(matrices.shape[:-3] + (spec.n_features,))
-    for i in range(spec.n_features):
-        columns = np.flatnonzero(feature == i)
-        kinds = kind[columns]
-        if (kinds == LINEAR).any() or (kinds == PIECEWISE).any():
-            numeric = columns[(kinds == LINEAR) | (kinds == PIECEWISE)]
-            scaled = column_norms[..., numeric] / torch.as_tensor(width[numeric], dtype=matrices.dtype,
-                                                                  device=matrices.device)
-            bounds[..., i] = scaled.amax(dim=-1)
-        elif (kinds == LEVEL).any():
-            levels = columns[kinds == LEVEL]
-            if len(levels) > 1:
-                a, b = np.triu_indices(len(levels), k=1)
-                differences = matrices[..., levels[a], :, :] - matrices[..., levels[b], :, :]
-                bounds[..., i] = norms(differences).amax(dim=-1)
+    device = matrices.device
+    if len(numeric):
+        scaled = norms(matrices)[..., numeric] / torch.as_tensor(width, dtype=matrices.dtype, device=device)
+        index = torch.as_tensor(numeric_feature, dtype=torch.long, device=device).expand(scaled.shape)
+        bounds = bounds.scatter_reduce(-1, index, scaled, "amax")  # norms are >= 0: the zeros change nothing
+    if len(first):
+        pair_norms = norms(matrices[..., first, :, :] - matrices[..., second, :, :])
+        index = torch.as_tensor(pair_feature, dtype=torch.long, device=device).expand(pair_norms.shape)
+        bounds = bounds.scatter_reduce(-1, index, pair_norms, "amax")
     return bounds
 
 

@@ -350,10 +350,12 @@ class SpectralModel(torch.nn.Module):
         return self.matrix_norms(self.feature_matrices())
 
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
-        """||.||_2 of a (..., dim, dim) stack of symmetric matrices, with this module's eigen backend."""
-        top = kth_eigvalsh_unchecked(matrices, self.dim - 1, self.norm_backend)
-        bottom = kth_eigvalsh_unchecked(matrices, 0, self.norm_backend)
-        return torch.maximum(top, -bottom)
+        """||.||_2 of a (..., dim, dim) stack of symmetric matrices, with this module's eigen backend
+        (both extreme eigenvalues from one call: one reduction of each matrix, not two)."""
+        if self.dim == 1:
+            return kth_eigvalsh_unchecked(matrices, 0, self.norm_backend).abs()
+        extremes = kth_eigvalsh_unchecked(matrices, (0, self.dim - 1), self.norm_backend)
+        return torch.maximum(extremes[..., 1], -extremes[..., 0])
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, dim={self.dim}, eigval_idx={self.eigval_idx}, "
