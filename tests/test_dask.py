@@ -66,7 +66,10 @@ def spread_evenly(client, X, y, n_parts, workers=None):
     x_parts, y_parts = [], []
     for i, rows in enumerate(np.array_split(np.arange(len(y)), n_parts)):
         x_rows = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
-        x_future, y_future = client.scatter([x_rows, y[rows]], workers=[workers[i % len(workers)]])
+        # hash=False: keys of this call's own. Keyed by content, the next test's identical shards took
+        # the keys whose release the last test's futures had just sent, and lost their data (seen in CI:
+        # "lost dependencies", test_data_parallel_losses_match_their_plain_fits[poisson] after [quantile])
+        x_future, y_future = client.scatter([x_rows, y[rows]], workers=[workers[i % len(workers)]], hash=False)
         x_parts.append(x_future if isinstance(X, pd.DataFrame)
                        else da.from_delayed(x_future, shape=(len(rows), X.shape[1]), dtype=X.dtype))
         y_parts.append(da.from_delayed(y_future, shape=(len(rows),), dtype=y.dtype))
