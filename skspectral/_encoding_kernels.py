@@ -77,25 +77,31 @@ def terms(X, linear_index, linear_columns, piecewise_index, bin_left, bin_width,
 
 
 @njit
-def prefix_forward_pairs(columns, bin_columns, out, start, stop):
+def prefix_pair(columns, bin_columns, out, m, f):
+    """out[m, f T + t] = the sum of model m's columns[m, bin_columns[f, s]] over s <= t, in order."""
     n_columns, L = columns.shape[1], columns.shape[2]
-    F, T = bin_columns.shape
+    T = bin_columns.shape[1]
+    for t in range(T):
+        row = out[m, f * T + t]
+        c = bin_columns[f, t]
+        if t == 0:
+            for i in range(L):
+                row[i] = 0.0
+        else:
+            before = out[m, f * T + t - 1]
+            for i in range(L):
+                row[i] = before[i]
+        if c < n_columns:
+            source = columns[m, c]
+            for i in range(L):
+                row[i] += source[i]
+
+
+@njit
+def prefix_forward_pairs(columns, bin_columns, out, start, stop):
+    F = bin_columns.shape[0]
     for p in range(start, stop):
-        m, f = p // F, p % F
-        for t in range(T):
-            row = out[m, f * T + t]
-            c = bin_columns[f, t]
-            if t == 0:
-                for i in range(L):
-                    row[i] = 0.0
-            else:
-                before = out[m, f * T + t - 1]
-                for i in range(L):
-                    row[i] = before[i]
-            if c < n_columns:
-                source = columns[m, c]
-                for i in range(L):
-                    row[i] += source[i]
+        prefix_pair(columns, bin_columns, out, p // F, p % F)
 
 
 @njit
@@ -156,8 +162,8 @@ def symmetrise_into(W, target, half):
 @njit
 def symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, start, stop):
     """Pairs p in [start, stop): (model, feature) for p < models * F -- the feature's bins'
-    symmetric parts and their prefix sums -- then (model, other column)."""
-    n_columns, L = columns.shape[1], columns.shape[2]
+    symmetric parts, then their prefix sums -- then (model, other column)."""
+    n_columns = columns.shape[1]
     F, T = bin_columns.shape
     n_feature_pairs = columns.shape[0] * F
     for p in range(start, stop):
@@ -167,20 +173,10 @@ def symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, star
             continue
         m, f = p // F, p % F
         for t in range(T):
-            row = out[m, f * T + t]
             c = bin_columns[f, t]
-            if t == 0:
-                for i in range(L):
-                    row[i] = 0.0
-            else:
-                before = out[m, f * T + t - 1]
-                for i in range(L):
-                    row[i] = before[i]
             if c < n_columns:
-                source = columns[m, c]
-                symmetrise_into(weight[m, c], source, half)
-                for i in range(L):
-                    row[i] += source[i]
+                symmetrise_into(weight[m, c], columns[m, c], half)
+        prefix_pair(columns, bin_columns, out, m, f)
 
 
 @njit

@@ -43,7 +43,7 @@ from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingStat
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
-from .model import OnEncodedRows, OnGatheredTerms, SpectralModel, model_class, select_model_backend
+from .model import OnEncodedRows, OnGatheredTerms, SpectralModel, gathers_with, model_class, select_model_backend
 
 # Rows of matrices evaluated at once in predict: bounds memory to ~64 MiB.
 _PREDICT_CHUNK_BYTES = 64 * 2**20
@@ -380,8 +380,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             return select_model_backend(self.backend, device, self.dim_, dtype, structure=self.structure,
                                         smoothing=self.smoothing)
 
-        cpu_kernels = self.smoothing is None and backend(torch.float32).gathered_k is not None
-        dtype = resolve_dtype(self.dtype, device, cpu_kernels=cpu_kernels)
+        dtype = resolve_dtype(self.dtype, device, cpu_kernels=gathers_with(backend(torch.float32), self.smoothing))
         self.backend_ = backend(dtype).name
         self.device_, self.dtype_ = str(device), str(dtype).replace("torch.", "")
 

@@ -178,7 +178,7 @@ class FeatureEncoder(torch.nn.Module):
         F, T = self.bin_columns.shape
         if not F:
             return columns.new_zeros(columns.shape[0], 0, columns.shape[2])
-        if columns.device.type == "cpu" and columns.dtype in (torch.float32, torch.float64) and _compiled() is not None:
+        if _compiled_for(columns) is not None:
             return _CompiledPrefixSums.apply(columns, self.bin_columns)
         padded = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, columns.shape[2])], dim=1)
         bins = padded.index_select(1, self.bin_columns.reshape(-1)).view(columns.shape[0], F, T, -1)
@@ -190,7 +190,7 @@ class FeatureEncoder(torch.nn.Module):
         :meth:`prefix_sums` of them): what a dense model gathers from (skspectral.eig._gathered's
         packed rows: half the bytes of full matrices to gather, scatter and sum). On the CPU one
         compiled pass each way (the same bits as the torch ops, which it replaces)."""
-        if weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64) and _compiled() is not None:
+        if _compiled_for(weight) is not None:
             return _CompiledSymmetricTables.apply(weight, self.bin_columns, self.other_columns)
         n = weight.shape[-1]
         lower = torch.tril_indices(n, n, device=weight.device)  # row by row, as packed
@@ -202,7 +202,7 @@ class FeatureEncoder(torch.nn.Module):
         """Each row's (rows (B, T), weights (B, T)) of the columns' matrices followed by
         :meth:`prefix_sums` (-1: nothing): sum_t weights * those rows is sum_j z_j A_j. On the
         CPU one compiled pass (Numba; no per-bin temporaries), else torch ops; the same values."""
-        compiled = _compiled() if X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) else None
+        compiled = _compiled_for(X)
         if compiled is not None:
             return self._compiled_terms(compiled.terms, X)
         return self._torch_terms(X)
@@ -273,6 +273,13 @@ def _compiled():
     from . import _encoding_kernels
 
     return _encoding_kernels
+
+
+def _compiled_for(tensor: torch.Tensor):
+    """The compiled passes where they take ``tensor`` (a CPU float32 or float64 one), else None."""
+    if tensor.device.type != "cpu" or tensor.dtype not in (torch.float32, torch.float64):
+        return None
+    return _compiled()
 
 
 class _CompiledPrefixSums(torch.autograd.Function):

@@ -54,6 +54,13 @@ def select_model_backend(backend: str, device, dim: int, dtype: torch.dtype, *, 
     return select_backend(backend, device, dim, dtype)
 
 
+def gathers_with(backend: EigenBackend, smoothing: float | None) -> bool:
+    """Whether a model with this eigen backend and smoothing assembles its matrices by gathering
+    (:attr:`SpectralModel.gathers`, unless a model turns ``gather`` off): the exact eigenvalue and
+    a backend that offers it (Numba on the CPU)."""
+    return smoothing is None and backend.gathered_k is not None
+
+
 def check_monotonic(monotonic, n_matrices: int) -> "torch.Tensor | None":
     """Signs -1/0/+1 per encoded column as a float64 tensor, or None when nothing is constrained."""
     if monotonic is None:
@@ -268,7 +275,7 @@ class SpectralModel(torch.nn.Module):
     def gathers(self) -> bool:
         """Whether the forward assembles each matrix from a few gathered ones next to the eigensolver
         (its backend offers it: Numba on the CPU) instead of multiplying every encoded column."""
-        return self.gather and self.smoothing is None and self.eigen_backend.gathered_k is not None
+        return self.gather and gathers_with(self.eigen_backend, self.smoothing)
 
     def gathered_terms(self, X: torch.Tensor, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's (rows, weights) of the gathered matrices (see skspectral.encoding); rows
@@ -456,11 +463,9 @@ class TridiagonalSpectralModel(SpectralModel):
         return band_norms(matrices, self.norm_backend)
 
 
-class OnGatheredTerms(torch.nn.Module):
-    """``model`` on its rows' gathered terms (:meth:`SpectralModel.gathered_terms`) packed in one
-    tensor (rows, 2, terms) -- the table rows, as floats, then their weights -- instead of the rows:
-    what a CPU fit on the gather path trains when it finds its rows' terms once, not at every step
-    (the encoder's pass and its dozen arrays' hand-over, ~10 % of a step). Same parameters."""
+class _OnPreparedRows(torch.nn.Module):
+    """``model`` on rows a fit prepared once for its whole length (the encoder has no parameters);
+    subclasses say how the prepared rows reach the model. Same parameters."""
 
     def __init__(self, model: SpectralModel):
         super().__init__()
@@ -469,6 +474,13 @@ class OnGatheredTerms(torch.nn.Module):
     @property
     def capture_safe(self) -> bool:
         return self.model.capture_safe
+
+
+class OnGatheredTerms(_OnPreparedRows):
+    """``model`` on its rows' gathered terms (:meth:`SpectralModel.gathered_terms`) packed in one
+    tensor (rows, 2, terms) -- the table rows, as floats, then their weights -- instead of the rows:
+    what a CPU fit on the gather path trains when it finds its rows' terms once, not at every step
+    (the encoder's pass and its dozen arrays' hand-over, ~10 % of a step). Same parameters."""
 
     @staticmethod
     def packs(model: SpectralModel) -> bool:
@@ -487,17 +499,9 @@ class OnGatheredTerms(torch.nn.Module):
         return self.model.forward_terms(terms[:, 0].long(), terms[:, 1])
 
 
-class OnEncodedRows(torch.nn.Module):
+class OnEncodedRows(_OnPreparedRows):
     """``model`` on its rows' encoded columns (:meth:`SpectralModel.encoded`) instead of the rows:
     what a fit trains when it encodes its rows once, not at every step. Same parameters."""
-
-    def __init__(self, model: SpectralModel):
-        super().__init__()
-        self.model = model
-
-    @property
-    def capture_safe(self) -> bool:
-        return self.model.capture_safe
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:
         return self.model(Z, encoded=True)

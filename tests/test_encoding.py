@@ -94,26 +94,34 @@ def test_gathered_terms_are_the_encoded_columns_compiled_or_not(seed):
     torch.testing.assert_close(compiled[1], weights, rtol=0, atol=0)
 
 
+def _compiled_kernel_calls(monkeypatch, threads: str, prefix: str) -> list:
+    """The encoder's compiled kernels ``{prefix}_{forward,backward}_{serial,parallel}`` recording
+    which entry ran ("serial" or "parallel") into the returned list; "parallel" drops the work floor
+    under which the kernels stay on the calling thread. Skips without Numba or a second thread."""
+    from skspectral.eig import _numba_support
+    from skspectral.encoding import _compiled
+
+    if _compiled() is None:
+        pytest.skip("Numba missing: the torch ops only")
+    if threads == "parallel":
+        if torch.get_num_threads() < 2:
+            pytest.skip("one torch thread: the kernels run serially")
+        monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
+    kernels, calls = _compiled(), []
+    for name in (f"{prefix}_forward_serial", f"{prefix}_forward_parallel", f"{prefix}_backward_serial",
+                 f"{prefix}_backward_parallel"):
+        monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
+                            (calls.append(_name.split("_")[-1]), _run(*a))[1])
+    return calls
+
+
 @pytest.mark.parametrize("threads", ["serial", "parallel"])
 @pytest.mark.parametrize("seed", range(3))
 def test_compiled_prefix_sums_are_torchs_value_for_value_and_gradient(seed, threads, monkeypatch):
     """The CPU's compiled prefix sums (forward and backward, one pass each, on the calling thread
     or over Numba's threads) give torch's cumsum values and gradients exactly (same sums, same
     order), padding bins included; gradcheck."""
-    from skspectral.eig import _numba_support
-    from skspectral.encoding import _compiled
-
-    if _compiled() is None:
-        pytest.skip("Numba missing: torch's prefix sums only")
-    if threads == "parallel":
-        if torch.get_num_threads() < 2:
-            pytest.skip("one torch thread: the kernels run serially")
-        monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
-    kernels, calls = _compiled(), []
-    for name in ("prefix_forward_serial", "prefix_forward_parallel", "prefix_backward_serial",
-                 "prefix_backward_parallel"):
-        monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
-                            (calls.append(_name.split("_")[-1]), _run(*a))[1])
+    calls = _compiled_kernel_calls(monkeypatch, threads, "prefix")
     rng = np.random.default_rng(seed)
     spec = EncodingSpec(3, numeric=[0, 1, 2], edges=[[-1.0, 0.0, 2.0], list(np.linspace(-2, 2, 6)), None])
     encoder = FeatureEncoder(spec, dtype=torch.float64)
@@ -139,20 +147,7 @@ def test_compiled_symmetric_tables_are_torchs_bit_for_bit(seed, threads, dtype, 
     parts 0.5 (W + W^T), their lower triangles packed, and their prefix sums; backward, W's
     gradient from both tables') equal the torch graph they replace, bit for bit, in float64 and
     float32, on one thread or several, whichever outputs the loss reads; gradcheck in float64."""
-    from skspectral.eig import _numba_support
-    from skspectral.encoding import _compiled
-
-    if _compiled() is None:
-        pytest.skip("Numba missing: the torch ops only")
-    if threads == "parallel":
-        if torch.get_num_threads() < 2:
-            pytest.skip("one torch thread: the kernels run serially")
-        monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
-    kernels, calls = _compiled(), []
-    for name in ("symmetric_forward_serial", "symmetric_forward_parallel", "symmetric_backward_serial",
-                 "symmetric_backward_parallel"):
-        monkeypatch.setattr(kernels, name, lambda *a, _run=getattr(kernels, name), _name=name:
-                            (calls.append(_name.split("_")[-1]), _run(*a))[1])
+    calls = _compiled_kernel_calls(monkeypatch, threads, "symmetric")
     rng = np.random.default_rng(seed)
     # a linear, a missing-value and two level columns besides two piecewise features (padding bins)
     spec = EncodingSpec(4, numeric=[0, 1, 2], edges=[[-1.0, 0.0, 2.0], list(np.linspace(-2, 2, 6)), None],

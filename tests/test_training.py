@@ -375,24 +375,32 @@ def test_a_model_on_encoded_columns_is_the_model_on_rows(structure, smoothing, g
     torch.testing.assert_close(encoded_grads, grads, rtol=rtol, atol=rtol)
 
 
+def _mixed_problem(seed: int, estimator: str):
+    """(X, y, estimator class): a numeric column with missing values, a categorical one and a
+    numeric one, 900 rows; regression or three classes."""
+    from skspectral import SpectralClassifier
+
+    rng = np.random.RandomState(seed)
+    X = np.column_stack([rng.normal(size=900), rng.randint(0, 4, 900), rng.normal(size=900)])
+    X[::11, 0] = np.nan
+    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=900)
+    if estimator == "classifier":
+        return X, np.digitize(y, [-1.0, 0.5]), SpectralClassifier
+    return X, y, SpectralRegressor
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("estimator", ["regressor", "classifier"])
 def test_rows_encoded_once_train_as_rows_encoded_every_step(monkeypatch, device, estimator):
     """A fit whose forward multiplies encoded columns (the GPU's; the CPU's off the gathered path)
     encodes its training and validation rows once: the same fit as encoding every batch, and a
     fit over the size limit encodes every batch."""
-    from skspectral import SpectralClassifier, _estimator
+    from skspectral import _estimator
     from skspectral.model import OnEncodedRows
 
     if device == "cuda" and "kernel" not in available_backends("cuda"):
         pytest.skip("needs CuPy")
-    rng = np.random.RandomState(5)
-    X = np.column_stack([rng.normal(size=900), rng.randint(0, 4, 900), rng.normal(size=900)])
-    X[::11, 0] = np.nan
-    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=900)
-    cls = SpectralRegressor
-    if estimator == "classifier":
-        cls, y = SpectralClassifier, np.digitize(y, [-1.0, 0.5])
+    X, y, cls = _mixed_problem(5, estimator)
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
                   random_state=0, device=device, backend="torch" if device == "cpu" else "auto")
     calls = []
@@ -422,19 +430,13 @@ def test_gathered_terms_found_once_train_as_terms_found_every_step(monkeypatch, 
     """On the CPU's gathered path a fit finds its training and validation rows' terms once
     (OnGatheredTerms: table rows and weights packed in one tensor): bit for bit the fit that finds
     each batch's terms at its step, which is what a fit over the size limit does."""
-    from skspectral import SpectralClassifier, _estimator
+    from skspectral import _estimator
     from skspectral.eig import REGISTRY
     from skspectral.model import OnGatheredTerms
 
     if not REGISTRY["numba"].is_available():
         pytest.skip("needs Numba (the gathered path)")
-    rng = np.random.RandomState(6)
-    X = np.column_stack([rng.normal(size=900), rng.randint(0, 4, 900), rng.normal(size=900)])
-    X[::11, 0] = np.nan
-    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=900)
-    cls = SpectralRegressor
-    if estimator == "classifier":
-        cls, y = SpectralClassifier, np.digitize(y, [-1.0, 0.5])
+    X, y, cls = _mixed_problem(6, estimator)
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
                   random_state=0, device="cpu", dtype=dtype)
     calls = []

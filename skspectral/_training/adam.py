@@ -152,7 +152,7 @@ def _adam_kernel():
 
 
 class CompiledAdam(_Adam):
-    """torch.optim.Adam's update for contiguous CPU float32/float64 parameters, one compiled
+    """torch.optim.Adam's update for contiguous CPU parameters of one dtype (float32 or float64), one compiled
     pass per parameter (Numba). One step count for all parameters (they all step together in
     the trainer)."""
 
@@ -166,14 +166,16 @@ class CompiledAdam(_Adam):
         kernel = _adam_kernel()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            scalars = None  # the group's step scalars, in its parameters' one dtype
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self._moments(p)
                 grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
                 param = p.detach().view(-1).numpy()
-                scalars = kernel.step_scalars(param.dtype.type, float(group["lr"]), float(beta1), float(beta2),
-                                              float(group["eps"]), float(self._step_count))
+                if scalars is None:
+                    scalars = kernel.step_scalars(param.dtype.type, float(group["lr"]), float(beta1), float(beta2),
+                                                  float(group["eps"]), float(self._step_count))
                 kernel.adam_update(param, grad.view(-1).numpy(), state["exp_avg"].view(-1).numpy(),
                                    state["exp_avg_sq"].view(-1).numpy(), *scalars)
 
