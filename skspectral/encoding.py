@@ -275,6 +275,11 @@ def _compiled():
     return _encoding_kernels
 
 
+def compiles(tensor: torch.Tensor) -> bool:
+    """Whether the encoder's passes on ``tensor`` run compiled (a CPU float tensor, Numba imports)."""
+    return _compiled_for(tensor) is not None
+
+
 def _compiled_for(tensor: torch.Tensor):
     """The compiled passes where they take ``tensor`` (a CPU float32 or float64 one), else None."""
     if tensor.device.type != "cpu" or tensor.dtype not in (torch.float32, torch.float64):
@@ -317,14 +322,10 @@ class _CompiledSymmetricTables(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, bin_columns, other_columns):
         models, n_columns, n = weight.shape[0], weight.shape[1], weight.shape[2]
-        F, T = bin_columns.shape
         packed = n * (n + 1) // 2
         columns = torch.empty((models, n_columns, packed), dtype=weight.dtype)
-        out = torch.empty((models, F * T, packed), dtype=weight.dtype)
-        kernels, half = _compiled(), _half(weight.dtype)
-        run_kernel(kernels.symmetric_forward_serial, kernels.symmetric_forward_parallel,
-                   (weight.detach().contiguous().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(),
-                    out.numpy(), half), models * (F + other_columns.shape[0]), models * (n_columns + F * T) * packed)
+        out = torch.empty((models, bin_columns.numel(), packed), dtype=weight.dtype)
+        symmetric_tables_into(weight.detach().contiguous(), bin_columns, other_columns, columns, out)
         ctx.save_for_backward(bin_columns, other_columns)
         ctx.shapes = (columns.shape, out.shape)
         ctx.n = n
@@ -340,12 +341,32 @@ class _CompiledSymmetricTables(torch.autograd.Function):
         grad_columns = torch.zeros(ctx.shapes[0], dtype=dtype) if grad_columns is None else grad_columns.contiguous()
         grad_out = torch.zeros(out_shape, dtype=dtype) if grad_out is None else grad_out.contiguous()
         grad = torch.empty((models, n_columns, ctx.n, ctx.n), dtype=dtype)
-        kernels = _compiled()
-        run_kernel(kernels.symmetric_backward_serial, kernels.symmetric_backward_parallel,
-                   (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
-                    _half(dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
-                   models * (n_columns + out_shape[1]) * L)
+        symmetric_tables_grad_into(grad_columns, grad_out, bin_columns, other_columns, grad)
         return grad, None, None
+
+
+def symmetric_tables_into(weight: torch.Tensor, bin_columns: torch.Tensor, other_columns: torch.Tensor,
+                          columns: torch.Tensor, out: torch.Tensor) -> None:
+    """:meth:`FeatureEncoder.symmetric_tables`' two outputs written into ``columns`` and ``out``
+    (contiguous CPU tensors of their shapes) by the compiled pass, from a contiguous weight; no
+    autograd (the CPU's compiled training step calls it with buffers it keeps)."""
+    models, n = weight.shape[0], weight.shape[2]
+    F = bin_columns.shape[0]
+    run_kernel(_compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel,
+               (weight.numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
+                _half(weight.dtype)), models * (F + other_columns.shape[0]),
+               models * (weight.shape[1] + out.shape[1]) * columns.shape[2])
+
+
+def symmetric_tables_grad_into(grad_columns: torch.Tensor, grad_out: torch.Tensor, bin_columns: torch.Tensor,
+                               other_columns: torch.Tensor, grad: torch.Tensor) -> None:
+    """W's gradient (into ``grad``, every element written) from the gradients of
+    :func:`symmetric_tables_into`'s two outputs (contiguous)."""
+    models, n_columns, L = grad_columns.shape
+    run_kernel(_compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel,
+               (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
+                _half(grad.dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
+               models * (n_columns + grad_out.shape[1]) * L)
 
 
 def _half(dtype: torch.dtype):

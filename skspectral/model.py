@@ -25,6 +25,7 @@ from .eig import (
     select_backend,
     smoothed_kth_eigvalsh_unchecked,
 )
+from ._compiled_pass import CompiledDensePass
 from .eig._gathered import kth_eigvalsh_gathered
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
@@ -316,6 +317,22 @@ class SpectralModel(torch.nn.Module):
         return _ordered(kth_eigvalsh_gathered(*self.gather_tables(encoded), self.mu(), rows, weights, self._indices(),
                                               self.eigen_backend, dense=self.structure == "dense"), self._several)
 
+    def compiled_pass(self, terms_of=None) -> "CompiledDensePass | None":
+        """The training pass that calls the CPU kernels without autograd's engine
+        (:class:`skspectral._compiled_pass.CompiledDensePass`; the same values and gradients), for
+        a dense model whose matrices are 0.5 (W + W^T) where its kernels run; else None.
+        ``terms_of(batch)``: a batch's gathered terms (default: :meth:`gathered_terms` of rows)."""
+        if type(self).feature_matrices is not SpectralModel.feature_matrices or self.structure != "dense":
+            return None
+        if not CompiledDensePass.applies(self):
+            return None
+        return CompiledDensePass(self, terms_of or self.gathered_terms)
+
+    def output_of_values(self, values: torch.Tensor) -> torch.Tensor:
+        """forward's output from the gathered eigenvalues (B, n_models, K) of every index (the
+        compiled pass's; differentiable)."""
+        return self._shaped(_ordered(values if self._several else values[..., 0], self._several))
+
     def forward_terms(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """f(x) of rows given by their terms (:meth:`gathered_terms` of the rows, not encoded), on the
         gather path (:attr:`gathers`): what a fit steps on when it finds its rows' terms once."""
@@ -496,7 +513,15 @@ class OnGatheredTerms(_OnPreparedRows):
         return torch.stack([rows.to(weights.dtype), weights], dim=1)
 
     def forward(self, terms: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_terms(terms[:, 0].long(), terms[:, 1])
+        return self.model.forward_terms(*self.unpack(terms))
+
+    @staticmethod
+    def unpack(terms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed terms -> (rows, weights)."""
+        return terms[:, 0].long(), terms[:, 1]
+
+    def compiled_pass(self):
+        return self.model.compiled_pass(self.unpack)
 
 
 class OnEncodedRows(_OnPreparedRows):

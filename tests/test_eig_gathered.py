@@ -60,6 +60,35 @@ def test_gathered_values_and_gradients_equal_the_dense_assembly(n, models, B, T,
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["full", "packed", "tridiagonal"])
+@pytest.mark.parametrize("n", [1, 3, 15])
+def test_gathered_non_finite_and_zero_matrices_keep_the_solvers_contract(dtype, layout, n):
+    """A gathered matrix with a NaN or an infinite entry gives NaN (value and vector), a zero one
+    lambda = 0 and q = e_k, whatever shares its vector's lanes; the others their own pair."""
+    rng = np.random.default_rng(n)
+    dense = layout != "tridiagonal"
+    table, extra = (t.to(dtype) for t in _tables(rng, 1, 4, 1, n, dense, packed=layout == "packed"))
+    # the last entry read: a packed row's vector tail or its last vector (a band row ends in padding)
+    table[0, 1, -1 if dense else n - 1] = float("nan")
+    table[0, 2, 0] = float("inf")
+    table[0, 3] = 0.0
+    diagonal = torch.zeros(1, n, dtype=dtype)
+    rows = torch.tensor([[0], [1], [2], [3], [0], [-1]] * 2)  # rows 3 and -1: zero matrices
+    weights = torch.ones(rows.shape, dtype=dtype)
+    k = n // 2
+    backend = REGISTRY[GATHERING[0]]
+    values, vectors = backend.gathered_k(table, extra, diagonal, rows, weights, k, dense, True)
+    for b in (1, 2, 7, 8):
+        assert torch.isnan(values[b, 0]) and torch.isnan(vectors[b, 0]).all()
+    for b in (3, 5, 9, 11):
+        assert values[b, 0] == 0 and torch.equal(vectors[b, 0], torch.eye(n, dtype=dtype)[k])
+    reference = kth_eigvalsh_gathered(table[:, :1].double(), extra[:, :0].double(), diagonal.double(),
+                                      rows[:1], weights[:1].double(), k, REGISTRY["torch"], dense=dense)
+    for b in (0, 4, 6, 10):
+        torch.testing.assert_close(values[b, 0].double(), reference[0, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_gathered_gradcheck():
     rng = np.random.default_rng(3)
     table, extra = _tables(rng, 2, 4, 2, 5, True)

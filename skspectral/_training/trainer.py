@@ -174,13 +174,39 @@ class Trainer:
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
         # CPU steps run on as many threads as time best (a busy machine: often one)
         self._threads = AdaptiveThreads() if not on_cuda else None
+        # a model that offers one steps through its compiled pass (the CPU's kernels called directly,
+        # only the loss through autograd): the same values and gradients as autograd's, a step's
+        # Python and small ops not repeated around every kernel
+        compiled_pass = getattr(model, "compiled_pass", None)
+        self.compiled_pass = compiled_pass() if compiled_pass is not None and not on_cuda else None
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
+        if self.compiled_pass is not None:
+            return self._compiled_step(xb, yb, wb)
         data_loss = self.loss_fn(self.model(xb), yb, wb)
         loss = data_loss if self.penalty_fn is None else data_loss + self.penalty_fn()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.gradient_reducer is not None:
+            self.gradient_reducer(wb.sum())
+        self.optimizer.step()
+        return loss.detach(), data_loss.detach()
+
+    def _compiled_step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
+        """_step through the model's compiled pass: the batch's eigenvalues from its kernels, the loss
+        and its gradient with respect to them through autograd, every parameter's gradient from the
+        pass (a penalty's added by autograd), then the same Adam step."""
+        step = self.compiled_pass
+        values = step.values(xb).detach().requires_grad_()  # a leaf over the pass's buffer
+        data_loss = self.loss_fn(step.output(values), yb, wb)
+        (grad_values,) = torch.autograd.grad(data_loss, values)
+        step.backward(grad_values)
+        loss = data_loss
+        if self.penalty_fn is not None:
+            penalty = self.penalty_fn()
+            penalty.backward()  # onto the gradients the pass wrote
+            loss = data_loss + penalty
         if self.gradient_reducer is not None:
             self.gradient_reducer(wb.sum())
         self.optimizer.step()

@@ -60,10 +60,11 @@ class EigenBackend:
     # (B, n) ascending, vectors (B, n, n))``; None where not offered.
     eigh_all: Callable | None = None
     # Matrices assembled from tables by gathering (``_gathered``): ``gathered_k(table, extra,
-    # diagonal, rows, weights, k, dense, want_vector) -> (values (B, models), unit vectors (B,
-    # models, n) or None)`` and ``gathered_grad(g, vectors, rows, weights, table_shape, extra_shape,
-    # dense) -> (table gradient, extra gradient)``; None where not offered (the model then
-    # assembles dense matrices with a matmul).
+    # diagonal, rows, weights, k, dense, want_vector, out=None) -> (values (B, models), unit vectors
+    # (B, models, n) or None)`` and ``gathered_grad(g, vectors, rows, weights, table_shape,
+    # extra_shape, dense, out=None) -> (table gradient, extra gradient, diagonal gradient (models,
+    # n))`` (``out``: tensors to write instead of new ones, see the Numba backend); None where not
+    # offered (the model then assembles dense matrices with a matmul).
     gathered_k: Callable | None = None
     gathered_grad: Callable | None = None
     # Takes a tuple of indices in one call (see above): one reduction for several eigenvalues.

@@ -42,10 +42,8 @@ class _KthEigvalshGathered(torch.autograd.Function):
             raise RuntimeError("kth_eigvalsh_gathered is differentiable once (no double backward).")
         vectors, rows, weights = ctx.saved_tensors
         g = grad_values.contiguous()
-        grad_table, grad_extra = ctx.backend.gathered_grad(g, vectors, rows, weights, *ctx.shapes, ctx.dense)
-        grad_diagonal = (g.unsqueeze(-1) * vectors * vectors).sum(0)
-        if grad_diagonal.dim() == 3:  # several indices: (models, K, n), summed over them
-            grad_diagonal = grad_diagonal.sum(1)
+        grad_table, grad_extra, grad_diagonal = ctx.backend.gathered_grad(g, vectors, rows, weights, *ctx.shapes,
+                                                                          ctx.dense)
         return grad_table, grad_extra, grad_diagonal, None, None, None, None, None
 
 

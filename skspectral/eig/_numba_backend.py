@@ -129,15 +129,16 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k, want_vector: boo
 
 
 def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor, rows: torch.Tensor,
-               weights: torch.Tensor, k, dense: bool, want_vector: bool):
+               weights: torch.Tensor, k, dense: bool, want_vector: bool, out: tuple | None = None):
     """lambda_k (B, models) and, with want_vector, unit q_k (B, models, n) of the matrices
     diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]], T the rows of ``table`` then of
     ``extra`` (see :mod:`._gathered`), assembled in place: no (B, models, n, n) tensor. A tuple
-    of K indices: (B, models, K) and (B, models, K, n), each matrix assembled and reduced once."""
+    of K indices: (B, models, K) and (B, models, K, n), each matrix assembled and reduced once.
+    ``out``: (values (B, models, K), vectors (B, models, K, n or 1)) to write instead of new ones."""
     kernels = _kernels()
     n_models, n = diagonal.shape
     B = rows.shape[0]
-    values, vectors = _outputs((B, n_models), k, n, want_vector, table.dtype)
+    values, vectors = out if out is not None else _outputs((B, n_models), k, n, want_vector, table.dtype)
     args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), _indices(k), dense,
             want_vector, values.numpy(), vectors.numpy())
     per_matrix = n**3 if dense else n * n
@@ -146,22 +147,26 @@ def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor,
 
 
 def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
-                  table_shape: tuple, extra_shape: tuple, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradients of sum_bm g[b, m] lambda_k(M[b, m]) with respect to the table and the extra
-    rows (their shapes), accumulated in a fixed order whatever the threads. Several indices: g
-    (B, models, K) and vectors (B, models, K, n), the gradient of the sum over them."""
+                  table_shape: tuple, extra_shape: tuple, dense: bool, out: tuple | None = None):
+    """The gradients of sum_bm g[b, m] lambda_k(M[b, m]) with respect to the table, the extra rows
+    (their shapes) and the diagonal (models, n), accumulated in a fixed order whatever the threads.
+    Several indices: g (B, models, K) and vectors (B, models, K, n), the gradient of the sum over
+    them. ``out``: the three tensors to write (contiguous, any contents), else new ones."""
     kernels = _kernels()
-    grad = torch.zeros(table_shape, dtype=vectors.dtype)
-    grad_extra = torch.zeros(extra_shape, dtype=vectors.dtype)
+    n_models, n = table_shape[0], vectors.shape[-1]
+    if out is None:  # the kernel writes every element: no zero fill
+        out = (torch.empty(table_shape, dtype=vectors.dtype), torch.empty(extra_shape, dtype=vectors.dtype),
+               torch.empty((n_models, n), dtype=vectors.dtype))
     if g.dim() == 2:  # one index: the kernels' index axis of length 1
         g, vectors = g.unsqueeze(-1), vectors.unsqueeze(-2)
-    args = (grad.numpy(), grad_extra.numpy(), g.contiguous().numpy(), vectors.contiguous().numpy(), rows.numpy(),
-            weights.numpy(), dense)
+    grad, grad_extra, grad_diagonal = out
+    args = (grad.numpy(), grad_extra.numpy(), grad_diagonal.numpy(), g.contiguous().numpy(),
+            vectors.contiguous().numpy(), rows.numpy(), weights.numpy(), dense)
     B, K = rows.shape
     # one model per task (its sums in a fixed order, whatever the threads)
-    run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, table_shape[0],
-         B * K * table_shape[0] * table_shape[2])
-    return grad, grad_extra
+    run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, n_models,
+               B * K * n_models * table_shape[2])
+    return out
 
 
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:

@@ -208,17 +208,22 @@ def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vec
 
 
 @njit
-def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m):
-    """grad (and grad_extra, for extra's rows)[m, r, :] += sum over (b, t) with rows[b, t] = r of
-    weights[b, t] * dM[b], dM the gradient of sum_j g_values[b, m, j] * lambda_kj(M[b, m]) in the
-    table-row layout: sum_j g_j q_j q_j^T (dense, full), its lower triangle packed with the
-    off-diagonal entries doubled (an entry stands for both a_ij and a_ji: 2 g q_i q_j), or
-    [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal), summed over j. One model, rows in order: the sums
-    do not depend on how models are spread over threads."""
+def gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m):
+    """Model m's slices of grad and grad_extra (zeroed here first: the caller's may be uninitialised)
+    = the sum over (b, t) with rows[b, t] = r of weights[b, t] * dM[b], dM the gradient of
+    sum_j g_values[b, m, j] * lambda_kj(M[b, m]) in the table-row layout: sum_j g_j q_j q_j^T (dense,
+    full), its lower triangle packed with the off-diagonal entries doubled (an entry stands for both
+    a_ij and a_ji: 2 g q_i q_j), or [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal), summed over j; and
+    grad_diagonal[m, i] = the sum over b and j of g_j q_ji^2 (the diagonal's gradient). One model,
+    rows in order: the sums do not depend on how models are spread over threads."""
     B, K = rows.shape
     L = grad.shape[2]
     n = vectors.shape[3]
     packed = dense and L != n * n
+    grad[m] = 0.0
+    grad_extra[m] = 0.0
+    diagonal = grad_diagonal[m]
+    diagonal[:] = 0.0
     dM = np.zeros(L, grad.dtype)
     offsets, term_weights = np.zeros(K, np.int64), np.zeros(K, grad.dtype)
     grad1, extra1 = grad.reshape(-1), grad_extra.reshape(-1)
@@ -232,6 +237,8 @@ def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dens
         for kj in range(g_values.shape[2]):
             g = g_values[b, m, kj]
             q = vectors[b, m, kj]
+            for i in range(n):
+                diagonal[i] += g * q[i] * q[i]
             if packed:
                 p = 0
                 for i in range(n):
@@ -257,14 +264,14 @@ def gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dens
 
 
 @njit
-def gathered_grad_serial(grad, grad_extra, g_values, vectors, rows, weights, dense):
+def gathered_grad_serial(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense):
     for m in range(grad.shape[0]):
-        gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m)
+        gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def gathered_grad_parallel(grad, grad_extra, g_values, vectors, rows, weights, dense, chunks):
+def gathered_grad_parallel(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, chunks):
     n_models = grad.shape[0]
     for c in numba.prange(chunks):
         for m in range(c * n_models // chunks, (c + 1) * n_models // chunks):
-            gathered_grad_model(grad, grad_extra, g_values, vectors, rows, weights, dense, m)
+            gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m)

@@ -21,8 +21,8 @@ import math
 import numba
 import numpy as np
 
-from ._simd import (absolute, all_true, any_true, copysign, lane_count, load, maximum, minimum, splat, sqrt, store,
-                    where)
+from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_lane, load, load_at, maximum, minimum,
+                    splat, sqrt, store, where)
 
 # Points evaluated per multisection sweep: independent chains of divisions (the latency of
 # one chain would otherwise bound the sweep); each sweep shrinks the bracket POINTS + 1 times.
@@ -361,20 +361,38 @@ def load_lane(A, lower, W, lane, scale):
 @njit
 def load_packed_lane(packed, W, lane, scale):
     """load_lane for a lower triangle packed row by row (a_00, a_10, a_11, a_20, ...: n(n+1)/2
-    entries, the first of ``packed`` read); the same scaling and status."""
+    entries, the first of ``packed`` read); the same scaling and status. The checks and the
+    largest |a| a vector of entries at a time: the lane's one scalar pass is its scaled store."""
     n = W.shape[0]
-    largest = 0.0
+    L = n * (n + 1) // 2
+    width = lane_count(packed)
+    whole = L - L % width
+    largest_vector = splat(packed, 0.0)
+    finite = largest_vector == 0.0
+    for p0 in range(0, whole, width):
+        a = absolute(load_at(packed, p0))
+        finite = finite & (a < np.inf)  # false for NaN and inf
+        largest_vector = maximum(largest_vector, a)
+    largest = largest_lane(largest_vector) if whole else 0.0
+    ok = all_true(finite)
+    for p in range(whole, L):
+        a = abs(packed[p])
+        ok = ok and a < np.inf
+        largest = max(largest, a)
+    if not ok:
+        identity_lane(W, lane, scale)
+        return 1
+    if largest == 0.0:
+        identity_lane(W, lane, scale)
+        return 2
+    s = math.ldexp(1.0, -math.frexp(largest)[1])
+    scale[0, lane] = s
     p = 0
     for i in range(n):
         for j in range(i + 1):
-            a = packed[p]
+            W[i, j, lane] = packed[p] * s
             p += 1
-            if not np.isfinite(a):
-                identity_lane(W, lane, scale)
-                return 1
-            W[i, j, lane] = a
-            largest = max(largest, abs(a))
-    return scale_lane(W, lane, scale, largest)
+    return 0
 
 
 @njit

@@ -268,6 +268,20 @@ def all_true(typingctx, mask):
 
 
 @intrinsic
+def largest_lane(typingctx, a):
+    """The largest of a vector's lanes (as Python's max over them in order; no NaN expected)."""
+
+    def codegen(context, builder, sig, args):
+        best = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for i in range(1, a.width):
+            value = builder.extract_element(args[0], ir.Constant(ir.IntType(32), i))
+            best = builder.select(builder.fcmp_ordered(">", value, best), value, best)
+        return best
+
+    return a.dtype(a), codegen
+
+
+@intrinsic
 def where(typingctx, mask, a, b):
     """a where mask is set, else b, lane by lane (a and b vectors)."""
 

@@ -1,0 +1,95 @@
+"""A dense model's training pass on the CPU without autograd's engine: its kernels called directly.
+
+A CPU step of the gathered model (the default CPU fit) is ~1 ms of compiled kernels -- the
+symmetric tables, the gathered eigenpairs, their gradient and the tables' backward -- and took
+as long again in autograd's engine, torch's small ops and the Python between them
+(benchmarks/RESULTS.md, section 9). :class:`CompiledDensePass` runs the same kernels on buffers
+it keeps from step to step; the trainer sends only the loss (a few ops on the batch's
+eigenvalues) through autograd, hands the gradient of the eigenvalues back, and the pass writes
+every parameter's ``.grad``. The values and gradients are the autograd path's, bit for bit
+(tested), so a fit does not depend on which path took its steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .encoding import compiles, symmetric_tables_grad_into, symmetric_tables_into
+
+# what the pass writes gradients for: a model with any other parameter takes the autograd path
+_PARAMETERS = {"mu_start", "mu_increments", "weight"}
+
+
+class CompiledDensePass:
+    """Forward and backward of ``model`` (a dense :class:`skspectral.model.SpectralModel` on the
+    gather path, see :meth:`~skspectral.model.SpectralModel.compiled_pass`) for training steps.
+
+    ``values(batch)``: the raw eigenvalues (B, n_models, K) of a batch as the trainer's module takes
+    it (``terms_of(batch)``: its gathered terms (rows, weights)), in a tensor the next call
+    overwrites; ``output(values)``: the model's forward output from them (torch
+    ops, differentiable); ``backward(grad_values)``: every parameter's ``.grad`` from the gradient of
+    the values (the batch of the last ``values`` call)."""
+
+    def __init__(self, model, terms_of):
+        self.model, self.terms_of = model, terms_of
+        encoder = model.encoder
+        self.bin_columns, self.other_columns = encoder.bin_columns, encoder.other_columns
+        weight = model.weight
+        models, n_columns, n = weight.shape[0], weight.shape[1], weight.shape[2]
+        packed = n * (n + 1) // 2
+        like = dict(dtype=weight.dtype)
+        self.columns = torch.empty((models, n_columns, packed), **like)
+        self.prefix = torch.empty((models, self.bin_columns.numel(), packed), **like)
+        self.grads = (torch.empty_like(self.columns), torch.empty_like(self.prefix), torch.empty((models, n), **like))
+        self.grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        self.indices = tuple(model.eigval_indices)  # a tuple: outputs keep their index axis
+        self.backend = model.eigen_backend
+        self._outputs: dict = {}  # batch size -> (values, vectors)
+        self._batch = None
+
+    @staticmethod
+    def applies(model) -> bool:
+        """Whether ``model`` (dense, its matrices 0.5 (W + W^T): the caller checks) has the parameters
+        this pass differentiates and its kernels run: an encoder, no monotone column, the gather path
+        (the CPU's Numba backend, no smoothing) and an encoder that compiles the tables for its weight."""
+        return (model.gathers and model.encoder is not None and model.monotonic is None
+                and {name for name, _ in model.named_parameters()} == _PARAMETERS
+                and model.weight.is_contiguous() and compiles(model.weight))
+
+    def values(self, batch: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        rows, weights = self.terms_of(batch)
+        symmetric_tables_into(model.weight.detach(), self.bin_columns, self.other_columns, self.columns, self.prefix)
+        with torch.no_grad():
+            mu = model.mu()  # torch's ops: the autograd path's bits
+        B = rows.shape[0]
+        out = self._outputs.get(B)
+        if out is None:
+            n_models, n, K = mu.shape[0], mu.shape[1], len(self.indices)
+            out = self._outputs[B] = (torch.empty((B, n_models, K), dtype=mu.dtype),
+                                      torch.empty((B, n_models, K, n), dtype=mu.dtype))
+        rows, weights = rows.contiguous(), weights.contiguous()
+        values, vectors = self.backend.gathered_k(self.columns, self.prefix, mu, rows, weights, self.indices, True,
+                                                  True, out=out)
+        self._batch = (rows, weights, vectors)
+        return values
+
+    def output(self, values: torch.Tensor) -> torch.Tensor:
+        return self.model.output_of_values(values)
+
+    @torch.no_grad()
+    def backward(self, grad_values: torch.Tensor) -> None:
+        model = self.model
+        rows, weights, vectors = self._batch
+        grad_columns, grad_prefix, grad_mu = self.backend.gathered_grad(
+            grad_values.contiguous(), vectors, rows, weights, self.columns.shape, self.prefix.shape, True,
+            out=self.grads)
+        symmetric_tables_grad_into(grad_columns, grad_prefix, self.bin_columns, self.other_columns, self.grad_weight)
+        # mu = cat([s, s + cumsum(softplus(u))]): autograd's backward of those ops, op for op
+        grad_start = grad_mu[:, :1] + grad_mu[:, 1:].sum(-1, keepdim=True)
+        grad_steps = grad_mu[:, 1:].flip(-1).cumsum(-1).flip(-1)
+        grad_increments = torch.ops.aten.softplus_backward(grad_steps, model.mu_increments.detach(), 1.0, 20.0)
+        model.weight.grad = self.grad_weight
+        model.mu_start.grad = grad_start
+        model.mu_increments.grad = grad_increments
+

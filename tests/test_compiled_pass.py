@@ -1,0 +1,136 @@
+"""The CPU's compiled training pass: the autograd path's values and gradients, bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skspectral import SpectralClassifier, SpectralRegressor
+from skspectral._compiled_pass import CompiledDensePass
+from skspectral.eig import REGISTRY
+from skspectral.encoding import EncodingSpec, FeatureEncoder
+from skspectral.model import OnGatheredTerms, SpectralModel, model_class
+
+pytestmark = pytest.mark.skipif(not REGISTRY["numba"].is_available(), reason="needs Numba (the gathered path)")
+
+
+def _model(dim, dtype, seed, *, structure="dense", n_members=2, eigval_idx=None, n_outputs=None, **kwargs):
+    """A model with a piecewise column with missing values, a categorical one and a linear one."""
+    spec = EncodingSpec(3, numeric=[0, 2], edges=[[-1.0, 0.0, 0.5, 1.0, 2.0], None], missing=[0], categorical=[1],
+                        n_levels=[4], has_missing_level=[False])
+    return model_class(structure)(3, dim, eigval_idx, encoder=FeatureEncoder(spec, dtype=dtype), n_members=n_members,
+                                  n_outputs=n_outputs, dtype=dtype, generator=torch.Generator().manual_seed(seed),
+                                  **kwargs)
+
+
+def _rows(n_rows, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = torch.as_tensor(np.column_stack([rng.normal(size=n_rows), rng.integers(-1, 4, n_rows),
+                                         3 * rng.normal(size=n_rows)]), dtype=dtype)
+    X[::5, 0] = float("nan")
+    return X
+
+
+def _loss(output, seed):
+    """A loss that weighs every output differently (its gradient reaches every value)."""
+    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (output * weights.to(output.dtype)).sum() + output.square().sum()
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), dim=st.integers(2, 8), dtype=st.sampled_from([torch.float32, torch.float64]),
+       variant=st.sampled_from(["members", "several", "outputs", "one"]), terms=st.booleans())
+def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, variant, terms):
+    """values/output/backward of the pass: forward's output and every parameter's gradient as autograd
+    makes them, bit for bit, on rows or on packed terms; one or several indices, members, outputs."""
+    kwargs = dict(members=dict(n_members=3), several=dict(eigval_idx=[0, dim // 2, dim - 1]),
+                  outputs=dict(n_outputs=3), one=dict(n_members=1))[variant]
+    if variant == "several" and dim < 3:
+        kwargs = dict(eigval_idx=[0, dim - 1])
+    model = _model(dim, dtype, seed, **kwargs)
+    X = _rows(37, dtype, seed)
+    module, batch = (OnGatheredTerms(model), OnGatheredTerms.pack(model, X)) if terms else (model, X)
+    expected = module(batch)
+    parameters = [model.mu_start, model.mu_increments, model.weight]
+    expected_grads = torch.autograd.grad(_loss(expected, seed), parameters)
+
+    step = module.compiled_pass()
+    assert isinstance(step, CompiledDensePass)
+    for _ in range(2):  # the second call reuses the pass's buffers
+        values = step.values(batch).detach().requires_grad_()
+        output = step.output(values)
+        torch.testing.assert_close(output, expected, rtol=0, atol=0)
+        (grad_values,) = torch.autograd.grad(_loss(output, seed), values)
+        step.backward(grad_values)
+        for parameter, grad in zip(parameters, expected_grads):
+            torch.testing.assert_close(parameter.grad, grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change", [dict(structure="tridiagonal"), dict(monotonic=[1] + [0] * 9),
+                                    dict(smoothing=0.1), dict(backend="torch")])
+def test_models_the_pass_does_not_differentiate_take_the_autograd_path(change):
+    model = _model(5, torch.float64, 0, **change)
+    assert model.compiled_pass() is None
+    assert OnGatheredTerms(model).compiled_pass() is None
+
+
+class _WithExtraParameter(SpectralModel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra = torch.nn.Parameter(torch.zeros(1, dtype=self.dtype))
+
+
+def test_a_variant_with_parameters_of_its_own_takes_the_autograd_path():
+    spec = EncodingSpec(1, numeric=[0], edges=[[0.0, 1.0, 2.0]], missing=[], categorical=[], n_levels=[],
+                        has_missing_level=[])
+    model = _WithExtraParameter(1, 4, encoder=FeatureEncoder(spec, dtype=torch.float64), dtype=torch.float64)
+    assert model.compiled_pass() is None
+
+
+def _mixed(seed, classes=False):
+    rng = np.random.RandomState(seed)
+    X = np.column_stack([rng.normal(size=700), rng.randint(0, 4, 700), rng.normal(size=700)])
+    X[::11, 0] = np.nan
+    y = np.nan_to_num(X[:, 0]) + (X[:, 1] == 2) - X[:, 2] ** 2 + 0.1 * rng.normal(size=700)
+    return X, (np.digitize(y, [-1.0, 0.5]) if classes else y)
+
+
+@pytest.mark.parametrize("estimator, params", [
+    (SpectralRegressor, dict()),
+    (SpectralRegressor, dict(loss="quantile", quantile=[0.1, 0.5, 0.9])),
+    (SpectralRegressor, dict(loss="poisson")),
+    (SpectralClassifier, dict()),
+    (SpectralRegressor, dict(dtype="float64", n_estimators=1)),
+])
+def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estimator, params):
+    """The trainer steps through the pass on the CPU (every step), and the fit is the one autograd
+    steps make: the same loss curve and predictions, bit for bit."""
+    X, y = _mixed(3, classes=estimator is SpectralClassifier)
+    if params.get("loss") == "poisson":
+        y = np.abs(y)
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
+                  random_state=0, device="cpu") | params
+    calls = []
+    original = CompiledDensePass.values
+    monkeypatch.setattr(CompiledDensePass, "values", lambda self, batch: (calls.append(1), original(self, batch))[1])
+    compiled = estimator(**params).fit(X, y)
+    assert len(calls) == compiled.t_  # every step
+    monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
+    autograd = estimator(**params).fit(X, y)
+    np.testing.assert_array_equal(compiled.loss_curve_, autograd.loss_curve_)
+    output = "predict_proba" if estimator is SpectralClassifier else "predict"
+    np.testing.assert_array_equal(getattr(compiled, output)(X), getattr(autograd, output)(X))
+
+
+def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch):
+    """With alpha and spectral_penalty the penalty's gradient goes through autograd onto the pass's:
+    the autograd fit to rounding (the two contributions are summed in another order)."""
+    X, y = _mixed(4)
+    params = dict(dim=6, max_iter=3, batch_size=64, categorical_features=[1], random_state=0, device="cpu",
+                  dtype="float64", alpha=1e-3, spectral_penalty=1e-3)
+    compiled = SpectralRegressor(**params).fit(X, y)
+    monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
+    autograd = SpectralRegressor(**params).fit(X, y)
+    np.testing.assert_allclose(compiled.loss_curve_, autograd.loss_curve_, rtol=1e-10)
+    np.testing.assert_allclose(compiled.predict(X), autograd.predict(X), rtol=1e-9, atol=1e-9)
