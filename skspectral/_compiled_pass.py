@@ -5,16 +5,27 @@ symmetric tables, the gathered eigenpairs, their gradient and the tables' backwa
 as long again in autograd's engine, torch's small ops and the Python between them
 (benchmarks/RESULTS.md, section 9). :class:`CompiledDensePass` runs the same kernels on buffers
 it keeps from step to step; the trainer sends only the loss (a few ops on the batch's
-eigenvalues) through autograd, hands the gradient of the eigenvalues back, and the pass writes
-every parameter's ``.grad``. The values and gradients are the autograd path's, bit for bit
-(tested), so a fit does not depend on which path took its steps.
+eigenvalues; the default losses' own gradient without it) and hands the gradient of the eigenvalues
+back, and the pass writes every parameter's ``.grad``. The kernels are the autograd path's; the
+diagonal mu and its gradient are one compiled call each instead of ten torch ops (float64 sums:
+equal to torch's to rounding), so the values and gradients are the autograd path's to rounding
+(tested).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .encoding import compiles, symmetric_tables_grad_into, symmetric_tables_into
+
+
+@functools.cache
+def _kernels():
+    from . import _step_kernels
+
+    return _step_kernels
 
 # what the pass writes gradients for: a model with any other parameter takes the autograd path
 _PARAMETERS = {"mu_start", "mu_increments", "weight"}
@@ -42,7 +53,11 @@ class CompiledDensePass:
         self.prefix = torch.empty((models, self.bin_columns.numel(), packed), **like)
         self.grads = (torch.empty_like(self.columns), torch.empty_like(self.prefix), torch.empty((models, n), **like))
         self.grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        self.mu = torch.empty((models, n), **like)
+        self.grad_start, self.grad_increments = torch.empty_like(model.mu_start), torch.empty_like(model.mu_increments)
         self.indices = tuple(model.eigval_indices)  # a tuple: outputs keep their index axis
+        # one index: the output is the values reshaped (several are ordered by a running maximum)
+        self.output_is_view = len(self.indices) == 1
         self.backend = model.eigen_backend
         self._outputs: dict = {}  # batch size -> (values, vectors)
         self._batch = None
@@ -60,8 +75,8 @@ class CompiledDensePass:
         model = self.model
         rows, weights = self.terms_of(batch)
         symmetric_tables_into(model.weight.detach(), self.bin_columns, self.other_columns, self.columns, self.prefix)
-        with torch.no_grad():
-            mu = model.mu()  # torch's ops: the autograd path's bits
+        mu = self.mu
+        _kernels().diagonal(model.mu_start.detach().numpy(), model.mu_increments.detach().numpy(), mu.numpy())
         B = rows.shape[0]
         out = self._outputs.get(B)
         if out is None:
@@ -85,11 +100,11 @@ class CompiledDensePass:
             grad_values.contiguous(), vectors, rows, weights, self.columns.shape, self.prefix.shape, True,
             out=self.grads)
         symmetric_tables_grad_into(grad_columns, grad_prefix, self.bin_columns, self.other_columns, self.grad_weight)
-        # mu = cat([s, s + cumsum(softplus(u))]): autograd's backward of those ops, op for op
-        grad_start = grad_mu[:, :1] + grad_mu[:, 1:].sum(-1, keepdim=True)
-        grad_steps = grad_mu[:, 1:].flip(-1).cumsum(-1).flip(-1)
-        grad_increments = torch.ops.aten.softplus_backward(grad_steps, model.mu_increments.detach(), 1.0, 20.0)
-        model.weight.grad = self.grad_weight
-        model.mu_start.grad = grad_start
-        model.mu_increments.grad = grad_increments
+        grad_start, grad_increments = self.grad_start, self.grad_increments
+        _kernels().diagonal_grad(grad_mu.numpy(), model.mu_increments.detach().numpy(), grad_start.numpy(),
+                                 grad_increments.numpy())
+        for parameter, grad in ((model.weight, self.grad_weight), (model.mu_start, grad_start),
+                                (model.mu_increments, grad_increments)):
+            if parameter.grad is not grad:  # set once; the buffers are rewritten at every step
+                parameter.grad = grad
 

@@ -560,6 +560,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             chunk_rows=self._chunk_rows(model.dtype),
             state=None if plan.fresh else self._resumed_state(),
             distributed=context,
+            loss_and_gradient=loss.fn_and_gradient,  # the members' mean loss over (batch, members)
         )
 
     def _train(self, trainer: Trainer, model, train, validation, evaluations, plan: FitPlan, floor: float,

@@ -350,8 +350,7 @@ def symmetric_tables_into(weight: torch.Tensor, bin_columns: torch.Tensor, other
     """:meth:`FeatureEncoder.symmetric_tables`' two outputs written into ``columns`` and ``out``
     (contiguous CPU tensors of their shapes) by the compiled pass, from a contiguous weight; no
     autograd (the CPU's compiled training step calls it with buffers it keeps)."""
-    models, n = weight.shape[0], weight.shape[2]
-    F = bin_columns.shape[0]
+    models, F = weight.shape[0], bin_columns.shape[0]
     run_kernel(_compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel,
                (weight.numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
                 _half(weight.dtype)), models * (F + other_columns.shape[0]),

@@ -118,7 +118,9 @@ def _read_once(tensors: dict) -> dict:
 class Trainer:
     """Adam on mini-batches; a generator of per-epoch records (see :mod:`.history`).
 
-    ``loss_fn(output, target, weight)`` is the weighted mean loss of a batch;
+    ``loss_fn(output, target, weight)`` is the weighted mean loss of a batch (``loss_and_gradient``,
+    where given: its value and gradient with respect to the output, which the CPU's compiled step
+    takes instead of autograd's);
     ``penalty_fn()`` a regulariser added to it; ``score_fn(output, target,
     weight)`` scores the validation set (higher is better). ``train_metric``
     is ``(name, fn)``: ``fn`` turns the epoch's mean data loss (a tensor) into
@@ -146,6 +148,7 @@ class Trainer:
         chunk_rows: int = 65536,
         state: TrainingState | None = None,
         distributed=None,
+        loss_and_gradient: Callable | None = None,
     ):
         self.model = model
         self.loss_fn = loss_fn
@@ -157,6 +160,7 @@ class Trainer:
         self.chunk_rows = chunk_rows
         self.state = state or TrainingState()
         self.distributed = distributed
+        self.loss_and_gradient = loss_and_gradient
         self.gradient_reducer = None if distributed is None else distributed.gradient_reducer(model.parameters())
         parameter = next(model.parameters())
         self.device = parameter.device
@@ -198,9 +202,15 @@ class Trainer:
         and its gradient with respect to them through autograd, every parameter's gradient from the
         pass (a penalty's added by autograd), then the same Adam step."""
         step = self.compiled_pass
-        values = step.values(xb).detach().requires_grad_()  # a leaf over the pass's buffer
-        data_loss = self.loss_fn(step.output(values), yb, wb)
-        (grad_values,) = torch.autograd.grad(data_loss, values)
+        values = step.values(xb)
+        if self.loss_and_gradient is not None and step.output_is_view:
+            output = step.output(values)  # the values reshaped: the output's gradient is theirs
+            data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
+            grad_values = grad_output.reshape(values.shape)
+        else:
+            values = values.detach().requires_grad_()  # a leaf over the pass's buffer
+            data_loss = self.loss_fn(step.output(values), yb, wb)
+            (grad_values,) = torch.autograd.grad(data_loss, values)
         step.backward(grad_values)
         loss = data_loss
         if self.penalty_fn is not None:
