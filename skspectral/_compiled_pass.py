@@ -92,13 +92,25 @@ class CompiledDensePass:
     def output(self, values: torch.Tensor) -> torch.Tensor:
         return self.model.output_of_values(values)
 
+    def frobenius_factor(self, penalty) -> float | None:
+        """The factor of ``penalty`` (a :class:`skspectral._losses.Penalty`) where it is only the
+        Frobenius term of this pass's model, which :meth:`backward` then adds; else None."""
+        if getattr(penalty, "model", None) is not self.model or getattr(penalty, "spectral_penalty", 1.0) != 0.0:
+            return None
+        return getattr(penalty, "frobenius_factor", None)
+
     @torch.no_grad()
-    def backward(self, grad_values: torch.Tensor) -> None:
+    def backward(self, grad_values: torch.Tensor, frobenius_factor: float = 0.0) -> float:
+        """Every parameter's ``.grad``; with ``frobenius_factor`` the gradient of 0.5 factor sum
+        ||A_i||_F^2 added (the matrices' own, the tables' columns), whose value it returns."""
         model = self.model
         rows, weights, vectors = self._batch
         grad_columns, grad_prefix, grad_mu = self.backend.gathered_grad(
             grad_values.contiguous(), vectors, rows, weights, self.columns.shape, self.prefix.shape, True,
             out=self.grads)
+        penalty = 0.0
+        if frobenius_factor:  # the columns still hold this step's matrices
+            penalty = _kernels().add_frobenius_penalty(self.columns.numpy(), grad_columns.numpy(), frobenius_factor)
         symmetric_tables_grad_into(grad_columns, grad_prefix, self.bin_columns, self.other_columns, self.grad_weight)
         grad_start, grad_increments = self.grad_start, self.grad_increments
         _kernels().diagonal_grad(grad_mu.numpy(), model.mu_increments.detach().numpy(), grad_start.numpy(),
@@ -107,4 +119,5 @@ class CompiledDensePass:
                                 (model.mu_increments, grad_increments)):
             if parameter.grad is not grad:  # set once; the buffers are rewritten at every step
                 parameter.grad = grad
+        return penalty
 

@@ -82,3 +82,23 @@ def binary_log_loss_and_gradient(output, target, weight, gradient):
             probability = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
             gradient[b, m] = (probability - target[b]) * (weight[b] * scale)
     return total * scale
+
+
+@njit
+def add_frobenius_penalty(columns, grad_columns, factor):
+    """0.5 factor sum ||A||_F^2 over packed lower triangles columns (models, C, n(n+1)/2), its
+    gradient added to grad_columns (an off-diagonal entry stands for a_ij and a_ji: twice)."""
+    L = columns.shape[2]
+    n = int(round((math.sqrt(8 * L + 1) - 1) / 2))
+    total = 0.0
+    for m in range(columns.shape[0]):
+        for c in range(columns.shape[1]):
+            p = 0
+            for i in range(n):
+                for j in range(i + 1):
+                    a = columns[m, c, p]
+                    twice = 1.0 if i == j else 2.0
+                    total += twice * a * a
+                    grad_columns[m, c, p] += factor * twice * a
+                    p += 1
+    return 0.5 * factor * total

@@ -199,8 +199,9 @@ class Trainer:
 
     def _compiled_step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """_step through the model's compiled pass: the batch's eigenvalues from its kernels, the loss
-        and its gradient with respect to them through autograd, every parameter's gradient from the
-        pass (a penalty's added by autograd), then the same Adam step."""
+        and its gradient with respect to them (the loss's own gradient where it has one, else
+        autograd's), every parameter's gradient from the pass (a Frobenius penalty's too; any other
+        penalty's added by autograd), then the same Adam step."""
         step = self.compiled_pass
         values = step.values(xb)
         if self.loss_and_gradient is not None and step.output_is_view:
@@ -211,9 +212,10 @@ class Trainer:
             values = values.detach().requires_grad_()  # a leaf over the pass's buffer
             data_loss = self.loss_fn(step.output(values), yb, wb)
             (grad_values,) = torch.autograd.grad(data_loss, values)
-        step.backward(grad_values)
-        loss = data_loss
-        if self.penalty_fn is not None:
+        frobenius = None if self.penalty_fn is None else step.frobenius_factor(self.penalty_fn)
+        penalty = step.backward(grad_values, frobenius or 0.0)  # a Frobenius penalty's gradient added
+        loss = data_loss if frobenius is None else data_loss + penalty
+        if self.penalty_fn is not None and frobenius is None:
             penalty = self.penalty_fn()
             penalty.backward()  # onto the gradients the pass wrote
             loss = data_loss + penalty
