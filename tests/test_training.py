@@ -310,20 +310,76 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
 
     torch.set_num_threads(2)
     try:
-        with threads.AdaptiveThreads().step():  # a step runs on the current candidate
-            assert torch.get_num_threads() == 2
-        seconds = {2: 1.0, 1: 0.5}  # scripted: one thread is faster (a busy machine)
+        first = threads.AdaptiveThreads()
+        with first.step():  # a step runs on the current candidate: one thread first
+            assert torch.get_num_threads() == 1
+        first.close()  # the fit's own count back
+        assert torch.get_num_threads() == 2
+        seconds = {2: 0.7, 1: 0.5}  # scripted: one thread is faster (a busy machine)
         tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
         counts = []
         for _ in range(20):
             counts.append(tuner.current)
             tuner.record(seconds[tuner.current])
-        assert counts[:8] == [2] * 4 + [1] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
-        assert counts[13:21] == ([2] * 4 + [1] * 3)[: len(counts[13:21])]  # then probe again
+        assert counts[:8] == [1] * 4 + [2] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
+        assert counts[13:21] == ([1] * 4 + [2] * 3)[: len(counts[13:21])]  # then probe again
+        seconds = {2: 0.3, 1: 0.5}  # two threads faster (an idle machine): chosen
+        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        counts = []
+        for _ in range(12):
+            counts.append(tuner.current)
+            tuner.record(seconds[tuner.current])
+        assert counts == [1] * 4 + [2] * 8
         tuner.close()
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(2)
+
+
+def test_the_thread_tuner_stops_probing_a_count_that_is_already_far_slower():
+    """Two threads spinning on a busy machine: their probe ends at the first timed step slower than
+    ABANDON_FACTOR times one thread's median (its start-up step is not timed)."""
+    from skspectral._training import threads
+
+    torch.set_num_threads(2)
+    try:
+        seconds = {2: 10.0, 1: 1.0}
+        tuner = threads.AdaptiveThreads(probe_steps=6, hold_steps=50)
+        counts = []
+        for _ in range(30):
+            counts.append(tuner.current)
+            tuner.record(seconds[tuner.current])
+        assert counts == [1] * 7 + [2] * 2 + [1] * 21
+        tuner.close()
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_the_thread_tuner_holds_a_choice_it_makes_again_twice_as_long():
+    """A measurement that chooses the count before it again doubles the hold (up to a cap); a new
+    choice starts from the base hold again."""
+    from skspectral._training import threads
+
+    torch.set_num_threads(2)
+    try:
+        seconds = {2: 1.0, 1: 0.5}
+        tuner = threads.AdaptiveThreads(probe_steps=1, hold_steps=3)
+        holds = []
+        for step in range(400):
+            if step == 250:
+                seconds = {2: 0.25, 1: 0.5}  # the machine became idle: two threads win
+            measuring = tuner.probing is not None
+            tuner.record(seconds[tuner.current])
+            if measuring and tuner.probing is None:  # a measurement chose
+                holds.append((tuner.chosen, tuner.hold))
+        tuner.close()
+    finally:
+        torch.set_num_threads(2)
+    cap = threads.MAX_HOLD_FACTOR * 3
+    assert holds[:6] == [(1, 3), (1, 6), (1, 12), (1, 24), (1, 48), (1, 48)]
+    assert all(hold <= cap for _, hold in holds) and holds[4] == (1, cap)
+    switch = [chosen for chosen, _ in holds].index(2)  # a new choice: held from the base again
+    assert holds[switch:switch + 5] == [(2, 3), (2, 6), (2, 12), (2, 24), (2, 48)]
 
 
 def test_a_fit_does_not_depend_on_the_thread_counts_its_steps_ran_on(monkeypatch):

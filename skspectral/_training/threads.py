@@ -17,9 +17,15 @@ import time
 import torch
 
 # Steps timed per candidate (the first is not counted: the new count's threads start up),
-# and steps run on the chosen count before the next measurement.
+# and steps run on the chosen count before the next measurement; each measurement that chooses
+# the count before it again doubles that, up to MAX_HOLD_FACTOR times: a probe of two threads on a
+# busy machine costs several ms a step (they wait on each other), ~8 % of a fit of 1.3 ms steps
+# probed every 300 steps.
 PROBE_STEPS = 6
 HOLD_STEPS = 300
+MAX_HOLD_FACTOR = 16
+# a probed candidate's timed step this many times the first candidate's mean ends its probe
+ABANDON_FACTOR = 1.5
 
 
 class AdaptiveThreads:
@@ -29,12 +35,16 @@ class AdaptiveThreads:
 
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS):
         self.start_threads = torch.get_num_threads()
-        self.candidates = [self.start_threads, 1] if self.start_threads > 1 else [1]
+        # one thread first: a later candidate whose timed step is already far slower than its mean
+        # stops being probed (two threads on a busy machine: several ms a step)
+        self.candidates = [1, self.start_threads] if self.start_threads > 1 else [1]
         self.probe_steps, self.hold_steps = probe_steps, hold_steps
         self.timings = {n: [] for n in self.candidates}
         self.probing = 0  # index into candidates while measuring; None while holding
         self.held = 0
         self.chosen = self.start_threads
+        self.hold = hold_steps  # steps to hold the current choice
+        self.measured = False  # whether a measurement chose before
 
     @property
     def current(self) -> int:
@@ -46,19 +56,32 @@ class AdaptiveThreads:
     def record(self, seconds: float) -> None:
         if self.probing is None:
             self.held += 1
-            if self.held >= self.hold_steps:  # measure again
+            if self.held >= self.hold:  # measure again
                 self.probing, self.held = 0, 0
                 self.timings = {n: [] for n in self.candidates}
             return
         samples = self.timings[self.candidates[self.probing]]
         samples.append(seconds)
-        if len(samples) > self.probe_steps:
+        hopeless = self.probing > 0 and len(samples) > 1 and seconds > ABANDON_FACTOR * self._mean(
+            self.timings[self.candidates[0]])
+        if len(samples) > self.probe_steps or hopeless:
             self.probing += 1
             if self.probing == len(self.candidates):
-                # the median of each candidate's steps, its first (thread start-up) left out
-                medians = {n: sorted(t[1:])[len(t[1:]) // 2] for n, t in self.timings.items()}
-                self.chosen = min(medians, key=medians.get)
+                # each candidate's mean step, its first (thread start-up) left out
+                means = {n: self._mean(t) for n, t in self.timings.items()}
+                chosen = min(means, key=means.get)
+                again = self.measured and chosen == self.chosen
+                self.hold = min(2 * self.hold, MAX_HOLD_FACTOR * self.hold_steps) if again else self.hold_steps
+                self.chosen, self.measured = chosen, True
                 self.probing = None
+
+    @staticmethod
+    def _mean(samples: list) -> float:
+        """The mean of a candidate's timed steps, its first (thread start-up) left out: not the median,
+        for the stalls are the price (two threads on a busy machine: a median 1.64 ms step against one
+        thread's 1.77, but a mean of 4.4 ms, some steps 40 ms, where one thread's was 2.6)."""
+        timed = samples[1:]
+        return sum(timed) / len(timed)
 
     def close(self) -> None:
         torch.set_num_threads(self.start_threads)
