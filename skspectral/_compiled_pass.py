@@ -37,9 +37,9 @@ class CompiledDensePass:
 
     ``values(batch)``: the raw eigenvalues (B, n_models, K) of a batch as the trainer's module takes
     it (``terms_of(batch)``: its gathered terms (rows, weights)), in a tensor the next call
-    overwrites; ``output(values)``: the model's forward output from them (torch
-    ops, differentiable); ``backward(grad_values)``: every parameter's ``.grad`` from the gradient of
-    the values (the batch of the last ``values`` call)."""
+    overwrites; ``output(values)``: the model's forward output from them (torch ops,
+    differentiable); ``backward(grad_values, frobenius_factor)``: every parameter's ``.grad`` from the
+    gradient of the values (the batch of the last ``values`` call), a Frobenius penalty's added."""
 
     def __init__(self, model, terms_of):
         self.model, self.terms_of = model, terms_of

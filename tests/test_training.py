@@ -303,6 +303,15 @@ def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_ba
     np.testing.assert_allclose(rank0["losses"], losses, rtol=1e-10)
 
 
+def _scripted(tuner, seconds: dict, n_steps: int) -> list:
+    """The thread counts a tuner runs n_steps on when a step on n threads takes seconds[n]."""
+    counts = []
+    for _ in range(n_steps):
+        counts.append(tuner.current)
+        tuner.record(seconds[tuner.current])
+    return counts
+
+
 def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
     """Every candidate count is timed a few steps (the first left out), the fastest held, then
     timed again; the fit's own thread count comes back at the end."""
@@ -315,21 +324,11 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
             assert torch.get_num_threads() == 1
         first.close()  # the fit's own count back
         assert torch.get_num_threads() == 2
-        seconds = {2: 0.7, 1: 0.5}  # scripted: one thread is faster (a busy machine)
-        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
-        counts = []
-        for _ in range(20):
-            counts.append(tuner.current)
-            tuner.record(seconds[tuner.current])
+        counts = _scripted(threads.AdaptiveThreads(probe_steps=3, hold_steps=5), {2: 0.7, 1: 0.5}, 20)
         assert counts[:8] == [1] * 4 + [2] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
         assert counts[13:21] == ([1] * 4 + [2] * 3)[: len(counts[13:21])]  # then probe again
-        seconds = {2: 0.3, 1: 0.5}  # two threads faster (an idle machine): chosen
         tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
-        counts = []
-        for _ in range(12):
-            counts.append(tuner.current)
-            tuner.record(seconds[tuner.current])
-        assert counts == [1] * 4 + [2] * 8
+        assert _scripted(tuner, {2: 0.3, 1: 0.5}, 12) == [1] * 4 + [2] * 8  # an idle machine: two threads
         tuner.close()
         assert torch.get_num_threads() == 2
     finally:
@@ -338,18 +337,13 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
 
 def test_the_thread_tuner_stops_probing_a_count_that_is_already_far_slower():
     """Two threads spinning on a busy machine: their probe ends at the first timed step slower than
-    ABANDON_FACTOR times one thread's median (its start-up step is not timed)."""
+    ABANDON_FACTOR times one thread's mean (its start-up step is not timed)."""
     from skspectral._training import threads
 
     torch.set_num_threads(2)
     try:
-        seconds = {2: 10.0, 1: 1.0}
         tuner = threads.AdaptiveThreads(probe_steps=6, hold_steps=50)
-        counts = []
-        for _ in range(30):
-            counts.append(tuner.current)
-            tuner.record(seconds[tuner.current])
-        assert counts == [1] * 7 + [2] * 2 + [1] * 21
+        assert _scripted(tuner, {2: 10.0, 1: 1.0}, 30) == [1] * 7 + [2] * 2 + [1] * 21
         tuner.close()
     finally:
         torch.set_num_threads(2)
