@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 from _common import ROOT, markdown_table, versions, write_json
 
