@@ -134,3 +134,26 @@ def california(test_size: float = 0.2, validation_size: float = 0.0, seed: int =
         X_rest, y_rest, test_size=validation_size / (1 - test_size), random_state=seed
     )
     return X_train, X_val, X_test, y_train, y_val, y_test
+
+
+def run_in_checkout(code: str, path: str, *args: str, timeout: int = 1800) -> dict:
+    """``python -c code args`` in a fresh process on the checkout at ``path`` (first on its path),
+    returning the JSON object its last line prints: old code against new in the same minutes."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                         timeout=timeout, cwd=path)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def revision(path: str) -> str:
+    """The checkout's short commit, with "+" where tracked files differ from it."""
+    import subprocess
+
+    out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    return out.stdout.strip() + ("+" if dirty else "")

@@ -19,13 +19,11 @@ the spread (median, min-max) as well as the median.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 
-from _common import ROOT, markdown_table, versions, write_json
+from _common import ROOT, markdown_table, revision, run_in_checkout, versions, write_json
 
 _FIT = """
 import json, sys, time, warnings
@@ -70,22 +68,6 @@ print(json.dumps(out))
 """
 
 
-def _run(path: str, *args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", _FIT, *args], env=env, capture_output=True, text=True, timeout=1800,
-                         cwd=path)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _revision(path: str) -> str:
-    out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    return out.stdout.strip() + ("+" if dirty else "")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", nargs="+", default=[str(ROOT)])
@@ -103,7 +85,7 @@ def main():
         for _ in range(args.repeats):
             for name in args.datasets:
                 for path in args.code:
-                    run = _run(path, name, str(args.epochs), str(args.threads), args.data, str(ROOT / "benchmarks"))
+                    run = run_in_checkout(_FIT, path, name, str(args.epochs), str(args.threads), args.data, str(ROOT / "benchmarks"))
                     for key, value in run.items():
                         samples[(path, name)].setdefault(key, []).append(value)
     finally:
@@ -111,7 +93,7 @@ def main():
             busy.kill()
     rows = []
     for (path, name), measured in samples.items():
-        row = {"dataset": name, "code": f"{_revision(path)} ({path})"}
+        row = {"dataset": name, "code": f"{revision(path)} ({path})"}
         for key, values in measured.items():
             if key == "epochs":
                 row[key] = ", ".join(str(v) for v in sorted(set(values)))
@@ -119,7 +101,7 @@ def main():
                 digits = 5 if key == "test RMSE" else 2
                 row[key] = f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
         rows.append(row)
-    print(markdown_table(rows, list(rows[0])))
+    print(markdown_table(rows, list(dict.fromkeys(key for row in rows for key in row))))  # every row's columns
     if args.json:
         write_json(args.json, {"versions": versions(), "args": vars(args),
                                "samples": [{"dataset": n, "code": p, **m} for (p, n), m in samples.items()],

@@ -22,14 +22,10 @@ idle machine and read the spread (``--repeats``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from _common import markdown_table, versions, write_json
+from _common import markdown_table, revision, run_in_checkout, versions, write_json
 
 _FIT = """
 import json, sys, time
@@ -62,22 +58,6 @@ print(json.dumps({f"search n_jobs={sys.argv[1]}": time.perf_counter() - t0}))
 """
 
 
-def _run(code: str, path: str, *args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=1200,
-                         cwd=path)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _revision(path: str) -> str:
-    out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    return out.stdout.strip() + ("+" if dirty else "")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", nargs="+", default=[str(Path(__file__).resolve().parents[1])])
@@ -86,16 +66,17 @@ def main():
     args = parser.parse_args()
     samples = {path: {} for path in args.code}
     for path in args.code:  # once each, not counted: Numba's cache for this checkout
-        _run(_FIT, path)
+        run_in_checkout(_FIT, path, timeout=1200)
     for _ in range(args.repeats):
         for path in args.code:
-            runs = [_run(_FIT, path), _run(_SEARCH, path, "1"), _run(_SEARCH, path, "2")]
+            runs = [run_in_checkout(_FIT, path, timeout=1200), run_in_checkout(_SEARCH, path, "1", timeout=1200),
+                    run_in_checkout(_SEARCH, path, "2", timeout=1200)]
             for run in runs:
                 for name, seconds in run.items():
                     samples[path].setdefault(name, []).append(seconds)
     rows = []
     for path in args.code:
-        row = {"code": f"{_revision(path)} ({path})"}
+        row = {"code": f"{revision(path)} ({path})"}
         for name, values in samples[path].items():
             row[name] = f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
         rows.append(row)
