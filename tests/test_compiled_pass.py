@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
@@ -36,6 +36,15 @@ def _rows(n_rows, dtype, seed):
 
 # the pass's diagonal mu is summed in float64, torch's in the model's dtype: equal to rounding
 _ROUNDING = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
+# a gradient summed over many matrices, whose eigenvectors a rounding-level change of mu moves by
+# rounding / gap: compared on the scale of its largest entry (float32: CI drew a mu_start gradient
+# 6e-4 apart relatively, 2e-5 absolutely, on a scale of 0.04)
+_GRADIENT_ROUNDING = {torch.float32: 1e-3, torch.float64: 1e-9}
+
+
+def _assert_gradient_close(actual, expected):
+    scale = _GRADIENT_ROUNDING[expected.dtype]
+    torch.testing.assert_close(actual, expected, rtol=scale, atol=scale * float(expected.abs().max()) + 1e-12)
 
 
 def _loss(output, seed):
@@ -45,6 +54,7 @@ def _loss(output, seed):
 
 
 @settings(max_examples=12, deadline=None)
+@example(seed=3061, dim=7, dtype=torch.float32, variant="several", terms=False)  # CI's: a sum of gradients
 @given(seed=st.integers(0, 2**16), dim=st.integers(2, 8), dtype=st.sampled_from([torch.float32, torch.float64]),
        variant=st.sampled_from(["members", "several", "outputs", "one"]), terms=st.booleans())
 def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, variant, terms):
@@ -70,7 +80,7 @@ def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, v
         (grad_values,) = torch.autograd.grad(_loss(output, seed), values)
         step.backward(grad_values)
         for parameter, grad in zip(parameters, expected_grads):
-            torch.testing.assert_close(parameter.grad, grad, **_ROUNDING[dtype])
+            _assert_gradient_close(parameter.grad, grad)
 
 
 @pytest.mark.parametrize("change", [dict(structure="tridiagonal"), dict(monotonic=[1] + [0] * 9),
