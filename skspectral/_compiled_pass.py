@@ -64,11 +64,10 @@ class CompiledDensePass:
 
     @staticmethod
     def applies(model) -> bool:
-        """Whether ``model`` (dense, its matrices 0.5 (W + W^T): the caller checks) has the parameters
-        this pass differentiates and its kernels run: an encoder, no monotone column, the gather path
-        (the CPU's Numba backend, no smoothing) and an encoder that compiles the tables for its weight."""
-        return (model.gathers and model.encoder is not None and model.monotonic is None
-                and {name for name, _ in model.named_parameters()} == _PARAMETERS
+        """Whether ``model`` (its gather tables from the encoder's symmetric_tables: the caller checks)
+        has the parameters this pass differentiates and its kernels run: the gather path (the CPU's
+        Numba backend, no smoothing) and an encoder that compiles the tables for its weight."""
+        return (model.gathers and {name for name, _ in model.named_parameters()} == _PARAMETERS
                 and model.weight.is_contiguous() and compiles(model.weight))
 
     def values(self, batch: torch.Tensor) -> torch.Tensor:

@@ -289,8 +289,7 @@ class SpectralModel(torch.nn.Module):
         """The matrices rows gather from, (n_models, rows, elements of a stored matrix): the
         encoded columns' and (for rows not yet encoded) the encoder's prefix sums of them; a dense
         model's own symmetric matrices as packed lower triangles (see skspectral.eig._gathered)."""
-        if (self.encoder is not None and not encoded and self.monotonic is None
-                and type(self).feature_matrices is SpectralModel.feature_matrices):
+        if not encoded and self._symmetric_tables:
             # feature_matrices' symmetrisation made with the prefix sums (one pass on the CPU)
             return self.encoder.symmetric_tables(self.weight)
         matrices = self.feature_matrices()
@@ -317,14 +316,19 @@ class SpectralModel(torch.nn.Module):
         return _ordered(kth_eigvalsh_gathered(*self.gather_tables(encoded), self.mu(), rows, weights, self._indices(),
                                               self.eigen_backend, dense=self.structure == "dense"), self._several)
 
+    @property
+    def _symmetric_tables(self) -> bool:
+        """Whether the gather tables come from the encoder's symmetric_tables pass over the weight: an
+        encoder, and matrices that are 0.5 (W + W^T) (no monotone column, no variant's own storage)."""
+        return (self.encoder is not None and self.monotonic is None
+                and type(self).feature_matrices is SpectralModel.feature_matrices)
+
     def compiled_pass(self, terms_of=None) -> "CompiledDensePass | None":
         """The training pass that calls the CPU kernels without autograd's engine
         (:class:`skspectral._compiled_pass.CompiledDensePass`; the same values and gradients), for
         a dense model whose matrices are 0.5 (W + W^T) where its kernels run; else None.
         ``terms_of(batch)``: a batch's gathered terms (default: :meth:`gathered_terms` of rows)."""
-        if type(self).feature_matrices is not SpectralModel.feature_matrices or self.structure != "dense":
-            return None
-        if not CompiledDensePass.applies(self):
+        if not (self._symmetric_tables and CompiledDensePass.applies(self)):
             return None
         return CompiledDensePass(self, terms_of or self.gathered_terms)
 

@@ -183,6 +183,9 @@ class Trainer:
         # Python and small ops not repeated around every kernel
         compiled_pass = getattr(model, "compiled_pass", None)
         self.compiled_pass = compiled_pass() if compiled_pass is not None and not on_cuda else None
+        # the pass adds a Frobenius penalty's gradient itself (None: no penalty, or autograd adds it)
+        self._pass_frobenius = (None if self.compiled_pass is None or penalty_fn is None
+                                else self.compiled_pass.frobenius_factor(penalty_fn))
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -212,13 +215,15 @@ class Trainer:
             values = values.detach().requires_grad_()  # a leaf over the pass's buffer
             data_loss = self.loss_fn(step.output(values), yb, wb)
             (grad_values,) = torch.autograd.grad(data_loss, values)
-        frobenius = None if self.penalty_fn is None else step.frobenius_factor(self.penalty_fn)
-        penalty = step.backward(grad_values, frobenius or 0.0)  # a Frobenius penalty's gradient added
-        loss = data_loss if frobenius is None else data_loss + penalty
-        if self.penalty_fn is not None and frobenius is None:
+        penalty = step.backward(grad_values, self._pass_frobenius or 0.0)  # a Frobenius penalty's added
+        if self._pass_frobenius is not None:
+            loss = data_loss + penalty
+        elif self.penalty_fn is not None:
             penalty = self.penalty_fn()
             penalty.backward()  # onto the gradients the pass wrote
             loss = data_loss + penalty
+        else:
+            loss = data_loss
         if self.gradient_reducer is not None:
             self.gradient_reducer(wb.sum())
         self.optimizer.step()
