@@ -52,11 +52,18 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
     early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the rows, stop when their score
         stops improving and keep the best model. "auto": on from 1000
-        training rows (recorded as ``early_stopping_``).
+        training rows (recorded as ``early_stopping_``). The model scored
+        (and kept) at each epoch is the running average of the epochs' last
+        parameters (half the last epoch's, half the average before it): late
+        in a fit its score is better and steadier than the last parameters'.
+        It is a parameter vector of the same model, so every guarantee of
+        the model (ordered mu, ``monotonic_cst``, the certified bounds) holds.
     validation_fraction : float, default=0.1
         Share of the rows held out with early_stopping.
-    n_iter_no_change : int, default=10
-        Epochs without improvement before stopping.
+    n_iter_no_change : int or "auto", default="auto"
+        Epochs without improvement before stopping. "auto": 10, or 5 with
+        early stopping on 1000 validation rows or more (a steadier score:
+        a plateau is called sooner).
     spectral_penalty : float, default=0.0
         ``spectral_penalty * sum_i ||A_i||_2`` is added to the loss: shrinks the
         certified sensitivities directly.

@@ -56,6 +56,14 @@ _DIVERGENCE_MARGIN = 1.1
 _FLOOR_MARGIN = (0.1, 0.25)
 # early_stopping="auto" holds out validation_fraction of the rows from this many rows up
 _AUTO_EARLY_STOPPING_ROWS = 1000
+# With early stopping, the validation score and the model kept are those of the running average
+# of the epochs' last parameters (decay per epoch), and n_iter_no_change="auto" waits
+# _AUTO_PATIENCE[0] epochs, or _AUTO_PATIENCE[1] from _STEADY_VALIDATION_ROWS validation rows,
+# whose score is steady enough to call a plateau sooner (chosen on the selection fold:
+# benchmarks/RESULTS.md, section 9)
+_AVERAGE_DECAY = 0.5
+_AUTO_PATIENCE = (10, 5)
+_STEADY_VALIDATION_ROWS = 1000
 # batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
 # (measured on the suite's tallest tables: flights 2.4x faster on an H200, its RMSE 0.5 % lower;
 # benchmarks/RESULTS.md, section 6)
@@ -124,7 +132,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter_no_change": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "spectral_penalty": [Interval(numbers.Real, 0, None, closed="left")],
         "verbose": ["verbose"],
@@ -433,6 +441,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         size = -(-size // world)  # batch_size is the global batch: each rank takes its share
         return max(1, min(size, n_rows))
 
+    def _patience(self, n_validation: int) -> int:
+        """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a
+        data-parallel fit: its score is their average) are many enough for a steady score."""
+        if self.n_iter_no_change != "auto":
+            return self.n_iter_no_change
+        return _AUTO_PATIENCE[1] if n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
+
     def _step_size(self, batch_size: int, context=None) -> float:
         """Adam's step size: learning_rate_init, grown with the square root of an "auto" batch
         above _AUTO_BATCH rows (the noise of a step's gradient shrinks so)."""
@@ -544,7 +559,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             shuffle=self.shuffle,
             tol=self.tol,
             score_scale=self._validation_score_scale(),
-            n_iter_no_change=self.n_iter_no_change,
+            n_iter_no_change=self._patience(fit.n_validation * (1 if context is None else context.world_size)),
+            average_decay=_AVERAGE_DECAY,
             verbose=bool(self.verbose),
         )
         return Trainer(

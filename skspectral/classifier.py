@@ -38,7 +38,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         tol=1e-4,
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         alpha=1e-3,
         spectral_penalty=0.0,
         verbose=False,

@@ -43,7 +43,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         tol=1e-4,
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         alpha=0.0,
         spectral_penalty=0.0,
         verbose=False,

@@ -3,7 +3,10 @@ must predict what the code predicted when the values were saved.
 
 The saved values (tests/data/pinned_predictions.npz) were written by this file's
 ``__main__`` block from the code of 2026-11-27 (commit 57f621b), before the estimator
-core was restructured. Each case names its parameters explicitly, so later changes
+core was restructured; the early-stopping cases (``defaults_*`` and
+``regressor_early_stopping``) were rewritten on 2026-12-01, when the model that early
+stopping scores and keeps became the running average of the epochs' parameters (their
+loss curves, the steps themselves, were unchanged). Each case names its parameters explicitly, so later changes
 of defaults do not move them. Regenerate only for an intended change of behaviour:
 ``python -m tests.test_pinned_behaviour``.
 """

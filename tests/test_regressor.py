@@ -113,6 +113,32 @@ def test_early_stopping_records_validation_and_keeps_best(data):
                                rtol=1e-5)  # the score is computed in float32, the training dtype
 
 
+@pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,expected", [
+    (11_200, True, "auto", 5),   # 1,120 validation rows: a steady score, a plateau called sooner
+    (2_000, True, "auto", 10),   # 200 validation rows
+    (11_200, False, "auto", 10),  # no validation rows
+    (11_200, True, 7, 7),
+])
+def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n_rows, early_stopping,
+                                                                   n_iter_no_change, expected):
+    from skspectral import _estimator
+
+    seen = []
+
+    class Recording(_estimator.Trainer):
+        def __init__(self, model, loss_fn, options, *args, **kwargs):
+            seen.append(options)
+            super().__init__(model, loss_fn, options, *args, **kwargs)
+
+    monkeypatch.setattr(_estimator, "Trainer", Recording)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_rows, 2))
+    SpectralRegressor(dim=3, max_iter=1, early_stopping=early_stopping, n_iter_no_change=n_iter_no_change,
+                      random_state=0, device="cpu").fit(X, X[:, 0])
+    assert [o.n_iter_no_change for o in seen] == [expected]
+    assert seen[0].average_decay == _estimator._AVERAGE_DECAY > 0  # scored on the epochs' running average
+
+
 def test_convergence_warning_when_max_iter_reached(data):
     X, y = data
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):

@@ -98,6 +98,61 @@ def test_validation_keeps_the_best_epoch_also_when_the_consumer_stops_early():
         np.testing.assert_allclose(-squared_error(model(Xv), yv, wv).item(), best, rtol=1e-12)
 
 
+def _averaged_fit(decay: float, stop_at: int | None = None):
+    """A trainer's epochs on a small problem with validation; the live parameters at each epoch's end
+    (as the next epoch starts from them) and the trainer."""
+    X, y, w = _problem(200, seed=3)
+    Xv, yv, wv = _problem(50, seed=4)
+    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    options = TrainingOptions(learning_rate_init=0.05, batch_size=20, max_iter=12, average_decay=decay)
+    trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
+                      score_fn=lambda o, t, w_: -squared_error(o, t, w_))
+    live = []
+    records = trainer.epochs(Dataset(X, y, w), Dataset(Xv, yv, wv))
+    for record in records:
+        live.append([p.detach().clone() for p in model.parameters()])
+        if record[history.EPOCH] == stop_at:
+            break
+    records.close()
+    return live, trainer, model, (Xv, yv, wv)
+
+
+def test_an_averaged_fit_scores_and_keeps_the_running_average_and_trains_as_before():
+    decay = 0.5
+    live, trainer, model, (Xv, yv, wv) = _averaged_fit(decay)
+    plain_live, plain, _, _ = _averaged_fit(0.0)
+    # training goes on from the last parameters: the same steps, to the bit
+    assert trainer.state.loss_curve == plain.state.loss_curve
+    for ours, theirs in zip(live, plain_live):
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    # each epoch's score is the running average's (by hand from the live parameters)
+    averages = None
+    expected = []
+    for parameters in live:
+        averages = ([p.clone() for p in parameters] if averages is None
+                    else [decay * a + (1 - decay) * p for a, p in zip(averages, parameters)])
+        check = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        with torch.no_grad():
+            for target, value in zip(check.parameters(), averages):
+                target.copy_(value)
+            expected.append((-squared_error(check(Xv), yv, wv).item(), [a.clone() for a in averages]))
+    np.testing.assert_allclose(trainer.state.validation_scores, [score for score, _ in expected], rtol=1e-12)
+    assert trainer.state.validation_scores != plain.state.validation_scores
+    # the model kept is the best-scoring average
+    best = int(np.argmax(trainer.state.validation_scores))
+    for kept, value in zip(model.parameters(), expected[best][1]):
+        torch.testing.assert_close(kept.detach(), value, rtol=1e-12, atol=1e-14)
+
+
+def test_an_averaged_fit_stopped_by_its_consumer_keeps_its_best_average():
+    live, trainer, model, (Xv, yv, wv) = _averaged_fit(0.5, stop_at=4)
+    assert len(trainer.state.validation_scores) == 4
+    with torch.no_grad():
+        np.testing.assert_allclose(-squared_error(model(Xv), yv, wv).item(), trainer.state.best_validation_score,
+                                   rtol=1e-12)
+
+
 def test_metric_series_orders_training_then_eval_sets():
     record = {"epoch": 1, "train_loss": 0.1, "train_rmse": 2.0, "eval_0_rmse": 3.0, "eval_1_rmse": 4.0,
               "eval_0_r2": 0.5}

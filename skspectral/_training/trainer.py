@@ -37,6 +37,9 @@ class TrainingOptions:
     # units, so the same fit stops at the same epoch whatever the units of the score (y's).
     score_scale: float = 1.0
     n_iter_no_change: int = 10
+    # With a validation set: its score, and the parameters kept, are those of a running average of
+    # the epochs' last parameters (this decay per epoch; 0: the last parameters themselves).
+    average_decay: float = 0.0
     learning_rate_schedule: str = "constant"
     verbose: bool = False
     # None: replay each step from a CUDA graph where the model is on CUDA and says it
@@ -96,6 +99,42 @@ def release_freed_memory() -> None:
         trim(0)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _EpochAverage:
+    """A running average of parameters over epochs, a = decay a + (1 - decay) p at each epoch's end
+    (decay 0: the parameters themselves), swapped into the parameters in place for scoring (a
+    captured CUDA graph keeps reading the same tensors) and the last parameters swapped back.
+    Late in a fit at a high step size the last parameters jitter from epoch to epoch; their average
+    scores better and more steadily, so early stopping sees a real plateau sooner. Averaging the
+    parameters keeps every guarantee their parameterisation gives (ordered mu, monotone
+    matrices): the average is a parameter vector of the same model."""
+
+    def __init__(self, parameters: list, decay: float):
+        self.parameters, self.decay = parameters, decay
+        self.averages = self.last = None
+
+    @torch.no_grad()
+    def swap_in(self) -> None:
+        if not self.decay:
+            return
+        if self.averages is None:
+            self.averages = [p.detach().clone() for p in self.parameters]
+        else:
+            for a, p in zip(self.averages, self.parameters):
+                a.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        if self.last is None:
+            self.last = [torch.empty_like(p) for p in self.parameters]
+        for a, p, kept in zip(self.averages, self.parameters, self.last):
+            kept.copy_(p)
+            p.copy_(a)
+
+    @torch.no_grad()
+    def swap_out(self) -> None:
+        if not self.decay:
+            return
+        for p, kept in zip(self.parameters, self.last):
+            p.copy_(kept)
 
 
 @torch.no_grad()
@@ -341,6 +380,7 @@ class Trainer:
         """
         opts, state = self.options, self.state
         state.converged, state.no_improvement_count = False, 0
+        average = _EpochAverage(list(self.model.parameters()), opts.average_decay)
         start_time = time.perf_counter()
         try:
             for epoch in range(opts.max_iter):
@@ -355,8 +395,10 @@ class Trainer:
                 if self.train_metric is not None:
                     name, to_metric = self.train_metric
                     to_read[history.train_key(name)] = to_metric(data_loss)
-                if validation is not None and self.score_fn is not None:
+                validating = validation is not None and self.score_fn is not None
+                if validating:
                     self.model.eval()
+                    average.swap_in()  # the averaged parameters are scored (and kept)
                     output = predict_in_chunks(self.model, validation.X, self.chunk_rows)
                     score = self.score_fn(output, validation.y, validation.weight)
                     if self.distributed is not None:
@@ -372,6 +414,8 @@ class Trainer:
                 if opts.verbose:
                     self._print(record)
                 self._update_no_improvement(record)
+                if validating:
+                    average.swap_out()  # training goes on from the last parameters
                 yield record
                 # Under the cosine schedule the length of training is the plan; a
                 # plateau early on (large steps) is not convergence. Validation
