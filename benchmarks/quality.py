@@ -37,6 +37,14 @@ def _tall_batch(n_train: int, steps: int = 100) -> int:
     return max(200, -(-n_train // steps))
 
 
+def _budget_epochs(n_train: int, steps: int) -> int:
+    """A candidate rule for max_iter: the epochs that make ``steps`` Adam steps (the default batch rule,
+    a tenth held out from 1,000 rows), at most 140."""
+    fitted = int(n_train * 0.9) if n_train >= 1000 else n_train
+    per_epoch = -(-fitted // max(200, -(-fitted // 200)))
+    return min(140, -(-steps // per_epoch))
+
+
 CONFIGS = {
     "default": {},
     # candidate recipes for fit cost (functions of the rows a fit trains on: one rule for every table)
@@ -48,6 +56,13 @@ CONFIGS = {
     "tall200_linear": lambda n: {"batch_size": _tall_batch(n, 200),
                                  "learning_rate_init": 0.002 * _tall_batch(n, 200) / 200},
     "short": {"max_iter": 50},
+    # candidates for max_iter="auto": the cosine schedule's horizon a budget of Adam steps (at most 140 epochs)
+    "budget_2k": lambda n: {"max_iter": _budget_epochs(n, 2000)},
+    "budget_3k": lambda n: {"max_iter": _budget_epochs(n, 3000)},
+    "budget_5k": lambda n: {"max_iter": _budget_epochs(n, 5000)},
+    # candidates for the CPU's members (a CPU step's eigenpairs are proportional to them)
+    "m3": {"n_estimators": 3},
+    "m3_budget_3k": lambda n: {"n_estimators": 3, "max_iter": _budget_epochs(n, 3000)},
     "batch_200": {"batch_size": 200},
     # the series' model: linear features, one member, no early stopping, no weight penalty
     "series": dict(feature_encoding="linear", n_estimators=1, early_stopping=False, alpha=0.0),
