@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from .encoding import compiles, symmetric_tables_grad_into, symmetric_tables_into
+from .encoding import SymmetricTablesPasses, compiles
 
 
 @functools.cache
@@ -61,6 +61,19 @@ class CompiledDensePass:
         self.backend = model.eigen_backend
         self._outputs: dict = {}  # batch size -> (values, vectors)
         self._batch = None
+        # the kernels' arrays of the tensors kept from step to step, found once (a step then converts
+        # only its batch's): a dozen conversions and checks were ~0.1 ms of a ~2 ms step
+        self._storage = self._parameter_storage()
+        grad_columns, grad_prefix, grad_mu = self.grads
+        self.tables = SymmetricTablesPasses(weight.detach(), self.bin_columns, self.other_columns, self.columns,
+                                            self.prefix, grad_columns, grad_prefix, self.grad_weight)
+        steps = getattr(self.backend, "gathered_steps", None)
+        self.gathered = None if steps is None else steps(self.columns, self.prefix, self.mu, self.indices, grad_columns,
+                                                         grad_prefix, grad_mu)
+        self.arrays = dict(mu_start=model.mu_start.detach().numpy(), mu_increments=model.mu_increments.detach().numpy(),
+                           mu=self.mu.numpy(), grad_mu=grad_mu.numpy(), grad_start=self.grad_start.numpy(),
+                           grad_increments=self.grad_increments.numpy(), columns=self.columns.numpy(),
+                           grad_columns=grad_columns.numpy())
 
     @staticmethod
     def applies(model) -> bool:
@@ -70,21 +83,30 @@ class CompiledDensePass:
         return (model.gathers and {name for name, _ in model.named_parameters()} == _PARAMETERS
                 and model.weight.is_contiguous() and compiles(model.weight))
 
-    def values(self, batch: torch.Tensor) -> torch.Tensor:
+    def _parameter_storage(self) -> tuple:
         model = self.model
+        return model.weight.data_ptr(), model.mu_start.data_ptr(), model.mu_increments.data_ptr()
+
+    def values(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._parameter_storage() != self._storage:
+            raise RuntimeError("The model's parameters moved to new storage: make a new compiled pass.")
         rows, weights = self.terms_of(batch)
-        symmetric_tables_into(model.weight.detach(), self.bin_columns, self.other_columns, self.columns, self.prefix)
-        mu = self.mu
-        _kernels().diagonal(model.mu_start.detach().numpy(), model.mu_increments.detach().numpy(), mu.numpy())
+        arrays = self.arrays
+        self.tables.forward()
+        _kernels().diagonal(arrays["mu_start"], arrays["mu_increments"], arrays["mu"])
         B = rows.shape[0]
         out = self._outputs.get(B)
         if out is None:
-            n_models, n, K = mu.shape[0], mu.shape[1], len(self.indices)
-            out = self._outputs[B] = (torch.empty((B, n_models, K), dtype=mu.dtype),
-                                      torch.empty((B, n_models, K, n), dtype=mu.dtype))
+            n_models, n, K = self.mu.shape[0], self.mu.shape[1], len(self.indices)
+            out = self._outputs[B] = (torch.empty((B, n_models, K), dtype=self.mu.dtype),
+                                      torch.empty((B, n_models, K, n), dtype=self.mu.dtype))
         rows, weights = rows.contiguous(), weights.contiguous()
-        values, vectors = self.backend.gathered_k(self.columns, self.prefix, mu, rows, weights, self.indices, True,
-                                                  True, out=out)
+        values, vectors = out
+        if self.gathered is not None:
+            self.gathered.values(rows, weights, values, vectors)
+        else:
+            self.backend.gathered_k(self.columns, self.prefix, self.mu, rows, weights, self.indices, True, True,
+                                    out=out)
         self._batch = (rows, weights, vectors)
         return values
 
@@ -104,16 +126,19 @@ class CompiledDensePass:
         ||A_i||_F^2 added (the matrices' own, the tables' columns), whose value it returns."""
         model = self.model
         rows, weights, vectors = self._batch
-        grad_columns, grad_prefix, grad_mu = self.backend.gathered_grad(
-            grad_values.contiguous(), vectors, rows, weights, self.columns.shape, self.prefix.shape, True,
-            out=self.grads)
+        if self.gathered is not None:
+            self.gathered.grad(grad_values.contiguous(), vectors, rows, weights)
+        else:
+            self.backend.gathered_grad(grad_values.contiguous(), vectors, rows, weights, self.columns.shape,
+                                       self.prefix.shape, True, out=self.grads)
+        arrays = self.arrays
         penalty = 0.0
         if frobenius_factor:  # the columns still hold this step's matrices
-            penalty = _kernels().add_frobenius_penalty(self.columns.numpy(), grad_columns.numpy(), frobenius_factor)
-        symmetric_tables_grad_into(grad_columns, grad_prefix, self.bin_columns, self.other_columns, self.grad_weight)
+            penalty = _kernels().add_frobenius_penalty(arrays["columns"], arrays["grad_columns"], frobenius_factor)
+        self.tables.backward()
         grad_start, grad_increments = self.grad_start, self.grad_increments
-        _kernels().diagonal_grad(grad_mu.numpy(), model.mu_increments.detach().numpy(), grad_start.numpy(),
-                                 grad_increments.numpy())
+        _kernels().diagonal_grad(arrays["grad_mu"], arrays["mu_increments"], arrays["grad_start"],
+                                 arrays["grad_increments"])
         for parameter, grad in ((model.weight, self.grad_weight), (model.mu_start, grad_start),
                                 (model.mu_increments, grad_increments)):
             if parameter.grad is not grad:  # set once; the buffers are rewritten at every step

@@ -350,22 +350,43 @@ def symmetric_tables_into(weight: torch.Tensor, bin_columns: torch.Tensor, other
     """:meth:`FeatureEncoder.symmetric_tables`' two outputs written into ``columns`` and ``out``
     (contiguous CPU tensors of their shapes) by the compiled pass, from a contiguous weight; no
     autograd (the CPU's compiled training step calls it with buffers it keeps)."""
-    models, F = weight.shape[0], bin_columns.shape[0]
-    run_kernel(_compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel,
-               (weight.numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
-                _half(weight.dtype)), models * (F + other_columns.shape[0]),
-               models * (weight.shape[1] + out.shape[1]) * columns.shape[2])
+    _symmetric_forward_call(weight, bin_columns, other_columns, columns, out)()
 
 
 def symmetric_tables_grad_into(grad_columns: torch.Tensor, grad_out: torch.Tensor, bin_columns: torch.Tensor,
                                other_columns: torch.Tensor, grad: torch.Tensor) -> None:
     """W's gradient (into ``grad``, every element written) from the gradients of
     :func:`symmetric_tables_into`'s two outputs (contiguous)."""
+    _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad)()
+
+
+class SymmetricTablesPasses:
+    """:func:`symmetric_tables_into` and :func:`symmetric_tables_grad_into` on tensors a training
+    step keeps: their arrays found once (a step then pays the kernel and its thread choice, not a
+    dozen conversions). ``forward()`` writes ``columns`` and ``out`` from ``weight``; ``backward()``
+    writes ``grad`` from ``grad_columns`` and ``grad_out``. The tensors must keep their storage."""
+
+    def __init__(self, weight, bin_columns, other_columns, columns, out, grad_columns, grad_out, grad):
+        self.forward = _symmetric_forward_call(weight, bin_columns, other_columns, columns, out)
+        self.backward = _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad)
+
+
+def _symmetric_forward_call(weight, bin_columns, other_columns, columns, out):
+    models, F = weight.shape[0], bin_columns.shape[0]
+    return functools.partial(
+        run_kernel, _compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel,
+        (weight.detach().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
+         _half(weight.dtype)), models * (F + other_columns.shape[0]),
+        models * (weight.shape[1] + out.shape[1]) * columns.shape[2])
+
+
+def _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad):
     models, n_columns, L = grad_columns.shape
-    run_kernel(_compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel,
-               (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
-                _half(grad.dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
-               models * (n_columns + grad_out.shape[1]) * L)
+    return functools.partial(
+        run_kernel, _compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel,
+        (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
+         _half(grad.dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
+        models * (n_columns + grad_out.shape[1]) * L)
 
 
 def _half(dtype: torch.dtype):

@@ -83,6 +83,20 @@ def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, v
             _assert_gradient_close(parameter.grad, grad)
 
 
+def test_the_pass_refuses_parameters_moved_to_new_storage():
+    """The pass keeps its kernels' arrays of the model's tensors: parameters given new storage
+    (a model.to(), a new .data) would leave it reading the old ones, so it says so instead."""
+    model = _model(5, torch.float32, 0)
+    step = OnGatheredTerms(model).compiled_pass()
+    if step is None:
+        pytest.skip("needs the gather path (Numba)")
+    terms = OnGatheredTerms.pack(model, _rows(16, torch.float32, 0))
+    step.values(terms)
+    model.weight.data = model.weight.data.clone()
+    with pytest.raises(RuntimeError, match="new storage"):
+        step.values(terms)
+
+
 @pytest.mark.parametrize("change", [dict(structure="tridiagonal"), dict(monotonic=[1] + [0] * 9),
                                     dict(smoothing=0.1), dict(backend="torch")])
 def test_models_the_pass_does_not_differentiate_take_the_autograd_path(change):

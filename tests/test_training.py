@@ -629,6 +629,30 @@ def test_the_trainer_uses_the_compiled_adam_on_the_cpu_and_torchs_fused_adam_wit
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"]
 
 
+def test_compiled_adam_on_gradient_buffers_kept_from_step_to_step_is_torchs_adam():
+    """The compiled pass writes every step's gradients into the same buffers: the optimizer's arrays,
+    found once for them, follow their new contents (and a gradient in new storage is found again)."""
+    from skspectral._training.adam import CompiledAdam, _adam_kernel
+
+    if _adam_kernel() is None:
+        pytest.skip("needs Numba")
+    generator = torch.Generator().manual_seed(1)
+    ours = [torch.nn.Parameter(torch.randn((3, 5), generator=generator)), torch.nn.Parameter(torch.randn(7))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    buffers = [torch.empty_like(p) for p in ours]
+    optimizer, reference = CompiledAdam(ours, lr=1e-2), torch.optim.Adam(theirs, lr=1e-2, foreach=False)
+    for step in range(12):
+        for mine, torchs, buffer in zip(ours, theirs, buffers):
+            g = torch.randn(mine.shape, generator=generator)
+            buffer.copy_(g)
+            mine.grad = buffer if step != 6 else g.clone()  # once in new storage
+            torchs.grad = g.clone()
+        optimizer.step()
+        reference.step()
+        for mine, torchs in zip(ours, theirs):
+            torch.testing.assert_close(mine.detach(), torchs.detach(), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_adam_is_torchs_adam(dtype):
     """The CPU's compiled Adam takes torch.optim.Adam's steps (its arithmetic, up to the last bits

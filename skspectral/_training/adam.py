@@ -159,6 +159,18 @@ class CompiledAdam(_Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr, betas, eps)
         self._step_count = 0
+        # per parameter: its flat arrays and the storage they were found for (a trainer's gradients
+        # are buffers kept from step to step, so a step usually converts nothing)
+        self._arrays: dict = {}
+
+    def _flat_arrays(self, p: torch.Tensor, grad: torch.Tensor) -> tuple:
+        state = self._moments(p)
+        key = (p.data_ptr(), grad.data_ptr(), state["exp_avg"].data_ptr(), state["exp_avg_sq"].data_ptr())
+        found = self._arrays.get(p)
+        if found is None or found[0] != key:
+            found = self._arrays[p] = (key, (p.detach().view(-1).numpy(), grad.view(-1).numpy(),
+                                             state["exp_avg"].view(-1).numpy(), state["exp_avg_sq"].view(-1).numpy()))
+        return found[1]
 
     @torch.no_grad()
     def step(self, closure=None) -> None:
@@ -170,14 +182,12 @@ class CompiledAdam(_Adam):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self._moments(p)
                 grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
-                param = p.detach().view(-1).numpy()
+                arrays = self._flat_arrays(p, grad)
                 if scalars is None:
-                    scalars = kernel.step_scalars(param.dtype.type, float(group["lr"]), float(beta1), float(beta2),
-                                                  float(group["eps"]), float(self._step_count))
-                kernel.adam_update(param, grad.view(-1).numpy(), state["exp_avg"].view(-1).numpy(),
-                                   state["exp_avg_sq"].view(-1).numpy(), *scalars)
+                    scalars = kernel.step_scalars(arrays[0].dtype.type, float(group["lr"]), float(beta1),
+                                                  float(beta2), float(group["eps"]), float(self._step_count))
+                kernel.adam_update(*arrays, *scalars)
 
 
 def _compiled_applies(parameters: list) -> bool:

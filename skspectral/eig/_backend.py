@@ -67,6 +67,11 @@ class EigenBackend:
     # offered (the model then assembles dense matrices with a matmul).
     gathered_k: Callable | None = None
     gathered_grad: Callable | None = None
+    # Both for a training step's tensors that keep their storage (dense tables, vectors wanted):
+    # ``gathered_steps(table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal)`` -> an
+    # object with ``values(rows, weights, values, vectors)`` and ``grad(g, vectors, rows, weights)``
+    # writing the given tensors; None where not offered (the caller calls the two above).
+    gathered_steps: Callable | None = None
     # Takes a tuple of indices in one call (see above): one reduction for several eigenvalues.
     several_k: bool = False
 

@@ -169,6 +169,36 @@ def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, we
     return out
 
 
+class GatheredSteps:
+    """:func:`gathered_k` and :func:`gathered_grad` (dense tables, vectors wanted) for a training
+    step's tensors that keep their storage from step to step -- the tables, the diagonal and the
+    three gradients: their arrays found once, so a step converts only its batch's."""
+
+    def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
+        self.kernels = _kernels()
+        self.n_models, self.n = diagonal.shape
+        self.ks = _indices(k)
+        self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
+        self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
+        self.row_length = table.shape[2]
+
+    def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> None:
+        """values (B, models, K) and vectors (B, models, K, n) of the batch's terms (contiguous)."""
+        B = rows.shape[0]
+        kernels = self.kernels
+        run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
+                   (*self.tables, rows.numpy(), weights.numpy(), self.ks, True, True, values.numpy(), vectors.numpy()),
+                   B, B * self.n_models * self.n**3)
+
+    def grad(self, g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> None:
+        """The three gradients from g (B, models, K) and the vectors of :meth:`values` (contiguous)."""
+        B, K = rows.shape
+        kernels = self.kernels
+        run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
+                   (*self.grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), True),
+                   self.n_models, B * K * self.n_models * self.row_length)
+
+
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
     # Measured on 2 cores (benchmarks/RESULTS.md, section 2): faster than torch.linalg up to
     # n = 64 from 16 matrices of 15 x 15 worth of work; a single matrix or a tiny batch is
@@ -189,5 +219,6 @@ BACKEND = EigenBackend(
     tridiagonal_k=tridiagonal_k,
     gathered_k=gathered_k,
     gathered_grad=gathered_grad,
+    gathered_steps=GatheredSteps,
     several_k=True,
 )
