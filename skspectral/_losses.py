@@ -57,22 +57,24 @@ def _step_kernels():
     return kernels
 
 
-def _own_gradient(kernel_name: str, fn):
+def _own_gradient(kernel_name: str, fn, classes: bool = False):
     """(output (batch[, members]), target, weight) -> (the members' mean loss, its gradient): the
-    compiled kernel on CPU tensors, else autograd's gradient of fn on the members side by side."""
+    compiled kernel on CPU tensors, else autograd's gradient of fn on the members side by side.
+    ``classes``: output (batch[, members], classes), the kernel's (batch, members, classes)."""
 
     def value_and_gradient(output, target, weight):
         kernels = _step_kernels()
         if kernels is not None and output.device.type == "cpu" and output.dtype in (torch.float32, torch.float64):
-            by_row = output.detach().reshape(output.shape[0], -1).contiguous()
+            shape = (output.shape[0], -1, output.shape[-1]) if classes else (output.shape[0], -1)
+            by_row = output.detach().reshape(shape).contiguous()
             gradient = torch.empty_like(by_row)
             value = getattr(kernels, kernel_name)(by_row.numpy(), target.contiguous().numpy(),
                                                   weight.contiguous().numpy(), gradient.numpy())
             return torch.tensor(value, dtype=output.dtype), gradient.view(output.shape)
         with torch.enable_grad():
             leaf = output.detach().requires_grad_()
-            members = 1 if leaf.dim() == 1 else leaf.shape[1]
-            flat = leaf.reshape(-1)
+            members = 1 if leaf.dim() == (2 if classes else 1) else leaf.shape[1]
+            flat = leaf.reshape((-1, leaf.shape[-1]) if classes else (-1,))
             value = fn(flat, target.repeat_interleave(members), weight.repeat_interleave(members))
             (gradient,) = torch.autograd.grad(value, leaf)
         return value.detach(), gradient
@@ -249,7 +251,9 @@ LOSSES = {
                             _logit_of_mean_probability,
                             fn_and_gradient=_own_gradient("binary_log_loss_and_gradient", binary_log_loss)),
     "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
-                     _log_of_mean_probabilities),
+                     _log_of_mean_probabilities,
+                     fn_and_gradient=_own_gradient("multiclass_log_loss_and_gradient", multiclass_log_loss,
+                                                   classes=True)),
 }
 
 

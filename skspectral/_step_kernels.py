@@ -85,6 +85,40 @@ def binary_log_loss_and_gradient(output, target, weight, gradient):
 
 
 @njit
+def multiclass_log_loss_and_gradient(output, target, weight, gradient):
+    """The weighted mean softmax cross-entropy of logits output (B, M, C) against class indices
+    (target (B,), a row's for every member), each row's log-sum-exp from its largest logit, and its
+    gradient (softmax(output) - one-hot, weighted) into gradient (B, M, C)."""
+    B, M, C = output.shape
+    total = weights = 0.0
+    for b in range(B):
+        t = int(target[b])
+        for m in range(M):
+            top = output[b, m, 0]
+            for c in range(1, C):
+                top = max(top, output[b, m, c])
+            s = 0.0
+            for c in range(C):
+                s += math.exp(output[b, m, c] - top)
+            total += (top + math.log(s) - output[b, m, t]) * weight[b]
+            weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        t = int(target[b])
+        for m in range(M):
+            top = output[b, m, 0]
+            for c in range(1, C):
+                top = max(top, output[b, m, c])
+            s = 0.0
+            for c in range(C):
+                s += math.exp(output[b, m, c] - top)
+            for c in range(C):
+                probability = math.exp(output[b, m, c] - top) / s
+                gradient[b, m, c] = (probability - (1.0 if c == t else 0.0)) * (weight[b] * scale)
+    return total * scale
+
+
+@njit
 def add_frobenius_penalty(columns, grad_columns, factor):
     """0.5 factor sum ||A||_F^2 over packed lower triangles columns (models, C, n(n+1)/2), its
     gradient added to grad_columns (an off-diagonal entry stands for a_ij and a_ji: twice)."""

@@ -157,8 +157,8 @@ def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estima
         monkeypatch.setattr(cls, "_loss", lambda self, original=cls._loss: counted(original(self)))
     compiled = estimator(**params).fit(X, y)
     assert len(calls) == compiled.t_  # every step
-    has_gradient = params.get("loss", "squared_error") == "squared_error" if estimator is SpectralRegressor else (
-        len(compiled.classes_) == 2)
+    # the squared error and both log-losses have their own gradient; other losses autograd's
+    has_gradient = params.get("loss", "squared_error") == "squared_error" if estimator is SpectralRegressor else True
     assert len(own_gradient) == (compiled.t_ if has_gradient else 0)
     monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
     autograd = estimator(**params).fit(X, y)
@@ -192,7 +192,7 @@ def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty,
     np.testing.assert_allclose(compiled.predict(X), autograd.predict(X), **tolerance)
 
 
-@pytest.mark.parametrize("name", ["squared_error", "binary_log_loss"])
+@pytest.mark.parametrize("name", ["squared_error", "binary_log_loss", "log_loss"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n_members", [1, 3])
 @pytest.mark.parametrize("compiled", [True, False])
@@ -206,8 +206,10 @@ def test_a_losss_own_gradient_is_autograds(monkeypatch, name, dtype, n_members, 
         monkeypatch.setattr(_losses, "_step_kernels", lambda: None)
     loss = _losses.get_loss(name)
     rng = np.random.default_rng(7)
-    output = torch.as_tensor(8 * rng.normal(size=(50, n_members) if n_members > 1 else 50), dtype=dtype)
-    target = torch.as_tensor(rng.integers(0, 2, 50) if name != "squared_error" else rng.normal(size=50), dtype=dtype)
+    classes = (4,) if name == "log_loss" else ()  # multiclass: logits (batch[, members], classes)
+    output = torch.as_tensor(8 * rng.normal(size=((50, n_members) if n_members > 1 else (50,)) + classes), dtype=dtype)
+    target = torch.as_tensor(rng.integers(0, 4 if classes else 2, 50) if name != "squared_error"
+                             else rng.normal(size=50), dtype=dtype)
     weight = torch.as_tensor(rng.uniform(0, 2, 50), dtype=dtype)
     weight[::4] = 0.0
     leaf = output.clone().requires_grad_()
