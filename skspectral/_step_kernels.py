@@ -85,35 +85,37 @@ def binary_log_loss_and_gradient(output, target, weight, gradient):
 
 
 @njit
+def _log_sum_exp(logits):
+    """log sum exp of the logits, summed from the largest (no overflow)."""
+    top = logits[0]
+    for c in range(1, logits.shape[0]):
+        top = max(top, logits[c])
+    s = 0.0
+    for c in range(logits.shape[0]):
+        s += math.exp(logits[c] - top)
+    return top + math.log(s)
+
+
+@njit
 def multiclass_log_loss_and_gradient(output, target, weight, gradient):
     """The weighted mean softmax cross-entropy of logits output (B, M, C) against class indices
-    (target (B,), a row's for every member), each row's log-sum-exp from its largest logit, and its
-    gradient (softmax(output) - one-hot, weighted) into gradient (B, M, C)."""
+    (target (B,), a row's for every member), and its gradient (softmax(output) - one-hot, weighted)
+    into gradient (B, M, C)."""
     B, M, C = output.shape
     total = weights = 0.0
     for b in range(B):
         t = int(target[b])
         for m in range(M):
-            top = output[b, m, 0]
-            for c in range(1, C):
-                top = max(top, output[b, m, c])
-            s = 0.0
-            for c in range(C):
-                s += math.exp(output[b, m, c] - top)
-            total += (top + math.log(s) - output[b, m, t]) * weight[b]
+            log_total = _log_sum_exp(output[b, m])
+            total += (log_total - output[b, m, t]) * weight[b]
             weights += weight[b]
     scale = 1.0 / max(weights, _TINY)
     for b in range(B):
         t = int(target[b])
         for m in range(M):
-            top = output[b, m, 0]
-            for c in range(1, C):
-                top = max(top, output[b, m, c])
-            s = 0.0
+            log_total = _log_sum_exp(output[b, m])
             for c in range(C):
-                s += math.exp(output[b, m, c] - top)
-            for c in range(C):
-                probability = math.exp(output[b, m, c] - top) / s
+                probability = math.exp(output[b, m, c] - log_total)
                 gradient[b, m, c] = (probability - (1.0 if c == t else 0.0)) * (weight[b] * scale)
     return total * scale
 
