@@ -58,7 +58,6 @@ class CompiledDensePass:
         self.indices = tuple(model.eigval_indices)  # a tuple: outputs keep their index axis
         # one index: the output is the values reshaped (several are ordered by a running maximum)
         self.output_is_view = len(self.indices) == 1
-        self.backend = model.eigen_backend
         self._outputs: dict = {}  # batch size -> (values, vectors)
         self._batch = None
         # the kernels' arrays of the tensors kept from step to step, found once (a step then converts
@@ -67,9 +66,8 @@ class CompiledDensePass:
         grad_columns, grad_prefix, grad_mu = self.grads
         self.tables = SymmetricTablesPasses(weight.detach(), self.bin_columns, self.other_columns, self.columns,
                                             self.prefix, grad_columns, grad_prefix, self.grad_weight)
-        steps = getattr(self.backend, "gathered_steps", None)
-        self.gathered = None if steps is None else steps(self.columns, self.prefix, self.mu, self.indices, grad_columns,
-                                                         grad_prefix, grad_mu)
+        self.gathered = model.eigen_backend.gathered_steps(self.columns, self.prefix, self.mu, self.indices,
+                                                           grad_columns, grad_prefix, grad_mu)
         self.arrays = dict(mu_start=model.mu_start.detach().numpy(), mu_increments=model.mu_increments.detach().numpy(),
                            mu=self.mu.numpy(), grad_mu=grad_mu.numpy(), grad_start=self.grad_start.numpy(),
                            grad_increments=self.grad_increments.numpy(), columns=self.columns.numpy(),
@@ -78,9 +76,11 @@ class CompiledDensePass:
     @staticmethod
     def applies(model) -> bool:
         """Whether ``model`` (its gather tables from the encoder's symmetric_tables: the caller checks)
-        has the parameters this pass differentiates and its kernels run: the gather path (the CPU's
-        Numba backend, no smoothing) and an encoder that compiles the tables for its weight."""
-        return (model.gathers and {name for name, _ in model.named_parameters()} == _PARAMETERS
+        has the parameters this pass differentiates and its kernels run: the gather path on a backend
+        with ``gathered_steps`` (the CPU's Numba backend, no smoothing) and an encoder that compiles the
+        tables for its weight."""
+        return (model.gathers and getattr(model.eigen_backend, "gathered_steps", None) is not None
+                and {name for name, _ in model.named_parameters()} == _PARAMETERS
                 and model.weight.is_contiguous() and compiles(model.weight))
 
     def _parameter_storage(self) -> tuple:
@@ -102,11 +102,7 @@ class CompiledDensePass:
                                       torch.empty((B, n_models, K, n), dtype=self.mu.dtype))
         rows, weights = rows.contiguous(), weights.contiguous()
         values, vectors = out
-        if self.gathered is not None:
-            self.gathered.values(rows, weights, values, vectors)
-        else:
-            self.backend.gathered_k(self.columns, self.prefix, self.mu, rows, weights, self.indices, True, True,
-                                    out=out)
+        self.gathered.values(rows, weights, values, vectors)
         self._batch = (rows, weights, vectors)
         return values
 
@@ -126,11 +122,7 @@ class CompiledDensePass:
         ||A_i||_F^2 added (the matrices' own, the tables' columns), whose value it returns."""
         model = self.model
         rows, weights, vectors = self._batch
-        if self.gathered is not None:
-            self.gathered.grad(grad_values.contiguous(), vectors, rows, weights)
-        else:
-            self.backend.gathered_grad(grad_values.contiguous(), vectors, rows, weights, self.columns.shape,
-                                       self.prefix.shape, True, out=self.grads)
+        self.gathered.grad(grad_values.contiguous(), vectors, rows, weights)
         arrays = self.arrays
         penalty = 0.0
         if frobenius_factor:  # the columns still hold this step's matrices

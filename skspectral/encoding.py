@@ -349,7 +349,7 @@ def symmetric_tables_into(weight: torch.Tensor, bin_columns: torch.Tensor, other
                           columns: torch.Tensor, out: torch.Tensor) -> None:
     """:meth:`FeatureEncoder.symmetric_tables`' two outputs written into ``columns`` and ``out``
     (contiguous CPU tensors of their shapes) by the compiled pass, from a contiguous weight; no
-    autograd (the CPU's compiled training step calls it with buffers it keeps)."""
+    autograd (the compiled training step binds the same call to its buffers: SymmetricTablesPasses)."""
     _symmetric_forward_call(weight, bin_columns, other_columns, columns, out)()
 
 

@@ -135,14 +135,10 @@ def gathered_k(table: torch.Tensor, extra: torch.Tensor, diagonal: torch.Tensor,
     ``extra`` (see :mod:`._gathered`), assembled in place: no (B, models, n, n) tensor. A tuple
     of K indices: (B, models, K) and (B, models, K, n), each matrix assembled and reduced once.
     ``out``: (values (B, models, K), vectors (B, models, K, n or 1)) to write instead of new ones."""
-    kernels = _kernels()
     n_models, n = diagonal.shape
-    B = rows.shape[0]
-    values, vectors = out if out is not None else _outputs((B, n_models), k, n, want_vector, table.dtype)
-    args = (table.numpy(), extra.numpy(), diagonal.numpy(), rows.numpy(), weights.numpy(), _indices(k), dense,
-            want_vector, values.numpy(), vectors.numpy())
-    per_matrix = n**3 if dense else n * n
-    run_kernel(kernels.gathered_serial, kernels.gathered_parallel, args, B, B * n_models * per_matrix)
+    values, vectors = out if out is not None else _outputs((rows.shape[0], n_models), k, n, want_vector, table.dtype)
+    _launch_gathered((table.numpy(), extra.numpy(), diagonal.numpy()), rows, weights, _indices(k), dense,
+                     want_vector, values, vectors)
     return _returned(values, vectors, k, want_vector)
 
 
@@ -152,21 +148,36 @@ def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, we
     (their shapes) and the diagonal (models, n), accumulated in a fixed order whatever the threads.
     Several indices: g (B, models, K) and vectors (B, models, K, n), the gradient of the sum over
     them. ``out``: the three tensors to write (contiguous, any contents), else new ones."""
-    kernels = _kernels()
     n_models, n = table_shape[0], vectors.shape[-1]
     if out is None:  # the kernel writes every element: no zero fill
         out = (torch.empty(table_shape, dtype=vectors.dtype), torch.empty(extra_shape, dtype=vectors.dtype),
                torch.empty((n_models, n), dtype=vectors.dtype))
     if g.dim() == 2:  # one index: the kernels' index axis of length 1
         g, vectors = g.unsqueeze(-1), vectors.unsqueeze(-2)
-    grad, grad_extra, grad_diagonal = out
-    args = (grad.numpy(), grad_extra.numpy(), grad_diagonal.numpy(), g.contiguous().numpy(),
-            vectors.contiguous().numpy(), rows.numpy(), weights.numpy(), dense)
-    B, K = rows.shape
-    # one model per task (its sums in a fixed order, whatever the threads)
-    run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel, args, n_models,
-               B * K * n_models * table_shape[2])
+    _launch_gathered_grad(tuple(t.numpy() for t in out), g.contiguous(), vectors.contiguous(), rows, weights, dense)
     return out
+
+
+def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, want_vector: bool, values,
+                     vectors) -> None:
+    """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
+    kernels = _kernels()
+    B, (n_models, n) = rows.shape[0], tables[2].shape
+    per_matrix = n**3 if dense else n * n
+    run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
+               (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy()),
+               B, B * n_models * per_matrix)
+
+
+def _launch_gathered_grad(grads: tuple, g, vectors, rows, weights, dense: bool) -> None:
+    """Their gradient's kernel: grads (table, extra, diagonal gradients) as arrays, the rest contiguous
+    tensors with the index axis; one model per task (its sums in a fixed order, whatever the threads)."""
+    kernels = _kernels()
+    B, K = rows.shape
+    n_models, row_length = grads[0].shape[0], grads[0].shape[2]
+    run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
+               (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense), n_models,
+               B * K * n_models * row_length)
 
 
 class GatheredSteps:
@@ -175,28 +186,17 @@ class GatheredSteps:
     three gradients: their arrays found once, so a step converts only its batch's."""
 
     def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
-        self.kernels = _kernels()
-        self.n_models, self.n = diagonal.shape
         self.ks = _indices(k)
         self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
         self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
-        self.row_length = table.shape[2]
 
     def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> None:
         """values (B, models, K) and vectors (B, models, K, n) of the batch's terms (contiguous)."""
-        B = rows.shape[0]
-        kernels = self.kernels
-        run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
-                   (*self.tables, rows.numpy(), weights.numpy(), self.ks, True, True, values.numpy(), vectors.numpy()),
-                   B, B * self.n_models * self.n**3)
+        _launch_gathered(self.tables, rows, weights, self.ks, True, True, values, vectors)
 
     def grad(self, g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> None:
         """The three gradients from g (B, models, K) and the vectors of :meth:`values` (contiguous)."""
-        B, K = rows.shape
-        kernels = self.kernels
-        run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
-                   (*self.grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), True),
-                   self.n_models, B * K * self.n_models * self.row_length)
+        _launch_gathered_grad(self.grads, g, vectors, rows, weights, True)
 
 
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:
