@@ -89,7 +89,7 @@ def parts(est, X, y) -> dict:
     weight = torch.as_tensor(weight, dtype=dtype, device=device)
     n = Xs.shape[0]
     batch = est._batch_size(n)
-    loss = est._loss().members_fn(est.n_estimators)
+    loss = est._loss().members_fn(est.n_estimators_)
     timer = _Timer(device)
     order = torch.randperm(n, device=device)
 

@@ -62,6 +62,7 @@ CONFIGS = {
     "budget_5k": lambda n: {"max_iter": _budget_epochs(n, 5000)},
     # candidates for the CPU's members (a CPU step's eigenpairs are proportional to them)
     "m3": {"n_estimators": 3},
+    "m2": {"n_estimators": 2},
     "m3_budget_3k": lambda n: {"n_estimators": 3, "max_iter": _budget_epochs(n, 3000)},
     "batch_200": {"batch_size": 200},
     # the series' model: linear features, one member, no early stopping, no weight penalty

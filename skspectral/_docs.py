@@ -114,12 +114,15 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         CUDA 32 from 10,000 fit rows (duplicate rows merged): more accurate on
         tall tables there (flights' RMSE 6 % lower), while on the CPU they
         cost epochs at the same accuracy.
-    n_estimators : int, default=4
+    n_estimators : int or "auto", default="auto"
         Ensemble members, each with its own initialisation and its own loss,
         trained jointly as one batch of batch_size * n_estimators matrices per
         step; the prediction is their mean (regression) or mean probability
-        (classification). The series' model is ``feature_encoding="linear",
-        n_estimators=1``.
+        (classification). "auto": 4, and on the CPU 3 from 10,000 fit rows
+        (duplicate rows merged), where a fourth member no longer paid for its
+        share of a step (a CPU step's cost follows the members; a GPU's
+        hardly does); the count used is ``n_estimators_``. The series' model is
+        ``feature_encoding="linear", n_estimators=1``.
     monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
         HistGradientBoosting's convention: +1 makes the prediction
         non-decreasing in that feature, -1 non-increasing, 0 leaves it free;
@@ -161,6 +164,8 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         no matrix.
     dim_, eigval_idx_ : int
         The matrix size and the eigenvalue index in [0, dim_).
+    n_estimators_ : int
+        The ensemble's members (``n_estimators``, "auto" resolved).
     early_stopping_ : bool
         Whether this fit held out rows and stopped early.
     x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
@@ -181,11 +186,11 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         One record per epoch: losses, the training metric in the eval
         metrics' units, eval-set metrics, certified sensitivities, elapsed
         seconds (see ``skspectral._training.history``).
-    mu_ : ndarray of shape ([n_estimators,] [n_classes,] dim)
+    mu_ : ndarray of shape ([n_estimators_,] [n_classes,] dim)
         The learned non-decreasing diagonal (standardised units); the leading
-        axes are there for an ensemble (n_estimators > 1) and for a multiclass
+        axes are there for an ensemble (n_estimators_ > 1) and for a multiclass
         classifier.
-    feature_matrices_ : ndarray of shape ([n_estimators,] [n_classes,] n_columns, dim, dim)
+    feature_matrices_ : ndarray of shape ([n_estimators_,] [n_classes,] n_columns, dim, dim)
         The learned symmetric matrices, one per encoded column (see
         ``encoding_.columns()``: bins, missing-value columns, levels), with the
         leading axes of ``mu_``; with structure="tridiagonal" in band storage

@@ -69,6 +69,12 @@ _STEADY_VALIDATION_ROWS = 1000
 # benchmarks/RESULTS.md, section 6)
 _AUTO_BATCH = 200
 _AUTO_STEPS = 200
+# n_estimators="auto": _AUTO_MEMBERS[0] members, and on the CPU _AUTO_MEMBERS[1] from _AUTO_MEMBERS_ROWS fit
+# rows, where a CPU step's cost follows the members and the rows are many enough that a fourth one's average
+# no longer paid (chosen on the selection fold; on a GPU a step costs the same with 3 or 4, and flights took
+# more epochs with 3: benchmarks/RESULTS.md, section 9)
+_AUTO_MEMBERS = (4, 3)
+_AUTO_MEMBERS_ROWS = 10_000
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
 # on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
 # caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
@@ -142,7 +148,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "min_level_count": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
         "n_bins": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left")],
-        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_estimators": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "monotonic_cst": ["array-like", dict, None],
         "structure": [StrOptions({"dense", "tridiagonal"})],
         "smoothing": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -221,7 +227,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         encoder = None if spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
         return model_class(self.structure)(
             self.n_features_in_, self.dim_, self._eigen_indices(), n_outputs=self._n_outputs(),
-            n_members=self.n_estimators, encoder=encoder,
+            n_members=self.n_estimators_, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
             monotonic=mapper.monotone, smoothing=self.smoothing,
         )
@@ -244,13 +250,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _check_same_model_shape(self) -> None:
         """A fit that continues the fitted model needs the parameters that shaped it unchanged."""
-        changed = [name for name in self._model_shape
-                   if _comparable(getattr(self, name)) != _comparable(self._model_shape_[name])]
+        changed = [name for name in self._model_shape if name != "n_estimators"
+                   and _comparable(getattr(self, name)) != _comparable(self._model_shape_[name])]
+        if self.n_estimators not in ("auto", self.n_estimators_):  # "auto": the fitted members
+            changed.insert(0, "n_estimators")
         dim = self._resolved_dim(resolve_device(self.device))
         if dim != self.dim_:
             changed.insert(0, "dim")
         if changed:
-            was = {**self._model_shape_, "dim": self.dim_}
+            was = {**self._model_shape_, "dim": self.dim_, "n_estimators": self.n_estimators_}
             now = ", ".join(f"{name}={getattr(self, name)!r} (was {was[name]!r})" for name in changed)
             raise ValueError(f"{type(self).__name__} continues its fitted model (warm_start=True or partial_fit), "
                              f"whose shape these parameters changed: {now}. Restore them, or fit anew "
@@ -441,6 +449,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         size = -(-size // world)  # batch_size is the global batch: each rank takes its share
         return max(1, min(size, n_rows))
 
+    def _members(self, n_rows: int, device: torch.device) -> int:
+        """n_estimators; "auto": on the CPU, fewer members where the fit's rows (every rank's,
+        duplicates merged) are many: they average less noise out there, and each costs its share of
+        a step."""
+        if self.n_estimators != "auto":
+            return self.n_estimators
+        tall = device.type == "cpu" and n_rows >= _AUTO_MEMBERS_ROWS
+        return _AUTO_MEMBERS[1] if tall else _AUTO_MEMBERS[0]
+
     def _patience(self, n_validation: int) -> int:
         """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a
         data-parallel fit: its score is their average) are many enough for a steady score."""
@@ -473,6 +490,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             "n_rows": (len(X), "sum"),
         })
         seed = int(start["seed"])
+        if plan.fresh:  # a continued fit keeps its members
+            self.n_estimators_ = self._members(int(start["n_rows"]), device)
         early_stopping = not plan.incremental and (
             self.early_stopping if self.early_stopping != "auto" else start["n_rows"] >= _AUTO_EARLY_STOPPING_ROWS)
         rank = 0 if context is None else context.rank
@@ -549,7 +568,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context, module=None) -> Trainer:
         loss = self._loss()
-        members, output_scale = self.n_estimators, self._output_scale()
+        members, output_scale = self.n_estimators_, self._output_scale()
         batch_size = self._batch_size(n_train, context)
         options = TrainingOptions(
             learning_rate_init=self._step_size(batch_size, context),
@@ -617,13 +636,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """Memory a fit's model needs at least: its matrices with their gradients and Adam's two
         moments, and one batch's matrices with their gradients."""
         per_matrix = model_class(self.structure).elements_per_matrix(self.dim_, self.smoothing)
-        n_models = self.n_estimators * (self._n_outputs() or 1)
+        n_models = self.n_estimators_ * (self._n_outputs() or 1)
         parameters = n_models * max(1, self.column_mapper_.spec.n_columns) * per_matrix
         batch = self._batch_size(max(1, n_train)) * n_models * per_matrix
         return (4 * parameters + 2 * batch) * dtype.itemsize
 
     def _model_description(self) -> str:
-        return (f"dim={self.dim_} ({self.n_estimators} member(s) of {self._n_outputs() or 1} output(s), "
+        return (f"dim={self.dim_} ({self.n_estimators_} member(s) of {self._n_outputs() or 1} output(s), "
                 f"{self.column_mapper_.spec.n_columns} encoded columns)")
 
     def _warn_if_not_converged(self, state, first, last, loss, floor, output_scale) -> None:
@@ -701,7 +720,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         output_scale = self._output_scale()
         loss = self._loss()
         metrics = self._eval_metrics()
-        members = self.n_estimators
+        members = self.n_estimators_
         reduce = self._member_bounds()
         plan = None if spec is None or spec.is_plain_linear else bounds_plan(spec)  # found once, read every epoch
 
@@ -730,7 +749,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             mu = model.mu().cpu().numpy().astype(np.float64)
             A = model.feature_matrices().cpu().numpy().astype(np.float64)
         # (members * outputs, ...) -> (members, outputs, ...), without axes of length one
-        shape = ((self.n_estimators,) if self.n_estimators > 1 else ()) + (
+        shape = ((self.n_estimators_,) if self.n_estimators_ > 1 else ()) + (
             (self._n_outputs(),) if self._n_outputs() is not None else ())
         return {
             "_module_state_": {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
@@ -785,7 +804,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """Rows evaluated at once in predict (and on validation rows): about _PREDICT_CHUNK_BYTES of
         matrices and of the encoder's per-row temporaries (its columns, and a piecewise feature's
         every bin while it finds the row's one)."""
-        n_outputs = (self._n_outputs() or 1) * self.n_estimators
+        n_outputs = (self._n_outputs() or 1) * self.n_estimators_
         per_matrix = model_class(self.structure).elements_per_matrix(self.dim_, self.smoothing)
         spec = self.column_mapper_.spec
         bins = sum(len(edges) - 1 for edges in spec.edges if edges is not None)
@@ -833,11 +852,16 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                                        model.dtype), chunk_rows)
             for start in range(0, max(1, len(rows)), block)  # one (empty) block for no rows
         ])
-        if self.n_estimators > 1:
+        if self.n_estimators_ > 1:
             output = self._loss().combine_members(output)
         return output.cpu().numpy().astype(np.float64)
 
     # ---- pickling: numpy only, no torch module or device state ----------------------------
+    def __setstate__(self, state):
+        if "_module_state_" in state and "n_estimators_" not in state:  # fitted when n_estimators was an int
+            state = {**state, "n_estimators_": state["n_estimators"]}
+        super().__setstate__(state)
+
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)

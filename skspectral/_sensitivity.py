@@ -88,7 +88,7 @@ def to_user_units(bounds, output_scale: float, x_scale):
 class CertifiedSensitivityMixin:
     """feature_sensitivities_, sensitivity_bound and feature_importances_ for a
     fitted spectral estimator (needs ``feature_matrices_``, ``x_scale_``,
-    ``encoding_``, ``is_categorical_``, ``structure``, ``n_estimators`` and
+    ``encoding_``, ``is_categorical_``, ``structure``, ``n_estimators_`` and
     ``_output_scale()``)."""
 
     def _feature_bounds(self) -> np.ndarray:
@@ -97,7 +97,7 @@ class CertifiedSensitivityMixin:
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
         norms = model_class(self.structure).stored_matrix_norms
         bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms).numpy()
-        if self.n_estimators == 1:
+        if self.n_estimators_ == 1:
             return bounds
         # members averaged: the mean of their bounds; combined in a log link's space: the largest
         return bounds.max(axis=0) if self._member_bounds() == "max" else bounds.mean(axis=0)

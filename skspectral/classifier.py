@@ -48,7 +48,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         min_level_count="auto",
         feature_encoding="piecewise_linear",
         n_bins="auto",
-        n_estimators=4,
+        n_estimators="auto",
         monotonic_cst=None,
         structure="dense",
         smoothing=None,

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from hypothesis import given, settings
@@ -518,6 +519,47 @@ def test_unreadable_input_is_a_clear_error_at_fit():
     with pytest.raises(ValueError, match=r"Column 1 of X holds values that are not numbers.*categorical_features=\[1\]"):
         SpectralRegressor(max_iter=1, **CPU).fit(strings, y)
     assert SpectralRegressor(max_iter=1, categorical_features=[1], **CPU).fit(strings, y).is_categorical_[1]
+
+
+@pytest.mark.parametrize("estimator", [SpectralRegressor, SpectralClassifier])
+def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
+    monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
+    X, y = make_data(17, n=140)
+    target = y if estimator is SpectralRegressor else y > np.median(y)
+    small = estimator(dim=4, max_iter=1, **CPU).fit(X[:99], target[:99])
+    tall = estimator(dim=4, max_iter=1, **CPU).fit(X, target)
+    assert (small.n_estimators_, tall.n_estimators_) == _estimator._AUTO_MEMBERS == (4, 3)
+    assert small.mu_.shape[0] == 4 and tall.mu_.shape[0] == 3 and tall.feature_matrices_.shape[0] == 3
+    assert estimator(dim=4, max_iter=1, n_estimators=5, **CPU).fit(X, target).n_estimators_ == 5
+    # on a GPU a step costs about the same with either count: "auto" keeps 4 there
+    assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 3
+    # the fitted model predicts and bounds with its own members, also after a pickle round trip
+    loaded = pickle.loads(pickle.dumps(tall))
+    np.testing.assert_array_equal(loaded.predict(X), tall.predict(X))
+    np.testing.assert_array_equal(loaded.feature_sensitivities_, tall.feature_sensitivities_)
+
+
+def test_a_continued_fit_keeps_its_auto_members(monkeypatch):
+    monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
+    X, y = make_data(18, n=140)
+    est = SpectralRegressor(dim=4, max_iter=1, warm_start=True, **CPU).fit(X, y)
+    assert est.fit(X[:50], y[:50]).n_estimators_ == 3  # fewer rows now, the same model
+    assert est.set_params(n_estimators=3).fit(X[:50], y[:50]).n_iter_ == 3  # the count it has
+    est.set_params(n_estimators=4)
+    with pytest.raises(ValueError, match=r"n_estimators=4 \(was 3\)"):
+        est.fit(X, y)
+    partial = SpectralRegressor(dim=4, **CPU).partial_fit(X[:50], y[:50])
+    assert partial.partial_fit(X, y).n_estimators_ == 4
+
+
+def test_a_pickle_from_before_auto_members_loads():
+    X, y = make_data(19, n=60)
+    est = SpectralRegressor(dim=4, max_iter=1, n_estimators=2, **CPU).fit(X, y)
+    state = est.__getstate__()
+    del state["n_estimators_"]  # as a fit with an int n_estimators left it before "auto"
+    old = SpectralRegressor.__new__(SpectralRegressor)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.predict(X), est.predict(X))
 
 
 def test_warm_start_and_partial_fit_need_the_same_model_shape():
