@@ -6,7 +6,9 @@ as long again in autograd's engine, torch's small ops and the Python between the
 (benchmarks/RESULTS.md, section 9). :class:`CompiledDensePass` runs the same kernels on buffers
 it keeps from step to step; the trainer sends only the loss (a few ops on the batch's
 eigenvalues; the default losses' own gradient without it) and hands the gradient of the eigenvalues
-back, and the pass writes every parameter's ``.grad``. The kernels are the autograd path's; the
+back, and the pass writes every parameter's ``.grad``. With a default loss (its compiled value and
+gradient) the whole pass is one compiled call, :meth:`CompiledDensePass.step`: ~0.1-0.2 ms of Python
+and dispatch fewer in a 1-2 ms step (benchmarks/RESULTS.md, section 9), the same arithmetic. The kernels are the autograd path's; the
 diagonal mu and its gradient are one compiled call each instead of ten torch ops (float64 sums:
 equal to torch's to rounding), so the values and gradients are the autograd path's to rounding
 (tested).
@@ -18,6 +20,7 @@ import functools
 
 import torch
 
+from .eig._numba_support import parallel_chunks, parallel_threads
 from .encoding import SymmetricTablesPasses, compiles
 
 
@@ -59,6 +62,8 @@ class CompiledDensePass:
         # one index: the output is the values reshaped (several are ordered by a running maximum)
         self.output_is_view = len(self.indices) == 1
         self._outputs: dict = {}  # batch size -> (values, vectors)
+        self._step_buffers: dict = {}  # (batch size, loss) -> step()'s buffers and arrays
+        self._chunks: dict = {}  # (batch size, terms, threads) -> step()'s kernels' thread split
         self._batch = None
         # the kernels' arrays of the tensors kept from step to step, found once (a step then converts
         # only its batch's): a dozen conversions and checks were ~0.1 ms of a ~2 ms step
@@ -87,9 +92,12 @@ class CompiledDensePass:
         model = self.model
         return model.weight.data_ptr(), model.mu_start.data_ptr(), model.mu_increments.data_ptr()
 
-    def values(self, batch: torch.Tensor) -> torch.Tensor:
+    def _check_storage(self) -> None:
         if self._parameter_storage() != self._storage:
             raise RuntimeError("The model's parameters moved to new storage: make a new compiled pass.")
+
+    def values(self, batch: torch.Tensor) -> torch.Tensor:
+        self._check_storage()
         rows, weights = self.terms_of(batch)
         arrays = self.arrays
         self.tables.forward()
@@ -120,7 +128,6 @@ class CompiledDensePass:
     def backward(self, grad_values: torch.Tensor, frobenius_factor: float = 0.0) -> float:
         """Every parameter's ``.grad``; with ``frobenius_factor`` the gradient of 0.5 factor sum
         ||A_i||_F^2 added (the matrices' own, the tables' columns), whose value it returns."""
-        model = self.model
         rows, weights, vectors = self._batch
         self.gathered.grad(grad_values.contiguous(), vectors, rows, weights)
         arrays = self.arrays
@@ -128,12 +135,70 @@ class CompiledDensePass:
         if frobenius_factor:  # the columns still hold this step's matrices
             penalty = _kernels().add_frobenius_penalty(arrays["columns"], arrays["grad_columns"], frobenius_factor)
         self.tables.backward()
-        grad_start, grad_increments = self.grad_start, self.grad_increments
         _kernels().diagonal_grad(arrays["grad_mu"], arrays["mu_increments"], arrays["grad_start"],
                                  arrays["grad_increments"])
-        for parameter, grad in ((model.weight, self.grad_weight), (model.mu_start, grad_start),
-                                (model.mu_increments, grad_increments)):
+        self._set_grads()
+        return penalty
+
+    def _set_grads(self) -> None:
+        model = self.model
+        for parameter, grad in ((model.weight, self.grad_weight), (model.mu_start, self.grad_start),
+                                (model.mu_increments, self.grad_increments)):
             if parameter.grad is not grad:  # set once; the buffers are rewritten at every step
                 parameter.grad = grad
-        return penalty
+
+    def loss_code(self, loss_and_gradient) -> int | None:
+        """Where :meth:`step` can run ``loss_and_gradient`` (a loss's compiled value and gradient,
+        see ``skspectral._losses``) inside its one call: the loss's index among the pass's losses;
+        else None (the caller takes values, the loss and backward apart)."""
+        name = getattr(loss_and_gradient, "kernel_name", None)
+        losses = _kernels().TRAINING_LOSSES
+        return losses.index(name) if self.output_is_view and name in losses else None
+
+    @torch.no_grad()
+    def step(self, batch: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, loss_code: int,
+             frobenius_factor: float = 0.0) -> tuple:
+        """:meth:`values`, the loss of :meth:`loss_code` and :meth:`backward` in one compiled call
+        (``skspectral._step_kernels.training_pass``): the same kernels on the same arrays, so the same
+        gradients, without ~0.15 ms of Python and dispatch between them. Returns (the data loss as a
+        0-d tensor of the model's dtype, the Frobenius penalty's value)."""
+        self._check_storage()
+        rows, weights = self.terms_of(batch)
+        rows, weights = rows.contiguous(), weights.contiguous()
+        B, K = rows.shape
+        buffers = self._step_buffers.get((B, loss_code))
+        if buffers is None:
+            buffers = self._step_buffers[(B, loss_code)] = self._new_step_buffers(B, loss_code)
+        values, vectors, grad_values, output, grad_output = buffers
+        threads = torch.get_num_threads()
+        chunks = self._chunks.get((B, K, threads))
+        if chunks is None:
+            chunks = self._chunks[(B, K, threads)] = (parallel_chunks(*self.tables.forward_size),
+                                                      *self.gathered.chunks(B, K),
+                                                      parallel_chunks(*self.tables.backward_size))
+        if any(chunks):
+            parallel_threads()  # Numba's threads follow torch's count (it may have changed)
+        arrays = self.arrays
+        data_loss, penalty = _kernels().training_pass(
+            loss_code, output, target.contiguous().numpy(), weight.contiguous().numpy(), grad_output,
+            self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"], arrays["mu"],
+            rows.numpy(), weights.numpy(), self.gathered.ks, values, vectors, chunks[1], grad_values,
+            self.gathered.grads, chunks[2], float(frobenius_factor), self.tables.backward_args, chunks[3],
+            arrays["grad_start"], arrays["grad_increments"])
+        self._set_grads()
+        return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
+
+    def _new_step_buffers(self, B: int, loss_code: int) -> tuple:
+        """step()'s arrays for B rows: values (B, n_models, 1), their vectors and gradient, and the loss's
+        views of values and of their gradient: (B, members, classes) for the multiclass loss (the
+        model's output's last axis), else (B, members, 1)."""
+        n_models, n = self.mu.shape
+        dtype = self.mu.dtype
+        values = torch.empty((B, n_models, 1), dtype=dtype)
+        vectors = torch.empty((B, n_models, 1, n), dtype=dtype)
+        grad_values = torch.empty_like(values)
+        classes = _kernels().TRAINING_LOSSES[loss_code] == "multiclass_log_loss_and_gradient"
+        shape = (B, -1, self.output(values).shape[-1] if classes else 1)
+        return (values.numpy(), vectors.numpy(), grad_values.numpy(), values.view(shape).numpy(),
+                grad_values.view(shape).numpy())
 

@@ -79,6 +79,7 @@ def _own_gradient(kernel_name: str, fn, classes: bool = False):
             (gradient,) = torch.autograd.grad(value, leaf)
         return value.detach(), gradient
 
+    value_and_gradient.kernel_name = kernel_name  # a compiled training pass may run the kernel itself
     return value_and_gradient
 
 

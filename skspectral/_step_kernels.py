@@ -2,13 +2,18 @@
 Numba imports): the model's diagonal mu and its gradient, and the default losses' value and
 gradient. Each replaces a dozen torch ops of ~10 us each on a 2-core machine (more than the
 arithmetic) with one call; the same formulas as the torch ops, summed in order (so equal to
-them to rounding, not to the bit: sums are float64, in order).
+them to rounding, not to the bit: sums are float64, in order). ``training_pass`` runs a whole step's
+kernels (these, the symmetric tables' and the Numba backend's gathered eigenpairs) in one call.
 """
 
 import math
 
 import numba
 import numpy as np
+
+from ._encoding_kernels import (symmetric_backward_parallel, symmetric_backward_serial, symmetric_forward_parallel,
+                                symmetric_forward_serial)
+from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -138,3 +143,59 @@ def add_frobenius_penalty(columns, grad_columns, factor):
                     grad_columns[m, c, p] += factor * twice * a
                     p += 1
     return 0.5 * factor * total
+
+
+
+# The losses training_pass computes, by index: a loss's value-and-gradient kernel above.
+TRAINING_LOSSES = ("squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient")
+
+
+@njit
+def training_pass(loss, output, target, weight, grad_output, tables_forward, forward_chunks, mu_start,
+                  mu_increments, mu, rows, weights, ks, values, vectors, values_chunks, grad_values, grads,
+                  grad_chunks, frobenius_factor, tables_backward, backward_chunks, grad_start, grad_increments):
+    """A compiled training step's pass in one call: the kernels CompiledDensePass otherwise calls one
+    by one from Python (~0.15 ms of Python and dispatch a step), in the same order on the same arrays,
+    so the same numbers. The symmetric tables (tables_forward: their kernel's arguments; columns and
+    prefix, the gathered tables), the diagonal mu, the batch's gathered eigenpairs (the Numba
+    backend's kernel), the loss TRAINING_LOSSES[loss] and its gradient with respect to output (B,
+    members, classes or 1: a view of values; grad_output one of grad_values), the eigenvalues'
+    gradient into grads (columns', prefix', mu's), a Frobenius penalty's (frobenius_factor != 0), the
+    tables' backward (tables_backward) and the diagonal's. A kernel runs in ``*_chunks`` over Numba's
+    threads, or on this thread where 0 (run_kernel's choice, made by the caller). Returns (the loss,
+    the penalty)."""
+    if forward_chunks > 0:
+        symmetric_forward_parallel(*tables_forward, forward_chunks)
+    else:
+        symmetric_forward_serial(*tables_forward)
+    columns, prefix = tables_forward[3], tables_forward[4]
+    diagonal(mu_start, mu_increments, mu)
+    if values_chunks > 0:
+        gathered_parallel(columns, prefix, mu, rows, weights, ks, True, True, values, vectors, values_chunks)
+    else:
+        gathered_serial(columns, prefix, mu, rows, weights, ks, True, True, values, vectors)
+    B = output.shape[0]
+    if loss == 2:  # TRAINING_LOSSES[2], the multiclass log-loss: (B, members, classes)
+        data_loss = multiclass_log_loss_and_gradient(output, target, weight, grad_output)
+    else:  # (B, members)
+        flat = output.reshape((B, output.shape[1] * output.shape[2]))
+        grad_flat = grad_output.reshape((B, output.shape[1] * output.shape[2]))
+        if loss == 0:
+            data_loss = squared_error_and_gradient(flat, target, weight, grad_flat)
+        else:
+            data_loss = binary_log_loss_and_gradient(flat, target, weight, grad_flat)
+    grad_columns, grad_prefix, grad_mu = grads
+    if grad_chunks > 0:
+        gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, True,
+                               grad_chunks)
+    else:
+        gathered_grad_serial(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, True)
+    penalty = 0.0
+    if frobenius_factor != 0.0:  # the columns still hold this step's matrices
+        penalty = add_frobenius_penalty(columns, grad_columns, frobenius_factor)
+    if backward_chunks > 0:
+        symmetric_backward_parallel(*tables_backward, backward_chunks)
+    else:
+        symmetric_backward_serial(*tables_backward)
+    diagonal_grad(grad_mu, mu_increments, grad_start, grad_increments)
+    return data_loss, penalty

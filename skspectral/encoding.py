@@ -350,43 +350,55 @@ def symmetric_tables_into(weight: torch.Tensor, bin_columns: torch.Tensor, other
     """:meth:`FeatureEncoder.symmetric_tables`' two outputs written into ``columns`` and ``out``
     (contiguous CPU tensors of their shapes) by the compiled pass, from a contiguous weight; no
     autograd (the compiled training step binds the same call to its buffers: SymmetricTablesPasses)."""
-    _symmetric_forward_call(weight, bin_columns, other_columns, columns, out)()
+    args, size = _symmetric_forward_args(weight, bin_columns, other_columns, columns, out)
+    run_kernel(_compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel, args, *size)
 
 
 def symmetric_tables_grad_into(grad_columns: torch.Tensor, grad_out: torch.Tensor, bin_columns: torch.Tensor,
                                other_columns: torch.Tensor, grad: torch.Tensor) -> None:
     """W's gradient (into ``grad``, every element written) from the gradients of
     :func:`symmetric_tables_into`'s two outputs (contiguous)."""
-    _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad)()
+    args, size = _symmetric_backward_args(grad_columns, grad_out, bin_columns, other_columns, grad)
+    run_kernel(_compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel, args, *size)
 
 
 class SymmetricTablesPasses:
     """:func:`symmetric_tables_into` and :func:`symmetric_tables_grad_into` on tensors a training
     step keeps: their arrays found once (a step then pays the kernel and its thread choice, not a
     dozen conversions). ``forward()`` writes ``columns`` and ``out`` from ``weight``; ``backward()``
-    writes ``grad`` from ``grad_columns`` and ``grad_out``. The tensors must keep their storage."""
+    writes ``grad`` from ``grad_columns`` and ``grad_out``. The tensors must keep their storage.
+    ``forward_args`` and ``forward_size`` (items, work: see ``run_kernel``), and the backward's, are
+    what a compiled caller passes the kernels itself."""
 
     def __init__(self, weight, bin_columns, other_columns, columns, out, grad_columns, grad_out, grad):
-        self.forward = _symmetric_forward_call(weight, bin_columns, other_columns, columns, out)
-        self.backward = _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad)
+        self.forward_args, self.forward_size = _symmetric_forward_args(weight, bin_columns, other_columns,
+                                                                       columns, out)
+        self.backward_args, self.backward_size = _symmetric_backward_args(grad_columns, grad_out, bin_columns,
+                                                                          other_columns, grad)
+
+    def forward(self) -> None:
+        run_kernel(_compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel, self.forward_args,
+                   *self.forward_size)
+
+    def backward(self) -> None:
+        run_kernel(_compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel,
+                   self.backward_args, *self.backward_size)
 
 
-def _symmetric_forward_call(weight, bin_columns, other_columns, columns, out):
+def _symmetric_forward_args(weight, bin_columns, other_columns, columns, out) -> tuple:
+    """(the forward kernel's arrays, (its items, its work))."""
     models, F = weight.shape[0], bin_columns.shape[0]
-    return functools.partial(
-        run_kernel, _compiled().symmetric_forward_serial, _compiled().symmetric_forward_parallel,
-        (weight.detach().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
-         _half(weight.dtype)), models * (F + other_columns.shape[0]),
-        models * (weight.shape[1] + out.shape[1]) * columns.shape[2])
+    return ((weight.detach().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
+             _half(weight.dtype)),
+            (models * (F + other_columns.shape[0]), models * (weight.shape[1] + out.shape[1]) * columns.shape[2]))
 
 
-def _symmetric_backward_call(grad_columns, grad_out, bin_columns, other_columns, grad):
+def _symmetric_backward_args(grad_columns, grad_out, bin_columns, other_columns, grad) -> tuple:
+    """(the backward kernel's arrays, (its items, its work))."""
     models, n_columns, L = grad_columns.shape
-    return functools.partial(
-        run_kernel, _compiled().symmetric_backward_serial, _compiled().symmetric_backward_parallel,
-        (grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
-         _half(grad.dtype)), models * (bin_columns.shape[0] + other_columns.shape[0]),
-        models * (n_columns + grad_out.shape[1]) * L)
+    return ((grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
+             _half(grad.dtype)),
+            (models * (bin_columns.shape[0] + other_columns.shape[0]), models * (n_columns + grad_out.shape[1]) * L))
 
 
 def _half(dtype: torch.dtype):

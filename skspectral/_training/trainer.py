@@ -225,6 +225,9 @@ class Trainer:
         # the pass adds a Frobenius penalty's gradient itself (None: no penalty, or autograd adds it)
         self._pass_frobenius = (None if self.compiled_pass is None or penalty_fn is None
                                 else self.compiled_pass.frobenius_factor(penalty_fn))
+        # the loss's index where the pass runs it inside its one call (the default losses), else None
+        self._pass_loss = (None if self.compiled_pass is None or loss_and_gradient is None
+                           else self.compiled_pass.loss_code(loss_and_gradient))
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -243,18 +246,22 @@ class Trainer:
         """_step through the model's compiled pass: the batch's eigenvalues from its kernels, the loss
         and its gradient with respect to them (the loss's own gradient where it has one, else
         autograd's), every parameter's gradient from the pass (a Frobenius penalty's too; any other
-        penalty's added by autograd), then the same Adam step."""
+        penalty's added by autograd), then the same Adam step. The default losses run inside the
+        pass's one compiled call."""
         step = self.compiled_pass
-        values = step.values(xb)
-        if self.loss_and_gradient is not None and step.output_is_view:
-            output = step.output(values)  # the values reshaped: the output's gradient is theirs
-            data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
-            grad_values = grad_output.reshape(values.shape)
+        if self._pass_loss is not None:
+            data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, self._pass_frobenius or 0.0)
         else:
-            values = values.detach().requires_grad_()  # a leaf over the pass's buffer
-            data_loss = self.loss_fn(step.output(values), yb, wb)
-            (grad_values,) = torch.autograd.grad(data_loss, values)
-        penalty = step.backward(grad_values, self._pass_frobenius or 0.0)  # a Frobenius penalty's added
+            values = step.values(xb)
+            if self.loss_and_gradient is not None and step.output_is_view:
+                output = step.output(values)  # the values reshaped: the output's gradient is theirs
+                data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
+                grad_values = grad_output.reshape(values.shape)
+            else:
+                values = values.detach().requires_grad_()  # a leaf over the pass's buffer
+                data_loss = self.loss_fn(step.output(values), yb, wb)
+                (grad_values,) = torch.autograd.grad(data_loss, values)
+            penalty = step.backward(grad_values, self._pass_frobenius or 0.0)  # a Frobenius penalty's added
         if self._pass_frobenius is not None:
             loss = data_loss + penalty
         elif self.penalty_fn is not None:

@@ -25,7 +25,7 @@ import torch
 
 from ._backend import EigenBackend
 from . import _numba_support
-from ._numba_support import numba_module, run_kernel
+from ._numba_support import numba_module, parallel_chunks, run_kernel
 
 # Below this much work (batch * n**3) "auto" leaves a call to torch.linalg.
 _PREFERRED_MIN_WORK = 16 * 15**3
@@ -162,28 +162,38 @@ def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, 
                      vectors) -> None:
     """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
     kernels = _kernels()
-    B, (n_models, n) = rows.shape[0], tables[2].shape
-    per_matrix = n**3 if dense else n * n
     run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
                (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy()),
-               B, B * n_models * per_matrix)
+               *_gathered_size(rows.shape[0], tables[2].shape, dense))
+
+
+def _gathered_size(B: int, diagonal_shape: tuple, dense: bool) -> tuple:
+    """The gathered eigenpairs' (items, work) for run_kernel: B rows of models x (n x n) matrices."""
+    n_models, n = diagonal_shape
+    return B, B * n_models * (n**3 if dense else n * n)
+
+
+def _gathered_grad_size(B: int, K: int, grad_table_shape: tuple) -> tuple:
+    """Their gradient's: one model per item, B x K terms of a table row's length each."""
+    n_models, _, row_length = grad_table_shape
+    return n_models, B * K * n_models * row_length
 
 
 def _launch_gathered_grad(grads: tuple, g, vectors, rows, weights, dense: bool) -> None:
     """Their gradient's kernel: grads (table, extra, diagonal gradients) as arrays, the rest contiguous
     tensors with the index axis; one model per task (its sums in a fixed order, whatever the threads)."""
     kernels = _kernels()
-    B, K = rows.shape
-    n_models, row_length = grads[0].shape[0], grads[0].shape[2]
     run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
-               (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense), n_models,
-               B * K * n_models * row_length)
+               (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense),
+               *_gathered_grad_size(*rows.shape, grads[0].shape))
 
 
 class GatheredSteps:
     """:func:`gathered_k` and :func:`gathered_grad` (dense tables, vectors wanted) for a training
     step's tensors that keep their storage from step to step -- the tables, the diagonal and the
-    three gradients: their arrays found once, so a step converts only its batch's."""
+    three gradients: their arrays found once, so a step converts only its batch's. A compiled caller
+    that runs the kernels itself (``skspectral._step_kernels.training_pass``) takes ``tables``,
+    ``grads`` and ``ks`` and the thread split of ``chunks``."""
 
     def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
         self.ks = _indices(k)
@@ -197,6 +207,12 @@ class GatheredSteps:
     def grad(self, g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> None:
         """The three gradients from g (B, models, K) and the vectors of :meth:`values` (contiguous)."""
         _launch_gathered_grad(self.grads, g, vectors, rows, weights, True)
+
+    def chunks(self, B: int, K: int) -> tuple:
+        """(values', grad's) chunks over Numba's threads for a batch of B rows of K terms, 0 where a
+        kernel runs on the calling thread: run_kernel's choice."""
+        return (parallel_chunks(*_gathered_size(B, self.tables[2].shape, True)),
+                parallel_chunks(*_gathered_grad_size(B, K, self.grads[0].shape)))
 
 
 def _preferred_for(n: int, dtype: torch.dtype, batch_size: int | None) -> bool:

@@ -57,11 +57,21 @@ def parallel_threads() -> int:
     return threads
 
 
+def parallel_chunks(batch: int, work: int) -> int:
+    """The chunks a kernel over ``batch`` independent items (``work`` in all) splits into on Numba's
+    threads (sized here to torch's), or 0: it runs on the calling thread (one thread, or too little
+    work to pay for waking them)."""
+    if torch.get_num_threads() > 1 and batch > 1 and work >= PARALLEL_MIN_WORK:
+        return min(batch, parallel_threads())
+    return 0
+
+
 def run_kernel(serial, parallel, args: tuple, batch: int, work: int) -> None:
     """One kernel call over a batch of independent items: ``serial(*args)`` on the calling
     thread, or ``parallel(*args, chunks)`` over Numba's threads (as many as torch uses) when
     the work pays for waking them."""
-    if torch.get_num_threads() > 1 and batch > 1 and work >= PARALLEL_MIN_WORK:
-        parallel(*args, min(batch, parallel_threads()))
+    chunks = parallel_chunks(batch, work)
+    if chunks:
+        parallel(*args, chunks)
     else:
         serial(*args)

@@ -1,0 +1,105 @@
+"""A CPU training step in one compiled call against the same kernels called one by one, per table.
+
+    python benchmarks/bench_cpu_step.py [--data ../shared/data/tabular] [--datasets california diamonds ...]
+                                        [--repeats 500] [--threads 2 1] [--json out.json]
+
+For each table a default estimator is fitted for one epoch on all its rows (the model, its compiled
+pass and batch size as a fit has them), and its first batch is kept. Then the trainer's compiled step
+(the pass's kernels, the loss, Adam) runs on that batch ``--repeats`` times each way, alternating
+step by step so that this machine's drift hits both alike: through ``CompiledDensePass.step`` (one
+compiled call, ``skspectral._step_kernels.training_pass``) and with the loss taken apart (``values``,
+the loss's compiled value and gradient, ``backward``: the path before the one call). Wall time
+(time.perf_counter) per step, min and median, for each thread count in ``--threads`` (the trainer's
+own thread choice is not used here). The steps keep training the model: both ways see the same
+parameters' kind of values, and each step costs the same whatever they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from _common import ROOT, markdown_table, versions, write_json
+from quality import load
+
+from skspectral import SpectralClassifier, SpectralRegressor
+from skspectral._training import trainer as trainer_module
+
+
+def first_batch(name: str, data: Path):
+    """(trainer, batch rows, targets, weights) of a default one-epoch fit on the table."""
+    X, y, task = load(name, data)[:3]
+    kept = []
+    step = trainer_module.Trainer._compiled_step
+
+    def keeping(self, xb, yb, wb):
+        if not kept:
+            kept.append((self, xb.clone(), yb.clone(), wb.clone()))
+        return step(self, xb, yb, wb)
+
+    trainer_module.Trainer._compiled_step = keeping
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator = SpectralRegressor if task == "regression" else SpectralClassifier
+            estimator(random_state=0, max_iter=1).fit(X, y)
+    finally:
+        trainer_module.Trainer._compiled_step = step
+    return kept[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tabular"))
+    parser.add_argument("--datasets", nargs="+", default=["california", "diamonds", "churn", "hpc", "nmes1988"])
+    parser.add_argument("--repeats", type=int, default=500)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    start_threads = torch.get_num_threads()
+    rows = []
+    for name in args.datasets:
+        trainer, xb, yb, wb = first_batch(name, Path(args.data))
+        loss_code = trainer._pass_loss
+        if loss_code is None:
+            print(f"{name}: its loss has no compiled kernel; skipped")
+            continue
+
+        def one_call():
+            trainer._pass_loss = loss_code
+            trainer._compiled_step(xb, yb, wb)
+
+        def apart():
+            trainer._pass_loss = None
+            trainer._compiled_step(xb, yb, wb)
+
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            seconds = {"one call": [], "apart": []}
+            for fn in (one_call, apart, one_call, apart):  # warm-up (each way's buffers)
+                fn()
+            for _ in range(args.repeats):
+                for way, fn in (("one call", one_call), ("apart", apart)):
+                    started = time.perf_counter()
+                    fn()
+                    seconds[way].append(time.perf_counter() - started)
+            row = {"dataset": name, "batch": xb.shape[0], "models": trainer.compiled_pass.mu.shape[0],
+                   "threads": threads}
+            for way, values in seconds.items():
+                row[f"{way} ms (min)"] = f"{1e3 * min(values):.3f}"
+                row[f"{way} ms (median)"] = f"{1e3 * statistics.median(values):.3f}"
+            row["saved (median)"] = (f"{1 - statistics.median(seconds['one call']) / statistics.median(seconds['apart']):.1%}")
+            rows.append(row)
+            print(row, flush=True)
+    torch.set_num_threads(start_threads)
+    print(markdown_table(rows, list(rows[0])))
+    if args.json:
+        write_json(args.json, {"versions": versions(), "args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
