@@ -623,7 +623,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self._training_state = trainer.state
             self.history_ = fit_history
             if trainer.state.n_iter > 0:
-                for name, value in self._fitted_attributes(model, trainer.state, fit_history).items():
+                attributes = self._fitted_attributes(model, trainer.state, fit_history)
+                attributes.update(self._held_out_attributes(trainer.model, validation))
+                for name, value in attributes.items():
                     setattr(self, name, value)
                 self._module = model
             if tasks:
@@ -631,6 +633,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if finished and not plan.incremental:
             self._warn_if_not_converged(trainer.state, first_record, fit_history[-1] if fit_history else None,
                                         loss, floor, self._output_scale())
+
+    def _held_out_attributes(self, module, validation) -> dict:
+        """Fitted attributes read off the early-stopping rows (``validation``, None without them) once
+        training ends, ``module`` the trained module that takes their X: a variant's hook (the
+        regressor's quantile calibration); none here."""
+        return {}
 
     def _model_bytes(self, dtype: torch.dtype, n_train: int) -> int:
         """Memory a fit's model needs at least: its matrices with their gradients and Adam's two

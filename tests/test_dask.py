@@ -513,8 +513,9 @@ def _visible_devices():
 
 @pytest.mark.parametrize("loss", ["quantile", "poisson"])
 def test_data_parallel_losses_match_their_plain_fits(client, loss):
-    """Several quantile levels (a column each, never crossing) and a log link, fitted over two
-    workers: the target's summary is merged as the columns' are, so the scaler is the plain one's."""
+    """Several quantile levels (a column each, never crossing, shifted by the first rank's
+    calibration) and a log link, fitted over two workers: the target's summary is merged as the
+    columns' are, so the scaler is the plain one's."""
     X, y = smooth_problem(20_000)
     y = y - y.min() if loss == "poisson" else y
     params = dict(dim=6, n_estimators=1, max_iter=4, random_state=0, device="cpu", loss=loss,
@@ -529,6 +530,9 @@ def test_data_parallel_losses_match_their_plain_fits(client, loss):
     assert predicted.shape == plain.predict(X_test).shape
     if loss == "quantile":
         assert (np.diff(predicted, axis=1) >= 0).all()
+        # the first rank's 1,000 early-stopping rows shift the levels (calibrate_quantiles="auto")
+        offsets = model.quantile_offsets_
+        assert offsets.shape == (3,) and np.abs(offsets).max() > 0
         covered = (y[:, None] <= model.to_local().predict(X)).mean(axis=0)
         np.testing.assert_allclose(covered, [0.1, 0.5, 0.9], atol=0.05)
     else:

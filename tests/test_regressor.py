@@ -291,6 +291,7 @@ def heteroscedastic(seed=0, n=1500):
 
 QUANTILE_VARIANTS = {
     "dense, members": dict(n_estimators=3),
+    "dense, calibrated": dict(n_estimators=2, early_stopping=True, calibrate_quantiles=True),
     "tridiagonal": dict(structure="tridiagonal", dim=12, n_estimators=1),
     "monotone, members": dict(monotonic_cst=[1, 0, 0], n_estimators=2),
     "smoothed": dict(smoothing=0.1, n_estimators=1),
@@ -336,6 +337,54 @@ def test_no_quantile_moves_more_than_its_certified_bound(quantile_models, seed, 
             predicted = est.set_params(clip_features=clip).predict(X)
             change = np.abs(est.predict(X + delta) - predicted)
             assert (change <= bound * (1 + 1e-9) + 1e-9 * np.abs(predicted).max()).all(), name
+
+
+def test_calibrated_quantiles_are_the_fit_shifted_by_ordered_offsets():
+    """calibrate_quantiles shifts each level by its offset (the same model: training does not see it),
+    then keeps the levels ordered by a running maximum; "auto" only from 1,000 early-stopping rows;
+    without early stopping none; the bounds are the uncalibrated fit's."""
+    from skspectral import regressor
+
+    X, y = heteroscedastic(5, n=1200)
+    params = dict(dim=6, max_iter=6, learning_rate_init=0.02, random_state=0, device="cpu", loss="quantile",
+                  quantile=[0.05, 0.5, 0.95], early_stopping=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = SpectralRegressor(calibrate_quantiles=False, **params).fit(X, y)
+        shifted = SpectralRegressor(calibrate_quantiles=True, **params).fit(X, y)
+        auto = SpectralRegressor(**params).fit(X, y)  # 120 early-stopping rows: under the threshold
+        no_rows = SpectralRegressor(calibrate_quantiles=True, **{**params, "early_stopping": False}).fit(X, y)
+    np.testing.assert_array_equal(plain.quantile_offsets_, np.zeros(3))
+    np.testing.assert_array_equal(auto.quantile_offsets_, np.zeros(3))
+    np.testing.assert_array_equal(no_rows.quantile_offsets_, np.zeros(3))
+    offsets = shifted.quantile_offsets_
+    assert offsets.shape == (3,) and np.abs(offsets).max() > 0
+    np.testing.assert_array_equal(shifted.predict(X), np.maximum.accumulate(plain.predict(X) + offsets, axis=1))
+    narrowing = regressor.shifted_levels(np.array([[0.0, 1.0, 2.0], [0.0, 0.1, 0.2]]), np.array([0.5, 0.0, -0.5]))
+    np.testing.assert_array_equal(narrowing, [[0.5, 1.0, 1.5], [0.5, 0.5, 0.5]])  # the narrow row's levels meet
+    np.testing.assert_array_equal(shifted.feature_sensitivities_, plain.feature_sensitivities_)
+    assert regressor._CALIBRATION_ROWS == 1000
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 300), spread=st.floats(0.0, 3.0))
+def test_level_offsets_are_weighted_quantiles(seed, n, spread):
+    """Each level's offset is the smallest residual at or below which at least its level's share of
+    the weight lies (the weighted quantile, the pinball loss's best constant), found here by brute
+    force; ties and rows without weight included."""
+    from skspectral.regressor import level_offsets
+
+    rng = np.random.RandomState(seed % (2**32 - 1))
+    levels = np.array([0.05, 0.5, 0.95])
+    # three levels' residuals, pulled apart by spread
+    residuals = rng.standard_t(3, size=(n, 1)) + spread * np.array([1.0, 0.0, -1.0]) * rng.uniform(size=(1, 3))
+    residuals[rng.uniform(size=n) < 0.2] = 0.0  # ties
+    weight = rng.uniform(0.0, 2.0, size=n)
+    weight[rng.uniform(size=n) < 0.1] = 0.0  # rows without weight
+    weight[0] += 0.1  # a positive total
+    quantiles = [min(r for r in residuals[:, j] if weight[residuals[:, j] <= r].sum() >= level * weight.sum())
+                 for j, level in enumerate(levels)]
+    np.testing.assert_array_equal(level_offsets(residuals, weight, levels), quantiles)
 
 
 def test_quantiles_cover_their_levels_and_share_one_certified_bound():
