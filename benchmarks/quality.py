@@ -4,6 +4,7 @@ with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (in the 
 
     python benchmarks/quality.py --device cpu|cuda [--datasets california churn ...]
         [--folds 0 1 2 3 4] [--configs default series ...] [--json out.json]
+    python benchmarks/quality.py --fit-cost-runs run1.json run2.json ...   # repeated runs' fit cost
 
 The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, or
 --data DIR) plus California Housing. 5-fold cross-validation (3 folds above 100k
@@ -340,6 +341,37 @@ def fit_cost(out: dict) -> str:
     return "\n".join(lines) + f"\n\ngeometric mean of fit time ÷ HGB's: {geo}"
 
 
+def fit_cost_runs(paths: list) -> str:
+    """Repeated runs on a noisy machine, summarised: for each code (a run file's "code", else the
+    file's name) and dataset, our fit ÷ HGB's over the runs, median (min-max); the geometric mean of
+    the medians and each run's own. A file is one run's --json, or {"runs": [{"code": ..., "rows":
+    ...}, ...]} holding several."""
+    runs: dict = {}
+    for path in paths:
+        loaded = json.loads(Path(path).read_text())
+        for run_ in loaded.get("runs", [loaded]):
+            runs.setdefault(run_.get("code", Path(path).name), []).append(run_["rows"])
+    lines = []
+    for code, run_rows in runs.items():
+        per_run = []  # {dataset: ratio} of each run (the mean over its folds)
+        for rows in run_rows:
+            ratio = {}
+            for d in dict.fromkeys(r["dataset"] for r in rows):
+                fit = {m: np.mean([r["fit_s"] for r in rows if r["dataset"] == d and r["model"] == m])
+                       for m in ("ours:default", "hgb")}
+                ratio[d] = fit["ours:default"] / fit["hgb"]
+            per_run.append(ratio)
+        lines += [f"\n{code} ({len(per_run)} runs): ours ÷ HGB's fit time", "| dataset | median | min-max |", "|---|---|---|"]
+        medians = []
+        for d in per_run[0]:
+            values = [ratio[d] for ratio in per_run]
+            medians.append(float(np.median(values)))
+            lines.append(f"| {d} | {medians[-1]:.1f} | {min(values):.1f}-{max(values):.1f} |")
+        each = ", ".join(f"{math.exp(np.mean(np.log(list(ratio.values())))):.2f}" for ratio in per_run)
+        lines.append(f"geometric mean of the medians {math.exp(np.mean(np.log(medians))):.2f}x (each run: {each})")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -354,7 +386,12 @@ def main():
                    help="peers to fit, each where it installs (default: the gradient-boosting ones; "
                         "realmlp and tabm need pytabkit)")
     p.add_argument("--json")
+    p.add_argument("--fit-cost-runs", nargs="+", metavar="JSON",
+                   help="summarise the fit cost of repeated runs (their --json files) instead of fitting")
     a = p.parse_args()
+    if a.fit_cost_runs:
+        print(fit_cost_runs(a.fit_cost_runs))
+        return
     a.datasets = a.datasets or dataset_names(Path(a.data))
     for name, params in named_json(a.extra).items():
         CONFIGS[name] = params
