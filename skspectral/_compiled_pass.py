@@ -8,8 +8,8 @@ it keeps from step to step; the trainer sends only the loss (a few ops on the ba
 eigenvalues; the default losses' own gradient without it) and hands the gradient of the eigenvalues
 back, and the pass writes every parameter's ``.grad``. With a default loss (its compiled value and
 gradient) the whole pass is one compiled call, :meth:`CompiledDensePass.step`: ~0.1-0.2 ms of Python
-and dispatch fewer in a 1-2 ms step (benchmarks/RESULTS.md, section 9), the same arithmetic. The kernels are the autograd path's; the
-diagonal mu and its gradient are one compiled call each instead of ten torch ops (float64 sums:
+and dispatch fewer in a 1-2 ms step (benchmarks/RESULTS.md, section 9), the same arithmetic. The
+kernels are the autograd path's; the diagonal mu and its gradient are one compiled call each instead of ten torch ops (float64 sums:
 equal to torch's to rounding), so the values and gradients are the autograd path's to rounding
 (tested).
 """
@@ -62,7 +62,7 @@ class CompiledDensePass:
         # one index: the output is the values reshaped (several are ordered by a running maximum)
         self.output_is_view = len(self.indices) == 1
         self._outputs: dict = {}  # batch size -> (values, vectors)
-        self._step_buffers: dict = {}  # (batch size, loss) -> step()'s buffers and arrays
+        self._step_buffers: dict = {}  # (batch size, loss) -> step()'s arrays
         self._chunks: dict = {}  # (batch size, terms, threads) -> step()'s kernels' thread split
         self._batch = None
         # the kernels' arrays of the tensors kept from step to step, found once (a step then converts
@@ -102,17 +102,20 @@ class CompiledDensePass:
         arrays = self.arrays
         self.tables.forward()
         _kernels().diagonal(arrays["mu_start"], arrays["mu_increments"], arrays["mu"])
-        B = rows.shape[0]
+        rows, weights = rows.contiguous(), weights.contiguous()
+        values, vectors = self._value_buffers(rows.shape[0])
+        self.gathered.values(rows, weights, values, vectors)
+        self._batch = (rows, weights, vectors)
+        return values
+
+    def _value_buffers(self, B: int) -> tuple:
+        """The values (B, n_models, K) and vectors (B, n_models, K, n) tensors a batch of B rows writes."""
         out = self._outputs.get(B)
         if out is None:
             n_models, n, K = self.mu.shape[0], self.mu.shape[1], len(self.indices)
             out = self._outputs[B] = (torch.empty((B, n_models, K), dtype=self.mu.dtype),
                                       torch.empty((B, n_models, K, n), dtype=self.mu.dtype))
-        rows, weights = rows.contiguous(), weights.contiguous()
-        values, vectors = out
-        self.gathered.values(rows, weights, values, vectors)
-        self._batch = (rows, weights, vectors)
-        return values
+        return out
 
     def output(self, values: torch.Tensor) -> torch.Tensor:
         return self.model.output_of_values(values)
@@ -189,15 +192,12 @@ class CompiledDensePass:
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
     def _new_step_buffers(self, B: int, loss_code: int) -> tuple:
-        """step()'s arrays for B rows: values (B, n_models, 1), their vectors and gradient, and the loss's
-        views of values and of their gradient: (B, members, classes) for the multiclass loss (the
-        model's output's last axis), else (B, members, 1)."""
-        n_models, n = self.mu.shape
-        dtype = self.mu.dtype
-        values = torch.empty((B, n_models, 1), dtype=dtype)
-        vectors = torch.empty((B, n_models, 1, n), dtype=dtype)
+        """step()'s arrays for B rows: values (B, n_models, 1) and their vectors (:meth:`values`'
+        buffers), the values' gradient, and the loss's views of values and of their gradient: (B,
+        members, classes) for the multiclass loss (the model's output's last axis), else (B, members, 1)."""
+        values, vectors = self._value_buffers(B)
         grad_values = torch.empty_like(values)
-        classes = _kernels().TRAINING_LOSSES[loss_code] == "multiclass_log_loss_and_gradient"
+        classes = loss_code == _kernels().MULTICLASS_LOSS
         shape = (B, -1, self.output(values).shape[-1] if classes else 1)
         return (values.numpy(), vectors.numpy(), grad_values.numpy(), values.view(shape).numpy(),
                 grad_values.view(shape).numpy())

@@ -860,9 +860,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                                        model.dtype), chunk_rows)
             for start in range(0, max(1, len(rows)), block)  # one (empty) block for no rows
         ])
-        if self.n_estimators_ > 1:
-            output = self._loss().combine_members(output)
-        return output.cpu().numpy().astype(np.float64)
+        return self._combined_members(output).cpu().numpy().astype(np.float64)
+
+    def _combined_members(self, output: torch.Tensor) -> torch.Tensor:
+        """The model's output (rows, members * outputs, ...) as the ensemble's (the loss's combination)."""
+        return self._loss().combine_members(output) if self.n_estimators_ > 1 else output
 
     # ---- pickling: numpy only, no torch module or device state ----------------------------
     def __setstate__(self, state):

@@ -145,9 +145,11 @@ def add_frobenius_penalty(columns, grad_columns, factor):
     return 0.5 * factor * total
 
 
-
-# The losses training_pass computes, by index: a loss's value-and-gradient kernel above.
+# The losses training_pass computes, by index: a loss's value-and-gradient kernel above; the multiclass
+# one takes (B, members, classes), the others (B, members).
 TRAINING_LOSSES = ("squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient")
+SQUARED_ERROR_LOSS = TRAINING_LOSSES.index("squared_error_and_gradient")
+MULTICLASS_LOSS = TRAINING_LOSSES.index("multiclass_log_loss_and_gradient")
 
 
 @njit
@@ -175,12 +177,12 @@ def training_pass(loss, output, target, weight, grad_output, tables_forward, for
     else:
         gathered_serial(columns, prefix, mu, rows, weights, ks, True, True, values, vectors)
     B = output.shape[0]
-    if loss == 2:  # TRAINING_LOSSES[2], the multiclass log-loss: (B, members, classes)
+    if loss == MULTICLASS_LOSS:
         data_loss = multiclass_log_loss_and_gradient(output, target, weight, grad_output)
     else:  # (B, members)
         flat = output.reshape((B, output.shape[1] * output.shape[2]))
         grad_flat = grad_output.reshape((B, output.shape[1] * output.shape[2]))
-        if loss == 0:
+        if loss == SQUARED_ERROR_LOSS:
             data_loss = squared_error_and_gradient(flat, target, weight, grad_flat)
         else:
             data_loss = binary_log_loss_and_gradient(flat, target, weight, grad_flat)

@@ -227,8 +227,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
             return {"quantile_offsets_": np.zeros(len(levels))}
         module.eval()
         output = predict_in_chunks(module, validation.X, self._chunk_rows(validation.y.dtype))
-        output = self._loss().combine_members(output) if self.n_estimators_ > 1 else output
-        predicted = output.reshape(len(validation), -1).cpu().numpy().astype(np.float64)
+        predicted = self._combined_members(output).reshape(len(validation), -1).cpu().numpy().astype(np.float64)
         residuals = validation.y.cpu().numpy().astype(np.float64)[:, None] - predicted  # standardised units
         offsets = level_offsets(residuals, validation.weight.cpu().numpy().astype(np.float64), levels)
         return {"quantile_offsets_": offsets * self.target_scaler_.scale}
