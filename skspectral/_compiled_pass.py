@@ -168,7 +168,19 @@ class CompiledDensePass:
         self._check_storage()
         rows, weights = self.terms_of(batch)
         rows, weights = rows.contiguous(), weights.contiguous()
-        B, K = rows.shape
+        state = self.step_state(*rows.shape, loss_code)
+        data_loss, penalty = _kernels().training_pass(loss_code, target.contiguous().numpy(),
+                                                      weight.contiguous().numpy(), rows.numpy(), weights.numpy(),
+                                                      float(frobenius_factor), state)
+        self._set_grads()
+        return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
+
+    def step_state(self, B: int, K: int, loss_code: int) -> tuple:
+        """``training_pass``'s ``state`` for batches of B rows of K terms with the loss ``loss_code``:
+        the arrays that stay from step to step and the kernels' thread split for the current thread
+        count (Numba's threads set to follow it). The parameters' ``.grad`` are the pass's buffers
+        from here on: a caller that steps in compiled code (skspectral._training) updates them there."""
+        self._check_storage()
         buffers = self._step_buffers.get((B, loss_code))
         if buffers is None:
             buffers = self._step_buffers[(B, loss_code)] = self._new_step_buffers(B, loss_code)
@@ -181,15 +193,11 @@ class CompiledDensePass:
                                                       parallel_chunks(*self.tables.backward_size))
         if any(chunks):
             parallel_threads()  # Numba's threads follow torch's count (it may have changed)
-        arrays = self.arrays
-        data_loss, penalty = _kernels().training_pass(
-            loss_code, output, target.contiguous().numpy(), weight.contiguous().numpy(), grad_output,
-            self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"], arrays["mu"],
-            rows.numpy(), weights.numpy(), self.gathered.ks, values, vectors, chunks[1], grad_values,
-            self.gathered.grads, chunks[2], float(frobenius_factor), self.tables.backward_args, chunks[3],
-            arrays["grad_start"], arrays["grad_increments"])
         self._set_grads()
-        return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
+        arrays = self.arrays
+        return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
+                arrays["mu"], self.gathered.ks, values, vectors, chunks[1], grad_values, self.gathered.grads, chunks[2],
+                self.tables.backward_args, chunks[3], arrays["grad_start"], arrays["grad_increments"])
 
     def _new_step_buffers(self, B: int, loss_code: int) -> tuple:
         """step()'s arrays for B rows: values (B, n_models, 1) and their vectors (:meth:`values`'

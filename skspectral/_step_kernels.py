@@ -153,19 +153,23 @@ MULTICLASS_LOSS = TRAINING_LOSSES.index("multiclass_log_loss_and_gradient")
 
 
 @njit
-def training_pass(loss, output, target, weight, grad_output, tables_forward, forward_chunks, mu_start,
-                  mu_increments, mu, rows, weights, ks, values, vectors, values_chunks, grad_values, grads,
-                  grad_chunks, frobenius_factor, tables_backward, backward_chunks, grad_start, grad_increments):
+def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     """A compiled training step's pass in one call: the kernels CompiledDensePass otherwise calls one
     by one from Python (~0.15 ms of Python and dispatch a step), in the same order on the same arrays,
-    so the same numbers. The symmetric tables (tables_forward: their kernel's arguments; columns and
-    prefix, the gathered tables), the diagonal mu, the batch's gathered eigenpairs (the Numba
-    backend's kernel), the loss TRAINING_LOSSES[loss] and its gradient with respect to output (B,
-    members, classes or 1: a view of values; grad_output one of grad_values), the eigenvalues'
-    gradient into grads (columns', prefix', mu's), a Frobenius penalty's (frobenius_factor != 0), the
-    tables' backward (tables_backward) and the diagonal's. A kernel runs in ``*_chunks`` over Numba's
-    threads, or on this thread where 0 (run_kernel's choice, made by the caller). Returns (the loss,
-    the penalty)."""
+    so the same numbers. The batch: its targets, sample weights and gathered terms (rows, weights);
+    ``state`` (:meth:`skspectral._compiled_pass.CompiledDensePass.step_state`): what stays from step to
+    step -- the loss's views of the values and of their gradient, the symmetric tables' kernel
+    arguments (columns and prefix, the gathered tables) and thread split, the diagonal mu and its
+    parameters, the indices, the value, vector and gradient buffers, the kernels' thread splits. It
+    runs the symmetric tables, the diagonal mu, the batch's gathered eigenpairs (the Numba backend's
+    kernel), the loss TRAINING_LOSSES[loss] and its gradient with respect to the output (B, members,
+    classes or 1: a view of the values), the eigenvalues' gradient into the columns', prefix' and mu's,
+    a Frobenius penalty's (frobenius_factor != 0), the tables' backward and the diagonal's. A kernel
+    runs in ``*_chunks`` over Numba's threads, or on this thread where 0 (run_kernel's choice, made by
+    the caller). Returns (the loss, the penalty)."""
+    (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, values, vectors,
+     values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
+     grad_increments) = state
     if forward_chunks > 0:
         symmetric_forward_parallel(*tables_forward, forward_chunks)
     else:

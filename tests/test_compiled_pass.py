@@ -171,45 +171,60 @@ def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estima
 @pytest.mark.parametrize("estimator", ["regressor", "binary", "multiclass"])
 @pytest.mark.parametrize("n_members", [1, 3])
 @pytest.mark.parametrize("params", [dict(dtype="float32"), dict(dtype="float64", alpha=1e-2)])
-def test_the_one_call_step_is_the_step_taken_apart(monkeypatch, estimator, n_members, params):
-    """The default losses run inside the pass's one compiled call (training_pass): the same kernels on
-    the same arrays as values, the loss's own gradient and backward called one by one, so the same fit
-    to the bit -- the loss curve, the fitted parameters and the predictions -- for each loss, one member
-    or several, float32 and float64, with a Frobenius penalty (alpha) and without."""
+def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, estimator, n_members, params):
+    """Three ways to take the same steps, the same fit to the bit -- the loss curve, the fitted
+    parameters and the predictions -- for each default loss, one member or several, float32 and
+    float64, with a Frobenius penalty (alpha) and without: whole batches several at a time in one
+    compiled call with Adam's update (CompiledSteps, the default), each step in the pass's one call
+    (CompiledDensePass.step) then Adam from Python, and the pass's kernels and the loss's own
+    gradient called one by one (values, the loss, backward). 700 rows in batches of 64: a short last
+    batch every epoch, and the thread tuner's probed steps one at a time."""
+    from skspectral._training.compiled_steps import CompiledSteps
+
     X, y = _mixed(5, classes=estimator == "multiclass")
     y = (y > 0).astype(int) if estimator == "binary" else y
     cls = SpectralRegressor if estimator == "regressor" else SpectralClassifier
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True,
                   categorical_features=[1], random_state=0, device="cpu") | params
-    steps = []
+    counts, steps = [], []
+    monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
+        counts.append((count, self.loss_code)), original(self, count, *args))[1])
     monkeypatch.setattr(CompiledDensePass, "step", lambda self, *args, original=CompiledDensePass.step: (
         steps.append(args[3]), original(self, *args))[1])
-    one_call = cls(**params).fit(X, y)
-    assert len(steps) == one_call.t_ and set(steps) == {dict(regressor=0, binary=1, multiclass=2)[estimator]}
+    compiled = cls(**params).fit(X, y)
+    assert sum(count for count, _ in counts) == compiled.t_ and not steps
+    assert max(count for count, _ in counts) > 1  # whole batches several at a time
+    assert {code for _, code in counts} == {dict(regressor=0, binary=1, multiclass=2)[estimator]}
+    monkeypatch.setattr(CompiledSteps, "applies", staticmethod(lambda *args: False))
+    one_by_one = cls(**params).fit(X, y)
+    assert len(steps) == one_by_one.t_ == compiled.t_
     monkeypatch.setattr(CompiledDensePass, "loss_code", lambda self, loss_and_gradient: None)
     apart = cls(**params).fit(X, y)
-    assert len(steps) == one_call.t_  # the second fit took the kernels one by one
-    assert one_call.loss_curve_ == apart.loss_curve_
-    for name, value in one_call._module_state_.items():
-        np.testing.assert_array_equal(value, apart._module_state_[name])
+    assert len(steps) == compiled.t_  # the third fit took the kernels one by one
     output = "predict_proba" if cls is SpectralClassifier else "predict"
-    np.testing.assert_array_equal(getattr(one_call, output)(X), getattr(apart, output)(X))
+    for other in (one_by_one, apart):
+        assert compiled.loss_curve_ == other.loss_curve_
+        for name, value in compiled._module_state_.items():
+            np.testing.assert_array_equal(value, other._module_state_[name])
+        np.testing.assert_array_equal(getattr(compiled, output)(X), getattr(other, output)(X))
 
 
-def test_the_one_call_step_follows_the_threads(monkeypatch):
-    """The kernels' thread split is chosen as run_kernel chooses it, for the thread count of the step
+def test_the_compiled_steps_follow_the_threads(monkeypatch):
+    """The kernels' thread split is chosen as run_kernel chooses it, for the thread count of the steps
     (the trainer's thread choice changes it): on one thread every kernel runs on the calling thread,
     on two the eigenpairs are split; the same fit either way (the kernels' sums do not depend on the
     split)."""
-    from skspectral import _compiled_pass
-
     X, y = _mixed(6)
     # (the trainer times its first steps on one thread, then on two: 30 steps see both)
     params = dict(dim=15, max_iter=6, batch_size=128, categorical_features=[1], random_state=0, device="cpu")
-    kernels = _compiled_pass._kernels()
     splits = []
-    monkeypatch.setattr(kernels, "training_pass", lambda *args, original=kernels.training_pass: (
-        splits.append((args[6], args[15], args[18], args[21])), original(*args))[1])
+
+    def recorded(self, *args, original=CompiledDensePass.step_state):
+        state = original(self, *args)
+        splits.append((state[3], state[10], state[13], state[15]))  # the four kernels' chunks
+        return state
+
+    monkeypatch.setattr(CompiledDensePass, "step_state", recorded)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -228,17 +243,25 @@ def test_the_one_call_step_follows_the_threads(monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty, dtype):
     """alpha alone (the classifier's default): the pass adds the Frobenius term's gradient itself
-    (inside its one compiled call); with spectral_penalty the whole penalty's goes through autograd
-    onto the pass's. Either way the autograd fit, to rounding."""
+    (inside its one compiled call, so the steps run in compiled blocks); with spectral_penalty the
+    whole penalty's goes through autograd onto the pass's, step by step. Either way the autograd fit,
+    to rounding."""
+    from skspectral._training.compiled_steps import CompiledSteps
+
     X, y = _mixed(4)
     params = dict(dim=6, max_iter=3, batch_size=64, categorical_features=[1], random_state=0, device="cpu",
                   dtype=dtype, alpha=1e-2, spectral_penalty=spectral_penalty)
-    factors = []
+    factors, blocks = [], []
     monkeypatch.setattr(CompiledDensePass, "step", lambda self, *args, original=CompiledDensePass.step: (
         factors.append(args[4]), original(self, *args))[1])
+    monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
+        blocks.append((count, self.frobenius_factor)), original(self, count, *args))[1])
     compiled = SpectralRegressor(**params).fit(X, y)
-    assert len(factors) == compiled.t_  # every step in one call
-    assert all(factors) if spectral_penalty == 0 else not any(factors)
+    if spectral_penalty == 0:
+        assert not factors and sum(count for count, _ in blocks) == compiled.t_
+        assert all(factor for _, factor in blocks)
+    else:
+        assert not blocks and len(factors) == compiled.t_ and not any(factors)  # every step in one call
     monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
     autograd = SpectralRegressor(**params).fit(X, y)
     tolerance = dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else dict(rtol=1e-9, atol=1e-11)

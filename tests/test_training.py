@@ -3,6 +3,7 @@ records follow the history schema, early stopping keeps the best epoch; on CUDA,
 a fit replays its steps from a CUDA graph where the backend is capture-safe."""
 
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -429,6 +430,34 @@ def test_the_thread_tuner_holds_a_choice_it_makes_again_twice_as_long():
     assert all(hold <= cap for _, hold in holds) and holds[4] == (1, cap)
     switch = [chosen for chosen, _ in holds].index(2)  # a new choice: held from the base again
     assert holds[switch:switch + 5] == [(2, 3), (2, 6), (2, 12), (2, 24), (2, 48)]
+
+
+def test_steps_run_together_only_while_the_thread_choice_holds():
+    """steps_left: 1 while a count is probed (each probed step is timed alone), else the rest of the
+    hold; ``step(count)`` records its steps at once, so the same schedule as one step at a time."""
+    from skspectral._training import threads
+
+    torch.set_num_threads(2)
+    try:
+        seconds = {2: 0.7, 1: 0.5}
+        one_by_one = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        together = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        expected = _scripted(one_by_one, seconds, 40)
+        counts, lefts = [], []
+        while len(counts) < 40:
+            left = together.steps_left()
+            lefts.append(left)
+            count = min(left, 40 - len(counts))
+            with pytest.raises(ValueError, match="timed alone") if together.probing is not None else nullcontext():
+                together.step(2)
+            current = together.current
+            counts += [current] * count
+            together.record(count * seconds[current], count)
+        assert counts == expected
+        assert {1, 5, 10} <= set(lefts) <= {1, 5, 10, 20}  # a whole hold at once (held again: doubled)
+        together.close()
+    finally:
+        torch.set_num_threads(2)
 
 
 def test_a_fit_does_not_depend_on_the_thread_counts_its_steps_ran_on(monkeypatch):

@@ -29,8 +29,9 @@ ABANDON_FACTOR = 1.5
 
 
 class AdaptiveThreads:
-    """``with threads.step(): ...`` around each step: the threads it runs on, chosen among
-    1 and the thread count the fit started with (torch's, the user's knob), restored by
+    """``with threads.step(): ...`` around each step (``threads.step(count)`` around ``count`` steps
+    run together while the choice holds, see :meth:`steps_left`): the threads it runs on, chosen
+    among 1 and the thread count the fit started with (torch's, the user's knob), restored by
     ``close()``."""
 
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS):
@@ -50,12 +51,18 @@ class AdaptiveThreads:
     def current(self) -> int:
         return self.candidates[self.probing] if self.probing is not None else self.chosen
 
-    def step(self):
-        return _TimedStep(self)
+    def step(self, count: int = 1):
+        """The context of ``count`` consecutive steps (more than one only up to :meth:`steps_left`)."""
+        return _TimedStep(self, count)
 
-    def record(self, seconds: float) -> None:
+    def steps_left(self) -> int:
+        """How many steps may run together on the current count before the next one is timed alone:
+        1 while probing, else the rest of the hold."""
+        return 1 if self.probing is not None else max(1, self.hold - self.held)
+
+    def record(self, seconds: float, count: int = 1) -> None:
         if self.probing is None:
-            self.held += 1
+            self.held += count
             if self.held >= self.hold:  # measure again
                 self.probing, self.held = 0, 0
                 self.timings = {n: [] for n in self.candidates}
@@ -88,8 +95,10 @@ class AdaptiveThreads:
 
 
 class _TimedStep:
-    def __init__(self, threads: AdaptiveThreads):
-        self.threads = threads
+    def __init__(self, threads: AdaptiveThreads, count: int = 1):
+        if count > 1 and threads.probing is not None:
+            raise ValueError("A probed step is timed alone.")
+        self.threads, self.count = threads, count
 
     def __enter__(self):
         n = self.threads.current
@@ -100,5 +109,5 @@ class _TimedStep:
 
     def __exit__(self, *exc):
         if exc[0] is None:
-            self.threads.record(time.perf_counter() - self.start)
+            self.threads.record(time.perf_counter() - self.start, self.count)
         return False

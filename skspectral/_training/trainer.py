@@ -21,6 +21,7 @@ import torch
 
 from . import history
 from .adam import adam
+from .compiled_steps import CompiledSteps
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRowBlocks, HostRows
 from .threads import AdaptiveThreads
@@ -228,6 +229,11 @@ class Trainer:
         # the loss's index where the pass runs it inside its one call (the default losses), else None
         self._pass_loss = (None if self.compiled_pass is None or loss_and_gradient is None
                            else self.compiled_pass.loss_code(loss_and_gradient))
+        # whole batches in a few compiled calls (pass and Adam), not a Python round trip each
+        self._compiled_steps = (CompiledSteps(self.compiled_pass, self._pass_loss, self._pass_frobenius, self.optimizer)
+                                if CompiledSteps.applies(self.compiled_pass, self._pass_loss, self.optimizer,
+                                                         self.gradient_reducer, penalty_fn, self._pass_frobenius)
+                                else None)
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
@@ -300,7 +306,8 @@ class Trainer:
         for first in range(0, n, block):
             rows = order[first : first + block]
             self._eager_steps(train.X[rows], train.y[rows], train.weight[rows], losses)
-            release_freed_memory()
+            if n > block:  # (a walk over the heap: ~1 ms, which a table of one block never needs)
+                release_freed_memory()
         return self._eager_means(losses, train, order)
 
     def _streamed_epoch(self, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,6 +362,9 @@ class Trainer:
     def _eager_steps(self, X, y, weight, losses: list) -> None:
         """Steps over consecutive batches of these rows; each step's (objective, data loss) to ``losses``."""
         batch_size = self.options.batch_size
+        if self._compiled_steps is not None:
+            self._compiled_steps.run(X, y, weight, batch_size, self._threads, losses)
+            return
         for start in range(0, X.shape[0], batch_size):
             stop = start + batch_size
             if self._threads is None:
