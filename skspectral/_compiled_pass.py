@@ -30,6 +30,13 @@ def _kernels():
 
     return _step_kernels
 
+
+@functools.cache
+def _encoding_kernels():
+    from . import _encoding_kernels
+
+    return _encoding_kernels
+
 # what the pass writes gradients for: a model with any other parameter takes the autograd path
 _PARAMETERS = {"mu_start", "mu_increments", "weight"}
 
@@ -56,6 +63,7 @@ class CompiledDensePass:
         self.prefix = torch.empty((models, self.bin_columns.numel(), packed), **like)
         self.grads = (torch.empty_like(self.columns), torch.empty_like(self.prefix), torch.empty((models, n), **like))
         self.grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        self.grad_packed = torch.empty_like(self.columns)  # the packed parameters' gradient (see pack)
         self.mu = torch.empty((models, n), **like)
         self.grad_start, self.grad_increments = torch.empty_like(model.mu_start), torch.empty_like(model.mu_increments)
         self.indices = tuple(model.eigval_indices)  # a tuple: outputs keep their index axis
@@ -76,7 +84,7 @@ class CompiledDensePass:
         self.arrays = dict(mu_start=model.mu_start.detach().numpy(), mu_increments=model.mu_increments.detach().numpy(),
                            mu=self.mu.numpy(), grad_mu=grad_mu.numpy(), grad_start=self.grad_start.numpy(),
                            grad_increments=self.grad_increments.numpy(), columns=self.columns.numpy(),
-                           grad_columns=grad_columns.numpy())
+                           grad_columns=grad_columns.numpy(), grad_packed=self.grad_packed.numpy())
 
     @staticmethod
     def applies(model) -> bool:
@@ -175,11 +183,12 @@ class CompiledDensePass:
         self._set_grads()
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
-    def step_state(self, B: int, K: int, loss_code: int) -> tuple:
+    def step_state(self, B: int, K: int, loss_code: int, packed: bool = False) -> tuple:
         """``training_pass``'s ``state`` for batches of B rows of K terms with the loss ``loss_code``:
         the arrays that stay from step to step and the kernels' thread split for the current thread
         count (Numba's threads set to follow it). The parameters' ``.grad`` are the pass's buffers
-        from here on: a caller that steps in compiled code (skspectral._training) updates them there."""
+        from here on: a caller that steps in compiled code (skspectral._training) updates them there.
+        ``packed``: the steps read and update the packed parameters (:meth:`pack`)."""
         self._check_storage()
         buffers = self._step_buffers.get((B, loss_code))
         if buffers is None:
@@ -197,7 +206,42 @@ class CompiledDensePass:
         arrays = self.arrays
         return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
                 arrays["mu"], self.gathered.ks, values, vectors, chunks[1], grad_values, self.gathered.grads, chunks[2],
-                self.tables.backward_args, chunks[3], arrays["grad_start"], arrays["grad_increments"])
+                self.tables.backward_args, chunks[3], arrays["grad_start"], arrays["grad_increments"], bool(packed),
+                arrays["grad_packed"])
+
+    # ---- packed parameters: the weight's lower triangles as the parameters of compiled steps -----
+    # The weight W starts symmetric (SpectralModel._init_feature_matrices), its gradient is symmetric
+    # and Adam's update is elementwise, so W stays symmetric to the bit and 0.5 (W + W^T) = W: steps
+    # may keep only the lower triangles (the gathered columns) and update those, about half the
+    # entries, with no symmetrisation pass; every number is the one the full W would get.
+    def pack(self) -> torch.Tensor:
+        """The weight's symmetric parts, packed, into the columns (the steps' parameters from here on):
+        returns the columns. A W that is not symmetric (not from this model's own steps) is packed
+        as 0.5 (W + W^T), the matrices the model uses."""
+        self._check_storage()
+        self.tables.forward()
+        return self.columns
+
+    @torch.no_grad()
+    def unpack(self) -> None:
+        """The packed parameters and their gradient back into the weight and its ``.grad``: the
+        symmetric matrices whose lower triangles they are (what the full steps leave)."""
+        kernels = _encoding_kernels()
+        n = self.model.weight.shape[-1]
+        for packed, full in ((self.columns, self.model.weight.detach()), (self.grad_packed, self.grad_weight)):
+            kernels.symmetric_from_lower(packed.view(-1, packed.shape[-1]).numpy(), full.view(-1, n, n).numpy())
+
+    @staticmethod
+    def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:
+        """packed (..., n(n+1)/2) = the lower triangles of full (..., n, n), both contiguous."""
+        _encoding_kernels().lower_triangles(full.view(-1, *full.shape[-2:]).numpy(),
+                                            packed.view(-1, packed.shape[-1]).numpy())
+
+    @staticmethod
+    def symmetric_from_lower(packed: torch.Tensor, full: torch.Tensor) -> None:
+        """full (..., n, n) = the symmetric matrices with the lower triangles of packed."""
+        _encoding_kernels().symmetric_from_lower(packed.view(-1, packed.shape[-1]).numpy(),
+                                                 full.view(-1, *full.shape[-2:]).numpy())
 
     def _new_step_buffers(self, B: int, loss_code: int) -> tuple:
         """step()'s arrays for B rows: values (B, n_models, 1) and their vectors (:meth:`values`'

@@ -220,6 +220,88 @@ def symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, h
 
 
 @njit
+def packed_from_flat(dA, target, half):
+    """symmetric_from_flat's lower triangle, packed row by row (the same arithmetic): W's gradient
+    where W is symmetric and kept as its lower triangle (compiled training steps, see
+    skspectral._training.compiled_steps)."""
+    n = (int(np.sqrt(8 * dA.shape[0] + 1)) - 1) // 2  # dA.shape[0] = n (n + 1) / 2
+    p = 0
+    for i in range(n):
+        for j in range(i):
+            target[p] = half * dA[p]
+            p += 1
+        target[p] = half * dA[p] + half * dA[p]
+        p += 1
+
+
+@njit
+def packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, start, stop):
+    """symmetric_backward_pairs with W's gradient packed, grad (models, n_columns, n(n+1)/2): the
+    lower triangle of what that kernel writes, the same values."""
+    n_columns, L = grad_columns.shape[1], grad_columns.shape[2]
+    F, T = bin_columns.shape
+    n_feature_pairs = grad_columns.shape[0] * F
+    running = np.empty(L, grad.dtype)
+    dA = np.empty(L, grad.dtype)
+    for p in range(start, stop):
+        if p >= n_feature_pairs:
+            m, i = divmod(p - n_feature_pairs, other.shape[0])
+            packed_from_flat(grad_columns[m, other[i]], grad[m, other[i]], half)
+            continue
+        m, f = p // F, p % F
+        running[:] = 0.0
+        for t in range(T - 1, -1, -1):
+            source = grad_out[m, f * T + t]
+            for i in range(L):
+                running[i] += source[i]
+            c = bin_columns[f, t]
+            if c < n_columns:
+                direct = grad_columns[m, c]
+                for i in range(L):
+                    dA[i] = direct[i] + running[i]
+                packed_from_flat(dA, grad[m, c], half)
+
+
+@njit
+def packed_backward_serial(grad_columns, grad_out, bin_columns, other, grad, half):
+    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, 0, pairs)
+
+
+@njit_parallel
+def packed_backward_parallel(grad_columns, grad_out, bin_columns, other, grad, half, chunks):
+    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
+    for c in numba.prange(chunks):
+        packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, c * pairs // chunks,
+                              (c + 1) * pairs // chunks)
+
+
+@njit
+def lower_triangles(full, packed):
+    """packed (..., n(n+1)/2) = the lower triangles of full (..., n, n) (3-d and 4-d stacks
+    flattened to (matrices, n, n) and (matrices, L) by the caller), row by row."""
+    n = full.shape[1]
+    for k in range(full.shape[0]):
+        p = 0
+        for i in range(n):
+            for j in range(i + 1):
+                packed[k, p] = full[k, i, j]
+                p += 1
+
+
+@njit
+def symmetric_from_lower(packed, full):
+    """full (matrices, n, n) = the symmetric matrices whose lower triangles are packed (matrices, L)."""
+    n = full.shape[1]
+    for k in range(full.shape[0]):
+        p = 0
+        for i in range(n):
+            for j in range(i + 1):
+                full[k, i, j] = full[k, j, i] = packed[k, p]
+                p += 1
+
+
+@njit
 def symmetric_forward_serial(weight, bin_columns, other, columns, out, half):
     pairs = weight.shape[0] * (bin_columns.shape[0] + other.shape[0])
     symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, 0, pairs)

@@ -11,8 +11,9 @@ import math
 import numba
 import numpy as np
 
-from ._encoding_kernels import (symmetric_backward_parallel, symmetric_backward_serial, symmetric_forward_parallel,
-                                symmetric_forward_serial)
+from ._encoding_kernels import (packed_backward_parallel, packed_backward_serial, prefix_forward_parallel,
+                                prefix_forward_serial, symmetric_backward_parallel, symmetric_backward_serial,
+                                symmetric_forward_parallel, symmetric_forward_serial)
 from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -159,22 +160,29 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     so the same numbers. The batch: its targets, sample weights and gathered terms (rows, weights);
     ``state`` (:meth:`skspectral._compiled_pass.CompiledDensePass.step_state`): what stays from step to
     step -- the loss's views of the values and of their gradient, the symmetric tables' kernel
-    arguments (columns and prefix, the gathered tables) and thread split, the diagonal mu and its
-    parameters, the indices, the value, vector and gradient buffers, the kernels' thread splits. It
-    runs the symmetric tables, the diagonal mu, the batch's gathered eigenpairs (the Numba backend's
-    kernel), the loss TRAINING_LOSSES[loss] and its gradient with respect to the output (B, members,
-    classes or 1: a view of the values), the eigenvalues' gradient into the columns', prefix' and mu's,
-    a Frobenius penalty's (frobenius_factor != 0), the tables' backward and the diagonal's. A kernel
-    runs in ``*_chunks`` over Numba's threads, or on this thread where 0 (run_kernel's choice, made by
-    the caller). Returns (the loss, the penalty)."""
+    arguments (weight, columns and prefix, the gathered tables) and thread split, the diagonal mu and
+    its parameters, the indices, the value, vector and gradient buffers, the kernels' thread splits,
+    and ``packed``: whether the columns hold the parameters themselves (the lower triangles of a
+    symmetric weight, see the pass's ``pack``), whose gradient then goes to ``grad_packed``. It runs
+    the symmetric tables (packed: only the prefix sums), the diagonal mu, the batch's gathered
+    eigenpairs (the Numba backend's kernel), the loss TRAINING_LOSSES[loss] and its gradient with
+    respect to the output (B, members, classes or 1: a view of the values), the eigenvalues' gradient
+    into the columns', prefix' and mu's, a Frobenius penalty's (frobenius_factor != 0), the tables'
+    backward and the diagonal's. A kernel runs in ``*_chunks`` over Numba's threads, or on this
+    thread where 0 (run_kernel's choice, made by the caller). Returns (the loss, the penalty)."""
     (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, values, vectors,
      values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
-     grad_increments) = state
-    if forward_chunks > 0:
+     grad_increments, packed, grad_packed) = state
+    columns, prefix = tables_forward[3], tables_forward[4]
+    if packed:  # the columns are the parameters: their prefix sums only
+        if forward_chunks > 0:
+            prefix_forward_parallel(columns, tables_forward[1], prefix, forward_chunks)
+        else:
+            prefix_forward_serial(columns, tables_forward[1], prefix)
+    elif forward_chunks > 0:
         symmetric_forward_parallel(*tables_forward, forward_chunks)
     else:
         symmetric_forward_serial(*tables_forward)
-    columns, prefix = tables_forward[3], tables_forward[4]
     diagonal(mu_start, mu_increments, mu)
     if values_chunks > 0:
         gathered_parallel(columns, prefix, mu, rows, weights, ks, True, True, values, vectors, values_chunks)
@@ -199,7 +207,13 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     penalty = 0.0
     if frobenius_factor != 0.0:  # the columns still hold this step's matrices
         penalty = add_frobenius_penalty(columns, grad_columns, frobenius_factor)
-    if backward_chunks > 0:
+    if packed:
+        grad_columns, grad_prefix, bin_columns, other, _, half = tables_backward
+        if backward_chunks > 0:
+            packed_backward_parallel(grad_columns, grad_prefix, bin_columns, other, grad_packed, half, backward_chunks)
+        else:
+            packed_backward_serial(grad_columns, grad_prefix, bin_columns, other, grad_packed, half)
+    elif backward_chunks > 0:
         symmetric_backward_parallel(*tables_backward, backward_chunks)
     else:
         symmetric_backward_serial(*tables_backward)

@@ -97,6 +97,46 @@ def test_the_pass_refuses_parameters_moved_to_new_storage():
         step.values(terms)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_parameters_are_the_symmetric_weights_lower_triangles(dtype):
+    """Compiled steps keep the weight as its lower triangles (pack) and give it back as the symmetric
+    matrices (unpack): the model's weight starts symmetric to the bit, so packing loses nothing; an
+    asymmetric weight (set from outside) is packed as 0.5 (W + W^T), the matrices the model uses, and
+    comes back symmetric with the same feature matrices. Moments pack and unpack the same way."""
+    model = _model(5, dtype, 1)
+    step = OnGatheredTerms(model).compiled_pass()
+    if step is None:
+        pytest.skip("needs the gather path (Numba)")
+    W = model.weight.detach()
+    assert torch.equal(W, W.transpose(-1, -2))  # the premise: a symmetric start
+    lower = torch.tril_indices(5, 5)
+    with torch.no_grad():
+        W.add_(torch.randn(W.shape, dtype=dtype, generator=torch.Generator().manual_seed(3)) * 0.1)  # asymmetric
+    A = model.feature_matrices().detach().clone()
+    columns = step.pack()
+    assert torch.equal(columns, A[..., lower[0], lower[1]])
+    step.grad_packed.copy_(torch.randn(step.grad_packed.shape, dtype=dtype))
+    step.unpack()
+    assert torch.equal(W, A) and torch.equal(model.feature_matrices(), A)
+    grad = step.grad_weight
+    assert torch.equal(grad, grad.transpose(-1, -2)) and torch.equal(grad[..., lower[0], lower[1]], step.grad_packed)
+    packed = torch.empty_like(columns)
+    step.lower_triangles(A, packed)
+    back = torch.empty_like(A)
+    step.symmetric_from_lower(packed, back)
+    assert torch.equal(packed, columns) and torch.equal(back, A)
+
+
+def test_a_compiled_fit_keeps_the_weight_symmetric_to_the_bit():
+    """The premise of packed steps, in a whole fit: the weight stays symmetric to the bit (it starts so,
+    each step's gradient is symmetric and Adam's update is elementwise)."""
+    X, y = _mixed(7)
+    est = SpectralRegressor(dim=6, max_iter=3, batch_size=64, categorical_features=[1], random_state=0,
+                            device="cpu").fit(X, y)
+    W = torch.as_tensor(est._module_state_["weight"])
+    assert torch.equal(W, W.transpose(-1, -2))
+
+
 @pytest.mark.parametrize("change", [dict(structure="tridiagonal"), dict(monotonic=[1] + [0] * 9),
                                     dict(smoothing=0.1), dict(backend="torch")])
 def test_models_the_pass_does_not_differentiate_take_the_autograd_path(change):
@@ -219,8 +259,8 @@ def test_the_compiled_steps_follow_the_threads(monkeypatch):
     params = dict(dim=15, max_iter=6, batch_size=128, categorical_features=[1], random_state=0, device="cpu")
     splits = []
 
-    def recorded(self, *args, original=CompiledDensePass.step_state):
-        state = original(self, *args)
+    def recorded(self, *args, original=CompiledDensePass.step_state, **kwargs):
+        state = original(self, *args, **kwargs)
         splits.append((state[3], state[10], state[13], state[15]))  # the four kernels' chunks
         return state
 

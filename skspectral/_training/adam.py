@@ -189,18 +189,20 @@ class CompiledAdam(_Adam):
                                                   float(beta2), float(group["eps"]), float(self._step_count))
                 kernel.adam_update(*arrays, *scalars)
 
-    def compiled_steps(self, n_steps: int) -> tuple:
+    def compiled_steps(self, n_steps: int, substitutes: dict | None = None) -> tuple:
         """(every parameter's flat (param, grad, exp_avg, exp_avg_sq) arrays, the step scalars of the
         next ``n_steps`` steps (n_steps, 7)) for those steps taken in compiled code with
         ``adam_update``, as :meth:`step` takes them (one group; every parameter's ``.grad`` set, the
-        buffer the steps rewrite); the step count moves past them."""
+        buffer the steps rewrite); the step count moves past them. ``substitutes``: id(parameter) ->
+        the arrays the steps update in its stead (packed storage the caller keeps)."""
         kernel = _adam_kernel()
         (group,) = self.param_groups
         beta1, beta2 = group["betas"]
         if not all(p.grad is not None and p.grad.is_contiguous() for p in group["params"]):
             # compiled steps rewrite the gradients in place: a copy made here would go stale
             raise RuntimeError("Compiled steps need every parameter's .grad set and contiguous.")
-        arrays = tuple(self._flat_arrays(p, p.grad) for p in group["params"])
+        substitutes = substitutes or {}
+        arrays = tuple(substitutes.get(id(p)) or self._flat_arrays(p, p.grad) for p in group["params"])
         dtype = arrays[0][0].dtype.type
         lr, eps = float(group["lr"]), float(group["eps"])
         scalars = np.array([kernel.step_scalars(dtype, lr, float(beta1), float(beta2), eps, float(self._step_count + s))

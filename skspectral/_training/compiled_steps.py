@@ -36,6 +36,9 @@ class CompiledSteps:
         self.compiled_pass, self.loss_code = compiled_pass, loss_code
         self.frobenius_factor, self.optimizer = frobenius_factor, optimizer
         self.dtype = compiled_pass.mu.dtype
+        # the weight's Adam moments, packed as the pass packs the weight (see run)
+        self.weight = compiled_pass.model.weight
+        self.packed_moments = (torch.empty_like(compiled_pass.columns), torch.empty_like(compiled_pass.columns))
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
@@ -56,6 +59,33 @@ class CompiledSteps:
         n = X.shape[0]
         if not n:
             return
+        self._pack()
+        try:
+            self._run(X, y, weight, batch_size, threads, losses)
+        finally:
+            self._unpack()
+
+    def _pack(self) -> None:
+        """The weight, its gradient and Adam's moments of it as the steps keep them: their lower
+        triangles (the pass's columns are the parameters). The weight is symmetric to the bit (it
+        starts so, and its gradient and Adam's update keep it so): every step computes the numbers
+        of the full matrices on about half the entries, without symmetrising them."""
+        columns = self.compiled_pass.pack()
+        moments = self.optimizer._moments(self.weight)
+        for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), self.packed_moments):
+            self.compiled_pass.lower_triangles(full, packed)
+        self._substitutes = {id(self.weight): (columns.view(-1).numpy(), self.compiled_pass.grad_packed.view(-1).numpy(),
+                                               *(m.view(-1).numpy() for m in self.packed_moments))}
+
+    def _unpack(self) -> None:
+        """The weight, its gradient and moments back as full symmetric matrices (the one-step path's)."""
+        self.compiled_pass.unpack()
+        moments = self.optimizer._moments(self.weight)
+        for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), self.packed_moments):
+            self.compiled_pass.symmetric_from_lower(packed, full)
+
+    def _run(self, X, y, weight, batch_size: int, threads, losses: list) -> None:
+        n = X.shape[0]
         rows, weights = self.compiled_pass.terms_of(X)
         rows, weights = rows.contiguous(), weights.contiguous()
         targets, sample_weights = y.contiguous(), weight.contiguous()
@@ -79,8 +109,9 @@ class CompiledSteps:
 
     def _steps(self, count: int, size: int, targets, sample_weights, rows, weights) -> torch.Tensor:
         """``count`` steps of ``size`` rows in one call; (count, 2): each step's objective and data loss."""
-        state = self.compiled_pass.step_state(size, rows.shape[1], self.loss_code)  # sets the parameters' .grad
-        adam_arrays, adam_scalars = self.optimizer.compiled_steps(count)
+        # (step_state sets the parameters' .grad, which compiled_steps reads)
+        state = self.compiled_pass.step_state(size, rows.shape[1], self.loss_code, packed=True)
+        adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
         _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), rows.numpy(), weights.numpy(),
                   float(self.frobenius_factor or 0.0), state, adam_arrays, adam_scalars, step_losses)
