@@ -83,6 +83,25 @@ def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, v
             _assert_gradient_close(parameter.grad, grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("params", [dict(), dict(n_members=1, eigval_idx=2), dict(eigval_idx=(1, 2, 4)),
+                                    dict(n_outputs=3)])
+def test_the_pass_forward_is_the_models_forward_to_the_bit(dtype, params):
+    """The trainer scores its early-stopping rows through the pass's forward (its kernels on its
+    buffers, the model's mu): the model's own output, bit for bit, for any batch size."""
+    model = _model(5, dtype, 2, **params)
+    module = OnGatheredTerms(model)
+    step = module.compiled_pass()
+    if step is None:
+        pytest.skip("needs the gather path (Numba)")
+    for n_rows in (1, 37, 300):
+        terms = OnGatheredTerms.pack(model, _rows(n_rows, dtype, n_rows))
+        with torch.no_grad():
+            expected = module(terms)
+        got = step.forward(terms)
+        assert got.shape == expected.shape and torch.equal(got, expected)
+
+
 def test_the_pass_refuses_parameters_moved_to_new_storage():
     """The pass keeps its kernels' arrays of the model's tensors: parameters given new storage
     (a model.to(), a new .data) would leave it reading the old ones, so it says so instead."""

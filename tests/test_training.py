@@ -574,8 +574,8 @@ def test_gathered_terms_found_once_train_as_terms_found_every_step(monkeypatch, 
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
                   random_state=0, device="cpu", dtype=dtype)
     calls = []
-    original = OnGatheredTerms.forward
-    monkeypatch.setattr(OnGatheredTerms, "forward", lambda self, P: (calls.append(P.shape), original(self, P))[1])
+    original = OnGatheredTerms.unpack  # (the compiled pass's terms_of: steps and validation scores)
+    monkeypatch.setattr(OnGatheredTerms, "unpack", staticmethod(lambda P: (calls.append(P.shape), original(P))[1]))
     once = cls(**params).fit(X, y)
     assert calls and all(shape[1] == 2 for shape in calls)  # steps and validation scores
     calls.clear()

@@ -416,7 +416,7 @@ class Trainer:
                 if validating:
                     self.model.eval()
                     average.swap_in()  # the averaged parameters are scored (and kept)
-                    output = predict_in_chunks(self.model, validation.X, self.chunk_rows)
+                    output = self._predict(validation.X)
                     score = self.score_fn(output, validation.y, validation.weight)
                     if self.distributed is not None:
                         (score,) = self.distributed.weighted_average([score], validation.weight.sum())
@@ -449,6 +449,15 @@ class Trainer:
                 self._threads.close()
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
+
+    @torch.no_grad()
+    def _predict(self, X: torch.Tensor) -> torch.Tensor:
+        """The module's output on X in bounded memory; through the compiled pass where there is one
+        (its kernels without the module's Python: the same numbers)."""
+        if self.compiled_pass is None:
+            return predict_in_chunks(self.model, X, self.chunk_rows)
+        chunks = [self.compiled_pass.forward(X[i : i + self.chunk_rows]) for i in range(0, X.shape[0], self.chunk_rows)]
+        return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
 
     def _set_learning_rate(self, epoch: int) -> None:
         opts = self.options

@@ -200,9 +200,11 @@ class GatheredSteps:
         self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
         self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
 
-    def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> None:
-        """values (B, models, K) and vectors (B, models, K, n) of the batch's terms (contiguous)."""
-        _launch_gathered(self.tables, rows, weights, self.ks, True, True, values, vectors)
+    def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor,
+               want_vector: bool = True) -> None:
+        """values (B, models, K) and (with ``want_vector``) vectors (B, models, K, n) of the batch's
+        terms (contiguous)."""
+        _launch_gathered(self.tables, rows, weights, self.ks, True, want_vector, values, vectors)
 
     def grad(self, g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> None:
         """The three gradients from g (B, models, K) and the vectors of :meth:`values` (contiguous)."""
