@@ -1,17 +1,26 @@
-"""A CPU training step in one compiled call against the same kernels called one by one, per table.
+"""A CPU training step three ways, per table: whole batches in compiled blocks (what a fit runs),
+each step in one compiled call, and the step's kernels called one by one.
 
     python benchmarks/bench_cpu_step.py [--data ../shared/data/tabular] [--datasets california diamonds ...]
-                                        [--repeats 500] [--threads 2 1] [--json out.json]
+                                        [--repeats 100] [--block 20] [--threads 2 1] [--json out.json]
 
 For each table a default estimator is fitted for one epoch on all its rows (the model, its compiled
-pass and batch size as a fit has them), and its first batch is kept. Then the trainer's compiled step
-(the pass's kernels, the loss, Adam) runs on that batch ``--repeats`` times each way, alternating
-step by step so that this machine's drift hits both alike: through ``CompiledDensePass.step`` (one
-compiled call, ``skspectral._step_kernels.training_pass``) and with the loss taken apart (``values``,
-the loss's compiled value and gradient, ``backward``: the path before the one call). Wall time
-(time.perf_counter) per step, min and median, for each thread count in ``--threads`` (the trainer's
-own thread choice is not used here). The steps keep training the model: both ways see the same
-parameters' kind of values, and each step costs the same whatever they are.
+pass and batch size as a fit has them), and its first batch is kept. Then ``--block`` steps on that
+batch are taken ``--repeats`` times each way, the ways alternating block by block so that this
+machine's drift hits them alike:
+
+- ``blocks``: :class:`skspectral._training.compiled_steps.CompiledSteps` -- the block's steps in one
+  compiled call (``_steps_kernel.training_steps``: the pass, then Adam, step by step), the weight kept
+  as its lower triangles (packed and unpacked once a block, as a fit does once an epoch's block of rows);
+- ``one call``: the trainer's step through ``CompiledDensePass.step`` (the pass's one compiled call,
+  ``skspectral._step_kernels.training_pass``), then Adam from Python: a step before whole batches ran
+  in blocks;
+- ``apart``: ``values``, the loss's compiled value and gradient, ``backward``, Adam: the path before
+  the one call.
+
+Wall time (time.perf_counter) per step, min and median over the repeats, for each thread count in
+``--threads`` (the trainer's own thread choice is not used here). The steps keep training the model:
+every way sees the same kind of parameters, and each step costs the same whatever they are.
 """
 
 from __future__ import annotations
@@ -60,7 +69,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tabular"))
     parser.add_argument("--datasets", nargs="+", default=["california", "diamonds", "churn", "hpc", "nmes1988"])
-    parser.add_argument("--repeats", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -72,31 +82,42 @@ def main():
         if loss_code is None:
             print(f"{name}: its loss has no compiled kernel; skipped")
             continue
+        steps = CompiledSteps(trainer.compiled_pass, loss_code, trainer._pass_frobenius, trainer.optimizer)
+        repeat = (args.block,) + (1,) * (xb.dim() - 1)
+        block_X, block_y, block_w = xb.repeat(*repeat), yb.repeat(args.block, *([1] * (yb.dim() - 1))), wb.repeat(args.block)
+
+        def blocks():
+            steps.run(block_X, block_y, block_w, xb.shape[0], None, [])
 
         def one_call():
             trainer._pass_loss = loss_code
-            trainer._compiled_step(xb, yb, wb)
+            for _ in range(args.block):
+                trainer._compiled_step(xb, yb, wb)
 
         def apart():
             trainer._pass_loss = None
-            trainer._compiled_step(xb, yb, wb)
+            for _ in range(args.block):
+                trainer._compiled_step(xb, yb, wb)
 
+        ways = (("blocks", blocks), ("one call", one_call), ("apart", apart))
         for threads in args.threads:
             torch.set_num_threads(threads)
-            seconds = {"one call": [], "apart": []}
-            for fn in (one_call, apart, one_call, apart):  # warm-up (each way's buffers)
+            seconds = {way: [] for way, _ in ways}
+            for _, fn in ways + ways:  # warm-up (each way's buffers)
                 fn()
             for _ in range(args.repeats):
-                for way, fn in (("one call", one_call), ("apart", apart)):
+                for way, fn in ways:
                     started = time.perf_counter()
                     fn()
-                    seconds[way].append(time.perf_counter() - started)
+                    seconds[way].append((time.perf_counter() - started) / args.block)
             row = {"dataset": name, "batch": xb.shape[0], "models": trainer.compiled_pass.mu.shape[0],
                    "threads": threads}
             for way, values in seconds.items():
                 row[f"{way} ms (min)"] = f"{1e3 * min(values):.3f}"
                 row[f"{way} ms (median)"] = f"{1e3 * statistics.median(values):.3f}"
-            row["saved (median)"] = (f"{1 - statistics.median(seconds['one call']) / statistics.median(seconds['apart']):.1%}")
+            median = {way: statistics.median(values) for way, values in seconds.items()}
+            row["blocks saved against one call (median)"] = f"{1 - median['blocks'] / median['one call']:.1%}"
+            row["one call saved against apart (median)"] = f"{1 - median['one call'] / median['apart']:.1%}"
             rows.append(row)
             print(row, flush=True)
     torch.set_num_threads(start_threads)

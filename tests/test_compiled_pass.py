@@ -268,6 +268,30 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
         np.testing.assert_array_equal(getattr(compiled, output)(X), getattr(other, output)(X))
 
 
+@pytest.mark.parametrize("found_once", [True, False])
+def test_compiled_steps_find_their_terms_a_chunk_at_a_time(monkeypatch, found_once):
+    """A run finds (or unpacks) its rows' terms a chunk of whole batches at a time (TERMS_BYTES: a
+    tall fit's block of rows would hold them all at once): the same batches, so the same fit to the
+    bit, whether the fit found its rows' terms once or not (over the size limit)."""
+    from skspectral import _estimator
+    from skspectral._training import compiled_steps
+
+    if not found_once:
+        monkeypatch.setattr(_estimator, "_GATHERED_TERMS_BYTES", 0)
+    X, y = _mixed(8)
+    params = dict(dim=6, max_iter=2, batch_size=64, categorical_features=[1], random_state=0, device="cpu")
+    whole = SpectralRegressor(**params).fit(X, y)
+    chunks = []
+    original = compiled_steps.CompiledSteps._run
+    monkeypatch.setattr(compiled_steps.CompiledSteps, "_run", lambda self, X, *args: (
+        chunks.append(X.shape[0]), original(self, X, *args))[1])
+    monkeypatch.setattr(compiled_steps, "TERMS_BYTES", 1)  # one batch a chunk
+    chunked = SpectralRegressor(**params).fit(X, y)
+    assert max(chunks) == 64 and len(chunks) > 2 * 8
+    assert whole.loss_curve_ == chunked.loss_curve_
+    np.testing.assert_array_equal(whole.predict(X), chunked.predict(X))
+
+
 def test_the_compiled_steps_follow_the_threads(monkeypatch):
     """The kernels' thread split is chosen as run_kernel chooses it, for the thread count of the steps
     (the trainer's thread choice changes it): on one thread every kernel runs on the calling thread,

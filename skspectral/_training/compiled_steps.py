@@ -20,6 +20,10 @@ import torch
 from .adam import CompiledAdam
 
 
+# The most bytes of terms (table rows and weights) found at once for a run's rows.
+TERMS_BYTES = 16 * 2**20
+
+
 @functools.cache
 def _kernel():
     from ._steps_kernel import training_steps
@@ -61,7 +65,13 @@ class CompiledSteps:
             return
         self._pack()
         try:
-            self._run(X, y, weight, batch_size, threads, losses)
+            # the rows' terms a chunk of whole batches at a time: a tall fit's block of rows would
+            # otherwise hold its terms (several times its rows' bytes) all at once
+            terms_bytes = self.compiled_pass.terms_of(X[:1])[0].shape[1] * (8 + X.element_size())
+            chunk = max(1, TERMS_BYTES // (terms_bytes * batch_size)) * batch_size
+            for first in range(0, n, chunk):
+                last = first + chunk
+                self._run(X[first:last], y[first:last], weight[first:last], batch_size, threads, losses)
         finally:
             self._unpack()
 
