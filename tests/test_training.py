@@ -380,11 +380,15 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
             assert torch.get_num_threads() == 1
         first.close()  # the fit's own count back
         assert torch.get_num_threads() == 2
-        counts = _scripted(threads.AdaptiveThreads(probe_steps=3, hold_steps=5), {2: 0.7, 1: 0.5}, 20)
+        counts = _scripted(threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=0), {2: 0.7, 1: 0.5}, 20)
         assert counts[:8] == [1] * 4 + [2] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
         assert counts[13:21] == ([1] * 4 + [2] * 3)[: len(counts[13:21])]  # then probe again
-        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=0)
         assert _scripted(tuner, {2: 0.3, 1: 0.5}, 12) == [1] * 4 + [2] * 8  # an idle machine: two threads
+        warming = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)  # (the default: WARMUP_STEPS)
+        assert warming.steps_left() == 4  # the warm-up: one thread, untimed, then the same schedule
+        assert _scripted(warming, {2: 0.3, 1: 0.5}, 16) == [1] * 4 + [1] * 4 + [2] * 8
+        warming.close()
         tuner.close()
         assert torch.get_num_threads() == 2
     finally:
@@ -398,7 +402,7 @@ def test_the_thread_tuner_stops_probing_a_count_that_is_already_far_slower():
 
     torch.set_num_threads(2)
     try:
-        tuner = threads.AdaptiveThreads(probe_steps=6, hold_steps=50)
+        tuner = threads.AdaptiveThreads(probe_steps=6, hold_steps=50, warmup_steps=0)
         assert _scripted(tuner, {2: 10.0, 1: 1.0}, 30) == [1] * 7 + [2] * 2 + [1] * 21
         tuner.close()
     finally:
@@ -413,7 +417,7 @@ def test_the_thread_tuner_holds_a_choice_it_makes_again_twice_as_long():
     torch.set_num_threads(2)
     try:
         seconds = {2: 1.0, 1: 0.5}
-        tuner = threads.AdaptiveThreads(probe_steps=1, hold_steps=3)
+        tuner = threads.AdaptiveThreads(probe_steps=1, hold_steps=3, warmup_steps=0)
         holds = []
         for step in range(400):
             if step == 250:
@@ -440,8 +444,8 @@ def test_steps_run_together_only_while_the_thread_choice_holds():
     torch.set_num_threads(2)
     try:
         seconds = {2: 0.7, 1: 0.5}
-        one_by_one = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
-        together = threads.AdaptiveThreads(probe_steps=3, hold_steps=5)
+        one_by_one = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)
+        together = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)
         expected = _scripted(one_by_one, seconds, 40)
         counts, lefts = [], []
         while len(counts) < 40:
@@ -454,7 +458,7 @@ def test_steps_run_together_only_while_the_thread_choice_holds():
             counts += [current] * count
             together.record(count * seconds[current], count)
         assert counts == expected
-        assert {1, 5, 10} <= set(lefts) <= {1, 5, 10, 20}  # a whole hold at once (held again: doubled)
+        assert {1, 4, 5, 10} <= set(lefts) <= {1, 4, 5, 10, 20}  # the warm-up, then whole holds at once
         together.close()
     finally:
         torch.set_num_threads(2)

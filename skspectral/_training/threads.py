@@ -26,6 +26,10 @@ HOLD_STEPS = 300
 MAX_HOLD_FACTOR = 16
 # a probed candidate's timed step this many times the first candidate's mean ends its probe
 ABANDON_FACTOR = 1.5
+# Steps a fit runs on one thread before its first measurement: its first steps pay for new
+# buffers and cold caches (one-thread steps timed at 3-7 ms against 1.8 later beside a busy
+# process), which made the first measurement hold two threads for 300 steps of several ms.
+WARMUP_STEPS = 5
 
 
 class AdaptiveThreads:
@@ -34,7 +38,8 @@ class AdaptiveThreads:
     among 1 and the thread count the fit started with (torch's, the user's knob), restored by
     ``close()``."""
 
-    def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS):
+    def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS,
+                 warmup_steps: int = WARMUP_STEPS):
         self.start_threads = torch.get_num_threads()
         # one thread first: a later candidate whose timed step is already far slower than its mean
         # stops being probed (two threads on a busy machine: several ms a step)
@@ -46,6 +51,8 @@ class AdaptiveThreads:
         self.chosen = self.start_threads
         self.hold = hold_steps  # steps to hold the current choice
         self.measured = False  # whether a measurement chose before
+        if warmup_steps > 0:  # the warm-up: a first hold of one thread, untimed
+            self.probing, self.chosen, self.hold = None, self.candidates[0], warmup_steps
 
     @property
     def current(self) -> int:
