@@ -21,7 +21,8 @@ grad_out[m, f T + t] for each (f, s) with bin_columns[f, s] = c (a reversed runn
 Symmetric: columns[m, c] = the packed lower triangle of 0.5 (W[m, c] + W[m, c]^T), for every
 column (``other`` lists those in no feature's bins); with dA = grad_columns plus the reversed
 running sum (packed), grad_W[i, j] = grad_W[j, i] = 0.5 dA_ij off the diagonal and 0.5 dA_ii +
-0.5 dA_ii on it: torch's arithmetic for the same graph (symmetrise, pack), so the same bits.
+0.5 dA_ii on it: torch's arithmetic for the same graph (symmetrise, pack), so the same bits; or,
+for compiled training steps that keep a symmetric W as its lower triangles, those entries packed.
 """
 
 import functools
@@ -180,21 +181,30 @@ def symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, star
 
 
 @njit
-def symmetric_from_flat(dA, target, half):
-    """target (n x n) = W's gradient from dA, the gradient of symmetrise_into's packed triangle."""
-    n = target.shape[0]
+def weight_gradient(dA, target, half):
+    """target = W's gradient from dA, the gradient of symmetrise_into's packed triangle: n x n
+    row-major (target of n * n: grad_W[i, j] = grad_W[j, i] = 0.5 dA_ij off the diagonal, 0.5 dA_ii
+    + 0.5 dA_ii on it) or, where W is symmetric and kept as its lower triangle (compiled training
+    steps, see skspectral._training.compiled_steps), that triangle packed row by row (target of
+    n(n+1)/2): the same numbers."""
+    n = (int(np.sqrt(8 * dA.shape[0] + 1)) - 1) // 2  # dA.shape[0] = n (n + 1) / 2
+    packed = target.shape[0] == dA.shape[0]
     p = 0
     for i in range(n):
         for j in range(i):
-            target[i, j] = target[j, i] = half * dA[p]
+            if packed:
+                target[p] = half * dA[p]
+            else:
+                target[i * n + j] = target[j * n + i] = half * dA[p]
             p += 1
-        target[i, i] = half * dA[p] + half * dA[p]
+        target[p if packed else i * n + i] = half * dA[p] + half * dA[p]
         p += 1
 
 
 @njit
 def symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, start, stop):
-    """grad (models, n_columns, n, n) of W from the outputs' gradients, pairs as the forward's."""
+    """grad (models, n_columns, n * n or n(n+1)/2: see weight_gradient) of W from the outputs'
+    gradients, pairs as the forward's."""
     n_columns, L = grad_columns.shape[1], grad_columns.shape[2]
     F, T = bin_columns.shape
     n_feature_pairs = grad_columns.shape[0] * F
@@ -203,7 +213,7 @@ def symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, h
     for p in range(start, stop):
         if p >= n_feature_pairs:
             m, i = divmod(p - n_feature_pairs, other.shape[0])
-            symmetric_from_flat(grad_columns[m, other[i]], grad[m, other[i]], half)
+            weight_gradient(grad_columns[m, other[i]], grad[m, other[i]], half)
             continue
         m, f = p // F, p % F
         running[:] = 0.0
@@ -216,64 +226,7 @@ def symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, h
                 direct = grad_columns[m, c]
                 for i in range(L):
                     dA[i] = direct[i] + running[i]
-                symmetric_from_flat(dA, grad[m, c], half)
-
-
-@njit
-def packed_from_flat(dA, target, half):
-    """symmetric_from_flat's lower triangle, packed row by row (the same arithmetic): W's gradient
-    where W is symmetric and kept as its lower triangle (compiled training steps, see
-    skspectral._training.compiled_steps)."""
-    n = (int(np.sqrt(8 * dA.shape[0] + 1)) - 1) // 2  # dA.shape[0] = n (n + 1) / 2
-    p = 0
-    for i in range(n):
-        for j in range(i):
-            target[p] = half * dA[p]
-            p += 1
-        target[p] = half * dA[p] + half * dA[p]
-        p += 1
-
-
-@njit
-def packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, start, stop):
-    """symmetric_backward_pairs with W's gradient packed, grad (models, n_columns, n(n+1)/2): the
-    lower triangle of what that kernel writes, the same values."""
-    n_columns, L = grad_columns.shape[1], grad_columns.shape[2]
-    F, T = bin_columns.shape
-    n_feature_pairs = grad_columns.shape[0] * F
-    running = np.empty(L, grad.dtype)
-    dA = np.empty(L, grad.dtype)
-    for p in range(start, stop):
-        if p >= n_feature_pairs:
-            m, i = divmod(p - n_feature_pairs, other.shape[0])
-            packed_from_flat(grad_columns[m, other[i]], grad[m, other[i]], half)
-            continue
-        m, f = p // F, p % F
-        running[:] = 0.0
-        for t in range(T - 1, -1, -1):
-            source = grad_out[m, f * T + t]
-            for i in range(L):
-                running[i] += source[i]
-            c = bin_columns[f, t]
-            if c < n_columns:
-                direct = grad_columns[m, c]
-                for i in range(L):
-                    dA[i] = direct[i] + running[i]
-                packed_from_flat(dA, grad[m, c], half)
-
-
-@njit
-def packed_backward_serial(grad_columns, grad_out, bin_columns, other, grad, half):
-    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
-    packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, 0, pairs)
-
-
-@njit_parallel
-def packed_backward_parallel(grad_columns, grad_out, bin_columns, other, grad, half, chunks):
-    pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
-    for c in numba.prange(chunks):
-        packed_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, c * pairs // chunks,
-                              (c + 1) * pairs // chunks)
+                weight_gradient(dA, grad[m, c], half)
 
 
 @njit

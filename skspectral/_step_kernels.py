@@ -11,9 +11,8 @@ import math
 import numba
 import numpy as np
 
-from ._encoding_kernels import (packed_backward_parallel, packed_backward_serial, prefix_forward_parallel,
-                                prefix_forward_serial, symmetric_backward_parallel, symmetric_backward_serial,
-                                symmetric_forward_parallel, symmetric_forward_serial)
+from ._encoding_kernels import (prefix_forward_parallel, prefix_forward_serial, symmetric_backward_parallel,
+                                symmetric_backward_serial, symmetric_forward_parallel, symmetric_forward_serial)
 from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -207,15 +206,11 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     penalty = 0.0
     if frobenius_factor != 0.0:  # the columns still hold this step's matrices
         penalty = add_frobenius_penalty(columns, grad_columns, frobenius_factor)
-    if packed:
-        grad_columns, grad_prefix, bin_columns, other, _, half = tables_backward
-        if backward_chunks > 0:
-            packed_backward_parallel(grad_columns, grad_prefix, bin_columns, other, grad_packed, half, backward_chunks)
-        else:
-            packed_backward_serial(grad_columns, grad_prefix, bin_columns, other, grad_packed, half)
-    elif backward_chunks > 0:
-        symmetric_backward_parallel(*tables_backward, backward_chunks)
+    grad_columns, grad_prefix, bin_columns, other, grad_weight, half = tables_backward
+    grad_weight = grad_packed if packed else grad_weight  # (the packed parameters' gradient, or W's)
+    if backward_chunks > 0:
+        symmetric_backward_parallel(grad_columns, grad_prefix, bin_columns, other, grad_weight, half, backward_chunks)
     else:
-        symmetric_backward_serial(*tables_backward)
+        symmetric_backward_serial(grad_columns, grad_prefix, bin_columns, other, grad_weight, half)
     diagonal_grad(grad_mu, mu_increments, grad_start, grad_increments)
     return data_loss, penalty

@@ -396,8 +396,9 @@ def _symmetric_forward_args(weight, bin_columns, other_columns, columns, out) ->
 def _symmetric_backward_args(grad_columns, grad_out, bin_columns, other_columns, grad) -> tuple:
     """(the backward kernel's arrays, (its items, its work))."""
     models, n_columns, L = grad_columns.shape
-    return ((grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(), grad.numpy(),
-             _half(grad.dtype)),
+    # W's gradient (models, n_columns, n, n) as the kernel writes it: each matrix flattened
+    return ((grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(),
+             grad.view(models, n_columns, -1).numpy(), _half(grad.dtype)),
             (models * (bin_columns.shape[0] + other_columns.shape[0]), models * (n_columns + grad_out.shape[1]) * L))
 
 
