@@ -398,7 +398,7 @@ def _symmetric_backward_args(grad_columns, grad_out, bin_columns, other_columns,
     models, n_columns, L = grad_columns.shape
     # W's gradient (models, n_columns, n, n) as the kernel writes it: each matrix flattened
     return ((grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(),
-             grad.view(models, n_columns, -1).numpy(), _half(grad.dtype)),
+             grad.view(models, n_columns, grad.shape[-2] * grad.shape[-1]).numpy(), _half(grad.dtype)),
             (models * (bin_columns.shape[0] + other_columns.shape[0]), models * (n_columns + grad_out.shape[1]) * L))
 
 

@@ -66,8 +66,10 @@ class CompiledSteps:
         self._pack()
         try:
             # the rows' terms a chunk of whole batches at a time: a tall fit's block of rows would
-            # otherwise hold its terms (several times its rows' bytes) all at once
-            terms_bytes = self.compiled_pass.terms_of(X[:1])[0].shape[1] * (8 + X.element_size())
+            # otherwise hold its terms (several times its rows' bytes) all at once (no terms at all
+            # where every column is constant)
+            n_terms = self.compiled_pass.terms_of(X[:1])[0].shape[1]
+            terms_bytes = max(1, n_terms) * (8 + X.element_size())
             chunk = max(1, TERMS_BYTES // (terms_bytes * batch_size)) * batch_size
             for first in range(0, n, chunk):
                 last = first + chunk
