@@ -6,8 +6,10 @@ step: slicing the batch, its terms, the arrays' hand-over, the Adam update's, th
 tensors -- 20-30 % of a 1-2 ms step. :class:`CompiledSteps` runs every whole batch of a block of
 rows in one call (``._steps_kernel.training_steps``: the pass, then the CPU Adam's update, step by
 step), as many at a time as the thread choice holds (:class:`.threads.AdaptiveThreads`: a probed
-step is still timed alone). The same kernels on the same arrays in the same order as the one-step
-path: the same fit to the bit (tested).
+step is still timed alone). During a run the weight is kept as its lower triangles (it is symmetric
+to the bit): the steps update those, about half its entries, with no symmetrising pass, and give
+it back whole at the run's end. The same kernels on the same arrays in the same order as the
+one-step path: the same fit to the bit (tested).
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class CompiledSteps:
             self._unpack()
 
     def _pack(self) -> None:
-        """The weight, its gradient and Adam's moments of it as the steps keep them: their lower
-        triangles (the pass's columns are the parameters). The weight is symmetric to the bit (it
+        """The weight and Adam's moments of it as the steps keep them (and the weight's gradient as
+        they write it): their lower triangles (the pass's columns are the parameters). The weight is symmetric to the bit (it
         starts so, and its gradient and Adam's update keep it so): every step computes the numbers
         of the full matrices on about half the entries, without symmetrising them."""
         columns = self.compiled_pass.pack()
