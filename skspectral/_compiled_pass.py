@@ -241,10 +241,8 @@ class CompiledDensePass:
     def unpack(self) -> None:
         """The packed parameters and their gradient back into the weight and its ``.grad``: the
         symmetric matrices whose lower triangles they are (what the full steps leave)."""
-        kernels = _encoding_kernels()
-        n = self.model.weight.shape[-1]
-        for packed, full in ((self.columns, self.model.weight.detach()), (self.grad_packed, self.grad_weight)):
-            kernels.symmetric_from_lower(packed.view(-1, packed.shape[-1]).numpy(), full.view(-1, n, n).numpy())
+        self.symmetric_from_lower(self.columns, self.model.weight.detach())
+        self.symmetric_from_lower(self.grad_packed, self.grad_weight)
 
     @staticmethod
     def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:

@@ -139,8 +139,8 @@ class _EpochAverage:
 
 
 @torch.no_grad()
-def predict_in_chunks(model: torch.nn.Module, X: torch.Tensor, chunk_rows: int) -> torch.Tensor:
-    """Evaluate ``model`` on X in bounded memory."""
+def predict_in_chunks(model: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """Evaluate ``model`` (a module, or any function of a batch of rows) on X in bounded memory."""
     return torch.cat([model(X[i : i + chunk_rows]) for i in range(0, X.shape[0], chunk_rows)] or [model(X[:0])])
 
 
@@ -450,14 +450,11 @@ class Trainer:
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
 
-    @torch.no_grad()
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
         """The module's output on X in bounded memory; through the compiled pass where there is one
         (its kernels without the module's Python: the same numbers)."""
-        if self.compiled_pass is None:
-            return predict_in_chunks(self.model, X, self.chunk_rows)
-        chunks = [self.compiled_pass.forward(X[i : i + self.chunk_rows]) for i in range(0, X.shape[0], self.chunk_rows)]
-        return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
+        return predict_in_chunks(self.model if self.compiled_pass is None else self.compiled_pass.forward, X,
+                                 self.chunk_rows)
 
     def _set_learning_rate(self, epoch: int) -> None:
         opts = self.options
