@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 from .eig._numba_support import parallel_chunks, parallel_threads
@@ -39,6 +40,8 @@ def _encoding_kernels():
 
 # what the pass writes gradients for: a model with any other parameter takes the autograd path
 _PARAMETERS = {"mu_start", "mu_increments", "weight"}
+# a loss kernel's constants where it has none
+_NO_PARAMETERS = np.zeros(0)
 
 
 class CompiledDensePass:
@@ -176,34 +179,46 @@ class CompiledDensePass:
     def loss_code(self, loss_and_gradient) -> int | None:
         """Where :meth:`step` can run ``loss_and_gradient`` (a loss's compiled value and gradient,
         see ``skspectral._losses``) inside its one call: the loss's index among the pass's losses;
-        else None (the caller takes values, the loss and backward apart)."""
+        else None (the caller takes values, the loss and backward apart). Several indices (quantiles)
+        only for the pinball loss, whose kernel orders them as the model's output does."""
         name = getattr(loss_and_gradient, "kernel_name", None)
-        losses = _kernels().TRAINING_LOSSES
-        return losses.index(name) if self.output_is_view and name in losses else None
+        kernels = _kernels()
+        if name not in kernels.TRAINING_LOSSES:
+            return None
+        code = kernels.TRAINING_LOSSES.index(name)
+        return code if self.output_is_view or code == kernels.PINBALL_LOSS else None
+
+    @staticmethod
+    def loss_parameters(loss_and_gradient) -> np.ndarray:
+        """The constants the loss's kernel takes (huber's threshold, the quantile levels; float64)."""
+        return np.asarray(getattr(loss_and_gradient, "kernel_parameters", ()), dtype=np.float64).reshape(-1)
 
     @torch.no_grad()
     def step(self, batch: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, loss_code: int,
-             frobenius_factor: float = 0.0) -> tuple:
+             frobenius_factor: float = 0.0, loss_parameters: np.ndarray = _NO_PARAMETERS) -> tuple:
         """:meth:`values`, the loss of :meth:`loss_code` and :meth:`backward` in one compiled call
         (``skspectral._step_kernels.training_pass``): the same kernels on the same arrays, so the same
-        gradients, without ~0.15 ms of Python and dispatch between them. Returns (the data loss as a
-        0-d tensor of the model's dtype, the Frobenius penalty's value)."""
+        gradients, without ~0.15 ms of Python and dispatch between them. ``loss_parameters``: the loss's
+        constants (:meth:`loss_parameters`). Returns (the data loss as a 0-d tensor of the model's dtype,
+        the Frobenius penalty's value)."""
         self._check_storage()
         rows, weights = self.terms_of(batch)
         rows, weights = rows.contiguous(), weights.contiguous()
-        state = self.step_state(*rows.shape, loss_code)
+        state = self.step_state(*rows.shape, loss_code, loss_parameters=loss_parameters)
         data_loss, penalty = _kernels().training_pass(loss_code, target.contiguous().numpy(),
                                                       weight.contiguous().numpy(), rows.numpy(), weights.numpy(),
                                                       float(frobenius_factor), state)
         self._set_grads()
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
-    def step_state(self, B: int, K: int, loss_code: int, packed: bool = False) -> tuple:
+    def step_state(self, B: int, K: int, loss_code: int, packed: bool = False,
+                   loss_parameters: np.ndarray = _NO_PARAMETERS) -> tuple:
         """``training_pass``'s ``state`` for batches of B rows of K terms with the loss ``loss_code``:
         the arrays that stay from step to step and the kernels' thread split for the current thread
         count (Numba's threads set to follow it). The parameters' ``.grad`` are the pass's buffers
         from here on: a caller that steps in compiled code (skspectral._training) updates them there.
-        ``packed``: the steps read and update the packed parameters (:meth:`pack`)."""
+        ``packed``: the steps read and update the packed parameters (:meth:`pack`); ``loss_parameters``:
+        the loss's constants (:meth:`loss_parameters`)."""
         self._check_storage()
         buffers = self._step_buffers.get((B, loss_code))
         if buffers is None:
@@ -222,7 +237,7 @@ class CompiledDensePass:
         return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
                 arrays["mu"], self.gathered.ks, values, vectors, chunks[1], grad_values, self.gathered.grads, chunks[2],
                 self.tables.backward_args, chunks[3], arrays["grad_start"], arrays["grad_increments"], bool(packed),
-                arrays["grad_packed"])
+                arrays["grad_packed"], loss_parameters)
 
     # ---- packed parameters: the weight's lower triangles as the parameters of compiled steps -----
     # The weight W starts symmetric (SpectralModel._init_feature_matrices), its gradient is symmetric
@@ -257,13 +272,16 @@ class CompiledDensePass:
                                                  full.view(-1, *full.shape[-2:]).numpy())
 
     def _new_step_buffers(self, B: int, loss_code: int) -> tuple:
-        """step()'s arrays for B rows: values (B, n_models, 1) and their vectors (:meth:`values`'
+        """step()'s arrays for B rows: values (B, n_models, K) and their vectors (:meth:`values`'
         buffers), the values' gradient, and the loss's views of values and of their gradient: (B,
-        members, classes) for the multiclass loss (the model's output's last axis), else (B, members, 1)."""
+        members, classes) for the multiclass loss (the model's output's last axis), (B, members, K) for
+        the pinball loss (its quantiles), else (B, members, 1)."""
         values, vectors = self._value_buffers(B)
         grad_values = torch.empty_like(values)
-        classes = loss_code == _kernels().MULTICLASS_LOSS
-        shape = (B, -1, self.output(values).shape[-1] if classes else 1)
+        kernels = _kernels()
+        last = (self.output(values).shape[-1] if loss_code == kernels.MULTICLASS_LOSS
+                else len(self.indices) if loss_code == kernels.PINBALL_LOSS else 1)
+        shape = (B, -1, last)
         return (values.numpy(), vectors.numpy(), grad_values.numpy(), values.view(shape).numpy(),
                 grad_values.view(shape).numpy())
 

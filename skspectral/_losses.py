@@ -57,29 +57,35 @@ def _step_kernels():
     return kernels
 
 
-def _own_gradient(kernel_name: str, fn, classes: bool = False):
+def _own_gradient(kernel_name: str, fn, last_axis: bool = False, parameters=()):
     """(output (batch[, members]), target, weight) -> (the members' mean loss, its gradient): the
     compiled kernel on CPU tensors, else autograd's gradient of fn on the members side by side.
-    ``classes``: output (batch[, members], classes), the kernel's (batch, members, classes)."""
+    ``last_axis``: output (batch[, members], classes or quantiles), a row's values on a last axis.
+    The multiclass and pinball kernels take (batch, members, that axis or 1), the others (batch, members).
+    ``parameters``: the kernel's constants (huber's threshold, the quantile levels)."""
+    constants = np.asarray(parameters, dtype=np.float64).reshape(-1)
+    by_member = kernel_name in ("multiclass_log_loss_and_gradient", "pinball_and_gradient")
 
     def value_and_gradient(output, target, weight):
         kernels = _step_kernels()
         if kernels is not None and output.device.type == "cpu" and output.dtype in (torch.float32, torch.float64):
-            shape = (output.shape[0], -1, output.shape[-1]) if classes else (output.shape[0], -1)
+            shape = ((output.shape[0], -1, output.shape[-1] if last_axis else 1) if by_member
+                     else (output.shape[0], -1))
             by_row = output.detach().reshape(shape).contiguous()
             gradient = torch.empty_like(by_row)
             value = getattr(kernels, kernel_name)(by_row.numpy(), target.contiguous().numpy(),
-                                                  weight.contiguous().numpy(), gradient.numpy())
+                                                  weight.contiguous().numpy(), constants, gradient.numpy())
             return torch.tensor(value, dtype=output.dtype), gradient.view(output.shape)
         with torch.enable_grad():
             leaf = output.detach().requires_grad_()
-            members = 1 if leaf.dim() == (2 if classes else 1) else leaf.shape[1]
-            flat = leaf.reshape((-1, leaf.shape[-1]) if classes else (-1,))
+            members = 1 if leaf.dim() == (2 if last_axis else 1) else leaf.shape[1]
+            flat = leaf.reshape((-1, leaf.shape[-1]) if last_axis else (-1,))
             value = fn(flat, target.repeat_interleave(members), weight.repeat_interleave(members))
             (gradient,) = torch.autograd.grad(value, leaf)
         return value.detach(), gradient
 
-    value_and_gradient.kernel_name = kernel_name  # a compiled training pass may run the kernel itself
+    # a compiled training pass may run the kernel itself, with these constants
+    value_and_gradient.kernel_name, value_and_gradient.kernel_parameters = kernel_name, constants
     return value_and_gradient
 
 
@@ -218,26 +224,29 @@ def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, target_mea
             return weighted_mean((output - target).abs(), weight)
         return Loss(mae, "mae", lambda loss, scale: scale * loss,
                     lambda t, w: float(np.average(np.abs(t - _weighted_quantile(t, w, 0.5)), weights=w)),
-                    _mean_of_members)
+                    _mean_of_members, fn_and_gradient=_own_gradient("absolute_error_and_gradient", mae))
     if name == "huber":
         fn = functools.partial(_huber, delta=float(delta))
         return Loss(fn, "huber", lambda loss, scale: scale * scale * loss,
                     lambda t, w: float(fn(torch.full((len(t),), _weighted_quantile(t, w, 0.5), dtype=torch.float64),
                                           torch.as_tensor(t), torch.as_tensor(w))),
-                    _mean_of_members)
+                    _mean_of_members, fn_and_gradient=_own_gradient("huber_and_gradient", fn, parameters=(delta,)))
     if name == "quantile":
         levels = tuple(float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64)))
         fn = functools.partial(_pinball, quantiles=levels)
         floor = lambda t, w: float(fn(  # noqa: E731
             torch.as_tensor([[_weighted_quantile(t, w, float(q)) for q in levels]] * len(t), dtype=torch.float64),
             torch.as_tensor(t), torch.as_tensor(w)))
-        return Loss(fn, "pinball_loss", lambda loss, scale: scale * loss, floor, _mean_of_members)
+        return Loss(fn, "pinball_loss", lambda loss, scale: scale * loss, floor, _mean_of_members,
+                    fn_and_gradient=_own_gradient("pinball_and_gradient", fn, last_axis=len(levels) > 1,
+                                                  parameters=levels))
     if name in ("poisson", "gamma"):
         fn = _poisson_deviance if name == "poisson" else _gamma_deviance
         # the best constant prediction is the weighted mean: y / target_mean's is 1, output 0
         unit = float(target_mean) if name == "poisson" else 1.0
         to_metric = lambda loss, scale: unit * loss  # noqa: E731 -- a log link's output has no scale
-        return Loss(fn, f"{name}_deviance", to_metric, floor_of(fn), _log_mean_exp_of_members, link="log")
+        return Loss(fn, f"{name}_deviance", to_metric, floor_of(fn), _log_mean_exp_of_members, link="log",
+                    fn_and_gradient=_own_gradient(f"{name}_and_gradient", fn))
     raise ValueError(f"Unknown regression loss {name!r}; the losses are {sorted(REGRESSION_LOSSES)}.")
 
 
@@ -254,7 +263,7 @@ LOSSES = {
     "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
                      _log_of_mean_probabilities,
                      fn_and_gradient=_own_gradient("multiclass_log_loss_and_gradient", multiclass_log_loss,
-                                                   classes=True)),
+                                                   last_axis=True)),
 }
 
 

@@ -1,6 +1,6 @@
 """Small compiled pieces of the CPU's compiled training step (Numba; imported on first use where
-Numba imports): the model's diagonal mu and its gradient, and the default losses' value and
-gradient. Each replaces a dozen torch ops of ~10 us each on a 2-core machine (more than the
+Numba imports): the model's diagonal mu and its gradient, and every loss's value and gradient
+(the classifiers' and each regression loss). Each replaces a dozen torch ops of ~10 us each on a 2-core machine (more than the
 arithmetic) with one call; the same formulas as the torch ops, summed in order (so equal to
 them to rounding, not to the bit: sums are float64, in order). ``training_pass`` runs a whole step's
 kernels (these, the symmetric tables' and the Numba backend's gathered eigenpairs) in one call.
@@ -50,8 +50,11 @@ def diagonal_grad(grad, increments, grad_start, grad_increments):
         grad_start[m, 0] = grad[m, 0] + after
 
 
+# The losses' value-and-gradient kernels: (output, target (B,), weight (B,), parameters, gradient) -> the
+# loss; ``parameters`` (a float64 array) holds a loss's constants (huber's threshold, the quantile
+# levels), empty for the others. A row's target and weight count for every member (and quantile).
 @njit
-def squared_error_and_gradient(output, target, weight, gradient):
+def squared_error_and_gradient(output, target, weight, parameters, gradient):
     """The weighted mean of (output - target)^2 over rows b and members m (output (B, M), a row's
     target and weight for every member) and its gradient into gradient (B, M)."""
     B, M = output.shape
@@ -69,7 +72,7 @@ def squared_error_and_gradient(output, target, weight, gradient):
 
 
 @njit
-def binary_log_loss_and_gradient(output, target, weight, gradient):
+def binary_log_loss_and_gradient(output, target, weight, parameters, gradient):
     """The weighted mean log-loss of logits output (B, M) against 0/1 targets (a row's for every
     member), computed stably, and its gradient (sigmoid(output) - target, weighted) into gradient."""
     B, M = output.shape
@@ -102,7 +105,7 @@ def _log_sum_exp(logits):
 
 
 @njit
-def multiclass_log_loss_and_gradient(output, target, weight, gradient):
+def multiclass_log_loss_and_gradient(output, target, weight, parameters, gradient):
     """The weighted mean softmax cross-entropy of logits output (B, M, C) against class indices
     (target (B,), a row's for every member), and its gradient (softmax(output) - one-hot, weighted)
     into gradient (B, M, C)."""
@@ -126,6 +129,131 @@ def multiclass_log_loss_and_gradient(output, target, weight, gradient):
 
 
 @njit
+def absolute_error_and_gradient(output, target, weight, parameters, gradient):
+    """The weighted mean of |output - target| (output (B, M)) and its gradient, sign(output - target)
+    weighted (0 where they are equal, as torch's abs)."""
+    B, M = output.shape
+    total = weights = 0.0
+    for b in range(B):
+        for m in range(M):
+            total += abs(output[b, m] - target[b]) * weight[b]
+            weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        for m in range(M):
+            difference = output[b, m] - target[b]
+            sign = 1.0 if difference > 0 else (-1.0 if difference < 0 else 0.0)
+            gradient[b, m] = sign * (weight[b] * scale)
+    return total * scale
+
+
+@njit
+def huber_and_gradient(output, target, weight, parameters, gradient):
+    """The weighted mean Huber loss of output (B, M) with threshold parameters[0] (d): 0.5 r^2 where
+    r = |output - target| <= d, else d (r - 0.5 d); its gradient output - target, or d sign(...)."""
+    B, M = output.shape
+    delta = parameters[0]
+    total = weights = 0.0
+    for b in range(B):
+        for m in range(M):
+            r = abs(output[b, m] - target[b])
+            total += (0.5 * r * r if r <= delta else delta * (r - 0.5 * delta)) * weight[b]
+            weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        for m in range(M):
+            difference = output[b, m] - target[b]
+            if abs(difference) <= delta:
+                slope = difference
+            else:
+                slope = delta if difference > 0 else -delta
+            gradient[b, m] = slope * (weight[b] * scale)
+    return total * scale
+
+
+@njit
+def pinball_and_gradient(output, target, weight, parameters, gradient):
+    """The weighted mean pinball loss of output (B, M, Q) -- a member's values of Q indices, made
+    non-decreasing along Q first as the model orders them (a running maximum, the last of equal values
+    taking the gradient, as torch's cummax) -- at the levels parameters (Q,), averaged over members
+    and levels, and its gradient with respect to the values (B, M, Q). Pinball max(q r, (q - 1) r)
+    of r = target - output has slope -q where r > 0, 1 - q where r < 0 and their mean at r = 0 (torch's
+    maximum splits a tie's gradient)."""
+    B, M, Q = output.shape
+    source = np.empty(Q, dtype=np.int64)
+    total = weights = 0.0
+    for b in range(B):
+        for m in range(M):
+            best = -np.inf
+            for q in range(Q):
+                value = output[b, m, q]
+                if value >= best or value != value:  # (a NaN propagates, as in cummax)
+                    best = value
+                r = target[b] - best
+                level = parameters[q]
+                total += max(level * r, (level - 1.0) * r) * weight[b]
+                weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        for m in range(M):
+            best = -np.inf
+            for q in range(Q):
+                value = output[b, m, q]
+                if value >= best or value != value:
+                    best = value
+                    source[q] = q
+                else:
+                    source[q] = source[q - 1]
+                gradient[b, m, q] = 0.0
+            for q in range(Q):
+                value = output[b, m, source[q]]
+                r = target[b] - value
+                level = parameters[q]
+                above, below = level * r, (level - 1.0) * r
+                slope = -level if above > below else (1.0 - level if above < below else 0.5 - level)
+                gradient[b, m, source[q]] += slope * (weight[b] * scale)
+    return total * scale
+
+
+@njit
+def poisson_and_gradient(output, target, weight, parameters, gradient):
+    """The weighted mean Poisson unit deviance 2 (y log(y / mu) - y + mu) of mu = exp(output) (B, M)
+    and its gradient 2 (mu - y)."""
+    B, M = output.shape
+    total = weights = 0.0
+    for b in range(B):
+        y = target[b]
+        y_log_y = y * math.log(y) if y > 0 else 0.0  # (xlogy: 0 at y = 0)
+        for m in range(M):
+            total += 2.0 * (y_log_y - y * output[b, m] - y + math.exp(output[b, m])) * weight[b]
+            weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        for m in range(M):
+            gradient[b, m] = 2.0 * (math.exp(output[b, m]) - target[b]) * (weight[b] * scale)
+    return total * scale
+
+
+@njit
+def gamma_and_gradient(output, target, weight, parameters, gradient):
+    """The weighted mean gamma unit deviance 2 (log(mu / y) + y / mu - 1) of mu = exp(output) (B, M)
+    (y > 0) and its gradient 2 (1 - y / mu)."""
+    B, M = output.shape
+    total = weights = 0.0
+    for b in range(B):
+        y = target[b]
+        log_y = math.log(y)
+        for m in range(M):
+            total += 2.0 * (output[b, m] - log_y + y * math.exp(-output[b, m]) - 1.0) * weight[b]
+            weights += weight[b]
+    scale = 1.0 / max(weights, _TINY)
+    for b in range(B):
+        for m in range(M):
+            gradient[b, m] = 2.0 * (1.0 - target[b] * math.exp(-output[b, m])) * (weight[b] * scale)
+    return total * scale
+
+
+@njit
 def add_frobenius_penalty(columns, grad_columns, factor):
     """0.5 factor sum ||A||_F^2 over packed lower triangles columns (models, C, n(n+1)/2), its
     gradient added to grad_columns (an off-diagonal entry stands for a_ij and a_ji: twice)."""
@@ -145,11 +273,21 @@ def add_frobenius_penalty(columns, grad_columns, factor):
     return 0.5 * factor * total
 
 
-# The losses training_pass computes, by index: a loss's value-and-gradient kernel above; the multiclass
-# one takes (B, members, classes), the others (B, members).
-TRAINING_LOSSES = ("squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient")
+# The losses training_pass computes, by index: a loss's value-and-gradient kernel above. The multiclass
+# one takes (B, members, classes), the pinball loss (B, members, quantiles), the others (B, members).
+TRAINING_LOSSES = ("squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient",
+                   "absolute_error_and_gradient", "huber_and_gradient", "pinball_and_gradient",
+                   "poisson_and_gradient", "gamma_and_gradient")
 SQUARED_ERROR_LOSS = TRAINING_LOSSES.index("squared_error_and_gradient")
+BINARY_LOG_LOSS = TRAINING_LOSSES.index("binary_log_loss_and_gradient")
 MULTICLASS_LOSS = TRAINING_LOSSES.index("multiclass_log_loss_and_gradient")
+ABSOLUTE_ERROR_LOSS = TRAINING_LOSSES.index("absolute_error_and_gradient")
+HUBER_LOSS = TRAINING_LOSSES.index("huber_and_gradient")
+PINBALL_LOSS = TRAINING_LOSSES.index("pinball_and_gradient")
+POISSON_LOSS = TRAINING_LOSSES.index("poisson_and_gradient")
+# the losses whose kernel takes a last axis of the output as it is (classes; several indices, which
+# the pinball kernel orders as the model does: its output need not be a view of the values)
+LAST_AXIS_LOSSES = (MULTICLASS_LOSS, PINBALL_LOSS)
 
 
 @njit
@@ -162,16 +300,17 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     arguments (weight, columns and prefix, the gathered tables) and thread split, the diagonal mu and
     its parameters, the indices, the value, vector and gradient buffers, the kernels' thread splits,
     and ``packed``: whether the columns hold the parameters themselves (the lower triangles of a
-    symmetric weight, see the pass's ``pack``), whose gradient then goes to ``grad_packed``. It runs
+    symmetric weight, see the pass's ``pack``), whose gradient then goes to ``grad_packed``, and the
+    loss's constants (``loss_parameters``). It runs
     the symmetric tables (packed: only the prefix sums), the diagonal mu, the batch's gathered
     eigenpairs (the Numba backend's kernel), the loss TRAINING_LOSSES[loss] and its gradient with
-    respect to the output (B, members, classes or 1: a view of the values), the eigenvalues' gradient
+    respect to the output (B, members, classes, quantiles or 1: a view of the values), the eigenvalues' gradient
     into the columns', prefix' and mu's, a Frobenius penalty's (frobenius_factor != 0), the tables'
     backward and the diagonal's. A kernel runs in ``*_chunks`` over Numba's threads, or on this
     thread where 0 (run_kernel's choice, made by the caller). Returns (the loss, the penalty)."""
     (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, values, vectors,
      values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
-     grad_increments, packed, grad_packed) = state
+     grad_increments, packed, grad_packed, loss_parameters) = state
     columns, prefix = tables_forward[3], tables_forward[4]
     if packed:  # the columns are the parameters: their prefix sums only
         if forward_chunks > 0:
@@ -189,14 +328,24 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
         gathered_serial(columns, prefix, mu, rows, weights, ks, True, True, values, vectors)
     B = output.shape[0]
     if loss == MULTICLASS_LOSS:
-        data_loss = multiclass_log_loss_and_gradient(output, target, weight, grad_output)
+        data_loss = multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)
+    elif loss == PINBALL_LOSS:
+        data_loss = pinball_and_gradient(output, target, weight, loss_parameters, grad_output)
     else:  # (B, members)
         flat = output.reshape((B, output.shape[1] * output.shape[2]))
         grad_flat = grad_output.reshape((B, output.shape[1] * output.shape[2]))
         if loss == SQUARED_ERROR_LOSS:
-            data_loss = squared_error_and_gradient(flat, target, weight, grad_flat)
+            data_loss = squared_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == BINARY_LOG_LOSS:
+            data_loss = binary_log_loss_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == ABSOLUTE_ERROR_LOSS:
+            data_loss = absolute_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == HUBER_LOSS:
+            data_loss = huber_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == POISSON_LOSS:
+            data_loss = poisson_and_gradient(flat, target, weight, loss_parameters, grad_flat)
         else:
-            data_loss = binary_log_loss_and_gradient(flat, target, weight, grad_flat)
+            data_loss = gamma_and_gradient(flat, target, weight, loss_parameters, grad_flat)
     grad_columns, grad_prefix, grad_mu = grads
     if grad_chunks > 0:
         gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, True,

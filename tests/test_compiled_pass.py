@@ -188,19 +188,24 @@ def _mixed(seed, classes=False):
 @pytest.mark.parametrize("estimator, params", [
     (SpectralRegressor, dict()),
     (SpectralRegressor, dict(loss="quantile", quantile=[0.1, 0.5, 0.9])),
+    (SpectralRegressor, dict(loss="quantile", quantile=0.3)),
+    (SpectralRegressor, dict(loss="absolute_error")),
+    (SpectralRegressor, dict(loss="huber")),
     (SpectralRegressor, dict(loss="poisson")),
+    (SpectralRegressor, dict(loss="gamma")),
     (SpectralClassifier, dict()),
     (SpectralClassifier, dict(binary=True)),
     (SpectralRegressor, dict(dtype="float64", n_estimators=1)),
 ])
 def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estimator, params):
-    """The trainer steps through the pass on the CPU (every step; the loss's own gradient where it has
-    one), and the fit is the one autograd steps make: the same loss curve and predictions to rounding."""
+    """The trainer steps through the pass on the CPU (every step; the loss's own gradient where the
+    output is a view of the values, autograd's on the ordered values of several quantiles), and the fit
+    is the one autograd steps make: the same loss curve and predictions to rounding."""
     X, y = _mixed(3, classes=estimator is SpectralClassifier)
     if params.pop("binary", False):
         y = (y == 1).astype(int)
-    if params.get("loss") == "poisson":
-        y = np.abs(y)
+    if params.get("loss") in ("poisson", "gamma"):
+        y = np.abs(y) + (params["loss"] == "gamma")
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
                   random_state=0, device="cpu") | params
     calls, own_gradient = [], []
@@ -216,8 +221,8 @@ def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estima
         monkeypatch.setattr(cls, "_loss", lambda self, original=cls._loss: counted(original(self)))
     compiled = estimator(**params).fit(X, y)
     assert len(calls) == compiled.t_  # every step
-    # the squared error and both log-losses have their own gradient; other losses autograd's
-    has_gradient = params.get("loss", "squared_error") == "squared_error" if estimator is SpectralRegressor else True
+    # every loss has its own gradient; the step takes it where the output is a view of the values
+    has_gradient = np.ndim(params.get("quantile", 0.5)) == 0
     assert len(own_gradient) == (compiled.t_ if has_gradient else 0)
     monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
     autograd = estimator(**params).fit(X, y)
@@ -227,24 +232,42 @@ def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estima
     np.testing.assert_allclose(getattr(compiled, output)(X), getattr(autograd, output)(X), **tolerance)
 
 
-@pytest.mark.parametrize("estimator", ["regressor", "binary", "multiclass"])
+# each loss the compiled pass runs: the estimator's parameters and the kernel's name
+_PASS_LOSSES = {
+    "regressor": (dict(), "squared_error_and_gradient"),
+    "binary": (dict(), "binary_log_loss_and_gradient"),
+    "multiclass": (dict(), "multiclass_log_loss_and_gradient"),
+    "absolute_error": (dict(loss="absolute_error"), "absolute_error_and_gradient"),
+    "huber": (dict(loss="huber"), "huber_and_gradient"),
+    "quantile": (dict(loss="quantile", quantile=0.3), "pinball_and_gradient"),
+    "quantiles": (dict(loss="quantile", quantile=[0.1, 0.5, 0.9]), "pinball_and_gradient"),
+    "poisson": (dict(loss="poisson"), "poisson_and_gradient"),
+    "gamma": (dict(loss="gamma"), "gamma_and_gradient"),
+}
+
+
+@pytest.mark.parametrize("estimator", list(_PASS_LOSSES))
 @pytest.mark.parametrize("n_members", [1, 3])
 @pytest.mark.parametrize("params", [dict(dtype="float32"), dict(dtype="float64", alpha=1e-2)])
 def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, estimator, n_members, params):
     """Three ways to take the same steps, the same fit to the bit -- the loss curve, the fitted
-    parameters and the predictions -- for each default loss, one member or several, float32 and
+    parameters and the predictions -- for every loss, one member or several, float32 and
     float64, with a Frobenius penalty (alpha) and without: whole batches several at a time in one
     compiled call with Adam's update (CompiledSteps, the default), each step in the pass's one call
     (CompiledDensePass.step) then Adam from Python, and the pass's kernels and the loss's own
     gradient called one by one (values, the loss, backward). 700 rows in batches of 64: a short last
-    batch every epoch, and the thread tuner's probed steps one at a time."""
+    batch every epoch, and the thread tuner's probed steps one at a time. Several quantiles' third way
+    is autograd's on the ordered values (their output is no view of the values): that fit to rounding."""
+    from skspectral._step_kernels import TRAINING_LOSSES
     from skspectral._training.compiled_steps import CompiledSteps
 
     X, y = _mixed(5, classes=estimator == "multiclass")
     y = (y > 0).astype(int) if estimator == "binary" else y
-    cls = SpectralRegressor if estimator == "regressor" else SpectralClassifier
+    y = np.abs(y) + (estimator == "gamma") if estimator in ("poisson", "gamma") else y
+    cls = SpectralClassifier if estimator in ("binary", "multiclass") else SpectralRegressor
+    loss_params, kernel_name = _PASS_LOSSES[estimator]
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True,
-                  categorical_features=[1], random_state=0, device="cpu") | params
+                  categorical_features=[1], random_state=0, device="cpu") | loss_params | params
     counts, steps = [], []
     monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
         counts.append((count, self.loss_code)), original(self, count, *args))[1])
@@ -253,7 +276,7 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
     compiled = cls(**params).fit(X, y)
     assert sum(count for count, _ in counts) == compiled.t_ and not steps
     assert max(count for count, _ in counts) > 1  # whole batches several at a time
-    assert {code for _, code in counts} == {dict(regressor=0, binary=1, multiclass=2)[estimator]}
+    assert {code for _, code in counts} == {TRAINING_LOSSES.index(kernel_name)}
     monkeypatch.setattr(CompiledSteps, "applies", staticmethod(lambda *args: False))
     one_by_one = cls(**params).fit(X, y)
     assert len(steps) == one_by_one.t_ == compiled.t_
@@ -262,6 +285,11 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
     assert len(steps) == compiled.t_  # the third fit took the kernels one by one
     output = "predict_proba" if cls is SpectralClassifier else "predict"
     for other in (one_by_one, apart):
+        if other is apart and estimator == "quantiles":
+            tolerance = dict(rtol=1e-4, atol=1e-5) if params["dtype"] == "float32" else dict(rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(compiled.loss_curve_, other.loss_curve_, **tolerance)
+            np.testing.assert_allclose(compiled.predict(X), other.predict(X), **tolerance)
+            continue
         assert compiled.loss_curve_ == other.loss_curve_
         for name, value in compiled._module_state_.items():
             np.testing.assert_array_equal(value, other._module_state_[name])
@@ -380,6 +408,74 @@ def test_a_losss_own_gradient_is_autograds(monkeypatch, name, dtype, n_members, 
     torch.testing.assert_close(value, expected.detach(), **tolerance)
     torch.testing.assert_close(grad, expected_grad, **tolerance)
     assert grad.shape == output.shape and value.dtype == dtype
+
+
+@pytest.mark.parametrize("name, kwargs", [("absolute_error", {}), ("huber", dict(delta=0.7)),
+                                          ("quantile", dict(quantiles=[0.3])),
+                                          ("quantile", dict(quantiles=[0.05, 0.5, 0.95])),
+                                          ("poisson", {}), ("gamma", {})])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_members", [1, 3])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_regression_losss_own_gradient_is_autograds(monkeypatch, name, kwargs, dtype, n_members, compiled):
+    """Each regression loss's fn_and_gradient: members_fn's value and autograd's gradient, to rounding
+    (compiled: float64 sums; else torch's ops, exactly), zero weights, outputs equal to their targets
+    (the kinks: abs' gradient 0 there, the pinball's the mean of its two slopes as torch's maximum
+    splits a tie), Poisson's zero counts, and several quantiles' (batch[, members], quantiles)."""
+    from skspectral import _losses
+
+    if not compiled:
+        monkeypatch.setattr(_losses, "_step_kernels", lambda: None)
+    loss = _losses.regression_loss(name, **kwargs)
+    n_quantiles = len(kwargs.get("quantiles", [0]))
+    rng = np.random.default_rng(11)
+    shape = (60,) + ((n_members,) if n_members > 1 else ()) + ((n_quantiles,) if n_quantiles > 1 else ())
+    output = torch.as_tensor(rng.normal(size=shape), dtype=dtype)
+    log_link = name in ("poisson", "gamma")
+    target = torch.as_tensor(rng.gamma(2.0, size=60) if log_link else rng.normal(size=60), dtype=dtype)
+    if name == "poisson":
+        target[::5] = 0.0
+    if not log_link:  # outputs on their targets
+        output.view(60, -1)[::3, 0] = target[::3]
+    if n_quantiles > 1:
+        output = output.sort(dim=-1).values  # the model's output is ordered
+    weight = torch.as_tensor(rng.uniform(0, 2, 60), dtype=dtype)
+    weight[::4] = 0.0
+    leaf = output.clone().requires_grad_()
+    expected = loss.members_fn(n_members)(leaf, target, weight)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    value, grad = loss.fn_and_gradient(output, target, weight)
+    tolerance = _ROUNDING[dtype] if compiled else dict(rtol=0, atol=0)
+    torch.testing.assert_close(value, expected.detach(), **tolerance)
+    torch.testing.assert_close(grad, expected_grad, **tolerance)
+    assert grad.shape == output.shape and value.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_pinball_kernel_orders_the_values_as_the_model_does(dtype):
+    """Inside the pass the pinball kernel takes the raw eigenvalues of several indices and orders them
+    itself (the model's running maximum, which moves a value only by the solvers' rounding): its loss
+    and gradient are autograd's through cummax, ties and out-of-order values included (a later equal
+    value takes the gradient, as in torch's cummax)."""
+    from skspectral import _losses
+    from skspectral._step_kernels import pinball_and_gradient
+
+    levels = (0.1, 0.5, 0.7, 0.9)
+    rng = np.random.default_rng(3)
+    values = torch.as_tensor(rng.normal(size=(40, 2, 4)), dtype=dtype)
+    values[::2, :, 2] = values[::2, :, 1]  # ties
+    values[1::4, 0, 3] = values[1::4, 0, 0] - 1.0  # out of order
+    target = torch.as_tensor(rng.normal(size=40), dtype=dtype)
+    target[::5] = values[::5, 1, 1]  # on an ordered value
+    weight = torch.as_tensor(rng.uniform(0.5, 2, 40), dtype=dtype)
+    leaf = values.clone().requires_grad_()
+    fn = _losses.regression_loss("quantile", quantiles=levels).members_fn(2)
+    expected = fn(leaf.cummax(dim=-1).values, target, weight)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    gradient = torch.empty_like(values)
+    value = pinball_and_gradient(values.numpy(), target.numpy(), weight.numpy(), np.asarray(levels), gradient.numpy())
+    torch.testing.assert_close(torch.tensor(value, dtype=dtype), expected.detach(), **_ROUNDING[dtype])
+    torch.testing.assert_close(gradient, expected_grad, **_ROUNDING[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

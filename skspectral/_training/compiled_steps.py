@@ -35,11 +35,14 @@ def _kernel():
 
 class CompiledSteps:
     """Consecutive steps of ``compiled_pass`` (a :class:`skspectral._compiled_pass.CompiledDensePass`)
-    with the loss ``loss_code`` inside its call and ``optimizer``'s update after each, in compiled
-    code. ``frobenius_factor``: the pass's Frobenius penalty (None: no penalty)."""
+    with the loss ``loss_code`` (its constants ``loss_parameters``) inside its call and ``optimizer``'s
+    update after each, in compiled code. ``frobenius_factor``: the pass's Frobenius penalty (None: no
+    penalty)."""
 
-    def __init__(self, compiled_pass, loss_code: int, frobenius_factor: float | None, optimizer: CompiledAdam):
+    def __init__(self, compiled_pass, loss_code: int, frobenius_factor: float | None, optimizer: CompiledAdam,
+                 loss_parameters: np.ndarray | None = None):
         self.compiled_pass, self.loss_code = compiled_pass, loss_code
+        self.loss_parameters = np.zeros(0) if loss_parameters is None else loss_parameters
         self.frobenius_factor, self.optimizer = frobenius_factor, optimizer
         self.dtype = compiled_pass.mu.dtype
         # the weight's Adam moments, packed as the pass packs the weight (see run)
@@ -124,7 +127,8 @@ class CompiledSteps:
     def _steps(self, count: int, size: int, targets, sample_weights, rows, weights) -> torch.Tensor:
         """``count`` steps of ``size`` rows in one call; (count, 2): each step's objective and data loss."""
         # (step_state sets the parameters' .grad, which compiled_steps reads)
-        state = self.compiled_pass.step_state(size, rows.shape[1], self.loss_code, packed=True)
+        state = self.compiled_pass.step_state(size, rows.shape[1], self.loss_code, packed=True,
+                                              loss_parameters=self.loss_parameters)
         adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
         _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), rows.numpy(), weights.numpy(),

@@ -229,8 +229,11 @@ class Trainer:
         # the loss's index where the pass runs it inside its one call (the default losses), else None
         self._pass_loss = (None if self.compiled_pass is None or loss_and_gradient is None
                            else self.compiled_pass.loss_code(loss_and_gradient))
+        self._pass_loss_parameters = (None if self._pass_loss is None
+                                      else self.compiled_pass.loss_parameters(loss_and_gradient))
         # whole batches in a few compiled calls (pass and Adam), not a Python round trip each
-        self._compiled_steps = (CompiledSteps(self.compiled_pass, self._pass_loss, self._pass_frobenius, self.optimizer)
+        self._compiled_steps = (CompiledSteps(self.compiled_pass, self._pass_loss, self._pass_frobenius, self.optimizer,
+                                              self._pass_loss_parameters)
                                 if CompiledSteps.applies(self.compiled_pass, self._pass_loss, self.optimizer,
                                                          self.gradient_reducer, penalty_fn, self._pass_frobenius)
                                 else None)
@@ -256,7 +259,8 @@ class Trainer:
         pass's one compiled call."""
         step = self.compiled_pass
         if self._pass_loss is not None:
-            data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, self._pass_frobenius or 0.0)
+            data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, self._pass_frobenius or 0.0,
+                                           self._pass_loss_parameters)
         else:
             values = step.values(xb)
             if self.loss_and_gradient is not None and step.output_is_view:
