@@ -5,8 +5,8 @@ symmetric tables, the gathered eigenpairs, their gradient and the tables' backwa
 as long again in autograd's engine, torch's small ops and the Python between them
 (benchmarks/RESULTS.md, section 9). :class:`CompiledDensePass` runs the same kernels on buffers
 it keeps from step to step; the trainer sends only the loss (a few ops on the batch's
-eigenvalues; the default losses' own gradient without it) and hands the gradient of the eigenvalues
-back, and the pass writes every parameter's ``.grad``. With a default loss (its compiled value and
+eigenvalues; a loss's own gradient without it) and hands the gradient of the eigenvalues
+back, and the pass writes every parameter's ``.grad``. With any loss (its compiled value and
 gradient) the whole pass is one compiled call, :meth:`CompiledDensePass.step`: ~0.1-0.2 ms of Python
 and dispatch fewer in a 1-2 ms step (benchmarks/RESULTS.md, section 9), the same arithmetic. The
 kernels are the autograd path's; the diagonal mu and its gradient are one compiled call each instead of ten torch ops (float64 sums:

@@ -1,6 +1,6 @@
 """A CPU epoch's steps in a few compiled calls instead of one Python round trip a step.
 
-A CPU step with a default loss is one compiled call (the model's pass,
+A CPU step with any loss is one compiled call (the model's pass,
 ``skspectral._step_kernels.training_pass``), but around it the trainer paid ~0.3 ms of Python a
 step: slicing the batch, its terms, the arrays' hand-over, the Adam update's, the step's loss
 tensors -- 20-30 % of a 1-2 ms step. :class:`CompiledSteps` runs every whole batch of a block of

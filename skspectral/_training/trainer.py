@@ -226,7 +226,7 @@ class Trainer:
         # the pass adds a Frobenius penalty's gradient itself (None: no penalty, or autograd adds it)
         self._pass_frobenius = (None if self.compiled_pass is None or penalty_fn is None
                                 else self.compiled_pass.frobenius_factor(penalty_fn))
-        # the loss's index where the pass runs it inside its one call (the default losses), else None
+        # the loss's index where the pass runs it inside its one call (every loss has one), else None
         self._pass_loss = (None if self.compiled_pass is None or loss_and_gradient is None
                            else self.compiled_pass.loss_code(loss_and_gradient))
         self._pass_loss_parameters = (None if self._pass_loss is None
@@ -255,8 +255,8 @@ class Trainer:
         """_step through the model's compiled pass: the batch's eigenvalues from its kernels, the loss
         and its gradient with respect to them (the loss's own gradient where it has one, else
         autograd's), every parameter's gradient from the pass (a Frobenius penalty's too; any other
-        penalty's added by autograd), then the same Adam step. The default losses run inside the
-        pass's one compiled call."""
+        penalty's added by autograd), then the same Adam step. Every loss runs inside the pass's one
+        compiled call (several quantiles too: their kernel orders the values)."""
         step = self.compiled_pass
         if self._pass_loss is not None:
             data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, self._pass_frobenius or 0.0,
