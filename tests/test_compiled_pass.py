@@ -451,26 +451,34 @@ def test_a_regression_losss_own_gradient_is_autograds(monkeypatch, name, kwargs,
     assert grad.shape == output.shape and value.dtype == dtype
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_pinball_kernel_orders_the_values_as_the_model_does(dtype):
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_levels=st.integers(1, 5), n_members=st.integers(1, 3),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+@example(seed=3, n_levels=4, n_members=2, dtype=torch.float32)
+def test_the_pinball_kernel_orders_the_values_as_the_model_does(seed, n_levels, n_members, dtype):
     """Inside the pass the pinball kernel takes the raw eigenvalues of several indices and orders them
     itself (the model's running maximum, which moves a value only by the solvers' rounding): its loss
-    and gradient are autograd's through cummax, ties and out-of-order values included (a later equal
-    value takes the gradient, as in torch's cummax)."""
+    and gradient are autograd's through cummax, to rounding, on fresh values with ties, values out of
+    order and targets on a value (the pinball's kink: a later equal value takes the gradient, as in
+    torch's cummax, and a tie of the two slopes splits it, as torch's maximum does)."""
     from skspectral import _losses
     from skspectral._step_kernels import pinball_and_gradient
 
-    levels = (0.1, 0.5, 0.7, 0.9)
-    rng = np.random.default_rng(3)
-    values = torch.as_tensor(rng.normal(size=(40, 2, 4)), dtype=dtype)
-    values[::2, :, 2] = values[::2, :, 1]  # ties
-    values[1::4, 0, 3] = values[1::4, 0, 0] - 1.0  # out of order
+    rng = np.random.default_rng(seed)
+    levels = tuple(np.sort(rng.uniform(0.01, 0.99, n_levels)))
+    values = torch.as_tensor(rng.normal(size=(40, n_members, n_levels)), dtype=dtype)
+    if n_levels > 1:
+        values[::2, :, -1] = values[::2, :, 0]  # ties
+        values[1::4, 0, -1] = values[1::4, 0, 0] - rng.uniform(0, 1)  # out of order
     target = torch.as_tensor(rng.normal(size=40), dtype=dtype)
-    target[::5] = values[::5, 1, 1]  # on an ordered value
-    weight = torch.as_tensor(rng.uniform(0.5, 2, 40), dtype=dtype)
+    target[::5] = values[::5, -1, 0]  # on a value
+    weight = torch.as_tensor(rng.uniform(0, 2, 40), dtype=dtype)
+    weight[::7] = 0.0
     leaf = values.clone().requires_grad_()
-    fn = _losses.regression_loss("quantile", quantiles=levels).members_fn(2)
-    expected = fn(leaf.cummax(dim=-1).values, target, weight)
+    fn = _losses.regression_loss("quantile", quantiles=levels).members_fn(n_members)
+    # the model's output: (rows[, members][, levels])
+    shape = (40,) + ((n_members,) if n_members > 1 else ()) + ((n_levels,) if n_levels > 1 else ())
+    expected = fn(leaf.cummax(dim=-1).values.reshape(shape), target, weight)
     (expected_grad,) = torch.autograd.grad(expected, leaf)
     gradient = torch.empty_like(values)
     value = pinball_and_gradient(values.numpy(), target.numpy(), weight.numpy(), np.asarray(levels), gradient.numpy())

@@ -97,6 +97,36 @@ def test_rows_are_distinct_never_misses_a_duplicate(n, p, duplicates, signed_zer
     assert merged[0].shape[0] == len(exact_rows)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 80), p=st.integers(1, 4), nans=st.booleans(), signed_zeros=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_sorted_distinct_rows_are_numpys_unique_rows(n, p, nans, signed_zeros, seed):
+    """The duplicate merge's sort: np.unique(axis=0)'s rows and inverse, bit for bit where every pair of
+    rows that sort alike is equal (no NaN, zeros of one sign); with NaN or signed zeros, the same rows
+    up to the order of rows that sort alike (np.unique's sort does not keep it), each input row mapped
+    to an equal one, NaN rows never merged, every distinct row once and the rows ascending."""
+    from skspectral._preprocessing import sorted_distinct_rows
+
+    rng = np.random.default_rng(seed)
+    A = rng.integers(-2, 3, size=(n, p)).astype(np.float64)
+    A = np.vstack([A, A[rng.integers(0, n, size=n // 2)]])  # duplicates
+    if signed_zeros:
+        A[(A == 0) & (rng.random(A.shape) < 0.5)] = -0.0
+    if nans:
+        A[rng.random(A.shape) < 0.1] = np.nan
+    rows, inverse = sorted_distinct_rows(A)
+    expected_rows, expected_inverse = np.unique(A, axis=0, return_inverse=True)
+    if not nans and not signed_zeros:
+        np.testing.assert_array_equal(rows.view(np.uint64), expected_rows.view(np.uint64))
+        np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+    assert rows.shape == expected_rows.shape
+    np.testing.assert_array_equal(rows[inverse], A)  # each row maps to an equal one (NaN to NaN)
+    keys = np.where(np.isnan(rows), np.inf, rows)  # NaN sorts last
+    assert all(tuple(a) <= tuple(b) for a, b in zip(keys[:-1], keys[1:]))
+    nan_rows = np.isnan(A).any(axis=1)
+    assert len(np.unique(inverse[nan_rows])) == nan_rows.sum()  # a row with a NaN is never merged
+
+
 def test_merging_does_not_copy_the_rows_it_keeps():
     X = np.random.default_rng(0).normal(size=(500, 3))
     y = np.arange(500.0)

@@ -303,13 +303,15 @@ class Trainer:
             return means[0], means[1]
         # One gather per block of whole batches (not per step): every batch is then a view,
         # and the shuffled copy of the data is a block, not the whole epoch; the per-step
-        # losses are weighted and summed once, at the end of the epoch.
+        # losses are weighted and summed once, at the end of the epoch. (index_select copies
+        # whole rows: on the CPU 3-10x faster than indexing X[rows], the same rows.)
         row_bytes = max(1, train.X[:1].nbytes)
         block = max(1, GATHER_BYTES // (row_bytes * batch_size)) * batch_size
         losses = []
         for first in range(0, n, block):
             rows = order[first : first + block]
-            self._eager_steps(train.X[rows], train.y[rows], train.weight[rows], losses)
+            self._eager_steps(train.X.index_select(0, rows), train.y.index_select(0, rows),
+                              train.weight.index_select(0, rows), losses)
             if n > block:  # (a walk over the heap: ~1 ms, which a table of one block never needs)
                 release_freed_memory()
         return self._eager_means(losses, train, order)
