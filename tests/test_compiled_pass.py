@@ -380,6 +380,19 @@ def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty,
     np.testing.assert_allclose(compiled.predict(X), autograd.predict(X), **tolerance)
 
 
+def _assert_own_gradient_is_autograds(loss, output, target, weight, n_members: int, compiled: bool) -> None:
+    """loss.fn_and_gradient's value and gradient are members_fn's and autograd's: to rounding where
+    the kernel runs (float64 sums), else exactly (torch's ops)."""
+    leaf = output.clone().requires_grad_()
+    expected = loss.members_fn(n_members)(leaf, target, weight)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    value, grad = loss.fn_and_gradient(output, target, weight)
+    tolerance = _ROUNDING[output.dtype] if compiled else dict(rtol=0, atol=0)
+    torch.testing.assert_close(value, expected.detach(), **tolerance)
+    torch.testing.assert_close(grad, expected_grad, **tolerance)
+    assert grad.shape == output.shape and value.dtype == output.dtype
+
+
 @pytest.mark.parametrize("name", ["squared_error", "binary_log_loss", "log_loss"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n_members", [1, 3])
@@ -400,14 +413,7 @@ def test_a_losss_own_gradient_is_autograds(monkeypatch, name, dtype, n_members, 
                              else rng.normal(size=50), dtype=dtype)
     weight = torch.as_tensor(rng.uniform(0, 2, 50), dtype=dtype)
     weight[::4] = 0.0
-    leaf = output.clone().requires_grad_()
-    expected = loss.members_fn(n_members)(leaf, target, weight)
-    (expected_grad,) = torch.autograd.grad(expected, leaf)
-    value, grad = loss.fn_and_gradient(output, target, weight)
-    tolerance = _ROUNDING[dtype] if compiled else dict(rtol=0, atol=0)
-    torch.testing.assert_close(value, expected.detach(), **tolerance)
-    torch.testing.assert_close(grad, expected_grad, **tolerance)
-    assert grad.shape == output.shape and value.dtype == dtype
+    _assert_own_gradient_is_autograds(loss, output, target, weight, n_members, compiled)
 
 
 @pytest.mark.parametrize("name, kwargs", [("absolute_error", {}), ("huber", dict(delta=0.7)),
@@ -441,14 +447,7 @@ def test_a_regression_losss_own_gradient_is_autograds(monkeypatch, name, kwargs,
         output = output.sort(dim=-1).values  # the model's output is ordered
     weight = torch.as_tensor(rng.uniform(0, 2, 60), dtype=dtype)
     weight[::4] = 0.0
-    leaf = output.clone().requires_grad_()
-    expected = loss.members_fn(n_members)(leaf, target, weight)
-    (expected_grad,) = torch.autograd.grad(expected, leaf)
-    value, grad = loss.fn_and_gradient(output, target, weight)
-    tolerance = _ROUNDING[dtype] if compiled else dict(rtol=0, atol=0)
-    torch.testing.assert_close(value, expected.detach(), **tolerance)
-    torch.testing.assert_close(grad, expected_grad, **tolerance)
-    assert grad.shape == output.shape and value.dtype == dtype
+    _assert_own_gradient_is_autograds(loss, output, target, weight, n_members, compiled)
 
 
 @settings(max_examples=40, deadline=None)
