@@ -64,11 +64,11 @@ def _own_gradient(kernel_name: str, fn, last_axis: bool = False, parameters=()):
     The multiclass and pinball kernels take (batch, members, that axis or 1), the others (batch, members).
     ``parameters``: the kernel's constants (huber's threshold, the quantile levels)."""
     constants = np.asarray(parameters, dtype=np.float64).reshape(-1)
-    by_member = kernel_name in ("multiclass_log_loss_and_gradient", "pinball_and_gradient")
 
     def value_and_gradient(output, target, weight):
         kernels = _step_kernels()
         if kernels is not None and output.device.type == "cpu" and output.dtype in (torch.float32, torch.float64):
+            by_member = kernels.TRAINING_LOSSES.index(kernel_name) in kernels.LAST_AXIS_LOSSES
             shape = ((output.shape[0], -1, output.shape[-1] if last_axis else 1) if by_member
                      else (output.shape[0], -1))
             by_row = output.detach().reshape(shape).contiguous()

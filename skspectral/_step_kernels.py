@@ -285,8 +285,8 @@ ABSOLUTE_ERROR_LOSS = TRAINING_LOSSES.index("absolute_error_and_gradient")
 HUBER_LOSS = TRAINING_LOSSES.index("huber_and_gradient")
 PINBALL_LOSS = TRAINING_LOSSES.index("pinball_and_gradient")
 POISSON_LOSS = TRAINING_LOSSES.index("poisson_and_gradient")
-# the losses whose kernel takes a last axis of the output as it is (classes; several indices, which
-# the pinball kernel orders as the model does: its output need not be a view of the values)
+# the losses whose kernel takes (B, members, a last axis): classes; quantiles, several indices the pinball
+# kernel orders as the model does (its output need not be a view of the values), or one
 LAST_AXIS_LOSSES = (MULTICLASS_LOSS, PINBALL_LOSS)
 
 

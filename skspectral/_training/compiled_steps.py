@@ -40,9 +40,8 @@ class CompiledSteps:
     penalty)."""
 
     def __init__(self, compiled_pass, loss_code: int, frobenius_factor: float | None, optimizer: CompiledAdam,
-                 loss_parameters: np.ndarray | None = None):
-        self.compiled_pass, self.loss_code = compiled_pass, loss_code
-        self.loss_parameters = np.zeros(0) if loss_parameters is None else loss_parameters
+                 loss_parameters: np.ndarray):
+        self.compiled_pass, self.loss_code, self.loss_parameters = compiled_pass, loss_code, loss_parameters
         self.frobenius_factor, self.optimizer = frobenius_factor, optimizer
         self.dtype = compiled_pass.mu.dtype
         # the weight's Adam moments, packed as the pass packs the weight (see run)
