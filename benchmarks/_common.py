@@ -136,12 +136,13 @@ def california(test_size: float = 0.2, validation_size: float = 0.0, seed: int =
     return X_train, X_val, X_test, y_train, y_val, y_test
 
 
-def run_in_checkout(code: str, path: str, *args: str, timeout: int = 1800) -> dict:
+def run_in_checkout(code: str, path: str, *args: str, timeout: int = 1800, env: dict | None = None) -> dict:
     """``python -c code args`` in a fresh process on the checkout at ``path`` (first on its path),
-    returning the JSON object its last line prints: old code against new in the same minutes."""
+    returning the JSON object its last line prints: old code against new in the same minutes.
+    ``env``: variables to set beside the current ones."""
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
                          timeout=timeout, cwd=path)
     if out.returncode != 0:

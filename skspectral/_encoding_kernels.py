@@ -124,9 +124,11 @@ def prefix_backward_pairs(grad_out, bin_columns, grad, start, stop):
                     target[i] += running[i]
 
 
+# The serial kernels start at int(0), not 0: the parallel ones' int64 start, so each range function
+# compiles once (a literal 0 is a type of its own to Numba; skspectral.eig._numba_support).
 @njit
 def prefix_forward_serial(columns, bin_columns, out):
-    prefix_forward_pairs(columns, bin_columns, out, 0, columns.shape[0] * bin_columns.shape[0])
+    prefix_forward_pairs(columns, bin_columns, out, int(0), columns.shape[0] * bin_columns.shape[0])
 
 
 @njit_parallel
@@ -138,7 +140,7 @@ def prefix_forward_parallel(columns, bin_columns, out, chunks):
 
 @njit
 def prefix_backward_serial(grad_out, bin_columns, grad):
-    prefix_backward_pairs(grad_out, bin_columns, grad, 0, grad.shape[0] * bin_columns.shape[0])
+    prefix_backward_pairs(grad_out, bin_columns, grad, int(0), grad.shape[0] * bin_columns.shape[0])
 
 
 @njit_parallel
@@ -257,7 +259,7 @@ def symmetric_from_lower(packed, full):
 @njit
 def symmetric_forward_serial(weight, bin_columns, other, columns, out, half):
     pairs = weight.shape[0] * (bin_columns.shape[0] + other.shape[0])
-    symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, 0, pairs)
+    symmetric_forward_pairs(weight, bin_columns, other, columns, out, half, int(0), pairs)
 
 
 @njit_parallel
@@ -271,7 +273,7 @@ def symmetric_forward_parallel(weight, bin_columns, other, columns, out, half, c
 @njit
 def symmetric_backward_serial(grad_columns, grad_out, bin_columns, other, grad, half):
     pairs = grad.shape[0] * (bin_columns.shape[0] + other.shape[0])
-    symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, 0, pairs)
+    symmetric_backward_pairs(grad_columns, grad_out, bin_columns, other, grad, half, int(0), pairs)
 
 
 @njit_parallel

@@ -322,10 +322,11 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     else:
         symmetric_forward_serial(*tables_forward)
     diagonal(mu_start, mu_increments, mu)
+    # bool(True): a run-time flag, so these callees compile once for every caller (_numba_support)
     if values_chunks > 0:
-        gathered_parallel(columns, prefix, mu, rows, weights, ks, True, True, values, vectors, values_chunks)
+        gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, values_chunks)
     else:
-        gathered_serial(columns, prefix, mu, rows, weights, ks, True, True, values, vectors)
+        gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors)
     B = output.shape[0]
     if loss == MULTICLASS_LOSS:
         data_loss = multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)
@@ -348,10 +349,10 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
             data_loss = gamma_and_gradient(flat, target, weight, loss_parameters, grad_flat)
     grad_columns, grad_prefix, grad_mu = grads
     if grad_chunks > 0:
-        gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, True,
+        gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True),
                                grad_chunks)
     else:
-        gathered_grad_serial(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, True)
+        gathered_grad_serial(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True))
     penalty = 0.0
     if frobenius_factor != 0.0:  # the columns still hold this step's matrices
         penalty = add_frobenius_penalty(columns, grad_columns, frobenius_factor)

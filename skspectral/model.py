@@ -26,7 +26,7 @@ from .eig import (
     smoothed_kth_eigvalsh_unchecked,
 )
 from ._compiled_pass import CompiledDensePass
-from .eig._gathered import kth_eigvalsh_gathered
+from .eig._gathered import kth_eigvalsh_gathered, kth_eigvalsh_stacked
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
 
@@ -379,10 +379,13 @@ class SpectralModel(torch.nn.Module):
 
     def matrix_norms(self, matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of a (..., dim, dim) stack of symmetric matrices, with this module's eigen backend
-        (both extreme eigenvalues from one call: one reduction of each matrix, not two)."""
+        (both extreme eigenvalues from one call: one reduction of each matrix, not two; through its
+        gathered kernel where it has one, the kernel a fit compiles anyway)."""
+        backend = self.norm_backend
+        solve = kth_eigvalsh_stacked if backend.gathered_k is not None else kth_eigvalsh_unchecked
         if self.dim == 1:
-            return kth_eigvalsh_unchecked(matrices, 0, self.norm_backend).abs()
-        extremes = kth_eigvalsh_unchecked(matrices, (0, self.dim - 1), self.norm_backend)
+            return solve(matrices, 0, backend).abs()
+        extremes = solve(matrices, (0, self.dim - 1), backend)
         return torch.maximum(extremes[..., 1], -extremes[..., 0])
 
     def extra_repr(self) -> str:

@@ -186,3 +186,37 @@ def test_several_indices_gather_once_and_equal_one_index_at_a_time(n, models, B,
     torch.testing.assert_close(values.detach(), each.detach(), rtol=1e-12, atol=1e-12)
     for a, b in zip(together, apart):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 9), lead=st.lists(st.integers(0, 4), min_size=1, max_size=2),
+       dtype=st.sampled_from([torch.float32, torch.float64]), scale=st.sampled_from([1e-30, 1.0, 1e30]),
+       seed=st.integers(0, 2**31 - 1))
+def test_a_stack_through_the_gathered_kernel_is_the_dense_kernel_to_the_bit(n, lead, dtype, scale, seed):
+    """kth_eigvalsh_stacked (a model's norms: each matrix one table row of weight one, zero diagonal)
+    gives the dense kernel's values to the bit, extreme indices together, and the same gradient;
+    with zero and non-finite matrices in the stack."""
+    from skspectral.eig._api import kth_eigvalsh_unchecked
+    from skspectral.eig._gathered import kth_eigvalsh_stacked
+
+    backend = REGISTRY[GATHERING[0]]
+    rng = np.random.default_rng(seed)
+    A = torch.as_tensor(rng.normal(size=(*lead, n, n)) * scale, dtype=dtype)
+    A = 0.5 * (A + A.transpose(-1, -2))
+    flat = A.view(-1, n, n)
+    if flat.shape[0] > 1:
+        flat[0] = 0.0
+        flat[1, -1, 0] = float("nan")
+    ks = (0, n - 1) if n > 1 else 0
+    dense = kth_eigvalsh_unchecked(A, ks, backend)
+    stacked = kth_eigvalsh_stacked(A, ks, backend)
+    assert stacked.shape == dense.shape and stacked.dtype == dtype
+    assert torch.equal(torch.nan_to_num(stacked, nan=7.0), torch.nan_to_num(dense, nan=7.0))
+    assert torch.equal(stacked.isnan(), dense.isnan())
+
+    finite = torch.isfinite(A).flatten(-2).all(-1)
+    A1, A2 = A[finite].clone().requires_grad_(), A[finite].clone().requires_grad_()
+    g = torch.as_tensor(rng.normal(size=kth_eigvalsh_unchecked(A1.detach(), ks, backend).shape), dtype=dtype)
+    (kth_eigvalsh_unchecked(A1, ks, backend) * g).sum().backward()
+    (kth_eigvalsh_stacked(A2, ks, backend) * g).sum().backward()
+    torch.testing.assert_close(A2.grad, A1.grad, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0.0)

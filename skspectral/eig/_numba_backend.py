@@ -61,9 +61,13 @@ def _kernels():
     try:
         from . import _numba_kernels
 
-        # compile (or load from cache) now, not mid-fit: the dtype fits use by default
-        probe = torch.eye(2, dtype=torch.float32)[None]
-        _launch_with(_numba_kernels, probe, 0, True, True)
+        # compile (or load from cache) now, not mid-fit: the gathered kernel a fit runs (its dtype by
+        # default; the dense kernels compile at their first call, which a fit does not make)
+        eye = np.eye(2, dtype=np.float32).reshape(1, 1, 4)
+        _launch_gathered((eye, eye[:, :0], np.zeros((1, 2), np.float32)), torch.zeros(1, 1, dtype=torch.int64),
+                         torch.ones(1, 1, dtype=torch.float32), _indices(0), True, True,
+                         torch.empty(1, 1, 1, dtype=torch.float32), torch.empty(1, 1, 1, 2, dtype=torch.float32),
+                         _numba_kernels)
         return _numba_kernels
     except Exception as exc:
         warnings.warn(f"skspectral's CPU kernel failed to build ({exc}); kth_eigvalsh falls back to torch.linalg.",
@@ -159,9 +163,9 @@ def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, we
 
 
 def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, want_vector: bool, values,
-                     vectors) -> None:
+                     vectors, kernels=None) -> None:
     """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
-    kernels = _kernels()
+    kernels = kernels or _kernels()
     run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
                (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy()),
                *_gathered_size(rows.shape[0], tables[2].shape, dense))

@@ -24,9 +24,10 @@ from ._simd import lane_count, load_at, splat, store_at
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 
 
+# bool(...) and int(0) in the calls below: run-time values, so each callee compiles once (_numba_support)
 @njit
 def run_serial(A, lower, ks, want_vector, values, vectors):
-    dense_range(A, lower, ks, want_vector, values, vectors, 0, A.shape[0])
+    dense_range(A, lower, ks, want_vector, values, vectors, int(0), A.shape[0])
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def run_parallel(A, lower, ks, want_vector, values, vectors, chunks):
@@ -37,7 +38,7 @@ def run_parallel(A, lower, ks, want_vector, values, vectors, chunks):
 
 @njit
 def tridiagonal_serial(diagonals, offs, ks, want_vector, values, vectors):
-    tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, 0, diagonals.shape[0])
+    tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, int(0), diagonals.shape[0])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -177,7 +178,7 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
                 if packed:
                     status[lane] = load_packed_lane(flat, W, lane, scale)
                 elif dense:
-                    status[lane] = load_lane(A, True, W, lane, scale)
+                    status[lane] = load_lane(A, bool(True), W, lane, scale)
                 else:
                     status[lane] = load_tridiagonal_lane(flat[:n], flat[n:], work, lane, scale)
             elif dense:
@@ -187,7 +188,7 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
         if dense:
             pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
         else:
-            tridiagonal_pairs(scale, ks, want_vector, False, work, lane_values, lane_vectors)
+            tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors)
         for lane in range(used):
             m, b = divmod(p0 + lane, n_rows)
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[start + b, m],
@@ -196,7 +197,8 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
 
 @njit
 def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors):
-    gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, 0, rows.shape[0])
+    gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, int(0),
+                   rows.shape[0])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -301,7 +301,8 @@ def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
     overwritten."""
     rows = work[3]
     householder(W, work[1], rows[0], rows[1], rows[2], rows[4])
-    tridiagonal_pairs(scale, ks, want_vector, True, work, out_values, out_vectors)
+    # bool(...): a run-time flag, one compilation for both callers (_numba_support)
+    tridiagonal_pairs(scale, ks, want_vector, bool(True), work, out_values, out_vectors)
 
 
 @njit
@@ -504,7 +505,7 @@ def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, 
                 status[lane] = load_tridiagonal_lane(diagonals[b0 + lane], offs[b0 + lane], work, lane, scale)
             else:
                 identity_tridiagonal_lane(work, lane, scale)
-        tridiagonal_pairs(scale, ks, want_vector, False, work, lane_values, lane_vectors)
+        tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])

@@ -8,6 +8,13 @@ Starting Numba's OpenMP threading layer sets the calling thread's OpenMP
 thread count to Numba's pool size, and torch reads its own count from that
 same OpenMP runtime: without a guard, the first parallel kernel would raise a
 worker's torch from 1 thread to every core and oversubscribe the machine.
+
+Compiled code calls compiled callees with constants written ``bool(True)`` or
+``int(0)``, not ``True`` or ``0``: Numba types a literal argument as a type of
+its own (``Literal[bool](True)``) and compiles the callee once more for it,
+while Python callers pass plain bools and ints. One compilation per callee
+keeps a first fit's compile time down (the whole call tree is optimised and
+code-generated again for each compilation).
 """
 
 from __future__ import annotations
