@@ -284,6 +284,26 @@ def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
             cached.cache_clear()
 
 
+def test_a_cpu_kernel_whose_simd_probe_fails_falls_back_to_torch_with_a_warning(monkeypatch):
+    """The backend's start-up check runs the SIMD building blocks (not a whole kernel: compiling one
+    costs tens of seconds); where they compute wrongly here, "auto" takes torch.linalg and says why."""
+    from skspectral.eig import _numba_backend, _numba_support
+
+    if not _numba_backend.is_available():
+        pytest.skip("needs Numba")
+    from skspectral.eig import _numba_kernels
+
+    monkeypatch.setattr(_numba_kernels, "simd_probe", lambda values: values.__setitem__(0, np.nan))
+    _numba_backend._kernels.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="SIMD probe computed .* falls back to torch.linalg"):
+            assert resolve_backend("cpu", 15) == "torch"
+    finally:
+        monkeypatch.undo()
+        _numba_backend._kernels.cache_clear()
+    assert resolve_backend("cpu", 15) == "numba"
+
+
 def test_model_gradients_flow_through_batch_dims():
     """(batch, outputs, n, n) as the classifier uses it: each matrix gets its own g q_k q_k^T."""
     g = torch.Generator().manual_seed(9)

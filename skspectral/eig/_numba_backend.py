@@ -55,19 +55,24 @@ def _require() -> None:
 
 @functools.cache
 def _kernels():
-    """The compiled module, or None where Numba is missing or the kernel does not build."""
+    """The compiled module, or None where Numba is missing or its SIMD building blocks do not build."""
     if _numba() is None:
         return None
     try:
         from . import _numba_kernels
 
-        # compile (or load from cache) now, not mid-fit: the gathered kernel a fit runs (its dtype by
-        # default; the dense kernels compile at their first call, which a fit does not make)
-        eye = np.eye(2, dtype=np.float32).reshape(1, 1, 4)
-        _launch_gathered((eye, eye[:, :0], np.zeros((1, 2), np.float32)), torch.zeros(1, 1, dtype=torch.int64),
-                         torch.ones(1, 1, dtype=torch.float32), _indices(0), True, True,
-                         torch.empty(1, 1, 1, dtype=torch.float32), torch.empty(1, 1, 1, 2, dtype=torch.float32),
-                         _numba_kernels)
+        # that the kernels' SIMD building blocks compile and compute here; each kernel itself compiles
+        # (or loads from Numba's cache) at its first call: a fit needs the gathered ones only, and
+        # kth_eigvalsh the dense ones (a probe that compiled a kernel cost the other caller ~10 s)
+        from ._simd import VECTOR_BYTES
+
+        values = np.arange(64, dtype=np.float32) / 8
+        expected = values.copy()
+        width = VECTOR_BYTES // values.itemsize
+        expected[:width] = np.minimum(np.sqrt(expected[:width]) + 1, 2)
+        _numba_kernels.simd_probe(values)
+        if not np.array_equal(values, expected):
+            raise RuntimeError(f"a SIMD probe computed {values[:width].tolist()}, not {expected[:width].tolist()}")
         return _numba_kernels
     except Exception as exc:
         warnings.warn(f"skspectral's CPU kernel failed to build ({exc}); kth_eigvalsh falls back to torch.linalg.",
@@ -163,9 +168,9 @@ def gathered_grad(g: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor, we
 
 
 def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, want_vector: bool, values,
-                     vectors, kernels=None) -> None:
+                     vectors) -> None:
     """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
-    kernels = kernels or _kernels()
+    kernels = _kernels()
     run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
                (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy()),
                *_gathered_size(rows.shape[0], tables[2].shape, dense))

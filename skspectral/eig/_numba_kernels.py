@@ -19,9 +19,18 @@ import numpy as np
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
                             load_packed_lane,
                             load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
-from ._simd import lane_count, load_at, splat, store_at
+from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+
+@njit
+def simd_probe(values):
+    """The first vector of values (a vector's width at least) = min(sqrt(v) + 1, 2): eig._simd's load,
+    arithmetic, intrinsics and store, which every kernel here is built from. The backend's start-up
+    check compiles this (about a second), not a kernel (tens of seconds, each at its first call)."""
+    v = load_at(values, 0)
+    store_at(values, 0, minimum(sqrt(v) + splat(values, 1.0), 2.0))
 
 
 # bool(...) and int(0) in the calls below: run-time values, so each callee compiles once (_numba_support)
