@@ -287,7 +287,7 @@ def test_without_numba_auto_falls_back_to_torch_with_one_warning(monkeypatch):
 def test_a_cpu_kernel_whose_simd_probe_fails_falls_back_to_torch_with_a_warning(monkeypatch):
     """The backend's start-up check runs the SIMD building blocks (not a whole kernel: compiling one
     costs tens of seconds); where they compute wrongly here, "auto" takes torch.linalg and says why."""
-    from skspectral.eig import _numba_backend, _numba_support
+    from skspectral.eig import _numba_backend
 
     if not _numba_backend.is_available():
         pytest.skip("needs Numba")
