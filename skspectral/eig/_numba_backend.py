@@ -100,16 +100,13 @@ def _returned(values, vectors, k, want_vector: bool):
     return values.squeeze(-1), (vectors.squeeze(-2) if want_vector else None)
 
 
-def _launch_with(kernels, A: torch.Tensor, k, lower: bool, want_vector: bool):
+def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
+    kernels = _kernels()
     B, n = A.shape[0], A.shape[-1]
     values, vectors = _outputs((B,), k, n, want_vector, A.dtype)
     args = (A.numpy(), lower, _indices(k), want_vector, values.numpy(), vectors.numpy())
     run_kernel(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
     return _returned(values, vectors, k, want_vector)
-
-
-def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
-    return _launch_with(_kernels(), A, k, lower, want_vector)
 
 
 def eigvalsh_k(A: torch.Tensor, k, lower: bool) -> torch.Tensor:
