@@ -6,6 +6,7 @@ them to rounding, not to the bit: sums are float64, in order). ``training_pass``
 kernels (these, the symmetric tables' and the Numba backend's gathered eigenpairs) in one call.
 """
 
+import functools
 import math
 
 import numba
@@ -15,7 +16,7 @@ from ._encoding_kernels import (prefix_forward_parallel, prefix_forward_serial, 
                                 symmetric_backward_serial, symmetric_forward_parallel, symmetric_forward_serial)
 from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
 
-njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 
 # torch's softplus: x above this is returned as it is (log1p(exp(x)) == x there in float64 too)
 SOFTPLUS_THRESHOLD = 20.0
@@ -293,7 +294,7 @@ LAST_AXIS_LOSSES = (MULTICLASS_LOSS, PINBALL_LOSS)
 # inline="always": training_steps, a fit's one caller, takes this body into its own compilation, so the
 # pass is not compiled (and its callees' code optimised again) as a library of its own first: a first fit
 # on an empty cache ~5-10 s shorter. Called from Python (CompiledDensePass.step), it compiles as any kernel.
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(inline="always")
 def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     """A compiled training step's pass in one call: the kernels CompiledDensePass otherwise calls one
     by one from Python (~0.15 ms of Python and dispatch a step), in the same order on the same arrays,
@@ -327,7 +328,8 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     diagonal(mu_start, mu_increments, mu)
     # bool(True): a run-time flag, so these callees compile once for every caller (_numba_support)
     if values_chunks > 0:
-        gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, values_chunks)
+        gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors,
+                          values_chunks)
     else:
         gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors)
     B = output.shape[0]

@@ -254,7 +254,9 @@ def _moments_kernel():
         return sums, low, high, flags
 
     def moments(values, weight, chunk, n_chunks):
-        parallel_threads()  # Numba's threads follow torch's count from a fit's first kernel on
+        # (no parallel kernel here now) Numba's thread count set from torch's at a fit's start, as before:
+        # a fit whose kernels all run serially still leaves it following torch's (test_preprocessing)
+        parallel_threads()
         first, low, high, flags = chunk_sums(values, weight, np.zeros(values.shape[1]), chunk, n_chunks, True)
         first = first.sum(axis=1)
         safe_total = np.where(first[0] > 0, first[0], 1.0)
