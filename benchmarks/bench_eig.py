@@ -2,6 +2,8 @@
 
     python benchmarks/bench_eig.py --cuda [--quick]   # on a GPU
     python benchmarks/bench_eig.py --cpu              # on the 2-core CI-like CPU (Numba kernel vs torch)
+    python benchmarks/bench_eig.py --cuda --indices 1 3 5 --ns 15 --batches 800 5240
+                                          # several eigenvalues of each matrix (a model's quantiles)
 
 CUDA timings use CUDA events on torch's current stream after a warm-up; each
 number is the median of several repeats (ms per call, whole batch). Each row
@@ -145,6 +147,56 @@ def run_cpu(quick: bool, ns=None, batches=None):
     return rows
 
 
+def spaced_indices(n: int, count: int) -> tuple:
+    """``count`` indices two apart around n // 2 (a three-quantile model's k - 2, k, k + 2)."""
+    first = min(max(n // 2 - (count - 1), 0), n - 1 - 2 * (count - 1))
+    return tuple(range(first, first + 2 * count - 1, 2))
+
+
+def side_by_side_vs_loop(A, k, timer, kernel_backend) -> dict:
+    """The fused kernel's time with several indices side by side (compiled with SEVERAL, whatever n)
+    over its one-index loop's."""
+    default = kernel_backend.SEVERAL_MAX_N
+    times = {}
+    try:
+        for label, limit in (("side", kernel_backend.MAX_N), ("loop", 0)):
+            kernel_backend.SEVERAL_MAX_N = limit
+            times[label] = (timer(ours_fwd(A, k, "kernel")), timer(ours_fwdbwd(A, k, "kernel")))
+    finally:
+        kernel_backend.SEVERAL_MAX_N = default
+    return {"fwd_vs_loop": times["side"][0] / times["loop"][0], "fwdbwd_vs_loop": times["side"][1] / times["loop"][1]}
+
+
+def run_indices(device: str, counts: list, ns=None, batches=None):
+    """The default backend for 1, 3, ... indices of each matrix in one call: what a model's
+    several quantiles cost beside one (ms per call; ratio to one index in the same run). On CUDA
+    also ``*_vs_loop``: the fused kernel with the indices side by side over the same kernel taking
+    them one after the other (SEVERAL_MAX_N chooses between the two by n)."""
+    from skspectral.eig import _kernel_backend
+
+    timer = time_cuda if device == "cuda" else time_cpu
+    rows = []
+    for dtype in (torch.float32, torch.float64):
+        for n in ns or [15]:
+            for B in batches or ([800, 5240] if device == "cuda" else [600, 4096]):
+                A = sym_batch(B, n, dtype, device)
+                base = {}
+                for count in counts:
+                    ks = spaced_indices(n, count)
+                    k = ks[0] if count == 1 else ks
+                    row = {"dtype": str(dtype)[6:], "n": n, "B": B, "indices": count,
+                           "auto": resolve_backend(device, n, dtype, B),
+                           "fwd": timer(ours_fwd(A, k)), "fwdbwd": timer(ours_fwdbwd(A, k))}
+                    base = base or row
+                    row["fwd_vs_one"] = row["fwd"] / base["fwd"]
+                    row["fwdbwd_vs_one"] = row["fwdbwd"] / base["fwdbwd"]
+                    if device == "cuda" and count > 1 and row["auto"] == "kernel":
+                        row.update(side_by_side_vs_loop(A, k, timer, _kernel_backend))
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cuda", action="store_true")
@@ -153,9 +205,21 @@ def main():
     p.add_argument("--json")
     p.add_argument("--ns", type=int, nargs="+")
     p.add_argument("--batches", type=int, nargs="+")
+    p.add_argument("--indices", type=int, nargs="+", metavar="COUNT",
+                   help="only time COUNT indices (two apart around n // 2) per matrix, e.g. 1 3 5")
     a = p.parse_args()
     out = {"versions": versions("cuda" if a.cuda else "cpu")}
     print(json.dumps(out["versions"]))
+    if a.indices:
+        for device in (["cuda"] if a.cuda else []) + (["cpu"] if a.cpu else []):
+            out[f"indices_{device}"] = run_indices(device, a.indices, a.ns, a.batches)
+            cols = ["dtype", "n", "B", "indices", "auto", "fwd", "fwd_vs_one", "fwdbwd", "fwdbwd_vs_one"]
+            if device == "cuda":
+                cols += ["fwd_vs_loop", "fwdbwd_vs_loop"]
+            table = markdown_table(out[f"indices_{device}"], cols)
+            print(f"\n{device}, several indices, ms per call (median):\n" + table)
+        write_json(a.json, out)
+        return
     if a.cuda:
         out["cuda"] = run_cuda(a.quick, a.ns, a.batches)
         cols = ["dtype", "n", "B", "auto", "torch_fwd", "cupy_fwd", "auto_fwd", "kernel_fwd",

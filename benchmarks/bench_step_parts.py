@@ -1,6 +1,7 @@
 """Where a training step's time goes, per table, with the estimator's defaults.
 
     python benchmarks/bench_step_parts.py --device cuda --data .data/tabular [--datasets california diamonds]
+        [--params '{"loss": "quantile", "quantile": [0.05, 0.5, 0.95]}']  # an estimator's other parameters
 
 For each table a default estimator is fitted for one epoch on 80 % of the rows (the model, its
 encoder and batch size), then the step is timed in parts over the same training rows, each
@@ -15,7 +16,10 @@ CUDA events, a warm-up epoch, the median of the epochs after it), per step:
   a fit pays now;
 - ``forward``: the forward pass alone (no gradient);
 - ``encoder``: the feature encoder alone;
-- ``eigen``: the k-th eigenvalue kernel alone on the step's matrices (forward only).
+- ``eigen``: the k-th eigenvalue kernel alone on the step's matrices (forward only);
+- ``fit epoch`` and ``fit set-up``: whole fits of 10 and 20 epochs (early stopping's split and
+  scoring at every epoch, patience that never ends them; host clock, the median of three): the
+  cost of one more epoch, all included, and what is left of a fit once its epochs are taken out.
 
 With ``--profile`` the CUDA kernels of the step a fit runs now (``step, now``) are listed, run
 eagerly (torch.profiler, 10 steps): the kernels a graph replays, with their device time per step.
@@ -24,6 +28,7 @@ eagerly (torch.profiler, 10 steps): the kernels a graph replays, with their devi
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -65,7 +70,7 @@ class _Timer:
         return statistics.median(times)
 
 
-def fitted(name: str, data_dir: Path, device: str, max_rows: int | None):
+def fitted(name: str, data_dir: Path, device: str, max_rows: int | None, params: dict):
     X, y, task = load(name, data_dir)
     rng = np.random.default_rng(0)
     rows = rng.permutation(len(X))[: int(0.8 * len(X))]
@@ -75,7 +80,7 @@ def fitted(name: str, data_dir: Path, device: str, max_rows: int | None):
     cls = SpectralRegressor if task == "regression" else SpectralClassifier
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = cls(device=device, max_iter=1, early_stopping=False, random_state=0).fit(X, y)
+        est = cls(device=device, max_iter=1, early_stopping=False, random_state=0, **params).fit(X, y)
     return est, X, y, task
 
 
@@ -145,6 +150,28 @@ def parts(est, X, y) -> dict:
     return out, (now, fit_rows, target, weight, batch)
 
 
+def fit_epochs(est, X, y) -> dict:
+    """Seconds of one more epoch of a whole fit, and the fit's set-up (see the module's doc)."""
+    def seconds(epochs: int) -> float:
+        times = []
+        for _ in range(3):
+            model = est.__class__(**{**est.get_params(), "max_iter": epochs, "early_stopping": True,
+                                     "n_iter_no_change": 1000})
+            if model.device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(X, y)
+            if model.device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    short, long = seconds(10), seconds(20)
+    return {"fit epoch": (long - short) / 10, "fit set-up": short - 10 * (long - short) / 10}
+
+
 def profile_kernels(make_trainer, Xs, target, weight, batch, top: int = 25) -> list[dict]:
     """The CUDA kernels of the step a fit runs now (its rows as the fit takes them, the trainer's
     Adam), eagerly, 10 steps: name, calls and device microseconds per step."""
@@ -176,15 +203,19 @@ def main():
     p.add_argument("--datasets", nargs="+", default=["california", "diamonds", "cps1988", "flights"])
     p.add_argument("--max-rows", type=int, default=None)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--params", default="{}", help="the estimator's other parameters, as JSON")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    results = {"versions": versions(a.device), "tables": {}}
+    params = json.loads(a.params)
+    results = {"versions": versions(a.device), "params": params, "tables": {}}
     table = []
     for name in a.datasets:
-        est, X, y, task = fitted(name, Path(a.data), a.device, a.max_rows)
+        est, X, y, task = fitted(name, Path(a.data), a.device, a.max_rows, params)
         timings, profiling = parts(est, X, y)
+        timings.update(fit_epochs(est, X, y))
         results["tables"][name] = timings
-        row = {"dataset": name, **{key: (f"{1e3 * v:.3f} ms" if isinstance(v, float) and key != "epoch_s" else v)
+        row = {"dataset": name, **{key: (f"{1e3 * v:.3f} ms" if isinstance(v, float)
+                                         and key not in ("epoch_s", "fit set-up") else v)
                                     for key, v in timings.items()}}
         table.append(row)
         print(row, flush=True)

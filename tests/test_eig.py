@@ -516,7 +516,8 @@ def test_kernel_accuracy_on_hard_spectra(device, backend, dtype, n):
 @pytest.mark.parametrize("device,backend", CASES)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(2, 48), batch=st.integers(0, 9), dtype=st.sampled_from([torch.float32, torch.float64]),
-       count=st.integers(1, 4), spread=st.sampled_from(["consecutive", "every other", "any"]), repeated=st.booleans(),
+       count=st.sampled_from([1, 2, 3, 4, 5, 17, 20]), spread=st.sampled_from(["consecutive", "every other", "any"]),
+       repeated=st.booleans(),
        seed=st.integers(0, 2**31 - 1))
 def test_several_indices_match_the_reference_and_one_index_at_a_time(device, backend, n, batch, dtype, count,
                                                                        spread, repeated, seed):
@@ -548,6 +549,36 @@ def test_several_indices_match_the_reference_and_one_index_at_a_time(device, bac
         one_by_one = A.clone().requires_grad_(True)
         sum((kth_eigvalsh(one_by_one, k, backend=backend) * g[:, j]).sum() for j, k in enumerate(indices)).backward()
         torch.testing.assert_close(leaf.grad, one_by_one.grad, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("several_max_n", [0, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 3, 15, 16, 17, 33, 64])
+def test_kernel_several_indices_side_by_side_or_one_by_one(monkeypatch, several_max_n, dtype, n):
+    """The CUDA kernel's two ways with several indices, whatever n: side by side (compiled with
+    SEVERAL; 16 indices at a time, so 20 take two rounds) or one after the other. Values as the
+    float64 reference's, unit eigenvectors with small residuals, in the order asked."""
+    from skspectral.eig import _kernel_backend
+
+    monkeypatch.setattr(_kernel_backend, "SEVERAL_MAX_N", several_max_n)
+    A = random_symmetric((37,), n, dtype, "cuda", torch.Generator().manual_seed(n))
+    A[3] = 0.0  # the zero matrix: lambda = 0, q = e_k
+    A[5, 1, 0] = float("nan")  # a NaN in the triangle read: NaN out
+    ks = tuple(range(0, n, max(1, n // 20)))[:20]
+    values, vectors = REGISTRY["kernel"].eigh_k(A, ks, True)
+    finite = torch.ones(37, dtype=torch.bool)
+    finite[5] = False
+    assert values[5].isnan().all() and vectors[5].isnan().all()
+    for j, k in enumerate(ks):
+        assert_close_to_reference(values[finite, j], A[finite], k)
+        q = vectors[finite, j].double().cpu()
+        M = A[finite].double().cpu()
+        lam = values[finite, j].double().cpu()
+        scale = torch.linalg.matrix_norm(M, ord=2).clamp_min(1.0)
+        residual = ((M @ q[:, :, None])[:, :, 0] - lam[:, None] * q).norm(dim=1) / scale
+        assert residual.max() <= 10 * TOL[dtype] * n ** 0.5, (k, residual.max())
+        torch.testing.assert_close(q.norm(dim=1), torch.ones(36, dtype=torch.float64), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("device,backend", CASES)

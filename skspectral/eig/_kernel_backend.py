@@ -22,6 +22,11 @@ from ._backend import EigenBackend
 from ._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
 
 MAX_N = 64
+# Several indices of a launch run side by side (the kernel compiled with SEVERAL) up to this n: three
+# indices of 15 x 15 float32 matrices took 0.74-0.90x the one-index kernel's loop over them, of
+# 24 x 24 and larger 1.3-1.65x (its per-lane vectors' registers cost occupancy); above it the
+# one-index kernel solves them one after the other (benchmarks/RESULTS.md, section 10).
+SEVERAL_MAX_N = 16
 
 _SOURCE_PATH = Path(__file__).with_name("_kernel_source.cu")
 
@@ -50,10 +55,12 @@ _DEFINES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(n: int, dtype: torch.dtype):
-    """The kernel specialised for n x n matrices of ``dtype`` (the row lives in registers)."""
+def _kernel(n: int, dtype: torch.dtype, several: bool = False):
+    """The kernel specialised for n x n matrices of ``dtype`` (the row lives in registers), for one
+    index or several (their multisections and vectors side by side: a kernel of its own, whose
+    vectors in registers would cost the one-index kernel's occupancy)."""
     cupy = import_cupy()
-    defines = {"N": str(n), **_DEFINES[dtype]}
+    defines = {"N": str(n), **_DEFINES[dtype], "SEVERAL": str(int(several))}
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawKernel(header + _SOURCE_PATH.read_text(), "kth_eigenpair")
 
@@ -61,14 +68,14 @@ def _kernel(n: int, dtype: torch.dtype):
 _FUNCTIONS: dict = {}
 
 
-def _function(n: int, dtype: torch.dtype, index: int):
+def _function(n: int, dtype: torch.dtype, index: int, several: bool = False):
     """The compiled kernel loaded on device ``index`` (CuPy loads modules per device)."""
-    key = (n, dtype, index)
+    key = (n, dtype, index, several)
     function = _FUNCTIONS.get(key)
     if function is None:
         cupy = import_cupy()
         with cupy.cuda.Device(index):
-            function = _FUNCTIONS[key] = _kernel(n, dtype).kernel
+            function = _FUNCTIONS[key] = _kernel(n, dtype, several).kernel
     return function
 
 
@@ -111,7 +118,7 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
         np.int32(lower),
         np.int32(want_vector),
     )
-    function = _function(n, A.dtype, index)
+    function = _function(n, A.dtype, index, 1 < count and n <= SEVERAL_MAX_N)
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
     stream = current_cupy_stream(index)

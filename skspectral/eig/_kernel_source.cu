@@ -13,8 +13,12 @@
 //      points of the bracket at once (5 bits per round), starting from Gershgorin bounds.
 //   4. (vector only) inverse iteration on T - lambda I (Gaussian elimination with partial
 //      pivoting, tiny pivots replaced by eps*|T|), two solves, then q = H_0 ... H_{N-3} y.
+// Compiled with SEVERAL 1 for several indices (a model's quantiles): their steps 3 and 4 run side
+// by side instead of one after the other, up to 16 indices at a time: in step 3 each index has a
+// group of 32 / count lanes (fewer points a round, the indices' rounds together), in step 4 a lane
+// of its own (the vector in registers: more registers, hence a kernel of its own).
 // Expects defines N >= 2 (matrix size), real (float/double), vec_t (float4/double2), EPS,
-// SAFE_MIN, INF, MIN_EXP and ITERS (multisection rounds).
+// SAFE_MIN, INF, MIN_EXP, ITERS (multisection rounds) and SEVERAL (0 or 1).
 
 #if N < 2
 #error "N >= 2: the 1 x 1 case is answered without the kernel"
@@ -100,8 +104,10 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     __shared__ __align__(16) real w_shared[LDV];
     __shared__ real d[N], e[N], e2[N], taus[NV], red[2][NW];
     __shared__ real x_next;
+#if !SEVERAL
     __shared__ real u0[N], u1[N], u2[N], mult[N], y[N];
     __shared__ int swapped[N];
+#endif
 
     const int r = threadIdx.x;
     const int lane = r & 31;
@@ -229,6 +235,103 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     __syncwarp();
     const real tnorm = fmax(fabs(glo_all), fabs(ghi_all));
     const real pivmin = SAFE_MIN * fmax((real)1, emax2);
+#if SEVERAL
+    for (int c0 = 0; c0 < count; c0 += 16) {
+        // indices c0 .. c0 + chunk - 1 at once: index c0 + g in lanes [g G, (g + 1) G)
+        const int chunk = min(count - c0, 16);
+        const int G = 32 / chunk;
+        const int group = lane / G, pos = lane - group * G;
+        const bool in_group = group < chunk;
+        const int k = k_first + (c0 + min(group, chunk - 1)) * stride;
+        const unsigned group_mask = G == 32 ? 0xffffffffu : ((1u << G) - 1u) << (group * G);
+        // as many rounds as ITERS gives bits, at log2(G + 1) bits a round
+        const int rounds = G == 32 ? ITERS : (int)ceilf(ITERS * 5.04439412f / log2f((float)(G + 1)));
+        real lo = glo_all, hi = ghi_all;
+        bool settled = !in_group;
+        for (int it = 0; it < rounds; ++it) {
+            const real h = (hi - lo) / (G + 1);
+            const real x = lo + (pos + 1) * h;
+            const unsigned below = __ballot_sync(0xffffffffu, !settled && sturm_count(d, e2, x, pivmin) <= k);
+            if (!settled) {
+                const int j = __popc(below & group_mask);  // counts grow with x: the group's first j lie below
+                const real new_lo = j > 0 ? lo + j * h : lo;
+                const real new_hi = j < G ? lo + (j + 1) * h : hi;
+                lo = new_lo;
+                hi = fmax(new_hi, new_lo);
+                settled = hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi));
+            }
+            if (__all_sync(0xffffffffu, settled)) break;
+        }
+        const real lambda = lo + (hi - lo) / 2;
+        if (in_group && pos == 0) value[b * count + c0 + group] = lambda / scale;
+        if (!want_vector) continue;
+
+        // 4. eigenvectors: lane j < chunk takes index c0 + j (its lambda from its group's first lane)
+        const real lam = __shfl_sync(0xffffffffu, lambda, min(lane, chunk - 1) * G);
+        if (lane < chunk) {
+            real mult[N], u0[N], u1[N], u2[N], y[N];
+            bool swapped[N];
+            const real small = tnorm > 0 ? EPS * tnorm : (real)1;
+            real cd = d[0] - lam, cs = N > 1 ? e[0] : (real)0;
+#pragma unroll
+            for (int i = 0; i < N - 1; ++i) {
+                const real bi = e[i], an = d[i + 1] - lam, cn = (i + 1 < N - 1) ? e[i + 1] : (real)0;
+                if (fabs(cd) >= fabs(bi)) {
+                    const real pivot = cd != 0 ? cd : small;
+                    mult[i] = bi / pivot; u0[i] = pivot; u1[i] = cs; u2[i] = 0; swapped[i] = false;
+                    cd = an - mult[i] * cs; cs = cn;
+                } else {
+                    const real l = cd / bi;
+                    mult[i] = l; u0[i] = bi; u1[i] = an; u2[i] = cn; swapped[i] = true;
+                    cd = cs - l * an; cs = -l * cn;
+                }
+            }
+            u0[N - 1] = cd;
+#pragma unroll
+            for (int i = 0; i < N; ++i)  // reciprocal pivots, as in the one-index kernel
+                u0[i] = 1 / (fabs(u0[i]) < small ? (u0[i] < 0 ? -small : small) : u0[i]);
+#pragma unroll
+            for (int i = 0; i < N; ++i) y[i] = 1 + (real)((i * 7) % 11) / 16;
+            for (int solve = 0; solve < 2; ++solve) {
+#pragma unroll
+                for (int i = 0; i < N - 1; ++i) {
+                    if (swapped[i]) { const real t = y[i]; y[i] = y[i + 1]; y[i + 1] = t - mult[i] * y[i]; }
+                    else y[i + 1] -= mult[i] * y[i];
+                }
+                y[N - 1] *= u0[N - 1];
+                y[N - 2] = (y[N - 2] - u1[N - 2] * y[N - 1]) * u0[N - 2];
+#pragma unroll
+                for (int i = N - 3; i >= 0; --i) y[i] = (y[i] - u1[i] * y[i + 1] - u2[i] * y[i + 2]) * u0[i];
+                real ymax = 0;
+#pragma unroll
+                for (int i = 0; i < N; ++i) ymax = fmax(ymax, fabs(y[i]));
+                const real inv = 1 / ymax;
+#pragma unroll
+                for (int i = 0; i < N; ++i) y[i] *= inv;
+            }
+            // q = H_0 ... H_{N-3} y, the last reflector first (a reflector's v is 0 up to its column)
+            for (int kk = N - 3; kk >= 0; --kk) {
+                const real tau = taus[kk];
+                if (tau == 0) continue;
+                const real* vk = store + kk * LDV;
+                real s = 0;
+#pragma unroll
+                for (int i = 0; i < N; ++i) s += vk[i] * y[i];
+                s *= tau;
+#pragma unroll
+                for (int i = 0; i < N; ++i) y[i] -= s * vk[i];
+            }
+            real sq = 0;
+#pragma unroll
+            for (int i = 0; i < N; ++i) sq += y[i] * y[i];
+            const real inv_norm = 1 / sqrt(sq);
+            real* out = vector + (b * count + c0 + lane) * (long long)N;
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = y[i] * inv_norm;
+        }
+        __syncwarp();
+    }
+#else
     for (int jk = 0; jk < count; ++jk) {
         const int k = k_first + jk * stride;
         const long long out = b * count + jk;  // this index's value; its vector at out * N
@@ -309,4 +412,5 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             if (lane + 32 * j < N) vector[out * N + lane + 32 * j] = yl[j] * inv_norm;
         __syncwarp();  // every lane has read y before lane 0 writes the next index's
     }
+#endif
 }
