@@ -143,16 +143,46 @@ def test_levels_from_counts_of_any_split_are_the_encoders_levels_of_the_rows(cou
     column = pd.Series(rng.permutation(rows), dtype="category" if as_category else object)
     bounds = np.r_[0, np.sort(rng.integers(0, len(column) + 1, n_blocks - 1)), len(column)]
     blocks = [level_counts(column.iloc[a:b].to_frame()) for a, b in zip(bounds[:-1], bounds[1:])]
-    from skspectral._columns.levels import add_level_counts, as_frame
+    from skspectral._columns.levels import add_level_counts
 
     merged = blocks[0]
     for block in blocks[1:]:
         merged = add_level_counts(merged, block)
     codes = CategoryCodes(merged)
-    encoder = _level_encoder(codes.min_count).fit(as_frame(column.to_frame()))
+    encoder = _level_encoder(codes.min_count).fit(_as_objects(column.to_frame()))
     probe = pd.DataFrame({"c": pd.Series(list(levels) + ["never seen", None], dtype=object)})
-    np.testing.assert_array_equal(codes.transform(probe)[:, 0], encoder.transform(as_frame(probe)).ravel())
+    np.testing.assert_array_equal(codes.transform(probe)[:, 0], encoder.transform(_as_objects(probe)).ravel())
     assert codes.has_missing == [n_missing > 0]
+
+
+def _as_objects(frame):
+    """A frame's values as objects, every missing value NaN, one column named 0 (as the encoders read)."""
+    frame = frame.astype(object).where(frame.notna(), np.nan)
+    return frame.set_axis(range(frame.shape[1]), axis=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_levels=st.integers(1, 30), n_unused=st.integers(0, 3), numbers=st.booleans(), n_rows=st.integers(0, 400),
+       missing=st.floats(0, 0.3), min_count=st.sampled_from(["auto", 1, 5]), seed=st.integers(0, 2**31 - 1))
+def test_a_category_column_is_counted_and_coded_as_its_values_as_objects(n_levels, n_unused, numbers, n_rows, missing,
+                                                                          min_count, seed):
+    """A pandas category column is counted and coded from its integer codes, each category once:
+    the same level counts and codes as the same values in an object column (categories no row
+    holds, unseen ones at transform, numbers as categories, missing values)."""
+    rng = np.random.default_rng(seed)
+    names = [float(i) if numbers else f"l{i}" for i in range(n_levels + n_unused + 1)]
+    held = rng.choice(names[:n_levels], size=n_rows, p=rng.dirichlet(np.ones(n_levels)))
+    rows = pd.Series(np.where(rng.random(n_rows) < missing, None, held.astype(object)), dtype=object)
+    category = rows.astype(pd.CategoricalDtype(names[:-1]))
+    counts = level_counts(category.to_frame())
+    assert counts == level_counts(rows.to_frame())
+    if not counts[0][0] and not counts[0][1]:
+        return
+    codes = CategoryCodes(counts, min_count)
+    probe = pd.Series(names + [None], dtype=object)  # the last name: a category unseen in fit
+    for column in (rows, probe):
+        np.testing.assert_array_equal(codes.transform(column.astype(pd.CategoricalDtype(names)).to_frame()),
+                                      codes.transform(column.to_frame()))
 
 
 @pytest.mark.parametrize("dtype", [object, "category", None])

@@ -38,6 +38,12 @@ def level_counts(columns) -> list[tuple[dict, int]]:
     counts = []
     for j in range(frame.shape[1]):
         column = frame.iloc[:, j]
+        if _is_category(column):  # from its integer codes: no pass over the rows' objects
+            values = _categories_then_missing(column)
+            n_rows = np.bincount(column.cat.codes.to_numpy() + 1, minlength=len(values))  # code -1 (missing) first
+            counts.append(({values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}, int(n_rows[0])))
+            continue
+        column = _as_objects(column)
         try:
             n_rows = column.value_counts(dropna=True, sort=False)  # hashed: no sort of mixed types
             levels = {level: int(n) for level, n in n_rows.items() if n > 0}
@@ -108,10 +114,19 @@ class CategoryCodes:
         frame = as_frame(columns)
         out = np.empty(frame.shape, dtype=np.float64)
         for j, encoder in enumerate(self.encoders):
-            column = frame.iloc[:, [j]]
-            self._check_kind(column.iloc[:, 0], j, labels)
-            column.columns = [0]
-            out[:, j] = encoder.transform(column).ravel()
+            column = frame.iloc[:, j]
+            if _is_category(column):
+                # a pandas category column: each category (and a missing value) coded once, the
+                # rows by their integer codes (-1, missing: the last) -- the codes the rows'
+                # own values would get, without a pass over them as objects
+                values = _categories_then_missing(column)
+                codes = column.cat.codes.to_numpy()
+                self._check_kind(values.iloc[np.unique(codes[codes >= 0])], j, labels)
+                out[:, j] = _encoded(encoder, values)[codes]
+                continue
+            column = _as_objects(column)
+            self._check_kind(column, j, labels)
+            out[:, j] = _encoded(encoder, column)
         return out
 
     def _check_kind(self, column, j: int, labels) -> None:
@@ -153,18 +168,43 @@ def _level_encoder(min_count: int) -> OrdinalEncoder:
 
 
 def as_frame(columns):
-    """Categorical columns as an object DataFrame with positional column names (the encoders
-    see one column each, whatever it was called); every missing value as NaN."""
+    """Categorical columns as a DataFrame with positional column names (the encoders see one
+    column each, whatever it was called): a DataFrame's own columns and dtypes, an array's as
+    objects. Each column is read as objects (:func:`_as_objects`) or, a pandas category
+    column, by its codes."""
     import pandas as pd
 
     from .kinds import is_dataframe
 
     frame = columns if is_dataframe(columns) else pd.DataFrame(np.asarray(columns, dtype=object))
-    # every missing value as NaN in object columns: OrdinalEncoder takes None for a level of its
-    # own (code L, not -2) and pd.NA for an unknown level, where "missing" has a level reserved
-    frame = frame.astype(object).where(frame.notna(), np.nan)  # object: pd.NA in a string column too
-    frame.columns = range(frame.shape[1])
-    return frame
+    return frame.set_axis(range(frame.shape[1]), axis=1)
+
+
+def _as_objects(column):
+    """A column's values as objects, every missing value as NaN: OrdinalEncoder takes None for a
+    level of its own (code L, not -2) and pd.NA for an unknown level, where "missing" has a level
+    reserved (object: pd.NA in a string column too)."""
+    return column.astype(object).where(column.notna(), np.nan)
+
+
+def _is_category(column) -> bool:
+    import pandas as pd
+
+    return isinstance(column.dtype, pd.CategoricalDtype)
+
+
+def _categories_then_missing(column):
+    """A pandas category column's categories, then a missing value, as :func:`_as_objects` gives
+    them: the value of each code, code -1 (missing) last."""
+    import pandas as pd
+
+    codes = np.append(np.arange(len(column.cat.categories)), -1)
+    return _as_objects(pd.Series(pd.Categorical.from_codes(codes, dtype=column.dtype)))
+
+
+def _encoded(encoder: OrdinalEncoder, values) -> np.ndarray:
+    """The encoder's codes of a Series of objects (fitted on a frame with one column named 0)."""
+    return encoder.transform(values.to_frame(0)).ravel()
 
 
 def _is_missing(value) -> bool:
