@@ -40,7 +40,8 @@ def level_counts(columns) -> list[tuple[dict, int]]:
         column = frame.iloc[:, j]
         if _is_category(column):  # from its integer codes: no pass over the rows' objects
             values = _categories_then_missing(column)
-            n_rows = np.bincount(column.cat.codes.to_numpy() + 1, minlength=len(values))  # code -1 (missing) first
+            codes = column.cat.codes.to_numpy().astype(np.intp)  # int8 codes: + 1 must not wrap
+            n_rows = np.bincount(codes + 1, minlength=len(values))  # code -1 (missing) first
             counts.append(({values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}, int(n_rows[0])))
             continue
         column = _as_objects(column)
