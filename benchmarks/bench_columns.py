@@ -1,8 +1,9 @@
 """The host side of a fit's columns: categorical levels counted and coded, rows made (no device).
 
-    python benchmarks/bench_columns.py [--code PATH ...] [--datasets flights diamonds] [--repeats 5]
+    python benchmarks/bench_columns.py [--code PATH ...] [--datasets flights diamonds] [--repeats 5] [--objects]
 
-For each table with categorical columns (pandas categories, as ``quality.py`` loads them), the seconds
+For each table with categorical columns (pandas categories, as ``quality.py`` loads them; with
+``--objects`` the same columns as strings, declared by position), the seconds
 of what a fit does to X before training: ``split_columns``, ``level_counts``, ``CategoryCodes`` and
 ``coded_rows`` (a predict does the last once more). Each checkout of ``--code`` (default: this one;
 e.g. a ``git worktree`` of an older commit) runs in fresh processes, the checkouts alternately, the
@@ -25,6 +26,9 @@ sys.path.append(sys.argv[3])
 from quality import load
 X, y, task = load(sys.argv[1], __import__("pathlib").Path(sys.argv[2]))
 kinds = column_kinds(X, "from_dtype")
+if sys.argv[5] == "objects":  # the same columns as strings (object dtype), declared categorical
+    X = X.astype({name: object for name in X.columns[kinds.categorical]})
+    kinds = column_kinds(X, [int(j) for j in kinds.categorical.nonzero()[0]])
 times = []
 for _ in range(int(sys.argv[4])):
     start = time.perf_counter()
@@ -46,16 +50,19 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["flights", "diamonds", "cps1988", "churn", "nmes1988"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="times each checkout runs, alternately")
+    parser.add_argument("--objects", action="store_true", help="the categorical columns as strings, not categories")
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
     for name in args.datasets:
         for _ in range(args.rounds):
             for path in args.code:
-                result = run_in_checkout(_PREPARE, path, name, args.data, str(here), str(args.repeats))
-                rows.append({"dataset": name, "code": f"{revision(path)} ({path})", **result})
+                result = run_in_checkout(_PREPARE, path, name, args.data, str(here), str(args.repeats),
+                                         "objects" if args.objects else "categories")
+                rows.append({"dataset": name, "columns": "objects" if args.objects else "categories",
+                             "code": f"{revision(path)} ({path})", **result})
                 print(rows[-1], flush=True)
-    print(markdown_table(rows, ["dataset", "code", "rows", "categorical", "min_s", "median_s", "checksum"]))
+    print(markdown_table(rows, ["dataset", "columns", "code", "rows", "categorical", "min_s", "median_s", "checksum"]))
     write_json(args.json, {"versions": versions("cpu"), "rows": rows})
 
 

@@ -166,9 +166,10 @@ def _as_objects(frame):
        missing=st.floats(0, 0.3), min_count=st.sampled_from(["auto", 1, 5]), seed=st.integers(0, 2**31 - 1))
 def test_a_category_column_is_counted_and_coded_as_its_values_as_objects(n_levels, n_unused, numbers, n_rows, missing,
                                                                           min_count, seed):
-    """A pandas category column is counted and coded from its integer codes, each category once:
-    the same level counts and codes as the same values in an object column (categories no row
-    holds, unseen ones at transform, numbers as categories, missing values)."""
+    """A column is counted and coded from integer codes, each distinct value once (a pandas category
+    column's own codes, an object column's factorised): the same level counts from both, and the
+    codes OrdinalEncoder gives each row's object (categories no row holds, unseen ones at
+    transform, numbers as categories, missing values)."""
     rng = np.random.default_rng(seed)
     names = [float(i) if numbers else f"l{i}" for i in range(n_levels + n_unused + 1)]
     held = rng.choice(names[:n_levels], size=n_rows, p=rng.dirichlet(np.ones(n_levels)))
@@ -181,8 +182,10 @@ def test_a_category_column_is_counted_and_coded_as_its_values_as_objects(n_level
     codes = CategoryCodes(counts, min_count)
     probe = pd.Series(names + [None], dtype=object)  # the last name: a category unseen in fit
     for column in (rows, probe):
+        row_by_row = codes.encoders[0].transform(_as_objects(column.to_frame()))  # each row's object encoded
+        np.testing.assert_array_equal(codes.transform(column.to_frame()), row_by_row)
         np.testing.assert_array_equal(codes.transform(column.astype(pd.CategoricalDtype(names)).to_frame()),
-                                      codes.transform(column.to_frame()))
+                                      row_by_row)
 
 
 @pytest.mark.parametrize("dtype", [object, "category", None])

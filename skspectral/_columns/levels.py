@@ -37,21 +37,9 @@ def level_counts(columns) -> list[tuple[dict, int]]:
     frame = as_frame(columns)
     counts = []
     for j in range(frame.shape[1]):
-        column = frame.iloc[:, j]
-        if _is_category(column):  # from its integer codes: no pass over the rows' objects
-            values = _categories_then_missing(column)
-            codes = column.cat.codes.to_numpy().astype(np.intp)  # int8 codes: + 1 must not wrap
-            n_rows = np.bincount(codes + 1, minlength=len(values))  # code -1 (missing) first
-            counts.append(({values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}, int(n_rows[0])))
-            continue
-        column = _as_objects(column)
-        try:
-            n_rows = column.value_counts(dropna=True, sort=False)  # hashed: no sort of mixed types
-            levels = {level: int(n) for level, n in n_rows.items() if n > 0}
-        except TypeError as exc:  # e.g. a dict or a list in the column
-            raise TypeError(f"A level of categorical column {j} is {exc}: each level's argument must be a string "
-                            "or a number.") from exc
-        counts.append((levels, int(column.isna().sum())))
+        values, codes = _distinct(frame.iloc[:, j], j)
+        n_rows = np.bincount(codes + 1, minlength=len(values))  # code -1 (missing) first
+        counts.append(({values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}, int(n_rows[0])))
     return counts
 
 
@@ -115,19 +103,12 @@ class CategoryCodes:
         frame = as_frame(columns)
         out = np.empty(frame.shape, dtype=np.float64)
         for j, encoder in enumerate(self.encoders):
-            column = frame.iloc[:, j]
-            if _is_category(column):
-                # a pandas category column: each category (and a missing value) coded once, the
-                # rows by their integer codes (-1, missing: the last) -- the codes the rows'
-                # own values would get, without a pass over them as objects
-                values = _categories_then_missing(column)
-                codes = column.cat.codes.to_numpy()
-                self._check_kind(values.iloc[np.unique(codes[codes >= 0])], j, labels)
-                out[:, j] = _encoded(encoder, values)[codes]
-                continue
-            column = _as_objects(column)
-            self._check_kind(column, j, labels)
-            out[:, j] = _encoded(encoder, column)
+            # each distinct value (and a missing one) coded once, the rows by their integer codes
+            # (-1, missing: the last): the codes the rows' own values get, without a Python pass
+            # over the rows
+            values, codes = _distinct(frame.iloc[:, j], j)
+            self._check_kind(values.iloc[np.unique(codes[codes >= 0])], j, labels)
+            out[:, j] = _encoded(encoder, values)[codes]
         return out
 
     def _check_kind(self, column, j: int, labels) -> None:
@@ -194,13 +175,24 @@ def _is_category(column) -> bool:
     return isinstance(column.dtype, pd.CategoricalDtype)
 
 
-def _categories_then_missing(column):
-    """A pandas category column's categories, then a missing value, as :func:`_as_objects` gives
-    them: the value of each code, code -1 (missing) last."""
+def _distinct(column, j: int):
+    """(values, codes) of a column: its distinct values, then a missing value, as objects the way
+    :func:`_as_objects` gives them (a Series), and each row's index into them (-1, missing: the
+    last). A pandas category column's values are its categories and its codes are its own; any
+    other column is factorised (hashed, as a dict would: 1 and 1.0 are one level)."""
     import pandas as pd
 
-    codes = np.append(np.arange(len(column.cat.categories)), -1)
-    return _as_objects(pd.Series(pd.Categorical.from_codes(codes, dtype=column.dtype)))
+    if _is_category(column):
+        codes = column.cat.codes.to_numpy().astype(np.intp)  # int8 codes: + 1 must not wrap
+        index = np.append(np.arange(len(column.cat.categories)), -1)
+        return _as_objects(pd.Series(pd.Categorical.from_codes(index, dtype=column.dtype))), codes
+    try:
+        codes, uniques = pd.factorize(column)  # None, NaN and pd.NA: missing (-1)
+    except TypeError as exc:  # e.g. a dict or a list in the column
+        raise TypeError(f"A level of categorical column {j} is {exc}: each level's argument must be a string "
+                        "or a number.") from exc
+    values = pd.Series(np.append(np.asarray(uniques, dtype=object), None), dtype=object)
+    return _as_objects(values), codes.astype(np.intp)
 
 
 def _encoded(encoder: OrdinalEncoder, values) -> np.ndarray:
