@@ -152,8 +152,7 @@ def _level_encoder(min_count: int) -> OrdinalEncoder:
 def as_frame(columns):
     """Categorical columns as a DataFrame with positional column names (the encoders see one
     column each, whatever it was called): a DataFrame's own columns and dtypes, an array's as
-    objects. Each column is read as objects (:func:`_as_objects`) or, a pandas category
-    column, by its codes."""
+    objects. Each column is then read as integer codes of its distinct values (:func:`_distinct`)."""
     import pandas as pd
 
     from .kinds import is_dataframe
