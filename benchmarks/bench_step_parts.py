@@ -13,7 +13,9 @@ CUDA events, a warm-up epoch, the median of the epochs after it), per step:
 - ``step, rows encoded once``: the same on rows encoded before the epoch (the encoder has no
   parameters, so its columns are the same every epoch), torch's fused Adam;
 - ``step, now``: rows encoded once and the trainer's Adam (on CUDA the elementwise kernel): what
-  a fit pays now;
+  a fit pays now (on CUDA a dense model's matrices from skspectral._assembly's kernels);
+- ``step, torch's assembly``: the same with the matrices from torch's ops (CUDA): the step before
+  the assembly kernels;
 - ``forward``: the forward pass alone (no gradient);
 - ``encoder``: the feature encoder alone;
 - ``eigen``: the k-th eigenvalue kernel alone on the step's matrices (forward only);
@@ -128,6 +130,10 @@ def parts(est, X, y) -> dict:
         fit_rows = Z
     else:
         out["step, now"] = timer(epoch_of(trainer()._step, Xs)) / n_steps
+    if model.assembles and device.type == "cuda":  # the same step with torch's ops for the matrices
+        model.assemble = False
+        out["step, torch's assembly"] = timer(epoch_of(trainer()._step, fit_rows)) / n_steps
+        model.assemble = True
 
     def forward_only(xb, yb, wb):
         with torch.no_grad():

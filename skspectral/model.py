@@ -25,6 +25,7 @@ from .eig import (
     select_backend,
     smoothed_kth_eigvalsh_unchecked,
 )
+from . import _assembly
 from ._compiled_pass import CompiledDensePass
 from .eig._gathered import kth_eigvalsh_gathered, kth_eigvalsh_stacked
 from .eig._smoothed import check_smoothing, select_full_backend
@@ -259,6 +260,8 @@ class SpectralModel(torch.nn.Module):
         """diag(mu) + sum_j z_j A_j for each row of X (of its encoded columns Z with ``encoded``):
         shape (batch, n_models, dim, dim)."""
         Z = X if encoded else self.encoded(X)
+        if self.assembles and _assembly.applies(Z, self.weight):
+            return _assembly.assembled_matrices(Z, self.weight, self.mu_start, self.mu_increments)
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
@@ -267,6 +270,17 @@ class SpectralModel(torch.nn.Module):
         """The encoded columns Z of rows X, what ``forward(Z, encoded=True)`` takes: the encoder
         has no parameters, so a fit can encode its rows once instead of at every step."""
         return X if self.encoder is None else self.encoder(X)
+
+    # On CUDA, a plain dense model's matrices come from skspectral._assembly's kernels (False: torch's
+    # ops always, the reference they are tested against)
+    assemble = True
+
+    @property
+    def assembles(self) -> bool:
+        """Whether :meth:`matrices` may take skspectral._assembly's CUDA kernels: matrices that are
+        0.5 (W + W^T) and mu as :meth:`mu` makes it (no monotone column, no variant's own storage)."""
+        return (self.assemble and self.monotonic is None and type(self).mu is SpectralModel.mu
+                and type(self).feature_matrices is SpectralModel.feature_matrices)
 
     # Assemble matrices by gathering where the backend offers it (False: the dense product always,
     # the reference the gather path is tested against).

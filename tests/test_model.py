@@ -133,3 +133,56 @@ def test_structure_and_smoothing_choose_a_backend_that_can_do_them():
         select_model_backend("numba", "cpu", 15, torch.float64, smoothing=0.1)
     with pytest.raises(ValueError, match="structure must be one of"):
         select_model_backend("auto", "cpu", 15, torch.float64, structure="banded")
+
+
+def _assembly_pair(dim, n_columns, members, dtype, seed):
+    """The same dense model twice on CUDA: CUDA kernels (skspectral._assembly) and torch's ops."""
+    fused = SpectralModel(n_columns, dim, n_members=members, generator=torch.Generator().manual_seed(seed),
+                          dtype=dtype, device="cuda")
+    reference = SpectralModel(n_columns, dim, n_members=members, generator=torch.Generator().manual_seed(seed),
+                              dtype=dtype, device="cuda")
+    reference.assemble = False
+    with torch.no_grad():  # spread mu: some increments far above softplus' threshold, some far below 0
+        for model in (fused, reference):
+            model.mu_increments.copy_(torch.linspace(-8.0, 25.0, dim - 1).expand_as(model.mu_increments))
+    return fused, reference
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dim, n_columns, members", [(1, 3, 1), (2, 1, 1), (7, 5, 4), (15, 340, 4), (45, 12, 2)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim, n_columns, members, dtype):
+    """skspectral._assembly on CUDA: diag(mu) + sum_j z_j 0.5 (W_j + W_j^T) and every parameter's (and
+    the rows') gradient as the model's torch ops give them (float64 to rounding; float32 to its sums)."""
+    from skspectral import _assembly
+
+    fused, reference = _assembly_pair(dim, n_columns, members, dtype, seed=dim + n_columns)
+    generator = torch.Generator().manual_seed(3)
+    Z = torch.rand(33, n_columns, dtype=torch.float64, generator=generator).to("cuda", dtype)
+    upstream = torch.randn(33, members, dim, dim, dtype=torch.float64, generator=generator).to("cuda", dtype)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    outputs = []
+    assert fused.assembles and _assembly.applies(Z, fused.weight) and not reference.assembles
+    for model in (fused, reference):
+        rows = Z.clone().requires_grad_()
+        M = model.matrices(rows, encoded=True)
+        (M * upstream).sum().backward()
+        outputs.append([M.detach(), rows.grad] + [p.grad for p in (model.weight, model.mu_start, model.mu_increments)])
+    for got, expected in zip(*outputs):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, **tolerance)
+    assert torch.equal(outputs[0][0], outputs[0][0].transpose(-1, -2))  # symmetric to the bit
+
+
+@pytest.mark.cuda
+def test_cuda_assembly_passes_gradcheck_and_leaves_variants_to_torch_ops():
+    from skspectral import _assembly
+
+    model = SpectralModel(3, 4, n_members=2, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+                          device="cuda")
+    Z = torch.rand(5, 3, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda z, w, s, i: _assembly.assembled_matrices(z, w, s, i),
+        (Z, model.weight, model.mu_start, model.mu_increments))
+    monotone = SpectralModel(3, 4, monotonic=[1, 0, 0], dtype=torch.float64, device="cuda")
+    assert not monotone.assembles  # A = W W^T for a monotone column: torch's ops

@@ -594,14 +594,14 @@ def test_gathered_terms_found_once_train_as_terms_found_every_step(monkeypatch, 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype):
-    """The CUDA Adam (one thread per element) takes torch.optim.Adam's steps: parameters of
-    several sizes, a learning rate a schedule changes in place, and steps replayed from a graph."""
+    """The CUDA Adam (one thread per element, three parameters a launch) takes torch.optim.Adam's
+    steps: parameters of several sizes, a learning rate a schedule changes in place, and steps replayed from a graph."""
     from skspectral._training.adam import ElementwiseAdam, adam
 
     if "kernel" not in available_backends("cuda"):
         pytest.skip("needs CuPy")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    shapes = [(4, 1), (4, 14), (4, 113, 15, 15)]
+    shapes = [(4, 1), (4, 14), (4, 113, 15, 15), (4, 0), (7,)]  # three a launch: two launches, an empty one
     ours = [torch.nn.Parameter(torch.randn(s, generator=generator, device="cuda", dtype=dtype)) for s in shapes]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     lr = torch.tensor(1e-2, dtype=torch.float32, device="cuda")

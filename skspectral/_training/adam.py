@@ -4,7 +4,8 @@ pass (Numba), else torch's fused Adam.
 torch's fused Adam gives a block 65,536 elements of a tensor (multi_tensor_apply's chunk), so
 a model whose matrices are one parameter of ~100k elements gets two blocks, and its update took
 20-30 us of a 150-290 us graph-replayed training step on an H200 (benchmarks/bench_step_parts.py).
-:class:`ElementwiseAdam` launches one thread per element (a few us), with torch.optim.Adam's
+:class:`ElementwiseAdam` launches one thread per element, the model's three parameters in one launch
+(a few us), with torch.optim.Adam's
 update (no weight decay, no amsgrad) and capturable: the learning rate and the step count
 are device tensors, so a CUDA graph replays the update.
 
@@ -26,10 +27,8 @@ from ..eig._numba_support import numba_module
 
 _SOURCE = r"""
 template <typename T>
-__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, const float* lr, const float* step,
-                     long long n, double beta1, double beta2, double eps) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, long long i, const float* lr,
+                     const float* step, double beta1, double beta2, double eps) {
     // torch.optim.Adam: m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
     // p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     const T t = (T)(*step);
@@ -45,16 +44,29 @@ __device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, const f
     param[i] -= ((T)(*lr) / correction1) * m / denominator;
 }
 
-extern "C" __global__ void adam_float(float* p, const float* g, float* m, float* v, const float* lr,
-                                      const float* step, long long n, double b1, double b2, double eps) {
-    adam<float>(p, g, m, v, lr, step, n, b1, b2, eps);
+// up to three parameters in one launch (a model's weight, mu_start and mu_increments): thread i
+// updates element i of the parameters laid end to end
+template <typename T>
+__device__ void adam3(T* p0, const T* g0, T* m0, T* v0, long long n0, T* p1, const T* g1, T* m1, T* v1,
+                      long long n1, T* p2, const T* g2, T* m2, T* v2, long long n2, const float* lr,
+                      const float* step, double b1, double b2, double eps) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n0) { adam<T>(p0, g0, m0, v0, i, lr, step, b1, b2, eps); return; }
+    i -= n0;
+    if (i < n1) { adam<T>(p1, g1, m1, v1, i, lr, step, b1, b2, eps); return; }
+    i -= n1;
+    if (i < n2) adam<T>(p2, g2, m2, v2, i, lr, step, b1, b2, eps);
 }
 
-extern "C" __global__ void adam_double(double* p, const double* g, double* m, double* v, const float* lr,
-                                       const float* step, long long n, double b1, double b2, double eps) {
-    adam<double>(p, g, m, v, lr, step, n, b1, b2, eps);
-}
+#define ADAM3(NAME, T) extern "C" __global__ void NAME( \
+    T* p0, const T* g0, T* m0, T* v0, long long n0, T* p1, const T* g1, T* m1, T* v1, long long n1, \
+    T* p2, const T* g2, T* m2, T* v2, long long n2, const float* lr, const float* step, double b1, double b2, \
+    double eps) { adam3<T>(p0, g0, m0, v0, n0, p1, g1, m1, v1, n1, p2, g2, m2, v2, n2, lr, step, b1, b2, eps); }
+ADAM3(adam_float, float)
+ADAM3(adam_double, double)
 """
+# parameters per launch of the kernels above
+_PER_LAUNCH = 3
 
 _THREADS = 256
 _FUNCTIONS: dict = {}
@@ -125,20 +137,32 @@ class ElementwiseAdam(_Adam):
                 self._lr.fill_(lr)
                 lr = self._lr
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._moments(p)
-                n = p.numel()
-                index = p.device.index
-                grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()  # the kernel reads it flat
-                args = (np.uint64(p.data_ptr()), np.uint64(grad.data_ptr()),
-                        np.uint64(state["exp_avg"].data_ptr()), np.uint64(state["exp_avg_sq"].data_ptr()),
-                        np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.int64(n),
-                        np.float64(beta1), np.float64(beta2), np.float64(group["eps"]))
-                function = _function(p.dtype, index)
-                with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
-                    function(((n + _THREADS - 1) // _THREADS,), (_THREADS,), args, 0, current_cupy_stream(index))
+            stepping = [p for p in group["params"] if p.grad is not None]
+            for dtype in dict.fromkeys(p.dtype for p in stepping):  # one dtype a launch
+                of_dtype = [p for p in stepping if p.dtype == dtype]
+                for start in range(0, len(of_dtype), _PER_LAUNCH):
+                    self._launch(of_dtype[start:start + _PER_LAUNCH], lr, beta1, beta2, group["eps"])
+
+    def _launch(self, params: list, lr: torch.Tensor, beta1: float, beta2: float, eps: float) -> None:
+        """One launch for up to _PER_LAUNCH parameters of one dtype and device (the rest of the
+        kernel's three slots empty)."""
+        args, total = [], 0
+        for p in params:
+            state = self._moments(p)
+            grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()  # the kernel reads it flat
+            args += [np.uint64(t.data_ptr()) for t in (p, grad, state["exp_avg"], state["exp_avg_sq"])]
+            args.append(np.int64(p.numel()))
+            total += p.numel()
+        if total == 0:
+            return
+        for _ in range(_PER_LAUNCH - len(params)):
+            args += [np.uint64(0)] * 4 + [np.int64(0)]
+        args += [np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.float64(beta1),
+                 np.float64(beta2), np.float64(eps)]
+        index = params[0].device.index
+        function = _function(params[0].dtype, index)
+        with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
+            function(((total + _THREADS - 1) // _THREADS,), (_THREADS,), tuple(args), 0, current_cupy_stream(index))
 
 
 @functools.cache

@@ -1,0 +1,178 @@
+"""A dense model's matrices on CUDA, diag(mu) + sum_j z_j A_j, in a few kernels each way.
+
+torch's ops for the same product ran ~20 small kernels a training step: the symmetrised weight
+(add, scale, a transposing copy), mu (softplus, cumsum, add, cat), diag(mu) broadcast over the
+batch (an add over every entry of every row's matrices) and the backward of each, which
+reduced the batch's diagonals apart (benchmarks/bench_step_parts.py --profile). Here:
+
+- forward: one kernel writes the product's table -- row c the members' 0.5 (W_c + W_c^T),
+  flattened -- and its bias, the members' diag(mu) flattened; then one GEMM with the bias in
+  its epilogue (torch.addmm: M = bias + Z @ table);
+- backward: one GEMM for the table's gradient (Z^T G), one reduction of G's diagonals over
+  the batch, and one kernel that symmetrises the table's gradient into W's layout and takes
+  mu's chain rule (softplus, running sum) to mu_start and mu_increments.
+
+The same values and gradients as :meth:`skspectral.model.SpectralModel.matrices` (its torch
+ops are the reference it is tested against; float32 sums may round in another order).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .eig._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
+
+_SOURCE = r"""
+template <typename T>
+__device__ T softplus(T x) {  // torch's F.softplus (beta 1, threshold 20)
+    return x > (T)20 ? x : log1p(exp(x));
+}
+
+// table (columns, members n n): 0.5 (W + W^T) of each column's member matrices; bias (members n n): diag(mu)
+template <typename T>
+__device__ void table(const T* W, const T* mu_start, const T* increments, T* out, T* bias,
+                      long long members, long long columns, int n) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long per_row = members * n * n, in_table = columns * per_row;
+    if (idx < in_table) {
+        long long c = idx / per_row, r = idx - c * per_row;
+        long long m = r / (n * n);
+        int e = (int)(r - m * n * n), i = e / n, j = e - i * n;
+        const T* w = W + (m * columns + c) * n * n;
+        out[idx] = (T)0.5 * (w[i * n + j] + w[j * n + i]);
+    } else if (idx < in_table + per_row) {
+        long long r = idx - in_table, m = r / (n * n);
+        int e = (int)(r - m * n * n), i = e / n, j = e - i * n;
+        T value = (T)0;
+        if (i == j) {
+            T steps = (T)0;  // mu_i = mu_start + sum_{t < i} softplus(increment_t), summed in order
+            for (int t = 0; t < i; ++t) steps += softplus(increments[m * (n - 1) + t]);
+            value = i == 0 ? mu_start[m] : mu_start[m] + steps;
+        }
+        bias[r] = value;
+    }
+}
+
+// grad_W (members, columns, n, n) from the table's gradient; with the first members n threads past
+// it, mu's: grad_start (members), grad_increments (members, n - 1) from the diagonals' sums (members, n)
+template <typename T>
+__device__ void table_backward(const T* grad_table, const T* diagonal, const T* increments, T* grad_W,
+                               T* grad_start, T* grad_increments, long long members, long long columns, int n) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long per_row = members * n * n, in_weight = columns * per_row;
+    if (idx < in_weight) {
+        long long block = idx / (n * n), m = block / columns, c = block - m * columns;
+        int e = (int)(idx - block * n * n), i = e / n, j = e - i * n;
+        const T* g = grad_table + c * per_row + m * n * n;
+        grad_W[idx] = (T)0.5 * g[i * n + j] + (T)0.5 * g[j * n + i];
+    } else if (idx < in_weight + members * n) {
+        long long r = idx - in_weight, m = r / n;
+        int t = (int)(r - m * n);
+        const T* d = diagonal + m * n;
+        if (t == n - 1) {  // mu_start moves every mu_i
+            T total = (T)0;
+            for (int i = 0; i < n; ++i) total += d[i];
+            grad_start[m] = total;
+        } else {  // increment t moves mu_i for i > t, through softplus' slope sigmoid(x)
+            T later = (T)0;
+            for (int i = t + 1; i < n; ++i) later += d[i];
+            T x = increments[m * (n - 1) + t];
+            T slope = x > (T)20 ? (T)1 : (T)1 / ((T)1 + exp(-x));
+            grad_increments[m * (n - 1) + t] = later * slope;
+        }
+    }
+}
+
+extern "C" __global__ void table_float(const float* W, const float* s, const float* inc, float* out, float* bias,
+                                       long long members, long long columns, int n) {
+    table<float>(W, s, inc, out, bias, members, columns, n);
+}
+extern "C" __global__ void table_double(const double* W, const double* s, const double* inc, double* out,
+                                        double* bias, long long members, long long columns, int n) {
+    table<double>(W, s, inc, out, bias, members, columns, n);
+}
+extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, float* gW,
+                                                float* gs, float* ginc, long long members, long long columns,
+                                                int n) {
+    table_backward<float>(g, d, inc, gW, gs, ginc, members, columns, n);
+}
+extern "C" __global__ void table_backward_double(const double* g, const double* d, const double* inc,
+                                                 double* gW, double* gs, double* ginc, long long members,
+                                                 long long columns, int n) {
+    table_backward<double>(g, d, inc, gW, gs, ginc, members, columns, n);
+}
+"""
+
+_THREADS = 256
+_FUNCTIONS: dict = {}
+
+
+@functools.cache
+def _module():
+    return import_cupy("skspectral's CUDA matrix assembly").RawModule(code=_SOURCE)
+
+
+def _launch(name: str, dtype: torch.dtype, index: int, n_threads: int, args: tuple) -> None:
+    key = (name, dtype, index)
+    function = _FUNCTIONS.get(key)
+    if function is None:
+        cupy = import_cupy()
+        with cupy.cuda.Device(index):
+            suffix = "double" if dtype == torch.float64 else "float"
+            function = _FUNCTIONS[key] = _module().get_function(f"{name}_{suffix}").kernel
+    with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
+        function(((n_threads + _THREADS - 1) // _THREADS,), (_THREADS,),
+                 tuple(np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else a for a in args), 0,
+                 current_cupy_stream(index))
+
+
+def applies(Z: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`assembled_matrices` runs here: CUDA float32/float64 rows and weight of one
+    dtype, with CuPy."""
+    return (Z.is_cuda and weight.is_cuda and Z.dtype == weight.dtype and Z.dim() == 2
+            and Z.dtype in (torch.float32, torch.float64) and is_available())
+
+
+class _Assembled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, Z, weight, mu_start, mu_increments):
+        members, columns, n = weight.shape[0], weight.shape[1], weight.shape[-1]
+        per_row = members * n * n
+        weight, mu_start, mu_increments = (t.contiguous() for t in (weight, mu_start, mu_increments))
+        table = weight.new_empty(columns, per_row)
+        bias = weight.new_empty(per_row)
+        _launch("table", weight.dtype, weight.device.index, (columns + 1) * per_row,
+                (weight, mu_start, mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n)))
+        ctx.save_for_backward(Z, table, mu_increments)
+        ctx.shape = (members, columns, n)
+        return torch.addmm(bias, Z.contiguous(), table)  # the bias in the GEMM's epilogue
+
+    @staticmethod
+    def backward(ctx, grad):
+        Z, table, mu_increments = ctx.saved_tensors
+        members, columns, n = ctx.shape
+        grad = grad.contiguous()
+        grad_Z = grad @ table.t() if ctx.needs_input_grad[0] else None
+        if not any(ctx.needs_input_grad[1:]):
+            return grad_Z, None, None, None
+        grad_table = Z.t() @ grad  # (columns, members n n)
+        diagonal = grad.view(-1, members, n * n)[:, :, :: n + 1].sum(dim=0)  # (members, n)
+        grad_W = grad.new_empty(members, columns, n, n)
+        grad_start = grad.new_empty(members, 1)
+        grad_increments = grad.new_empty(members, n - 1)
+        _launch("table_backward", grad.dtype, grad.device.index, columns * members * n * n + members * n,
+                (grad_table, diagonal.contiguous(), mu_increments, grad_W, grad_start, grad_increments,
+                 np.int64(members), np.int64(columns), np.int32(n)))
+        return grad_Z, grad_W, grad_start, grad_increments
+
+
+def assembled_matrices(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Tensor,
+                       mu_increments: torch.Tensor) -> torch.Tensor:
+    """diag(mu) + sum_j Z[:, j] 0.5 (W_j + W_j^T) for every member, shape (batch, members, n, n);
+    ``weight`` (members, columns, n, n), mu = [mu_start, mu_start + cumsum(softplus(mu_increments))]
+    (``mu_start`` (members, 1), ``mu_increments`` (members, n - 1)). CUDA only (:func:`applies`)."""
+    members, n = weight.shape[0], weight.shape[-1]
+    return _Assembled.apply(Z, weight, mu_start, mu_increments).view(Z.shape[0], members, n, n)
