@@ -21,6 +21,8 @@ AUTO_LEVEL_COUNT = 100
 AUTO_LEVEL_SHARE = 1 / 40
 # At most this many levels per categorical feature (the rest: "other"), as HistGradientBoosting.
 MAX_LEVELS = 255
+# The encoders' min_frequency: they are fitted on stand-in rows (CategoryCodes), a rare level's one row under it
+_STAND_IN_THRESHOLD = 2
 
 
 def level_threshold(min_level_count, n_rows: int) -> int:
@@ -74,17 +76,18 @@ class CategoryCodes:
             names = list(levels) + ([np.nan] if n_missing else [])  # missing as a level of its count
             n_rows = np.asarray([levels[name] for name in names[: len(levels)]] + ([n_missing] if n_missing else []),
                                 dtype=np.int64)
-            # The encoder is fitted on a few rows per level that keep what it reads from the
-            # counts: which levels are rare (fewer than min_count rows) and, for the
-            # MAX_LEVELS cut, their order by count.
+            # The encoder is fitted on a few stand-in rows per level that keep what it reads
+            # from the counts: which levels are rare (fewer than min_count rows: one stand-in
+            # row, under the encoder's threshold of two) and, only where more than MAX_LEVELS
+            # are frequent, their order by count (the cut keeps the most frequent)
             frequent = n_rows >= min_count
-            dense_rank = np.unique(n_rows[frequent], return_inverse=True)[1].ravel()
-            stand_in = np.minimum(n_rows, min_count - 1)  # a rare level: rare to the encoder too
-            stand_in[frequent] = min_count + dense_rank
+            stand_in = np.where(frequent, _STAND_IN_THRESHOLD, 1)
+            if frequent.sum() > MAX_LEVELS:
+                stand_in[frequent] += np.unique(n_rows[frequent], return_inverse=True)[1].ravel()
             values = np.empty(len(names), dtype=object)
             values[:] = names
             rows = pd.DataFrame({0: pd.Series(np.repeat(values, stand_in), dtype=object)})
-            self.encoders.append(_level_encoder(min_count).fit(rows))
+            self.encoders.append(_level_encoder(_STAND_IN_THRESHOLD).fit(rows))
             self.has_missing.append(n_missing > 0)
             self.level_kinds.append(_kind_of(list(levels)))
         self.n_seen = []
@@ -107,7 +110,8 @@ class CategoryCodes:
             # (-1, missing: the last): the codes the rows' own values get, without a Python pass
             # over the rows
             values, codes = _distinct(frame.iloc[:, j], j)
-            self._check_kind(values.iloc[np.unique(codes[codes >= 0])], j, labels)
+            seen = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(values)))  # ascending, as np.unique
+            self._check_kind(values.iloc[seen], j, labels)
             out[:, j] = _encoded(encoder, values)[codes]
         return out
 
