@@ -8,9 +8,10 @@ reduced the batch's diagonals apart (benchmarks/bench_step_parts.py --profile). 
 - forward: one kernel writes the product's table -- row c the members' 0.5 (W_c + W_c^T),
   flattened -- and its bias, the members' diag(mu) flattened; then one GEMM with the bias in
   its epilogue (torch.addmm: M = bias + Z @ table);
-- backward: one GEMM for the table's gradient (Z^T G), one reduction of G's diagonals over
-  the batch, and one kernel that symmetrises the table's gradient into W's layout and takes
-  mu's chain rule (softplus, running sum) to mu_start and mu_increments.
+- backward: one GEMM for the table's gradient (Z^T G), one kernel summing G's diagonals over
+  the batch (a block per diagonal entry, in a fixed order), and one kernel that symmetrises the
+  table's gradient into W's layout and takes mu's chain rule (softplus, running sum) to
+  mu_start and mu_increments.
 
 The same values and gradients as :meth:`skspectral.model.SpectralModel.matrices` (its torch
 ops are the reference it is tested against; float32 sums may round in another order).
@@ -26,6 +27,8 @@ import torch
 from .eig._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
 
 _SOURCE = r"""
+#define THREADS 256
+
 template <typename T>
 __device__ T softplus(T x) {  // torch's F.softplus (beta 1, threshold 20)
     return x > (T)20 ? x : log1p(exp(x));
@@ -54,6 +57,25 @@ __device__ void table(const T* W, const T* mu_start, const T* increments, T* out
         }
         bias[r] = value;
     }
+}
+
+// one block per (member m, row i of its matrices): the sum over the batch's rows of the gradient's entry
+// (i, i), in a fixed order (a tree over the block's threads: the same sum every run)
+template <typename T>
+__device__ void diagonal_sums(const T* grad, T* out, long long rows, long long members, int n) {
+    __shared__ T partial[THREADS];
+    long long m = blockIdx.x / n;
+    int i = (int)(blockIdx.x - m * n);
+    long long per_row = members * n * n, column = m * n * n + (long long)i * (n + 1);
+    T total = (T)0;
+    for (long long b = threadIdx.x; b < rows; b += THREADS) total += grad[b * per_row + column];
+    partial[threadIdx.x] = total;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
 }
 
 // grad_W (members, columns, n, n) from the table's gradient; with the first members n threads past
@@ -94,6 +116,13 @@ extern "C" __global__ void table_double(const double* W, const double* s, const 
                                         double* bias, long long members, long long columns, int n) {
     table<double>(W, s, inc, out, bias, members, columns, n);
 }
+extern "C" __global__ void diagonal_sums_float(const float* g, float* out, long long rows, long long members, int n) {
+    diagonal_sums<float>(g, out, rows, members, n);
+}
+extern "C" __global__ void diagonal_sums_double(const double* g, double* out, long long rows, long long members,
+                                                int n) {
+    diagonal_sums<double>(g, out, rows, members, n);
+}
 extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, float* gW,
                                                 float* gs, float* ginc, long long members, long long columns,
                                                 int n) {
@@ -106,7 +135,7 @@ extern "C" __global__ void table_backward_double(const double* g, const double* 
 }
 """
 
-_THREADS = 256
+_THREADS = 256  # THREADS in the source: diagonal_sums' blocks
 _FUNCTIONS: dict = {}
 
 
@@ -159,12 +188,14 @@ class _Assembled(torch.autograd.Function):
         if not any(ctx.needs_input_grad[1:]):
             return grad_Z, None, None, None
         grad_table = Z.t() @ grad  # (columns, members n n)
-        diagonal = grad.view(-1, members, n * n)[:, :, :: n + 1].sum(dim=0)  # (members, n)
+        diagonal = grad.new_empty(members, n)  # the batch's sum of each member's diagonal
+        _launch("diagonal_sums", grad.dtype, grad.device.index, members * n * _THREADS,
+                (grad, diagonal, np.int64(grad.shape[0]), np.int64(members), np.int32(n)))
         grad_W = grad.new_empty(members, columns, n, n)
         grad_start = grad.new_empty(members, 1)
         grad_increments = grad.new_empty(members, n - 1)
         _launch("table_backward", grad.dtype, grad.device.index, columns * members * n * n + members * n,
-                (grad_table, diagonal.contiguous(), mu_increments, grad_W, grad_start, grad_increments,
+                (grad_table, diagonal, mu_increments, grad_W, grad_start, grad_increments,
                  np.int64(members), np.int64(columns), np.int32(n)))
         return grad_Z, grad_W, grad_start, grad_increments
 
