@@ -22,6 +22,7 @@ from _common import markdown_table, sym_batch, time_cpu, time_cuda, versions, wr
 
 from skspectral import kth_eigvalsh, resolve_backend
 from skspectral.eig import REGISTRY
+from skspectral.regressor import quantile_indices
 from skspectral.eig._cupy_support import current_cupy_stream
 
 
@@ -147,12 +148,6 @@ def run_cpu(quick: bool, ns=None, batches=None):
     return rows
 
 
-def spaced_indices(n: int, count: int) -> tuple:
-    """``count`` indices two apart around n // 2 (a three-quantile model's k - 2, k, k + 2)."""
-    first = min(max(n // 2 - (count - 1), 0), n - 1 - 2 * (count - 1))
-    return tuple(range(first, first + 2 * count - 1, 2))
-
-
 def side_by_side_vs_loop(A, k, timer, kernel_backend) -> dict:
     """The fused kernel's time with several indices side by side (compiled with SEVERAL, whatever n)
     over its one-index loop's."""
@@ -182,7 +177,7 @@ def run_indices(device: str, counts: list, ns=None, batches=None):
                 A = sym_batch(B, n, dtype, device)
                 base = {}
                 for count in counts:
-                    ks = spaced_indices(n, count)
+                    ks = quantile_indices(n // 2, count, n)  # a quantile model's, around the default k
                     k = ks[0] if count == 1 else ks
                     row = {"dtype": str(dtype)[6:], "n": n, "B": B, "indices": count,
                            "auto": resolve_backend(device, n, dtype, B),

@@ -89,7 +89,7 @@ class PerLevel:
 
 def spaced(device: str, seed: int, spacing: int):
     """Ours with the levels' eigenvalues ``spacing`` indices apart around eigval_idx (the default
-    is 1, consecutive): a selection experiment (``--spacings``), not an option of the estimator."""
+    is 2, every other one, where dim has room): a selection experiment (``--spacings``), not an option of the estimator."""
     from skspectral import SpectralRegressor
 
     class Spaced(SpectralRegressor):

@@ -42,6 +42,19 @@ def shifted_levels(predicted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(shifted, axis=1) if shifted.ndim == 2 else shifted
 
 
+def spaced_indices(centre: int, count: int, step: int, dim: int) -> tuple:
+    """``count`` eigenvalue indices ``step`` apart centred on ``centre``, shifted inside [0, dim)."""
+    span = step * (count - 1)
+    first = min(max(centre - step * ((count - 1) // 2), 0), dim - 1 - span)
+    return tuple(range(first, first + span + 1, step))
+
+
+def quantile_indices(centre: int, count: int, dim: int) -> tuple:
+    """The indices of ``count`` quantile levels' eigenvalues: every other one around ``centre``,
+    consecutive where dim has too few (count <= dim)."""
+    return spaced_indices(centre, count, 2 if 2 * (count - 1) < dim else 1, dim)
+
+
 class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     _parameter_constraints = {
         **SpectralEstimatorBase._parameter_constraints,
@@ -176,13 +189,11 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         if len(levels) > self.dim_:
             raise ValueError(f"{len(levels)} quantiles need dim >= {len(levels)} (one eigenvalue each); dim is "
                              f"{self.dim_}.")
-        return self._spaced_indices(len(levels), 2 if 2 * (len(levels) - 1) < self.dim_ else 1)
+        return quantile_indices(self.eigval_idx_, len(levels), self.dim_)
 
     def _spaced_indices(self, count: int, step: int) -> tuple:
         """``count`` indices ``step`` apart centred on eigval_idx_, shifted inside [0, dim)."""
-        span = step * (count - 1)
-        first = min(max(self.eigval_idx_ - step * ((count - 1) // 2), 0), self.dim_ - 1 - span)
-        return tuple(range(first, first + span + 1, step))
+        return spaced_indices(self.eigval_idx_, count, step, self.dim_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
