@@ -201,7 +201,8 @@ def main():
     p.add_argument("--ns", type=int, nargs="+")
     p.add_argument("--batches", type=int, nargs="+")
     p.add_argument("--indices", type=int, nargs="+", metavar="COUNT",
-                   help="only time COUNT indices (two apart around n // 2) per matrix, e.g. 1 3 5")
+                   help="only time COUNT indices per matrix (a quantile model's: every other one around "
+                        "n // 2), e.g. 1 3 5")
     a = p.parse_args()
     out = {"versions": versions("cuda" if a.cuda else "cpu")}
     print(json.dumps(out["versions"]))

@@ -89,12 +89,14 @@ class PerLevel:
 
 def spaced(device: str, seed: int, spacing: int):
     """Ours with the levels' eigenvalues ``spacing`` indices apart around eigval_idx (the default
-    is 2, every other one, where dim has room): a selection experiment (``--spacings``), not an option of the estimator."""
+    is 2, every other one, where dim has room): a selection experiment (``--spacings``), not an
+    option of the estimator."""
     from skspectral import SpectralRegressor
+    from skspectral.regressor import spaced_indices
 
     class Spaced(SpectralRegressor):
         def _eigen_indices(self):
-            return self._spaced_indices(len(LEVELS), spacing)
+            return spaced_indices(self.eigval_idx_, len(LEVELS), spacing, self.dim_)
 
     return Spaced(device=device, random_state=seed, loss="quantile", quantile=list(LEVELS))
 

@@ -191,10 +191,6 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
                              f"{self.dim_}.")
         return quantile_indices(self.eigval_idx_, len(levels), self.dim_)
 
-    def _spaced_indices(self, count: int, step: int) -> tuple:
-        """``count`` indices ``step`` apart centred on eigval_idx_, shifted inside [0, dim)."""
-        return spaced_indices(self.eigval_idx_, count, step, self.dim_)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.positive_only = self.loss in ("poisson", "gamma")
