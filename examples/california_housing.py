@@ -5,7 +5,7 @@
 
 Fits every model on the same split(s) and prints test RMSE in dollars and fit
 time. The spectral model has its defaults (16 piecewise-linear bins per
-feature, 4 members -- 3 on the CPU from 10,000 rows --, early stopping): about 20 s on two CPU cores, a few seconds
+feature, 4 members -- 3 on the CPU from 10,000 rows --, early stopping): 10-20 s on two CPU cores, a few seconds
 on a GPU. With scikit-learn >= 1.9
 and rich installed, a progress bar shows the spectral fit's epochs. The first split's
 spectral model also records the test RMSE every epoch (eval_set), prints the
