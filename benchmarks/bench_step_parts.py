@@ -9,12 +9,14 @@ part an epoch of fixed-shape steps (on CUDA replayed from a CUDA graph, as a fit
 CUDA events, a warm-up epoch, the median of the epochs after it), per step:
 
 - ``step, before``: the trainer's step (forward, loss, backward, Adam) on raw rows, encoded at
-  every step, with torch's fused Adam: what a fit paid before the rows were encoded once;
+  every step, with torch's fused Adam and autograd's loss: what a fit paid before the rows were
+  encoded once;
 - ``step, rows encoded once``: the same on rows encoded before the epoch (the encoder has no
-  parameters, so its columns are the same every epoch), torch's fused Adam;
-- ``step, now``: rows encoded once and the trainer's Adam (on CUDA the elementwise kernel): what
-  a fit pays now (on CUDA a dense model's matrices from skspectral._assembly's kernels);
-- ``step, torch's assembly``: the same with the matrices from torch's ops (CUDA): the step before
+  parameters, so its columns are the same every epoch), torch's fused Adam, autograd's loss;
+- ``step, now``: rows encoded once, the trainer's Adam (on CUDA the elementwise kernel) and the
+  loss's own gradient (on CUDA its kernel): what a fit pays now (on CUDA a dense model's matrices
+  from skspectral._assembly's kernels, as packed lower triangles);
+- ``step, torch's assembly``: the same with whole matrices from torch's ops (CUDA): the step before
   the assembly kernels;
 - ``forward``: the forward pass alone (no gradient);
 - ``encoder``: the feature encoder alone;
@@ -23,8 +25,9 @@ CUDA events, a warm-up epoch, the median of the epochs after it), per step:
   scoring at every epoch, patience that never ends them; host clock, the median of three): the
   cost of one more epoch, all included, and what is left of a fit once its epochs are taken out.
 
-With ``--profile`` the CUDA kernels of the step a fit runs now (``step, now``) are listed, run
-eagerly (torch.profiler, 10 steps): the kernels a graph replays, with their device time per step.
+With ``--profile`` the CUDA kernels of the step a fit runs now (``step, now``, with the batch's
+gathers and the epoch's totals) are listed, run eagerly (torch.profiler, 10 steps): the kernels a
+graph replays, with their device time per step.
 """
 
 from __future__ import annotations
@@ -103,7 +106,10 @@ def parts(est, X, y) -> dict:
     def trainer(torch_adam: bool = False, encoded: bool | None = None):
         options = TrainingOptions(learning_rate_init=est._step_size(batch), batch_size=batch)
         trained = OnEncodedRows(model) if (encoded_rows if encoded is None else encoded) else model
-        made = Trainer(trained, loss, options, torch.Generator(device=device).manual_seed(0))
+        # now: the loss's own value and gradient, as a fit's trainer takes them (on CUDA its kernel);
+        # the former steps (torch's Adam) took autograd's
+        made = Trainer(trained, loss, options, torch.Generator(device=device).manual_seed(0),
+                       loss_and_gradient=None if torch_adam else est._loss().fn_and_gradient)
         if torch_adam:  # the former optimizer: one fused kernel for every parameter
             lr = made.optimizer.param_groups[0]["lr"]
             made.optimizer = torch.optim.Adam(trained.parameters(), lr=lr, capturable=device.type == "cuda",
@@ -178,18 +184,20 @@ def fit_epochs(est, X, y) -> dict:
     return {"fit epoch": (long - short) / 10, "fit set-up": short - 10 * (long - short) / 10}
 
 
-def profile_kernels(make_trainer, Xs, target, weight, batch, top: int = 25) -> list[dict]:
-    """The CUDA kernels of the step a fit runs now (its rows as the fit takes them, the trainer's
-    Adam), eagerly, 10 steps: name, calls and device microseconds per step."""
+def profile_kernels(make_trainer, Xs, target, weight, batch, top: int = 40) -> list[dict]:
+    """The CUDA kernels of the step a fit runs now, as its graph replays them (the batch's rows
+    taken on the device, the trainer's step and Adam, the epoch's running totals), eagerly, 10
+    steps: name, calls and device microseconds per step."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = make_trainer()._step
-    for start in range(0, 3 * batch, batch):
-        step(Xs[start:start + batch], target[start:start + batch], weight[start:start + batch])
+    steps = StaticBatchSteps(make_trainer()._step, Xs, target, weight, batch, n_values=2)
+    steps.order[: Xs.shape[0]].copy_(torch.randperm(Xs.shape[0], device=Xs.device))
+    for _ in range(3):
+        steps._step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for start in range(0, 10 * batch, batch):
-            step(Xs[start:start + batch], target[start:start + batch], weight[start:start + batch])
+        for _ in range(10):
+            steps._step()
         torch.cuda.synchronize()
     rows = []
     for event in prof.key_averages():

@@ -13,18 +13,18 @@ reduced the batch's diagonals apart (benchmarks/bench_step_parts.py --profile). 
   table's gradient into W's layout and takes mu's chain rule (softplus, running sum) to
   mu_start and mu_increments.
 
-The same values and gradients as :meth:`skspectral.model.SpectralModel.matrices` (its torch
-ops are the reference it is tested against; float32 sums may round in another order).
+The matrices can also be made as their lower triangles, packed (:func:`assembled_packed`), for an
+eigensolver that reads them so (half the product's columns). The same values and gradients as
+:meth:`skspectral.model.SpectralModel.matrices` (its torch ops are the reference they are tested
+against; float32 sums may round in another order).
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
-from .eig._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
+from .eig._cupy_support import RawKernels, is_available
 
 _SOURCE = r"""
 #define THREADS 256
@@ -34,21 +34,44 @@ __device__ T softplus(T x) {  // torch's F.softplus (beta 1, threshold 20)
     return x > (T)20 ? x : log1p(exp(x));
 }
 
-// table (columns, members n n): 0.5 (W + W^T) of each column's member matrices; bias (members n n): diag(mu)
+// entry e of a stored matrix: (i, j) of n x n row-major entries, or with packed of the lower triangle's
+// n (n + 1) / 2 entries row by row (j <= i)
+__device__ void entry(long long e, int n, int packed, int* i, int* j) {
+    if (packed) {
+        int row = (int)((sqrtf(8.0f * (float)e + 1.0f) - 1.0f) * 0.5f);  // then made exact
+        while ((long long)row * (row + 1) / 2 > e) --row;
+        while ((long long)(row + 1) * (row + 2) / 2 <= e) ++row;
+        *i = row;
+        *j = (int)(e - (long long)row * (row + 1) / 2);
+    } else {
+        *i = (int)(e / n);
+        *j = (int)(e - (long long)(*i) * n);
+    }
+}
+
+__device__ long long stored(int n, int packed) { return packed ? (long long)n * (n + 1) / 2 : (long long)n * n; }
+
+__device__ long long diagonal_entry(int i, int n, int packed) {
+    return packed ? (long long)i * (i + 1) / 2 + i : (long long)i * (n + 1);
+}
+
+// table (columns, members E): 0.5 (W + W^T) of each column's member matrices (E entries stored each: n n,
+// or packed); bias (members E): diag(mu)
 template <typename T>
 __device__ void table(const T* W, const T* mu_start, const T* increments, T* out, T* bias,
-                      long long members, long long columns, int n) {
+                      long long members, long long columns, int n, int packed) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long per_row = members * n * n, in_table = columns * per_row;
+    long long E = stored(n, packed), per_row = members * E, in_table = columns * per_row;
+    int i, j;
     if (idx < in_table) {
         long long c = idx / per_row, r = idx - c * per_row;
-        long long m = r / (n * n);
-        int e = (int)(r - m * n * n), i = e / n, j = e - i * n;
+        long long m = r / E;
+        entry(r - m * E, n, packed, &i, &j);
         const T* w = W + (m * columns + c) * n * n;
         out[idx] = (T)0.5 * (w[i * n + j] + w[j * n + i]);
     } else if (idx < in_table + per_row) {
-        long long r = idx - in_table, m = r / (n * n);
-        int e = (int)(r - m * n * n), i = e / n, j = e - i * n;
+        long long r = idx - in_table, m = r / E;
+        entry(r - m * E, n, packed, &i, &j);
         T value = (T)0;
         if (i == j) {
             T steps = (T)0;  // mu_i = mu_start + sum_{t < i} softplus(increment_t), summed in order
@@ -62,11 +85,11 @@ __device__ void table(const T* W, const T* mu_start, const T* increments, T* out
 // one block per (member m, row i of its matrices): the sum over the batch's rows of the gradient's entry
 // (i, i), in a fixed order (a tree over the block's threads: the same sum every run)
 template <typename T>
-__device__ void diagonal_sums(const T* grad, T* out, long long rows, long long members, int n) {
+__device__ void diagonal_sums(const T* grad, T* out, long long rows, long long members, int n, int packed) {
     __shared__ T partial[THREADS];
     long long m = blockIdx.x / n;
     int i = (int)(blockIdx.x - m * n);
-    long long per_row = members * n * n, column = m * n * n + (long long)i * (n + 1);
+    long long E = stored(n, packed), per_row = members * E, column = m * E + diagonal_entry(i, n, packed);
     T total = (T)0;
     for (long long b = threadIdx.x; b < rows; b += THREADS) total += grad[b * per_row + column];
     partial[threadIdx.x] = total;
@@ -78,18 +101,22 @@ __device__ void diagonal_sums(const T* grad, T* out, long long rows, long long m
     if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
 }
 
-// grad_W (members, columns, n, n) from the table's gradient; with the first members n threads past
-// it, mu's: grad_start (members), grad_increments (members, n - 1) from the diagonals' sums (members, n)
+// grad_W (members, columns, n, n) from the table's gradient (a packed entry stands for (i, j) and (j, i));
+// with the first members n threads past it, mu's: grad_start (members), grad_increments (members, n - 1)
+// from the diagonals' sums (members, n)
 template <typename T>
 __device__ void table_backward(const T* grad_table, const T* diagonal, const T* increments, T* grad_W,
-                               T* grad_start, T* grad_increments, long long members, long long columns, int n) {
+                               T* grad_start, T* grad_increments, long long members, long long columns, int n,
+                               int packed) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long per_row = members * n * n, in_weight = columns * per_row;
+    long long E = stored(n, packed), per_row = members * E, in_weight = columns * members * n * n;
     if (idx < in_weight) {
         long long block = idx / (n * n), m = block / columns, c = block - m * columns;
         int e = (int)(idx - block * n * n), i = e / n, j = e - i * n;
-        const T* g = grad_table + c * per_row + m * n * n;
-        grad_W[idx] = (T)0.5 * g[i * n + j] + (T)0.5 * g[j * n + i];
+        const T* g = grad_table + c * per_row + m * E;
+        if (!packed) grad_W[idx] = (T)0.5 * g[i * n + j] + (T)0.5 * g[j * n + i];
+        else if (i == j) grad_W[idx] = g[diagonal_entry(i, n, 1)];
+        else grad_W[idx] = (T)0.5 * g[i > j ? (long long)i * (i + 1) / 2 + j : (long long)j * (j + 1) / 2 + i];
     } else if (idx < in_weight + members * n) {
         long long r = idx - in_weight, m = r / n;
         int t = (int)(r - m * n);
@@ -109,53 +136,39 @@ __device__ void table_backward(const T* grad_table, const T* diagonal, const T* 
 }
 
 extern "C" __global__ void table_float(const float* W, const float* s, const float* inc, float* out, float* bias,
-                                       long long members, long long columns, int n) {
-    table<float>(W, s, inc, out, bias, members, columns, n);
+                                       long long members, long long columns, int n, int packed) {
+    table<float>(W, s, inc, out, bias, members, columns, n, packed);
 }
 extern "C" __global__ void table_double(const double* W, const double* s, const double* inc, double* out,
-                                        double* bias, long long members, long long columns, int n) {
-    table<double>(W, s, inc, out, bias, members, columns, n);
+                                        double* bias, long long members, long long columns, int n, int packed) {
+    table<double>(W, s, inc, out, bias, members, columns, n, packed);
 }
-extern "C" __global__ void diagonal_sums_float(const float* g, float* out, long long rows, long long members, int n) {
-    diagonal_sums<float>(g, out, rows, members, n);
+extern "C" __global__ void diagonal_sums_float(const float* g, float* out, long long rows, long long members, int n,
+                                               int packed) {
+    diagonal_sums<float>(g, out, rows, members, n, packed);
 }
 extern "C" __global__ void diagonal_sums_double(const double* g, double* out, long long rows, long long members,
-                                                int n) {
-    diagonal_sums<double>(g, out, rows, members, n);
+                                                int n, int packed) {
+    diagonal_sums<double>(g, out, rows, members, n, packed);
 }
 extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, float* gW,
                                                 float* gs, float* ginc, long long members, long long columns,
-                                                int n) {
-    table_backward<float>(g, d, inc, gW, gs, ginc, members, columns, n);
+                                                int n, int packed) {
+    table_backward<float>(g, d, inc, gW, gs, ginc, members, columns, n, packed);
 }
 extern "C" __global__ void table_backward_double(const double* g, const double* d, const double* inc,
                                                  double* gW, double* gs, double* ginc, long long members,
-                                                 long long columns, int n) {
-    table_backward<double>(g, d, inc, gW, gs, ginc, members, columns, n);
+                                                 long long columns, int n, int packed) {
+    table_backward<double>(g, d, inc, gW, gs, ginc, members, columns, n, packed);
 }
 """
 
 _THREADS = 256  # THREADS in the source: diagonal_sums' blocks
-_FUNCTIONS: dict = {}
-
-
-@functools.cache
-def _module():
-    return import_cupy("skspectral's CUDA matrix assembly").RawModule(code=_SOURCE)
+_KERNELS = RawKernels(_SOURCE, "skspectral's CUDA matrix assembly")
 
 
 def _launch(name: str, dtype: torch.dtype, index: int, n_threads: int, args: tuple) -> None:
-    key = (name, dtype, index)
-    function = _FUNCTIONS.get(key)
-    if function is None:
-        cupy = import_cupy()
-        with cupy.cuda.Device(index):
-            suffix = "double" if dtype == torch.float64 else "float"
-            function = _FUNCTIONS[key] = _module().get_function(f"{name}_{suffix}").kernel
-    with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
-        function(((n_threads + _THREADS - 1) // _THREADS,), (_THREADS,),
-                 tuple(np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else a for a in args), 0,
-                 current_cupy_stream(index))
+    _KERNELS.launch(name, dtype, index, (n_threads + _THREADS - 1) // _THREADS, _THREADS, args)
 
 
 def applies(Z: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -165,39 +178,45 @@ def applies(Z: torch.Tensor, weight: torch.Tensor) -> bool:
             and Z.dtype in (torch.float32, torch.float64) and is_available())
 
 
+def _stored(n: int, packed: bool) -> int:
+    """Entries stored per matrix: n n, or packed n (n + 1) / 2."""
+    return n * (n + 1) // 2 if packed else n * n
+
+
 class _Assembled(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, Z, weight, mu_start, mu_increments):
+    def forward(ctx, Z, weight, mu_start, mu_increments, packed):
         members, columns, n = weight.shape[0], weight.shape[1], weight.shape[-1]
-        per_row = members * n * n
+        per_row = members * _stored(n, packed)
         weight, mu_start, mu_increments = (t.contiguous() for t in (weight, mu_start, mu_increments))
         table = weight.new_empty(columns, per_row)
         bias = weight.new_empty(per_row)
         _launch("table", weight.dtype, weight.device.index, (columns + 1) * per_row,
-                (weight, mu_start, mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n)))
+                (weight, mu_start, mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n),
+                 np.int32(packed)))
         ctx.save_for_backward(Z, table, mu_increments)
-        ctx.shape = (members, columns, n)
+        ctx.shape = (members, columns, n, packed)
         return torch.addmm(bias, Z.contiguous(), table)  # the bias in the GEMM's epilogue
 
     @staticmethod
     def backward(ctx, grad):
         Z, table, mu_increments = ctx.saved_tensors
-        members, columns, n = ctx.shape
+        members, columns, n, packed = ctx.shape
         grad = grad.contiguous()
         grad_Z = grad @ table.t() if ctx.needs_input_grad[0] else None
-        if not any(ctx.needs_input_grad[1:]):
-            return grad_Z, None, None, None
-        grad_table = Z.t() @ grad  # (columns, members n n)
+        if not any(ctx.needs_input_grad[1:4]):
+            return grad_Z, None, None, None, None
+        grad_table = Z.t() @ grad  # (columns, members E)
         diagonal = grad.new_empty(members, n)  # the batch's sum of each member's diagonal
         _launch("diagonal_sums", grad.dtype, grad.device.index, members * n * _THREADS,
-                (grad, diagonal, np.int64(grad.shape[0]), np.int64(members), np.int32(n)))
+                (grad, diagonal, np.int64(grad.shape[0]), np.int64(members), np.int32(n), np.int32(packed)))
         grad_W = grad.new_empty(members, columns, n, n)
         grad_start = grad.new_empty(members, 1)
         grad_increments = grad.new_empty(members, n - 1)
         _launch("table_backward", grad.dtype, grad.device.index, columns * members * n * n + members * n,
                 (grad_table, diagonal, mu_increments, grad_W, grad_start, grad_increments,
-                 np.int64(members), np.int64(columns), np.int32(n)))
-        return grad_Z, grad_W, grad_start, grad_increments
+                 np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+        return grad_Z, grad_W, grad_start, grad_increments, None
 
 
 def assembled_matrices(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Tensor,
@@ -206,4 +225,13 @@ def assembled_matrices(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Te
     ``weight`` (members, columns, n, n), mu = [mu_start, mu_start + cumsum(softplus(mu_increments))]
     (``mu_start`` (members, 1), ``mu_increments`` (members, n - 1)). CUDA only (:func:`applies`)."""
     members, n = weight.shape[0], weight.shape[-1]
-    return _Assembled.apply(Z, weight, mu_start, mu_increments).view(Z.shape[0], members, n, n)
+    return _Assembled.apply(Z, weight, mu_start, mu_increments, False).view(Z.shape[0], members, n, n)
+
+
+def assembled_packed(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Tensor,
+                     mu_increments: torch.Tensor) -> torch.Tensor:
+    """:func:`assembled_matrices` as each matrix's lower triangle row by row, shape (batch, members,
+    n (n + 1) / 2): the matrices are symmetric, so the product computes each entry once (47 % of the
+    columns at n = 15) and its gradient counts an off-diagonal entry for (i, j) and (j, i)."""
+    members, n = weight.shape[0], weight.shape[-1]
+    return _Assembled.apply(Z, weight, mu_start, mu_increments, True).view(Z.shape[0], members, n * (n + 1) // 2)

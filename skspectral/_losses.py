@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _cuda_losses
+
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # clamp: a batch of zero-weight rows contributes nothing instead of 0/0
@@ -59,13 +61,16 @@ def _step_kernels():
 
 def _own_gradient(kernel_name: str, fn, last_axis: bool = False, parameters=()):
     """(output (batch[, members]), target, weight) -> (the members' mean loss, its gradient): the
-    compiled kernel on CPU tensors, else autograd's gradient of fn on the members side by side.
+    compiled kernel on CPU tensors, the CUDA kernel (skspectral._cuda_losses) on CUDA tensors, else
+    autograd's gradient of fn on the members side by side.
     ``last_axis``: output (batch[, members], classes or quantiles), a row's values on a last axis.
     The multiclass and pinball kernels take (batch, members, that axis or 1), the others (batch, members).
     ``parameters``: the kernel's constants (huber's threshold, the quantile levels)."""
     constants = np.asarray(parameters, dtype=np.float64).reshape(-1)
 
     def value_and_gradient(output, target, weight):
+        if output.is_cuda and _cuda_losses.applies(output, target, weight):
+            return _cuda_losses.loss_and_gradient(kernel_name, output, target, weight, tuple(constants), last_axis)
         kernels = _step_kernels()
         if kernels is not None and output.device.type == "cpu" and output.dtype in (torch.float32, torch.float64):
             by_member = kernels.TRAINING_LOSSES.index(kernel_name) in kernels.LAST_AXIS_LOSSES
@@ -84,8 +89,15 @@ def _own_gradient(kernel_name: str, fn, last_axis: bool = False, parameters=()):
             (gradient,) = torch.autograd.grad(value, leaf)
         return value.detach(), gradient
 
+    def runs_kernel_on(device: torch.device) -> bool:
+        """Whether a kernel (not autograd) computes it on ``device``: CUDA with CuPy, the CPU with Numba."""
+        device = torch.device(device)
+        return _cuda_losses.is_available() if device.type == "cuda" else (
+            device.type == "cpu" and _step_kernels() is not None)
+
     # a compiled training pass may run the kernel itself, with these constants
     value_and_gradient.kernel_name, value_and_gradient.kernel_parameters = kernel_name, constants
+    value_and_gradient.runs_kernel_on = runs_kernel_on
     return value_and_gradient
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .eig import (
     EigenBackend,
     check_eigval_index,
+    kth_eigvalsh_packed_unchecked,
     kth_eigvalsh_tridiagonal_unchecked,
     kth_eigvalsh_unchecked,
     select_backend,
@@ -322,6 +323,13 @@ class SpectralModel(torch.nn.Module):
         # several indices go to the solver together: one assembly and reduction per matrix
         if self.gathers:
             return self._gathered_eigenvalues(*self.gathered_terms(X, encoded), encoded)
+        if self.assembles and self.eigen_backend.packed_k is not None:
+            Z = X if encoded else self.encoded(X)
+            if _assembly.applies(Z, self.weight):  # the matrices' lower triangles only: half the product
+                packed = _assembly.assembled_packed(Z, self.weight, self.mu_start, self.mu_increments)
+                return _ordered(kth_eigvalsh_packed_unchecked(packed, self.dim, self._indices(), self.eigen_backend),
+                                self._several)
+            X, encoded = Z, True
         return _ordered(kth_eigvalsh_unchecked(self.matrices(X, encoded), self._indices(), self.eigen_backend),
                         self._several)
 

@@ -1,5 +1,7 @@
 """SpectralModel, the torch module: usable without scikit-learn, one construction hook."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,115 @@ def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim,
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, **tolerance)
     assert torch.equal(outputs[0][0], outputs[0][0].transpose(-1, -2))  # symmetric to the bit
+
+
+def _lower_packed(M: torch.Tensor) -> torch.Tensor:
+    """The lower triangles of (..., n, n), row by row: (..., n (n + 1) / 2)."""
+    n = M.shape[-1]
+    rows, columns = torch.tril_indices(n, n, device=M.device)
+    return M[..., rows, columns]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dim, n_columns, members", [(1, 3, 1), (2, 1, 1), (7, 5, 4), (15, 340, 4), (45, 12, 2)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_packed_assembly_is_the_lower_triangles_with_their_gradients(dim, n_columns, members, dtype):
+    """assembled_packed: the lower triangles of assembled_matrices, row by row, and the gradients of a
+    loss of the packed entries are those of the same loss of the symmetric matrices (an off-diagonal
+    entry's gradient split between (i, j) and (j, i))."""
+    from skspectral import _assembly
+
+    model, _ = _assembly_pair(dim, n_columns, members, dtype, seed=dim + 2 * n_columns)
+    generator = torch.Generator().manual_seed(4)
+    Z = torch.rand(33, n_columns, dtype=torch.float64, generator=generator).to("cuda", dtype)
+    upstream = torch.randn(33, members, dim * (dim + 1) // 2, dtype=torch.float64, generator=generator)
+    upstream = upstream.to("cuda", dtype)
+    parameters = (model.weight, model.mu_start, model.mu_increments)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    rows = Z.clone().requires_grad_()
+    packed = _assembly.assembled_packed(rows, *parameters)
+    grads = torch.autograd.grad((packed * upstream).sum(), (rows,) + parameters)
+    rows = Z.clone().requires_grad_()
+    full = _assembly.assembled_matrices(rows, *parameters)
+    torch.testing.assert_close(packed.detach(), _lower_packed(full.detach()), **tolerance)
+    expected = torch.autograd.grad((_lower_packed(full) * upstream).sum(), (rows,) + parameters)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, **tolerance)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [1, 2, 5, 15, 16, 17, 45])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", ["one", "several"])
+def test_the_kernel_on_packed_lower_triangles_is_the_kernel_on_matrices(n, dtype, k):
+    """backend 'kernel' on packed lower triangles: the values and vectors of the same matrices whole
+    (the same kernel after its load: the same bits), repeated eigenvalues and a non-finite entry
+    included; the packed gradient is the whole matrix's g q q^T, read as a packed matrix."""
+    from skspectral.eig import REGISTRY, kth_eigvalsh_packed_unchecked, kth_eigvalsh_unchecked
+
+    backend = REGISTRY["kernel"]
+    if not backend.is_available():
+        pytest.skip("needs CuPy")
+    generator = torch.Generator().manual_seed(n)
+    A = torch.randn(300, n, n, dtype=torch.float64, generator=generator)
+    A = (A + A.mT) / 2
+    A[::7] = torch.diag_embed(torch.tensor([1.0] * (n // 2) + [2.0] * (n - n // 2), dtype=torch.float64))
+    A[5, n - 1, 0] = float("nan")
+    A = A.to("cuda", dtype)
+    index = (0, n // 2, n - 1) if k == "several" and n > 2 else n // 2
+    P = _lower_packed(A).contiguous()
+    values, vectors = backend.packed_k(P, n, index, True)
+    expected_values, expected_vectors = backend.eigh_k(A.contiguous(), index, True)
+    assert torch.equal(values.isnan(), expected_values.isnan())
+    torch.testing.assert_close(values, expected_values, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(vectors, expected_vectors, rtol=0, atol=0, equal_nan=True)
+    finite = ~A.isnan().flatten(1).any(dim=1)
+    leaf_packed = P[finite].clone().requires_grad_()
+    leaf_full = A[finite].clone().requires_grad_()
+    upstream = torch.randn(values[finite].shape, dtype=torch.float64, generator=generator).to("cuda", dtype)
+    (kth_eigvalsh_packed_unchecked(leaf_packed, n, index, backend) * upstream).sum().backward()
+    (kth_eigvalsh_unchecked(leaf_full, index, backend) * upstream).sum().backward()
+    symmetric = leaf_full.grad + leaf_full.grad.mT - torch.diag_embed(leaf_full.grad.diagonal(dim1=-2, dim2=-1))
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(leaf_packed.grad, _lower_packed(symmetric), **tolerance)
+
+
+@pytest.mark.cuda
+def test_packed_eigenvalues_pass_gradcheck():
+    from skspectral.eig import REGISTRY, kth_eigvalsh_packed_unchecked
+
+    backend = REGISTRY["kernel"]
+    if not backend.is_available():
+        pytest.skip("needs CuPy")
+    A = torch.randn(6, 5, 5, dtype=torch.float64, device="cuda")
+    P = _lower_packed(A + A.mT).contiguous().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: kth_eigvalsh_packed_unchecked(p, 5, 2, backend), (P,))
+    assert torch.autograd.gradcheck(lambda p: kth_eigvalsh_packed_unchecked(p, 5, (1, 2, 3), backend), (P,))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("indices", [7, (5, 7, 9)])
+def test_a_cuda_model_solves_its_packed_matrices_as_its_whole_ones(indices):
+    """The model on CUDA (kernel backend) assembles packed lower triangles: its output and every
+    gradient are those of the whole matrices' path (float64, to rounding)."""
+    from skspectral.eig import REGISTRY
+
+    if not REGISTRY["kernel"].is_available():
+        pytest.skip("needs CuPy")
+    model = SpectralModel(40, 15, n_members=4, eigval_idx=indices, generator=torch.Generator().manual_seed(0),
+                          dtype=torch.float64, device="cuda", backend="kernel")
+    Z = torch.rand(64, 40, dtype=torch.float64, device="cuda")
+    results = []
+    for packed in (True, False):
+        if not packed:  # the same backend without its packed entry point
+            key = (model.device, model.dtype)
+            model._eigen_backends[key] = dataclasses.replace(model.eigen_backend, packed_k=None)
+        model.zero_grad()
+        out = model(Z, encoded=True)
+        out.square().sum().backward()
+        results.append([out.detach()] + [p.grad.clone() for p in model.parameters()])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.cuda

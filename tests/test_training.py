@@ -13,6 +13,7 @@ from skspectral import SpectralModel, SpectralRegressor
 from skspectral._losses import squared_error
 from skspectral._training import Dataset, Trainer, TrainingOptions, history
 from skspectral._training.cuda_graph import StaticBatchSteps
+from skspectral.eig._cupy_support import is_available
 
 from .conftest import available_backends
 
@@ -229,6 +230,47 @@ def test_ranks_replay_from_graphs_only_where_every_rank_captured(others_agree):
     assert asked == [True]  # asked once, after this rank's capture succeeded
     assert (steps.graph is not None) == others_agree and steps.capture == others_agree
     assert torch.isfinite(first).all() and second[0] < first[0]  # both paths keep training
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_values", [1, 2, 4])
+def test_the_steps_kernels_take_the_batches_and_totals_torchs_ops_take(dtype, n_values):
+    """On CUDA a step's batch (rows, targets, the padded last batch's zero weights) and the epoch's
+    totals come from two kernels: the same batches, bit for bit, and the same totals to rounding as
+    torch's ops, eagerly and replayed from a graph."""
+    if not is_available():
+        pytest.skip("needs CuPy")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    X = torch.randn(203, 7, device="cuda", generator=g, dtype=dtype)
+    y = torch.randn(203, device="cuda", generator=g, dtype=dtype)
+    weight = torch.rand(203, device="cuda", generator=g, dtype=dtype)
+    order = torch.randperm(203, device="cuda", generator=g)
+
+    def run(kernels: bool, graphed: bool):
+        seen = []
+
+        def step(xb, yb, wb):
+            if not graphed:
+                seen.append((xb.clone(), yb.clone(), wb.clone()))
+            return tuple((xb.sum(dim=1) * yb).mean() + j for j in range(n_values))
+
+        steps = StaticBatchSteps(step, X, y, weight, batch_size=32, n_values=n_values)
+        assert steps.kernels  # contiguous CUDA rows of one dtype
+        steps.kernels, steps.capture = kernels, graphed
+        return [steps.epoch(order).clone() for _ in range(2)], seen, steps.graph is not None
+
+    (expected, expected_seen, _), (eager, seen, _) = run(False, False), run(True, False)
+    assert len(seen) == 2 * 7 and all(torch.equal(a, b) for pair in zip(seen, expected_seen)
+                                      for a, b in zip(*pair))
+    assert torch.equal(seen[6][2][203 - 6 * 32:], torch.zeros(32 * 7 - 203, dtype=dtype, device="cuda"))
+    rounding = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for got, want in zip(eager, expected):
+        torch.testing.assert_close(got, want, **rounding)
+    graphed, _, captured = run(True, True)
+    assert captured
+    for got, want in zip(graphed, eager):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -22,7 +22,7 @@ import functools
 import numpy as np
 import torch
 
-from ..eig._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
+from ..eig._cupy_support import RawKernels, is_available
 from ..eig._numba_support import numba_module
 
 _SOURCE = r"""
@@ -69,23 +69,7 @@ ADAM3(adam_double, double)
 _PER_LAUNCH = 3
 
 _THREADS = 256
-_FUNCTIONS: dict = {}
-
-
-@functools.cache
-def _module():
-    return import_cupy("skspectral's CUDA Adam").RawModule(code=_SOURCE)
-
-
-def _function(dtype: torch.dtype, index: int):
-    key = (dtype, index)
-    function = _FUNCTIONS.get(key)
-    if function is None:
-        cupy = import_cupy()
-        with cupy.cuda.Device(index):
-            function = _FUNCTIONS[key] = _module().get_function(
-                "adam_double" if dtype == torch.float64 else "adam_float").kernel  # launched on a given stream
-    return function
+_KERNELS = RawKernels(_SOURCE, "skspectral's CUDA Adam")
 
 
 class _Adam:
@@ -159,10 +143,9 @@ class ElementwiseAdam(_Adam):
             args += [np.uint64(0)] * 4 + [np.int64(0)]
         args += [np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.float64(beta1),
                  np.float64(beta2), np.float64(eps)]
-        index = params[0].device.index
-        function = _function(params[0].dtype, index)
-        with launch_device(index):  # on torch's current stream: a CUDA graph captures the launch
-            function(((total + _THREADS - 1) // _THREADS,), (_THREADS,), tuple(args), 0, current_cupy_stream(index))
+        # on torch's current stream: a CUDA graph captures the launch
+        _KERNELS.launch("adam", params[0].dtype, params[0].device.index, (total + _THREADS - 1) // _THREADS,
+                        _THREADS, tuple(args))
 
 
 @functools.cache

@@ -160,7 +160,7 @@ class Trainer:
 
     ``loss_fn(output, target, weight)`` is the weighted mean loss of a batch (``loss_and_gradient``,
     where given: its value and gradient with respect to the output, which the CPU's compiled step
-    takes instead of autograd's);
+    and a CUDA step take instead of autograd's);
     ``penalty_fn()`` a regulariser added to it; ``score_fn(output, target,
     weight)`` scores the validation set (higher is better). ``train_metric``
     is ``(name, fn)``: ``fn`` turns the epoch's mean data loss (a tensor) into
@@ -237,15 +237,30 @@ class Trainer:
                                 if CompiledSteps.applies(self.compiled_pass, self._pass_loss, self.optimizer,
                                                          self.gradient_reducer, penalty_fn, self._pass_frobenius)
                                 else None)
+        # on CUDA the loss's value and gradient come from its kernel (one launch where autograd ran ~20
+        # small kernels); the CPU's steps without a compiled pass (the variants) keep autograd's, as fitted
+        runs_kernel_on = getattr(loss_and_gradient, "runs_kernel_on", None)
+        self._loss_kernel = on_cuda and runs_kernel_on is not None and runs_kernel_on(parameter.device)
 
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
         if self.compiled_pass is not None:
             return self._compiled_step(xb, yb, wb)
-        data_loss = self.loss_fn(self.model(xb), yb, wb)
-        loss = data_loss if self.penalty_fn is None else data_loss + self.penalty_fn()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self._loss_kernel:
+            output = self.model(xb)
+            data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
+            if self.penalty_fn is None:
+                loss = data_loss
+                output.backward(grad_output)
+            else:
+                penalty = self.penalty_fn()
+                loss = data_loss + penalty.detach()
+                torch.autograd.backward((output, penalty), (grad_output, None))
+        else:
+            data_loss = self.loss_fn(self.model(xb), yb, wb)
+            loss = data_loss if self.penalty_fn is None else data_loss + self.penalty_fn()
+            loss.backward()
         if self.gradient_reducer is not None:
             self.gradient_reducer(wb.sum())
         self.optimizer.step()

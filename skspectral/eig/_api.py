@@ -167,6 +167,39 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: boo
     return values.reshape(batch_shape)
 
 
+class _KthEigvalshPacked(torch.autograd.Function):
+    """lambda_k of (B, n (n + 1) / 2) packed lower triangles; backward the backend's packed_grad."""
+
+    @staticmethod
+    def forward(ctx, P, n, k, backend):
+        value, vector = backend.packed_k(P.detach(), n, k, True)
+        ctx.save_for_backward(vector)
+        ctx.backend = backend
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        if torch.is_grad_enabled():
+            raise RuntimeError("kth_eigvalsh is differentiable once: double backward is not implemented.")
+        (vector,) = ctx.saved_tensors
+        return ctx.backend.packed_grad(vector, grad_value), None, None, None
+
+
+def kth_eigvalsh_packed_unchecked(P: torch.Tensor, n: int, k, backend: EigenBackend) -> torch.Tensor:
+    """:func:`kth_eigvalsh_unchecked` of symmetric n x n matrices given as their lower triangles row
+    by row, ``P`` (..., n (n + 1) / 2), on a backend that offers ``packed_k``: values (...[, K])."""
+    batch_shape = P.shape[:-1] + ((len(k),) if isinstance(k, tuple) else ())
+    batch = P.reshape(-1, P.shape[-1])
+    if batch.shape[0] == 0:
+        return P.new_empty(batch_shape) + 0 * P.sum()
+    batch = batch.contiguous()
+    if torch.is_grad_enabled() and P.requires_grad:
+        values = _KthEigvalshPacked.apply(batch, n, k, backend)
+    else:
+        values = backend.packed_k(batch.detach(), n, k, False)[0]
+    return values.reshape(batch_shape)
+
+
 def kth_eigvalsh(A: torch.Tensor, k, *, lower: bool = True, backend: str = "auto") -> torch.Tensor:
     """The k-th smallest eigenvalue of each symmetric matrix in ``A``.
 

@@ -74,6 +74,13 @@ class EigenBackend:
     gathered_steps: Callable | None = None
     # Takes a tuple of indices in one call (see above): one reduction for several eigenvalues.
     several_k: bool = False
+    # Matrices given as their lower triangles row by row (the model's symmetric matrices assembled on
+    # CUDA, half the entries): ``packed_k(P (B, n (n + 1) / 2), n, k, want_vector) -> (values, unit
+    # vectors or None)`` as eigh_k's, and ``packed_grad(vectors, g) -> (B, n (n + 1) / 2)``, the gradient
+    # of sum g lambda_k with respect to the packed entries (an off-diagonal one stands for a_ij and
+    # a_ji); None where not offered.
+    packed_k: Callable | None = None
+    packed_grad: Callable | None = None
 
     def supports(self, device_type: str, n: int) -> bool:
         return device_type in self.device_types and (self.max_n is None or n <= self.max_n)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._backend import EigenBackend
-from ._cupy_support import current_cupy_stream, import_cupy, is_available, launch_device
+from ._cupy_support import RawKernels, current_cupy_stream, import_cupy, is_available, launch_device
 
 MAX_N = 64
 # Several indices of a launch run side by side (the kernel compiled with SEVERAL) up to this n: three
@@ -55,12 +55,13 @@ _DEFINES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(n: int, dtype: torch.dtype, several: bool = False):
+def _kernel(n: int, dtype: torch.dtype, several: bool = False, packed: bool = False):
     """The kernel specialised for n x n matrices of ``dtype`` (the row lives in registers), for one
     index or several (their multisections and vectors side by side: a kernel of its own, whose
-    vectors in registers would cost the one-index kernel's occupancy)."""
+    vectors in registers would cost the one-index kernel's occupancy), stored whole or packed
+    (lower triangles)."""
     cupy = import_cupy()
-    defines = {"N": str(n), **_DEFINES[dtype], "SEVERAL": str(int(several))}
+    defines = {"N": str(n), **_DEFINES[dtype], "SEVERAL": str(int(several)), "PACKED": str(int(packed))}
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawKernel(header + _SOURCE_PATH.read_text(), "kth_eigenpair")
 
@@ -68,14 +69,14 @@ def _kernel(n: int, dtype: torch.dtype, several: bool = False):
 _FUNCTIONS: dict = {}
 
 
-def _function(n: int, dtype: torch.dtype, index: int, several: bool = False):
+def _function(n: int, dtype: torch.dtype, index: int, several: bool = False, packed: bool = False):
     """The compiled kernel loaded on device ``index`` (CuPy loads modules per device)."""
-    key = (n, dtype, index, several)
+    key = (n, dtype, index, several, packed)
     function = _FUNCTIONS.get(key)
     if function is None:
         cupy = import_cupy()
         with cupy.cuda.Device(index):
-            function = _FUNCTIONS[key] = _kernel(n, dtype, several).kernel
+            function = _FUNCTIONS[key] = _kernel(n, dtype, several, packed).kernel
     return function
 
 
@@ -91,18 +92,20 @@ def _stride(k: tuple) -> int | None:
     return step if step > 0 and list(k) == list(range(k[0], k[0] + step * len(k), step)) else None
 
 
-def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
+def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool, packed_n: int | None = None):
     """One launch for an index, or for a tuple of evenly spaced indices (values (B, K), vectors
-    (B, K, n): one reduction per matrix); other tuples one launch per index."""
-    B, n = A.shape[0], A.shape[-1]
+    (B, K, n): one reduction per matrix); other tuples one launch per index. ``packed_n``: A holds
+    (B, n (n + 1) / 2) lower triangles of n x n matrices."""
+    B = A.shape[0]
+    n = A.shape[-1] if packed_n is None else packed_n
     several = isinstance(k, tuple)
     stride = _stride(k) if several else 1
     if several and (n == 1 or stride is None):
-        pairs = [_launch(A, kj, lower, want_vector) for kj in k]
+        pairs = [_launch(A, kj, lower, want_vector, packed_n) for kj in k]
         return (torch.stack([p[0] for p in pairs], dim=1),
                 torch.stack([p[1] for p in pairs], dim=1) if want_vector else None)
     if n == 1:
-        return _one_by_one(A, want_vector)
+        return _one_by_one(A.view(B, 1, 1), want_vector)
     first, count = (k[0], len(k)) if several else (k, 1)
     lead = (B, count) if several else (B,)
     value = torch.empty(lead, dtype=A.dtype, device=A.device)
@@ -115,10 +118,10 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
         np.int32(first),
         np.int32(count),
         np.int32(stride),
-        np.int32(lower),
+        np.int32(lower or packed_n is not None),  # (a packed matrix is its lower triangle)
         np.int32(want_vector),
     )
-    function = _function(n, A.dtype, index, 1 < count and n <= SEVERAL_MAX_N)
+    function = _function(n, A.dtype, index, 1 < count and n <= SEVERAL_MAX_N, packed_n is not None)
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
     stream = current_cupy_stream(index)
@@ -176,6 +179,56 @@ def eigh_k(A: torch.Tensor, k, lower: bool) -> tuple[torch.Tensor, torch.Tensor]
     return _launch(A, k, lower, want_vector=True)
 
 
+def packed_k(P: torch.Tensor, n: int, k, want_vector: bool):
+    """k-th eigenvalue (B,) and, with want_vector, unit eigenvector (B, n) of symmetric n x n
+    matrices given as their lower triangles row by row, a contiguous CUDA (B, n (n + 1) / 2)
+    batch; (B, K) and (B, K, n) for a tuple of indices; NaN where P is not finite."""
+    return _launch(P, k, True, want_vector, packed_n=n)
+
+
+_PACKED_GRAD_SOURCE = r"""
+// out (B, n (n + 1) / 2): the gradient of sum_j g_j lambda_j with respect to the packed entries,
+// sum_j g_j q_ji q_jl for entry (i, l), twice where i != l (it stands for a_il and a_li); vectors
+// (B, K, n), g (B, K)
+template <typename T>
+__device__ void packed_grad(const T* vectors, const T* g, T* out, long long B, int n, int K) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long P = (long long)n * (n + 1) / 2;
+    if (idx >= B * P) return;
+    long long b = idx / P;
+    int p = (int)(idx - b * P);
+    int i = (int)((sqrtf(8.0f * p + 1.0f) - 1.0f) * 0.5f);
+    while (i * (i + 1) / 2 > p) --i;
+    while ((i + 1) * (i + 2) / 2 <= p) ++i;
+    int l = p - i * (i + 1) / 2;
+    const T* q = vectors + b * K * n;
+    T total = (T)0;
+    for (int j = 0; j < K; ++j) total += g[b * K + j] * q[j * n + i] * q[j * n + l];
+    out[idx] = i == l ? total : (T)2 * total;
+}
+extern "C" __global__ void packed_grad_float(const float* q, const float* g, float* out, long long B, int n, int K) {
+    packed_grad<float>(q, g, out, B, n, K);
+}
+extern "C" __global__ void packed_grad_double(const double* q, const double* g, double* out, long long B, int n,
+                                              int K) {
+    packed_grad<double>(q, g, out, B, n, K);
+}
+"""
+_PACKED_GRAD = RawKernels(_PACKED_GRAD_SOURCE, "backend='kernel'")
+
+
+def packed_grad(vectors: torch.Tensor, grad_values: torch.Tensor) -> torch.Tensor:
+    """The gradient of sum g lambda_k with respect to packed matrices (:func:`packed_k`) from the
+    unit vectors (B, n) or (B, K, n) and g (B,) or (B, K): (B, n (n + 1) / 2)."""
+    B, n = vectors.shape[0], vectors.shape[-1]
+    K = vectors.shape[1] if vectors.dim() == 3 else 1
+    out = vectors.new_empty(B, n * (n + 1) // 2)
+    _PACKED_GRAD.launch("packed_grad", vectors.dtype, vectors.device.index, (out.numel() + 255) // 256, 256,
+                        (vectors.contiguous(), grad_values.to(vectors.dtype).contiguous(), out, np.int64(B),
+                         np.int32(n), np.int32(K)))
+    return out
+
+
 BACKEND = EigenBackend(
     name="kernel",
     eigvalsh_k=eigvalsh_k,
@@ -187,4 +240,6 @@ BACKEND = EigenBackend(
     require=lambda: import_cupy("backend='kernel'"),
     tridiagonal_k=tridiagonal_k,  # any n: a warp per matrix (_tridiagonal_source.cu)
     several_k=True,  # evenly spaced indices in one launch (the model's quantiles), others one by one
+    packed_k=packed_k,  # lower triangles, packed: the model's matrices assembled on CUDA
+    packed_grad=packed_grad,
 )

@@ -17,8 +17,10 @@
 // by side instead of one after the other, up to 16 indices at a time: in step 3 each index has a
 // group of 32 / count lanes (fewer points a round, the indices' rounds together), in step 4 a lane
 // of its own (the vector in registers: more registers, hence a kernel of its own).
+// Compiled with PACKED 1 the input holds each matrix's lower triangle row by row, N (N + 1) / 2
+// entries (the model's symmetric matrices assembled on CUDA: half the product and the traffic).
 // Expects defines N >= 2 (matrix size), real (float/double), vec_t (float4/double2), EPS,
-// SAFE_MIN, INF, MIN_EXP, ITERS (multisection rounds) and SEVERAL (0 or 1).
+// SAFE_MIN, INF, MIN_EXP, ITERS (multisection rounds), SEVERAL and PACKED (0 or 1).
 
 #if N < 2
 #error "N >= 2: the 1 x 1 case is answered without the kernel"
@@ -112,12 +114,25 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     const int r = threadIdx.x;
     const int lane = r & 31;
     const long long b = blockIdx.x;
-    const real* src = input + b * (long long)(N * N);
     const real nan_value = (real)nan("");
 
     // 1. load (coalesced), check, take row r, scale.
     bool bad = false;
     real amax = 0;
+#if PACKED
+    const real* src = input + b * (long long)(N * (N + 1) / 2);
+    for (int idx = r; idx < N * (N + 1) / 2; idx += 32 * NW) {
+        int i = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // the row of entry idx (then exact)
+        while (i * (i + 1) / 2 > idx) --i;
+        while ((i + 1) * (i + 2) / 2 <= idx) ++i;
+        const int j = idx - i * (i + 1) / 2;
+        const real x = src[idx];
+        store[i * LDS + j] = x;
+        bad |= !isfinite(x);
+        amax = fmax(amax, fabs(x));
+    }
+#else
+    const real* src = input + b * (long long)(N * N);
     for (int idx = r; idx < N * N; idx += 32 * NW) {
         const int i = idx / N, j = idx - (idx / N) * N;
         const real x = src[idx];
@@ -127,6 +142,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             amax = fmax(amax, fabs(x));
         }
     }
+#endif
     amax = warp_max(amax);
     if (lane == 0) red[0][r >> 5] = amax;
     if (__syncthreads_or(bad)) {

@@ -1,0 +1,196 @@
+"""Every training loss's value and gradient on CUDA in one kernel launch.
+
+Autograd's way through a loss -- the members' targets repeated, the residual, its square, the
+weighted sums, a division, and the backward of each -- ran ~20 small kernels a training step
+(benchmarks/bench_step_parts.py --profile), about as long as the eigen kernel on a large batch.
+Here one block takes the batch: each thread a stride of its (row, member) groups, float64 sums
+reduced over the block in a fixed order (the same every run), then the gradient with respect to
+the output. The formulas are the CPU's compiled kernels' (skspectral._step_kernels: a row's target
+and weight count for every member; the pinball loss orders a member's values as the model does);
+equal to autograd's to rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .eig._cupy_support import RawKernels, is_available
+
+_SOURCE = r"""
+#define THREADS 1024
+#define TINY 1.1754943508222875e-38  // weighted_mean's floor of a weight sum (float32's tiny)
+
+// the losses by code, in skspectral._step_kernels.TRAINING_LOSSES' order
+#define SQUARED_ERROR 0
+#define BINARY_LOG_LOSS 1
+#define MULTICLASS 2
+#define ABSOLUTE_ERROR 3
+#define HUBER 4
+#define PINBALL 5
+#define POISSON 6
+#define GAMMA 7
+
+// one group's loss (a row's member: k values, its classes or quantile levels, or one), unweighted
+template <typename T>
+__device__ double group_loss(int loss, const T* o, double y, int k, const double* parameters) {
+    if (loss == MULTICLASS) {
+        double top = (double)o[0], sum = 0.0;
+        for (int c = 1; c < k; ++c) top = fmax(top, (double)o[c]);
+        for (int c = 0; c < k; ++c) sum += exp((double)o[c] - top);
+        return top + log(sum) - (double)o[(int)y];
+    }
+    if (loss == PINBALL) {  // a running maximum orders the values first (a NaN carried on)
+        double best = __longlong_as_double(0xfff0000000000000LL), total = 0.0;
+        for (int q = 0; q < k; ++q) {
+            double value = (double)o[q];
+            if (value >= best || value != value) best = value;
+            double r = y - best, level = parameters[q];
+            total += fmax(level * r, (level - 1.0) * r);
+        }
+        return total;
+    }
+    double z = (double)o[0], d = z - y;
+    switch (loss) {
+        case SQUARED_ERROR: return d * d;
+        case BINARY_LOG_LOSS: return fmax(z, 0.0) - z * y + log1p(exp(-fabs(z)));
+        case ABSOLUTE_ERROR: return fabs(d);
+        case HUBER: {
+            double r = fabs(d), delta = parameters[0];
+            return r <= delta ? 0.5 * r * r : delta * (r - 0.5 * delta);
+        }
+        case POISSON: return 2.0 * ((y > 0.0 ? y * log(y) : 0.0) - y * z - y + exp(z));
+        default: return 2.0 * (z - log(y) + y * exp(-z) - 1.0);  // GAMMA
+    }
+}
+
+// its gradient with respect to the group's values, times the row's share ws of the weights
+template <typename T>
+__device__ void group_gradient(int loss, const T* o, double y, int k, const double* parameters, double ws, T* g) {
+    if (loss == MULTICLASS) {
+        double top = (double)o[0], sum = 0.0;
+        for (int c = 1; c < k; ++c) top = fmax(top, (double)o[c]);
+        for (int c = 0; c < k; ++c) sum += exp((double)o[c] - top);
+        double log_total = top + log(sum);
+        for (int c = 0; c < k; ++c) g[c] = (T)((exp((double)o[c] - log_total) - (c == (int)y ? 1.0 : 0.0)) * ws);
+        return;
+    }
+    if (loss == PINBALL) {  // level q's slope goes to the value its running maximum took (the last of equals)
+        double best = __longlong_as_double(0xfff0000000000000LL);
+        int source = 0;
+        for (int q = 0; q < k; ++q) {
+            double value = (double)o[q];
+            if (value >= best || value != value) { best = value; source = q; }
+            g[q] = (T)0;  // (source <= q: every entry is zeroed before it is added to)
+            double r = y - best, level = parameters[q], above = level * r, below = (level - 1.0) * r;
+            double slope = above > below ? -level : (above < below ? 1.0 - level : 0.5 - level);
+            g[source] += (T)(slope * ws);
+        }
+        return;
+    }
+    double z = (double)o[0], d = z - y, slope;
+    switch (loss) {
+        case SQUARED_ERROR: slope = 2.0 * d; break;
+        case BINARY_LOG_LOSS: {
+            double e = exp(-fabs(z));
+            slope = (z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e)) - y;
+            break;
+        }
+        case ABSOLUTE_ERROR: slope = d > 0.0 ? 1.0 : (d < 0.0 ? -1.0 : 0.0); break;
+        case HUBER: {
+            double delta = parameters[0];
+            slope = fabs(d) <= delta ? d : (d > 0.0 ? delta : -delta);
+            break;
+        }
+        case POISSON: slope = 2.0 * (exp(z) - y); break;
+        default: slope = 2.0 * (1.0 - y * exp(-z));  // GAMMA
+    }
+    g[0] = (T)(slope * ws);
+}
+
+// output (rows, members, k) -> value[0] the weighted mean loss over rows and members (a pinball
+// loss: and levels), gradient (rows, members, k); one block
+template <typename T>
+__device__ void loss_and_gradient(int loss, const T* output, const T* target, const T* weight,
+                                  const double* parameters, long long rows, long long members, int k,
+                                  T* value, T* gradient) {
+    __shared__ double totals[THREADS], weights[THREADS];
+    long long groups = rows * members;
+    double counted = loss == PINBALL ? (double)k : 1.0;  // a pinball loss averages over its levels too
+    double total = 0.0, weight_sum = 0.0;
+    for (long long p = threadIdx.x; p < groups; p += THREADS) {
+        long long b = p / members;
+        double w = (double)weight[b];
+        total += group_loss<T>(loss, output + p * k, (double)target[b], k, parameters) * w;
+        weight_sum += counted * w;
+    }
+    totals[threadIdx.x] = total;
+    weights[threadIdx.x] = weight_sum;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {  // a fixed-order tree: the same sums every run
+        if (threadIdx.x < half) {
+            totals[threadIdx.x] += totals[threadIdx.x + half];
+            weights[threadIdx.x] += weights[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    double scale = 1.0 / fmax(weights[0], TINY);
+    if (threadIdx.x == 0) value[0] = (T)(totals[0] * scale);
+    for (long long p = threadIdx.x; p < groups; p += THREADS) {
+        long long b = p / members;
+        group_gradient<T>(loss, output + p * k, (double)target[b], k, parameters, (double)weight[b] * scale,
+                          gradient + p * k);
+    }
+}
+
+#define LOSS(NAME, T) extern "C" __global__ void NAME( \
+    int loss, const T* output, const T* target, const T* weight, const double* parameters, long long rows, \
+    long long members, int k, T* value, T* gradient) { \
+    loss_and_gradient<T>(loss, output, target, weight, parameters, rows, members, k, value, gradient); }
+LOSS(loss_float, float)
+LOSS(loss_double, double)
+"""
+
+_THREADS = 1024  # THREADS in the source
+_KERNELS = RawKernels(_SOURCE, "skspectral's CUDA losses")
+# the kernel's loss codes, by the name of the CPU kernel of the same loss (skspectral._step_kernels)
+CODES = {name: code for code, name in enumerate((
+    "squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient",
+    "absolute_error_and_gradient", "huber_and_gradient", "pinball_and_gradient", "poisson_and_gradient",
+    "gamma_and_gradient"))}
+
+
+def applies(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`loss_and_gradient` runs here: CUDA float32/float64 tensors of one dtype,
+    with CuPy."""
+    return (output.is_cuda and output.dtype in (torch.float32, torch.float64)
+            and target.dtype == output.dtype and weight.dtype == output.dtype and is_available())
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters_on(parameters: tuple, device: torch.device) -> torch.Tensor:
+    """A loss's constants on the device, made once (a copy to the GPU inside a captured CUDA graph
+    would be a host transfer); one zero where a loss has none."""
+    return torch.tensor(parameters or (0.0,), dtype=torch.float64, device=device)
+
+
+def loss_and_gradient(name: str, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                      parameters: tuple = (), last_axis: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(The weighted mean loss ``name`` -- a CPU kernel's name in skspectral._step_kernels -- over
+    rows and members, its gradient with respect to ``output``): output (rows[, members]), with a
+    last axis of classes or quantile levels where ``last_axis``; target and weight (rows,); the
+    loss's constants ``parameters`` (huber's threshold, the levels). The value is a device scalar
+    (no synchronisation). CUDA only (:func:`applies`)."""
+    rows = output.shape[0]
+    k = output.shape[-1] if last_axis else 1
+    members = output.numel() // max(1, rows * k)
+    output = output.detach().contiguous()
+    gradient = torch.empty_like(output)
+    value = output.new_empty(())
+    _KERNELS.launch("loss", output.dtype, output.device.index, 1, _THREADS, (
+        np.int32(CODES[name]), output, target.contiguous(), weight.contiguous(),
+        _parameters_on(tuple(parameters), output.device), np.int64(rows), np.int64(members), np.int32(k), value,
+        gradient))
+    return value, gradient
