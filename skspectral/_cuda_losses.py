@@ -17,26 +17,19 @@ import functools
 import numpy as np
 import torch
 
+from ._loss_codes import TRAINING_LOSSES
 from .eig._cupy_support import RawKernels, is_available
 
 _SOURCE = r"""
 #define THREADS 1024
 #define TINY 1.1754943508222875e-38  // weighted_mean's floor of a weight sum (float32's tiny)
 
-// the losses by code, in skspectral._step_kernels.TRAINING_LOSSES' order
-#define SQUARED_ERROR 0
-#define BINARY_LOG_LOSS 1
-#define MULTICLASS 2
-#define ABSOLUTE_ERROR 3
-#define HUBER 4
-#define PINBALL 5
-#define POISSON 6
-#define GAMMA 7
+// (the losses' codes are defined above this source, from skspectral._loss_codes: SQUARED_ERROR, ...)
 
 // one group's loss (a row's member: k values, its classes or quantile levels, or one), unweighted
 template <typename T>
 __device__ double group_loss(int loss, const T* o, double y, int k, const double* parameters) {
-    if (loss == MULTICLASS) {
+    if (loss == MULTICLASS_LOG_LOSS) {
         double top = (double)o[0], sum = 0.0;
         for (int c = 1; c < k; ++c) top = fmax(top, (double)o[c]);
         for (int c = 0; c < k; ++c) sum += exp((double)o[c] - top);
@@ -69,7 +62,7 @@ __device__ double group_loss(int loss, const T* o, double y, int k, const double
 // its gradient with respect to the group's values, times the row's share ws of the weights
 template <typename T>
 __device__ void group_gradient(int loss, const T* o, double y, int k, const double* parameters, double ws, T* g) {
-    if (loss == MULTICLASS) {
+    if (loss == MULTICLASS_LOG_LOSS) {
         double top = (double)o[0], sum = 0.0;
         for (int c = 1; c < k; ++c) top = fmax(top, (double)o[c]);
         for (int c = 0; c < k; ++c) sum += exp((double)o[c] - top);
@@ -153,13 +146,13 @@ LOSS(loss_float, float)
 LOSS(loss_double, double)
 """
 
+# the kernel's loss codes, by the name of the CPU kernel of the same loss: its index in TRAINING_LOSSES, defined
+# for the source as the name less "_and_gradient" (SQUARED_ERROR 0, BINARY_LOG_LOSS 1, ...)
+CODES = {name: code for code, name in enumerate(TRAINING_LOSSES)}
+_CODE_DEFINES = "".join(f"#define {name.removesuffix('_and_gradient').upper()} {code}\n"
+                        for name, code in CODES.items())
 _THREADS = 1024  # THREADS in the source
-_KERNELS = RawKernels(_SOURCE, "skspectral's CUDA losses")
-# the kernel's loss codes, by the name of the CPU kernel of the same loss (skspectral._step_kernels)
-CODES = {name: code for code, name in enumerate((
-    "squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient",
-    "absolute_error_and_gradient", "huber_and_gradient", "pinball_and_gradient", "poisson_and_gradient",
-    "gamma_and_gradient"))}
+_KERNELS = RawKernels(_CODE_DEFINES + _SOURCE, "skspectral's CUDA losses")
 
 
 def applies(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -178,7 +171,7 @@ def _parameters_on(parameters: tuple, device: torch.device) -> torch.Tensor:
 
 def loss_and_gradient(name: str, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                       parameters: tuple = (), last_axis: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(The weighted mean loss ``name`` -- a CPU kernel's name in skspectral._step_kernels -- over
+    """(The weighted mean loss ``name`` -- a name in skspectral._loss_codes.TRAINING_LOSSES -- over
     rows and members, its gradient with respect to ``output``): output (rows[, members]), with a
     last axis of classes or quantile levels where ``last_axis``; target and weight (rows,); the
     loss's constants ``parameters`` (huber's threshold, the levels). The value is a device scalar

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._encoding_kernels import (prefix_forward_parallel, prefix_forward_serial, symmetric_backward_parallel,
                                 symmetric_backward_serial, symmetric_forward_parallel, symmetric_forward_serial)
+from ._loss_codes import TRAINING_LOSSES
 from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
@@ -274,11 +275,7 @@ def add_frobenius_penalty(columns, grad_columns, factor):
     return 0.5 * factor * total
 
 
-# The losses training_pass computes, by index: a loss's value-and-gradient kernel above. The multiclass
-# one takes (B, members, classes), the pinball loss (B, members, quantiles), the others (B, members).
-TRAINING_LOSSES = ("squared_error_and_gradient", "binary_log_loss_and_gradient", "multiclass_log_loss_and_gradient",
-                   "absolute_error_and_gradient", "huber_and_gradient", "pinball_and_gradient",
-                   "poisson_and_gradient", "gamma_and_gradient")
+# The losses training_pass computes, by index (skspectral._loss_codes): a loss's value-and-gradient kernel above.
 SQUARED_ERROR_LOSS = TRAINING_LOSSES.index("squared_error_and_gradient")
 BINARY_LOG_LOSS = TRAINING_LOSSES.index("binary_log_loss_and_gradient")
 MULTICLASS_LOSS = TRAINING_LOSSES.index("multiclass_log_loss_and_gradient")
