@@ -4,6 +4,8 @@
     python benchmarks/bench_eig.py --cpu              # on the 2-core CI-like CPU (Numba kernel vs torch)
     python benchmarks/bench_eig.py --cuda --indices 1 3 5 --ns 15 --batches 800 5240
                                           # several eigenvalues of each matrix (a model's quantiles)
+    python benchmarks/bench_eig.py --paired --ns 8 15 16 --batches 1000 2620 5240 8448 20000
+                                          # the fused kernel: two matrices a warp vs one a block
 
 CUDA timings use CUDA events on torch's current stream after a warm-up; each
 number is the median of several repeats (ms per call, whole batch). Each row
@@ -192,6 +194,44 @@ def run_indices(device: str, counts: list, ns=None, batches=None):
     return rows
 
 
+def kernel_us(run, calls: int = 20) -> float:
+    """Microseconds a call of ``run``, timed over ``calls`` back-to-back launches (the GPU's time,
+    not the host's launch gaps)."""
+    ms = time_cuda(lambda: [run() for _ in range(calls)])
+    return ms * 1000 / calls
+
+
+def run_paired(ns=None, batches=None):
+    """The fused kernel with two matrices a warp (compiled with PAIRED, n <= PAIRED_MAX_N) against
+    one matrix a block, on the training's call (packed lower triangles, value and vector) and
+    prediction's (values only); also the paired float32 kernel held to 32 blocks an SM (``paired32``:
+    PAIRED_MIN_BLOCKS = 32, 64 registers a thread); measured in the same run, microseconds a call."""
+    from skspectral.eig import _kernel_backend
+
+    default, min_blocks = _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS
+    rows = []
+    for dtype in (torch.float32, torch.float64):
+        for n in ns or [8, 15, 16]:
+            rows_i, cols_i = torch.tril_indices(n, n)
+            for B in batches or [1000, 2620, 5240, 8448, 20000]:
+                P = sym_batch(B, n, dtype, "cuda")[:, rows_i, cols_i].contiguous()
+                k = n // 2
+                row = {"dtype": str(dtype)[6:], "n": n, "B": B}
+                try:
+                    for label, limit, blocks in (("paired", default, 1), ("paired32", default, 32),
+                                                 ("one", 0, 1)):
+                        _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS = limit, blocks
+                        row[f"{label}_vector_us"] = kernel_us(lambda: _kernel_backend.packed_k(P, n, k, True))
+                        row[f"{label}_value_us"] = kernel_us(lambda: _kernel_backend.packed_k(P, n, k, False))
+                finally:
+                    _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS = default, min_blocks
+                row["vector_ratio"] = row["paired_vector_us"] / row["one_vector_us"]
+                row["value_ratio"] = row["paired_value_us"] / row["one_value_us"]
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cuda", action="store_true")
@@ -203,9 +243,18 @@ def main():
     p.add_argument("--indices", type=int, nargs="+", metavar="COUNT",
                    help="only time COUNT indices per matrix (a quantile model's: every other one around "
                         "n // 2), e.g. 1 3 5")
+    p.add_argument("--paired", action="store_true",
+                   help="only time the fused kernel with two matrices a warp against one a block (CUDA)")
     a = p.parse_args()
-    out = {"versions": versions("cuda" if a.cuda else "cpu")}
+    out = {"versions": versions("cuda" if a.cuda or a.paired else "cpu")}
     print(json.dumps(out["versions"]))
+    if a.paired:
+        out["paired"] = run_paired(a.ns, a.batches)
+        cols = ["dtype", "n", "B", "paired_vector_us", "paired32_vector_us", "one_vector_us", "vector_ratio",
+                "paired_value_us", "paired32_value_us", "one_value_us", "value_ratio"]
+        print("\nCUDA, the fused kernel, us per call (median; packed input):\n" + markdown_table(out["paired"], cols))
+        write_json(a.json, out)
+        return
     if a.indices:
         for device in (["cuda"] if a.cuda else []) + (["cpu"] if a.cpu else []):
             out[f"indices_{device}"] = run_indices(device, a.indices, a.ns, a.batches)

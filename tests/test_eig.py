@@ -581,6 +581,56 @@ def test_kernel_several_indices_side_by_side_or_one_by_one(monkeypatch, several_
         torch.testing.assert_close(q.norm(dim=1), torch.ones(36, dtype=torch.float64), rtol=0, atol=1e-5)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 3, 8, 15, 16])
+@pytest.mark.parametrize("batch", [1, 2, 7, 64])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("several", [False, True])
+def test_kernel_two_matrices_a_warp_match_one_a_block(monkeypatch, dtype, n, batch, packed, several):
+    """Two matrices a warp (n <= 16, a half-warp each) give what one matrix a block gives: values to
+    rounding, unit vectors up to sign, whatever shares the warp -- a NaN matrix (NaN for it alone),
+    the zero matrix (0 and e_k exactly), nothing (an odd batch's last block), a zero reflector."""
+    from skspectral.eig import _kernel_backend
+
+    A = random_symmetric((batch,), n, torch.float64, "cpu", torch.Generator().manual_seed(batch * 100 + n))
+    if batch >= 7:
+        A[2] = 0.0  # the zero matrix, its neighbour a random one
+        A[5, n - 1, 0] = float("nan")  # NaN in the lower triangle: that matrix alone is NaN
+        A[6] = torch.diag(torch.arange(n, dtype=torch.float64))  # diagonal: every reflector is zero
+    A = A.to(dtype=dtype, device="cuda")
+    ks = tuple(range(0, n, max(1, n // 3)))[:3] if several else n // 2
+    rows, cols = torch.tril_indices(n, n)
+    P = A[:, rows, cols].contiguous()
+
+    monkeypatch.setattr(_kernel_backend, "PAIRED_SEVERAL", True)  # (off by default: its own test here)
+
+    def solve(paired_max_n):
+        monkeypatch.setattr(_kernel_backend, "PAIRED_MAX_N", paired_max_n)
+        if packed:
+            return _kernel_backend.packed_k(P, n, ks, True)
+        return _kernel_backend.eigh_k(A, ks, True)
+
+    paired_values, paired_vectors = solve(16)
+    values, vectors = solve(0)
+    assert paired_values.shape == values.shape and paired_vectors.shape == vectors.shape
+    bad = torch.zeros(batch, dtype=torch.bool)
+    if batch >= 7:
+        bad[5] = True
+        assert paired_values[5].isnan().all() and paired_vectors[5].isnan().all()
+        assert (paired_values[2] == 0).all()
+        expected = torch.eye(n, dtype=dtype, device="cuda")[list(ks) if several else ks]
+        assert torch.equal(paired_vectors[2], expected)
+    good = ~bad
+    assert torch.isfinite(paired_values[good]).all() and torch.isfinite(paired_vectors[good]).all()
+    scale = torch.linalg.matrix_norm(A[good].double(), ord=2).clamp_min(1.0)
+    scale = scale[:, None] if several else scale
+    assert ((paired_values[good].double() - values[good].double()).abs() / scale).max() <= TOL[dtype] * n ** 0.5
+    # eigenvalues of these matrices are apart, so the vectors agree up to sign
+    overlap = (paired_vectors[good].double() * vectors[good].double()).sum(-1).abs()
+    assert (overlap - 1).abs().max() <= 1e3 * TOL[dtype], overlap
+
+
 @pytest.mark.parametrize("device,backend", CASES)
 def test_gradcheck_several_indices(device, backend):
     M = torch.randn(3, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)

@@ -1,7 +1,7 @@
 """The fused kernel backend: the k-th eigenpair of each matrix in one launch
 (CUDA, compiled at first use by CuPy's NVRTC RawKernel from _kernel_source.cu).
 
-One block per matrix, one thread per row held in registers: Householder
+One block per matrix (two per one-warp block up to n = 16), one thread per row held in registers: Householder
 tridiagonalisation, multisection on Sturm counts for lambda_k alone, inverse
 iteration and the back-transform for q_k alone -- the syevx route, about
 (4/3) n^3 flops per matrix instead of a full eigendecomposition. Matrices
@@ -27,6 +27,18 @@ MAX_N = 64
 # 24 x 24 and larger 1.3-1.65x (its per-lane vectors' registers cost occupancy); above it the
 # one-index kernel solves them one after the other (benchmarks/RESULTS.md, section 10).
 SEVERAL_MAX_N = 16
+# Up to this n a one-warp block holds two matrices, one per half-warp (the kernel compiled with
+# PAIRED): a solve's chain of dependent steps takes as long on 16 lanes as on 32, so twice the
+# matrices run at once (benchmarks/RESULTS.md, section 1).
+PAIRED_MAX_N = 16
+# The several-index kernel paired too: it is faster alone (0.55-0.68x at 3 indices from 2,620 matrices),
+# but in one run flights' three-quantile fits with it early-stopped at half the epochs with 6-8 % worse
+# pinball losses (correct values and vectors in every test): off until that is understood.
+PAIRED_SEVERAL = False
+# Blocks an SM must hold for the paired one-index float32 kernel (1: the compiler's choice, 113
+# registers a thread, 18 blocks an SM; 32 holds it to 64 registers, spilling to L1:
+# `bench_eig.py --paired` measures both).
+PAIRED_MIN_BLOCKS = 1
 
 _SOURCE_PATH = Path(__file__).with_name("_kernel_source.cu")
 
@@ -55,13 +67,15 @@ _DEFINES = {
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(n: int, dtype: torch.dtype, several: bool = False, packed: bool = False):
+def _kernel(n: int, dtype: torch.dtype, several: bool = False, packed: bool = False, paired: bool = False,
+            min_blocks: int = 1):
     """The kernel specialised for n x n matrices of ``dtype`` (the row lives in registers), for one
     index or several (their multisections and vectors side by side: a kernel of its own, whose
     vectors in registers would cost the one-index kernel's occupancy), stored whole or packed
-    (lower triangles)."""
+    (lower triangles), one matrix a block or two (``paired``, n <= 16); ``min_blocks`` an SM must hold."""
     cupy = import_cupy()
-    defines = {"N": str(n), **_DEFINES[dtype], "SEVERAL": str(int(several)), "PACKED": str(int(packed))}
+    defines = {"N": str(n), **_DEFINES[dtype], "SEVERAL": str(int(several)), "PACKED": str(int(packed)),
+               "PAIRED": str(int(paired)), "MIN_BLOCKS": str(min_blocks)}
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawKernel(header + _SOURCE_PATH.read_text(), "kth_eigenpair")
 
@@ -69,14 +83,17 @@ def _kernel(n: int, dtype: torch.dtype, several: bool = False, packed: bool = Fa
 _FUNCTIONS: dict = {}
 
 
-def _function(n: int, dtype: torch.dtype, index: int, several: bool = False, packed: bool = False):
+def _function(n: int, dtype: torch.dtype, index: int, several: bool = False, packed: bool = False,
+              paired: bool = False):
     """The compiled kernel loaded on device ``index`` (CuPy loads modules per device)."""
-    key = (n, dtype, index, several, packed)
+    # (not the several-index kernel: its per-lane vectors would spill)
+    min_blocks = PAIRED_MIN_BLOCKS if paired and dtype == torch.float32 and not several else 1
+    key = (n, dtype, index, several, packed, paired, min_blocks)
     function = _FUNCTIONS.get(key)
     if function is None:
         cupy = import_cupy()
         with cupy.cuda.Device(index):
-            function = _FUNCTIONS[key] = _kernel(n, dtype, several, packed).kernel
+            function = _FUNCTIONS[key] = _kernel(n, dtype, several, packed, paired, min_blocks).kernel
     return function
 
 
@@ -110,6 +127,8 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool, packed_n: int | 
     lead = (B, count) if several else (B,)
     value = torch.empty(lead, dtype=A.dtype, device=A.device)
     vector = torch.empty(lead + (n,), dtype=A.dtype, device=A.device) if want_vector else value
+    if B == 0:
+        return value, (vector if want_vector else None)
     index = A.device.index
     args = (
         np.uint64(A.data_ptr()),
@@ -120,13 +139,16 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool, packed_n: int | 
         np.int32(stride),
         np.int32(lower or packed_n is not None),  # (a packed matrix is its lower triangle)
         np.int32(want_vector),
+        np.int64(B),
     )
-    function = _function(n, A.dtype, index, 1 < count and n <= SEVERAL_MAX_N, packed_n is not None)
+    several_kernel = 1 < count and n <= SEVERAL_MAX_N
+    paired = n <= PAIRED_MAX_N and (PAIRED_SEVERAL or not several_kernel)
+    function = _function(n, A.dtype, index, several_kernel, packed_n is not None, paired)
     # Launched straight on torch's current stream (a few microseconds less than
     # entering CuPy's stream and device contexts, which matters for small calls).
     stream = current_cupy_stream(index)
     with launch_device(index):
-        function((B,), (32 * ((n + 31) // 32),), args, 0, stream)
+        function(((B + 1) // 2 if paired else B,), (32 * ((n + 31) // 32),), args, 0, stream)
     return value, (vector if want_vector else None)
 
 

@@ -10,7 +10,8 @@
 //      rank-2 update A -= v w^T + w v^T touches only registers. The reflectors are kept in
 //      shared memory for the back-transform.
 //   3. lambda_k of T by multisection: the 32 lanes of warp 0 evaluate Sturm counts at 32
-//      points of the bracket at once (5 bits per round), starting from Gershgorin bounds.
+//      points of the bracket at once (5 bits per round; 16 points, 4 bits, when PAIRED),
+//      starting from Gershgorin bounds.
 //   4. (vector only) inverse iteration on T - lambda I (Gaussian elimination with partial
 //      pivoting, tiny pivots replaced by eps*|T|), two solves, then q = H_0 ... H_{N-3} y.
 // Compiled with SEVERAL 1 for several indices (a model's quantiles): their steps 3 and 4 run side
@@ -19,41 +20,56 @@
 // of its own (the vector in registers: more registers, hence a kernel of its own).
 // Compiled with PACKED 1 the input holds each matrix's lower triangle row by row, N (N + 1) / 2
 // entries (the model's symmetric matrices assembled on CUDA: half the product and the traffic).
+// Compiled with PAIRED 1 (N <= 16) a block is one warp holding two matrices, one per half-warp:
+// a matrix's solve is a chain of dependent steps whose length does not depend on how many of
+// the warp's lanes take part, so a 16-row matrix alone leaves half the lanes idle and the SM
+// holds half the matrices its registers allow. Warp collectives then span 16 lanes (shuffles
+// within the half), multisection evaluates 16 points a round, and what differs between the two
+// matrices (a zero reflector, a settled bracket, NaN input) never makes a half skip a collective.
 // Expects defines N >= 2 (matrix size), real (float/double), vec_t (float4/double2), EPS,
-// SAFE_MIN, INF, MIN_EXP, ITERS (multisection rounds), SEVERAL and PACKED (0 or 1).
+// SAFE_MIN, INF, MIN_EXP, ITERS (multisection rounds at 33 points), SEVERAL, PACKED and PAIRED
+// (0 or 1), MIN_BLOCKS (blocks an SM must hold: the compiler's register budget; 1 leaves it free).
 
 #if N < 2
 #error "N >= 2: the 1 x 1 case is answered without the kernel"
 #endif
 // fp32 Sturm counts use the fast 2-ulp division: a count near lambda_k is as good either way
 #define DIVIDE(a, b) (sizeof(real) == 4 ? (real)__fdividef((float)(a), (float)(b)) : (a) / (b))
+#if PAIRED && N > 16
+#error "PAIRED: two matrices of at most 16 rows a warp"
+#endif
 #define NW ((N + 31) / 32)          // warps per block; the block has 32 * NW threads
+#define MPB (PAIRED ? 2 : 1)        // matrices per block
+#define LANES (PAIRED ? 16 : 32)    // lanes a matrix's warp collectives span
+#define TPM (PAIRED ? 16 : 32 * NW) // threads per matrix
+#define FULL 0xffffffffu
 #define VW (sizeof(real) == 4 ? 4 : 2)  // elements per 16-byte shared load
 #define LDV (((N + VW - 1) / VW) * VW)  // padded row length of the reflector store
 #define LDS (N | 1)                 // odd row stride of the staging copy: no bank conflicts
 #define NV (N > 2 ? N - 2 : 1)      // number of reflectors kept
-#define STORE_ELEMS ((NV * LDV > N * LDS) ? NV * LDV : N * LDS)
+// (a multiple of VW: the second matrix's store stays 16-byte aligned)
+#define STORE_ELEMS ((((NV * LDV > N * LDS) ? NV * LDV : N * LDS) + VW - 1) / VW * VW)
 
 
 __device__ __forceinline__ real warp_sum(real x) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    for (int o = LANES / 2; o > 0; o >>= 1) x += __shfl_xor_sync(FULL, x, o);
     return x;
 }
 
 __device__ __forceinline__ real warp_max(real x) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+    for (int o = LANES / 2; o > 0; o >>= 1) x = fmax(x, __shfl_xor_sync(FULL, x, o));
     return x;
 }
 
 __device__ __forceinline__ real warp_min(real x) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x = fmin(x, __shfl_xor_sync(0xffffffffu, x, o));
+    for (int o = LANES / 2; o > 0; o >>= 1) x = fmin(x, __shfl_xor_sync(FULL, x, o));
     return x;
 }
 
-// Sum over the block of one value per thread; every thread gets the total.
+// Sum over the matrix's threads of one value per thread; every thread gets the total.
 // One __syncthreads: the caller must not reuse `slot` before the next barrier.
 __device__ __forceinline__ real block_sum(real x, real* slot) {
     x = warp_sum(x);
@@ -98,22 +114,44 @@ __device__ __forceinline__ int sturm_count(const real* d, const real* e2, real x
     return count;
 }
 
-extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
+extern "C" __global__ void __launch_bounds__(32 * NW, MIN_BLOCKS) kth_eigenpair(
     const real* __restrict__ input, real* __restrict__ value, real* __restrict__ vector,
-    const int k_first, const int count, const int stride, const int lower, const int want_vector)
+    const int k_first, const int count, const int stride, const int lower, const int want_vector,
+    const long long batch)
 {
-    __shared__ __align__(16) real store[STORE_ELEMS];  // staging copy, then the reflectors
-    __shared__ __align__(16) real w_shared[LDV];
-    __shared__ real d[N], e[N], e2[N], taus[NV], red[2][NW];
-    __shared__ real x_next;
+    // per matrix of the block: the staging copy, then the reflectors; w; the tridiagonal matrix
+    __shared__ __align__(16) real store_all[MPB][STORE_ELEMS];
+    __shared__ __align__(16) real w_all[MPB][LDV];
+    __shared__ real d_all[MPB][N], e_all[MPB][N], e2_all[MPB][N], taus_all[MPB][NV], red_all[MPB][2][NW];
+    __shared__ real x_next_all[MPB];
 #if !SEVERAL
-    __shared__ real u0[N], u1[N], u2[N], mult[N], y[N];
-    __shared__ int swapped[N];
+    __shared__ real u0_all[MPB][N], u1_all[MPB][N], u2_all[MPB][N], mult_all[MPB][N], y_all[MPB][N];
+    __shared__ int swapped_all[MPB][N];
 #endif
 
-    const int r = threadIdx.x;
-    const int lane = r & 31;
-    const long long b = blockIdx.x;
+    const int half = PAIRED ? (int)(threadIdx.x >> 4) : 0;  // the block's matrix this thread works on
+    const int r = PAIRED ? (int)(threadIdx.x & 15) : (int)threadIdx.x;  // its row
+    const int lane = r & 31;  // its lane among the matrix's LANES
+    const int lane_base = PAIRED ? 16 * half : 0;  // the matrix's first lane of the warp
+    const unsigned half_mask = PAIRED ? (0xffffu << lane_base) : FULL;
+    // a missing second matrix (odd batch) repeats the first's work and writes nothing
+    const long long b = min((long long)blockIdx.x * MPB + half, batch - 1);
+    const bool writes = (long long)blockIdx.x * MPB + half < batch;
+    real* const store = store_all[half];
+    real* const w_shared = w_all[half];
+    real* const d = d_all[half];
+    real* const e = e_all[half];
+    real* const e2 = e2_all[half];
+    real* const taus = taus_all[half];
+    real (*const red)[NW] = red_all[half];
+#if !SEVERAL
+    real* const u0 = u0_all[half];
+    real* const u1 = u1_all[half];
+    real* const u2 = u2_all[half];
+    real* const mult = mult_all[half];
+    real* const y = y_all[half];
+    int* const swapped = swapped_all[half];
+#endif
     const real nan_value = (real)nan("");
 
     // 1. load (coalesced), check, take row r, scale.
@@ -121,7 +159,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     real amax = 0;
 #if PACKED
     const real* src = input + b * (long long)(N * (N + 1) / 2);
-    for (int idx = r; idx < N * (N + 1) / 2; idx += 32 * NW) {
+    for (int idx = r; idx < N * (N + 1) / 2; idx += TPM) {
         int i = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // the row of entry idx (then exact)
         while (i * (i + 1) / 2 > idx) --i;
         while ((i + 1) * (i + 2) / 2 <= idx) ++i;
@@ -133,7 +171,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     }
 #else
     const real* src = input + b * (long long)(N * N);
-    for (int idx = r; idx < N * N; idx += 32 * NW) {
+    for (int idx = r; idx < N * N; idx += TPM) {
         const int i = idx / N, j = idx - (idx / N) * N;
         const real x = src[idx];
         store[i * LDS + j] = x;
@@ -145,29 +183,37 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
 #endif
     amax = warp_max(amax);
     if (lane == 0) red[0][r >> 5] = amax;
-    if (__syncthreads_or(bad)) {
-        if (r < count) value[b * count + r] = nan_value;
-        if (want_vector) for (int i = r; i < N * count; i += 32 * NW) vector[b * N * count + i] = nan_value;
-        return;
-    }
+#if PAIRED
+    const bool any_bad = (__ballot_sync(FULL, bad) & half_mask) != 0;
+    __syncwarp();
+#else
+    const bool any_bad = __syncthreads_or(bad);
+#endif
     amax = red[0][0];
 #pragma unroll
     for (int w = 1; w < NW; ++w) amax = fmax(amax, red[0][w]);
-    int exponent = 0;
-    if (amax > 0) frexp(amax, &exponent);
-    exponent = max(exponent, MIN_EXP);  // a tiny matrix is scaled up only as far as is finite
-    if (amax == 0) {  // the zero matrix: lambda_k = 0 exactly, q_k = e_k
-        if (r < count) value[b * count + r] = 0;
+    // NaN/inf -> NaN outputs; the zero matrix: lambda_k = 0 exactly, q_k = e_k. Alone in its block
+    // such a matrix returns here; paired, its half goes on with a zero matrix and writes nothing.
+    const bool special = any_bad || amax == 0;
+    if (special && writes) {
+        for (int i = r; i < count; i += TPM) value[b * count + i] = any_bad ? nan_value : (real)0;
         if (want_vector)
-            for (int i = r; i < N * count; i += 32 * NW) vector[b * N * count + i] = (i % N == k_first + (i / N) * stride) ? 1 : 0;
-        return;
+            for (int i = r; i < N * count; i += TPM)
+                vector[b * N * count + i] = any_bad ? nan_value : ((i % N == k_first + (i / N) * stride) ? 1 : 0);
     }
-    const real scale = ldexp((real)1, -exponent);  // power of two: exact
+#if !PAIRED
+    if (special) return;
+#endif
+    const bool writes_result = writes && !special;
+    int exponent = 0;
+    if (amax > 0 && !special) frexp(amax, &exponent);
+    exponent = max(exponent, MIN_EXP);  // a tiny matrix is scaled up only as far as is finite
+    const real scale = special ? (real)1 : ldexp((real)1, -exponent);  // power of two: exact
     real a[N];
 #pragma unroll
     for (int c = 0; c < N; ++c) {
         real x = 0;
-        if (r < N) {
+        if (r < N && !special) {
             const bool direct = lower ? (c <= r) : (c >= r);
             x = direct ? store[r * LDS + c] : store[c * LDS + r];
         }
@@ -185,10 +231,10 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             for (int t = 0; t < VW; ++t) if (c0 + t < N && c0 + t == kk) x = a[c0 + t];
         }
         if (r == kk) d[kk] = x;
-        if (r == kk + 1) x_next = x;
+        if (r == kk + 1) x_next_all[half] = x;
         const real sigma = block_sum((r > kk + 1 && r < N) ? x * x : (real)0, red[0]);
         if (NW == 1) __syncthreads();  // x_next visible
-        const real x0 = x_next;
+        const real x0 = x_next_all[half];
         real tau = 0, beta = x0, v = 0;
         if (sigma > SAFE_MIN) {
             const real norm = sqrt(x0 * x0 + sigma);
@@ -201,7 +247,9 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
         if (r < LDV) vk[r] = v;
         if (r == 0) { taus[kk] = tau; e[kk] = beta; }
         __syncthreads();
-        if (tau != 0) {  // the same in every thread
+        // tau is the same in the matrix's threads; paired, a zero reflector's update (v = w = 0)
+        // leaves a unchanged while the other half's runs: the collectives inside see both halves
+        if (PAIRED ? __any_sync(FULL, tau != 0) : tau != 0) {
             const real p = tau * dot_row(a, vk, kk + 1);
             const real vp = block_sum(v * p, red[1]);
             const real w = p - (tau / 2) * vp * v;
@@ -234,7 +282,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     real glo_all = 0, ghi_all = 0, emax2 = 0;
     {
         real glo = INF, ghi = -INF;
-        for (int i = lane; i < N; i += 32) {
+        for (int i = lane; i < N; i += LANES) {
             const real left = i > 0 ? fabs(e[i - 1]) : (real)0;
             const real right = i < N - 1 ? fabs(e[i]) : (real)0;
             glo = fmin(glo, d[i] - left - right);
@@ -255,11 +303,11 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
     for (int c0 = 0; c0 < count; c0 += 16) {
         // indices c0 .. c0 + chunk - 1 at once: index c0 + g in lanes [g G, (g + 1) G)
         const int chunk = min(count - c0, 16);
-        const int G = 32 / chunk;
+        const int G = LANES / chunk;
         const int group = lane / G, pos = lane - group * G;
         const bool in_group = group < chunk;
         const int k = k_first + (c0 + min(group, chunk - 1)) * stride;
-        const unsigned group_mask = G == 32 ? 0xffffffffu : ((1u << G) - 1u) << (group * G);
+        const unsigned group_mask = (G == 32 ? FULL : ((1u << G) - 1u) << (group * G)) << lane_base;
         // as many rounds as ITERS gives bits, at log2(G + 1) bits a round
         const int rounds = G == 32 ? ITERS : (int)ceilf(ITERS * 5.04439412f / log2f((float)(G + 1)));
         real lo = glo_all, hi = ghi_all;
@@ -267,7 +315,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
         for (int it = 0; it < rounds; ++it) {
             const real h = (hi - lo) / (G + 1);
             const real x = lo + (pos + 1) * h;
-            const unsigned below = __ballot_sync(0xffffffffu, !settled && sturm_count(d, e2, x, pivmin) <= k);
+            const unsigned below = __ballot_sync(FULL, !settled && sturm_count(d, e2, x, pivmin) <= k);
             if (!settled) {
                 const int j = __popc(below & group_mask);  // counts grow with x: the group's first j lie below
                 const real new_lo = j > 0 ? lo + j * h : lo;
@@ -276,14 +324,14 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
                 hi = fmax(new_hi, new_lo);
                 settled = hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi));
             }
-            if (__all_sync(0xffffffffu, settled)) break;
+            if (__all_sync(FULL, settled)) break;
         }
         const real lambda = lo + (hi - lo) / 2;
-        if (in_group && pos == 0) value[b * count + c0 + group] = lambda / scale;
+        if (writes_result && in_group && pos == 0) value[b * count + c0 + group] = lambda / scale;
         if (!want_vector) continue;
 
         // 4. eigenvectors: lane j < chunk takes index c0 + j (its lambda from its group's first lane)
-        const real lam = __shfl_sync(0xffffffffu, lambda, min(lane, chunk - 1) * G);
+        const real lam = __shfl_sync(FULL, lambda, min(lane, chunk - 1) * G, LANES);
         if (lane < chunk) {
             real mult[N], u0[N], u1[N], u2[N], y[N];
             bool swapped[N];
@@ -343,7 +391,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             const real inv_norm = 1 / sqrt(sq);
             real* out = vector + (b * count + c0 + lane) * (long long)N;
 #pragma unroll
-            for (int i = 0; i < N; ++i) out[i] = y[i] * inv_norm;
+            for (int i = 0; i < N; ++i) if (writes_result) out[i] = y[i] * inv_norm;
         }
         __syncwarp();
     }
@@ -352,19 +400,25 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
         const int k = k_first + jk * stride;
         const long long out = b * count + jk;  // this index's value; its vector at out * N
         real lo = glo_all, hi = ghi_all;
-        for (int it = 0; it < ITERS; ++it) {
-            const real h = (hi - lo) / 33;
+        // LANES points a round: ITERS rounds of 33 points give the bits that ROUNDS of 17 do
+        constexpr int ROUNDS = PAIRED ? (ITERS * 5044 + 4086) / 4087 : ITERS;
+        bool settled = false;
+        for (int it = 0; it < ROUNDS; ++it) {
+            const real h = (hi - lo) / (LANES + 1);
             const real x = lo + (lane + 1) * h;
-            const unsigned below = __ballot_sync(0xffffffffu, sturm_count(d, e2, x, pivmin) <= k);
-            const int j = __popc(below);  // counts grow with x: lanes 0..j-1 lie below lambda_k
-            const real new_lo = j > 0 ? lo + j * h : lo;
-            const real new_hi = j < 32 ? lo + (j + 1) * h : hi;
-            lo = new_lo;
-            hi = fmax(new_hi, new_lo);
-            if (hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi))) break;
+            const unsigned below = __ballot_sync(FULL, !settled && sturm_count(d, e2, x, pivmin) <= k);
+            if (!settled) {
+                const int j = __popc(below & half_mask);  // counts grow with x: the first j lanes lie below
+                const real new_lo = j > 0 ? lo + j * h : lo;
+                const real new_hi = j < LANES ? lo + (j + 1) * h : hi;
+                lo = new_lo;
+                hi = fmax(new_hi, new_lo);
+                settled = hi - lo <= 2 * EPS * fmax(fabs(lo), fabs(hi));
+            }
+            if (__all_sync(FULL, settled)) break;  // (a warp-wide exit: the halves' ballots stay together)
         }
         const real lambda = lo + (hi - lo) / 2;
-        if (lane == 0) value[out] = lambda / scale;
+        if (writes_result && lane == 0) value[out] = lambda / scale;
         if (!want_vector) continue;
 
         // 4. eigenvector: inverse iteration on T (lane 0), then the back-transform (warp 0)
@@ -404,20 +458,22 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
             }
         }
         __syncwarp();
-        constexpr int PER_LANE = (N + 31) / 32;
+        constexpr int PER_LANE = (N + LANES - 1) / LANES;
         real yl[PER_LANE];
 #pragma unroll
-        for (int j = 0; j < PER_LANE; ++j) yl[j] = (lane + 32 * j < N) ? y[lane + 32 * j] : (real)0;
+        for (int j = 0; j < PER_LANE; ++j) yl[j] = (lane + LANES * j < N) ? y[lane + LANES * j] : (real)0;
         for (int kk = N - 3; kk >= 0; --kk) {
             const real tau = taus[kk];
-            if (tau == 0) continue;
+            // (paired: skipped only when both halves' reflectors are zero -- warp_sum below is a
+            // collective; a zero one's v = 0 changes nothing)
+            if (PAIRED ? !__any_sync(FULL, tau != 0) : tau == 0) continue;
             const real* vk = store + kk * LDV;
             real s = 0;
 #pragma unroll
-            for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) s += vk[lane + 32 * j] * yl[j];
+            for (int j = 0; j < PER_LANE; ++j) if (lane + LANES * j < N) s += vk[lane + LANES * j] * yl[j];
             s = tau * warp_sum(s);
 #pragma unroll
-            for (int j = 0; j < PER_LANE; ++j) if (lane + 32 * j < N) yl[j] -= s * vk[lane + 32 * j];
+            for (int j = 0; j < PER_LANE; ++j) if (lane + LANES * j < N) yl[j] -= s * vk[lane + LANES * j];
         }
         real sq = 0;
 #pragma unroll
@@ -425,7 +481,7 @@ extern "C" __global__ void __launch_bounds__(32 * NW) kth_eigenpair(
         const real inv_norm = 1 / sqrt(warp_sum(sq));
 #pragma unroll
         for (int j = 0; j < PER_LANE; ++j)
-            if (lane + 32 * j < N) vector[out * N + lane + 32 * j] = yl[j] * inv_norm;
+            if (writes_result && lane + LANES * j < N) vector[out * N + lane + LANES * j] = yl[j] * inv_norm;
         __syncwarp();  // every lane has read y before lane 0 writes the next index's
     }
 #endif
