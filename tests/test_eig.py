@@ -605,14 +605,16 @@ def test_kernel_two_matrices_a_warp_match_one_a_block(monkeypatch, dtype, n, bat
 
     monkeypatch.setattr(_kernel_backend, "PAIRED_SEVERAL", True)  # (off by default: its own test here)
 
-    def solve(paired_max_n):
+    def solve(paired_max_n, want_vector=True):
         monkeypatch.setattr(_kernel_backend, "PAIRED_MAX_N", paired_max_n)
         if packed:
-            return _kernel_backend.packed_k(P, n, ks, True)
-        return _kernel_backend.eigh_k(A, ks, True)
+            return _kernel_backend.packed_k(P, n, ks, want_vector)
+        return _kernel_backend.eigh_k(A, ks, True) if want_vector else (_kernel_backend.eigvalsh_k(A, ks, True), None)
 
     paired_values, paired_vectors = solve(16)
     values, vectors = solve(0)
+    # without vectors: the same multisection, so the same bits
+    assert torch.equal(solve(16, want_vector=False)[0].nan_to_num(7.0), paired_values.nan_to_num(7.0))
     assert paired_values.shape == values.shape and paired_vectors.shape == vectors.shape
     bad = torch.zeros(batch, dtype=torch.bool)
     if batch >= 7:

@@ -32,12 +32,12 @@ SEVERAL_MAX_N = 16
 # matrices run at once (benchmarks/RESULTS.md, section 1).
 PAIRED_MAX_N = 16
 # The several-index kernel paired too: it is faster alone (0.55-0.68x at 3 indices from 2,620 matrices),
-# but in one run flights' three-quantile fits with it early-stopped at half the epochs with 6-8 % worse
-# pinball losses (correct values and vectors in every test): off until that is understood.
+# but flights' three-quantile fits with it early-stopped at half the epochs with 6-8 % worse pinball
+# losses, the same in two runs (correct values and vectors in every test): off until that is understood.
 PAIRED_SEVERAL = False
 # Blocks an SM must hold for the paired one-index float32 kernel (1: the compiler's choice, 113
-# registers a thread, 18 blocks an SM; 32 holds it to 64 registers, spilling to L1:
-# `bench_eig.py --paired` measures both).
+# registers a thread, 18 blocks an SM; 32 holds it to 64 registers, spilling to L1: faster alone from
+# 5,240 matrices, but flights' fits were 2-4 % slower with it; `bench_eig.py --paired` measures both).
 PAIRED_MIN_BLOCKS = 1
 
 _SOURCE_PATH = Path(__file__).with_name("_kernel_source.cu")
