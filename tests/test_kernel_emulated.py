@@ -1,0 +1,122 @@
+"""The CUDA eigen kernel's logic where there is no GPU (CI): its source compiled with g++ against a warp
+emulator (tests/emulated_cuda: 32 fibers stand for a one-warp block, and a collective that some lanes
+skip is caught) and run on the CPU. Values against LAPACK, unit eigenvectors with small residuals, NaN
+and zero matrices, two matrices a warp beside one a block, several indices, packed input, odd batches.
+The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
+reference; the tests marked ``cuda`` in test_eig.py run the kernel itself."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests import emulated_cuda
+
+pytestmark = pytest.mark.skipif(not emulated_cuda.available(), reason="needs g++ and glibc (Linux)")
+
+TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("emulated_cuda")
+
+
+def _mixed_batch(batch: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random symmetric matrices with, where the batch is long enough, the zero matrix (2), NaN in a
+    lower triangle (5), a diagonal one (6: every reflector zero) and repeated spectra (8 to 15)."""
+    G = rng.normal(size=(batch, n, n))
+    A = (G + G.transpose(0, 2, 1)) / 2
+    if batch > 15:
+        A[2] = 0.0
+        A[5, n - 1, 0] = np.nan
+        A[6] = np.diag(np.arange(n, dtype=np.float64))
+        Q = np.linalg.qr(rng.normal(size=(8, n, n)))[0]
+        spectrum = np.where(np.arange(n) < n // 2, 2.0, -0.5)
+        A[8:16] = (Q * spectrum[None, None, :]) @ Q.transpose(0, 2, 1)
+    return A
+
+
+def _check(A, ks, values, vectors, dtype, want_vector=True):
+    n = A.shape[-1]
+    ks = [ks] if isinstance(ks, int) else list(ks)
+    finite = np.isfinite(A).all(axis=(1, 2))
+    assert np.isnan(values[~finite]).all() and (not want_vector or np.isnan(vectors[~finite]).all())
+    M = A[finite]
+    zero = ~M.any(axis=(1, 2))
+    scale = np.maximum(np.abs(np.linalg.eigvalsh(M)).max(axis=1), 1.0)
+    reference = np.linalg.eigvalsh(M)[:, ks]
+    got = values[finite].astype(np.float64)
+    assert (got[zero] == 0).all()
+    assert (np.abs(got - reference) / scale[:, None]).max() <= TOL[dtype] * n ** 0.5
+    if not want_vector:
+        assert (vectors == 7.0).all()  # never written
+        return
+    q = vectors[finite].astype(np.float64)
+    assert (q[zero] == np.eye(n)[ks][None]).all()
+    assert np.abs(np.linalg.norm(q, axis=-1) - 1).max() <= 100 * TOL[dtype]
+    residual = np.linalg.norm(np.einsum("bij,bkj->bki", M, q) - got[..., None] * q, axis=-1) / scale[:, None]
+    assert residual.max() <= 10 * TOL[dtype] * n ** 0.5
+
+
+@pytest.mark.parametrize("paired", [False, True])
+@pytest.mark.parametrize("several", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_default_model_size_on_mixed_batches(build_dir, paired, several, packed):
+    """15 x 15 float32 (the default model's): an odd batch of random, zero, NaN, diagonal and
+    repeated-spectrum matrices, one index or three (a quantile model's), with and without vectors."""
+    n, dtype = 15, torch.float32
+    A = _mixed_batch(37, n, np.random.default_rng(1))
+    kernel = emulated_cuda.EmulatedEigenKernel(n, dtype, build_dir, several=several, packed=packed, paired=paired)
+    rows, cols = np.tril_indices(n)
+    inputs = A[:, rows, cols] if packed else A
+    ks = (5, 7, 9) if several else 7
+    for want_vector in (True, False):
+        divergent, values, vectors = kernel(inputs, ks, want_vector)
+        assert not divergent
+        _check(A, ks, values, vectors, dtype, want_vector)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("paired", [False, True])
+def test_small_and_largest_paired_sizes(build_dir, n, paired):
+    A = _mixed_batch(33 if n > 2 else 7, n, np.random.default_rng(n))
+    kernel = emulated_cuda.EmulatedEigenKernel(n, torch.float32, build_dir, paired=paired)
+    for k in {0, n // 2, n - 1}:
+        divergent, values, vectors = kernel(A, k)
+        assert not divergent
+        _check(A, k, values, vectors, torch.float32)
+
+
+def test_float64_and_two_matrices_a_warp_agree_with_one_a_block(build_dir):
+    n, dtype = 15, torch.float64
+    A = _mixed_batch(37, n, np.random.default_rng(2))
+    rows, cols = np.tril_indices(n)
+    results = []
+    for paired in (False, True):
+        kernel = emulated_cuda.EmulatedEigenKernel(n, dtype, build_dir, several=True, packed=True, paired=paired)
+        divergent, values, vectors = kernel(A[:, rows, cols], (5, 7, 9))
+        assert not divergent
+        _check(A, (5, 7, 9), values, vectors, dtype)
+        results.append((values, vectors))
+    (one_values, one_vectors), (paired_values, paired_vectors) = results
+    np.testing.assert_allclose(paired_values, one_values, rtol=0, atol=1e-12)
+    finite = np.isfinite(one_vectors).all(axis=(1, 2))
+    overlap = np.abs((paired_vectors[finite] * one_vectors[finite]).sum(-1))
+    assert np.abs(overlap - 1).max() <= 1e-9
+
+
+def test_a_collective_that_one_half_warp_skips_is_caught(build_dir):
+    """The emulator's own check, on a bug the paired kernel once had: its back-transform skipped a
+    zero reflector's shuffles in one half-warp only (repeated spectra make such zeros in float32)."""
+    fixed = "if (PAIRED ? !__any_sync(FULL, tau != 0) : tau == 0) continue;"
+    assert emulated_cuda.KERNEL_SOURCE.count(fixed) == 1
+    broken = emulated_cuda.KERNEL_SOURCE.replace(fixed, "if (tau == 0) continue;")
+    kernel = emulated_cuda.EmulatedEigenKernel(4, torch.float32, build_dir, paired=True, source=broken)
+    rng = np.random.default_rng(4)
+    Q = np.linalg.qr(rng.normal(size=(64, 4, 4)))[0]
+    A = (Q * np.array([-0.5, -0.5, 2.0, 2.0])[None, None, :]) @ Q.transpose(0, 2, 1)
+    divergent, _, _ = kernel(A, 2)
+    assert divergent
+    divergent, values, vectors = emulated_cuda.EmulatedEigenKernel(4, torch.float32, build_dir, paired=True)(A, 2)
+    assert not divergent
+    _check(A, 2, values, vectors, torch.float32)
