@@ -1,5 +1,5 @@
 """The CUDA eigen kernel's logic where there is no GPU (CI): its source compiled with g++ against a warp
-emulator (tests/emulated_cuda: 32 fibers stand for a one-warp block, and a collective that some lanes
+emulator (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes
 skip is caught) and run on the CPU. Values against LAPACK, unit eigenvectors with small residuals, NaN
 and zero matrices, two matrices a warp beside one a block, several indices, packed input, odd batches.
 The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
@@ -85,6 +85,20 @@ def test_small_and_largest_paired_sizes(build_dir, n, paired):
         divergent, values, vectors = kernel(A, k)
         assert not divergent
         _check(A, k, values, vectors, torch.float32)
+
+
+@pytest.mark.parametrize("n,dtype,packed", [(17, torch.float32, False), (33, torch.float32, True),
+                                             (45, torch.float64, False), (64, torch.float32, False)])
+def test_one_and_two_warp_blocks_above_the_paired_sizes(build_dir, n, dtype, packed):
+    """One matrix a block of one warp (n <= 32) or two (n <= 64: block-wide sums and barriers, and the
+    second warp leaving before warp 0's multisection)."""
+    A = _mixed_batch(17, n, np.random.default_rng(n))
+    kernel = emulated_cuda.EmulatedEigenKernel(n, dtype, build_dir, packed=packed)
+    rows, cols = np.tril_indices(n)
+    for k in (0, n // 2, n - 1):
+        divergent, values, vectors = kernel(A[:, rows, cols] if packed else A, k)
+        assert not divergent
+        _check(A, k, values, vectors, dtype)
 
 
 def test_float64_and_two_matrices_a_warp_agree_with_one_a_block(build_dir):

@@ -1,5 +1,5 @@
 """The CUDA eigen kernel's source run on the CPU, for CI (no GPU): compiled with g++ against
-``warp_emulator.h`` (32 fibers stand for a one-warp block) and called through ctypes on numpy arrays,
+``warp_emulator.h`` (fibers stand for a block's threads) and called through ctypes on numpy arrays,
 with the defines ``skspectral.eig._kernel_backend`` compiles it with."""
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ def available() -> bool:
 
 
 class EmulatedEigenKernel:
-    """``kth_eigenpair`` for n x n matrices (n <= 32: one warp a block) of ``dtype``, compiled as
+    """``kth_eigenpair`` for n x n matrices (n <= 64: one or two warps a block) of ``dtype``, compiled as
     ``_kernel_backend`` would for the flags given; ``source`` replaces the kernel's text (a test of
     the emulator itself). Compiled objects are kept in ``build_dir`` by the source's hash."""
 
     def __init__(self, n: int, dtype: torch.dtype, build_dir: Path, *, several: bool = False,
                  packed: bool = False, paired: bool = False, source: str = KERNEL_SOURCE):
-        if not 2 <= n <= 32:
-            raise ValueError(f"the emulator runs one-warp blocks: 2 <= n <= 32, got {n}")
+        if not 2 <= n <= 64:
+            raise ValueError(f"the emulator runs blocks of one or two warps: 2 <= n <= 64, got {n}")
         self.n, self.dtype, self.packed, self.paired = n, dtype, packed, paired
         defines = {"N": str(n), **_kernel_backend._DEFINES[dtype], "SEVERAL": str(int(several)),
                    "PACKED": str(int(packed)), "PAIRED": str(int(paired)), "MIN_BLOCKS": "1"}

@@ -1,9 +1,9 @@
-// A CPU stand-in for the CUDA features of a one-warp block, so that a kernel's source compiles with
+// A CPU stand-in for the CUDA features of a block of one or two warps, so that a kernel's source compiles with
 // g++ and runs in CI, which has no GPU (tests/test_kernel_emulated.py runs the eigen kernel so).
-// The block's 32 threads are fibers (ucontext) on one OS thread that take turns: each runs until a
-// collective (a shuffle, ballot, vote or barrier), then hands over to the next lane; the 32nd to arrive
-// goes on, so a lane resumes only after every lane has arrived. Every collective also checks that all
-// lanes came from the same place in the code (the return address, compiled with -O0 so that no two
+// The block's threads (one or two warps) are fibers (ucontext) on one OS thread that take turns: each
+// runs until a collective (a warp's shuffle, ballot, vote or __syncwarp; the block's __syncthreads),
+// then hands over; the last of its group to arrive goes on, so a lane leaves a meeting only after its
+// whole group has arrived. Every meeting also checks that its lanes came from the same place in the code (the return address, compiled with -O0 so that no two
 // source places share one): a collective that some lanes skip -- a half-warp branching around a
 // shuffle the other half runs -- ends the launch with `emu::divergent` set instead of going unnoticed.
 // Shared memory is a function's static arrays (blocks run one after the other).
@@ -39,59 +39,84 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 namespace emu {
-inline ucontext_t lanes[32], caller;
-inline int arrived = 0, finished = 0;
-inline double slot[32];
-inline const void* site[32];
+constexpr int MAX_THREADS = 64;  // two warps: the eigen kernel's blocks up to n = 64
+inline int threads = 32;         // the launch's block size
+inline ucontext_t lanes[MAX_THREADS], caller;
+inline int finished = 0;
+inline double slot[MAX_THREADS];
 inline int divergent = 0;
 
-inline void barrier() {
+// The lanes that must meet: a warp's 32 (shuffles, ballots, votes, __syncwarp) or the block's
+// (__syncthreads). Each arrival notes where it came from; the last one releases the others.
+struct Group {
+    int arrived = 0;
+    long generation = 0;
+    const void* site = nullptr;
+    bool apart = false;
+};
+inline Group warps[MAX_THREADS / 32], block;
+
+inline void yield() {
     const int me = (int)threadIdx.x;
-    if (++arrived == 32) { arrived = 0; return; }
-    const int next = (me + 1) & 31;
+    const int next = (me + 1) % threads;
     threadIdx.x = (unsigned)next;
     swapcontext(&lanes[me], &lanes[next]);
     threadIdx.x = (unsigned)me;
 }
-// all 32 lanes meet; each must come from the same call site
-__attribute__((noinline)) inline void meet(const void* where) {
-    const unsigned lane = threadIdx.x;
-    site[lane] = where;
-    barrier();
-    const bool apart = site[0] != where;
-    barrier();
-    if (apart) { divergent = 1; setcontext(&caller); }  // the launch ends here: its lanes are out of step
+inline void arrive(Group& group, int expected, const void* where) {
+    if (group.arrived == 0) { group.site = where; group.apart = false; }
+    else if (group.site != where) group.apart = true;
+    const long generation = group.generation;
+    if (++group.arrived == expected) {
+        group.arrived = 0;
+        ++group.generation;
+    } else {
+        while (group.generation == generation) yield();  // the others run on to this meeting
+    }
+    if (group.apart) { divergent = 1; setcontext(&caller); }  // the launch ends: lanes out of step
 }
-template <typename T> __attribute__((noinline)) T exchange(T x, unsigned src, const void* where) {
-    meet(where);
+inline Group& my_warp() { return warps[threadIdx.x / 32]; }
+inline unsigned warp_base() { return threadIdx.x & ~31u; }
+
+template <typename T> __attribute__((noinline)) T exchange(T x, unsigned src_lane, const void* where) {
+    arrive(my_warp(), 32, where);
     slot[threadIdx.x] = (double)x;  // float <-> double is exact
-    barrier();
-    const T y = (T)slot[src];
-    barrier();
+    arrive(my_warp(), 32, where);
+    const T y = (T)slot[warp_base() + src_lane];
+    arrive(my_warp(), 32, where);
     return y;
 }
 __attribute__((noinline)) inline unsigned ballot(bool p, const void* where) {
-    meet(where);
+    arrive(my_warp(), 32, where);
     slot[threadIdx.x] = p ? 1.0 : 0.0;
-    barrier();
+    arrive(my_warp(), 32, where);
     unsigned bits = 0;
-    for (unsigned l = 0; l < 32; ++l) if (slot[l] != 0) bits |= 1u << l;
-    barrier();
+    for (unsigned l = 0; l < 32; ++l) if (slot[warp_base() + l] != 0) bits |= 1u << l;
+    arrive(my_warp(), 32, where);
     return bits;
+}
+__attribute__((noinline)) inline bool block_or(bool p, const void* where) {
+    arrive(block, threads, where);
+    slot[threadIdx.x] = p ? 1.0 : 0.0;
+    arrive(block, threads, where);
+    bool any = false;
+    for (int t = 0; t < threads; ++t) any |= slot[t] != 0;
+    arrive(block, threads, where);
+    return any;
 }
 }  // namespace emu
 
 #define EMU_SITE __builtin_return_address(0)
 template <typename T> __attribute__((noinline)) T __shfl_xor_sync(unsigned, T x, int o, int = 32) {
-    return emu::exchange(x, threadIdx.x ^ (unsigned)o, EMU_SITE);
+    return emu::exchange(x, (threadIdx.x & 31u) ^ (unsigned)o, EMU_SITE);
 }
 template <typename T> __attribute__((noinline)) T __shfl_sync(unsigned, T x, int src, int width = 32) {
-    const unsigned base = threadIdx.x & ~(unsigned)(width - 1);
+    const unsigned base = (threadIdx.x & 31u) & ~(unsigned)(width - 1);
     return emu::exchange(x, base + (unsigned)(src % width), EMU_SITE);
 }
 __attribute__((noinline)) inline unsigned __ballot_sync(unsigned, bool p) { return emu::ballot(p, EMU_SITE); }
 __attribute__((noinline)) inline bool __any_sync(unsigned, bool p) { return emu::ballot(p, EMU_SITE) != 0; }
 __attribute__((noinline)) inline bool __all_sync(unsigned, bool p) { return emu::ballot(p, EMU_SITE) == 0xffffffffu; }
-__attribute__((noinline)) inline int __syncthreads_or(int p) { return emu::ballot(p != 0, EMU_SITE) != 0; }
-__attribute__((noinline)) inline void __syncthreads() { emu::meet(EMU_SITE); }
-__attribute__((noinline)) inline void __syncwarp() { emu::meet(EMU_SITE); }
+__attribute__((noinline)) inline int __syncthreads_or(int p) { return emu::block_or(p != 0, EMU_SITE); }
+__attribute__((noinline)) inline void __syncthreads() { emu::arrive(emu::block, emu::threads, EMU_SITE); }
+__attribute__((noinline)) inline void __syncwarp() { emu::arrive(emu::my_warp(), 32, EMU_SITE); }
