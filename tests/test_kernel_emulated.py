@@ -1,7 +1,8 @@
-"""The CUDA eigen kernel's logic where there is no GPU (CI): its source compiled with g++ against a warp
-emulator (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes
-skip is caught) and run on the CPU. Values against LAPACK, unit eigenvectors with small residuals, NaN
-and zero matrices, two matrices a warp beside one a block, several indices, packed input, odd batches.
+"""The CUDA eigen kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair
+kernel and the tridiagonal one) compiled with g++ against a warp emulator (tests/emulated_cuda: fibers
+stand for a block's threads, and a collective that some lanes skip is caught) and run on the CPU.
+Values against LAPACK, unit eigenvectors with small residuals, NaN and zero matrices, two matrices a
+warp beside one a block, several indices, packed input, odd batches.
 The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
 reference; the tests marked ``cuda`` in test_eig.py run the kernel itself."""
 
@@ -134,3 +135,45 @@ def test_a_collective_that_one_half_warp_skips_is_caught(build_dir):
     divergent, values, vectors = emulated_cuda.EmulatedEigenKernel(4, torch.float32, build_dir, paired=True)(A, 2)
     assert not divergent
     _check(A, 2, values, vectors, torch.float32)
+
+
+# ---- the tridiagonal kernel (structure="tridiagonal" on CUDA): a warp a matrix, any n -------------
+def _tridiagonal_batch(batch: int, n: int, rng: np.random.Generator):
+    """Random diagonals and off-diagonals; with batch > 5: the zero matrix (1), NaN (2), a split one with
+    a repeated eigenvalue (3: a zero off-diagonal between equal blocks), a diagonal one (4)."""
+    diagonal, off = rng.normal(size=(batch, n)), rng.normal(size=(batch, n - 1))
+    if batch > 5 and n >= 4:
+        diagonal[1], off[1] = 0.0, 0.0
+        diagonal[2, n // 2] = np.nan
+        half = n // 2
+        diagonal[3, half:2 * half], off[3, half:2 * half - 1] = diagonal[3, :half], off[3, :half - 1]
+        off[3, half - 1] = 0.0
+        off[4] = 0.0
+    return diagonal, off
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 5, 40, 100])
+def test_tridiagonal_kernel(build_dir, dtype, n):
+    diagonal, off = _tridiagonal_batch(9, n, np.random.default_rng(n))
+    A = np.zeros((len(diagonal), n, n))
+    A[:, np.arange(n), np.arange(n)] = diagonal
+    A[:, np.arange(1, n), np.arange(n - 1)] = off
+    A[:, np.arange(n - 1), np.arange(1, n)] = off
+    kernel = emulated_cuda.EmulatedTridiagonalKernel(dtype, build_dir)
+    for k in sorted({0, n // 2, n - 1}):
+        for want_vector in (True, False):
+            divergent, values, vectors = kernel(diagonal, off, k, want_vector)
+            assert not divergent
+            _check(A, k, values[:, None], vectors[:, None], dtype, want_vector)
+
+
+def test_tridiagonal_kernel_divergence_is_caught(build_dir):
+    """The emulator's check on the tridiagonal source: lane 0 alone taking a shuffle is reported."""
+    source = emulated_cuda.TRIDIAGONAL_SOURCE
+    vote = "bad = __any_sync(FULL_MASK, bad);"
+    assert source.count(vote) == 1
+    kernel = emulated_cuda.EmulatedTridiagonalKernel(torch.float32, build_dir,
+                                                     source=source.replace(vote, "if (lane == 0) " + vote))
+    diagonal, off = _tridiagonal_batch(3, 6, np.random.default_rng(0))
+    assert kernel(diagonal, off, 2)[0]

@@ -104,6 +104,43 @@ __attribute__((noinline)) inline bool block_or(bool p, const void* where) {
     arrive(block, threads, where);
     return any;
 }
+
+// A launch: `body` runs the kernel for blockIdx.x (its arguments are the caller's globals) on every
+// thread of each block of the grid, block after block; 1 where the lanes fell out of step, else 0.
+inline void (*block_body)() = nullptr;
+inline long long grid_blocks = 0;
+inline void lane_main() {
+    for (long long g = 0; g < grid_blocks; ++g) {
+        blockIdx.x = (unsigned)g;
+        block_body();
+        arrive(block, threads, nullptr);  // the block's end: every thread, none still inside the kernel
+    }
+    if (++finished == threads) setcontext(&caller);
+    while (true) yield();  // the others finish
+}
+inline int run_grid(int block_threads, long long grid, void (*body)()) {
+    constexpr size_t STACK = 1 << 18;
+    static std::vector<char> stacks(MAX_THREADS * STACK);
+    if (block_threads < 32 || block_threads > MAX_THREADS || block_threads % 32) return -1;
+    threads = block_threads;
+    grid_blocks = grid;
+    block_body = body;
+    divergent = 0;
+    finished = 0;
+    block = {};
+    for (auto& warp : warps) warp = {};
+    blockDim.x = (unsigned)threads;
+    for (int t = 0; t < threads; ++t) {
+        getcontext(&lanes[t]);
+        lanes[t].uc_stack.ss_sp = stacks.data() + (size_t)t * STACK;
+        lanes[t].uc_stack.ss_size = STACK;
+        lanes[t].uc_link = nullptr;
+        makecontext(&lanes[t], lane_main, 0);
+    }
+    threadIdx.x = 0;
+    swapcontext(&caller, &lanes[0]);
+    return divergent;
+}
 }  // namespace emu
 
 #define EMU_SITE __builtin_return_address(0)
