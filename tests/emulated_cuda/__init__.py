@@ -37,8 +37,8 @@ def _compiled(defines: dict, source: str, driver: str, build_dir: Path) -> ctype
         cpp = library.with_suffix(".cpp")
         cpp.write_text(text)
         # -O0: no two places in the source may share one return address (the emulator's check)
-        subprocess.run(["g++", "-std=c++17", "-O0", "-w", "-shared", "-fPIC", f"-I{HERE}", str(cpp), "-o", str(library)],
-                       check=True, capture_output=True)
+        subprocess.run(["g++", "-std=c++17", "-O0", "-w", "-shared", "-fPIC", f"-I{HERE}", str(cpp),
+                        "-o", str(library)], check=True, capture_output=True)
     return ctypes.CDLL(str(library))
 
 
@@ -99,6 +99,6 @@ class EmulatedTridiagonalKernel:
         work = np.empty(B * 5 * n if want_vector else 1, dtype=real)
         divergent = self._library.emulate(
             _POINTER(diagonal.ctypes.data), _POINTER(off.ctypes.data), _POINTER(values.ctypes.data),
-            _POINTER(vectors.ctypes.data), _POINTER(work.ctypes.data), ctypes.c_int(B), ctypes.c_int(n), ctypes.c_int(k),
-            ctypes.c_int(int(want_vector)))
+            _POINTER(vectors.ctypes.data), _POINTER(work.ctypes.data), ctypes.c_int(B), ctypes.c_int(n),
+            ctypes.c_int(k), ctypes.c_int(int(want_vector)))
         return bool(divergent), values, vectors
