@@ -97,6 +97,7 @@ def _own_gradient(kernel_name: str, fn, last_axis: bool = False, parameters=()):
 
     # a compiled training pass may run the kernel itself, with these constants
     value_and_gradient.kernel_name, value_and_gradient.kernel_parameters = kernel_name, constants
+    value_and_gradient.kernel_last_axis = last_axis
     value_and_gradient.runs_kernel_on = runs_kernel_on
     return value_and_gradient
 

@@ -26,7 +26,7 @@ def _loss(name, kwargs):
     return _losses.get_loss(name) if name in _losses.LOSSES else _losses.regression_loss(name, **kwargs)
 
 
-def _batch(name, kwargs, rows, n_members, dtype, seed):
+def _batch(name, kwargs, rows, n_members, dtype, seed, device="cuda"):
     """A batch as the model outputs it: (rows[, members][, classes or levels]), targets with the
     kinks (outputs on their targets, zero counts), zero weights."""
     rng = np.random.default_rng(seed)
@@ -49,7 +49,7 @@ def _batch(name, kwargs, rows, n_members, dtype, seed):
         output = output.sort(dim=-1).values  # the model's output is ordered
     weight = torch.as_tensor(rng.uniform(0, 2, rows), dtype=dtype)
     weight[::4] = 0.0
-    return output.cuda(), target.cuda(), weight.cuda()
+    return output.to(device), target.to(device), weight.to(device)
 
 
 @pytest.mark.parametrize("name, kwargs", _LOSSES)

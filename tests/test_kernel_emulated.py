@@ -1,5 +1,5 @@
-"""The CUDA eigen kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair
-kernel and the tridiagonal one) compiled with g++ against a warp emulator (tests/emulated_cuda: fibers
+"""The CUDA kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair kernel,
+the tridiagonal one, the losses') compiled with g++ against a warp emulator (tests/emulated_cuda: fibers
 stand for a block's threads, and a collective that some lanes skip is caught) and run on the CPU.
 Values against LAPACK, unit eigenvectors with small residuals, NaN and zero matrices, two matrices a
 warp beside one a block, several indices, packed input, odd batches.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import emulated_cuda
+from tests import emulated_cuda, test_cuda_losses
 
 pytestmark = pytest.mark.skipif(not emulated_cuda.available(), reason="needs g++ and glibc (Linux)")
 
@@ -177,3 +177,29 @@ def test_tridiagonal_kernel_divergence_is_caught(build_dir):
                                                      source=source.replace(vote, "if (lane == 0) " + vote))
     diagonal, off = _tridiagonal_batch(3, 6, np.random.default_rng(0))
     assert kernel(diagonal, off, 2)[0]
+
+
+# ---- the losses' kernel (skspectral._cuda_losses): one block of 1,024 threads ------------------
+@pytest.mark.parametrize("name, kwargs", test_cuda_losses._LOSSES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_members, rows", [(1, 1), (4, 37), (4, 1310)])
+def test_loss_kernel_is_autograds(build_dir, name, kwargs, dtype, n_members, rows):
+    """Every training loss's value and gradient from the CUDA source equal autograd's through
+    members_fn to rounding (the test the GPU runs in test_cuda_losses.py, here on the CPU); every
+    gradient entry written; the same bits on a second launch."""
+    loss = test_cuda_losses._loss(name, kwargs)
+    output, target, weight = test_cuda_losses._batch(name, kwargs, rows, n_members, dtype, seed=rows + n_members,
+                                                     device="cpu")
+    if rows == 1:
+        weight.fill_(1.0)
+    leaf = output.clone().requires_grad_()
+    expected = loss.members_fn(n_members)(leaf, target, weight)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    kernel = emulated_cuda.EmulatedLossKernel(build_dir)
+    step = loss.fn_and_gradient
+    run = [kernel(step.kernel_name, output.numpy(), target.numpy(), weight.numpy(), tuple(step.kernel_parameters),
+                  step.kernel_last_axis) for _ in range(2)]
+    (divergent, value, gradient), again = run
+    assert not divergent and value == again[1] and np.array_equal(gradient, again[2])
+    torch.testing.assert_close(torch.tensor(value, dtype=dtype), expected.detach(), **test_cuda_losses._ROUNDING[dtype])
+    torch.testing.assert_close(torch.as_tensor(gradient), expected_grad, **test_cuda_losses._ROUNDING[dtype])

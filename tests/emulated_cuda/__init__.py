@@ -102,3 +102,35 @@ class EmulatedTridiagonalKernel:
             _POINTER(vectors.ctypes.data), _POINTER(work.ctypes.data), ctypes.c_int(B), ctypes.c_int(n),
             ctypes.c_int(k), ctypes.c_int(int(want_vector)))
         return bool(divergent), values, vectors
+
+
+class EmulatedLossKernel:
+    """The losses' CUDA kernel (``skspectral._cuda_losses``: every training loss's value and gradient,
+    one block of 1,024 threads) as ``_cuda_losses`` compiles it."""
+
+    def __init__(self, build_dir: Path):
+        from skspectral import _cuda_losses
+
+        self._library = _compiled({}, _cuda_losses._CODE_DEFINES + _cuda_losses._SOURCE, "loss_kernel_driver.cpp",
+                                  build_dir)
+        self._codes = _cuda_losses.CODES
+
+    def __call__(self, kernel_name: str, output: np.ndarray, target: np.ndarray, weight: np.ndarray,
+                 parameters=(), last_axis: bool = False):
+        """(divergent, value, gradient) as ``_cuda_losses.loss_and_gradient`` takes them: output
+        (rows[, members][, classes or levels where last_axis]), target and weight (rows,)."""
+        real = output.dtype.type
+        output = np.ascontiguousarray(output)
+        target, weight = (np.ascontiguousarray(a, dtype=real) for a in (target, weight))
+        rows = output.shape[0]
+        k = output.shape[-1] if last_axis else 1
+        members = output.size // max(1, rows * k)
+        constants = np.ascontiguousarray(np.asarray(parameters or (0.0,), dtype=np.float64).reshape(-1))
+        value = np.full(1, 7.0, dtype=real)
+        gradient = np.full_like(output, 7.0)
+        emulate = self._library.emulate_float if real == np.float32 else self._library.emulate_double
+        divergent = emulate(ctypes.c_int(self._codes[kernel_name]), _POINTER(output.ctypes.data),
+                            _POINTER(target.ctypes.data), _POINTER(weight.ctypes.data),
+                            _POINTER(constants.ctypes.data), ctypes.c_longlong(rows), ctypes.c_longlong(members),
+                            ctypes.c_int(k), _POINTER(value.ctypes.data), _POINTER(gradient.ctypes.data))
+        return bool(divergent), value[0], gradient

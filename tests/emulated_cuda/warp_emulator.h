@@ -1,6 +1,6 @@
-// A CPU stand-in for the CUDA features of a block of one or two warps, so that a kernel's source compiles with
+// A CPU stand-in for the CUDA features of a block (up to 1,024 threads), so that a kernel's source compiles with
 // g++ and runs in CI, which has no GPU (tests/test_kernel_emulated.py runs the eigen kernel so).
-// The block's threads (one or two warps) are fibers (ucontext) on one OS thread that take turns: each
+// The block's threads are fibers (ucontext) on one OS thread that take turns: each
 // runs until a collective (a warp's shuffle, ballot, vote or __syncwarp; the block's __syncthreads),
 // then hands over; the last of its group to arrive goes on, so a lane leaves a meeting only after its
 // whole group has arrived. Every meeting also checks that its lanes came from the same place in the code (the return address, compiled with -O0 so that no two
@@ -39,7 +39,7 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 namespace emu {
-constexpr int MAX_THREADS = 64;  // two warps: the eigen kernel's blocks up to n = 64
+constexpr int MAX_THREADS = 1024;  // CUDA's largest block (the loss kernel's)
 inline int threads = 32;         // the launch's block size
 inline ucontext_t lanes[MAX_THREADS], caller;
 inline int finished = 0;
@@ -119,9 +119,10 @@ inline void lane_main() {
     while (true) yield();  // the others finish
 }
 inline int run_grid(int block_threads, long long grid, void (*body)()) {
-    constexpr size_t STACK = 1 << 18;
-    static std::vector<char> stacks(MAX_THREADS * STACK);
+    constexpr size_t STACK = 1 << 16;
+    static std::vector<char> stacks;
     if (block_threads < 32 || block_threads > MAX_THREADS || block_threads % 32) return -1;
+    if (stacks.size() < block_threads * STACK) stacks.resize(block_threads * STACK);
     threads = block_threads;
     grid_blocks = grid;
     block_body = body;
