@@ -1,10 +1,11 @@
 """The CUDA kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair kernel,
-the tridiagonal one, the losses') compiled with g++ against a warp emulator (tests/emulated_cuda: fibers
-stand for a block's threads, and a collective that some lanes skip is caught) and run on the CPU.
-Values against LAPACK, unit eigenvectors with small residuals, NaN and zero matrices, two matrices a
-warp beside one a block, several indices, packed input, odd batches.
+the tridiagonal one, the losses', the matrices' assembly) compiled with g++ against a warp emulator
+(tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes skip is
+caught) and run on the CPU. Values against LAPACK and torch's ops, unit eigenvectors with small
+residuals, NaN and zero matrices, two matrices a warp beside one a block, several indices, packed
+input, odd batches, every loss's value and gradient, the assembly's gradients (gradcheck where small).
 The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
-reference; the tests marked ``cuda`` in test_eig.py run the kernel itself."""
+references; the tests marked ``cuda`` run the kernels themselves."""
 
 import numpy as np
 import pytest
@@ -180,13 +181,23 @@ def test_tridiagonal_kernel_divergence_is_caught(build_dir):
 
 
 # ---- the losses' kernel (skspectral._cuda_losses): one block of 1,024 threads ------------------
+@pytest.fixture(scope="module")
+def loss_kernels(build_dir):
+    from skspectral import _cuda_losses
+
+    return emulated_cuda.EmulatedRawKernels(_cuda_losses._CODE_DEFINES + _cuda_losses._SOURCE, build_dir)
+
+
 @pytest.mark.parametrize("name, kwargs", test_cuda_losses._LOSSES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n_members, rows", [(1, 1), (4, 37), (4, 1310)])
-def test_loss_kernel_is_autograds(build_dir, name, kwargs, dtype, n_members, rows):
-    """Every training loss's value and gradient from the CUDA source equal autograd's through
-    members_fn to rounding (the test the GPU runs in test_cuda_losses.py, here on the CPU); every
-    gradient entry written; the same bits on a second launch."""
+def test_loss_kernel_is_autograds(monkeypatch, loss_kernels, name, kwargs, dtype, n_members, rows):
+    """_cuda_losses.loss_and_gradient with its kernel emulated on CPU tensors: every training loss's
+    value and gradient equal autograd's through members_fn to rounding (what test_cuda_losses.py
+    checks on the GPU); the same bits on a second launch."""
+    from skspectral import _cuda_losses
+
+    monkeypatch.setattr(_cuda_losses, "_KERNELS", loss_kernels)
     loss = test_cuda_losses._loss(name, kwargs)
     output, target, weight = test_cuda_losses._batch(name, kwargs, rows, n_members, dtype, seed=rows + n_members,
                                                      device="cpu")
@@ -195,11 +206,66 @@ def test_loss_kernel_is_autograds(build_dir, name, kwargs, dtype, n_members, row
     leaf = output.clone().requires_grad_()
     expected = loss.members_fn(n_members)(leaf, target, weight)
     (expected_grad,) = torch.autograd.grad(expected, leaf)
-    kernel = emulated_cuda.EmulatedLossKernel(build_dir)
     step = loss.fn_and_gradient
-    run = [kernel(step.kernel_name, output.numpy(), target.numpy(), weight.numpy(), tuple(step.kernel_parameters),
-                  step.kernel_last_axis) for _ in range(2)]
-    (divergent, value, gradient), again = run
-    assert not divergent and value == again[1] and np.array_equal(gradient, again[2])
-    torch.testing.assert_close(torch.tensor(value, dtype=dtype), expected.detach(), **test_cuda_losses._ROUNDING[dtype])
-    torch.testing.assert_close(torch.as_tensor(gradient), expected_grad, **test_cuda_losses._ROUNDING[dtype])
+    loss_kernels.divergent = False
+    value, gradient = _cuda_losses.loss_and_gradient(step.kernel_name, output, target, weight,
+                                                     tuple(step.kernel_parameters), step.kernel_last_axis)
+    again = _cuda_losses.loss_and_gradient(step.kernel_name, output, target, weight, tuple(step.kernel_parameters),
+                                           step.kernel_last_axis)
+    assert not loss_kernels.divergent
+    assert value.dim() == 0 and torch.equal(value, again[0]) and torch.equal(gradient, again[1])
+    torch.testing.assert_close(value, expected.detach(), **test_cuda_losses._ROUNDING[dtype])
+    torch.testing.assert_close(gradient, expected_grad, **test_cuda_losses._ROUNDING[dtype])
+
+
+# ---- the matrices' assembly (skspectral._assembly): the table, the diagonals' sums, the backward --
+@pytest.fixture(scope="module")
+def assembly_kernels(build_dir):
+    from skspectral import _assembly
+
+    return emulated_cuda.EmulatedRawKernels(_assembly._SOURCE, build_dir)
+
+
+def _reference_matrices(Z, weight, mu_start, mu_increments):
+    """diag(mu) + sum_c Z[:, c] 0.5 (W_c + W_c^T) per member, with torch's ops."""
+    mu = torch.cat([mu_start, mu_start + torch.cumsum(torch.nn.functional.softplus(mu_increments), dim=1)], dim=1)
+    symmetric = 0.5 * (weight + weight.transpose(-1, -2))
+    return torch.einsum("bc,mcij->bmij", Z, symmetric) + torch.diag_embed(mu)[None]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("n, columns, members, rows", [(1, 3, 1, 5), (3, 4, 2, 7), (15, 9, 4, 300)])
+def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, packed, n, columns, members, rows):
+    """The assembled matrices (whole, or their packed lower triangles) and every gradient equal
+    torch's ops in float64, from the CUDA kernels emulated on CPU tensors (softplus past its
+    threshold too); gradcheck where small."""
+    from skspectral import _assembly
+
+    monkeypatch.setattr(_assembly, "_KERNELS", assembly_kernels)
+    g = torch.Generator().manual_seed(n * 100 + rows)
+    Z = torch.randn(rows, columns, generator=g, dtype=torch.float64)
+    weight = torch.randn(members, columns, n, n, generator=g, dtype=torch.float64)
+    mu_start = torch.randn(members, 1, generator=g, dtype=torch.float64)
+    mu_increments = torch.randn(members, n - 1, generator=g, dtype=torch.float64)
+    if n > 2:
+        mu_increments[0, 0] = 25.0  # past softplus' threshold
+    inputs = [t.requires_grad_() for t in (Z, weight, mu_start, mu_increments)]
+    assemble = _assembly.assembled_packed if packed else _assembly.assembled_matrices
+    rows_i, cols_i = torch.tril_indices(n, n)
+
+    def reference(*args):
+        M = _reference_matrices(*args)
+        return M[..., rows_i, cols_i] if packed else M
+
+    assembly_kernels.divergent = False
+    got = assemble(*inputs)
+    expected = reference(*inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad(got, inputs, upstream)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert not assembly_kernels.divergent
+    if rows * columns * members * n * n <= 600:
+        assert torch.autograd.gradcheck(assemble, tuple(inputs), eps=1e-6, atol=1e-7)

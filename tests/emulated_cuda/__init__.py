@@ -1,11 +1,14 @@
-"""The CUDA eigen kernels' sources run on the CPU, for CI (no GPU): compiled with g++ against
-``warp_emulator.h`` (fibers stand for a block's threads) and called through ctypes on numpy arrays,
-with the defines ``skspectral.eig._kernel_backend`` compiles them with."""
+"""CUDA sources run on the CPU, for CI (no GPU): a source's ``extern "C" __global__`` kernels are
+compiled with g++ against ``warp_emulator.h`` (fibers stand for a block's threads; a collective that
+some lanes skip is reported) and launched through ctypes, on torch CPU tensors or numpy arrays.
+:class:`EmulatedRawKernels` stands in for ``skspectral.eig._cupy_support.RawKernels``, so a module's
+own Python around its kernels runs unchanged on CPU tensors."""
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +22,9 @@ from skspectral.eig import _kernel_backend
 HERE = Path(__file__).parent
 KERNEL_SOURCE = Path(_kernel_backend.__file__).with_name("_kernel_source.cu").read_text()
 TRIDIAGONAL_SOURCE = Path(_kernel_backend.__file__).with_name("_tridiagonal_source.cu").read_text()
-_POINTER = ctypes.c_void_p
+_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+_SCALARS = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "float": ctypes.c_float,
+            "double": ctypes.c_double, "unsigned": ctypes.c_uint}
 
 
 def available() -> bool:
@@ -27,19 +32,88 @@ def available() -> bool:
     return sys.platform.startswith("linux") and shutil.which("g++") is not None
 
 
-def _compiled(defines: dict, source: str, driver: str, build_dir: Path) -> ctypes.CDLL:
-    """The kernel's source with its defines and driver, compiled once per text into ``build_dir``."""
-    text = ('#include "warp_emulator.h"\n' + "".join(f"#define {k} {v}\n" for k, v in defines.items()) + source
-            + (HERE / driver).read_text())
-    text_hash = hashlib.sha1((text + (HERE / "warp_emulator.h").read_text()).encode()).hexdigest()[:16]
-    library = Path(build_dir) / f"kernel_{text_hash}.so"
-    if not library.exists():
-        cpp = library.with_suffix(".cpp")
-        cpp.write_text(text)
-        # -O0: no two places in the source may share one return address (the emulator's check)
-        subprocess.run(["g++", "-std=c++17", "-O0", "-w", "-shared", "-fPIC", f"-I{HERE}", str(cpp),
-                        "-o", str(library)], check=True, capture_output=True)
-    return ctypes.CDLL(str(library))
+class EmulatedModule:
+    """The ``extern "C" __global__`` kernels of a CUDA ``source`` (with ``defines``) compiled for the
+    CPU, once per text, into ``build_dir``."""
+
+    def __init__(self, source: str, build_dir: Path, defines: dict | None = None):
+        text = "".join(f"#define {k} {v}\n" for k, v in (defines or {}).items()) + source
+        # the kernels' names and parameters, read off the preprocessed source (macros expanded)
+        expanded = subprocess.run(["g++", "-E", "-P", "-x", "c++", "-D__launch_bounds__(...)=", "-"], input=text,
+                                  capture_output=True, text=True, check=True).stdout
+        self.kernels = {name: [self._parameter(p) for p in params.split(",") if p.strip()]
+                        for name, params in _SIGNATURE.findall(expanded)}
+        code = '#include "warp_emulator.h"\n' + text + "".join(self._driver(name) for name in self.kernels)
+        code_hash = hashlib.sha1((code + (HERE / "warp_emulator.h").read_text()).encode()).hexdigest()[:16]
+        library = Path(build_dir) / f"kernels_{code_hash}.so"
+        if not library.exists():
+            cpp = library.with_suffix(".cpp")
+            cpp.write_text(code)
+            # -O0: no two places in the source may share one return address (the emulator's check)
+            subprocess.run(["g++", "-std=c++17", "-O0", "-w", "-shared", "-fPIC", f"-I{HERE}", str(cpp),
+                            "-o", str(library)], check=True, capture_output=True)
+        self._library = ctypes.CDLL(str(library))
+
+    @staticmethod
+    def _parameter(text: str) -> tuple[str, str, object]:
+        """(declaration as a struct member, name, ctypes type) of one kernel parameter."""
+        words = text.replace("__restrict__", "").replace("*", " * ").split()
+        name, type_words = words[-1], words[:-1]
+        if "*" in type_words:
+            return " ".join(type_words) + " " + name, name, ctypes.c_void_p
+        type_name = " ".join(w for w in type_words if w != "const")  # a struct member is assigned
+        return f"{type_name} {name}", name, _SCALARS[type_name]
+
+    def _driver(self, name: str) -> str:
+        members = "; ".join(declaration for declaration, _, _ in self.kernels[name])
+        names = [n for _, n, _ in self.kernels[name]]
+        parameters = ", ".join(declaration for declaration, _, _ in self.kernels[name])
+        return f"""
+namespace emulated_{name} {{
+struct Arguments {{ {members}; }};
+Arguments arguments;
+void body() {{ {name}({", ".join("arguments." + n for n in names)}); }}
+}}
+extern "C" int emulate_{name}({parameters}, long long grid, int block) {{
+    emulated_{name}::arguments = {{{", ".join(names)}}};
+    return emu::run_grid(block, grid, emulated_{name}::body);
+}}
+"""
+
+    def launch(self, name: str, blocks: int, threads: int, args: tuple) -> bool:
+        """Run kernel ``name`` on a grid of ``blocks`` blocks of ``threads``; tensors (CPU, contiguous)
+        and numpy arrays go as their data pointers. Whether the lanes fell out of step."""
+        types = [kind for _, _, kind in self.kernels[name]]
+        if len(args) != len(types):
+            raise TypeError(f"{name} takes {len(types)} arguments, got {len(args)}")
+        values = []
+        for arg, kind in zip(args, types):
+            if isinstance(arg, torch.Tensor):
+                if arg.device.type != "cpu" or not arg.is_contiguous():
+                    raise ValueError(f"{name}: a tensor argument must be a contiguous CPU tensor")
+                arg = arg.data_ptr()
+            elif isinstance(arg, np.ndarray):
+                arg = arg.ctypes.data
+            values.append(kind(arg.item() if isinstance(arg, np.generic) else arg))
+        divergent = getattr(self._library, f"emulate_{name}")(*values, ctypes.c_longlong(blocks), ctypes.c_int(threads))
+        if divergent < 0:
+            raise ValueError(f"{name}: the emulator runs blocks of 32 to 1,024 threads (multiples of 32), "
+                             f"got {threads}")
+        return bool(divergent)
+
+
+class EmulatedRawKernels:
+    """``skspectral.eig._cupy_support.RawKernels`` on the CPU: ``launch(name, dtype, index, blocks,
+    threads, args)`` runs ``{name}_float`` or ``{name}_double`` on CPU tensors; ``divergent`` is set
+    where a launch's lanes fell out of step."""
+
+    def __init__(self, source: str, build_dir: Path):
+        self.module = EmulatedModule(source, build_dir)
+        self.divergent = False
+
+    def launch(self, name: str, dtype, index, blocks: int, threads: int, args: tuple) -> None:
+        suffix = "double" if dtype == torch.float64 else "float"
+        self.divergent |= self.module.launch(f"{name}_{suffix}", blocks, threads, args)
 
 
 def _real(dtype: torch.dtype):
@@ -53,12 +127,10 @@ class EmulatedEigenKernel:
 
     def __init__(self, n: int, dtype: torch.dtype, build_dir: Path, *, several: bool = False,
                  packed: bool = False, paired: bool = False, source: str = KERNEL_SOURCE):
-        if not 2 <= n <= 64:
-            raise ValueError(f"the emulator runs blocks of one or two warps: 2 <= n <= 64, got {n}")
         self.n, self.dtype, self.packed, self.paired = n, dtype, packed, paired
         defines = {"N": str(n), **_kernel_backend._DEFINES[dtype], "SEVERAL": str(int(several)),
                    "PACKED": str(int(packed)), "PAIRED": str(int(paired)), "MIN_BLOCKS": "1"}
-        self._library = _compiled(defines, source, "eigen_kernel_driver.cpp", build_dir)
+        self.module = EmulatedModule(source, build_dir, defines)
 
     def __call__(self, inputs: np.ndarray, ks, want_vector: bool = True, lower: bool = True):
         """(divergent, values (B, K), vectors (B, K, n)) for a batch of matrices (B, n, n), or of their
@@ -71,12 +143,10 @@ class EmulatedEigenKernel:
         batch = inputs.shape[0]
         values = np.full((batch, len(ks)), 7.0, dtype=real)
         vectors = np.full((batch, len(ks), self.n), 7.0, dtype=real)
-        grid = (batch + 1) // 2 if self.paired else batch
-        divergent = self._library.emulate(
-            _POINTER(inputs.ctypes.data), _POINTER(values.ctypes.data), _POINTER(vectors.ctypes.data),
-            ctypes.c_int(ks[0]), ctypes.c_int(len(ks)), ctypes.c_int(stride), ctypes.c_int(int(lower or self.packed)),
-            ctypes.c_int(int(want_vector)), ctypes.c_longlong(batch), ctypes.c_longlong(grid))
-        return bool(divergent), values, vectors
+        divergent = self.module.launch(
+            "kth_eigenpair", (batch + 1) // 2 if self.paired else batch, 32 * ((self.n + 31) // 32),
+            (inputs, values, vectors, ks[0], len(ks), stride, int(lower or self.packed), int(want_vector), batch))
+        return divergent, values, vectors
 
 
 class EmulatedTridiagonalKernel:
@@ -85,11 +155,11 @@ class EmulatedTridiagonalKernel:
     def __init__(self, dtype: torch.dtype, build_dir: Path, source: str = TRIDIAGONAL_SOURCE):
         self.dtype = dtype
         defines = {key: _kernel_backend._DEFINES[dtype][key] for key in ("real", "EPS", "SAFE_MIN", "INF")}
-        self._library = _compiled(defines, source, "tridiagonal_kernel_driver.cpp", build_dir)
+        self.module = EmulatedModule(source, build_dir, defines)
 
     def __call__(self, diagonal: np.ndarray, off: np.ndarray, k: int, want_vector: bool = True):
         """(divergent, values (B,), vectors (B, n)) of tridiagonal matrices: diagonals (B, n), off-diagonals
-        (B, n - 1). Outputs start as 7.0."""
+        (B, n - 1). Outputs start as 7.0. (One warp a block here; the GPU runs four, which never meet.)"""
         real = _real(self.dtype)
         diagonal = np.ascontiguousarray(diagonal, dtype=real)
         off = np.ascontiguousarray(off, dtype=real) if off.size else diagonal  # never read when n = 1
@@ -97,40 +167,6 @@ class EmulatedTridiagonalKernel:
         values = np.full(B, 7.0, dtype=real)
         vectors = np.full((B, n), 7.0, dtype=real)
         work = np.empty(B * 5 * n if want_vector else 1, dtype=real)
-        divergent = self._library.emulate(
-            _POINTER(diagonal.ctypes.data), _POINTER(off.ctypes.data), _POINTER(values.ctypes.data),
-            _POINTER(vectors.ctypes.data), _POINTER(work.ctypes.data), ctypes.c_int(B), ctypes.c_int(n),
-            ctypes.c_int(k), ctypes.c_int(int(want_vector)))
-        return bool(divergent), values, vectors
-
-
-class EmulatedLossKernel:
-    """The losses' CUDA kernel (``skspectral._cuda_losses``: every training loss's value and gradient,
-    one block of 1,024 threads) as ``_cuda_losses`` compiles it."""
-
-    def __init__(self, build_dir: Path):
-        from skspectral import _cuda_losses
-
-        self._library = _compiled({}, _cuda_losses._CODE_DEFINES + _cuda_losses._SOURCE, "loss_kernel_driver.cpp",
-                                  build_dir)
-        self._codes = _cuda_losses.CODES
-
-    def __call__(self, kernel_name: str, output: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                 parameters=(), last_axis: bool = False):
-        """(divergent, value, gradient) as ``_cuda_losses.loss_and_gradient`` takes them: output
-        (rows[, members][, classes or levels where last_axis]), target and weight (rows,)."""
-        real = output.dtype.type
-        output = np.ascontiguousarray(output)
-        target, weight = (np.ascontiguousarray(a, dtype=real) for a in (target, weight))
-        rows = output.shape[0]
-        k = output.shape[-1] if last_axis else 1
-        members = output.size // max(1, rows * k)
-        constants = np.ascontiguousarray(np.asarray(parameters or (0.0,), dtype=np.float64).reshape(-1))
-        value = np.full(1, 7.0, dtype=real)
-        gradient = np.full_like(output, 7.0)
-        emulate = self._library.emulate_float if real == np.float32 else self._library.emulate_double
-        divergent = emulate(ctypes.c_int(self._codes[kernel_name]), _POINTER(output.ctypes.data),
-                            _POINTER(target.ctypes.data), _POINTER(weight.ctypes.data),
-                            _POINTER(constants.ctypes.data), ctypes.c_longlong(rows), ctypes.c_longlong(members),
-                            ctypes.c_int(k), _POINTER(value.ctypes.data), _POINTER(gradient.ctypes.data))
-        return bool(divergent), value[0], gradient
+        divergent = self.module.launch("kth_tridiagonal", B, 32,
+                                       (diagonal, off, values, vectors, work, B, n, k, int(want_vector)))
+        return divergent, values, vectors
