@@ -1,9 +1,11 @@
 """The CUDA kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair kernel,
-the tridiagonal one, the losses', the matrices' assembly) compiled with g++ against a warp emulator
+the tridiagonal one, the losses', the matrices' assembly, Adam's, a graphed epoch's batch and totals)
+compiled with g++ against a warp emulator
 (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes skip is
 caught) and run on the CPU. Values against LAPACK and torch's ops, unit eigenvectors with small
 residuals, NaN and zero matrices, two matrices a warp beside one a block, several indices, packed
-input, odd batches, every loss's value and gradient, the assembly's gradients (gradcheck where small).
+input, odd batches, every loss's value and gradient, the assembly's gradients (gradcheck where small),
+torch.optim.Adam's steps, torch's batches and totals.
 The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
 references; the tests marked ``cuda`` run the kernels themselves."""
 
@@ -269,3 +271,77 @@ def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, pack
     assert not assembly_kernels.divergent
     if rows * columns * members * n * n <= 600:
         assert torch.autograd.gradcheck(assemble, tuple(inputs), eps=1e-6, atol=1e-7)
+
+
+# ---- Adam (skspectral._training.adam.ElementwiseAdam): one thread per element, three parameters a launch
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elementwise_adam_is_torchs_adam(monkeypatch, build_dir, dtype):
+    """ElementwiseAdam with its CUDA kernel emulated on CPU tensors takes torch.optim.Adam's steps:
+    parameters of several sizes (two launches, an empty parameter) and a learning rate changed in
+    place between steps."""
+    from skspectral._training import adam as adam_module
+
+    kernels = emulated_cuda.EmulatedRawKernels(adam_module._SOURCE, build_dir)
+    monkeypatch.setattr(adam_module, "_KERNELS", kernels)
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(4, 1), (4, 14), (2, 13, 15, 15), (4, 0), (7,)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=generator, dtype=dtype)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    lr = torch.tensor(1e-2, dtype=torch.float32)
+    optimizer = adam_module.ElementwiseAdam(ours, lr)
+    reference = torch.optim.Adam(theirs, lr=1e-2)
+
+    def loss(parameters):
+        return sum((p.sin() * (i + 1)).square().sum() for i, p in enumerate(parameters))
+
+    for rate in (1e-2, 1e-2, 3e-3, 1e-3):
+        lr.fill_(rate)
+        for group in reference.param_groups:
+            group["lr"] = float(lr)
+        optimizer.zero_grad(set_to_none=False)
+        loss(ours).backward()
+        optimizer.step()
+        reference.zero_grad()
+        loss(theirs).backward()
+        reference.step()
+    assert kernels.launches == 4 * 2 and not kernels.divergent  # five parameters: two launches a step
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for mine, torchs in zip(ours, theirs):
+        torch.testing.assert_close(mine, torchs, **tolerance)
+    assert not torch.equal(ours[2], theirs[2].detach() * 0)  # it moved
+
+
+# ---- a graphed epoch's batch and totals (skspectral._training.cuda_graph.StaticBatchSteps) ------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_values", [1, 3])
+def test_static_batch_steps_kernels_are_torchs_ops(monkeypatch, build_dir, dtype, n_values):
+    """The batch and the totals from the two kernels (emulated, on CPU tensors): the same batches,
+    bit for bit (the last one padded with zero weights), and the same totals to rounding as torch's
+    ops, over two epochs."""
+    from skspectral._training import cuda_graph
+
+    kernels = emulated_cuda.EmulatedRawKernels(cuda_graph._SOURCE, build_dir)
+    monkeypatch.setattr(cuda_graph, "_KERNELS", kernels)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(203, 7, generator=g, dtype=dtype), torch.randn(203, generator=g, dtype=dtype)
+    weight = torch.rand(203, generator=g, dtype=dtype)
+    order = torch.randperm(203, generator=g)
+
+    def run(with_kernels: bool):
+        seen = []
+
+        def step(xb, yb, wb):
+            seen.append((xb.clone(), yb.clone(), wb.clone()))
+            return tuple((xb.sum(dim=1) * yb).mean() + j for j in range(n_values))
+
+        steps = cuda_graph.StaticBatchSteps(step, X, y, weight, batch_size=32, n_values=n_values)
+        steps.kernels = with_kernels  # (on the CPU: eager steps, the kernels emulated)
+        return [steps.epoch(order).clone() for _ in range(2)], seen
+
+    (expected, expected_seen), (got, seen) = run(False), run(True)
+    assert kernels.launches == 2 * 2 * 7 and not kernels.divergent  # two kernels a step
+    assert len(seen) == 2 * 7 and all(torch.equal(a, b) for pair in zip(seen, expected_seen) for a, b in zip(*pair))
+    assert torch.equal(seen[6][2][203 - 6 * 32:], torch.zeros(32 * 7 - 203, dtype=dtype))
+    rounding = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, **rounding)

@@ -105,15 +105,17 @@ extern "C" int emulate_{name}({parameters}, long long grid, int block) {{
 class EmulatedRawKernels:
     """``skspectral.eig._cupy_support.RawKernels`` on the CPU: ``launch(name, dtype, index, blocks,
     threads, args)`` runs ``{name}_float`` or ``{name}_double`` on CPU tensors; ``divergent`` is set
-    where a launch's lanes fell out of step."""
+    where a launch's lanes fell out of step; ``launches`` counts them."""
 
     def __init__(self, source: str, build_dir: Path):
         self.module = EmulatedModule(source, build_dir)
         self.divergent = False
+        self.launches = 0
 
     def launch(self, name: str, dtype, index, blocks: int, threads: int, args: tuple) -> None:
         suffix = "double" if dtype == torch.float64 else "float"
         self.divergent |= self.module.launch(f"{name}_{suffix}", blocks, threads, args)
+        self.launches += 1
 
 
 def _real(dtype: torch.dtype):
