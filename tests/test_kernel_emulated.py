@@ -1,13 +1,12 @@
-"""The CUDA kernels' logic where there is no GPU (CI): their sources (the fused k-th eigenpair kernel,
-the tridiagonal one, the losses', the matrices' assembly, Adam's, a graphed epoch's batch and totals)
-compiled with g++ against a warp emulator
-(tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes skip is
-caught) and run on the CPU. Values against LAPACK and torch's ops, unit eigenvectors with small
-residuals, NaN and zero matrices, two matrices a warp beside one a block, several indices, packed
-input, odd batches, every loss's value and gradient, the assembly's gradients (gradcheck where small),
-torch.optim.Adam's steps, torch's batches and totals.
-The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits, against the
-references; the tests marked ``cuda`` run the kernels themselves."""
+"""The CUDA kernels' logic where there is no GPU (CI): their sources compiled with g++ against a warp
+emulator (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes
+skip is caught) and run on the CPU -- the fused k-th eigenpair kernel, the tridiagonal one, the packed
+gradient, the losses', the matrices' assembly, Adam's, a graphed epoch's batch and totals. Values
+against LAPACK and torch's ops, unit eigenvectors with small residuals, NaN and zero matrices, two
+matrices a warp beside one a block, several indices, packed input, odd batches, every loss's value and
+gradient, the assembly's gradients (gradcheck where small), torch.optim.Adam's steps, torch's batches
+and totals. The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits,
+against the references; the tests marked ``cuda`` run the kernels themselves."""
 
 import numpy as np
 import pytest
@@ -180,6 +179,29 @@ def test_tridiagonal_kernel_divergence_is_caught(build_dir):
                                                      source=source.replace(vote, "if (lane == 0) " + vote))
     diagonal, off = _tridiagonal_batch(3, 6, np.random.default_rng(0))
     assert kernel(diagonal, off, 2)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("count", [1, 3])
+def test_packed_gradient_kernel(monkeypatch, build_dir, dtype, count):
+    """_kernel_backend.packed_grad (the eigenvalues' gradient with respect to packed lower triangles)
+    with its kernel emulated: sum_j g_j q_j q_j^T's lower triangle, off-diagonal entries twice."""
+    from skspectral.eig import _kernel_backend
+
+    kernels = emulated_cuda.EmulatedRawKernels(_kernel_backend._PACKED_GRAD_SOURCE, build_dir)
+    monkeypatch.setattr(_kernel_backend, "_PACKED_GRAD", kernels)
+    g = torch.Generator().manual_seed(count)
+    n, batch = 15, 37
+    vectors = torch.randn((batch, count, n) if count > 1 else (batch, n), generator=g, dtype=dtype)
+    weights = torch.randn((batch, count) if count > 1 else (batch,), generator=g, dtype=dtype)
+    got = _kernel_backend.packed_grad(vectors, weights)
+    q, w = vectors.reshape(batch, count, n).double(), weights.reshape(batch, count).double()
+    full = torch.einsum("bj,bji,bjl->bil", w, q, q)
+    rows, cols = torch.tril_indices(n, n)
+    expected = full[:, rows, cols] * torch.where(rows == cols, 1.0, 2.0).double()
+    assert kernels.launches == 1 and not kernels.divergent
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                               atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
 # ---- the losses' kernel (skspectral._cuda_losses): one block of 1,024 threads ------------------
