@@ -1,12 +1,12 @@
 """The CUDA kernels' logic where there is no GPU (CI): their sources compiled with g++ against a warp
-emulator (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes
-skip is caught) and run on the CPU -- the fused k-th eigenpair kernel, the tridiagonal one, the packed
-gradient, the losses', the matrices' assembly, Adam's, a graphed epoch's batch and totals. Values
-against LAPACK and torch's ops, unit eigenvectors with small residuals, NaN and zero matrices, two
-matrices a warp beside one a block, several indices, packed input, odd batches, every loss's value and
-gradient, the assembly's gradients (gradcheck where small), torch.optim.Adam's steps, torch's batches
-and totals. The GPU's arithmetic differs in the last bits (FMA, fast division): tolerances, not bits,
-against the references; the tests marked ``cuda`` run the kernels themselves."""
+emulator (tests/emulated_cuda: fibers stand for a block's threads, and a collective that some lanes skip
+is caught) and run on the CPU -- the fused k-th eigenpair kernel, the tridiagonal one, the packed
+gradient, the CuPy backend's gather, the losses', the matrices' assembly, Adam's, a graphed epoch's
+batch and totals. Values against LAPACK and torch's ops, unit eigenvectors with small residuals, NaN and
+zero matrices, two matrices a warp beside one a block, several indices, packed input, odd batches, every
+loss's value and gradient, the assembly's gradients (gradcheck where small), torch.optim.Adam's steps,
+torch's batches and totals. The GPU's arithmetic differs in the last bits (FMA, fast division):
+tolerances, not bits, against the references; the tests marked ``cuda`` run the kernels themselves."""
 
 import numpy as np
 import pytest
@@ -202,6 +202,38 @@ def test_packed_gradient_kernel(monkeypatch, build_dir, dtype, count):
     assert kernels.launches == 1 and not kernels.divergent
     torch.testing.assert_close(got.double(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-12,
                                atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lower", [True, False])
+def test_cupy_backends_gather_kernel(build_dir, dtype, lower):
+    """The CuPy backend's gather_kth: lambda_k and column k of V (any strides) per matrix, NaN for a
+    matrix with a non-finite entry in the triangle read, none for one in the other triangle."""
+    from skspectral.eig import _cupy_backend
+
+    scalar = "float" if dtype == torch.float32 else "double"
+    module = emulated_cuda.EmulatedModule(_cupy_backend._GATHER_SOURCE.replace("SCALAR", scalar), build_dir)
+    rng = np.random.default_rng(int(lower))
+    real, n, batch, k = _real(dtype), 7, 9, 4
+    A = rng.normal(size=(batch, n, n))
+    A = (A + A.transpose(0, 2, 1)) / 2
+    A[2, n - 1, 0] = np.nan  # lower triangle
+    A[3, 0, n - 1] = np.inf  # upper triangle
+    w, V = np.linalg.eigh(np.nan_to_num(A, posinf=0.0))
+    V_t = np.ascontiguousarray(V.transpose(0, 2, 1))  # column k of V as row k: strides differ from V's
+    A, w, V_t = (np.ascontiguousarray(a, dtype=real) for a in (A, w, V_t))
+    value, vector = np.full(batch, 7.0, dtype=real), np.full((batch, n), 7.0, dtype=real)
+    divergent = module.launch("gather_kth", batch, 64, (A, w, V_t, value, vector, n, k, int(lower), n, 1,
+                                                        n * n, 1, n))
+    assert not divergent
+    bad = np.zeros(batch, dtype=bool)
+    bad[2 if lower else 3] = True
+    assert np.isnan(value[bad]).all() and np.isnan(vector[bad]).all()
+    assert np.array_equal(value[~bad], w[~bad, k]) and np.array_equal(vector[~bad], V_t[~bad, k, :])
+
+
+def _real(dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
 
 
 # ---- the losses' kernel (skspectral._cuda_losses): one block of 1,024 threads ------------------
