@@ -153,17 +153,27 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: boo
     """
     if isinstance(k, tuple) and not backend.several_k:
         return torch.stack([kth_eigvalsh_unchecked(A, kj, backend, lower) for kj in k], dim=-1)
-    n = A.shape[-1]
-    batch_shape = A.shape[:-2] + ((len(k),) if isinstance(k, tuple) else ())
-    batch = A.reshape(-1, n, n)
+    return by_batch(A, 2, _index_axis(k), lambda batch: _KthEigvalsh.apply(batch, k, lower, backend),
+                    lambda batch: backend.eigvalsh_k(batch, k, lower))
+
+
+def _index_axis(k) -> tuple:
+    """The values' last axis for a tuple of indices, none for one index."""
+    return (len(k),) if isinstance(k, tuple) else ()
+
+
+def by_batch(X: torch.Tensor, item_dims: int, value_shape: tuple, solve_recorded, solve) -> torch.Tensor:
+    """Values (*batch, *value_shape) of the items -- X's last ``item_dims`` dimensions -- of X (*batch,
+    *item), solved as one contiguous (B, *item) batch: ``solve_recorded(batch)`` where autograd records
+    X, else ``solve(batch)`` on it detached (DLPack refuses tensors that require grad). An empty batch
+    keeps the graph."""
+    split = X.dim() - item_dims
+    batch_shape = X.shape[:split] + value_shape
+    batch = X.reshape(-1, *X.shape[split:])
     if batch.shape[0] == 0:
-        return A.new_empty(batch_shape) + 0 * A.sum()  # keeps the graph for empty batches
+        return X.new_empty(batch_shape) + 0 * X.sum()  # keeps the graph for empty batches
     batch = batch.contiguous()
-    if torch.is_grad_enabled() and A.requires_grad:
-        values = _KthEigvalsh.apply(batch, k, lower, backend)
-    else:
-        # detached: DLPack refuses tensors that require grad
-        values = backend.eigvalsh_k(batch.detach(), k, lower)
+    values = solve_recorded(batch) if torch.is_grad_enabled() and X.requires_grad else solve(batch.detach())
     return values.reshape(batch_shape)
 
 
@@ -188,16 +198,8 @@ class _KthEigvalshPacked(torch.autograd.Function):
 def kth_eigvalsh_packed_unchecked(P: torch.Tensor, n: int, k, backend: EigenBackend) -> torch.Tensor:
     """:func:`kth_eigvalsh_unchecked` of symmetric n x n matrices given as their lower triangles row
     by row, ``P`` (..., n (n + 1) / 2), on a backend that offers ``packed_k``: values (...[, K])."""
-    batch_shape = P.shape[:-1] + ((len(k),) if isinstance(k, tuple) else ())
-    batch = P.reshape(-1, P.shape[-1])
-    if batch.shape[0] == 0:
-        return P.new_empty(batch_shape) + 0 * P.sum()
-    batch = batch.contiguous()
-    if torch.is_grad_enabled() and P.requires_grad:
-        values = _KthEigvalshPacked.apply(batch, n, k, backend)
-    else:
-        values = backend.packed_k(batch.detach(), n, k, False)[0]
-    return values.reshape(batch_shape)
+    return by_batch(P, 1, _index_axis(k), lambda batch: _KthEigvalshPacked.apply(batch, n, k, backend),
+                    lambda batch: backend.packed_k(batch, n, k, False)[0])
 
 
 def kth_eigvalsh(A: torch.Tensor, k, *, lower: bool = True, backend: str = "auto") -> torch.Tensor:

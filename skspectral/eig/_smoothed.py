@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ._api import _check_matrices, check_eigval_index, select_backend_offering
+from ._api import _check_matrices, by_batch, check_eigval_index, select_backend_offering
 from ._backend import EigenBackend
 
 _BISECTIONS = {torch.float32: 40, torch.float64: 70}
@@ -99,17 +99,8 @@ def smoothed_kth_eigvalsh_unchecked(A: torch.Tensor, k: int, alpha: float, backe
                                     lower: bool = True) -> torch.Tensor:
     """:func:`smoothed_kth_eigvalsh` for validated inputs (the model's forward): k in [0, n)."""
     n = A.shape[-1]
-    batch_shape = A.shape[:-2]
-    batch = A.reshape(-1, n, n)
-    if batch.shape[0] == 0:
-        return A.new_empty(batch_shape) + 0 * A.sum()
-    batch = batch.contiguous()
-    if torch.is_grad_enabled() and A.requires_grad:
-        values = _SmoothedKthEigvalsh.apply(batch, k, float(alpha), lower, backend)
-    else:
-        eigenvalues = backend.eigh_all(batch.detach(), lower)[0]
-        values = _smoothed_from_eigenvalues(eigenvalues, n - k, float(alpha))[0]
-    return values.reshape(batch_shape)
+    return by_batch(A, 2, (), lambda batch: _SmoothedKthEigvalsh.apply(batch, k, float(alpha), lower, backend),
+                    lambda batch: _smoothed_from_eigenvalues(backend.eigh_all(batch, lower)[0], n - k, float(alpha))[0])
 
 
 def check_smoothing(alpha) -> float:
