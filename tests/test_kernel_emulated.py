@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import emulated_cuda, test_cuda_losses
+from tests import emulated_cuda, test_cuda_losses, test_eig_tridiagonal
 
 pytestmark = pytest.mark.skipif(not emulated_cuda.available(), reason="needs g++ and glibc (Linux)")
 
@@ -158,10 +158,7 @@ def _tridiagonal_batch(batch: int, n: int, rng: np.random.Generator):
 @pytest.mark.parametrize("n", [1, 2, 5, 40, 100])
 def test_tridiagonal_kernel(build_dir, dtype, n):
     diagonal, off = _tridiagonal_batch(9, n, np.random.default_rng(n))
-    A = np.zeros((len(diagonal), n, n))
-    A[:, np.arange(n), np.arange(n)] = diagonal
-    A[:, np.arange(1, n), np.arange(n - 1)] = off
-    A[:, np.arange(n - 1), np.arange(1, n)] = off
+    A = test_eig_tridiagonal.dense(torch.as_tensor(diagonal), torch.as_tensor(off)).numpy()
     kernel = emulated_cuda.EmulatedTridiagonalKernel(dtype, build_dir)
     for k in sorted({0, n // 2, n - 1}):
         for want_vector in (True, False):
@@ -214,7 +211,7 @@ def test_cupy_backends_gather_kernel(build_dir, dtype, lower):
     scalar = "float" if dtype == torch.float32 else "double"
     module = emulated_cuda.EmulatedModule(_cupy_backend._GATHER_SOURCE.replace("SCALAR", scalar), build_dir)
     rng = np.random.default_rng(int(lower))
-    real, n, batch, k = _real(dtype), 7, 9, 4
+    real, n, batch, k = emulated_cuda.real_dtype(dtype), 7, 9, 4
     A = rng.normal(size=(batch, n, n))
     A = (A + A.transpose(0, 2, 1)) / 2
     A[2, n - 1, 0] = np.nan  # lower triangle
@@ -230,10 +227,6 @@ def test_cupy_backends_gather_kernel(build_dir, dtype, lower):
     bad[2 if lower else 3] = True
     assert np.isnan(value[bad]).all() and np.isnan(vector[bad]).all()
     assert np.array_equal(value[~bad], w[~bad, k]) and np.array_equal(vector[~bad], V_t[~bad, k, :])
-
-
-def _real(dtype):
-    return np.float32 if dtype == torch.float32 else np.float64
 
 
 # ---- the losses' kernel (skspectral._cuda_losses): one block of 1,024 threads ------------------

@@ -118,7 +118,8 @@ class EmulatedRawKernels:
         self.launches += 1
 
 
-def _real(dtype: torch.dtype):
+def real_dtype(dtype: torch.dtype):
+    """numpy's scalar type for a torch float dtype."""
     return np.float32 if dtype == torch.float32 else np.float64
 
 
@@ -140,7 +141,7 @@ class EmulatedEigenKernel:
         tuple). Outputs start as 7.0: an entry the kernel never wrote shows as 7."""
         ks = (ks,) if isinstance(ks, int) else tuple(ks)
         stride = ks[1] - ks[0] if len(ks) > 1 else 1
-        real = _real(self.dtype)
+        real = real_dtype(self.dtype)
         inputs = np.ascontiguousarray(inputs, dtype=real)
         batch = inputs.shape[0]
         values = np.full((batch, len(ks)), 7.0, dtype=real)
@@ -162,7 +163,7 @@ class EmulatedTridiagonalKernel:
     def __call__(self, diagonal: np.ndarray, off: np.ndarray, k: int, want_vector: bool = True):
         """(divergent, values (B,), vectors (B, n)) of tridiagonal matrices: diagonals (B, n), off-diagonals
         (B, n - 1). Outputs start as 7.0. (One warp a block here; the GPU runs four, which never meet.)"""
-        real = _real(self.dtype)
+        real = real_dtype(self.dtype)
         diagonal = np.ascontiguousarray(diagonal, dtype=real)
         off = np.ascontiguousarray(off, dtype=real) if off.size else diagonal  # never read when n = 1
         B, n = diagonal.shape
