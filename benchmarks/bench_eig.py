@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from unittest import mock
 
 import torch
 from _common import markdown_table, sym_batch, time_cpu, time_cuda, versions, write_json
@@ -153,14 +154,10 @@ def run_cpu(quick: bool, ns=None, batches=None):
 def side_by_side_vs_loop(A, k, timer, kernel_backend) -> dict:
     """The fused kernel's time with several indices side by side (compiled with SEVERAL, whatever n)
     over its one-index loop's."""
-    default = kernel_backend.SEVERAL_MAX_N
     times = {}
-    try:
-        for label, limit in (("side", kernel_backend.MAX_N), ("loop", 0)):
-            kernel_backend.SEVERAL_MAX_N = limit
+    for label, limit in (("side", kernel_backend.MAX_N), ("loop", 0)):
+        with mock.patch.object(kernel_backend, "SEVERAL_MAX_N", limit):
             times[label] = (timer(ours_fwd(A, k, "kernel")), timer(ours_fwdbwd(A, k, "kernel")))
-    finally:
-        kernel_backend.SEVERAL_MAX_N = default
     return {"fwd_vs_loop": times["side"][0] / times["loop"][0], "fwdbwd_vs_loop": times["side"][1] / times["loop"][1]}
 
 
@@ -208,7 +205,7 @@ def run_paired(ns=None, batches=None):
     PAIRED_MIN_BLOCKS = 32, 64 registers a thread); measured in the same run, microseconds a call."""
     from skspectral.eig import _kernel_backend
 
-    default, min_blocks = _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS
+    default = _kernel_backend.PAIRED_MAX_N
     rows = []
     for dtype in (torch.float32, torch.float64):
         for n in ns or [8, 15, 16]:
@@ -217,14 +214,10 @@ def run_paired(ns=None, batches=None):
                 P = sym_batch(B, n, dtype, "cuda")[:, rows_i, cols_i].contiguous()
                 k = n // 2
                 row = {"dtype": str(dtype)[6:], "n": n, "B": B}
-                try:
-                    for label, limit, blocks in (("paired", default, 1), ("paired32", default, 32),
-                                                 ("one", 0, 1)):
-                        _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS = limit, blocks
+                for label, limit, blocks in (("paired", default, 1), ("paired32", default, 32), ("one", 0, 1)):
+                    with mock.patch.multiple(_kernel_backend, PAIRED_MAX_N=limit, PAIRED_MIN_BLOCKS=blocks):
                         row[f"{label}_vector_us"] = kernel_us(lambda: _kernel_backend.packed_k(P, n, k, True))
                         row[f"{label}_value_us"] = kernel_us(lambda: _kernel_backend.packed_k(P, n, k, False))
-                finally:
-                    _kernel_backend.PAIRED_MAX_N, _kernel_backend.PAIRED_MIN_BLOCKS = default, min_blocks
                 row["vector_ratio"] = row["paired_vector_us"] / row["one_vector_us"]
                 row["value_ratio"] = row["paired_value_us"] / row["one_value_us"]
                 rows.append(row)
