@@ -463,7 +463,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         data-parallel fit: its score is their average) are many enough for a steady score."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
-        return _AUTO_PATIENCE[1] if n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
+        return _AUTO_PATIENCE[1] if self._steady_validation_score(n_validation) else _AUTO_PATIENCE[0]
+
+    def _steady_validation_score(self, n_validation: int) -> bool:
+        """Whether the early-stopping score on ``n_validation`` rows is steady enough from epoch
+        to epoch to call a plateau after the shorter wait."""
+        return n_validation >= _STEADY_VALIDATION_ROWS
 
     def _step_size(self, batch_size: int, context=None) -> float:
         """Adam's step size: learning_rate_init, grown with the square root of an "auto" batch

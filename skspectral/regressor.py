@@ -176,6 +176,13 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
             return 1.0  # R^2: the standardised squared error's units
         return float(self._loss().to_metric(1.0, self._output_scale()))  # y's units per unit of the loss
 
+    def _steady_validation_score(self, n_validation: int) -> bool:
+        # Several levels' mean pinball loss is not, however many rows: its tail levels jump from
+        # epoch to epoch, and after five epochs' wait flights' three-level fits stopped anywhere
+        # from 16 to 95 epochs by the seed (pinball 7 % worse on average than the full schedule's);
+        # after ten, 94-108 (benchmarks/RESULTS.md, section 10).
+        return not self._several_quantiles() and super()._steady_validation_score(n_validation)
+
     def _eigen_indices(self):
         """One eigenvalue per quantile, ascending with the levels (lambda_k1 <= lambda_k2 <= ...
         for every matrix: the quantiles cannot cross): every other index around eigval_idx_

@@ -603,7 +603,7 @@ def test_kernel_two_matrices_a_warp_match_one_a_block(monkeypatch, dtype, n, bat
     rows, cols = torch.tril_indices(n, n)
     P = A[:, rows, cols].contiguous()
 
-    monkeypatch.setattr(_kernel_backend, "PAIRED_SEVERAL", True)  # (off by default: its own test here)
+    monkeypatch.setattr(_kernel_backend, "PAIRED_SEVERAL", True)  # (a knob: on whatever its default)
 
     def solve(paired_max_n, want_vector=True):
         monkeypatch.setattr(_kernel_backend, "PAIRED_MAX_N", paired_max_n)

@@ -113,14 +113,18 @@ def test_early_stopping_records_validation_and_keeps_best(data):
                                rtol=1e-5)  # the score is computed in float32, the training dtype
 
 
-@pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,expected", [
-    (11_200, True, "auto", 5),   # 1,120 validation rows: a steady score, a plateau called sooner
-    (2_000, True, "auto", 10),   # 200 validation rows
-    (11_200, False, "auto", 10),  # no validation rows
-    (11_200, True, 7, 7),
+@pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,loss,expected", [
+    (11_200, True, "auto", {}, 5),   # 1,120 validation rows: a steady score, a plateau called sooner
+    (2_000, True, "auto", {}, 10),   # 200 validation rows
+    (11_200, False, "auto", {}, 10),  # no validation rows
+    (11_200, True, 7, {}, 7),
+    (11_200, True, "auto", dict(loss="quantile", quantile=0.9), 5),
+    # several levels' mean pinball loss is not steady, however many rows
+    (11_200, True, "auto", dict(loss="quantile", quantile=[0.1, 0.9]), 10),
+    (11_200, True, 7, dict(loss="quantile", quantile=[0.1, 0.9]), 7),
 ])
 def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n_rows, early_stopping,
-                                                                   n_iter_no_change, expected):
+                                                                   n_iter_no_change, loss, expected):
     from skspectral import _estimator
 
     seen = []
@@ -134,7 +138,7 @@ def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n_rows, 2))
     SpectralRegressor(dim=3, max_iter=1, early_stopping=early_stopping, n_iter_no_change=n_iter_no_change,
-                      random_state=0, device="cpu").fit(X, X[:, 0])
+                      random_state=0, device="cpu", **loss).fit(X, X[:, 0])
     assert [o.n_iter_no_change for o in seen] == [expected]
     assert seen[0].average_decay == _estimator._AVERAGE_DECAY > 0  # scored on the epochs' running average
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
 from typing import Callable
 
@@ -82,6 +84,28 @@ _MAX_VALUES = 4  # add_totals' value slots
 
 # step(X_batch, y_batch, weight_batch) -> scalar tensors whose weighted means the epoch reports
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]
+
+
+@functools.cache
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
+
+
+@contextlib.contextmanager
+def capturing(graph: torch.cuda.CUDAGraph, device: torch.device):
+    """Capture the work queued in the block into ``graph``, as ``torch.cuda.graph`` does, without
+    emptying the device's and the pinned host memory's caches first: that made the next fit allocate
+    its pinned staging buffers afresh (13 ms for flights' rows) and the capture itself take 4 ms
+    (benchmarks/bench_capture.py); a capture allocates from its graph's own pool anyway.
+    thread_local: another thread calling CUDA meanwhile (NCCL's watchdog in a data-parallel fit)
+    does not invalidate the capture."""
+    torch.cuda.synchronize(device)  # the capture stream runs after the work queued before
+    with torch.cuda.stream(_capture_stream(device)):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            yield graph
+        finally:
+            graph.capture_end()
 
 
 class StaticBatchSteps:
@@ -166,9 +190,7 @@ class StaticBatchSteps:
         if self.before_capture is not None:
             self.before_capture()
         try:
-            # thread_local: another thread calling CUDA meanwhile (NCCL's watchdog in a data-parallel
-            # fit) does not invalidate this capture
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with capturing(graph, self.X.device):
                 self._step()
         except RuntimeError as exc:  # a step that is not capture-safe after all: keep going eagerly
             warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",

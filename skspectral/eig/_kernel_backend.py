@@ -31,11 +31,9 @@ SEVERAL_MAX_N = 16
 # PAIRED): a solve's chain of dependent steps takes as long on 16 lanes as on 32, so twice the
 # matrices run at once (benchmarks/RESULTS.md, section 1).
 PAIRED_MAX_N = 16
-# The several-index kernel paired too: it is faster alone (0.55-0.68x at 3 indices from 2,620 matrices)
-# and agrees with one matrix a block to the last bits, but flights' three-quantile fits with it
-# early-stopped at half the epochs with 6-8 % worse pinball losses (that early stopping is fragile:
-# RESULTS.md, section 9): off until the stopping rule is steadier there.
-PAIRED_SEVERAL = False
+# The several-index kernel paired too: 0.55-0.68x the one-matrix kernel's time at 3 indices from 2,620
+# matrices, the same values to the last bits (off: one matrix a block; RESULTS.md, sections 9 and 10).
+PAIRED_SEVERAL = True
 # Blocks an SM must hold for the paired one-index float32 kernel (1: the compiler's choice, 113
 # registers a thread, 18 blocks an SM; 32 holds it to 64 registers, spilling to L1: faster alone from
 # 5,240 matrices, but flights' fits were 2-4 % slower with it; `bench_eig.py --paired` measures both).
