@@ -12,7 +12,8 @@ before it (the schedule is over ``max_iter`` whatever the stop), so a rule appli
 curve stops where that fit would have, keeping the best epoch up to there. Models: ``q`` three
 quantile levels (0.05, 0.5, 0.95) with the several-index eigen kernel one matrix a block, ``q_paired``
 two matrices a warp (``PAIRED_SEVERAL``: the same values to the last bits, so a second
-perturbation of the same fit), ``sq`` the squared error. Seeds other than 0 take
+perturbation of the same fit), ``sq`` the squared error, ``mae`` the absolute error, ``q95`` the one
+level 0.95. Seeds other than 0 take
 ``random_state = fold + 100 * seed``.
 
 Replay prints per table and model: the mean stop epoch, the mean spread (standard deviation) of
@@ -37,7 +38,9 @@ from quality import folds, load, warm_up
 LEVELS = [0.05, 0.5, 0.95]
 MODELS = {"q": (dict(loss="quantile", quantile=LEVELS), False),
           "q_paired": (dict(loss="quantile", quantile=LEVELS), True),
-          "sq": ({}, False)}
+          "sq": ({}, False),
+          "mae": (dict(loss="absolute_error"), False),
+          "q95": (dict(loss="quantile", quantile=0.95), False)}
 TABLES = ("flights", "california", "diamonds", "cps1988", "nmes1988")  # those with early stopping
 STEADY_VALIDATION_ROWS, PATIENCE = 1000, (10, 5)  # the estimator's "auto" patience
 
@@ -144,7 +147,7 @@ def main():
     p.add_argument("--datasets", nargs="+", default=list(TABLES))
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=["q", "q_paired", "sq"], choices=list(MODELS))
     p.add_argument("--json")
     p.add_argument("--replay", nargs="+", metavar="JSON", help="replay the rules on recorded curves (rows merged)")
     a = p.parse_args()
