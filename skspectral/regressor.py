@@ -179,8 +179,8 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _steady_validation_score(self, n_validation: int) -> bool:
         # Several levels' mean pinball loss is not, however many rows: its tail levels jump from
         # epoch to epoch, and after five epochs' wait flights' three-level fits stopped anywhere
-        # from 16 to 95 epochs by the seed (pinball 7 % worse on average than the full schedule's);
-        # after ten, 94-108 (benchmarks/RESULTS.md, section 10).
+        # from 16 to 95 epochs by the seed (6-8 % above the full schedule's best pinball on average);
+        # after ten, 87-114 (benchmarks/RESULTS.md, section 10).
         return not self._several_quantiles() and super()._steady_validation_score(n_validation)
 
     def _eigen_indices(self):
