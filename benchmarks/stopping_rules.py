@@ -35,6 +35,8 @@ import numpy as np
 from _common import ROOT, versions, write_json
 from quality import folds, load, warm_up
 
+from skspectral._estimator import _AUTO_PATIENCE, _STEADY_VALIDATION_ROWS
+
 LEVELS = [0.05, 0.5, 0.95]
 MODELS = {"q": (dict(loss="quantile", quantile=LEVELS), False),
           "q_paired": (dict(loss="quantile", quantile=LEVELS), True),
@@ -42,7 +44,6 @@ MODELS = {"q": (dict(loss="quantile", quantile=LEVELS), False),
           "mae": (dict(loss="absolute_error"), False),
           "q95": (dict(loss="quantile", quantile=0.95), False)}
 TABLES = ("flights", "california", "diamonds", "cps1988", "nmes1988")  # those with early stopping
-STEADY_VALIDATION_ROWS, PATIENCE = 1000, (10, 5)  # the estimator's "auto" patience
 
 
 def record(a) -> dict:
@@ -63,8 +64,11 @@ def record(a) -> dict:
                     with warnings.catch_warnings(), mock.patch.object(_kernel_backend, "PAIRED_SEVERAL", paired):
                         warnings.simplefilter("ignore")
                         model.fit(X.iloc[train], y[train])
+                    # step: the score's smallest improvement that counts, tol in the score's units
                     row = dict(dataset=name, fold=fold, seed=seed, model=label, fit_s=time.perf_counter() - start,
-                               y_scale=float(model.target_scaler_.scale), n_validation=int(0.1 * len(train)),
+                               y_scale=float(model.target_scaler_.scale),
+                               step=model.tol * model._validation_score_scale(),
+                               n_validation=int(model.validation_fraction * len(train)),
                                validation=[round(float(v), 7) for v in model.validation_scores_])
                     out["rows"].append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "validation"}), flush=True)
@@ -94,7 +98,8 @@ def trend(scores, step, window):
 
 
 def auto_patience(row) -> int:
-    return PATIENCE[1] if row["n_validation"] >= STEADY_VALIDATION_ROWS else PATIENCE[0]
+    """The estimator's "auto" wait before several levels waited 10 epochs."""
+    return _AUTO_PATIENCE[1] if row["n_validation"] >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
 
 
 RULES = {
@@ -106,7 +111,7 @@ RULES = {
 }
 
 
-def replay(rows: list, tol: float = 1e-4) -> str:
+def replay(rows: list) -> str:
     lines = []
     tables = [t for t in TABLES if any(r["dataset"] == t for r in rows)]
     models = [m for m in MODELS if any(r["model"] == m for r in rows)]
@@ -124,10 +129,7 @@ def replay(rows: list, tol: float = 1e-4) -> str:
                     fold_stops = []
                     for r in group:
                         v = np.asarray(r["validation"])
-                        # tol in the loss's units: R^2's are the standardised squared error's, a
-                        # pinball score's y's (the estimator's score_scale)
-                        step = tol * (1.0 if r["model"] == "sq" else r["y_scale"])
-                        epoch = stop_of(v, step, r)
+                        epoch = stop_of(v, r["step"], r)
                         fold_stops.append(epoch)
                         if r["model"] == model:
                             stops.append(epoch)
