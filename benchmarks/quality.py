@@ -7,7 +7,9 @@ with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (in the 
     python benchmarks/quality.py --fit-cost-runs run1.json run2.json ...   # repeated runs' fit cost
 
 The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, or
---data DIR) plus California Housing. 5-fold cross-validation (3 folds above 100k
+--data DIR) plus California Housing; scikit-learn's bundled small tables (diabetes,
+breast_cancer, wine, iris) run where named in --datasets, and ``--train-rows N`` fits on
+N-row draws of each fold's training rows (small tables from large ones). 5-fold cross-validation (3 folds above 100k
 rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
 folds run, so defaults can be chosen on some folds and reported on the others.
 Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, and ours /
@@ -82,15 +84,23 @@ CONFIGS = {
 }
 
 
+# scikit-learn's bundled small tables (no download), outside the suite: --datasets diabetes wine ...
+BUNDLED = {"diabetes": ("load_diabetes", "regression"), "breast_cancer": ("load_breast_cancer", "classification"),
+           "wine": ("load_wine", "classification"), "iris": ("load_iris", "classification")}
+
+
 def load(name: str, data_dir: Path):
     """(X DataFrame, y array, task) of one dataset; categorical columns as pandas categories."""
     import pandas as pd
+    import sklearn.datasets
 
     if name == "california":
-        from sklearn.datasets import fetch_california_housing
-
-        X, y = fetch_california_housing(return_X_y=True, as_frame=True)
+        X, y = sklearn.datasets.fetch_california_housing(return_X_y=True, as_frame=True)
         return X, y.to_numpy(), "regression"
+    if name in BUNDLED:
+        loader, task = BUNDLED[name]
+        X, y = getattr(sklearn.datasets, loader)(return_X_y=True, as_frame=True)
+        return X, (y.to_numpy() if task == "regression" else y.astype(str).to_numpy()), task
     tasks = {t["name"]: t for t in json.loads((data_dir / "tasks.json").read_text())}
     task = tasks[name]
     frame = pd.read_csv(data_dir / task["file"])
@@ -259,6 +269,8 @@ def run(a) -> dict:
     for name in a.datasets:
         X, y, task = load(name, data_dir)
         for fold, train, test in folds(X, y, task, set(a.folds)):
+            if a.train_rows:  # a small table drawn from a large one: the fold's first rows in a seeded order
+                train = np.random.RandomState(fold).permutation(train)[:a.train_rows]
             Xtr, Xte, ytr, yte = X.iloc[train], X.iloc[test], y[train], y[test]
             models = {} if a.no_peers else peers(task, fold, a.peers, a.device)
             models.update({f"ours:{c}": ours(task, a.device, fold, CONFIGS[c], len(train)) for c in a.configs})
@@ -269,6 +281,7 @@ def run(a) -> dict:
                     model.fit(Xtr, ytr)
                 seconds = time.perf_counter() - start
                 row = {"dataset": name, "task": task, "fold": fold, "model": label, "rows": len(X),
+                       "fit_rows": len(train),
                        "metric": score(task, model, Xte, yte), "fit_s": seconds}
                 for attribute in ("n_iter_", "backend_", "dim_", "n_estimators_", "batch_size", "learning_rate_init"):
                     if hasattr(model, attribute):
@@ -381,6 +394,8 @@ def main():
     p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
     p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
                    help='ad-hoc configs for exploring, e.g. big=\'{"dim": 30}\'')
+    p.add_argument("--train-rows", type=int, metavar="N",
+                   help="fit on N of each fold's training rows (a seeded draw), test on all its test rows")
     p.add_argument("--no-peers", action="store_true", help="skip the peers (ratios need them)")
     p.add_argument("--peers", nargs="+", default=list(GB_PEERS), choices=PEERS,
                    help="peers to fit, each where it installs (default: the gradient-boosting ones; "

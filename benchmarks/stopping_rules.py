@@ -35,7 +35,7 @@ import numpy as np
 from _common import ROOT, versions, write_json
 from quality import folds, load, warm_up
 
-from skspectral._estimator import _AUTO_PATIENCE, _STEADY_VALIDATION_ROWS
+from skspectral._estimator import auto_patience as estimator_patience
 
 LEVELS = [0.05, 0.5, 0.95]
 MODELS = {"q": (dict(loss="quantile", quantile=LEVELS), False),
@@ -99,7 +99,7 @@ def trend(scores, step, window):
 
 def auto_patience(row) -> int:
     """The estimator's "auto" wait before several levels waited 10 epochs."""
-    return _AUTO_PATIENCE[1] if row["n_validation"] >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
+    return estimator_patience(row["n_validation"])
 
 
 RULES = {

@@ -52,7 +52,8 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
     early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the rows, stop when their score
         stops improving and keep the best model. "auto": on from 1000
-        training rows (recorded as ``early_stopping_``). The model scored
+        training rows, for a regressor from 300 (recorded as
+        ``early_stopping_``). The model scored
         (and kept) at each epoch is the running average of the epochs' last
         parameters (half the last epoch's, half the average before it): late
         in a fit its score is better and steadier than the last parameters'.
@@ -64,7 +65,9 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         Epochs without improvement before stopping. "auto": 10, or 5 with
         early stopping on 1000 validation rows or more (a steadier score:
         a plateau is called sooner) -- but 10 for several quantile levels,
-        whose mean pinball loss is not steady whatever the rows.
+        whose mean pinball loss is not steady whatever the rows. Under 100
+        validation rows, whose score jumps from epoch to epoch, "auto" never
+        stops early: the fit runs max_iter epochs and keeps the best one.
     spectral_penalty : float, default=0.0
         ``spectral_penalty * sum_i ||A_i||_2`` is added to the loss: shrinks the
         certified sensitivities directly.

@@ -54,15 +54,19 @@ _PREDICT_CHUNK_BYTES = 64 * 2**20
 # almost all the weight) from flagging a regularised fit.
 _DIVERGENCE_MARGIN = 1.1
 _FLOOR_MARGIN = (0.1, 0.25)
-# early_stopping="auto" holds out validation_fraction of the rows from this many rows up
+# early_stopping="auto" holds out validation_fraction of the rows from this many rows up (an estimator
+# may start lower: _auto_early_stopping_rows)
 _AUTO_EARLY_STOPPING_ROWS = 1000
 # With early stopping, the validation score and the model kept are those of the running average
 # of the epochs' last parameters (decay per epoch), and n_iter_no_change="auto" waits
-# _AUTO_PATIENCE[0] epochs, or _AUTO_PATIENCE[1] from _STEADY_VALIDATION_ROWS validation rows,
+# _AUTO_PATIENCE[1] epochs, or _AUTO_PATIENCE[2] from _STEADY_VALIDATION_ROWS validation rows,
 # whose score is steady enough to call a plateau sooner (chosen on the selection fold:
-# benchmarks/RESULTS.md, section 9)
+# benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS (None) it never stops early but keeps
+# the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
+# small tables' fits at a chance dip (concrete's RMSE 21 % up on one fold; section 12)
 _AVERAGE_DECAY = 0.5
-_AUTO_PATIENCE = (10, 5)
+_AUTO_PATIENCE = (None, 10, 5)
+_FEW_VALIDATION_ROWS = 100
 _STEADY_VALIDATION_ROWS = 1000
 # batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
 # (measured on the suite's tallest tables: flights 2.4x faster on an H200, its RMSE 0.5 % lower;
@@ -93,6 +97,15 @@ _MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "cate
 
 
 _NO_TARGET = object()  # _validate_inputs without y (predict), where a fit's y may be None
+
+
+def auto_patience(n_validation: int, steady_score: bool = True) -> int | None:
+    """n_iter_no_change="auto"'s wait for a fit scored on ``n_validation`` early-stopping rows (None: the
+    whole schedule); ``steady_score``: the score steadies with more rows (not so several quantile levels'
+    mean); without early-stopping rows (0) the wait applies to the training loss."""
+    if 0 < n_validation < _FEW_VALIDATION_ROWS:
+        return _AUTO_PATIENCE[0]
+    return _AUTO_PATIENCE[2] if steady_score and n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[1]
 
 
 @dataclass(frozen=True)
@@ -463,12 +476,17 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         data-parallel fit: its score is their average) are many enough for a steady score."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
-        return _AUTO_PATIENCE[1] if self._steady_validation_score(n_validation) else _AUTO_PATIENCE[0]
+        wait = auto_patience(n_validation, self._score_steadies_with_rows())
+        return self.max_iter if wait is None else wait
 
-    def _steady_validation_score(self, n_validation: int) -> bool:
-        """Whether the early-stopping score on ``n_validation`` rows is steady enough from epoch
-        to epoch to call a plateau after the shorter wait."""
-        return n_validation >= _STEADY_VALIDATION_ROWS
+    def _auto_early_stopping_rows(self) -> int:
+        """The fit rows (every rank's) from which early_stopping="auto" holds out rows."""
+        return _AUTO_EARLY_STOPPING_ROWS
+
+    def _score_steadies_with_rows(self) -> bool:
+        """Whether the early-stopping score on many rows (_STEADY_VALIDATION_ROWS) is steady enough
+        from epoch to epoch to call a plateau after the shortest wait."""
+        return True
 
     def _step_size(self, batch_size: int, context=None) -> float:
         """Adam's step size: learning_rate_init, grown with the square root of an "auto" batch
@@ -498,7 +516,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if plan.fresh:  # a continued fit keeps its members
             self.n_estimators_ = self._members(int(start["n_rows"]), device)
         early_stopping = not plan.incremental and (
-            self.early_stopping if self.early_stopping != "auto" else start["n_rows"] >= _AUTO_EARLY_STOPPING_ROWS)
+            self.early_stopping if self.early_stopping != "auto"
+            else start["n_rows"] >= self._auto_early_stopping_rows())
         rank = 0 if context is None else context.rank
         train_rows = val_rows = None  # every row, in order; no validation rows
         if early_stopping:  # the ranks split (and shuffle) apart

@@ -96,6 +96,18 @@ def test_sample_weight_zero_equals_dropping_rows(data):
     np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-7)
 
 
+@pytest.mark.parametrize("n_rows,expected", [(299, False), (300, True), (999, True)])
+def test_auto_early_stopping_from_300_rows_for_a_regressor_from_1000_for_a_classifier(n_rows, expected):
+    from skspectral import SpectralClassifier
+
+    X = np.random.default_rng(0).normal(size=(n_rows, 2))
+    regressor = SpectralRegressor(dim=3, max_iter=2, random_state=0, device="cpu").fit(X, X[:, 0])
+    assert regressor.early_stopping_ is expected
+    assert (regressor.validation_scores_ is not None) is expected
+    classifier = SpectralClassifier(dim=3, max_iter=2, random_state=0, device="cpu").fit(X, X[:, 0] > 0)
+    assert classifier.early_stopping_ is False
+
+
 def test_early_stopping_records_validation_and_keeps_best(data):
     """The fitted model is the best epoch's: its R^2 on the held-out rows is the best score,
     which a later epoch did not reach (the fit went on past it and restored it)."""
@@ -116,6 +128,8 @@ def test_early_stopping_records_validation_and_keeps_best(data):
 @pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,loss,expected", [
     (11_200, True, "auto", {}, 5),   # 1,120 validation rows: a steady score, a plateau called sooner
     (2_000, True, "auto", {}, 10),   # 200 validation rows
+    (800, True, "auto", {}, 1),      # 80 validation rows, a jumpy score: the whole schedule (max_iter=1)
+    (800, True, "auto", dict(loss="quantile", quantile=[0.1, 0.9]), 1),
     (11_200, False, "auto", {}, 10),  # no validation rows
     (11_200, True, 7, {}, 7),
     (11_200, True, "auto", dict(loss="quantile", quantile=0.9), 5),

@@ -173,7 +173,7 @@ def test_cuda_fit_replays_the_step_from_a_cuda_graph(monkeypatch):
     replays = []
     original = torch.cuda.CUDAGraph.replay
     monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
-    params = dict(dim=8, max_iter=4, random_state=0, dtype="float64", shuffle=True, batch_size=64)
+    params = dict(dim=8, max_iter=4, random_state=0, dtype="float64", shuffle=True, batch_size=64, early_stopping=False)
     graphed = SpectralRegressor(device="cuda", **params).fit(X, y)
     assert graphed.backend_ == "kernel"
     # 600 rows in batches of 64: 10 steps per epoch, 3 eager warm-up steps, the rest replayed

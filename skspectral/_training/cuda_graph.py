@@ -177,9 +177,10 @@ class StaticBatchSteps:
                         (w_batch, np.int64(batch), *slots, np.int32(len(values)), self.totals, self.offset))
 
     def _eager_step_on_side_stream(self) -> None:
-        # torch.cuda.graphs: warm-up runs before capture go on a side stream
+        # torch.cuda.graphs: warm-up runs before capture go on a side stream (the capture's own: a
+        # stream made per step would cost a creation each)
         current = torch.cuda.current_stream(self.X.device)
-        side = torch.cuda.Stream(self.X.device)
+        side = _capture_stream(self.X.device)
         side.wait_stream(current)
         with torch.cuda.stream(side):
             self._step()
