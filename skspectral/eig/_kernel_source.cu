@@ -137,19 +137,13 @@ extern "C" __global__ void __launch_bounds__(32 * NW, MIN_BLOCKS) kth_eigenpair(
     // a missing second matrix (odd batch) repeats the first's work and writes nothing
     const long long b = min((long long)blockIdx.x * MPB + half, batch - 1);
     const bool writes = (long long)blockIdx.x * MPB + half < batch;
-    real* const store = store_all[half];
-    real* const w_shared = w_all[half];
-    real* const d = d_all[half];
-    real* const e = e_all[half];
-    real* const e2 = e2_all[half];
-    real* const taus = taus_all[half];
+    // this thread's matrix's shared arrays
+    real *const store = store_all[half], *const w_shared = w_all[half], *const d = d_all[half],
+         *const e = e_all[half], *const e2 = e2_all[half], *const taus = taus_all[half];
     real (*const red)[NW] = red_all[half];
 #if !SEVERAL
-    real* const u0 = u0_all[half];
-    real* const u1 = u1_all[half];
-    real* const u2 = u2_all[half];
-    real* const mult = mult_all[half];
-    real* const y = y_all[half];
+    real *const u0 = u0_all[half], *const u1 = u1_all[half], *const u2 = u2_all[half],
+         *const mult = mult_all[half], *const y = y_all[half];
     int* const swapped = swapped_all[half];
 #endif
     const real nan_value = (real)nan("");
