@@ -404,6 +404,8 @@ def main():
     p.add_argument("--fit-cost-runs", nargs="+", metavar="JSON",
                    help="summarise the fit cost of repeated runs (their --json files) instead of fitting")
     a = p.parse_args()
+    if a.train_rows is not None and a.train_rows < 1:
+        p.error(f"--train-rows must be at least 1 (the rows each fit draws), got {a.train_rows}")
     if a.fit_cost_runs:
         print(fit_cost_runs(a.fit_cost_runs))
         return

@@ -99,7 +99,7 @@ def trend(scores, step, window):
 
 def auto_patience(row) -> int:
     """The estimator's "auto" wait before several levels waited 10 epochs."""
-    return estimator_patience(row["n_validation"])
+    return estimator_patience(row["n_validation"], len(row["validation"]))
 
 
 RULES = {

@@ -61,8 +61,8 @@ _AUTO_EARLY_STOPPING_ROWS = 1000
 # of the epochs' last parameters (decay per epoch), and n_iter_no_change="auto" waits
 # _AUTO_PATIENCE[1] epochs, or _AUTO_PATIENCE[2] from _STEADY_VALIDATION_ROWS validation rows,
 # whose score is steady enough to call a plateau sooner (chosen on the selection fold:
-# benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS (None) it never stops early but keeps
-# the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
+# benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS (None: max_iter) it never stops early but
+# keeps the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
 # small tables' fits at a chance dip (concrete's RMSE 21 % up on one fold; section 12)
 _AVERAGE_DECAY = 0.5
 _AUTO_PATIENCE = (None, 10, 5)
@@ -99,12 +99,12 @@ _MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "cate
 _NO_TARGET = object()  # _validate_inputs without y (predict), where a fit's y may be None
 
 
-def auto_patience(n_validation: int, steady_score: bool = True) -> int | None:
-    """n_iter_no_change="auto"'s wait for a fit scored on ``n_validation`` early-stopping rows (None: the
-    whole schedule); ``steady_score``: the score steadies with more rows (not so several quantile levels'
-    mean); without early-stopping rows (0) the wait applies to the training loss."""
+def auto_patience(n_validation: int, max_iter: int, steady_score: bool = True) -> int:
+    """n_iter_no_change="auto"'s wait for a fit of ``max_iter`` epochs scored on ``n_validation``
+    early-stopping rows; ``steady_score``: the score steadies with more rows (not so several quantile
+    levels' mean); without early-stopping rows (0) the wait applies to the training loss."""
     if 0 < n_validation < _FEW_VALIDATION_ROWS:
-        return _AUTO_PATIENCE[0]
+        return max_iter  # the whole schedule, its best epoch kept
     return _AUTO_PATIENCE[2] if steady_score and n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[1]
 
 
@@ -476,8 +476,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         data-parallel fit: its score is their average) are many enough for a steady score."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
-        wait = auto_patience(n_validation, self._score_steadies_with_rows())
-        return self.max_iter if wait is None else wait
+        return auto_patience(n_validation, self.max_iter, self._score_steadies_with_rows())
 
     def _auto_early_stopping_rows(self) -> int:
         """The fit rows (every rank's) from which early_stopping="auto" holds out rows."""
