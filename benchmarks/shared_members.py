@@ -2,15 +2,16 @@
 (issue 25; benchmarks/RESULTS.md, section 12).
 
     python benchmarks/shared_members.py --device cpu|cuda [--datasets churn concrete ...]
-        [--folds 0] [--groups column feature levels] [--members 4] [--json out.json]
+        [--folds 0] [--groups column feature levels half] [--members 4] [--params JSON] [--json out.json]
 
 Today every member of an ensemble owns its matrices. Here member m's matrix for encoded column j is
 r_{m,j} A_j: the A_j are one set (per output), and each member scales each column by its own learned
 factor r_{m,j}, started at a random sign (TabM-mini's input adapter: Gorishniy et al. 2024; the signs
 make the members different functions from the first step). ``--groups feature`` gives every column of
 one input feature the same factor; ``--groups levels`` shares only the categorical levels' matrices (every
-other column's matrices each member's own, drawn as the default draws them). Each member keeps its own
-diagonal mu. Weyl's bound for member m is sum_j |z_j| |r_{m,j}| ||A_j||_2, which the estimators' certified
+other column's matrices each member's own, drawn as the default draws them); ``--groups half``: the first
+half of the members own their matrices as the default's do, the other half share theirs. Each member keeps its
+own diagonal mu. Weyl's bound for member m is sum_j |z_j| |r_{m,j}| ||A_j||_2, which the estimators' certified
 bounds read through ``feature_matrices`` as for any variant; a monotone column would need r_{m,j} >= 0 (not
 done here: the prototype refuses monotone columns).
 
@@ -43,45 +44,48 @@ from skspectral.model import SpectralModel
 class SharedMembersModel(SpectralModel):
     """Members whose matrices are r_{m,j} A_j over one shared set A_j (per output)."""
 
-    # "column"; "feature": one factor for every column of an input feature; "levels": only the
-    # categorical levels' matrices shared, every other column's each member's own (as the default)
+    # "column": every member's matrices shared, a factor per column; "feature": one factor for every
+    # column of an input feature; "levels": only the categorical levels' matrices shared, every other
+    # column's each member's own (as the default); "half": the first half of the members own their
+    # matrices (as the default), the other half share theirs
     groups = "column"
 
     def _init_feature_matrices(self, init_scale, generator, factory) -> None:
         if self.monotonic is not None:
             raise ValueError("the shared-members prototype has no monotone columns")
-        levels = self.groups == "levels"
-        if levels:  # every member's own matrices as the default draws them, then the shared levels'
+        self.owns = self.groups in ("levels", "half")  # some matrices each member's own
+        if self.owns:  # drawn as the default draws them, before the shared ones
             super()._init_feature_matrices(init_scale, generator, factory)
-            kind = np.zeros(self.n_matrices) if self.encoder is None else self.encoder.spec.columns()[1]
-            self.register_buffer("shared_column", torch.as_tensor(kind == LEVEL, device=factory["device"]))
         n_outputs = 1 if self.n_outputs is None else int(self.n_outputs)
         gaussian = torch.randn(n_outputs, self.n_matrices, self.dim, self.dim, generator=generator,
                                dtype=torch.float64)
         sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
         scale = init_scale * self._column_init_factors()[:, None, None]
-        shared = torch.nn.Parameter((scale * sym).to(**factory))
-        if levels:
-            self.shared_weight = shared
-        else:
-            self.weight = shared
+        self.shared_weight = torch.nn.Parameter((scale * sym).to(**factory))
+        if not self.owns:
+            self.weight = self.shared_weight
         if self.groups == "feature" and self.encoder is not None:
             group = torch.as_tensor(np.asarray(self.encoder.spec.columns()[0]), dtype=torch.long)
         else:
             group = torch.arange(self.n_matrices)
         self.register_buffer("column_group", group.to(factory["device"] or "cpu"))
+        kind = np.zeros(self.n_matrices) if self.encoder is None else self.encoder.spec.columns()[1]
+        self.register_buffer("level_column", torch.as_tensor(kind == LEVEL, device=factory["device"]))
         signs = torch.randint(0, 2, (self.n_members, int(group.max()) + 1), generator=generator) * 2 - 1
         self.adapter = torch.nn.Parameter(signs.to(**factory))
 
     def feature_matrices(self) -> torch.Tensor:
-        weight = self.shared_weight if self.groups == "levels" else self.weight
-        shared = 0.5 * (weight + weight.transpose(-1, -2))  # (outputs, columns, dim, dim)
+        shared = 0.5 * (self.shared_weight + self.shared_weight.transpose(-1, -2))  # (outputs, columns, ...)
         factors = self.adapter[:, self.column_group]  # (members, columns)
         members = (factors[:, None, :, None, None] * shared[None]).reshape(
             self.n_models, self.n_matrices, self.dim, self.dim)
-        if self.groups != "levels":
+        if not self.owns:
             return members
-        return torch.where(self.shared_column[:, None, None], members, super().feature_matrices())
+        own = super().feature_matrices()
+        if self.groups == "levels":
+            return torch.where(self.level_column[:, None, None], members, own)
+        half = (self.n_members // 2) * (self.n_models // self.n_members)  # models of the first half
+        return torch.cat([own[:half], members[half:]])
 
 
 def shared_estimator(task: str, groups: str):
@@ -106,7 +110,7 @@ def run(a) -> dict:
     for name in a.datasets:
         X, y, task = load(name, Path(a.data))
         for fold, train, test in folds(X, y, task, set(a.folds)):
-            params = {"device": a.device, "random_state": fold}
+            params = {"device": a.device, "random_state": fold, **json.loads(a.params)}
             if a.members:
                 params["n_estimators"] = a.members
             base = SpectralRegressor if task == "regression" else SpectralClassifier
@@ -150,8 +154,9 @@ def main():
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tabular"))
     p.add_argument("--datasets", nargs="+")
     p.add_argument("--folds", nargs="+", type=int, default=[0])
-    p.add_argument("--groups", nargs="+", default=["column"], choices=["column", "feature", "levels"])
+    p.add_argument("--groups", nargs="+", default=["column"], choices=["column", "feature", "levels", "half"])
     p.add_argument("--members", type=int, help="n_estimators of the shared models (default: the estimators')")
+    p.add_argument("--params", default="{}", help="more parameters of the shared models, e.g. '{\"dim\": 20}'")
     p.add_argument("--json")
     a = p.parse_args()
     if a.datasets is None:
