@@ -59,13 +59,13 @@ _FLOOR_MARGIN = (0.1, 0.25)
 _AUTO_EARLY_STOPPING_ROWS = 1000
 # With early stopping, the validation score and the model kept are those of the running average
 # of the epochs' last parameters (decay per epoch), and n_iter_no_change="auto" waits
-# _AUTO_PATIENCE[1] epochs, or _AUTO_PATIENCE[2] from _STEADY_VALIDATION_ROWS validation rows,
+# _AUTO_PATIENCE[0] epochs, or _AUTO_PATIENCE[1] from _STEADY_VALIDATION_ROWS validation rows,
 # whose score is steady enough to call a plateau sooner (chosen on the selection fold:
-# benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS (None: max_iter) it never stops early but
-# keeps the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
+# benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS it waits max_iter epochs (never stops early)
+# and keeps the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
 # small tables' fits at a chance dip (concrete's RMSE 21 % up on one fold; section 12)
 _AVERAGE_DECAY = 0.5
-_AUTO_PATIENCE = (None, 10, 5)
+_AUTO_PATIENCE = (10, 5)
 _FEW_VALIDATION_ROWS = 100
 _STEADY_VALIDATION_ROWS = 1000
 # batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
@@ -105,7 +105,7 @@ def auto_patience(n_validation: int, max_iter: int, steady_score: bool = True) -
     levels' mean); without early-stopping rows (0) the wait applies to the training loss."""
     if 0 < n_validation < _FEW_VALIDATION_ROWS:
         return max_iter  # the whole schedule, its best epoch kept
-    return _AUTO_PATIENCE[2] if steady_score and n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[1]
+    return _AUTO_PATIENCE[1] if steady_score and n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
 
 
 @dataclass(frozen=True)
