@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import ROOT, markdown_table, versions, write_json
-from quality import dataset_names, folds, load, score, warm_up
+from quality import dataset_names, folds, load, ours, score, warm_up
 
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral.encoding import LEVEL, FeatureEncoder
@@ -50,10 +50,14 @@ class SharedMembersModel(SpectralModel):
     # matrices (as the default), the other half share theirs
     groups = "column"
 
+    @property
+    def owns(self) -> bool:
+        """Whether some matrices are each member's own."""
+        return self.groups in ("levels", "half")
+
     def _init_feature_matrices(self, init_scale, generator, factory) -> None:
         if self.monotonic is not None:
             raise ValueError("the shared-members prototype has no monotone columns")
-        self.owns = self.groups in ("levels", "half")  # some matrices each member's own
         if self.owns:  # drawn as the default draws them, before the shared ones
             super()._init_feature_matrices(init_scale, generator, factory)
         n_outputs = 1 if self.n_outputs is None else int(self.n_outputs)
@@ -113,8 +117,7 @@ def run(a) -> dict:
             params = {"device": a.device, "random_state": fold, **json.loads(a.params)}
             if a.members:
                 params["n_estimators"] = a.members
-            base = SpectralRegressor if task == "regression" else SpectralClassifier
-            models = {"default": base(device=a.device, random_state=fold)}
+            models = {"default": ours(task, a.device, fold, {}, len(train))}
             models.update({f"shared:{g}": shared_estimator(task, g)(**params) for g in a.groups})
             for label, model in models.items():
                 start = time.perf_counter()
@@ -159,6 +162,14 @@ def main():
     p.add_argument("--params", default="{}", help="more parameters of the shared models, e.g. '{\"dim\": 20}'")
     p.add_argument("--json")
     a = p.parse_args()
+    try:
+        params = json.loads(a.params)
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        p.error(f"--params must be a JSON object of parameters, e.g. '{{\"dim\": 20}}', got {a.params!r}")
+    if a.members is not None and a.members < 1:
+        p.error(f"--members must be at least 1, got {a.members}")
     if a.datasets is None:
         a.datasets = [n for n in dataset_names(Path(a.data)) if n != "flights" or a.device != "cpu"]
     out = run(a)
