@@ -15,11 +15,12 @@ own diagonal mu. Weyl's bound for member m is sum_j |z_j| |r_{m,j}| ||A_j||_2, w
 bounds read through ``feature_matrices`` as for any variant; a monotone column would need r_{m,j} >= 0 (not
 done here: the prototype refuses monotone columns).
 
-A prototype, not an option: the model plugs in through the estimators' one construction hook
-(``_initialize_model``) and runs the generic paths (autograd, the dense product on CUDA), not the fused
-CPU steps or the CUDA assembly kernels, so its fit seconds are not a built version's. Each table and
-fold: the default estimator, then each grouping with the same seed; quality.py's folds, loaders and
-metrics.
+A prototype of the groupings: ``half`` is built as the estimators' ``shared_members=0.5`` (the fast paths;
+benchmarks/RESULTS.md, section 12: measure it with quality.py's ``--extra``); the others are not. The model
+plugs in through the estimators' one construction hook (``_initialize_model``) and runs the generic paths
+(autograd, the dense product on CUDA), not the fused CPU steps or the CUDA assembly kernels, so its fit
+seconds are not a built version's. Each table and fold: the default estimator, then each grouping with the
+same seed; quality.py's folds, loaders and metrics.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ def _encoding_kernels():
 
 # what the pass writes gradients for: a model with any other parameter takes the autograd path
 _PARAMETERS = {"mu_start", "mu_increments", "weight"}
+# and with shared members (SharedMembersPass)
+_SHARED_PARAMETERS = _PARAMETERS | {"shared_weight", "member_scales"}
 # a loss kernel's constants where it has none
 _NO_PARAMETERS = np.zeros(0)
 
@@ -52,13 +54,14 @@ class CompiledDensePass:
     it (``terms_of(batch)``: its gathered terms (rows, weights)), in a tensor the next call
     overwrites; ``output(values)``: the model's forward output from them (torch ops,
     differentiable); ``backward(grad_values, frobenius_factor)``: every parameter's ``.grad`` from the
-    gradient of the values (the batch of the last ``values`` call), a Frobenius penalty's added."""
+    gradient of the values (the batch of the last ``values`` call), a Frobenius penalty's added.
+    ``weight``: the tensor of every model's W the kernels read (default: the model's ``weight``)."""
 
-    def __init__(self, model, terms_of):
+    def __init__(self, model, terms_of, weight: torch.Tensor | None = None):
         self.model, self.terms_of = model, terms_of
         encoder = model.encoder
         self.bin_columns, self.other_columns = encoder.bin_columns, encoder.other_columns
-        weight = model.weight
+        self.weight = weight = model.weight if weight is None else weight
         models, n_columns, n = weight.shape[0], weight.shape[1], weight.shape[2]
         packed = n * (n + 1) // 2
         like = dict(dtype=weight.dtype)
@@ -95,8 +98,9 @@ class CompiledDensePass:
         has the parameters this pass differentiates and its kernels run: the gather path on a backend
         with ``gathered_steps`` (the CPU's Numba backend, no smoothing) and an encoder that compiles the
         tables for its weight."""
+        parameters = _SHARED_PARAMETERS if model.n_shared_members else _PARAMETERS
         return (model.gathers and getattr(model.eigen_backend, "gathered_steps", None) is not None
-                and {name for name, _ in model.named_parameters()} == _PARAMETERS
+                and {name for name, _ in model.named_parameters()} == parameters
                 and model.weight.is_contiguous() and compiles(model.weight))
 
     def _parameter_storage(self) -> tuple:
@@ -166,12 +170,16 @@ class CompiledDensePass:
         self.tables.backward()
         _kernels().diagonal_grad(arrays["grad_mu"], arrays["mu_increments"], arrays["grad_start"],
                                  arrays["grad_increments"])
+        self._chain_rule()
         self._set_grads()
         return penalty
 
+    def _chain_rule(self) -> None:
+        """The parameters' gradients from the kernels' (nothing to do here: the kernels write them)."""
+
     def _set_grads(self) -> None:
         model = self.model
-        for parameter, grad in ((model.weight, self.grad_weight), (model.mu_start, self.grad_start),
+        for parameter, grad in ((self.weight, self.grad_weight), (model.mu_start, self.grad_start),
                                 (model.mu_increments, self.grad_increments)):
             if parameter.grad is not grad:  # set once; the buffers are rewritten at every step
                 parameter.grad = grad
@@ -208,6 +216,7 @@ class CompiledDensePass:
         data_loss, penalty = _kernels().training_pass(loss_code, target.contiguous().numpy(),
                                                       weight.contiguous().numpy(), rows.numpy(), weights.numpy(),
                                                       float(frobenius_factor), state)
+        self._chain_rule()
         self._set_grads()
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
@@ -256,8 +265,20 @@ class CompiledDensePass:
     def unpack(self) -> None:
         """The packed parameters and their gradient back into the weight and its ``.grad``: the
         symmetric matrices whose lower triangles they are (what the full steps leave)."""
-        self.symmetric_from_lower(self.columns, self.model.weight.detach())
+        self.symmetric_from_lower(self.columns, self.weight.detach())
         self.symmetric_from_lower(self.grad_packed, self.grad_weight)
+
+    def packed_parameters(self) -> list:
+        """(parameter, its packed values, their gradient) for each parameter the compiled steps keep as
+        lower triangles (see :meth:`pack`; the steps' Adam moments of it are packed alike)."""
+        return [(self.weight, self.columns, self.grad_packed)]
+
+    def shared_state(self) -> tuple:
+        """The compiled steps' arguments for members that share their matrices (SharedMembersPass):
+        none here (zero sharing members, empty arrays of the kernels' types)."""
+        empty3 = self.columns[:0]
+        return (0, 0, self.grad_packed.numpy(), self.columns.numpy(), empty3.numpy(), empty3.numpy(),
+                self.mu[:0].numpy(), self.mu[:0].numpy(), self.mu[0, :0].numpy())
 
     @staticmethod
     def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:
@@ -285,3 +306,105 @@ class CompiledDensePass:
         return (values.numpy(), vectors.numpy(), grad_values.numpy(), values.view(shape).numpy(),
                 grad_values.view(shape).numpy())
 
+
+
+
+class SharedMembersPass(CompiledDensePass):
+    """:class:`CompiledDensePass` for a model with members that share their matrices
+    (``n_shared_members``): the kernels run on every model's W
+    (:meth:`~skspectral.model.SpectralModel.dense_weight`, composed into a buffer before each pass), and
+    their gradient reaches the parameters by the chain rule: a sharing member's W is r_m S, so
+    dL/dS = sum_m r_m dL/dW_m and dL/dr_{m,j} = <S_j, dL/dW_{m,j}>; the own members' W are ``weight``'s.
+    Both are compiled calls (``skspectral._step_kernels``: compose_shared, shared_grads). The compiled
+    steps (skspectral._training.compiled_steps) keep the own members' W and S as lower triangles and
+    run the same two kernels on them inside their call (:meth:`shared_state`)."""
+
+    def __init__(self, model, terms_of):
+        self._n_own = model.n_own_models
+        dense = torch.empty((model.n_models, *model.weight.shape[1:]), dtype=model.weight.dtype)
+        super().__init__(model, terms_of, weight=dense)
+        n = self.mu.shape[1]
+        self.grad_shared = torch.empty_like(model.shared_weight)
+        self.grad_scales = torch.empty_like(model.member_scales)
+        self.shared_columns = torch.empty((model.shared_weight.shape[0], *self.columns.shape[1:]),
+                                          dtype=self.columns.dtype)
+        self.grad_shared_packed = torch.empty_like(self.shared_columns)
+        lower = torch.tril_indices(n, n)
+        # an entry's weight in an inner product of symmetric matrices: full W 1 each; packed 2 off the diagonal
+        self._full_entries = torch.ones(n * n, dtype=self.columns.dtype)
+        self._packed_entries = torch.where(lower[0] == lower[1], 1.0, 2.0).to(self.columns.dtype)
+
+    def _full(self, t: torch.Tensor) -> np.ndarray:
+        """(models, columns, n, n) as the kernels' (models, columns, n n) array."""
+        return t.detach().reshape(*t.shape[:2], t.shape[2] * t.shape[3]).numpy()
+
+    def _compose(self) -> None:
+        model = self.model
+        self.weight[:self._n_own].copy_(model.weight.detach())
+        _kernels().compose_shared(self._full(self.weight), self._full(model.shared_weight),
+                                  model.member_scales.detach().numpy(), self._n_own)
+
+    def _parameter_storage(self) -> tuple:
+        model = self.model
+        return (model.weight.data_ptr(), model.shared_weight.data_ptr(), model.member_scales.data_ptr(),
+                model.mu_start.data_ptr(), model.mu_increments.data_ptr())
+
+    def values(self, batch: torch.Tensor) -> torch.Tensor:
+        self._check_storage()
+        self._compose()
+        return super().values(batch)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self._check_storage()
+        self._compose()
+        return super().forward(batch)
+
+    def step(self, *args, **kwargs) -> tuple:
+        self._check_storage()
+        self._compose()
+        return super().step(*args, **kwargs)
+
+    def _chain_rule(self) -> None:
+        model = self.model
+        _kernels().shared_grads(self._full(self.grad_weight), self._full(model.shared_weight),
+                                model.member_scales.detach().numpy(), self._full_entries.numpy(), self._n_own,
+                                self._full(self.grad_shared), self.grad_scales.numpy())
+
+    def _set_grads(self) -> None:
+        model = self.model
+        for parameter, grad in ((model.weight, self.grad_weight[:self._n_own]), (model.shared_weight, self.grad_shared),
+                                (model.member_scales, self.grad_scales), (model.mu_start, self.grad_start),
+                                (model.mu_increments, self.grad_increments)):
+            if parameter.grad is None or parameter.grad.data_ptr() != grad.data_ptr():
+                parameter.grad = grad
+
+    # ---- packed parameters (the compiled steps') ----------------------------------------------------
+    def pack(self) -> torch.Tensor:
+        self._check_storage()
+        self._compose()
+        self.tables.forward()
+        self.lower_triangles(self.model.shared_weight.detach(), self.shared_columns)
+        return self.columns
+
+    @torch.no_grad()
+    def unpack(self) -> None:
+        model, own = self.model, self._n_own
+        self.symmetric_from_lower(self.columns[:own], model.weight.detach())
+        self.symmetric_from_lower(self.grad_packed[:own], self.grad_weight[:own])
+        self.symmetric_from_lower(self.shared_columns, model.shared_weight.detach())
+        self.symmetric_from_lower(self.grad_shared_packed, self.grad_shared)
+
+    def packed_parameters(self) -> list:
+        own = self._n_own
+        return [(self.model.weight, self.columns[:own], self.grad_packed[:own]),
+                (self.model.shared_weight, self.shared_columns, self.grad_shared_packed)]
+
+    def shared_state(self) -> tuple:
+        """(sharing members, own models, the packed gradient and columns of every model, the shared set's
+        packed values and gradient, the factors and their gradient, the packed entries' weights): after
+        each step's pass the compiled steps run shared_grads on them, after Adam compose_shared."""
+        model = self.model
+        return (model.n_shared_members, self._n_own, self.grad_packed.numpy(), self.columns.numpy(),
+                self.shared_columns.numpy(),
+                self.grad_shared_packed.numpy(), model.member_scales.detach().numpy(),
+                self.grad_scales.numpy(), self._packed_entries.numpy())

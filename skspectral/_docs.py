@@ -127,6 +127,16 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         share of a step (a CPU step's cost follows the members; a GPU's
         hardly does); the count used is ``n_estimators_``. The series' model is
         ``feature_encoding="linear", n_estimators=1``.
+    shared_members : float in [0, 1], default=0.0
+        The share of the members (rounded up; ``n_shared_members_``) whose
+        matrices are scaled copies of one shared set, TabM-style: member m's
+        matrix for encoded column j is r_{m,j} A_j with one learned A_j per
+        column (and class) and a learned factor r_{m,j} per member and
+        column, started at a random sign. They cost a step what other
+        members cost (an eigenpair each) but add few parameters, and they
+        differ from each other and from the own members. 0: every member
+        owns its matrices. Certified bounds read every member's r A (a
+        monotone column's factor is |r|: the constraint holds).
     monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
         HistGradientBoosting's convention: +1 makes the prediction
         non-decreasing in that feature, -1 non-increasing, 0 leaves it free;
@@ -170,6 +180,8 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         The matrix size and the eigenvalue index in [0, dim_).
     n_estimators_ : int
         The ensemble's members (``n_estimators``, "auto" resolved).
+    n_shared_members_ : int
+        How many of them (the last ones) share their matrices (``shared_members``).
     early_stopping_ : bool
         Whether this fit held out rows and stopped early.
     x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)

@@ -92,8 +92,14 @@ _ENCODED_ROWS_SHARE = 0.25
 # once up to this size, else at every step (a 2M x 28 fit keeps to its memory goal, 2x the input).
 _GATHERED_TERMS_BYTES = 256 * 2**20
 # The parameters that shape the fitted model: a warm start or partial_fit must keep them.
-_MODEL_SHAPE = ("n_estimators", "structure", "feature_encoding", "n_bins", "categorical_features", "min_level_count",
-                "monotonic_cst", "smoothing", "eigval_idx")
+_MODEL_SHAPE = ("n_estimators", "shared_members", "structure", "feature_encoding", "n_bins", "categorical_features",
+                "min_level_count", "monotonic_cst", "smoothing", "eigval_idx")
+
+
+def shared_member_count(shared_members: float, n_members: int) -> int:
+    """The members (of ``n_members``) whose matrices are scaled copies of one shared set: the share
+    ``shared_members`` of them, rounded up (half of 3 members: 2 share, 1 owns its matrices)."""
+    return min(n_members, math.ceil(shared_members * n_members - 1e-9))
 
 
 _NO_TARGET = object()  # _validate_inputs without y (predict), where a fit's y may be None
@@ -162,6 +168,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
         "n_bins": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "shared_members": [Interval(numbers.Real, 0, 1, closed="both")],
         "monotonic_cst": ["array-like", dict, None],
         "structure": [StrOptions({"dense", "tridiagonal"})],
         "smoothing": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -242,7 +249,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self.n_features_in_, self.dim_, self._eigen_indices(), n_outputs=self._n_outputs(),
             n_members=self.n_estimators_, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
-            monotonic=mapper.monotone, smoothing=self.smoothing,
+            monotonic=mapper.monotone, smoothing=self.smoothing, n_shared_members=self.n_shared_members_,
         )
 
     # ---- scikit-learn ---------------------------------------------------------------------
@@ -514,6 +521,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         seed = int(start["seed"])
         if plan.fresh:  # a continued fit keeps its members
             self.n_estimators_ = self._members(int(start["n_rows"]), device)
+            self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
         early_stopping = not plan.incremental and (
             self.early_stopping if self.early_stopping != "auto"
             else start["n_rows"] >= self._auto_early_stopping_rows())
@@ -893,6 +901,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def __setstate__(self, state):
         if "_module_state_" in state and "n_estimators_" not in state:  # fitted when n_estimators was an int
             state = {**state, "n_estimators_": state["n_estimators"]}
+        if "shared_members" not in state:  # pickled before members could share their matrices
+            state = {**state, "shared_members": 0.0}
+            if "_module_state_" in state:
+                state["n_shared_members_"] = 0
         super().__setstate__(state)
 
     def __getstate__(self):

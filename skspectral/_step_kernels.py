@@ -366,3 +366,44 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
         symmetric_backward_serial(grad_columns, grad_prefix, bin_columns, other, grad_weight, half)
     diagonal_grad(grad_mu, mu_increments, grad_start, grad_increments)
     return data_loss, penalty
+
+
+# ---- members that share their matrices (skspectral._compiled_pass.SharedMembersPass) -------------------
+# Every model's matrices as (models, columns, entries): the own models first, then for each sharing member
+# m its outputs' r_{m,j} S_{o,j}. Entries are full matrices (n n, each weighing 1) or packed lower
+# triangles (an off-diagonal entry stands for two of the matrix's, so it weighs 2 in an inner product).
+@njit
+def compose_shared(columns, shared, scales, n_own):
+    """columns[n_own + m O + o, j] = scales[m, j] shared[o, j] for the sharing members m and outputs o."""
+    n_outputs, n_columns, n_entries = shared.shape
+    for m in range(scales.shape[0]):
+        for o in range(n_outputs):
+            model = n_own + m * n_outputs + o
+            for j in range(n_columns):
+                r = scales[m, j]
+                for e in range(n_entries):
+                    columns[model, j, e] = r * shared[o, j, e]
+
+
+@njit
+def shared_grads(grad, shared, scales, entry_weights, n_own, grad_shared, grad_scales):
+    """The chain rule from every model's matrices' gradient ``grad`` to the shared set's and the factors':
+    grad_shared[o, j] = sum_m scales[m, j] grad[n_own + m O + o, j]; grad_scales[m, j] = sum_o <shared[o, j],
+    grad[n_own + m O + o, j]> (entry_weights: each entry's weight in the inner product). Sums in float64."""
+    n_outputs, n_columns, n_entries = shared.shape
+    n_shared = scales.shape[0]
+    for o in range(n_outputs):
+        for j in range(n_columns):
+            for e in range(n_entries):
+                total = 0.0
+                for m in range(n_shared):
+                    total += scales[m, j] * grad[n_own + m * n_outputs + o, j, e]
+                grad_shared[o, j, e] = total
+    for m in range(n_shared):
+        for j in range(n_columns):
+            total = 0.0
+            for o in range(n_outputs):
+                model = n_own + m * n_outputs + o
+                for e in range(n_entries):
+                    total += entry_weights[e] * shared[o, j, e] * grad[model, j, e]
+            grad_scales[m, j] = total

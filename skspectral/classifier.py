@@ -49,6 +49,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         feature_encoding="piecewise_linear",
         n_bins="auto",
         n_estimators="auto",
+        shared_members=0.0,
         monotonic_cst=None,
         structure="dense",
         smoothing=None,
@@ -79,6 +80,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators
+        self.shared_members = shared_members
         self.monotonic_cst = monotonic_cst
         self.structure = structure
         self.smoothing = smoothing

@@ -27,7 +27,7 @@ from .eig import (
     smoothed_kth_eigvalsh_unchecked,
 )
 from . import _assembly
-from ._compiled_pass import CompiledDensePass
+from ._compiled_pass import CompiledDensePass, SharedMembersPass
 from .eig._gathered import kth_eigvalsh_gathered, kth_eigvalsh_stacked
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
@@ -114,6 +114,17 @@ class SpectralModel(torch.nn.Module):
         (:func:`skspectral.eig.smoothed_kth_eigvalsh`), whose gradient is
         1/alpha-Lipschitz; still 1-Lipschitz in the matrix (certified bounds
         hold) and monotone in the Loewner order. Needs every eigenpair.
+    n_shared_members : int
+        How many of the members (the last ones) share one set of matrices:
+        member m's matrix for column j is r_{m,j} A_j, with one learned A_j per
+        column (and output) and a learned factor r_{m,j} per member and column,
+        started at a random sign (TabM-mini's input adapter), so those members
+        are different functions from the first step at the parameter cost of
+        one. A monotone column's factor is |r_{m,j}|: r A stays semidefinite of
+        the column's sign. Each member keeps its own diagonal. 0: every member
+        owns its matrices. :meth:`feature_matrices` returns every member's
+        matrices (r_{m,j} A_j for the sharing ones), so the certified bounds
+        (||r A||_2 = |r| ||A||_2) read them as any other.
 
     Variants of the model subclass it and replace the one construction hook,
     :meth:`_init_feature_matrices`, together with :meth:`feature_matrices`
@@ -137,6 +148,7 @@ class SpectralModel(torch.nn.Module):
         device=None,
         monotonic=None,
         smoothing: float | None = None,
+        n_shared_members: int = 0,
     ):
         super().__init__()
         if int(dim) < 1 or int(n_features) < 1:
@@ -154,6 +166,12 @@ class SpectralModel(torch.nn.Module):
         if self.n_members < 1:
             raise ValueError(f"n_members must be >= 1, got {n_members}.")
         self.n_models = self.n_members * (1 if n_outputs is None else int(n_outputs))
+        self.n_shared_members = int(n_shared_members)
+        if not 0 <= self.n_shared_members <= self.n_members:
+            raise ValueError(f"n_shared_members must be between 0 and n_members={self.n_members}, "
+                             f"got {n_shared_members}.")
+        # the models whose matrices are their own: the first members' (members are the leading axis)
+        self.n_own_models = self.n_models - self.n_shared_members * (self.n_models // self.n_members)
         self.encoder = encoder
         self.n_matrices = self.n_features if encoder is None else int(encoder.n_columns)
         factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
@@ -177,10 +195,19 @@ class SpectralModel(torch.nn.Module):
 
     def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
         """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start;
-        a monotone column's A = W W^T starts from a Gaussian W of about the same norm)."""
-        gaussian = torch.randn(
-            self.n_models, self.n_matrices, self.dim, self.dim, generator=generator, dtype=torch.float64
-        )
+        a monotone column's A = W W^T starts from a Gaussian W of about the same norm): ``weight``,
+        the own members' matrices; with shared members also ``shared_weight`` (one set per output)
+        and ``member_scales`` (their factors r, see the class)."""
+        # Learned as a full matrix and symmetrised in use: eigh reads one
+        # triangle, and this way every entry receives gradient.
+        self.weight = torch.nn.Parameter(self._drawn_weight(self.n_own_models, init_scale, generator).to(**factory))
+        if self.monotonic is not None:
+            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None, None])
+        self._init_shared(self._drawn_weight, init_scale, generator, factory)
+
+    def _drawn_weight(self, n_models: int, init_scale: float, generator: torch.Generator | None) -> torch.Tensor:
+        """The initial weight of ``n_models`` models' matrices (float64, on the CPU)."""
+        gaussian = torch.randn(n_models, self.n_matrices, self.dim, self.dim, generator=generator, dtype=torch.float64)
         sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
         scale = init_scale * self._column_init_factors()[:, None, None]
         weight = scale * sym
@@ -189,11 +216,41 @@ class SpectralModel(torch.nn.Module):
             gram_scale = (scale / (2.0 * math.sqrt(self.dim))).sqrt()
             constrained = (self.monotonic != 0)[None, :, None, None]
             weight = torch.where(constrained, gram_scale * gaussian, weight)
-        # Learned as a full matrix and symmetrised in use: eigh reads one
-        # triangle, and this way every entry receives gradient.
-        self.weight = torch.nn.Parameter(weight.to(**factory))
+        return weight
+
+    def _init_shared(self, draw, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
+        """The shared members' parameters (none without them, and nothing drawn: a model without
+        shared members starts from the same numbers as before they existed). ``draw(n_models,
+        init_scale, generator)``: the stored matrices' initial values, as the own members' are drawn."""
+        if not self.n_shared_members:
+            return
+        n_outputs = self.n_models // self.n_members
+        self.shared_weight = torch.nn.Parameter(draw(n_outputs, init_scale, generator).to(**factory))
+        # random signs: the sharing members differ from the first step (a monotone column's factor
+        # is |r|: +1 there)
+        signs = (torch.randint(0, 2, (self.n_shared_members, self.n_matrices), generator=generator) * 2 - 1).double()
         if self.monotonic is not None:
-            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None, None])
+            signs = torch.where(self.monotonic != 0, 1.0, signs)
+        self.member_scales = torch.nn.Parameter(signs.to(**factory))
+
+    def shared_factors(self) -> torch.Tensor:
+        """The sharing members' factors r_{m,j} as they scale A_j, (n_shared_members, n_matrices):
+        |r| for a monotone column."""
+        if self.monotonic is None:
+            return self.member_scales
+        constrained = self.monotonic_signs.reshape(-1) != 0  # the buffer: on the model's device
+        return torch.where(constrained, self.member_scales.abs(), self.member_scales)
+
+    def _with_shared(self, own: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+        """Every model's stored matrices (n_models, n_matrices, ...) from the own models' ``own`` and
+        the shared set ``shared`` (n_outputs, n_matrices, ...), scaled by :meth:`shared_factors`
+        for each sharing member; ``own`` alone without shared members."""
+        if not self.n_shared_members:
+            return own
+        factors = self.shared_factors().to(shared.dtype)
+        trailing = (1,) * (shared.dim() - 2)
+        scaled = factors.view(self.n_shared_members, 1, self.n_matrices, *trailing) * shared[None]
+        return torch.cat([own, scaled.reshape(self.n_shared_members * shared.shape[0], *shared.shape[1:])])
 
     def _column_init_factors(self) -> torch.Tensor:
         """Relative initial scale of each encoded column's matrix (1 without an encoder)."""
@@ -205,11 +262,23 @@ class SpectralModel(torch.nn.Module):
     def feature_matrices(self) -> torch.Tensor:
         """The symmetric A_j, shape (n_models, n_matrices, dim, dim) (a variant may store
         them otherwise; :meth:`matrix_norms` reads the same storage)."""
-        A = 0.5 * (self.weight + self.weight.transpose(-1, -2))
+        shared = self._symmetrised(self.shared_weight) if self.n_shared_members else None
+        return self._with_shared(self._symmetrised(self.weight), shared)
+
+    def _symmetrised(self, weight: torch.Tensor) -> torch.Tensor:
+        """The symmetric matrices a stored weight stands for: 0.5 (W + W^T), or a monotone column's
+        +-W W^T."""
+        A = 0.5 * (weight + weight.transpose(-1, -2))
         if self.monotonic is None:
             return A
-        gram = self.weight @ self.weight.transpose(-1, -2)
+        gram = weight @ weight.transpose(-1, -2)
         return torch.where(self.monotonic_signs != 0, self.monotonic_signs * gram, A)
+
+    def dense_weight(self) -> torch.Tensor:
+        """Every model's W, shape (n_models, n_matrices, dim, dim), whose 0.5 (W + W^T) are the
+        matrices: ``weight``, with the sharing members' r W_shared after it (scaling commutes
+        with the symmetrisation). Only without monotone columns (theirs are W W^T)."""
+        return self._with_shared(self.weight, self.shared_weight if self.n_shared_members else None)
 
     # ---- the model ---------------------------------------------------------------------
     @property
@@ -262,7 +331,7 @@ class SpectralModel(torch.nn.Module):
         shape (batch, n_models, dim, dim)."""
         Z = X if encoded else self.encoded(X)
         if self.assembles and _assembly.applies(Z, self.weight):
-            return _assembly.assembled_matrices(Z, self.weight, self.mu_start, self.mu_increments)
+            return _assembly.assembled_matrices(Z, self.dense_weight(), self.mu_start, self.mu_increments)
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
@@ -306,7 +375,7 @@ class SpectralModel(torch.nn.Module):
         model's own symmetric matrices as packed lower triangles (see skspectral.eig._gathered)."""
         if not encoded and self._symmetric_tables:
             # feature_matrices' symmetrisation made with the prefix sums (one pass on the CPU)
-            return self.encoder.symmetric_tables(self.weight)
+            return self.encoder.symmetric_tables(self.dense_weight())
         matrices = self.feature_matrices()
         columns = matrices.reshape(self.n_models, self.n_matrices, math.prod(matrices.shape[2:]))
         if self.encoder is None or encoded:
@@ -326,7 +395,7 @@ class SpectralModel(torch.nn.Module):
         if self.assembles and self.eigen_backend.packed_k is not None:
             Z = X if encoded else self.encoded(X)
             if _assembly.applies(Z, self.weight):  # the matrices' lower triangles only: half the product
-                packed = _assembly.assembled_packed(Z, self.weight, self.mu_start, self.mu_increments)
+                packed = _assembly.assembled_packed(Z, self.dense_weight(), self.mu_start, self.mu_increments)
                 return _ordered(kth_eigvalsh_packed_unchecked(packed, self.dim, self._indices(), self.eigen_backend),
                                 self._several)
             X, encoded = Z, True
@@ -352,7 +421,8 @@ class SpectralModel(torch.nn.Module):
         ``terms_of(batch)``: a batch's gathered terms (default: :meth:`gathered_terms` of rows)."""
         if not (self._symmetric_tables and CompiledDensePass.applies(self)):
             return None
-        return CompiledDensePass(self, terms_of or self.gathered_terms)
+        kind = SharedMembersPass if self.n_shared_members else CompiledDensePass
+        return kind(self, terms_of or self.gathered_terms)
 
     def output_of_values(self, values: torch.Tensor) -> torch.Tensor:
         """forward's output from the gathered eigenvalues (B, n_models, K) of every index (the
@@ -412,7 +482,8 @@ class SpectralModel(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, dim={self.dim}, eigval_idx={self.eigval_idx}, "
-                f"n_outputs={self.n_outputs}, n_members={self.n_members}, n_matrices={self.n_matrices}, "
+                f"n_outputs={self.n_outputs}, n_members={self.n_members}, n_shared_members={self.n_shared_members}, "
+                f"n_matrices={self.n_matrices}, "
                 f"structure={self.structure!r}, smoothing={self.smoothing}")
 
 
@@ -432,7 +503,14 @@ class TridiagonalSpectralModel(SpectralModel):
     structure = "tridiagonal"
 
     def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
-        gaussian = torch.randn(self.n_models, self.n_matrices, 2, self.dim, generator=generator, dtype=torch.float64)
+        self.band_weight = torch.nn.Parameter(self._drawn_band(self.n_own_models, init_scale, generator).to(**factory))
+        if self.monotonic is not None:
+            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None])
+        self._init_shared(self._drawn_band, init_scale, generator, factory)  # shared_weight: band storage too
+
+    def _drawn_band(self, n_models: int, init_scale: float, generator: torch.Generator | None) -> torch.Tensor:
+        """The initial band storage of ``n_models`` models' matrices (float64, on the CPU)."""
+        gaussian = torch.randn(n_models, self.n_matrices, 2, self.dim, generator=generator, dtype=torch.float64)
         # a tridiagonal Gaussian's norm is O(1) in dim where a dense one's is O(sqrt(dim)):
         # entries sqrt(dim) times larger start at about the dense model's norms
         scale = init_scale * math.sqrt(self.dim) * self._column_init_factors()[:, None, None]
@@ -442,13 +520,11 @@ class TridiagonalSpectralModel(SpectralModel):
             constrained = (self.monotonic != 0)[None, :, None, None]
             band = torch.where(constrained, scale.sqrt() * gaussian, band)
         band[..., 1, -1] = 0.0
-        self.band_weight = torch.nn.Parameter(band.to(**factory))
-        if self.monotonic is not None:
-            self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None])
+        return band
 
-    def _bands(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(diagonals (n_models, n_matrices, dim), off-diagonals (..., dim - 1))."""
-        diagonal, off = self.band_weight[..., 0, :], self.band_weight[..., 1, :-1]
+    def _bands(self, band_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(diagonals (models, n_matrices, dim), off-diagonals (..., dim - 1)) of stored bands."""
+        diagonal, off = band_weight[..., 0, :], band_weight[..., 1, :-1]
         if self.monotonic is None:
             return diagonal, off
         # L lower bidiagonal, L_jj = a_j, L_{j+1,j} = b_j: (L L^T)_jj = a_j^2 + b_{j-1}^2,
@@ -460,15 +536,20 @@ class TridiagonalSpectralModel(SpectralModel):
         return (torch.where(constrained, self.monotonic_signs * gram_diagonal, diagonal),
                 torch.where(constrained, self.monotonic_signs * gram_off, off))
 
+    def _stored_bands(self, band_weight: torch.Tensor) -> torch.Tensor:
+        diagonal, off = self._bands(band_weight)
+        return torch.stack([diagonal, F.pad(off, (0, 1))], dim=-2)
+
     def feature_matrices(self) -> torch.Tensor:
         """Band storage of the A_j: (n_models, n_matrices, 2, dim), off-diagonal in row 1."""
-        diagonal, off = self._bands()
-        return torch.stack([diagonal, F.pad(off, (0, 1))], dim=-2)
+        shared = self._stored_bands(self.shared_weight) if self.n_shared_members else None
+        return self._with_shared(self._stored_bands(self.band_weight), shared)
 
     def _combined_bands(self, X: torch.Tensor, encoded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal (batch, n_models, dim) and off-diagonal (..., dim - 1) of each row's matrix."""
         Z = X if encoded else self.encoded(X)
-        diagonal, off = self._bands()
+        bands = self.feature_matrices()
+        diagonal, off = bands[..., 0, :], bands[..., 1, :-1]
         models = self.n_models
         D = (Z @ diagonal.transpose(0, 1).reshape(self.n_matrices, models * self.dim)).view(X.shape[0], models, self.dim)
         E = (Z @ off.transpose(0, 1).reshape(self.n_matrices, models * (self.dim - 1))).view(

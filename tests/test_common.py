@@ -40,6 +40,9 @@ ESTIMATORS = [
     SpectralRegressor(loss="poisson", max_iter=25),
     SpectralRegressor(loss="gamma", max_iter=25),
     SpectralRegressor(loss="quantile", quantile=[0.1, 0.5, 0.9], **SHORT),
+    # members that share their matrices
+    SpectralRegressor(shared_members=0.5, **OPTIONS, **SHORT),
+    SpectralClassifier(shared_members=1.0, n_estimators=2, **SHORT),
 ]
 
 

@@ -55,20 +55,24 @@ def _loss(output, seed):
 
 @settings(max_examples=12, deadline=None)
 @example(seed=3061, dim=7, dtype=torch.float32, variant="several", terms=False)  # CI's: a sum of gradients
+@example(seed=5, dim=6, dtype=torch.float64, variant="shared_outputs", terms=True)
 @given(seed=st.integers(0, 2**16), dim=st.integers(2, 8), dtype=st.sampled_from([torch.float32, torch.float64]),
-       variant=st.sampled_from(["members", "several", "outputs", "one"]), terms=st.booleans())
+       variant=st.sampled_from(["members", "several", "outputs", "one", "shared", "shared_outputs"]),
+       terms=st.booleans())
 def test_the_compiled_pass_is_autograds_forward_and_backward(seed, dim, dtype, variant, terms):
     """values/output/backward of the pass: forward's output and every parameter's gradient as autograd
-    makes them (to rounding), on rows or on packed terms; one or several indices, members, outputs."""
+    makes them (to rounding), on rows or on packed terms; one or several indices, members, outputs,
+    members that share their matrices (the chain rule to the shared set and the factors)."""
     kwargs = dict(members=dict(n_members=3), several=dict(eigval_idx=[0, dim // 2, dim - 1]),
-                  outputs=dict(n_outputs=3), one=dict(n_members=1))[variant]
+                  outputs=dict(n_outputs=3), one=dict(n_members=1), shared=dict(n_members=3, n_shared_members=2),
+                  shared_outputs=dict(n_members=2, n_shared_members=1, n_outputs=3))[variant]
     if variant == "several" and dim < 3:
         kwargs = dict(eigval_idx=[0, dim - 1])
     model = _model(dim, dtype, seed, **kwargs)
     X = _rows(37, dtype, seed)
     module, batch = (OnGatheredTerms(model), OnGatheredTerms.pack(model, X)) if terms else (model, X)
     expected = module(batch)
-    parameters = [model.mu_start, model.mu_increments, model.weight]
+    parameters = list(model.parameters())
     expected_grads = torch.autograd.grad(_loss(expected, seed), parameters)
 
     step = module.compiled_pass()

@@ -137,12 +137,11 @@ def test_structure_and_smoothing_choose_a_backend_that_can_do_them():
         select_model_backend("auto", "cpu", 15, torch.float64, structure="banded")
 
 
-def _assembly_pair(dim, n_columns, members, dtype, seed):
-    """The same dense model twice on CUDA: CUDA kernels (skspectral._assembly) and torch's ops."""
-    fused = SpectralModel(n_columns, dim, n_members=members, generator=torch.Generator().manual_seed(seed),
-                          dtype=dtype, device="cuda")
-    reference = SpectralModel(n_columns, dim, n_members=members, generator=torch.Generator().manual_seed(seed),
-                              dtype=dtype, device="cuda")
+def _assembly_pair(dim, n_columns, members, dtype, seed, shared=0):
+    """The same dense model twice on CUDA: CUDA kernels (skspectral._assembly) and torch's ops;
+    ``shared`` of its members share their matrices."""
+    fused, reference = (SpectralModel(n_columns, dim, n_members=members, generator=torch.Generator().manual_seed(seed),
+                                      dtype=dtype, device="cuda", n_shared_members=shared) for _ in range(2))
     reference.assemble = False
     with torch.no_grad():  # spread mu: some increments far above softplus' threshold, some far below 0
         for model in (fused, reference):
@@ -153,12 +152,14 @@ def _assembly_pair(dim, n_columns, members, dtype, seed):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dim, n_columns, members", [(1, 3, 1), (2, 1, 1), (7, 5, 4), (15, 340, 4), (45, 12, 2)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim, n_columns, members, dtype):
+@pytest.mark.parametrize("shared", [0, 1])
+def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim, n_columns, members, dtype, shared):
     """skspectral._assembly on CUDA: diag(mu) + sum_j z_j 0.5 (W_j + W_j^T) and every parameter's (and
-    the rows') gradient as the model's torch ops give them (float64 to rounding; float32 to its sums)."""
+    the rows') gradient as the model's torch ops give them (float64 to rounding; float32 to its sums);
+    with a member that shares its matrices (r A: the kernels take every member's W, autograd the rest)."""
     from skspectral import _assembly
 
-    fused, reference = _assembly_pair(dim, n_columns, members, dtype, seed=dim + n_columns)
+    fused, reference = _assembly_pair(dim, n_columns, members, dtype, seed=dim + n_columns, shared=shared)
     generator = torch.Generator().manual_seed(3)
     Z = torch.rand(33, n_columns, dtype=torch.float64, generator=generator).to("cuda", dtype)
     upstream = torch.randn(33, members, dim, dim, dtype=torch.float64, generator=generator).to("cuda", dtype)
@@ -169,7 +170,7 @@ def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim,
         rows = Z.clone().requires_grad_()
         M = model.matrices(rows, encoded=True)
         (M * upstream).sum().backward()
-        outputs.append([M.detach(), rows.grad] + [p.grad for p in (model.weight, model.mu_start, model.mu_increments)])
+        outputs.append([M.detach(), rows.grad] + [p.grad for p in model.parameters()])
     for got, expected in zip(*outputs):
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, **tolerance)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
@@ -20,6 +20,8 @@ VARIANTS = {
     "tridiagonal": dict(structure="tridiagonal", dim=24),
     "smoothed": dict(smoothing=0.05),
     "tridiagonal-smoothed": dict(structure="tridiagonal", dim=12, smoothing=0.05),
+    "dense-shared": dict(shared_members=0.5),
+    "tridiagonal-shared": dict(structure="tridiagonal", dim=24, shared_members=1.0, n_estimators=2),
 }
 
 
@@ -33,6 +35,8 @@ def grid_along(X, feature, points=60):
 
 
 @settings(max_examples=8, deadline=None)
+@example(variant="dense-shared", seed=11, clip=False)
+@example(variant="tridiagonal-shared", seed=12, clip=True)
 @given(variant=st.sampled_from(sorted(VARIANTS)), seed=st.integers(0, 2**16), clip=st.booleans())
 def test_predictions_never_move_against_a_constraint(variant, seed, clip):
     """Over random models (seeds, variants, short fits far from converged) and points: never
@@ -79,7 +83,8 @@ def test_monotonic_cst_by_name_and_clear_errors():
         SpectralClassifier(monotonic_cst=[1, 0, 0], max_iter=1).fit(X, np.arange(len(y)) % 3)
 
 
-@pytest.mark.parametrize("variant", ["tridiagonal", "smoothed", "tridiagonal-smoothed"])
+@pytest.mark.parametrize("variant", ["tridiagonal", "smoothed", "tridiagonal-smoothed", "dense-shared",
+                                     "tridiagonal-shared"])
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**16), scale=st.floats(0.01, 3.0))
 def test_no_change_exceeds_the_certified_bound(variant, seed, scale):
@@ -128,7 +133,8 @@ def test_variants_fit_on_every_device(device):
     """Each variant learns on each device (far better than a constant) and keeps its guarantee
     there: the constrained features move the prediction only the way they are told."""
     X, y = make_data()
-    for options in (dict(monotonic_cst=[1, 0, -1], structure="tridiagonal", dim=40), dict(smoothing=0.1)):
+    for options in (dict(monotonic_cst=[1, 0, -1], structure="tridiagonal", dim=40), dict(smoothing=0.1),
+                    dict(monotonic_cst=[1, 0, -1], shared_members=0.5)):
         est = SpectralRegressor(max_iter=20, learning_rate_init=0.02, random_state=0, device=device,
                                 **options).fit(X, y)
         assert est.score(X, y) > 0.8, (options, est.score(X, y))

@@ -8,27 +8,36 @@ one-step path calls from Python, in the same order on the same arrays: the same 
 
 import numba
 
-from .._step_kernels import training_pass
+from .._step_kernels import compose_shared, shared_grads, training_pass
 from ._adam_kernel import adam_update
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def training_steps(n_steps, batch_size, loss, targets, sample_weights, rows, weights, frobenius_factor, state,
-                   adam_arrays, adam_scalars, step_losses):
+                   adam_arrays, adam_scalars, step_losses, shared):
     """``n_steps`` steps on consecutive batches of ``batch_size`` rows: step s takes rows
     [s batch_size, (s + 1) batch_size) of targets, sample_weights and the gathered terms (rows,
     weights), runs training_pass (its ``loss``, ``frobenius_factor`` and ``state``), then
     adam_update on each parameter's (param, grad, exp_avg, exp_avg_sq) flat arrays of
     ``adam_arrays`` with the step's scalars ``adam_scalars[s]`` (``._adam_kernel.step_scalars``).
-    step_losses[s] = (the data loss, the penalty) of step s."""
+    step_losses[s] = (the data loss, the penalty) of step s. ``shared``: members that share their matrices
+    (skspectral._compiled_pass.SharedMembersPass.shared_state; none where its count is 0): after the pass
+    the packed gradient goes to the shared set and the factors (shared_grads), and after Adam the sharing
+    members' packed columns are composed again (compose_shared)."""
+    (n_shared, n_own, grad_packed, columns, shared_columns, grad_shared, scales, grad_scales,
+     entry_weights) = shared
     for s in range(n_steps):
         first, last = s * batch_size, (s + 1) * batch_size
         data_loss, penalty = training_pass(loss, targets[first:last], sample_weights[first:last], rows[first:last],
                                            weights[first:last], frobenius_factor, state)
         step_losses[s, 0] = data_loss
         step_losses[s, 1] = penalty
+        if n_shared > 0:
+            shared_grads(grad_packed, shared_columns, scales, entry_weights, n_own, grad_shared, grad_scales)
         scalars = adam_scalars[s]
         for p in range(len(adam_arrays)):
             param, grad, exp_avg, exp_avg_sq = adam_arrays[p]
             adam_update(param, grad, exp_avg, exp_avg_sq, scalars[0], scalars[1], scalars[2], scalars[3], scalars[4],
                         scalars[5], scalars[6])
+        if n_shared > 0:
+            compose_shared(columns, shared_columns, scales, n_own)

@@ -44,9 +44,10 @@ class CompiledSteps:
         self.compiled_pass, self.loss_code, self.loss_parameters = compiled_pass, loss_code, loss_parameters
         self.frobenius_factor, self.optimizer = frobenius_factor, optimizer
         self.dtype = compiled_pass.mu.dtype
-        # the weight's Adam moments, packed as the pass packs the weight (see run)
-        self.weight = compiled_pass.model.weight
-        self.packed_moments = (torch.empty_like(compiled_pass.columns), torch.empty_like(compiled_pass.columns))
+        # the parameters the steps keep as lower triangles (the weight; with shared members also the
+        # shared set), and their Adam moments packed alike (see run)
+        self.packed = compiled_pass.packed_parameters()
+        self.packed_moments = [(torch.empty_like(values), torch.empty_like(values)) for _, values, _ in self.packed]
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
@@ -83,22 +84,27 @@ class CompiledSteps:
 
     def _pack(self) -> None:
         """The weight and Adam's moments of it as the steps keep them (and the weight's gradient as
-        they write it): their lower triangles (the pass's columns are the parameters). The weight is symmetric to the bit (it
-        starts so, and its gradient and Adam's update keep it so): every step computes the numbers
-        of the full matrices on about half the entries, without symmetrising them."""
-        columns = self.compiled_pass.pack()
-        moments = self.optimizer._moments(self.weight)
-        for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), self.packed_moments):
-            self.compiled_pass.lower_triangles(full, packed)
-        self._substitutes = {id(self.weight): (columns.view(-1).numpy(), self.compiled_pass.grad_packed.view(-1).numpy(),
-                                               *(m.view(-1).numpy() for m in self.packed_moments))}
+        they write it): their lower triangles (the pass's columns are the parameters). The weight is
+        symmetric to the bit (it starts so, and its gradient and Adam's update keep it so): every step
+        computes the numbers of the full matrices on about half the entries, without symmetrising them.
+        Members that share their matrices: the shared set likewise."""
+        self.compiled_pass.pack()
+        self._substitutes = {}
+        for (parameter, values, grad), packed_moments in zip(self.packed, self.packed_moments):
+            moments = self.optimizer._moments(parameter)
+            for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
+                self.compiled_pass.lower_triangles(full, packed)
+            self._substitutes[id(parameter)] = (values.reshape(-1).numpy(), grad.reshape(-1).numpy(),
+                                                *(m.view(-1).numpy() for m in packed_moments))
+        self._shared = self.compiled_pass.shared_state()
 
     def _unpack(self) -> None:
         """The weight, its gradient and moments back as full symmetric matrices (the one-step path's)."""
         self.compiled_pass.unpack()
-        moments = self.optimizer._moments(self.weight)
-        for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), self.packed_moments):
-            self.compiled_pass.symmetric_from_lower(packed, full)
+        for (parameter, _, _), packed_moments in zip(self.packed, self.packed_moments):
+            moments = self.optimizer._moments(parameter)
+            for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
+                self.compiled_pass.symmetric_from_lower(packed, full)
 
     def _run(self, X, y, weight, batch_size: int, threads, losses: list) -> None:
         n = X.shape[0]
@@ -131,7 +137,7 @@ class CompiledSteps:
         adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
         _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), rows.numpy(), weights.numpy(),
-                  float(self.frobenius_factor or 0.0), state, adam_arrays, adam_scalars, step_losses)
+                  float(self.frobenius_factor or 0.0), state, adam_arrays, adam_scalars, step_losses, self._shared)
         # the one-step path's arithmetic: each float64 loss rounded to the model's dtype, the
         # penalty's added in that dtype (torch's tensor + Python float)
         data_loss = torch.from_numpy(step_losses[:, 0]).to(self.dtype)

@@ -1,0 +1,216 @@
+"""Members that share their matrices (``shared_members`` / ``n_shared_members``): member m's matrix
+for column j is r_{m,j} A_j over one shared set. The model's matrices, values and gradients on every
+path against the composition written out, the estimator's option, its guarantees and its errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skspectral import SpectralClassifier, SpectralRegressor
+from skspectral._compiled_pass import SharedMembersPass
+from skspectral._estimator import shared_member_count
+from skspectral.eig import REGISTRY
+from skspectral.encoding import EncodingSpec, FeatureEncoder
+from skspectral.model import OnGatheredTerms, model_class
+
+from .conftest import make_data
+
+HAS_NUMBA = REGISTRY["numba"].is_available()
+
+
+def _model(structure="dense", *, n_members=3, n_shared=2, n_outputs=None, monotonic=None, seed=0, dim=6):
+    """A float64 model with a piecewise column with missing values, a categorical one and a linear one."""
+    spec = EncodingSpec(3, numeric=[0, 2], edges=[[-1.0, 0.0, 0.5, 1.0, 2.0], None], missing=[0], categorical=[1],
+                        n_levels=[4], has_missing_level=[False])
+    encoder = FeatureEncoder(spec, dtype=torch.float64)
+    if monotonic == "first":  # +1 on the first feature's columns, -1 on the linear one's
+        feature = np.asarray(spec.columns()[0])
+        monotonic = np.where(feature == 0, 1, np.where(feature == 2, -1, 0))
+    return model_class(structure)(3, dim, n_members=n_members, n_outputs=n_outputs, encoder=encoder,
+                                  dtype=torch.float64, generator=torch.Generator().manual_seed(seed),
+                                  n_shared_members=n_shared, monotonic=monotonic)
+
+
+def _rows(n_rows, seed):
+    rng = np.random.default_rng(seed)
+    X = torch.as_tensor(np.column_stack([rng.normal(size=n_rows), rng.integers(-1, 4, n_rows),
+                                         3 * rng.normal(size=n_rows)]), dtype=torch.float64)
+    X[::5, 0] = float("nan")
+    return X
+
+
+def _own_matrices(model, stored):
+    """The matrices one stored weight stands for, written out (no shared members involved)."""
+    if model.structure == "tridiagonal":
+        return model._stored_bands(stored)
+    return model._symmetrised(stored)
+
+
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+@pytest.mark.parametrize("monotonic", [None, "first"])
+@pytest.mark.parametrize("n_outputs", [None, 3])
+def test_sharing_members_matrices_are_their_factors_times_the_shared_set(structure, monotonic, n_outputs):
+    model = _model(structure, monotonic=monotonic, n_outputs=n_outputs)
+    outputs = n_outputs or 1
+    A = model.feature_matrices().detach()
+    assert A.shape[0] == 3 * outputs and model.n_own_models == outputs
+    stored_own = model.band_weight if structure == "tridiagonal" else model.weight
+    torch.testing.assert_close(A[:outputs], _own_matrices(model, stored_own).detach(), rtol=0, atol=0)
+    shared = _own_matrices(model, model.shared_weight).detach()
+    factors = model.member_scales.detach()
+    if monotonic is not None:  # a monotone column's factor is |r|: r A keeps the column's sign
+        factors = torch.where(model.monotonic_signs.reshape(-1) != 0, factors.abs(), factors)
+        assert (model.shared_factors()[:, model.monotonic_signs.reshape(-1) != 0] >= 0).all()
+    for m in range(2):
+        for o in range(outputs):
+            for j in range(model.n_matrices):
+                expected = factors[m, j] * shared[o, j]
+                assert torch.equal(A[(1 + m) * outputs + o, j], expected)
+    # the signs start at +-1, both present
+    assert set(model.member_scales.detach().abs().reshape(-1).tolist()) == {1.0}
+
+
+def test_no_shared_members_draw_the_same_model_as_before():
+    """n_shared_members=0 adds no parameter and draws nothing more: the models a default fit starts
+    from are unchanged."""
+    plain, zero = _model(n_shared=0), _model(n_shared=0)
+    assert [name for name, _ in plain.named_parameters()] == ["mu_start", "mu_increments", "weight"]
+    assert torch.equal(plain.weight, zero.weight) and plain.weight.shape[0] == 3
+    with pytest.raises(ValueError, match="n_shared_members must be between 0 and n_members=3"):
+        _model(n_shared=4)
+
+
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+@pytest.mark.parametrize("monotonic", [None, "first"])
+def test_every_path_gives_the_dense_products_values_and_gradients(structure, monotonic):
+    """The gather path (CPU kernels), the compiled pass and the dense product agree, values and every
+    parameter's gradient (float64 to rounding)."""
+    X = _rows(41, 1)
+    results = []
+    for gather in (False, True):
+        model = _model(structure, monotonic=monotonic, seed=4)
+        model.gather = gather
+        out = model(X)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 2, out.numel()).view_as(out)).sum(),
+                                    list(model.parameters()))
+        results.append([out.detach(), *grads])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled pass)")
+def test_the_cpu_fit_steps_through_the_compiled_pass_with_the_chain_rule():
+    model = _model()
+    step = OnGatheredTerms(model).compiled_pass()
+    assert isinstance(step, SharedMembersPass)
+    # a monotone model takes autograd's path (its W W^T), as without shared members
+    assert OnGatheredTerms(_model(monotonic="first")).compiled_pass() is None
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16), structure=st.sampled_from(["dense", "tridiagonal"]))
+def test_gradcheck_through_the_shared_set_and_the_factors(seed, structure):
+    model = _model(structure, n_members=2, n_shared=1, seed=seed, dim=4)
+    X = _rows(7, seed)
+    names = [name for name, _ in model.named_parameters()]
+    values = [p.detach().clone().requires_grad_() for p in model.parameters()]
+
+    def f(*params):
+        return torch.func.functional_call(model, dict(zip(names, params)), (X,))
+
+    # away from repeated eigenvalues (random matrices): lambda_k is smooth there
+    assert torch.autograd.gradcheck(f, values, eps=1e-6, atol=1e-5)
+
+
+def test_the_count_of_sharing_members_rounds_up():
+    assert [shared_member_count(0.5, n) for n in (1, 2, 3, 4)] == [1, 1, 2, 2]
+    assert shared_member_count(0.0, 4) == 0 and shared_member_count(1.0, 3) == 3
+    assert shared_member_count(1 / 3, 3) == 1
+
+
+def test_estimator_option_fits_pickles_and_keeps_its_shape():
+    X, y = make_data(n=300)
+    params = dict(shared_members=0.5, n_estimators=3, max_iter=20, learning_rate_init=0.02, random_state=0,
+                  device="cpu")
+    est = SpectralRegressor(**params).fit(X, y)
+    assert est.n_shared_members_ == 2 and est.feature_matrices_.shape[0] == 3
+    assert est.score(X, y) > 0.95
+    again = SpectralRegressor(**params).fit(X, y)
+    np.testing.assert_array_equal(est.predict(X), again.predict(X))  # seeded and deterministic on the CPU
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    # a fitted model's sharing members are r A: the stored matrices say so
+    A = est.feature_matrices_
+    ratio = A[2] / np.where(A[1] == 0, 1, A[1])
+    per_column = ratio.reshape(ratio.shape[0], -1)
+    nonzero = A[1].reshape(A.shape[1], -1) != 0
+    for j in range(A.shape[1]):
+        if nonzero[j].any():
+            np.testing.assert_allclose(per_column[j][nonzero[j]], per_column[j][nonzero[j]][0], rtol=1e-4)
+    # continuing the fit with another sharing is refused, as for any parameter that shapes the model
+    est.set_params(warm_start=True, shared_members=0.0)
+    with pytest.raises(ValueError, match="shared_members"):
+        est.fit(X, y)
+    with pytest.raises(ValueError, match="shared_members"):
+        SpectralRegressor(shared_members=1.5, max_iter=1).fit(X, y)
+
+
+def test_classifier_with_shared_members_learns():
+    X, y = make_data(n=300)
+    labels = np.digitize(y, np.quantile(y, [0.33, 0.66]))
+    est = SpectralClassifier(shared_members=1.0, n_estimators=2, max_iter=20, learning_rate_init=0.02, random_state=0,
+                             device="cpu")
+    est.fit(X, labels)
+    assert est.n_shared_members_ == 2 and est.score(X, labels) > 0.7
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled pass)")
+@pytest.mark.parametrize("estimator", ["regressor", "classifier", "quantiles"])
+@pytest.mark.parametrize("params", [dict(dtype="float64", alpha=1e-2), dict(dtype="float32")])
+def test_compiled_steps_one_step_and_autograd_fits_agree(monkeypatch, estimator, params):
+    """A CPU fit with sharing members takes the compiled steps (Adam and the chain rule inside the
+    compiled call, on packed lower triangles); the same fit one step at a time through the pass, and
+    through autograd, to rounding (the factors' inner products sum packed or full entries)."""
+    from skspectral._training.compiled_steps import CompiledSteps
+
+    from .test_compiled_pass import _mixed
+
+    X, y = _mixed(5, classes=estimator == "classifier")
+    cls = SpectralClassifier if estimator == "classifier" else SpectralRegressor
+    extra = dict(loss="quantile", quantile=[0.1, 0.5, 0.9]) if estimator == "quantiles" else {}
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=3, shared_members=0.5, early_stopping=True,
+                  categorical_features=[1], random_state=0, device="cpu") | extra | params
+    counts = []
+    monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
+        counts.append(count), original(self, count, *args))[1])
+    compiled = cls(**params).fit(X, y)
+    assert compiled.n_shared_members_ == 2 and sum(counts) == compiled.t_ and max(counts) > 1
+    monkeypatch.setattr(CompiledSteps, "applies", staticmethod(lambda *args: False))
+    one_by_one = cls(**params).fit(X, y)
+    monkeypatch.setattr(SharedMembersPass, "__init__", lambda *args: (_ for _ in ()).throw(AssertionError()))
+    from skspectral.model import SpectralModel
+
+    monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
+    autograd = cls(**params).fit(X, y)
+    tolerance = dict(rtol=1e-4, atol=1e-5) if params["dtype"] == "float32" else dict(rtol=1e-9, atol=1e-11)
+    output = "predict_proba" if cls is SpectralClassifier else "predict"
+    for other in (one_by_one, autograd):
+        np.testing.assert_allclose(compiled.loss_curve_, other.loss_curve_, **tolerance)
+        for name, value in compiled._module_state_.items():
+            np.testing.assert_allclose(value, other._module_state_[name], **tolerance)
+        np.testing.assert_allclose(getattr(compiled, output)(X), getattr(other, output)(X), **tolerance)
+
+
+def test_an_estimator_pickled_before_the_option_loads_without_sharing():
+    X, y = make_data(n=200)
+    est = SpectralRegressor(n_estimators=2, max_iter=3, random_state=0, device="cpu").fit(X, y)
+    state = est.__getstate__()
+    del state["shared_members"], state["n_shared_members_"]  # as an older version pickled it
+    old = SpectralRegressor.__new__(SpectralRegressor)
+    old.__setstate__(state)
+    assert old.get_params()["shared_members"] == 0.0 and old.n_shared_members_ == 0
+    np.testing.assert_array_equal(old.predict(X), est.predict(X))
