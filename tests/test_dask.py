@@ -538,3 +538,21 @@ def test_data_parallel_losses_match_their_plain_fits(client, loss):
     else:
         assert (predicted > 0).all()
         np.testing.assert_allclose(predicted.mean(), y.mean(), rtol=0.1)
+
+
+def test_data_parallel_fit_with_shared_members(client):
+    """Members that share their matrices over two workers: the ranks all-reduce the shared set's and
+    the factors' gradients with the rest, so the fit is one model whose sharing member is r A."""
+    X, y = smooth_problem(20_000)
+    params = dict(dim=6, n_estimators=2, shared_members=0.5, max_iter=4, random_state=0, device="cpu")
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, n_parts=4))
+    plain = SpectralRegressor(**params).fit(X, y)
+    assert model.n_shared_members_ == plain.n_shared_members_ == 1
+    A = model.feature_matrices_  # (members, columns, dim, dim): the second member's are its factor times one set
+    assert A.shape[0] == 2 and np.isfinite(A).all()
+    X_test, y_test = smooth_problem(2_000, seed=1)
+    predicted = model.predict(da.from_array(X_test, chunks=500)).compute()
+    np.testing.assert_allclose(model.to_local().predict(X_test), predicted, rtol=1e-12)
+    rmse = np.sqrt(np.mean((predicted - y_test) ** 2))
+    plain_rmse = np.sqrt(np.mean((plain.predict(X_test) - y_test) ** 2))
+    assert rmse <= 1.25 * plain_rmse, (rmse, plain_rmse)
