@@ -278,7 +278,7 @@ class CompiledDensePass:
         none here (zero sharing members, empty arrays of the kernels' types)."""
         empty3 = self.columns[:0]
         return (0, 0, self.grad_packed.numpy(), self.columns.numpy(), empty3.numpy(), empty3.numpy(),
-                self.mu[:0].numpy(), self.mu[:0].numpy(), self.mu[0, :0].numpy())
+                self.mu[:0].numpy(), 1.0, self.mu[:0].numpy(), self.mu[0, :0].numpy())
 
     @staticmethod
     def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:
@@ -314,13 +314,15 @@ class SharedMembersPass(CompiledDensePass):
     (``n_shared_members``): the kernels run on every model's W
     (:meth:`~skspectral.model.SpectralModel.dense_weight`, composed into a buffer before each pass), and
     their gradient reaches the parameters by the chain rule: a sharing member's W is r_m S, so
-    dL/dS = sum_m r_m dL/dW_m and dL/dr_{m,j} = <S_j, dL/dW_{m,j}>; the own members' W are ``weight``'s.
+    dL/dS = sum_m r_m dL/dW_m and dL/dr_{m,j} = <S_j, dL/dW_{m,j}> (r = gain times the stored
+    ``member_scales``, whose gradient is gain dL/dr); the own members' W are ``weight``'s.
     Both are compiled calls (``skspectral._step_kernels``: compose_shared, shared_grads). The compiled
     steps (skspectral._training.compiled_steps) keep the own members' W and S as lower triangles and
     run the same two kernels on them inside their call (:meth:`shared_state`)."""
 
     def __init__(self, model, terms_of):
         self._n_own = model.n_own_models
+        self._gain = float(model.shared_factor_gain)
         dense = torch.empty((model.n_models, *model.weight.shape[1:]), dtype=model.weight.dtype)
         super().__init__(model, terms_of, weight=dense)
         n = self.mu.shape[1]
@@ -342,7 +344,7 @@ class SharedMembersPass(CompiledDensePass):
         model = self.model
         self.weight[:self._n_own].copy_(model.weight.detach())
         _kernels().compose_shared(self._full(self.weight), self._full(model.shared_weight),
-                                  model.member_scales.detach().numpy(), self._n_own)
+                                  model.member_scales.detach().numpy(), self._gain, self._n_own)
 
     def _parameter_storage(self) -> tuple:
         model = self.model
@@ -367,8 +369,8 @@ class SharedMembersPass(CompiledDensePass):
     def _chain_rule(self) -> None:
         model = self.model
         _kernels().shared_grads(self._full(self.grad_weight), self._full(model.shared_weight),
-                                model.member_scales.detach().numpy(), self._full_entries.numpy(), self._n_own,
-                                self._full(self.grad_shared), self.grad_scales.numpy())
+                                model.member_scales.detach().numpy(), self._gain, self._full_entries.numpy(),
+                                self._n_own, self._full(self.grad_shared), self.grad_scales.numpy())
 
     def _set_grads(self) -> None:
         model = self.model
@@ -401,10 +403,10 @@ class SharedMembersPass(CompiledDensePass):
 
     def shared_state(self) -> tuple:
         """(sharing members, own models, the packed gradient and columns of every model, the shared set's
-        packed values and gradient, the factors and their gradient, the packed entries' weights): after
+        packed values and gradient, the stored factors, their gain and gradient, the packed entries'
+        weights): after
         each step's pass the compiled steps run shared_grads on them, after Adam compose_shared."""
         model = self.model
         return (model.n_shared_members, self._n_own, self.grad_packed.numpy(), self.columns.numpy(),
-                self.shared_columns.numpy(),
-                self.grad_shared_packed.numpy(), model.member_scales.detach().numpy(),
-                self.grad_scales.numpy(), self._packed_entries.numpy())
+                self.shared_columns.numpy(), self.grad_shared_packed.numpy(), model.member_scales.detach().numpy(),
+                self._gain, self.grad_scales.numpy(), self._packed_entries.numpy())

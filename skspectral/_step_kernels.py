@@ -373,23 +373,25 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
 # m its outputs' r_{m,j} S_{o,j}. Entries are full matrices (n n, each weighing 1) or packed lower
 # triangles (an off-diagonal entry stands for two of the matrix's, so it weighs 2 in an inner product).
 @njit
-def compose_shared(columns, shared, scales, n_own):
-    """columns[n_own + m O + o, j] = scales[m, j] shared[o, j] for the sharing members m and outputs o."""
+def compose_shared(columns, shared, scales, gain, n_own):
+    """columns[n_own + m O + o, j] = gain scales[m, j] shared[o, j] for the sharing members m and outputs o
+    (the factors r are stored divided by ``gain``: SpectralModel.shared_factor_gain)."""
     n_outputs, n_columns, n_entries = shared.shape
     for m in range(scales.shape[0]):
         for o in range(n_outputs):
             model = n_own + m * n_outputs + o
             for j in range(n_columns):
-                r = scales[m, j]
+                r = gain * scales[m, j]
                 for e in range(n_entries):
                     columns[model, j, e] = r * shared[o, j, e]
 
 
 @njit
-def shared_grads(grad, shared, scales, entry_weights, n_own, grad_shared, grad_scales):
-    """The chain rule from every model's matrices' gradient ``grad`` to the shared set's and the factors':
-    grad_shared[o, j] = sum_m scales[m, j] grad[n_own + m O + o, j]; grad_scales[m, j] = sum_o <shared[o, j],
-    grad[n_own + m O + o, j]> (entry_weights: each entry's weight in the inner product). Sums in float64."""
+def shared_grads(grad, shared, scales, gain, entry_weights, n_own, grad_shared, grad_scales):
+    """The chain rule from every model's matrices' gradient ``grad`` to the shared set's and the stored
+    factors': with r = gain scales, grad_shared[o, j] = sum_m r[m, j] grad[n_own + m O + o, j]; grad_scales[m, j]
+    = gain sum_o <shared[o, j], grad[n_own + m O + o, j]> (entry_weights: each entry's weight in the inner
+    product). Sums in float64."""
     n_outputs, n_columns, n_entries = shared.shape
     n_shared = scales.shape[0]
     for o in range(n_outputs):
@@ -397,7 +399,7 @@ def shared_grads(grad, shared, scales, entry_weights, n_own, grad_shared, grad_s
             for e in range(n_entries):
                 total = 0.0
                 for m in range(n_shared):
-                    total += scales[m, j] * grad[n_own + m * n_outputs + o, j, e]
+                    total += gain * scales[m, j] * grad[n_own + m * n_outputs + o, j, e]
                 grad_shared[o, j, e] = total
     for m in range(n_shared):
         for j in range(n_columns):
@@ -406,4 +408,4 @@ def shared_grads(grad, shared, scales, entry_weights, n_own, grad_shared, grad_s
                 model = n_own + m * n_outputs + o
                 for e in range(n_entries):
                     total += entry_weights[e] * shared[o, j, e] * grad[model, j, e]
-            grad_scales[m, j] = total
+            grad_scales[m, j] = gain * total

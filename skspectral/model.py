@@ -118,7 +118,9 @@ class SpectralModel(torch.nn.Module):
         How many of the members (the last ones) share one set of matrices:
         member m's matrix for column j is r_{m,j} A_j, with one learned A_j per
         column (and output) and a learned factor r_{m,j} per member and column,
-        started at a random sign (TabM-mini's input adapter), so those members
+        started at a random sign (TabM-mini's input adapter; stored as r divided
+        by :attr:`shared_factor_gain`, so that it learns as fast for its size as
+        the matrices do), so those members
         are different functions from the first step at the parameter cost of
         one. A monotone column's factor is |r_{m,j}|: r A stays semidefinite of
         the column's sign. Each member keeps its own diagonal. 0: every member
@@ -192,6 +194,11 @@ class SpectralModel(torch.nn.Module):
 
     # ---- the construction hook: how the feature matrices are parameterised -------------
     structure = "dense"
+    # The sharing members' factors are stored as r / gain: Adam moves every parameter by about the
+    # learning rate a step, and r (of size 1) would otherwise change ~30x slower for its size than the
+    # matrices' entries (of size 1 / (sqrt(dim) n_features)). Chosen on the selection fold (1, 10, 30:
+    # benchmarks/RESULTS.md, section 12).
+    shared_factor_gain = 10.0
 
     def _init_feature_matrices(self, init_scale: float, generator: torch.Generator | None, factory: dict) -> None:
         """Create the parameters behind :meth:`feature_matrices` (symmetric Gaussian start;
@@ -231,15 +238,16 @@ class SpectralModel(torch.nn.Module):
         signs = (torch.randint(0, 2, (self.n_shared_members, self.n_matrices), generator=generator) * 2 - 1).double()
         if self.monotonic is not None:
             signs = torch.where(self.monotonic != 0, 1.0, signs)
-        self.member_scales = torch.nn.Parameter(signs.to(**factory))
+        self.member_scales = torch.nn.Parameter((signs / self.shared_factor_gain).to(**factory))
 
     def shared_factors(self) -> torch.Tensor:
         """The sharing members' factors r_{m,j} as they scale A_j, (n_shared_members, n_matrices):
-        |r| for a monotone column."""
+        ``member_scales`` times :attr:`shared_factor_gain`; |r| for a monotone column."""
+        factors = self.shared_factor_gain * self.member_scales
         if self.monotonic is None:
-            return self.member_scales
+            return factors
         constrained = self.monotonic_signs.reshape(-1) != 0  # the buffer: on the model's device
-        return torch.where(constrained, self.member_scales.abs(), self.member_scales)
+        return torch.where(constrained, factors.abs(), factors)
 
     def _with_shared(self, own: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
         """Every model's stored matrices (n_models, n_matrices, ...) from the own models' ``own`` and

@@ -61,7 +61,7 @@ def test_sharing_members_matrices_are_their_factors_times_the_shared_set(structu
     stored_own = model.band_weight if structure == "tridiagonal" else model.weight
     torch.testing.assert_close(A[:outputs], _own_matrices(model, stored_own).detach(), rtol=0, atol=0)
     shared = _own_matrices(model, model.shared_weight).detach()
-    factors = model.member_scales.detach()
+    factors = model.shared_factor_gain * model.member_scales.detach()  # stored divided by the gain
     if monotonic is not None:  # a monotone column's factor is |r|: r A keeps the column's sign
         factors = torch.where(model.monotonic_signs.reshape(-1) != 0, factors.abs(), factors)
         assert (model.shared_factors()[:, model.monotonic_signs.reshape(-1) != 0] >= 0).all()
@@ -70,8 +70,12 @@ def test_sharing_members_matrices_are_their_factors_times_the_shared_set(structu
             for j in range(model.n_matrices):
                 expected = factors[m, j] * shared[o, j]
                 assert torch.equal(A[(1 + m) * outputs + o, j], expected)
-    # the signs start at +-1, both present
-    assert set(model.member_scales.detach().abs().reshape(-1).tolist()) == {1.0}
+    # the factors start at +-1, both signs present
+    assert set(model.shared_factors().detach().abs().reshape(-1).tolist()) == {1.0}
+    signs = model.shared_factors().detach().sign()
+    free = (torch.ones(model.n_matrices, dtype=torch.bool) if monotonic is None
+            else model.monotonic_signs.reshape(-1) == 0)
+    assert set(signs[:, free].reshape(-1).tolist()) == {-1.0, 1.0} and (signs[:, ~free] == 1).all()
 
 
 def test_no_shared_members_draw_the_same_model_as_before():

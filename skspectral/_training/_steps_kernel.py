@@ -24,7 +24,7 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, rows, wei
     (skspectral._compiled_pass.SharedMembersPass.shared_state; none where its count is 0): after the pass
     the packed gradient goes to the shared set and the factors (shared_grads), and after Adam the sharing
     members' packed columns are composed again (compose_shared)."""
-    (n_shared, n_own, grad_packed, columns, shared_columns, grad_shared, scales, grad_scales,
+    (n_shared, n_own, grad_packed, columns, shared_columns, grad_shared, scales, gain, grad_scales,
      entry_weights) = shared
     for s in range(n_steps):
         first, last = s * batch_size, (s + 1) * batch_size
@@ -33,11 +33,11 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, rows, wei
         step_losses[s, 0] = data_loss
         step_losses[s, 1] = penalty
         if n_shared > 0:
-            shared_grads(grad_packed, shared_columns, scales, entry_weights, n_own, grad_shared, grad_scales)
+            shared_grads(grad_packed, shared_columns, scales, gain, entry_weights, n_own, grad_shared, grad_scales)
         scalars = adam_scalars[s]
         for p in range(len(adam_arrays)):
             param, grad, exp_avg, exp_avg_sq = adam_arrays[p]
             adam_update(param, grad, exp_avg, exp_avg_sq, scalars[0], scalars[1], scalars[2], scalars[3], scalars[4],
                         scalars[5], scalars[6])
         if n_shared > 0:
-            compose_shared(columns, shared_columns, scales, n_own)
+            compose_shared(columns, shared_columns, scales, gain, n_own)
