@@ -76,9 +76,11 @@ _AUTO_STEPS = 200
 # n_estimators="auto": _AUTO_MEMBERS[0] members, and on the CPU _AUTO_MEMBERS[1] from _AUTO_MEMBERS_ROWS fit
 # rows, where a CPU step's cost follows the members and the rows are many enough that a fourth one's average
 # no longer paid (chosen on the selection fold; on a GPU a step costs the same with 3 or 4, and flights took
-# more epochs with 3: benchmarks/RESULTS.md, section 9)
+# more epochs with 3: benchmarks/RESULTS.md, section 9), and _AUTO_MEMBERS_TALL from _AUTO_MEMBERS_TALL_ROWS,
+# where with 32 bins one member scored as three (flights on the selection fold, section 9)
 _AUTO_MEMBERS = (4, 3)
 _AUTO_MEMBERS_ROWS = 10_000
+_AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
 # on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
 # caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
@@ -475,8 +477,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         a step."""
         if self.n_estimators != "auto":
             return self.n_estimators
-        tall = device.type == "cpu" and n_rows >= _AUTO_MEMBERS_ROWS
-        return _AUTO_MEMBERS[1] if tall else _AUTO_MEMBERS[0]
+        if device.type != "cpu" or n_rows < _AUTO_MEMBERS_ROWS:
+            return _AUTO_MEMBERS[0]
+        return _AUTO_MEMBERS_TALL if n_rows >= _AUTO_MEMBERS_TALL_ROWS else _AUTO_MEMBERS[1]
 
     def _patience(self, n_validation: int) -> int:
         """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a

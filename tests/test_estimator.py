@@ -353,15 +353,16 @@ def test_min_level_count_pools_rarer_levels_into_other(Estimator):
         Estimator(min_level_count=0).fit(X, target)
 
 
-def test_auto_bins_are_16_on_the_cpu_whatever_the_rows():
-    """n_bins="auto" takes the mapper's row rule (32 bins from 10,000 rows) where the fit trains
-    on CUDA only; on the CPU 16 (there 32 cost epochs at the same accuracy)."""
+def test_auto_bins_on_the_cpu_are_16_up_to_the_tall_threshold():
+    """n_bins="auto" takes the mapper's row rule: 32 bins from 10,000 rows where the fit trains on
+    CUDA, from 100,000 on the CPU (below, 32 cost epochs there at the same accuracy)."""
     from skspectral._columns.mapper import bins_for
 
     X = np.random.RandomState(0).normal(size=(10_000, 2))
     assert SpectralRegressor()._column_options(cuda=True).cuda is True
     assert SpectralRegressor()._column_options(cuda=False).cuda is False
     assert bins_for("auto", 10_000, cuda=False) == 16 and bins_for(24, 10_000, cuda=False) == 24
+    assert bins_for("auto", 99_999, cuda=False) == 16 and bins_for("auto", 100_000, cuda=False) == 32
     fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, **CPU).fit(X, X[:, 0])
     assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [16, 16]
 
@@ -533,6 +534,11 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     assert estimator(dim=4, max_iter=1, n_estimators=5, **CPU).fit(X, target).n_estimators_ == 5
     # on a GPU a step costs about the same with either count: "auto" keeps 4 there
     assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 3
+    # on the CPU one member from the tall threshold (100,000 rows)
+    rows = _estimator._AUTO_MEMBERS_TALL_ROWS
+    assert estimator()._members(rows, torch.device("cpu")) == _estimator._AUTO_MEMBERS_TALL == 1
+    assert estimator()._members(rows - 1, torch.device("cpu")) == 3
+    assert estimator()._members(rows, torch.device("cuda")) == 4
     # the fitted model predicts and bounds with its own members, also after a pickle round trip
     loaded = pickle.loads(pickle.dumps(tall))
     np.testing.assert_array_equal(loaded.predict(X), tall.predict(X))
