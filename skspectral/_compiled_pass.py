@@ -21,7 +21,7 @@ import functools
 import numpy as np
 import torch
 
-from .eig._numba_support import parallel_chunks, parallel_threads
+from .eig._numba_support import parallel_chunks, parallel_threads, start_threading_layer
 from .encoding import SymmetricTablesPasses, compiles
 
 
@@ -29,6 +29,7 @@ from .encoding import SymmetricTablesPasses, compiles
 def _kernels():
     from . import _step_kernels
 
+    start_threading_layer()  # training_pass links the parallel kernels (see start_threading_layer)
     return _step_kernels
 
 

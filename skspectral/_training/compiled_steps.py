@@ -28,8 +28,10 @@ TERMS_BYTES = 16 * 2**20
 
 @functools.cache
 def _kernel():
+    from ..eig._numba_support import start_threading_layer
     from ._steps_kernel import training_steps
 
+    start_threading_layer()  # the steps link the parallel kernels (see start_threading_layer)
     return training_steps
 
 

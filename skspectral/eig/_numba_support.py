@@ -56,6 +56,14 @@ def _pool_size() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
+def start_threading_layer() -> None:
+    """Start Numba's threading layer (once, keeping torch's thread count) before calling a compiled
+    function that links parallel kernels, also where it will run their serial twins: a fresh Dask worker
+    whose first step called the training pass (its parallel kernels beside the serial ones) with the
+    layer not started crashed there (SIGSEGV) in about half the runs of tests/test_dask.py."""
+    _pool_size()
+
+
 def parallel_threads() -> int:
     """Size Numba's threads for the next parallel kernel called from this thread to
     torch's thread count (at most Numba's pool); returns that count."""
