@@ -112,8 +112,12 @@ class CompiledDensePass:
         if self._parameter_storage() != self._storage:
             raise RuntimeError("The model's parameters moved to new storage: make a new compiled pass.")
 
+    def _before_pass(self) -> None:
+        """What the kernels' weight needs before a pass reads it (nothing here: it is the model's)."""
+
     def values(self, batch: torch.Tensor) -> torch.Tensor:
         self._check_storage()
+        self._before_pass()
         rows, weights = self.terms_of(batch)
         arrays = self.arrays
         self.tables.forward()
@@ -131,6 +135,7 @@ class CompiledDensePass:
         calls, on the pass's buffers, with the model's mu -- the same numbers, without ~1 ms of
         Python and torch's small ops. A new tensor."""
         self._check_storage()
+        self._before_pass()
         rows, weights = self.terms_of(batch)
         rows, weights = rows.contiguous(), weights.contiguous()
         self.tables.forward()
@@ -178,11 +183,16 @@ class CompiledDensePass:
     def _chain_rule(self) -> None:
         """The parameters' gradients from the kernels' (nothing to do here: the kernels write them)."""
 
-    def _set_grads(self) -> None:
+    def _gradients(self) -> tuple:
+        """(parameter, the buffer its gradient is written to) for every parameter of the model."""
         model = self.model
-        for parameter, grad in ((self.weight, self.grad_weight), (model.mu_start, self.grad_start),
-                                (model.mu_increments, self.grad_increments)):
-            if parameter.grad is not grad:  # set once; the buffers are rewritten at every step
+        return ((self.weight, self.grad_weight), (model.mu_start, self.grad_start),
+                (model.mu_increments, self.grad_increments))
+
+    def _set_grads(self) -> None:
+        for parameter, grad in self._gradients():
+            # set once; the buffers are rewritten at every step (a buffer may be a view made anew)
+            if parameter.grad is None or parameter.grad.data_ptr() != grad.data_ptr():
                 parameter.grad = grad
 
     def loss_code(self, loss_and_gradient) -> int | None:
@@ -211,6 +221,7 @@ class CompiledDensePass:
         constants (:meth:`loss_parameters`). Returns (the data loss as a 0-d tensor of the model's dtype,
         the Frobenius penalty's value)."""
         self._check_storage()
+        self._before_pass()
         rows, weights = self.terms_of(batch)
         rows, weights = rows.contiguous(), weights.contiguous()
         state = self.step_state(*rows.shape, loss_code, loss_parameters=loss_parameters)
@@ -259,6 +270,7 @@ class CompiledDensePass:
         returns the columns. A W that is not symmetric (not from this model's own steps) is packed
         as 0.5 (W + W^T), the matrices the model uses."""
         self._check_storage()
+        self._before_pass()
         self.tables.forward()
         return self.columns
 
@@ -308,8 +320,6 @@ class CompiledDensePass:
                 grad_values.view(shape).numpy())
 
 
-
-
 class SharedMembersPass(CompiledDensePass):
     """:class:`CompiledDensePass` for a model with members that share their matrices
     (``n_shared_members``): the kernels run on every model's W
@@ -341,7 +351,8 @@ class SharedMembersPass(CompiledDensePass):
         """(models, columns, n, n) as the kernels' (models, columns, n n) array."""
         return t.detach().reshape(*t.shape[:2], t.shape[2] * t.shape[3]).numpy()
 
-    def _compose(self) -> None:
+    def _before_pass(self) -> None:
+        """Every model's W composed into the kernels' buffer: the own W, then gain r S."""
         model = self.model
         self.weight[:self._n_own].copy_(model.weight.detach())
         _kernels().compose_shared(self._full(self.weight), self._full(model.shared_weight),
@@ -349,23 +360,7 @@ class SharedMembersPass(CompiledDensePass):
 
     def _parameter_storage(self) -> tuple:
         model = self.model
-        return (model.weight.data_ptr(), model.shared_weight.data_ptr(), model.member_scales.data_ptr(),
-                model.mu_start.data_ptr(), model.mu_increments.data_ptr())
-
-    def values(self, batch: torch.Tensor) -> torch.Tensor:
-        self._check_storage()
-        self._compose()
-        return super().values(batch)
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        self._check_storage()
-        self._compose()
-        return super().forward(batch)
-
-    def step(self, *args, **kwargs) -> tuple:
-        self._check_storage()
-        self._compose()
-        return super().step(*args, **kwargs)
+        return super()._parameter_storage() + (model.shared_weight.data_ptr(), model.member_scales.data_ptr())
 
     def _chain_rule(self) -> None:
         model = self.model
@@ -373,21 +368,17 @@ class SharedMembersPass(CompiledDensePass):
                                 model.member_scales.detach().numpy(), self._gain, self._full_entries.numpy(),
                                 self._n_own, self._full(self.grad_shared), self.grad_scales.numpy())
 
-    def _set_grads(self) -> None:
+    def _gradients(self) -> tuple:
         model = self.model
-        for parameter, grad in ((model.weight, self.grad_weight[:self._n_own]), (model.shared_weight, self.grad_shared),
-                                (model.member_scales, self.grad_scales), (model.mu_start, self.grad_start),
-                                (model.mu_increments, self.grad_increments)):
-            if parameter.grad is None or parameter.grad.data_ptr() != grad.data_ptr():
-                parameter.grad = grad
+        return ((model.weight, self.grad_weight[:self._n_own]), (model.shared_weight, self.grad_shared),
+                (model.member_scales, self.grad_scales), (model.mu_start, self.grad_start),
+                (model.mu_increments, self.grad_increments))
 
     # ---- packed parameters (the compiled steps') ----------------------------------------------------
     def pack(self) -> torch.Tensor:
-        self._check_storage()
-        self._compose()
-        self.tables.forward()
+        columns = super().pack()
         self.lower_triangles(self.model.shared_weight.detach(), self.shared_columns)
-        return self.columns
+        return columns
 
     @torch.no_grad()
     def unpack(self) -> None:
@@ -405,8 +396,8 @@ class SharedMembersPass(CompiledDensePass):
     def shared_state(self) -> tuple:
         """(sharing members, own models, the packed gradient and columns of every model, the shared set's
         packed values and gradient, the stored factors, their gain and gradient, the packed entries'
-        weights): after
-        each step's pass the compiled steps run shared_grads on them, after Adam compose_shared."""
+        weights): after each step's pass the compiled steps run shared_grads on them, after Adam
+        compose_shared."""
         model = self.model
         return (model.n_shared_members, self._n_own, self.grad_packed.numpy(), self.columns.numpy(),
                 self.shared_columns.numpy(), self.grad_shared_packed.numpy(), model.member_scales.detach().numpy(),

@@ -126,8 +126,8 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         (classification). "auto": 4, and on the CPU 3 from 10,000 fit rows
         (duplicate rows merged) and 1 from 100,000, where more members no
         longer paid for their share of a step (a CPU step's cost follows the
-        members; a GPU's hardly does); the count used is ``n_estimators_``. The series' model is
-        ``feature_encoding="linear", n_estimators=1``.
+        members; a GPU's hardly does); the count used is ``n_estimators_``.
+        The series' model is ``feature_encoding="linear", n_estimators=1``.
     shared_members : float in [0, 1], default=0.0
         The share of the members (rounded up; ``n_shared_members_``) whose
         matrices are scaled copies of one shared set, TabM-style: member m's
