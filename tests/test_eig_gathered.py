@@ -220,3 +220,44 @@ def test_a_stack_through_the_gathered_kernel_is_the_dense_kernel_to_the_bit(n, l
     (kth_eigvalsh_unchecked(A1, ks, backend) * g).sum().backward()
     (kth_eigvalsh_stacked(A2, ks, backend) * g).sum().backward()
     torch.testing.assert_close(A2.grad, A1.grad, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 9), models=st.integers(1, 5), B=st.integers(0, 40), T=st.integers(1, 6),
+       indices=st.integers(1, 3), chunks=st.integers(1, 6), layout=st.sampled_from(["full", "packed", "tridiagonal"]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31 - 1))
+def test_the_gradient_over_threads_is_the_serial_gradient_to_the_bit(n, models, B, T, indices, chunks, layout, dtype,
+                                                                    seed):
+    """The gathered gradient's parallel kernel -- rows' gradients split by rows, the sums by model and, with
+    fewer models than threads, by table rows -- gives the serial kernel's bits for any thread count: each
+    entry adds its terms in the same order (rows of -1, zero weights, zero gradients, a table row twice in
+    one row included)."""
+    pytest.importorskip("numba")
+    from skspectral.eig import _numba_kernels as kernels
+
+    rng = np.random.default_rng(seed)
+    R, R_extra = 7, 4
+    length = (n * (n + 1) // 2 if layout == "packed" else n * n) if layout != "tridiagonal" else 2 * n
+    rows = rng.integers(-1, R + R_extra, (B, T))
+    if B and T > 1:
+        rows[0, 1] = rows[0, 0]  # one table row twice in a row's terms
+    weights = rng.normal(size=(B, T)).astype(dtype)
+    weights[rng.random((B, T)) < 0.2] = 0.0
+    g = rng.normal(size=(B, models, indices)).astype(dtype)
+    g[rng.random((B, models, indices)) < 0.2] = 0.0
+    vectors = rng.normal(size=(B, models, indices, n)).astype(dtype)
+    dense = layout != "tridiagonal"
+
+    def gradients(chunks):
+        out = (np.full((models, R, length), np.nan, dtype), np.full((models, R_extra, length), np.nan, dtype),
+               np.full((models, n), np.nan, dtype))
+        if chunks:
+            kernels.gathered_grad_parallel(*out, g, vectors, rows, weights, dense, chunks)
+        else:
+            kernels.gathered_grad_serial(*out, g, vectors, rows, weights, dense)
+        return out
+
+    serial = gradients(0)
+    assert all(np.isfinite(part).all() for part in serial)  # every entry written (the buffers start as NaN)
+    for ours, reference in zip(gradients(chunks), serial):
+        np.testing.assert_array_equal(ours, reference)

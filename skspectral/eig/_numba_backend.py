@@ -180,14 +180,15 @@ def _gathered_size(B: int, diagonal_shape: tuple, dense: bool) -> tuple:
 
 
 def _gathered_grad_size(B: int, K: int, grad_table_shape: tuple) -> tuple:
-    """Their gradient's: one model per item, B x K terms of a table row's length each."""
-    n_models, _, row_length = grad_table_shape
-    return n_models, B * K * n_models * row_length
+    """Their gradient's: B x K terms of a table row's length each for every model, spread over threads by
+    model and by table rows (a model's rows in parts: one model keeps every thread busy)."""
+    n_models, n_rows, row_length = grad_table_shape
+    return n_models * n_rows, B * K * n_models * row_length
 
 
 def _launch_gathered_grad(grads: tuple, g, vectors, rows, weights, dense: bool) -> None:
     """Their gradient's kernel: grads (table, extra, diagonal gradients) as arrays, the rest contiguous
-    tensors with the index axis; one model per task (its sums in a fixed order, whatever the threads)."""
+    tensors with the index axis; each entry's sum in a fixed order, whatever the threads."""
     kernels = _kernels()
     run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
                (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense),

@@ -65,13 +65,20 @@ def tridiagonal_parallel(diagonals, offs, ks, want_vector, values, vectors, chun
 def gather_terms(table, extra, rows, weights, b, m, offsets, term_weights):
     """Row b's terms for model m: how many, their weights and flat offsets into table (>= 0) or,
     as -1 - offset, into extra."""
+    return gather_terms_within(table, extra, rows, weights, b, m, offsets, term_weights, int(0),
+                               table.shape[1] + extra.shape[1])
+
+
+@njit
+def gather_terms_within(table, extra, rows, weights, b, m, offsets, term_weights, lo, hi):
+    """gather_terms, of the terms whose row (table's 0..R-1, then extra's) is in [lo, hi) only."""
     R, L = table.shape[1], table.shape[2]
     R_extra = extra.shape[1]
     count = 0
     for t in range(rows.shape[1]):
         w = weights[b, t]
         r = rows[b, t]
-        if w == 0.0 or r < 0:
+        if w == 0.0 or r < lo or r >= hi:  # (lo >= 0: a row of -1 is skipped)
             continue
         term_weights[count] = w
         offsets[count] = (m * R + r) * L if r < R else -1 - (m * R_extra + r - R) * L
@@ -219,70 +226,141 @@ def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vec
 
 
 @njit
-def gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m):
-    """Model m's slices of grad and grad_extra (zeroed here first: the caller's may be uninitialised)
-    = the sum over (b, t) with rows[b, t] = r of weights[b, t] * dM[b], dM the gradient of
-    sum_j g_values[b, m, j] * lambda_kj(M[b, m]) in the table-row layout: sum_j g_j q_j q_j^T (dense,
-    full), its lower triangle packed with the off-diagonal entries doubled (an entry stands for both
-    a_ij and a_ji: 2 g q_i q_j), or [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal), summed over j; and
-    grad_diagonal[m, i] = the sum over b and j of g_j q_ji^2 (the diagonal's gradient). One model,
-    rows in order: the sums do not depend on how models are spread over threads."""
-    B, K = rows.shape
-    L = grad.shape[2]
+def row_gradients(g_values, vectors, dense, dMs, start, stop):
+    """dMs[b, m] for rows b in [start, stop) and every model m: the gradient of sum_j g_values[b, m, j] *
+    lambda_kj(M[b, m]) in the table-row layout (L = dMs.shape[2]): sum_j g_j q_j q_j^T (dense, full), its
+    lower triangle packed with the off-diagonal entries doubled (an entry stands for both a_ij and a_ji:
+    2 g q_i q_j), or [g q_i^2, 2 g q_i q_{i+1}, 0] (tridiagonal), summed over j. Rows whose g is all zero
+    are left as they are (gathered_grad_model skips them)."""
+    n_models, L = dMs.shape[1], dMs.shape[2]
     n = vectors.shape[3]
     packed = dense and L != n * n
-    grad[m] = 0.0
-    grad_extra[m] = 0.0
+    for b in range(start, stop):
+        for m in range(n_models):
+            nonzero = False
+            for j in range(g_values.shape[2]):
+                nonzero = nonzero or g_values[b, m, j] != 0.0
+            if not nonzero:
+                continue
+            dM = dMs[b, m]
+            dM[:] = 0.0
+            for kj in range(g_values.shape[2]):
+                g = g_values[b, m, kj]
+                q = vectors[b, m, kj]
+                if packed:
+                    p = 0
+                    for i in range(n):
+                        gq = g * q[i]
+                        for j in range(i):
+                            product = gq * q[j]
+                            dM[p] += product + product
+                            p += 1
+                        dM[p] += gq * q[i]
+                        p += 1
+                elif dense:
+                    for i in range(n):
+                        gq = g * q[i]
+                        for j in range(n):
+                            dM[i * n + j] += gq * q[j]
+                else:
+                    for i in range(n):
+                        dM[i] += g * q[i] * q[i]
+                    for i in range(n - 1):
+                        dM[n + i] += 2.0 * g * q[i] * q[i + 1]
+
+
+@njit
+def gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs, m, lo, hi):
+    """Model m's slices of grad and grad_extra (zeroed here first: the caller's may be uninitialised)
+    = the sum over (b, t) with rows[b, t] = r of weights[b, t] * dMs[b, m] (row_gradients), and
+    grad_diagonal[m, i] = the sum over b and j of g_j q_ji^2 (the diagonal's gradient). Only the table
+    rows r in [lo, hi) (table's, then extra's), and the diagonal where lo == 0: a model's table rows are
+    split over threads (gathered_grad_parallel). Each entry sums its terms in order (b, then t), the
+    same additions wherever the split falls: the sums do not depend on how work is spread over threads."""
+    K = rows.shape[1]
+    n = vectors.shape[3]
+    R = grad.shape[1]
+    grad[m, min(lo, R):min(hi, R)] = 0.0
+    grad_extra[m, max(lo - R, 0):max(hi - R, 0)] = 0.0
+    with_diagonal = lo == 0
     diagonal = grad_diagonal[m]
-    diagonal[:] = 0.0
-    dM = np.zeros(L, grad.dtype)
+    if with_diagonal:
+        diagonal[:] = 0.0
     offsets, term_weights = np.zeros(K, np.int64), np.zeros(K, grad.dtype)
     grad1, extra1 = grad.reshape(-1), grad_extra.reshape(-1)
-    for b in range(B):
+    for b in range(rows.shape[0]):
         nonzero = False
         for j in range(g_values.shape[2]):
             nonzero = nonzero or g_values[b, m, j] != 0.0
         if not nonzero:
             continue
-        dM[:] = 0.0
-        for kj in range(g_values.shape[2]):
-            g = g_values[b, m, kj]
-            q = vectors[b, m, kj]
-            for i in range(n):
-                diagonal[i] += g * q[i] * q[i]
-            if packed:
-                p = 0
+        if with_diagonal:
+            for kj in range(g_values.shape[2]):
+                g = g_values[b, m, kj]
+                q = vectors[b, m, kj]
                 for i in range(n):
-                    gq = g * q[i]
-                    for j in range(i):
-                        product = gq * q[j]
-                        dM[p] += product + product
-                        p += 1
-                    dM[p] += gq * q[i]
-                    p += 1
-            elif dense:
-                for i in range(n):
-                    gq = g * q[i]
-                    for j in range(n):
-                        dM[i * n + j] += gq * q[j]
-            else:
-                for i in range(n):
-                    dM[i] += g * q[i] * q[i]
-                for i in range(n - 1):
-                    dM[n + i] += 2.0 * g * q[i] * q[i + 1]
-        terms = gather_terms(grad, grad_extra, rows, weights, b, m, offsets, term_weights)
-        scatter_into(grad1, extra1, terms, offsets, term_weights, dM)
+                    diagonal[i] += g * q[i] * q[i]
+        terms = gather_terms_within(grad, grad_extra, rows, weights, b, m, offsets, term_weights, lo, hi)
+        scatter_into(grad1, extra1, terms, offsets, term_weights, dMs[b, m])
+
+
+@njit
+def grad_row_bounds(rows, weights, n_rows, parts, bounds):
+    """bounds (parts + 1,): table rows [bounds[p], bounds[p + 1]) for part p of a model's gradient, cut
+    where the terms of the batch's first rows (at most 256: enough to balance, little to count) are
+    shared about equally; the sums do not depend on where (see gathered_grad_model)."""
+    counts = np.zeros(n_rows + 1, np.int64)
+    sample = min(rows.shape[0], 256)
+    for b in range(sample):
+        for t in range(rows.shape[1]):
+            r = rows[b, t]
+            if weights[b, t] != 0.0 and 0 <= r < n_rows:
+                counts[r + 1] += 1
+    for r in range(n_rows):
+        counts[r + 1] += counts[r]
+    bounds[0], bounds[parts] = 0, n_rows
+    r = 0
+    for p in range(1, parts):
+        while r < n_rows and counts[r] * parts < counts[n_rows] * p:
+            r += 1
+        bounds[p] = r
+
+
+@njit
+def grad_parts(n_models, chunks):
+    """Parts per model so that models x parts spreads evenly over ``chunks`` threads: their least common
+    multiple over n_models (one where the models alone do: 4 models on 2 threads; 2 for 3 or 1)."""
+    a, b = n_models, chunks
+    while b:
+        a, b = b, a % b
+    return chunks // a
 
 
 @njit
 def gathered_grad_serial(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense):
-    for m in range(grad.shape[0]):
-        gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m)
+    """The gradients of the gathered tables and the diagonal (gathered_grad_model), on this thread."""
+    B, n_models = rows.shape[0], grad.shape[0]
+    dMs = np.empty((B, n_models, grad.shape[2]), grad.dtype)
+    row_gradients(g_values, vectors, dense, dMs, int(0), B)
+    for m in range(n_models):
+        gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs, m, int(0),
+                            grad.shape[1] + grad_extra.shape[1])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def gathered_grad_parallel(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, chunks):
-    n_models = grad.shape[0]
+    """gathered_grad_serial's results over ``chunks`` threads: the rows' gradients split by rows, then the
+    sums split by model and, where the models are fewer than the threads, by table rows (grad_parts)."""
+    B, n_models, n_rows = rows.shape[0], grad.shape[0], grad.shape[1] + grad_extra.shape[1]
+    dMs = np.empty((B, n_models, grad.shape[2]), grad.dtype)
     for c in numba.prange(chunks):
-        for m in range(c * n_models // chunks, (c + 1) * n_models // chunks):
-            gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, m)
+        row_gradients(g_values, vectors, dense, dMs, c * B // chunks, (c + 1) * B // chunks)
+    parts = grad_parts(n_models, chunks)
+    bounds = np.empty(parts + 1, np.int64)
+    grad_row_bounds(rows, weights, n_rows, parts, bounds)
+    tasks = n_models * parts
+    for c in numba.prange(chunks):
+        for task in range(c * tasks // chunks, (c + 1) * tasks // chunks):
+            m, p = task // parts, task % parts
+            gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs, m,
+                                bounds[p], bounds[p + 1])
