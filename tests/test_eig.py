@@ -735,3 +735,25 @@ def test_simd_vectors_compute_what_numpy_computes_element_by_element():
         for row, want in enumerate(expected):
             np.testing.assert_array_equal(out[row], want.astype(dtype), err_msg=f"{dtype} row {row}")
         assert (any_, all_, lanes) == ((x > y).any(), (x > y).all(), width)
+
+
+def test_a_transposed_block_holds_every_rows_element_in_its_lane():
+    """_simd.transpose_block: vector k of the output holds element k of each of the width rows (row l in
+    lane l), rows read at any offset and stride, every bit moved (NaN, inf and -0.0 too)."""
+    numba = pytest.importorskip("numba")
+    from skspectral.eig._simd import transpose_block
+
+    @numba.njit
+    def transpose(source, offset, stride, out):
+        transpose_block(source, offset, stride, out)
+
+    rng = np.random.default_rng(1)
+    for dtype in (np.float32, np.float64):
+        width = 32 // np.dtype(dtype).itemsize
+        for offset, stride in ((0, width), (3, 11), (5, 2 * width + 1)):
+            source = rng.standard_normal(offset + stride * (width - 1) + width).astype(dtype)
+            source[offset], source[offset + stride + 1], source[offset + 2 * stride + 2] = np.nan, -np.inf, -0.0
+            out = np.zeros(width * width, dtype)
+            transpose(source, offset, stride, out)
+            rows = np.stack([source[offset + lane * stride: offset + lane * stride + width] for lane in range(width)])
+            np.testing.assert_array_equal(out.reshape(width, width).view(np.uint8), rows.T.copy().view(np.uint8))

@@ -261,3 +261,32 @@ def test_the_gradient_over_threads_is_the_serial_gradient_to_the_bit(n, models, 
     assert all(np.isfinite(part).all() for part in serial)  # every entry written (the buffers start as NaN)
     for ours, reference in zip(gradients(chunks), serial):
         np.testing.assert_array_equal(ours, reference)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 16), B=st.integers(1, 21), dtype=st.sampled_from([np.float32, np.float64]),
+       scale=st.sampled_from([1e-30, 1.0, 1e30]), seed=st.integers(0, 2**31 - 1))
+def test_packed_lanes_loaded_together_solve_as_the_dense_kernel_to_the_bit(n, B, dtype, scale, seed):
+    """The gathered kernel's packed triangles, loaded a vector's width of lanes at a time (transposed in
+    registers: _numba_lanes.load_packed_lanes), give the dense kernel's values and vectors (each matrix
+    loaded alone) to the bit: matrices as packed table rows of weight one, a zero diagonal; zero and
+    non-finite matrices, partial blocks of lanes, every triangle length."""
+    pytest.importorskip("numba")
+    from skspectral.eig import _numba_kernels as kernels
+
+    rng = np.random.default_rng(seed)
+    A = (rng.normal(size=(B, n, n)) * scale).astype(dtype)
+    A = (A + A.transpose(0, 2, 1)) / dtype(2)
+    A[0] = 0.0
+    if B > 2:
+        A[2, n - 1, 0] = np.nan
+    lower = np.tril_indices(n)
+    table = np.ascontiguousarray(A[:, lower[0], lower[1]][None])  # (1, B, n(n+1)/2), row by row
+    ks = np.array(sorted({0, n // 2, n - 1}), np.int64)
+    values, vectors = np.zeros((B, 1, len(ks)), dtype), np.zeros((B, 1, len(ks), n), dtype)
+    kernels.gathered_serial(table, np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype),
+                            np.arange(B)[:, None], np.ones((B, 1), dtype), ks, True, True, values, vectors)
+    dense_values, dense_vectors = np.zeros((B, len(ks)), dtype), np.zeros((B, len(ks), n), dtype)
+    kernels.run_serial(A, True, ks, True, dense_values, dense_vectors)
+    np.testing.assert_array_equal(values[:, 0], dense_values)
+    np.testing.assert_array_equal(vectors[:, 0], dense_vectors)

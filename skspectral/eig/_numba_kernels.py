@@ -17,8 +17,7 @@ import numba
 import numpy as np
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
-                            load_packed_lane,
-                            load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
+                            load_packed_lanes, load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
@@ -182,25 +181,33 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
     lanes = scale.shape[1]
     n_rows = stop - start
     last = n_rows * n_models
+    # packed: every lane's triangle gathered into a row of stage, then loaded together (load_packed_lanes)
+    stage = np.zeros((lanes if packed else 0, table.shape[2]), table.dtype)
+    block = np.zeros(lanes * lanes, table.dtype)
     for p0 in range(0, last, lanes):
         used = min(lanes, last - p0)
         for lane in range(lanes):
             if lane < used:
                 m, b = divmod(p0 + lane, n_rows)
                 terms = gather_terms(table, extra, rows, weights, start + b, m, offsets, term_weights)
-                gather_into(table1, extra1, terms, offsets, term_weights, flat)
+                gathered = stage[lane] if packed else flat
+                gather_into(table1, extra1, terms, offsets, term_weights, gathered)
                 for i in range(n):
-                    flat[(i * (i + 3) // 2 if packed else i * (n + 1)) if dense else i] += diagonal[m, i]
+                    gathered[(i * (i + 3) // 2 if packed else i * (n + 1)) if dense else i] += diagonal[m, i]
                 if packed:
-                    status[lane] = load_packed_lane(flat, W, lane, scale)
-                elif dense:
+                    continue
+                if dense:
                     status[lane] = load_lane(A, bool(True), W, lane, scale)
                 else:
                     status[lane] = load_tridiagonal_lane(flat[:n], flat[n:], work, lane, scale)
+            elif packed:
+                break
             elif dense:
                 identity_lane(W, lane, scale)
             else:
                 identity_tridiagonal_lane(work, lane, scale)
+        if packed:
+            load_packed_lanes(stage, used, status, W, scale, block)
         if dense:
             pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
         else:

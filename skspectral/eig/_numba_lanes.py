@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_lane, load, load_at, maximum, minimum,
-                    splat, sqrt, store, where)
+                    splat, sqrt, store, store_at, transpose_block, where)
 
 # Points evaluated per multisection sweep: independent chains of divisions (the latency of
 # one chain would otherwise bound the sweep); each sweep shrinks the bracket POINTS + 1 times.
@@ -360,12 +360,12 @@ def load_lane(A, lower, W, lane, scale):
 
 
 @njit
-def load_packed_lane(packed, W, lane, scale):
-    """load_lane for a lower triangle packed row by row (a_00, a_10, a_11, a_20, ...: n(n+1)/2
-    entries, the first of ``packed`` read); the same scaling and status. The checks and the
-    largest |a| a vector of entries at a time: the lane's one scalar pass is its scaled store."""
-    n = W.shape[0]
-    L = n * (n + 1) // 2
+def packed_lane_scale(packed, lane, scale):
+    """The checks of a lower triangle packed row by row (a_00, a_10, a_11, a_20, ...: n(n+1)/2 entries,
+    all of ``packed``) as load_lane makes them: 0 with scale[0, lane] the power of two that takes max |a|
+    to [0.5, 1), 1 (a NaN/inf entry) or 2 (a zero matrix), scale left as it is. The largest |a| and the
+    checks a vector of entries at a time."""
+    L = packed.shape[0]
     width = lane_count(packed)
     whole = L - L % width
     largest_vector = splat(packed, 0.0)
@@ -381,19 +381,45 @@ def load_packed_lane(packed, W, lane, scale):
         ok = ok and a < np.inf
         largest = max(largest, a)
     if not ok:
-        identity_lane(W, lane, scale)
         return 1
     if largest == 0.0:
-        identity_lane(W, lane, scale)
         return 2
-    s = math.ldexp(1.0, -math.frexp(largest)[1])
-    scale[0, lane] = s
-    p = 0
-    for i in range(n):
-        for j in range(i + 1):
-            W[i, j, lane] = packed[p] * s
-            p += 1
+    scale[0, lane] = math.ldexp(1.0, -math.frexp(largest)[1])
     return 0
+
+
+@njit
+def load_packed_lanes(stage, used, status, W, scale, block):
+    """Lanes 0..used-1 of W's lower triangle from the triangles packed row by row in stage's rows (lanes,
+    n(n+1)/2), checked and scaled as load_lane does (status[lane]: 0, 1 or 2), the other lanes and those
+    of status 1 or 2 the identity. A vector's width of entries of every lane at a time is transposed in
+    registers (transpose_block, through ``block``: width x width) and stored as one vector an entry:
+    the scalar store of each entry of each lane was half the loading of a gathered lane. Every stored
+    value is the entry times its lane's power of two, as a lane loaded alone."""
+    n, lanes = W.shape[0], W.shape[2]
+    L = stage.shape[1]
+    for lane in range(used):
+        status[lane] = packed_lane_scale(stage[lane], lane, scale)
+    stage1, W1 = stage.reshape(-1), W.reshape(-1)
+    factor = load(scale, 0)  # (the lanes that become the identity multiply what is overwritten below)
+    whole = L - L % lanes
+    i = j = 0  # the entry's place in the triangle
+    for p0 in range(0, whole, lanes):
+        transpose_block(stage1, p0, L, block)
+        for k in range(lanes):
+            store_at(W1, (i * n + j) * lanes, load_at(block, k * lanes) * factor)
+            j += 1
+            if j > i:
+                i, j = i + 1, 0
+    for p in range(whole, L):
+        for lane in range(lanes):
+            W[i, j, lane] = stage[lane, p] * scale[0, lane]
+        j += 1
+        if j > i:
+            i, j = i + 1, 0
+    for lane in range(lanes):
+        if lane >= used or status[lane] != 0:
+            identity_lane(W, lane, scale)
 
 
 @njit

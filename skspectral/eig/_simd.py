@@ -135,6 +135,42 @@ def store_at(typingctx, array, offset, value):
 
 
 @intrinsic
+def transpose_block(typingctx, source, offset, stride, out):
+    """out (flat, width x width elements) = the transpose of the width x width block of a C-contiguous
+    array whose row l is the vector at flat element offset + l stride: out's vector k holds element k
+    of every row (row l in lane l). In registers: log2(width) rounds of interleaving rows l and
+    l + width / 2 (LLVM shufflevector), each element moved, never computed."""
+    vector = Vector(source.dtype, lanes_of(source.dtype))
+
+    def codegen(context, builder, sig, args):
+        width = vector.width
+        vtype = context.get_value_type(vector)
+        intp = lambda value, i: context.cast(builder, value, sig.args[i], types.intp)  # noqa: E731
+        base, step = intp(args[1], 1), intp(args[2], 2)
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        rows = []
+        for lane in range(width):
+            at = builder.add(base, builder.mul(step, context.get_constant(types.intp, lane)))
+            rows.append(builder.load(builder.bitcast(builder.gep(data, [at]), vtype.as_pointer()),
+                                     align=source.dtype.bitwidth // 8))
+        half = width // 2
+        low = ir.Constant(ir.VectorType(ir.IntType(32), width), [i // 2 + (width if i % 2 else 0) for i in range(width)])
+        high = ir.Constant(ir.VectorType(ir.IntType(32), width),
+                           [half + i // 2 + (width if i % 2 else 0) for i in range(width)])
+        rounds = width.bit_length() - 1
+        for _ in range(rounds):
+            rows = [builder.shuffle_vector(rows[i], rows[i + half], mask) for i in range(half) for mask in (low, high)]
+        out_data = context.make_array(sig.args[3])(context, builder, args[3]).data
+        for k in range(width):
+            at = context.get_constant(types.intp, k * width)
+            builder.store(rows[k], builder.bitcast(builder.gep(out_data, [at]), vtype.as_pointer()),
+                          align=source.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(source, offset, stride, out), codegen
+
+
+@intrinsic
 def splat(typingctx, like, value):
     """value in every lane of a vector of like's dtype (like: an array or a vector)."""
     vector = like if isinstance(like, Vector) else Vector(like.dtype, lanes_of(like.dtype))
