@@ -5,6 +5,8 @@ a fit replays its steps from a CUDA graph where the backend is capture-safe."""
 import warnings
 from contextlib import nullcontext
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -476,6 +478,42 @@ def test_the_thread_tuner_holds_a_choice_it_makes_again_twice_as_long():
     assert all(hold <= cap for _, hold in holds) and holds[4] == (1, cap)
     switch = [chosen for chosen, _ in holds].index(2)  # a new choice: held from the base again
     assert holds[switch:switch + 5] == [(2, 3), (2, 6), (2, 12), (2, 24), (2, 48)]
+
+
+def test_a_held_choice_of_several_threads_that_turns_slow_is_measured_again():
+    """Beside a busy process a few fast probe steps could choose two threads that then stall: a held
+    choice of several threads runs at most WATCH_STEPS steps together, and a block (or WATCH_STEPS single
+    steps) slower than ABANDON_FACTOR times one thread's measured step ends the hold at once; a later
+    candidate is probed for at least PROBE_SECONDS."""
+    from skspectral._training import threads
+
+    torch.set_num_threads(2)
+    try:
+        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=500, warmup_steps=0)
+        one, two = 0.004, 0.002
+        # one thread 4 steps; two threads until their timed steps (the first left out) reach PROBE_SECONDS
+        probed = 1 + max(3, math.ceil(threads.PROBE_SECONDS / two - 1e-9))
+        assert _scripted(tuner, {1: one, 2: two}, 4 + probed) == [1] * 4 + [2] * probed
+        assert tuner.probing is None and tuner.chosen == 2 and tuner.steps_left() == threads.WATCH_STEPS
+        tuner.record(threads.WATCH_STEPS * two, threads.WATCH_STEPS)  # as fast as measured: held
+        assert tuner.probing is None and tuner.held == threads.WATCH_STEPS
+        tuner.record(threads.WATCH_STEPS * 3 * one, threads.WATCH_STEPS)  # the other process is back
+        assert tuner.probing == 0 and tuner.current == 1 and tuner.hold == 500
+        single = threads.AdaptiveThreads(probe_steps=3, hold_steps=500, warmup_steps=0)
+        _scripted(single, {1: one, 2: two}, 4 + probed)
+        for _ in range(threads.WATCH_STEPS - 1):  # single steps: judged over WATCH_STEPS of them
+            single.record(3 * one)
+        assert single.probing is None
+        single.record(3 * one)
+        assert single.probing == 0
+        quiet = threads.AdaptiveThreads(probe_steps=3, hold_steps=10, warmup_steps=0)
+        assert _scripted(quiet, {1: one, 2: 5 * one}, 6) == [1] * 4 + [2] * 2  # hopeless: abandoned
+        assert quiet.chosen == 1 and quiet.steps_left() == 10  # one thread held is not watched: whole holds
+        single.close()
+        quiet.close()
+        tuner.close()
+    finally:
+        torch.set_num_threads(2)
 
 
 def test_steps_run_together_only_while_the_thread_choice_holds():

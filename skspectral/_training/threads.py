@@ -6,8 +6,10 @@ beat one; with another busy process on the cores the threads wait on each other 
 OpenMP runtime torch and Numba share spins at every barrier) and the step takes several
 times as long as on one thread. So the trainer times its steps: it runs a few with every
 candidate count, keeps the fastest for a while, then measures again (the load may
-change). The steps' results do not depend on the thread count (the kernels split work
-in a fixed way), so neither does the fit.
+change). A held choice of several threads is watched: a block of steps slower than one
+thread measured (the load came back; or a few lucky probe steps beside a busy process, a
+scheduler's slice, chose them) ends the hold at once. The steps' results do not depend on the
+thread count (the kernels split work in a fixed way), so neither does the fit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ HOLD_STEPS = 300
 MAX_HOLD_FACTOR = 16
 # a probed candidate's timed step this many times the first candidate's mean ends its probe
 ABANDON_FACTOR = 1.5
+# and a later candidate (several threads) is timed for at least this long: beside a busy process a few
+# steps of 0.4 ms can fall in one scheduler slice of the other process off the cores and look fast
+PROBE_SECONDS = 0.01
+# While several threads hold, at most this many steps run together (one timed block), and a block whose
+# step is ABANDON_FACTOR times one thread's measured mean ends the hold: beside a busy process, probes of
+# 2-5 ms sometimes fell in a slice where the other process was off the cores and chose two threads, which
+# then held 300-1,000 steps at ~3 ms against one thread's 0.65 (California fits of 4.3-5.1 s against
+# 2.15 s on one thread)
+WATCH_STEPS = 50
 # Steps a fit runs on one thread before its first measurement: its first steps pay for new
 # buffers and cold caches (one-thread steps timed at 3-7 ms against 1.8 later beside a busy
 # process), which made the first measurement hold two threads for 300 steps of several ms.
@@ -51,6 +62,8 @@ class AdaptiveThreads:
         self.chosen = self.start_threads
         self.hold = hold_steps  # steps to hold the current choice
         self.measured = False  # whether a measurement chose before
+        self.means: dict = {}  # each candidate's mean step in the last measurement
+        self.watch = [0.0, 0]  # seconds and steps of the held choice not yet judged (see WATCH_STEPS)
         if warmup_steps > 0:  # the warm-up: a first hold of one thread, untimed
             self.probing, self.chosen, self.hold = None, self.candidates[0], warmup_steps
 
@@ -64,13 +77,29 @@ class AdaptiveThreads:
 
     def steps_left(self) -> int:
         """How many steps may run together on the current count before the next one is timed alone:
-        1 while probing, else the rest of the hold."""
-        return 1 if self.probing is not None else max(1, self.hold - self.held)
+        1 while probing, else the rest of the hold (at most WATCH_STEPS on several threads: watched)."""
+        if self.probing is not None:
+            return 1
+        left = max(1, self.hold - self.held)
+        return min(left, WATCH_STEPS) if self._watched() else left
+
+    def _watched(self) -> bool:
+        """Whether the held choice is several threads that a measurement timed against one thread."""
+        return self.chosen != self.candidates[0] and self.candidates[0] in self.means
 
     def record(self, seconds: float, count: int = 1) -> None:
         if self.probing is None:
             self.held += count
-            if self.held >= self.hold:  # measure again
+            slow = False
+            if self._watched():  # judged over WATCH_STEPS steps (one block, or single steps summed)
+                self.watch[0] += seconds
+                self.watch[1] += count
+                if self.watch[1] >= WATCH_STEPS:
+                    slow = self.watch[0] > ABANDON_FACTOR * self.watch[1] * self.means[self.candidates[0]]
+                    self.watch = [0.0, 0]
+            if slow:  # the choice no longer pays: measure now, and hold what it chooses from the base
+                self.hold, self.measured = self.hold_steps, False
+            if self.held >= self.hold or slow:  # measure again
                 self.probing, self.held = 0, 0
                 self.timings = {n: [] for n in self.candidates}
             return
@@ -78,16 +107,17 @@ class AdaptiveThreads:
         samples.append(seconds)
         hopeless = self.probing > 0 and len(samples) > 1 and seconds > ABANDON_FACTOR * self._mean(
             self.timings[self.candidates[0]])
-        if len(samples) > self.probe_steps or hopeless:
+        timed_enough = self.probing == 0 or sum(samples[1:]) >= PROBE_SECONDS
+        if (len(samples) > self.probe_steps and timed_enough) or hopeless:
             self.probing += 1
             if self.probing == len(self.candidates):
                 # each candidate's mean step, its first (thread start-up) left out
-                means = {n: self._mean(t) for n, t in self.timings.items()}
+                means = self.means = {n: self._mean(t) for n, t in self.timings.items()}
                 chosen = min(means, key=means.get)
                 again = self.measured and chosen == self.chosen
                 self.hold = min(2 * self.hold, MAX_HOLD_FACTOR * self.hold_steps) if again else self.hold_steps
                 self.chosen, self.measured = chosen, True
-                self.probing = None
+                self.probing, self.watch = None, [0.0, 0]
 
     @staticmethod
     def _mean(samples: list) -> float:
