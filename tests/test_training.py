@@ -544,6 +544,40 @@ def test_steps_run_together_only_while_the_thread_choice_holds():
         torch.set_num_threads(2)
 
 
+def test_a_cpu_fit_sets_up_on_one_thread_and_tunes_its_steps_from_the_callers_count(monkeypatch):
+    """The set-up before a CPU fit's steps (columns, rows, model, encodings) runs on one thread (beside a
+    busy process two threads waited on each other there); the steps' tuner starts from the caller's count,
+    and the caller's count is back after the fit, also after an error inside it."""
+    from skspectral._training import threads
+
+    seen = []
+    original = threads.AdaptiveThreads.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((torch.get_num_threads(), self.start_threads))
+
+    monkeypatch.setattr(threads.AdaptiveThreads, "__init__", init)
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(400, 3))
+    y = X[:, 0] - X[:, 1] * X[:, 2]
+    torch.set_num_threads(2)
+    try:
+        SpectralRegressor(dim=4, max_iter=2, random_state=0, device="cpu").fit(X, y)
+        assert seen == [(1, 2)] and torch.get_num_threads() == 2
+
+        def failing(*args, **kwargs):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside the fit")
+
+        monkeypatch.setattr(SpectralRegressor, "_fit_core", failing)
+        with pytest.raises(RuntimeError, match="inside the fit"):
+            SpectralRegressor(dim=4, max_iter=2, random_state=0, device="cpu").fit(X, y)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(2)
+
+
 def test_a_fit_does_not_depend_on_the_thread_counts_its_steps_ran_on(monkeypatch):
     """The kernels split work in a fixed way: a fit whose steps switch thread counts (as the
     tuner does) is the fit on one thread, bit for bit."""

@@ -46,12 +46,12 @@ WARMUP_STEPS = 5
 class AdaptiveThreads:
     """``with threads.step(): ...`` around each step (``threads.step(count)`` around ``count`` steps
     run together while the choice holds, see :meth:`steps_left`): the threads it runs on, chosen
-    among 1 and the thread count the fit started with (torch's, the user's knob), restored by
-    ``close()``."""
+    among 1 and the thread count the fit started with (``start_threads``, default torch's: the user's
+    knob), which ``close()`` sets back."""
 
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS,
-                 warmup_steps: int = WARMUP_STEPS):
-        self.start_threads = torch.get_num_threads()
+                 warmup_steps: int = WARMUP_STEPS, start_threads: int | None = None):
+        self.start_threads = torch.get_num_threads() if start_threads is None else start_threads
         # one thread first: a later candidate whose timed step is already far slower than its mean
         # stops being probed (two threads on a busy machine: several ms a step)
         self.candidates = [1, self.start_threads] if self.start_threads > 1 else [1]

@@ -46,6 +46,8 @@ class TrainingOptions:
     # None: replay each step from a CUDA graph where the model is on CUDA and says it
     # is capture-safe; True: the static-step path always (eagerly off CUDA); False: never.
     cuda_graph: bool | None = None
+    # The thread count CPU steps are tuned from (the caller's; None: torch's when the trainer starts)
+    threads: int | None = None
 
 
 @dataclass
@@ -217,7 +219,7 @@ class Trainer:
         self._graphed = None
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
         # CPU steps run on as many threads as time best (a busy machine: often one)
-        self._threads = AdaptiveThreads() if not on_cuda else None
+        self._threads = AdaptiveThreads(start_threads=options.threads) if not on_cuda else None
         # a model that offers one steps through its compiled pass (the CPU's kernels called directly,
         # only the loss through autograd): the same values and gradients as autograd's, a step's
         # Python and small ops not repeated around every kernel
