@@ -506,6 +506,10 @@ def test_a_held_choice_of_several_threads_that_turns_slow_is_measured_again():
         assert single.probing is None
         single.record(3 * one)
         assert single.probing == 0
+        tiny = threads.AdaptiveThreads(probe_steps=3, hold_steps=10, warmup_steps=0)  # steps of 1 us: capped
+        assert _scripted(tiny, {1: 1e-6, 2: 1e-6}, 5 + threads.MAX_PROBE_STEPS) == [1] * 4 + [2] * (
+            1 + threads.MAX_PROBE_STEPS)
+        assert tiny.probing is None
         quiet = threads.AdaptiveThreads(probe_steps=3, hold_steps=10, warmup_steps=0)
         assert _scripted(quiet, {1: one, 2: 5 * one}, 6) == [1] * 4 + [2] * 2  # hopeless: abandoned
         assert quiet.chosen == 1 and quiet.steps_left() == 10  # one thread held is not watched: whole holds

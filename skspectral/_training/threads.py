@@ -28,9 +28,11 @@ HOLD_STEPS = 300
 MAX_HOLD_FACTOR = 16
 # a probed candidate's timed step this many times the first candidate's mean ends its probe
 ABANDON_FACTOR = 1.5
-# and a later candidate (several threads) is timed for at least this long: beside a busy process a few
-# steps of 0.4 ms can fall in one scheduler slice of the other process off the cores and look fast
+# and a later candidate (several threads) is timed for at least this long (up to MAX_PROBE_STEPS steps,
+# each a call of its own: tiny steps): beside a busy process a few steps of 0.4 ms can fall in one
+# scheduler slice of the other process off the cores and look fast
 PROBE_SECONDS = 0.01
+MAX_PROBE_STEPS = 32
 # While several threads hold, at most this many steps run together (one timed block), and a block whose
 # step is ABANDON_FACTOR times one thread's measured mean ends the hold: beside a busy process, probes of
 # 2-5 ms sometimes fell in a slice where the other process was off the cores and chose two threads, which
@@ -107,7 +109,7 @@ class AdaptiveThreads:
         samples.append(seconds)
         hopeless = self.probing > 0 and len(samples) > 1 and seconds > ABANDON_FACTOR * self._mean(
             self.timings[self.candidates[0]])
-        timed_enough = self.probing == 0 or sum(samples[1:]) >= PROBE_SECONDS
+        timed_enough = self.probing == 0 or sum(samples[1:]) >= PROBE_SECONDS or len(samples) > MAX_PROBE_STEPS
         if (len(samples) > self.probe_steps and timed_enough) or hopeless:
             self.probing += 1
             if self.probing == len(self.candidates):
