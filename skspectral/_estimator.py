@@ -323,9 +323,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         X, y = self._validate_inputs(X, y, reset=plan.fresh)
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         self._resolve_settings()
-        # A CPU fit's set-up (columns, rows, model, encodings) runs on one thread: it gained nothing from
-        # two (California's 22 ms either way, 2M rows 1.06 s against 1.11 s) and beside a busy process
-        # its threads waited on each other (California 89 ms against 23 ms, flights 0.71 s against 0.41 s).
+        # A CPU fit's set-up (columns, rows, model, encodings) runs on one thread: it gained little from
+        # two (California's 18-20 ms either way, 2M rows 1.06 s against 1.11 s on one) and beside a busy
+        # process its threads waited on each other (California 74 ms against 18 ms, flights 0.71 s against 0.41 s).
         # The steps' thread tuner starts from the caller's count; the caller's count comes back at the end.
         threads = torch.get_num_threads()
         if torch.device(self.device_).type == "cpu" and threads > 1:

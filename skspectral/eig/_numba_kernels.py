@@ -17,7 +17,8 @@ import numba
 import numpy as np
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
-                            load_packed_lanes, load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs, tridiagonal_range)
+                            load_packed_lanes, load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs,
+                            tridiagonal_range)
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")

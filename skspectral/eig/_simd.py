@@ -154,7 +154,9 @@ def transpose_block(typingctx, source, offset, stride, out):
             rows.append(builder.load(builder.bitcast(builder.gep(data, [at]), vtype.as_pointer()),
                                      align=source.dtype.bitwidth // 8))
         half = width // 2
-        low = ir.Constant(ir.VectorType(ir.IntType(32), width), [i // 2 + (width if i % 2 else 0) for i in range(width)])
+        # lanes 0, w, 1, w + 1, ... of (a, b): their first halves interleaved; then their second halves
+        low = ir.Constant(ir.VectorType(ir.IntType(32), width),
+                          [i // 2 + (width if i % 2 else 0) for i in range(width)])
         high = ir.Constant(ir.VectorType(ir.IntType(32), width),
                            [half + i // 2 + (width if i % 2 else 0) for i in range(width)])
         rounds = width.bit_length() - 1
