@@ -39,7 +39,8 @@ from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._sensitivity import CertifiedSensitivityMixin, bounds_plan, feature_bounds, to_user_units
-from ._training import Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks
+from ._training import (Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks,
+                        set_up_on_one_thread)
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
@@ -323,45 +324,31 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         X, y = self._validate_inputs(X, y, reset=plan.fresh)
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         self._resolve_settings()
-        # A CPU fit's set-up (columns, rows, model, encodings) runs on one thread: it gained little from
-        # two (California's 18-20 ms either way, 2M rows 1.06 s against 1.11 s on one) and beside a busy
-        # process its threads waited on each other (California 74 ms against 18 ms, flights 0.71 s against 0.41 s).
-        # The steps' thread tuner starts from the caller's count; the caller's count comes back at the end.
-        threads = torch.get_num_threads()
-        if torch.device(self.device_).type == "cpu" and threads > 1:
-            torch.set_num_threads(1)
-        try:
-            yield from self._fit_epochs_on(X_given, X, y, weight, sample_weight, plan, threads, classes=classes,
-                                           eval_set=eval_set)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _fit_epochs_on(self, X_given, X, y, weight, sample_weight, plan: FitPlan, threads: int, *, classes,
-                       eval_set):
-        """_fit_epochs after validation: columns and target, rows, the fit core (``threads``: the caller's
-        thread count, which the steps are tuned from)."""
-        if plan.fresh:  # levels before codes, codes before rows, rows before their statistics
-            kinds = self._column_kinds
-            numeric, categorical = split_columns(X, kinds)
-            levels = None if categorical is None else level_counts(categorical)
-            codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
-            rows = coded_rows(numeric, categorical, kinds, codes)
-            if self._target_summarised_as_given:
-                self._fit_target(self._summarise_target(y, weight), classes)
-        else:
-            rows = self.column_mapper_.rows(X)
-        rows, y_rows, weight = merged_training_rows(rows, self._encode_target(y), weight)
-        if plan.fresh:
-            self._fit_columns(rows, weight, levels, codes)
-            if not self._target_summarised_as_given:
-                self._fit_target(self._summarise_target(y_rows, weight), classes)
-        eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
-        yield from self._fit_core(
-            rows, *self._training_target(y_rows, weight), eval_sets, plan,
-            callback_data={"X": X_given, "y": y,
-                           "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
-            threads=threads,
-        )
+        # the set-up on one thread on the CPU (see set_up_on_one_thread); the steps are tuned from the
+        # caller's count
+        with set_up_on_one_thread(torch.device(self.device_).type == "cpu") as threads:
+            if plan.fresh:  # levels before codes, codes before rows, rows before their statistics
+                kinds = self._column_kinds
+                numeric, categorical = split_columns(X, kinds)
+                levels = None if categorical is None else level_counts(categorical)
+                codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
+                rows = coded_rows(numeric, categorical, kinds, codes)
+                if self._target_summarised_as_given:
+                    self._fit_target(self._summarise_target(y, weight), classes)
+            else:
+                rows = self.column_mapper_.rows(X)
+            rows, y_rows, weight = merged_training_rows(rows, self._encode_target(y), weight)
+            if plan.fresh:
+                self._fit_columns(rows, weight, levels, codes)
+                if not self._target_summarised_as_given:
+                    self._fit_target(self._summarise_target(y_rows, weight), classes)
+            eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
+            yield from self._fit_core(
+                rows, *self._training_target(y_rows, weight), eval_sets, plan,
+                callback_data={"X": X_given, "y": y,
+                               "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
+                threads=threads,
+            )
 
     def _fit_shard(self, rows, y, weight, *, mapper, target, context, eval_sets=()) -> None:
         """One rank's part of a data-parallel fit (``skspectral.dask``): ``rows`` are coded float

@@ -5,7 +5,8 @@
 from . import history
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRows
+from .threads import set_up_on_one_thread
 from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
 
 __all__ = ["Dataset", "HostRows", "StaticBatchSteps", "Trainer", "TrainingOptions", "TrainingState", "history",
-           "predict_in_chunks"]
+           "predict_in_chunks", "set_up_on_one_thread"]

@@ -234,6 +234,15 @@ def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vec
 
 
 @njit
+def has_gradient(g_values, b, m):
+    """Whether row b of model m has a nonzero gradient of any of its values (those without add nothing)."""
+    for j in range(g_values.shape[2]):
+        if g_values[b, m, j] != 0.0:
+            return True
+    return False
+
+
+@njit
 def row_gradients(g_values, vectors, dense, dMs, start, stop):
     """dMs[b, m] for rows b in [start, stop) and every model m: the gradient of sum_j g_values[b, m, j] *
     lambda_kj(M[b, m]) in the table-row layout (L = dMs.shape[2]): sum_j g_j q_j q_j^T (dense, full), its
@@ -245,10 +254,7 @@ def row_gradients(g_values, vectors, dense, dMs, start, stop):
     packed = dense and L != n * n
     for b in range(start, stop):
         for m in range(n_models):
-            nonzero = False
-            for j in range(g_values.shape[2]):
-                nonzero = nonzero or g_values[b, m, j] != 0.0
-            if not nonzero:
+            if not has_gradient(g_values, b, m):
                 continue
             dM = dMs[b, m]
             dM[:] = 0.0
@@ -297,10 +303,7 @@ def gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows
     offsets, term_weights = np.zeros(K, np.int64), np.zeros(K, grad.dtype)
     grad1, extra1 = grad.reshape(-1), grad_extra.reshape(-1)
     for b in range(rows.shape[0]):
-        nonzero = False
-        for j in range(g_values.shape[2]):
-            nonzero = nonzero or g_values[b, m, j] != 0.0
-        if not nonzero:
+        if not has_gradient(g_values, b, m):
             continue
         if with_diagonal:
             for kj in range(g_values.shape[2]):

@@ -69,6 +69,14 @@ def _lane_pointer(context, builder, array_type, array, indices):
     return cgutils.get_item_pointer(context, builder, array_type, ary, indices, wraparound=False)
 
 
+def _flat_pointer(context, builder, array_type, array, offset, offset_type, vtype):
+    """Pointer (to a vtype) at flat element ``offset`` of a C-contiguous array: load_at's, store_at's and
+    transpose_block's addressing."""
+    data = context.make_array(array_type)(context, builder, array).data
+    pointer = builder.gep(data, [context.cast(builder, offset, offset_type, types.intp)])
+    return builder.bitcast(pointer, vtype.as_pointer())
+
+
 @intrinsic
 def lane_count(typingctx, array):
     """The vector width of an array's dtype (a compile-time constant)."""
@@ -113,9 +121,8 @@ def load_at(typingctx, array, offset):
     vector = Vector(array.dtype, lanes_of(array.dtype))
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        pointer = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
-        vp = builder.bitcast(pointer, context.get_value_type(vector).as_pointer())
+        vp = _flat_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1],
+                           context.get_value_type(vector))
         return builder.load(vp, align=array.dtype.bitwidth // 8)
 
     return vector(array, offset), codegen
@@ -126,9 +133,8 @@ def store_at(typingctx, array, offset, value):
     """width elements of a C-contiguous array from flat element ``offset`` on = value."""
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        pointer = builder.gep(ary.data, [context.cast(builder, args[1], sig.args[1], types.intp)])
-        builder.store(args[2], builder.bitcast(pointer, args[2].type.as_pointer()), align=array.dtype.bitwidth // 8)
+        vp = _flat_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], args[2].type)
+        builder.store(args[2], vp, align=array.dtype.bitwidth // 8)
         return context.get_dummy_value()
 
     return types.void(array, offset, value), codegen
@@ -145,13 +151,12 @@ def transpose_block(typingctx, source, offset, stride, out):
     def codegen(context, builder, sig, args):
         width = vector.width
         vtype = context.get_value_type(vector)
-        intp = lambda value, i: context.cast(builder, value, sig.args[i], types.intp)  # noqa: E731
-        base, step = intp(args[1], 1), intp(args[2], 2)
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        base = context.cast(builder, args[1], sig.args[1], types.intp)
+        step = context.cast(builder, args[2], sig.args[2], types.intp)
         rows = []
         for lane in range(width):
             at = builder.add(base, builder.mul(step, context.get_constant(types.intp, lane)))
-            rows.append(builder.load(builder.bitcast(builder.gep(data, [at]), vtype.as_pointer()),
+            rows.append(builder.load(_flat_pointer(context, builder, sig.args[0], args[0], at, types.intp, vtype),
                                      align=source.dtype.bitwidth // 8))
         half = width // 2
         # lanes 0, w, 1, w + 1, ... of (a, b): their first halves interleaved; then their second halves
@@ -162,10 +167,9 @@ def transpose_block(typingctx, source, offset, stride, out):
         rounds = width.bit_length() - 1
         for _ in range(rounds):
             rows = [builder.shuffle_vector(rows[i], rows[i + half], mask) for i in range(half) for mask in (low, high)]
-        out_data = context.make_array(sig.args[3])(context, builder, args[3]).data
         for k in range(width):
             at = context.get_constant(types.intp, k * width)
-            builder.store(rows[k], builder.bitcast(builder.gep(out_data, [at]), vtype.as_pointer()),
+            builder.store(rows[k], _flat_pointer(context, builder, sig.args[3], args[3], at, types.intp, vtype),
                           align=source.dtype.bitwidth // 8)
         return context.get_dummy_value()
 
