@@ -6,6 +6,8 @@ import warnings
 from contextlib import nullcontext
 
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -403,6 +405,35 @@ def test_data_parallel_steps_on_two_ranks_are_one_process_steps_on_the_joined_ba
     np.testing.assert_allclose(rank0["losses"], losses, rtol=1e-10)
 
 
+class _ScriptedIdle:
+    """A stand-in for threads.IdleCores: ``free_cores`` idle over every hold (None: nothing readable, as
+    off Linux), the window too short for the first ``short_holds`` holds that end."""
+
+    def __init__(self, free_cores=None, short_holds=0):
+        self.free_cores, self.short_holds = free_cores, short_holds
+
+    def start(self):
+        pass
+
+    def seconds_left(self):
+        if self.free_cores is None:
+            return None
+        if self.short_holds:
+            self.short_holds -= 1
+            return 0.01
+        return 0.0
+
+    def free(self):
+        return self.free_cores
+
+
+def _tuner(**kwargs):
+    """A tuner that cannot read the machine's idle cores (the scripted tests' steps are not the machine's)."""
+    from skspectral._training import threads
+
+    return threads.AdaptiveThreads(idle_cores=kwargs.pop("idle_cores", _ScriptedIdle()), **kwargs)
+
+
 def _scripted(tuner, seconds: dict, n_steps: int) -> list:
     """The thread counts a tuner runs n_steps on when a step on n threads takes seconds[n]."""
     counts = []
@@ -424,12 +455,12 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
             assert torch.get_num_threads() == 1
         first.close()  # the fit's own count back
         assert torch.get_num_threads() == 2
-        counts = _scripted(threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=0), {2: 0.7, 1: 0.5}, 20)
+        counts = _scripted(_tuner(probe_steps=3, hold_steps=5, warmup_steps=0), {2: 0.7, 1: 0.5}, 20)
         assert counts[:8] == [1] * 4 + [2] * 4 and counts[8:13] == [1] * 5  # probe both, hold the faster
         assert counts[13:21] == ([1] * 4 + [2] * 3)[: len(counts[13:21])]  # then probe again
-        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=0)
+        tuner = _tuner(probe_steps=3, hold_steps=5, warmup_steps=0)
         assert _scripted(tuner, {2: 0.3, 1: 0.5}, 12) == [1] * 4 + [2] * 8  # an idle machine: two threads
-        warming = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)  # (the default: WARMUP_STEPS)
+        warming = _tuner(probe_steps=3, hold_steps=5, warmup_steps=4)  # (the default: WARMUP_STEPS)
         assert warming.steps_left() == 4  # the warm-up: one thread, untimed, then the same schedule
         assert _scripted(warming, {2: 0.3, 1: 0.5}, 16) == [1] * 4 + [1] * 4 + [2] * 8
         warming.close()
@@ -442,11 +473,10 @@ def test_cpu_steps_run_on_the_thread_count_that_times_best(monkeypatch):
 def test_the_thread_tuner_stops_probing_a_count_that_is_already_far_slower():
     """Two threads spinning on a busy machine: their probe ends at the first timed step slower than
     ABANDON_FACTOR times one thread's mean (its start-up step is not timed)."""
-    from skspectral._training import threads
 
     torch.set_num_threads(2)
     try:
-        tuner = threads.AdaptiveThreads(probe_steps=6, hold_steps=50, warmup_steps=0)
+        tuner = _tuner(probe_steps=6, hold_steps=50, warmup_steps=0)
         assert _scripted(tuner, {2: 10.0, 1: 1.0}, 30) == [1] * 7 + [2] * 2 + [1] * 21
         tuner.close()
     finally:
@@ -461,7 +491,7 @@ def test_the_thread_tuner_holds_a_choice_it_makes_again_twice_as_long():
     torch.set_num_threads(2)
     try:
         seconds = {2: 1.0, 1: 0.5}
-        tuner = threads.AdaptiveThreads(probe_steps=1, hold_steps=3, warmup_steps=0)
+        tuner = _tuner(probe_steps=1, hold_steps=3, warmup_steps=0)
         holds = []
         for step in range(400):
             if step == 250:
@@ -489,7 +519,7 @@ def test_a_held_choice_of_several_threads_that_turns_slow_is_measured_again():
 
     torch.set_num_threads(2)
     try:
-        tuner = threads.AdaptiveThreads(probe_steps=3, hold_steps=500, warmup_steps=0)
+        tuner = _tuner(probe_steps=3, hold_steps=500, warmup_steps=0)
         one, two = 0.004, 0.002
         # one thread 4 steps; two threads until their timed steps (the first left out) reach PROBE_SECONDS
         probed = 1 + max(3, math.ceil(threads.PROBE_SECONDS / two - 1e-9))
@@ -499,18 +529,18 @@ def test_a_held_choice_of_several_threads_that_turns_slow_is_measured_again():
         assert tuner.probing is None and tuner.held == threads.WATCH_STEPS
         tuner.record(threads.WATCH_STEPS * 3 * one, threads.WATCH_STEPS)  # the other process is back
         assert tuner.probing == 0 and tuner.current == 1 and tuner.hold == 500
-        single = threads.AdaptiveThreads(probe_steps=3, hold_steps=500, warmup_steps=0)
+        single = _tuner(probe_steps=3, hold_steps=500, warmup_steps=0)
         _scripted(single, {1: one, 2: two}, 4 + probed)
         for _ in range(threads.WATCH_STEPS - 1):  # single steps: judged over WATCH_STEPS of them
             single.record(3 * one)
         assert single.probing is None
         single.record(3 * one)
         assert single.probing == 0
-        tiny = threads.AdaptiveThreads(probe_steps=3, hold_steps=10, warmup_steps=0)  # steps of 1 us: capped
+        tiny = _tuner(probe_steps=3, hold_steps=10, warmup_steps=0)  # steps of 1 us: capped
         assert _scripted(tiny, {1: 1e-6, 2: 1e-6}, 5 + threads.MAX_PROBE_STEPS) == [1] * 4 + [2] * (
             1 + threads.MAX_PROBE_STEPS)
         assert tiny.probing is None
-        quiet = threads.AdaptiveThreads(probe_steps=3, hold_steps=10, warmup_steps=0)
+        quiet = _tuner(probe_steps=3, hold_steps=10, warmup_steps=0)
         assert _scripted(quiet, {1: one, 2: 5 * one}, 6) == [1] * 4 + [2] * 2  # hopeless: abandoned
         assert quiet.chosen == 1 and quiet.steps_left() == 10  # one thread held is not watched: whole holds
         single.close()
@@ -523,13 +553,12 @@ def test_a_held_choice_of_several_threads_that_turns_slow_is_measured_again():
 def test_steps_run_together_only_while_the_thread_choice_holds():
     """steps_left: 1 while a count is probed (each probed step is timed alone), else the rest of the
     hold; ``step(count)`` records its steps at once, so the same schedule as one step at a time."""
-    from skspectral._training import threads
 
     torch.set_num_threads(2)
     try:
         seconds = {2: 0.7, 1: 0.5}
-        one_by_one = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)
-        together = threads.AdaptiveThreads(probe_steps=3, hold_steps=5, warmup_steps=4)
+        one_by_one = _tuner(probe_steps=3, hold_steps=5, warmup_steps=4)
+        together = _tuner(probe_steps=3, hold_steps=5, warmup_steps=4)
         expected = _scripted(one_by_one, seconds, 40)
         counts, lefts = [], []
         while len(counts) < 40:
@@ -838,3 +867,52 @@ def test_compiled_adam_is_torchs_adam(dtype):
             torch.testing.assert_close(mine, torchs, **tolerance)
         assert not torch.allclose(ours[2], theirs[2].detach() * 0)  # it moved
         assert torch.equal(ours[-1].detach(), untouched) and ours[-1] not in optimizer.state
+
+
+def test_the_thread_tuner_does_not_probe_several_threads_where_the_other_cores_were_busy():
+    """A hold of one thread over which the machine left less than BUSY_FREE_CORES idle is held again
+    (twice as long) with no probe of several threads; with a core idle it is measured as before; a hold
+    too short to read the idle cores (the warm-up) is held on until it is not; and close() sets back the
+    count torch had when the tuner came (a fit's finish runs on the set-up's one thread)."""
+
+    torch.set_num_threads(2)
+    try:
+        seconds = {1: 1.0, 2: 10.0}
+        busy = _tuner(probe_steps=1, hold_steps=3, warmup_steps=0, idle_cores=_ScriptedIdle(free_cores=0.1))
+        counts = _scripted(busy, seconds, 40)
+        assert counts[:4] == [1, 1, 2, 2] and counts[4:] == [1] * 36  # measured once, then never probed
+        assert busy.hold == 24 and busy.measured  # held 3, 6, 12, then 24 steps
+        idle = _tuner(probe_steps=1, hold_steps=3, warmup_steps=0, idle_cores=_ScriptedIdle(free_cores=1.0))
+        assert _scripted(idle, seconds, 11) == [1, 1, 2, 2] + [1] * 3 + [1, 1, 2, 2]  # measured after each hold
+        # the warm-up of 4 steps of 1 s ends 0.01 s short of the window: held 1 step more, then the other
+        # core is found busy and one thread is held from the base hold, never probing two
+        warming = _tuner(probe_steps=1, hold_steps=3, warmup_steps=4,
+                         idle_cores=_ScriptedIdle(free_cores=0.0, short_holds=1))
+        assert _scripted(warming, seconds, 7) == [1] * 7
+        assert warming.hold == 3 and warming.held == 2 and warming.probing is None
+        torch.set_num_threads(1)  # (a fit's set-up: set_up_on_one_thread)
+        tuner = _tuner(start_threads=2, idle_cores=_ScriptedIdle(free_cores=1.0))
+        assert tuner.candidates == [1, 2]
+        torch.set_num_threads(2)
+        tuner.close()
+        assert torch.get_num_threads() == 1
+        for tuner in (busy, idle, warming):
+            tuner.close()
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_idle_cores_reads_this_machines_idle_time():
+    """Where /proc/stat is readable, a window shorter than IDLE_WINDOW_SECONDS says how long is left and
+    no value; a longer one gives the CPUs' idle seconds a second, between 0 and the process's CPU count."""
+    from skspectral._training import threads
+
+    idle = threads.IdleCores()
+    idle.start()
+    if idle.seconds_left() is None:
+        pytest.skip("no /proc/stat here")
+    assert 0.0 < idle.seconds_left() <= threads.IDLE_WINDOW_SECONDS and idle.free() is None
+    time.sleep(threads.IDLE_WINDOW_SECONDS * 1.5)
+    assert idle.seconds_left() == 0.0
+    free = idle.free()
+    assert 0.0 <= free <= len(os.sched_getaffinity(0)) * 1.5  # (ticks of 10 ms round either way)

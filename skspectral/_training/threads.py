@@ -8,13 +8,18 @@ times as long as on one thread. So the trainer times its steps: it runs a few wi
 candidate count, keeps the fastest for a while, then measures again (the load may
 change). A held choice of several threads is watched: a block of steps slower than one
 thread measured (the load came back; or a few lucky probe steps beside a busy process, a
-scheduler's slice, chose them) ends the hold at once. The steps' results do not depend on the
-thread count (the kernels split work in a fixed way), so neither does the fit.
+scheduler's slice, chose them) ends the hold at once. A held single thread is not measured
+against several where the machine's other cores were busy all through the hold (read from the
+kernel's idle counters, :class:`IdleCores`): the probe could only lose there, and cost several ms a
+step. The steps' results do not depend on the thread count (the kernels split work in a fixed way),
+so neither does the fit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import time
 
 import torch
@@ -44,6 +49,14 @@ WATCH_STEPS = 50
 # buffers and cold caches (one-thread steps timed at 3-7 ms against 1.8 later beside a busy
 # process), which made the first measurement hold two threads for 300 steps of several ms.
 WARMUP_STEPS = 5
+# A hold of one thread that ends with fewer than this many of the process's cores idle on average (the
+# one it ran on busy too) is held again without a probe of several threads: their probe beside a busy
+# process lost every time (its 12-19 steps of 5-10 ms cost a California fit 0.06-0.12 s, 3-7 %, against
+# one thread's), and an idle machine leaves a whole core free. Judged over at least IDLE_WINDOW_SECONDS
+# (the kernel counts idle time in ticks of 10 ms): a shorter hold of one thread (the warm-up's few ms) is
+# held on until then.
+BUSY_FREE_CORES = 0.5
+IDLE_WINDOW_SECONDS = 0.05
 
 
 @contextlib.contextmanager
@@ -62,27 +75,80 @@ def set_up_on_one_thread(on_cpu: bool):
         torch.set_num_threads(threads)
 
 
+class IdleCores:
+    """How many of this process's CPUs were idle, on average, since :meth:`start` (Linux's /proc/stat:
+    the idle and iowait ticks of each CPU the process may run on); None where that cannot be read or the
+    window is shorter than IDLE_WINDOW_SECONDS. Where /proc/stat counts CPUs the process does not get (a
+    container's CPU quota), cores look idle and the tuner probes as it would without this."""
+
+    def __init__(self):
+        try:
+            self.cpus = {b"cpu%d" % cpu for cpu in os.sched_getaffinity(0)}
+            self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, ValueError, OSError):  # not Linux
+            self.cpus = None
+        self.mark = None
+
+    def _idle_seconds(self) -> float | None:
+        if self.cpus is None:
+            return None
+        try:
+            with open("/proc/stat", "rb") as stat:
+                lines = stat.read().splitlines()
+        except OSError:
+            return None
+        ticks = 0
+        for line in lines:
+            fields = line.split()
+            if fields and fields[0] in self.cpus:  # cpuN user nice system idle iowait ...
+                ticks += int(fields[4]) + int(fields[5])
+        return ticks * self.tick
+
+    def start(self) -> None:
+        self.mark = (time.perf_counter(), self._idle_seconds())
+
+    def seconds_left(self) -> float | None:
+        """How long until the window is long enough to tell (0: it is); None where nothing can be read."""
+        if self.mark is None or self.mark[1] is None:
+            return None
+        return max(0.0, IDLE_WINDOW_SECONDS - (time.perf_counter() - self.mark[0]))
+
+    def free(self) -> float | None:
+        if self.seconds_left() != 0.0:
+            return None
+        seconds = time.perf_counter() - self.mark[0]
+        idle = self._idle_seconds()
+        return None if idle is None else (idle - self.mark[1]) / seconds
+
+
 class AdaptiveThreads:
     """``with threads.step(): ...`` around each step (``threads.step(count)`` around ``count`` steps
     run together while the choice holds, see :meth:`steps_left`): the threads it runs on, chosen
     among 1 and the thread count the fit started with (``start_threads``, default torch's: the user's
-    knob), which ``close()`` sets back."""
+    knob); ``close()`` sets back the count torch had when the tuner came. ``idle_cores``: what reads the
+    machine's idle cores over a hold (default :class:`IdleCores`)."""
 
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS,
-                 warmup_steps: int = WARMUP_STEPS, start_threads: int | None = None):
-        self.start_threads = torch.get_num_threads() if start_threads is None else start_threads
+                 warmup_steps: int = WARMUP_STEPS, start_threads: int | None = None, idle_cores=None):
+        # the count set when the tuner came, which close() sets back: a fit's finish then runs as its set-up
+        # did (set_up_on_one_thread), not on several threads beside a busy process (6-17 ms against 1)
+        self.found_threads = torch.get_num_threads()
+        self.start_threads = self.found_threads if start_threads is None else start_threads
         # one thread first: a later candidate whose timed step is already far slower than its mean
         # stops being probed (two threads on a busy machine: several ms a step)
         self.candidates = [1, self.start_threads] if self.start_threads > 1 else [1]
         self.probe_steps, self.hold_steps = probe_steps, hold_steps
         self.timings = {n: [] for n in self.candidates}
         self.probing = 0  # index into candidates while measuring; None while holding
-        self.held = 0
+        self.held, self.held_seconds = 0, 0.0  # steps and their seconds of the current hold
         self.chosen = self.start_threads
         self.hold = hold_steps  # steps to hold the current choice
         self.measured = False  # whether a measurement chose before
         self.means: dict = {}  # each candidate's mean step in the last measurement
         self.watch = [0.0, 0]  # seconds and steps of the held choice not yet judged (see WATCH_STEPS)
+        # the machine's idle cores over a hold (an IdleCores, or a scripted one in tests)
+        self.idle_cores = IdleCores() if idle_cores is None else idle_cores
+        self.idle_cores.start()
         if warmup_steps > 0:  # the warm-up: a first hold of one thread, untimed
             self.probing, self.chosen, self.hold = None, self.candidates[0], warmup_steps
 
@@ -109,6 +175,7 @@ class AdaptiveThreads:
     def record(self, seconds: float, count: int = 1) -> None:
         if self.probing is None:
             self.held += count
+            self.held_seconds += seconds
             slow = False
             if self._watched():  # judged over WATCH_STEPS steps (one block, or single steps summed)
                 self.watch[0] += seconds
@@ -118,9 +185,20 @@ class AdaptiveThreads:
                     self.watch = [0.0, 0]
             if slow:  # the choice no longer pays: measure now, and hold what it chooses from the base
                 self.hold, self.measured = self.hold_steps, False
-            if self.held >= self.hold or slow:  # measure again
-                self.probing, self.held = 0, 0
-                self.timings = {n: [] for n in self.candidates}
+            elif self.held < self.hold:
+                return
+            elif self._one_thread_held():
+                left = self.idle_cores.seconds_left()
+                if left:  # too short a hold to read the idle cores (the warm-up): held on until it is
+                    self.hold += math.ceil(left * self.held / max(self.held_seconds, 1e-9))
+                    return
+                free = self.idle_cores.free()
+                if free is not None and free < BUSY_FREE_CORES:
+                    # one thread again, held twice as long as a measurement choosing it again would
+                    self._hold(self.candidates[0])
+                    return
+            self.probing, self.held = 0, 0  # measure again
+            self.timings = {n: [] for n in self.candidates}
             return
         samples = self.timings[self.candidates[self.probing]]
         samples.append(seconds)
@@ -132,11 +210,20 @@ class AdaptiveThreads:
             if self.probing == len(self.candidates):
                 # each candidate's mean step, its first (thread start-up) left out
                 means = self.means = {n: self._mean(t) for n, t in self.timings.items()}
-                chosen = min(means, key=means.get)
-                again = self.measured and chosen == self.chosen
-                self.hold = min(2 * self.hold, MAX_HOLD_FACTOR * self.hold_steps) if again else self.hold_steps
-                self.chosen, self.measured = chosen, True
-                self.probing, self.watch = None, [0.0, 0]
+                self._hold(min(means, key=means.get))
+
+    def _hold(self, chosen: int) -> None:
+        """Hold ``chosen`` from the next step: twice the last hold where a measurement chose it before
+        (up to MAX_HOLD_FACTOR times HOLD_STEPS), else HOLD_STEPS."""
+        again = self.measured and chosen == self.chosen
+        self.hold = min(2 * self.hold, MAX_HOLD_FACTOR * self.hold_steps) if again else self.hold_steps
+        self.chosen, self.measured = chosen, True
+        self.probing, self.watch, self.held, self.held_seconds = None, [0.0, 0], 0, 0.0
+        self.idle_cores.start()
+
+    def _one_thread_held(self) -> bool:
+        """Whether one thread is held where several are candidates too."""
+        return self.chosen == self.candidates[0] and len(self.candidates) > 1
 
     @staticmethod
     def _mean(samples: list) -> float:
@@ -147,7 +234,7 @@ class AdaptiveThreads:
         return sum(timed) / len(timed)
 
     def close(self) -> None:
-        torch.set_num_threads(self.start_threads)
+        torch.set_num_threads(self.found_threads)
 
 
 class _TimedStep:
