@@ -511,6 +511,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return self.learning_rate_init * math.sqrt(batch_size * world / _AUTO_BATCH)
 
     # ---- the fit core ----------------------------------------------------------------------
+    def _start_diagonal(self, model, target, weight, context) -> None:
+        """The hook where a loss sets the diagonal a fresh fit's models start from (``target``: the training
+        rows' targets as trained, ``weight`` theirs; ``context``: a data-parallel fit's, whose ranks must
+        start alike); by default the model's own (evenly spaced)."""
+
     def _agree(self, context, proposals: dict) -> dict:
         """The proposals themselves in a plain fit; agreed over the ranks (one collective) in a
         data-parallel one."""
@@ -555,6 +560,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                        generator=torch.Generator().manual_seed(fit.seed))
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)
+        else:
+            self._start_diagonal(model, target if train_rows is None else target[train_rows], train_weight, context)
         self.early_stopping_ = fit.early_stopping
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, target if train_rows is None else target[train_rows], train_weight, device, dtype,

@@ -35,6 +35,10 @@ from .eig._tridiagonal import select_tridiagonal_backend
 STRUCTURES = ("dense", "tridiagonal")
 
 
+# the smallest step between consecutive diagonal entries a model starts from
+MIN_MU_STEP = 1e-3
+
+
 def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
@@ -188,9 +192,18 @@ class SpectralModel(torch.nn.Module):
         # Initial values are drawn in float64 on the CPU so that every device
         # and dtype starts from the same model.
         mu0 = torch.linspace(-1.0, 1.0, self.dim, dtype=torch.float64).expand(self.n_models, self.dim)
-        self.mu_start = torch.nn.Parameter(mu0[:, :1].clone().to(**factory))
-        self.mu_increments = torch.nn.Parameter(_softplus_inverse(mu0.diff(dim=-1).clamp_min(1e-3)).to(**factory))
+        self.mu_start = torch.nn.Parameter(torch.empty((self.n_models, 1), **factory))
+        self.mu_increments = torch.nn.Parameter(torch.empty((self.n_models, self.dim - 1), **factory))
+        self.start_diagonal(mu0)
         self._init_feature_matrices(init_scale, generator, factory)
+
+    @torch.no_grad()
+    def start_diagonal(self, mu: torch.Tensor) -> None:
+        """Set the diagonal (``mu``: (dim,) or (n_models, dim), non-decreasing) the models start from; steps
+        below MIN_MU_STEP are raised to it (the increments' softplus stays finite)."""
+        mu = torch.as_tensor(mu, dtype=torch.float64).expand(self.n_models, self.dim)
+        self.mu_start.copy_(mu[:, :1])
+        self.mu_increments.copy_(_softplus_inverse(mu.diff(dim=-1).clamp_min(MIN_MU_STEP)))
 
     # ---- the construction hook: how the feature matrices are parameterised -------------
     structure = "dense"

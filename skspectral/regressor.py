@@ -27,16 +27,30 @@ _EARLY_STOPPING_ROWS = 300
 _CALIBRATION_ROWS = 1000
 
 
+def weighted_quantile(values: np.ndarray, weight: np.ndarray, level: float) -> float:
+    """The first of the sorted values whose cumulative weight reaches ``level`` of the total: the
+    constant the pinball loss of that level likes best on these rows."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    return values[order[min(np.searchsorted(cumulative, level * cumulative[-1]), len(order) - 1)]]
+
+
 def level_offsets(residuals: np.ndarray, weight: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Each level's shift c_j: the weighted levels[j]-quantile of residuals[:, j] (y minus level j's
-    prediction): the first residual whose cumulative weight reaches levels[j] of the total, the shift
-    the pinball loss of that level likes best on those rows."""
-    offsets = np.empty(len(levels))
-    for j, level in enumerate(levels):
-        order = np.argsort(residuals[:, j], kind="stable")
-        cumulative = np.cumsum(weight[order])
-        offsets[j] = residuals[order[min(np.searchsorted(cumulative, level * cumulative[-1]), len(order) - 1)], j]
-    return offsets
+    prediction), the shift the pinball loss of that level likes best on those rows."""
+    return np.array([weighted_quantile(residuals[:, j], weight, level) for j, level in enumerate(levels)])
+
+
+def diagonal_through(dim: int, indices, values) -> np.ndarray:
+    """The diagonal (dim,) that puts ``values[j]`` (non-decreasing) at ``indices[j]`` (ascending): linear
+    between them, and the model's default step (2 / (dim - 1): the evenly spaced [-1, 1]) below the
+    first and above the last."""
+    step = 2.0 / max(dim - 1, 1)
+    positions = np.arange(dim, dtype=np.float64)
+    mu = np.interp(positions, np.asarray(indices, dtype=np.float64), np.asarray(values, dtype=np.float64))
+    mu[: indices[0]] = values[0] - step * (indices[0] - positions[: indices[0]])
+    mu[indices[-1] + 1:] = values[-1] + step * (positions[indices[-1] + 1:] - indices[-1])
+    return mu
 
 
 def shifted_levels(predicted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -212,6 +226,10 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.positive_only = self.loss in ("poisson", "gamma")
+        # score is R^2 of the level predicted: one level away from the median, started at that level's
+        # quantile of y, is not meant to score R^2 well (scikit-learn's checks ask R^2 > 0.5 of a regressor)
+        tags.regressor_tags.poor_score = (self.loss == "quantile" and self.quantile is not None
+                                          and np.ndim(self.quantile) == 0 and self.quantile != 0.5)
         return tags
 
     # ---- the base's hooks -----------------------------------------------------------------
@@ -238,6 +256,19 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _training_target(self, y_rows, weight):
         return self.target_scaler_.transform(y_rows), weight
+
+    def _start_diagonal(self, model, target, weight, context) -> None:
+        # loss="quantile": each level's eigenvalue starts at that level's weighted quantile of the training
+        # targets (the feature matrices start small, so lambda_k(M(x)) is about mu_k): the fit starts
+        # from the best constant quantiles, as gradient boosting's do, not from levels 2 / (dim - 1) apart
+        levels = self._quantiles()
+        if levels is None:
+            return
+        quantiles = [weighted_quantile(np.asarray(target, dtype=np.float64), np.asarray(weight, dtype=np.float64),
+                                       level) for level in levels]
+        agreed = self._agree(context, {f"level {j}": (q, "first") for j, q in enumerate(quantiles)})  # rank 0's
+        quantiles = [float(agreed[f"level {j}"]) for j in range(len(levels))]
+        model.start_diagonal(diagonal_through(self.dim_, np.atleast_1d(self._eigen_indices()), quantiles))
 
     def _held_out_attributes(self, module, validation) -> dict:
         """quantile_offsets_ (loss="quantile"): each level's shift, in y's units, that puts its share of
@@ -370,7 +401,11 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
         small), so the predicted quantiles never cross,
         for any x, by construction (and exactly: a running maximum along the
         levels corrects the solvers' rounding; it moves no value more than that
-        and keeps every certified bound). One fit for every level.
+        and keeps every certified bound). One fit for every level. A fit
+        starts from each level's weighted quantile of the training targets
+        (the diagonal puts its eigenvalue there), as gradient boosting starts
+        from a constant; a level other than 0.5 is tagged ``poor_score``
+        (``score`` is R^2 of that level).
     huber_delta : float or None, default=None
         Where "huber" turns from squared to absolute, in y's units; None: one
         standard deviation of y.
