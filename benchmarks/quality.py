@@ -243,7 +243,7 @@ def ours(task: str, device: str, seed: int, params, n_rows: int):
     cls = SpectralRegressor if task == "regression" else SpectralClassifier
     if callable(params):
         params = params(int(n_rows * 0.9) if n_rows >= 1000 else n_rows)
-    return cls(device=device, random_state=seed, **params)
+    return cls(**{"device": device, "random_state": seed, **params})  # (an --extra random_state: a seed of its own)
 
 
 def warm_up(device: str) -> None:

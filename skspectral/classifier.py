@@ -1,6 +1,9 @@
-"""SpectralClassifier: labels, class weights and the log-loss (binary or softmax)."""
+"""SpectralClassifier: labels, class weights and the log-loss (binary or softmax); a fit starts from the
+weighted class priors (the best constant), as gradient boosting does."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
@@ -12,6 +15,10 @@ from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
 from ._estimator import SpectralEstimatorBase
 from ._losses import get_loss, get_metric
 from ._target import LabelSummary
+from .model import diagonal_through
+
+# a class's log-prior a fit starts from is at least this (a class of 1e-8 of the weight: its logit is not -18)
+_LOG_PRIOR_FLOOR = math.log(1e-4)
 
 
 class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
@@ -95,6 +102,18 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
 
     def _validation_score(self):
         return get_metric("neg_log_loss")  # early stopping watches what is optimised: the log-loss
+
+    def _start_diagonal(self, model, target, weight, context) -> None:
+        # the best constant: the training rows' weighted log-odds (binary) or log-priors less their mean
+        # (multiclass; softmax ignores a common shift), where gradient boosting starts, not at 0 (p = 1/2)
+        n_classes = len(self.classes_)
+        totals = np.bincount(np.asarray(target, dtype=np.intp), weights=weight, minlength=n_classes)
+        agreed = self._agree(context, {f"class {c}": (float(t), "sum") for c, t in enumerate(totals)})
+        log_priors = np.log(np.maximum([agreed[f"class {c}"] for c in range(n_classes)], 1e-12)
+                            / max(sum(agreed.values()), 1e-12)).clip(_LOG_PRIOR_FLOOR, 0.0)
+        values = [log_priors[1] - log_priors[0]] if n_classes <= 2 else log_priors - log_priors.mean()
+        diagonals = np.stack([diagonal_through(self.dim_, [self.eigval_idx_], [v]) for v in values])
+        model.start_diagonal(np.tile(diagonals, (self.n_estimators_, 1)))  # (members * outputs, dim)
 
     def _n_outputs(self):
         return None if len(self.classes_) <= 2 else len(self.classes_)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +42,19 @@ MIN_MU_STEP = 1e-3
 
 def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
+
+
+def diagonal_through(dim: int, indices, values) -> np.ndarray:
+    """The diagonal (dim,) that puts ``values[j]`` (non-decreasing) at ``indices[j]`` (ascending): linear
+    between them, and the default start's step (2 / (dim - 1): the evenly spaced [-1, 1]) below the first
+    and above the last. A loss whose best constant output is known starts a model there with it
+    (:meth:`SpectralModel.start_diagonal`)."""
+    step = 2.0 / max(dim - 1, 1)
+    positions = np.arange(dim, dtype=np.float64)
+    mu = np.interp(positions, np.asarray(indices, dtype=np.float64), np.asarray(values, dtype=np.float64))
+    mu[: indices[0]] = values[0] - step * (indices[0] - positions[: indices[0]])
+    mu[indices[-1] + 1:] = values[-1] + step * (positions[indices[-1] + 1:] - indices[-1])
+    return mu
 
 
 def select_model_backend(backend: str, device, dim: int, dtype: torch.dtype, *, structure: str = "dense",

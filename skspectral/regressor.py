@@ -15,6 +15,7 @@ from ._estimator import SpectralEstimatorBase
 from ._losses import REGRESSION_LOSSES, get_metric, regression_loss
 from ._target import TargetSummary
 from ._training import predict_in_chunks
+from .model import diagonal_through
 
 # early_stopping="auto" holds out rows from this many fit rows (a classifier from 1,000): the 140 epochs overfit
 # a small table's noisy target. With its held-out rows (under 100 of them the fit keeps the schedule's best
@@ -39,18 +40,6 @@ def level_offsets(residuals: np.ndarray, weight: np.ndarray, levels: np.ndarray)
     """Each level's shift c_j: the weighted levels[j]-quantile of residuals[:, j] (y minus level j's
     prediction), the shift the pinball loss of that level likes best on those rows."""
     return np.array([weighted_quantile(residuals[:, j], weight, level) for j, level in enumerate(levels)])
-
-
-def diagonal_through(dim: int, indices, values) -> np.ndarray:
-    """The diagonal (dim,) that puts ``values[j]`` (non-decreasing) at ``indices[j]`` (ascending): linear
-    between them, and the model's default step (2 / (dim - 1): the evenly spaced [-1, 1]) below the
-    first and above the last."""
-    step = 2.0 / max(dim - 1, 1)
-    positions = np.arange(dim, dtype=np.float64)
-    mu = np.interp(positions, np.asarray(indices, dtype=np.float64), np.asarray(values, dtype=np.float64))
-    mu[: indices[0]] = values[0] - step * (indices[0] - positions[: indices[0]])
-    mu[indices[-1] + 1:] = values[-1] + step * (positions[indices[-1] + 1:] - indices[-1])
-    return mu
 
 
 def shifted_levels(predicted: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -410,8 +410,7 @@ def test_level_offsets_are_weighted_quantiles(seed, n, spread):
 def test_the_diagonal_through_the_levels_puts_each_at_its_index(dim, data):
     """diagonal_through: each value at its index, linear between, the default step (2 / (dim - 1)) outside,
     never decreasing; a model started from it holds it (steps below MIN_MU_STEP raised to it)."""
-    from skspectral.model import MIN_MU_STEP, SpectralModel
-    from skspectral.regressor import diagonal_through
+    from skspectral.model import MIN_MU_STEP, SpectralModel, diagonal_through
 
     count = data.draw(st.integers(1, min(dim, 4)))
     indices = sorted(data.draw(st.lists(st.integers(0, dim - 1), min_size=count, max_size=count, unique=True)))
