@@ -39,8 +39,8 @@ from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._sensitivity import CertifiedSensitivityMixin, bounds_plan, feature_bounds, to_user_units
-from ._training import (Dataset, HostRows, Trainer, TrainingOptions, TrainingState, history, predict_in_chunks,
-                        set_up_on_one_thread)
+from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
+                        predict_in_chunks, set_up_on_one_thread)
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
@@ -524,9 +524,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return context.agree(proposals)
 
     def _fit_core(self, X, target, weight, eval_sets, plan: FitPlan, *, context=None, callback_data=None,
-                  threads: int | None = None):
+                  threads: StepThreads | None = None):
         """Agree on the plan, split, build (or reuse) the model, train; yields records and stores
-        the fitted state. ``threads``: the CPU steps' thread count to tune from (None: torch's)."""
+        the fitted state. ``threads``: what the CPU steps are tuned from (set_up_on_one_thread's; None:
+        torch's thread count)."""
         device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
         start = self._agree(context, {
             "seed": (self._seed(), "first"),
@@ -614,7 +615,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 None if validation is None else encoded(validation))
 
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context, module=None,
-                 threads: int | None = None) -> Trainer:
+                 threads: StepThreads | None = None) -> Trainer:
         loss = self._loss()
         members, output_scale = self.n_estimators_, self._output_scale()
         batch_size = self._batch_size(n_train, context)
@@ -629,7 +630,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             n_iter_no_change=self._patience(fit.n_validation * (1 if context is None else context.world_size)),
             average_decay=_AVERAGE_DECAY,
             verbose=bool(self.verbose),
-            threads=threads,
+            threads=None if threads is None else threads.count,
+            idle_cores=None if threads is None else threads.idle_cores,
         )
         return Trainer(
             model if module is None else module,  # module: the model on rows encoded once

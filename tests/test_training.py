@@ -580,7 +580,8 @@ def test_steps_run_together_only_while_the_thread_choice_holds():
 def test_a_cpu_fit_sets_up_on_one_thread_and_tunes_its_steps_from_the_callers_count(monkeypatch):
     """The set-up before a CPU fit's steps (columns, rows, model, encodings) runs on one thread (beside a
     busy process two threads waited on each other there); the steps' tuner starts from the caller's count,
-    and the caller's count is back after the fit, also after an error inside it."""
+    and reads the machine's idle cores from the set-up's start (it ran on one thread, as the warm-up does);
+    the caller's count is back after the fit, also after an error inside it."""
     from skspectral._training import threads
 
     seen = []
@@ -589,6 +590,8 @@ def test_a_cpu_fit_sets_up_on_one_thread_and_tunes_its_steps_from_the_callers_co
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         seen.append((torch.get_num_threads(), self.start_threads))
+        assert isinstance(self.idle_cores, threads.IdleCores) and started <= self.idle_cores.mark[0]
+        assert self.idle_cores.mark[0] < time.perf_counter() - 1e-4  # started before the tuner: at the set-up
 
     monkeypatch.setattr(threads.AdaptiveThreads, "__init__", init)
     rng = np.random.RandomState(0)
@@ -596,6 +599,7 @@ def test_a_cpu_fit_sets_up_on_one_thread_and_tunes_its_steps_from_the_callers_co
     y = X[:, 0] - X[:, 1] * X[:, 2]
     torch.set_num_threads(2)
     try:
+        started = time.perf_counter()
         SpectralRegressor(dim=4, max_iter=2, random_state=0, device="cpu").fit(X, y)
         assert seen == [(1, 2)] and torch.get_num_threads() == 2
 

@@ -5,8 +5,8 @@
 from . import history
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRows
-from .threads import set_up_on_one_thread
+from .threads import StepThreads, set_up_on_one_thread
 from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
 
-__all__ = ["Dataset", "HostRows", "StaticBatchSteps", "Trainer", "TrainingOptions", "TrainingState", "history",
-           "predict_in_chunks", "set_up_on_one_thread"]
+__all__ = ["Dataset", "HostRows", "StaticBatchSteps", "StepThreads", "Trainer", "TrainingOptions", "TrainingState",
+           "history", "predict_in_chunks", "set_up_on_one_thread"]

@@ -18,6 +18,7 @@ so neither does the fit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -59,18 +60,34 @@ BUSY_FREE_CORES = 0.5
 IDLE_WINDOW_SECONDS = 0.05
 
 
+@dataclasses.dataclass
+class StepThreads:
+    """What a fit's CPU steps are tuned from: the caller's thread count, and the machine's idle cores read
+    since the fit's set-up began (an :class:`IdleCores`, None off the CPU)."""
+
+    count: int
+    idle_cores: "IdleCores | None" = None
+
+
 @contextlib.contextmanager
 def set_up_on_one_thread(on_cpu: bool):
-    """Yields the caller's thread count (torch's), which the steps' :class:`AdaptiveThreads` is tuned from;
-    on the CPU what runs inside (a fit's set-up: columns, rows, model, encodings) runs on one thread, and
-    the caller's count is back after, also after an error. The set-up gained little from two threads
-    (California's 18-20 ms either way, 2M rows 1.06 s against 1.11 s on one) and beside a busy process its
-    threads waited on each other (California 74 ms against 18 ms, flights 0.71 s against 0.41 s)."""
+    """Yields the :class:`StepThreads` the steps' :class:`AdaptiveThreads` is tuned from: the caller's thread
+    count (torch's) and, on the CPU, the idle cores read from here (the set-up runs on one thread, as the
+    steps' warm-up does, so their first hold of one thread need not wait for a window of its own: a small
+    fit's 50 ms, ~6 % of credit's 0.45 s). On the CPU what runs inside (a fit's set-up: columns, rows, model,
+    encodings) runs on one thread, and the caller's count is back after, also after an error. The set-up
+    gained little from two threads (California's 18-20 ms either way, 2M rows 1.06 s against 1.11 s on one)
+    and beside a busy process its threads waited on each other (California 74 ms against 18 ms, flights
+    0.71 s against 0.41 s)."""
     threads = torch.get_num_threads()
-    if on_cpu and threads > 1:
-        torch.set_num_threads(1)
+    idle_cores = None
+    if on_cpu:
+        idle_cores = IdleCores()
+        idle_cores.start()
+        if threads > 1:
+            torch.set_num_threads(1)
     try:
-        yield threads
+        yield StepThreads(threads, idle_cores)
     finally:
         torch.set_num_threads(threads)
 
@@ -126,7 +143,7 @@ class AdaptiveThreads:
     run together while the choice holds, see :meth:`steps_left`): the threads it runs on, chosen
     among 1 and the thread count the fit started with (``start_threads``, default torch's: the user's
     knob); ``close()`` sets back the count torch had when the tuner came. ``idle_cores``: what reads the
-    machine's idle cores over a hold (default :class:`IdleCores`)."""
+    machine's idle cores over a hold, started (default: a new :class:`IdleCores`, started now)."""
 
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS,
                  warmup_steps: int = WARMUP_STEPS, start_threads: int | None = None, idle_cores=None):
@@ -146,9 +163,12 @@ class AdaptiveThreads:
         self.measured = False  # whether a measurement chose before
         self.means: dict = {}  # each candidate's mean step in the last measurement
         self.watch = [0.0, 0]  # seconds and steps of the held choice not yet judged (see WATCH_STEPS)
-        # the machine's idle cores over a hold (an IdleCores, or a scripted one in tests)
-        self.idle_cores = IdleCores() if idle_cores is None else idle_cores
-        self.idle_cores.start()
+        # the machine's idle cores over a hold (an IdleCores, started by its owner: a fit's set-up; or a
+        # scripted one in tests)
+        if idle_cores is None:
+            idle_cores = IdleCores()
+            idle_cores.start()
+        self.idle_cores = idle_cores
         if warmup_steps > 0:  # the warm-up: a first hold of one thread, untimed
             self.probing, self.chosen, self.hold = None, self.candidates[0], warmup_steps
 

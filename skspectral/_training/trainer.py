@@ -46,8 +46,10 @@ class TrainingOptions:
     # None: replay each step from a CUDA graph where the model is on CUDA and says it
     # is capture-safe; True: the static-step path always (eagerly off CUDA); False: never.
     cuda_graph: bool | None = None
-    # The thread count CPU steps are tuned from (the caller's; None: torch's when the trainer starts)
+    # The thread count CPU steps are tuned from (the caller's; None: torch's when the trainer starts), and
+    # the machine's idle cores read since the fit's set-up began (threads.IdleCores; None: from the first step)
     threads: int | None = None
+    idle_cores: object | None = None
 
 
 @dataclass
@@ -219,7 +221,8 @@ class Trainer:
         self._graphed = None
         self._blocks = self._block_targets = None  # a streamed training set's HostRowBlocks, its y and weight
         # CPU steps run on as many threads as time best (a busy machine: often one)
-        self._threads = AdaptiveThreads(start_threads=options.threads) if not on_cuda else None
+        self._threads = (AdaptiveThreads(start_threads=options.threads, idle_cores=options.idle_cores)
+                         if not on_cuda else None)
         # a model that offers one steps through its compiled pass (the CPU's kernels called directly,
         # only the loss through autograd): the same values and gradients as autograd's, a step's
         # Python and small ops not repeated around every kernel
