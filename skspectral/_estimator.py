@@ -546,6 +546,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             train_rows, val_rows = validation_split(len(X), self.validation_fraction,
                                                     np.random.RandomState(seed + rank),
                                                     stratify=self._stratify_labels(target))
+        train_target = target if train_rows is None else target[train_rows]
         train_weight = weight if train_rows is None else weight[train_rows]
         row_bytes = X.shape[1] * dtype.itemsize
         agreed = self._agree(context, {
@@ -562,10 +563,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)
         else:
-            self._start_diagonal(model, target if train_rows is None else target[train_rows], train_weight, context)
+            self._start_diagonal(model, train_target, train_weight, context)
         self.early_stopping_ = fit.early_stopping
         pad = context is not None  # every rank takes the same number of steps
-        train = self._dataset(X, target if train_rows is None else target[train_rows], train_weight, device, dtype,
+        train = self._dataset(X, train_target, train_weight, device, dtype,
                               rows=train_rows, n_rows=fit.n_train if pad else None, stream=fit.stream)
         validation = None if val_rows is None else self._dataset(
             X, target[val_rows], weight[val_rows], device, dtype, rows=val_rows,
@@ -574,8 +575,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         trained, train, validation = self._encoded_once(model, train, validation)
         trainer = self._trainer(model, fit, len(train), plan, context, module=trained, threads=threads)
         # the loss of the best constant prediction: a fit that learned anything beats it
-        floor = self._loss().constant_floor(
-            target if train_rows is None else target[train_rows], train_weight)
+        floor = self._loss().constant_floor(train_target, train_weight)
+        del train_target  # (a copy of the training rows' targets, not held through the epochs)
         yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
 
     def _encoded_once(self, model, train: Dataset, validation: Dataset | None):

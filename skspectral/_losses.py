@@ -180,10 +180,13 @@ class Loss:
         return lambda output, target, weight: fn(self.combine_members(output), target, weight)
 
 
-def _weighted_quantile(values: np.ndarray, weight: np.ndarray, q: float) -> float:
+def weighted_quantiles(values: np.ndarray, weight: np.ndarray, levels) -> np.ndarray:
+    """For each level, the first of the sorted values whose cumulative weight reaches that level of the
+    total: the constant the pinball loss of that level likes best on these rows (one sort for them all)."""
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weight[order])
-    return float(values[order][min(len(values) - 1, np.searchsorted(cumulative, q * cumulative[-1]))])
+    found = np.searchsorted(cumulative, np.asarray(levels, dtype=np.float64) * cumulative[-1])
+    return values[order[np.minimum(found, len(order) - 1)]]
 
 
 @functools.lru_cache(maxsize=64)
@@ -236,19 +239,19 @@ def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, target_mea
         def mae(output, target, weight):
             return weighted_mean((output - target).abs(), weight)
         return Loss(mae, "mae", lambda loss, scale: scale * loss,
-                    lambda t, w: float(np.average(np.abs(t - _weighted_quantile(t, w, 0.5)), weights=w)),
+                    lambda t, w: float(np.average(np.abs(t - weighted_quantiles(t, w, [0.5])[0]), weights=w)),
                     _mean_of_members, fn_and_gradient=_own_gradient("absolute_error_and_gradient", mae))
     if name == "huber":
         fn = functools.partial(_huber, delta=float(delta))
         return Loss(fn, "huber", lambda loss, scale: scale * scale * loss,
-                    lambda t, w: float(fn(torch.full((len(t),), _weighted_quantile(t, w, 0.5), dtype=torch.float64),
-                                          torch.as_tensor(t), torch.as_tensor(w))),
+                    lambda t, w: float(fn(torch.full((len(t),), float(weighted_quantiles(t, w, [0.5])[0]),
+                                                     dtype=torch.float64), torch.as_tensor(t), torch.as_tensor(w))),
                     _mean_of_members, fn_and_gradient=_own_gradient("huber_and_gradient", fn, parameters=(delta,)))
     if name == "quantile":
         levels = tuple(float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64)))
         fn = functools.partial(_pinball, quantiles=levels)
         floor = lambda t, w: float(fn(  # noqa: E731
-            torch.as_tensor([[_weighted_quantile(t, w, float(q)) for q in levels]] * len(t), dtype=torch.float64),
+            torch.as_tensor(np.tile(weighted_quantiles(t, w, levels), (len(t), 1)), dtype=torch.float64),
             torch.as_tensor(t), torch.as_tensor(w)))
         return Loss(fn, "pinball_loss", lambda loss, scale: scale * loss, floor, _mean_of_members,
                     fn_and_gradient=_own_gradient("pinball_and_gradient", fn, last_axis=len(levels) > 1,

@@ -12,7 +12,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ._docs import ATTRIBUTES_DOC, PARAMETERS_DOC
 from ._estimator import SpectralEstimatorBase
-from ._losses import REGRESSION_LOSSES, get_metric, regression_loss
+from ._losses import REGRESSION_LOSSES, get_metric, regression_loss, weighted_quantiles
 from ._target import TargetSummary
 from ._training import predict_in_chunks
 from .model import diagonal_through
@@ -28,18 +28,10 @@ _EARLY_STOPPING_ROWS = 300
 _CALIBRATION_ROWS = 1000
 
 
-def weighted_quantile(values: np.ndarray, weight: np.ndarray, level: float) -> float:
-    """The first of the sorted values whose cumulative weight reaches ``level`` of the total: the
-    constant the pinball loss of that level likes best on these rows."""
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weight[order])
-    return values[order[min(np.searchsorted(cumulative, level * cumulative[-1]), len(order) - 1)]]
-
-
 def level_offsets(residuals: np.ndarray, weight: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Each level's shift c_j: the weighted levels[j]-quantile of residuals[:, j] (y minus level j's
     prediction), the shift the pinball loss of that level likes best on those rows."""
-    return np.array([weighted_quantile(residuals[:, j], weight, level) for j, level in enumerate(levels)])
+    return np.array([weighted_quantiles(residuals[:, j], weight, [level])[0] for j, level in enumerate(levels)])
 
 
 def shifted_levels(predicted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -253,9 +245,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         levels = self._quantiles()
         if levels is None:
             return
-        quantiles = [weighted_quantile(np.asarray(target, dtype=np.float64), np.asarray(weight, dtype=np.float64),
-                                       level) for level in levels]
-        agreed = self._agree(context, {f"level {j}": (q, "first") for j, q in enumerate(quantiles)})  # rank 0's
+        quantiles = weighted_quantiles(np.asarray(target, dtype=np.float64), np.asarray(weight, dtype=np.float64),
+                                       levels)
+        agreed = self._agree(context, {f"level {j}": (float(q), "first") for j, q in enumerate(quantiles)})  # rank 0's
         quantiles = [float(agreed[f"level {j}"]) for j in range(len(levels))]
         model.start_diagonal(diagonal_through(self.dim_, np.atleast_1d(self._eigen_indices()), quantiles))
 

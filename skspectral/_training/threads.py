@@ -203,8 +203,8 @@ class AdaptiveThreads:
                 if self.watch[1] >= WATCH_STEPS:
                     slow = self.watch[0] > ABANDON_FACTOR * self.watch[1] * self.means[self.candidates[0]]
                     self.watch = [0.0, 0]
-            if slow:  # the choice no longer pays: measure now, and hold what it chooses from the base
-                self.hold, self.measured = self.hold_steps, False
+            if slow:  # the choice no longer pays: measure now, and hold what it chooses from the base (_hold)
+                self.measured = False
             elif self.held < self.hold:
                 return
             elif self._one_thread_held():
@@ -217,7 +217,7 @@ class AdaptiveThreads:
                     # one thread again, held twice as long as a measurement choosing it again would
                     self._hold(self.candidates[0])
                     return
-            self.probing, self.held = 0, 0  # measure again
+            self.probing = 0  # measure again (the next hold starts afresh: _hold)
             self.timings = {n: [] for n in self.candidates}
             return
         samples = self.timings[self.candidates[self.probing]]
