@@ -215,7 +215,12 @@ class SpectralModel(torch.nn.Module):
     def start_diagonal(self, mu: torch.Tensor) -> None:
         """Set the diagonal (``mu``: (dim,) or (n_models, dim), non-decreasing) the models start from; steps
         below MIN_MU_STEP are raised to it (the increments' softplus stays finite)."""
-        mu = torch.as_tensor(mu, dtype=torch.float64).expand(self.n_models, self.dim)
+        mu = torch.as_tensor(mu, dtype=torch.float64)
+        if mu.shape not in ((self.dim,), (self.n_models, self.dim)) or not torch.isfinite(mu).all():
+            raise ValueError(f"start_diagonal needs finite values of shape ({self.dim},) or ({self.n_models}, "
+                             f"{self.dim}) (dim, or models x dim); got shape {tuple(mu.shape)}"
+                             f"{'' if torch.isfinite(mu).all() else ' with NaN or infinite values'}.")
+        mu = mu.expand(self.n_models, self.dim)
         self.mu_start.copy_(mu[:, :1])
         self.mu_increments.copy_(_softplus_inverse(mu.diff(dim=-1).clamp_min(MIN_MU_STEP)))
 

@@ -425,6 +425,10 @@ def test_the_diagonal_through_the_levels_puts_each_at_its_index(dim, data):
     model.start_diagonal(torch.from_numpy(mu))
     expected = mu[0] + np.concatenate([[0.0], np.cumsum(np.maximum(np.diff(mu), MIN_MU_STEP))])
     np.testing.assert_allclose(model.mu().detach().numpy(), np.tile(expected, (2, 1)), atol=1e-9)
+    with pytest.raises(ValueError, match=r"shape \(%d,\) or \(2, %d\).*got shape \(%d,\)" % (dim, dim, dim + 1)):
+        model.start_diagonal(torch.zeros(dim + 1))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.start_diagonal(torch.full((dim,), float("nan")))
 
 
 @pytest.mark.parametrize("quantile", [0.9, [0.1, 0.5, 0.9]])
