@@ -512,3 +512,29 @@ def test_the_compiled_diagonal_and_its_gradient_are_torchs(dtype):
     _kernels().diagonal_grad(grad_mu.numpy(), model.mu_increments.detach().numpy(), *(g.numpy() for g in grads))
     for grad, reference in zip(grads, expected_grads):
         torch.testing.assert_close(grad, reference, **_ROUNDING[dtype])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 16), models=st.integers(1, 4), columns=st.integers(1, 9),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_the_frobenius_penalty_and_its_gradient(seed, n, models, columns, dtype):
+    """add_frobenius_penalty on packed lower triangles: the value is 0.5 factor sum ||A||_F^2 of the whole
+    symmetric matrices (float64 reference, to 1e-12 relatively: its sum is reassociated), and each entry's
+    gradient, added to what the buffer held, is factor times the entry (twice off the diagonal: it stands
+    for a_ij and a_ji) to the bit, in the one-step arithmetic grad + factor * twice * a."""
+    from skspectral._step_kernels import add_frobenius_penalty
+
+    rng = np.random.default_rng(seed)
+    L = n * (n + 1) // 2
+    packed = rng.normal(size=(models, columns, L)).astype(dtype)
+    grad = rng.normal(size=packed.shape).astype(dtype)
+    before = grad.copy()
+    factor = float(rng.uniform(1e-4, 1.0))
+    value = add_frobenius_penalty(packed, grad, factor)
+    i, j = np.tril_indices(n)
+    full = np.zeros((models, columns, n, n))
+    full[..., i, j] = packed
+    full[..., j, i] = packed
+    np.testing.assert_allclose(value, 0.5 * factor * np.square(full).sum(), rtol=1e-12)
+    twice = np.where(i == j, 1.0, 2.0)
+    np.testing.assert_array_equal(grad, (before + factor * twice * packed.astype(np.float64)).astype(dtype))
