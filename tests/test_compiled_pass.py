@@ -325,6 +325,42 @@ def test_compiled_steps_find_their_terms_a_chunk_at_a_time(monkeypatch, found_on
     np.testing.assert_array_equal(whole.predict(X), chunked.predict(X))
 
 
+@pytest.mark.parametrize("shared_members", [0.0, 0.5])
+def test_adams_moments_stay_packed_between_runs_and_come_back_when_read(monkeypatch, shared_members):
+    """Compiled steps keep Adam's moments of the weight as packed triangles from one run (an epoch) to
+    the next, without writing them back as full matrices after each run; the optimizer writes them back
+    when it reads them. A fit whose compiled steps stop after its first epoch (the later epochs one step
+    at a time through the optimizer's own moments) is the fit compiled throughout, to the bit."""
+    from skspectral._training import compiled_steps
+    from skspectral._training import trainer as trainer_module
+
+    X, y = _mixed(5)
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=3, shared_members=shared_members,
+                  categorical_features=[1], random_state=0, device="cpu")
+    packed, back = [], []
+    original_pack, original_back = compiled_steps.CompiledSteps._pack, compiled_steps.CompiledSteps._moments_back
+    monkeypatch.setattr(compiled_steps.CompiledSteps, "_pack", lambda self: (
+        packed.append(self.optimizer._held_elsewhere.copy()), original_pack(self))[1])
+    monkeypatch.setattr(compiled_steps.CompiledSteps, "_moments_back", lambda self, *args: (
+        back.append(args[0]), original_back(self, *args))[1])
+    compiled = SpectralRegressor(**params).fit(X, y)
+    assert len(packed) == 3 and not packed[0] and all(held for held in packed[1:])  # held from the first run on
+    assert not back  # never read back during the fit
+    original_epoch = trainer_module.Trainer._epoch
+
+    def compiled_once(self, train):
+        means = original_epoch(self, train)
+        self._compiled_steps = None  # the next epochs step by step, through the optimizer's moments
+        return means
+
+    monkeypatch.setattr(trainer_module.Trainer, "_epoch", compiled_once)
+    switched = SpectralRegressor(**params).fit(X, y)
+    assert back  # the one-step path read the moments: written back first
+    assert compiled.loss_curve_ == switched.loss_curve_
+    for name, value in compiled._module_state_.items():
+        np.testing.assert_array_equal(value, switched._module_state_[name])
+
+
 def test_the_compiled_steps_follow_the_threads(monkeypatch):
     """The kernels' thread split is chosen as run_kernel chooses it, for the thread count of the steps
     (the trainer's thread choice changes it): on one thread every kernel runs on the calling thread,

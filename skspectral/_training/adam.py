@@ -169,6 +169,33 @@ class CompiledAdam(_Adam):
         # per parameter: its flat arrays and the storage they were found for (a trainer's gradients
         # are buffers kept from step to step, so a step usually converts nothing)
         self._arrays: dict = {}
+        # parameter -> (holder, write_back): moments a caller holds in storage of its own (compiled
+        # steps' packed triangles), written back here only when something reads them here
+        self._held_elsewhere: dict = {}
+
+    def hold_moments(self, p: torch.Tensor, holder, write_back) -> None:
+        """``holder`` keeps p's current moments in storage of its own from here on: this optimizer's
+        tensors of them are stale until ``write_back()`` fills them, which the next read of them here
+        calls (:meth:`_moments`), or until ``holder`` takes them back (:meth:`release_held_moments`)."""
+        self._held_elsewhere[p] = (holder, write_back)
+
+    def release_held_moments(self, p: torch.Tensor, holder) -> bool:
+        """Whether ``holder``'s own copy of p's moments is still the current one (held by it since its
+        :meth:`hold_moments` and not read here since): then nothing is written back. Moments another
+        holder kept are written back first (False)."""
+        held = self._held_elsewhere.pop(p, None)
+        if held is None:
+            return False
+        if held[0] is holder:
+            return True
+        held[1]()
+        return False
+
+    def _moments(self, p: torch.Tensor) -> dict:
+        held = self._held_elsewhere.pop(p, None)
+        if held is not None:
+            held[1]()  # (its write-back reads the tensors through here: nothing is held by then)
+        return super()._moments(p)
 
     def _flat_arrays(self, p: torch.Tensor, grad: torch.Tensor) -> tuple:
         state = self._moments(p)

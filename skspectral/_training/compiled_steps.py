@@ -89,24 +89,33 @@ class CompiledSteps:
         they write it): their lower triangles (the pass's columns are the parameters). The weight is
         symmetric to the bit (it starts so, and its gradient and Adam's update keep it so): every step
         computes the numbers of the full matrices on about half the entries, without symmetrising them.
-        Members that share their matrices: the shared set likewise."""
+        Members that share their matrices: the shared set likewise. The moments stay packed between
+        runs (nothing else reads them during a fit): they are packed anew only where the optimizer's
+        own were read since (see _unpack)."""
         self.compiled_pass.pack()
         self._substitutes = {}
         for (parameter, values, grad), packed_moments in zip(self.packed, self.packed_moments):
-            moments = self.optimizer._moments(parameter)
-            for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
-                self.compiled_pass.lower_triangles(full, packed)
+            if not self.optimizer.release_held_moments(parameter, self):
+                moments = self.optimizer._moments(parameter)
+                for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
+                    self.compiled_pass.lower_triangles(full, packed)
             self._substitutes[id(parameter)] = (values.reshape(-1).numpy(), grad.reshape(-1).numpy(),
                                                 *(m.view(-1).numpy() for m in packed_moments))
         self._shared = self.compiled_pass.shared_state()
 
     def _unpack(self) -> None:
-        """The weight, its gradient and moments back as full symmetric matrices (the one-step path's)."""
+        """The weight and its gradient back as full symmetric matrices (the one-step path's). The
+        moments stay packed for the next run: the optimizer writes them back as full matrices only if
+        something reads them there (a run's two conversions of each were ~5 % of a small table's fit)."""
         self.compiled_pass.unpack()
         for (parameter, _, _), packed_moments in zip(self.packed, self.packed_moments):
-            moments = self.optimizer._moments(parameter)
-            for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
-                self.compiled_pass.symmetric_from_lower(packed, full)
+            self.optimizer.hold_moments(parameter, self, functools.partial(self._moments_back, parameter,
+                                                                           packed_moments))
+
+    def _moments_back(self, parameter, packed_moments) -> None:
+        moments = self.optimizer._moments(parameter)
+        for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
+            self.compiled_pass.symmetric_from_lower(packed, full)
 
     def _run(self, X, y, weight, batch_size: int, threads, losses: list) -> None:
         n = X.shape[0]
