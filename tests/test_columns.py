@@ -230,7 +230,8 @@ def test_merging_the_summaries_of_any_split_of_the_rows_is_the_summary_of_the_wh
     whole = _summary(numeric, categorical, weight)
     cuts = np.sort(rng.integers(0, n + 1, n_blocks - 1))
     bounds = np.r_[0, cuts, n]
-    merged = merge_all(_summary(numeric[a:b], categorical.iloc[a:b], weight[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+    merged = merge_all(_summary(numeric[a:b], categorical.iloc[a:b], weight[a:b])
+                       for a, b in zip(bounds[:-1], bounds[1:]))
     assert merged.n_rows == whole.n_rows == n
     np.testing.assert_allclose(merged.total_weight, whole.total_weight, rtol=1e-13)
     np.testing.assert_allclose(merged.weight, whole.weight, rtol=1e-13)
@@ -380,7 +381,8 @@ def test_columns_that_carry_nothing_get_no_encoded_column():
 
 def test_a_missing_value_where_fit_saw_none_becomes_the_training_median():
     rng = np.random.default_rng(1)
-    numeric = np.column_stack([rng.exponential(size=301), np.where(rng.random(301) < 0.2, np.nan, 1.0 + rng.random(301))])
+    numeric = np.column_stack([rng.exponential(size=301),
+                               np.where(rng.random(301) < 0.2, np.nan, 1.0 + rng.random(301))])
     mapper = _mapper(numeric)
     median = np.median(numeric[:, 0])
     assert mapper.fill[0] == (median - mapper.mean[0]) / mapper.scale[0] and np.isnan(mapper.fill[1])
@@ -419,3 +421,42 @@ def test_monotone_constraints_spread_over_the_encoded_columns_and_clear_errors()
     with pytest.raises(ValueError, match="categorical feature\\(s\\) \\['level'\\]"):
         _mapper(numeric[:, :1], pd.DataFrame({"level": ["a", "b"] * 50}), kinds=kinds,
                 options=ColumnOptions("linear", 4, np.array([0, 1])))
+
+
+def test_columns_find_their_quantiles_on_several_threads_as_on_one(monkeypatch):
+    """From _THREADED_QUANTILE_ROWS rows the columns' quantiles are found on torch's threads: the same
+    edges and training medians as one column after the other, in the columns' order (a constant column, one
+    with missing values and one observed only in part among them)."""
+    import threading
+
+    import torch
+
+    from skspectral._columns import mapper as mapper_module
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    numeric = np.column_stack([rng.normal(size=n), rng.exponential(size=n), np.full(n, 2.0),
+                               np.where(rng.random(n) < 0.4, np.nan, rng.integers(0, 7, n)), rng.gamma(2.0, size=n)])
+    threads = torch.get_num_threads()
+    calls, workers = [], set()
+    original = mapper_module._each_column
+
+    def each_column(fn, columns, n_rows):
+        calls.append(n_rows)
+        return original(lambda j: (workers.add(threading.get_ident()), fn(j))[1], columns, n_rows)
+
+    monkeypatch.setattr(mapper_module, "_each_column", each_column)
+    try:
+        torch.set_num_threads(1)
+        serial = _mapper(numeric)
+        assert workers == {threading.get_ident()}
+        torch.set_num_threads(3)
+        monkeypatch.setattr(mapper_module, "_THREADED_QUANTILE_ROWS", 1)
+        threaded = _mapper(numeric)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [n, n] and len(workers) > 1  # (the pool's threads besides this one)
+    assert serial.spec.numeric == threaded.spec.numeric == [0, 1, 3, 4]
+    for a, b in zip(serial.spec.edges, threaded.spec.edges):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(serial.fill, threaded.fill)
