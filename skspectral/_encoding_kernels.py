@@ -190,16 +190,19 @@ def weight_gradient(dA, target, half):
     steps, see skspectral._training.compiled_steps), that triangle packed row by row (target of
     n(n+1)/2): the same numbers."""
     n = (int(np.sqrt(8 * dA.shape[0] + 1)) - 1) // 2  # dA.shape[0] = n (n + 1) / 2
-    packed = target.shape[0] == dA.shape[0]
+    if target.shape[0] == dA.shape[0]:  # packed: one loop that vectorises, then the diagonal's other half
+        for p in range(dA.shape[0]):
+            target[p] = half * dA[p]
+        for i in range(n):
+            d = i * (i + 1) // 2 + i
+            target[d] = half * dA[d] + half * dA[d]
+        return
     p = 0
     for i in range(n):
         for j in range(i):
-            if packed:
-                target[p] = half * dA[p]
-            else:
-                target[i * n + j] = target[j * n + i] = half * dA[p]
+            target[i * n + j] = target[j * n + i] = half * dA[p]
             p += 1
-        target[p if packed else i * n + i] = half * dA[p] + half * dA[p]
+        target[i * n + i] = half * dA[p] + half * dA[p]
         p += 1
 
 
