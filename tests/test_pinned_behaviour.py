@@ -7,9 +7,9 @@ core was restructured; the early-stopping cases (``defaults_*`` and
 ``regressor_early_stopping``) were rewritten on 2026-12-01, when the model that early
 stopping scores and keeps became the running average of the epochs' parameters (their
 loss curves, the steps themselves, were unchanged); ``classifier_multiclass_weighted`` and
-``defaults_classifier_binary`` were rewritten on 2026-12-03, when a classifier's fit began to start from its
-weighted class priors (the other cases' classes are balanced). Each case names its parameters explicitly, so later changes
-of defaults do not move them. Regenerate only for an intended change of behaviour:
+``defaults_classifier_binary`` were rewritten on 2026-12-03, when a classifier's fit began to start from
+its weighted class priors (the other cases' classes are balanced). Each case names its parameters
+explicitly, so later changes of defaults do not move them. Regenerate only for an intended change of behaviour:
 ``python -m tests.test_pinned_behaviour``.
 """
 

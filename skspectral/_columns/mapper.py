@@ -132,6 +132,7 @@ class ColumnMapper:
         edges, fill = [], np.full(p, np.nan)
         piecewise = options.encoding == "piecewise_linear"
         n_bins = bins_for(options.n_bins, summary.n_rows, options.cuda) if piecewise else 1
+
         def column_quantiles(j):
             values, weight = sample_values(*summary.sample[j])
             return weighted_quantiles((values - mean[j]) / scale[j], weight, n_bins, with_median=True)
@@ -150,7 +151,7 @@ class ColumnMapper:
             levels = dict(categorical=[int(j) for j in kinds.categorical_index[keep]],
                           n_levels=[n for n, k in zip(codes.n_levels(), keep) if k],
                           has_missing_level=[m for m, k in zip(codes.has_missing, keep) if k])
-        spec = EncodingSpec(p, numeric=[int(j) for j in np.flatnonzero(varies)], edges=edges,
+        spec = EncodingSpec(p, numeric=[int(j) for j in numeric_columns], edges=edges,
                             missing=[int(j) for j in np.flatnonzero(with_missing)], **levels)
         mapper = cls(kinds, codes, mean, scale, low, high, fill, spec, ignored)
         if options.monotonic is not None:
