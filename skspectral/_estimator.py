@@ -71,7 +71,7 @@ _FEW_VALIDATION_ROWS = 100
 _STEADY_VALIDATION_ROWS = 1000
 # batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
 # (measured on the suite's tallest tables: flights 2.4x faster on an H200, its RMSE 0.5 % lower;
-# benchmarks/RESULTS.md, section 6)
+# benchmarks/RESULTS.md, section 9)
 _AUTO_BATCH = 200
 _AUTO_STEPS = 200
 # n_estimators="auto": _AUTO_MEMBERS[0] members, and on the CPU _AUTO_MEMBERS[1] from _AUTO_MEMBERS_ROWS fit

@@ -32,7 +32,7 @@ SEVERAL_MAX_N = 16
 # matrices run at once (benchmarks/RESULTS.md, section 1).
 PAIRED_MAX_N = 16
 # The several-index kernel paired too: 0.55-0.68x the one-matrix kernel's time at 3 indices from 2,620
-# matrices, the same values to the last bits (off: one matrix a block; RESULTS.md, sections 9 and 10).
+# matrices, the same values to the last bits (off: one matrix a block; RESULTS.md, section 10).
 PAIRED_SEVERAL = True
 # Blocks an SM must hold for the paired one-index float32 kernel (1: the compiler's choice, 113
 # registers a thread, 18 blocks an SM; 32 holds it to 64 registers, spilling to L1: faster alone from
