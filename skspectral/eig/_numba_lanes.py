@@ -26,6 +26,7 @@ from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_
 
 # Points evaluated per multisection sweep: independent chains of divisions (the latency of
 # one chain would otherwise bound the sweep); each sweep shrinks the bracket POINTS + 1 times.
+# kth_value writes the four out, so that their sequences stay in registers.
 POINTS = 4
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
@@ -34,14 +35,17 @@ njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy"
 @njit
 def householder(W, V, tau, d, e, y):
     """The lower triangles of W (n, n, lanes) -> tridiagonal (d, e); the reflectors in V (row r:
-    v_r over r+1..n-1) and tau. W is overwritten."""
+    v_r over r+1..n-1) and tau. W is overwritten. Entries are addressed by flat offsets (row i's
+    entry j of W at (i n + j) lanes): a row view per inner loop cost ~15 % of the reduction."""
     n = W.shape[0]
+    lanes = lane_count(W)
+    Wf, Vf, yf = W.reshape(-1), V.reshape(-1), y.reshape(-1)
     zero = splat(W, 0.0)
     for r in range(n - 2):
-        alpha = load(W[r + 1], r)
+        alpha = load_at(Wf, ((r + 1) * n + r) * lanes)
         x2 = zero
         for i in range(r + 2, n):
-            c = load(W[i], r)
+            c = load_at(Wf, (i * n + r) * lanes)
             x2 = x2 + c * c
         beta = -copysign(sqrt(alpha * alpha + x2), alpha)
         none = x2 == 0.0  # nothing below the subdiagonal: no reflection (tau = 0)
@@ -49,39 +53,40 @@ def householder(W, V, tau, d, e, y):
         inv = where(none, zero, 1.0 / (alpha - beta))
         store(e, r, where(none, alpha, beta))
         store(tau, r, t)
-        v = V[r]
-        store(v, r + 1, splat(W, 1.0))
+        v = r * n * lanes  # V[r]'s offset
+        store_at(Vf, v + (r + 1) * lanes, splat(W, 1.0))
         for i in range(r + 2, n):
-            store(v, i, load(W[i], r) * inv)
+            store_at(Vf, v + i * lanes, load_at(Wf, (i * n + r) * lanes) * inv)
         # p = tau W v from the lower triangle, then w = p - (tau/2)(p.v) v; W -= v w^T + w v^T
         for i in range(r + 1, n):
-            store(y, i, zero)
+            store_at(yf, i * lanes, zero)
         for i in range(r + 1, n):
-            Wi = W[i]
-            vi = load(v, i)
-            s = load(Wi, i) * vi
+            row = i * n * lanes
+            vi = load_at(Vf, v + i * lanes)
+            s = load_at(Wf, row + i * lanes) * vi
             for j in range(r + 1, i):
-                wij = load(Wi, j)
-                s = s + wij * load(v, j)
-                store(y, j, load(y, j) + wij * vi)
-            store(y, i, load(y, i) + s)
+                wij = load_at(Wf, row + j * lanes)
+                s = s + wij * load_at(Vf, v + j * lanes)
+                store_at(yf, j * lanes, load_at(yf, j * lanes) + wij * vi)
+            store_at(yf, i * lanes, load_at(yf, i * lanes) + s)
         pv = zero
         for i in range(r + 1, n):
-            yi = load(y, i) * t
-            store(y, i, yi)
-            pv = pv + yi * load(v, i)
+            yi = load_at(yf, i * lanes) * t
+            store_at(yf, i * lanes, yi)
+            pv = pv + yi * load_at(Vf, v + i * lanes)
         half = -0.5 * t * pv
         for i in range(r + 1, n):
-            store(y, i, load(y, i) + half * load(v, i))
+            store_at(yf, i * lanes, load_at(yf, i * lanes) + half * load_at(Vf, v + i * lanes))
         for i in range(r + 1, n):
-            Wi = W[i]
-            vi, wi = load(v, i), load(y, i)
+            row = i * n * lanes
+            vi, wi = load_at(Vf, v + i * lanes), load_at(yf, i * lanes)
             for j in range(r + 1, i + 1):
-                store(Wi, j, load(Wi, j) - (vi * load(y, j) + wi * load(v, j)))
+                store_at(Wf, row + j * lanes,
+                         load_at(Wf, row + j * lanes) - (vi * load_at(yf, j * lanes) + wi * load_at(Vf, v + j * lanes)))
     for i in range(n):
-        store(d, i, load(W[i], i))
+        store(d, i, load_at(Wf, (i * n + i) * lanes))
     if n > 1:
-        store(e, n - 2, load(W[n - 1], n - 2))
+        store(e, n - 2, load_at(Wf, ((n - 1) * n + n - 2) * lanes))
 
 
 @njit
@@ -107,7 +112,30 @@ def newton_sweep(d, e2, x, pivmin):
 
 
 @njit
-def kth_value(d, e, e2, k, xs, qs, counts):
+def sturm_first(d0, x, pivmin, one, zero):
+    """The first term of the Sturm sequence of T - x I (a tiny pivot replaced by -pivmin) and its count
+    of negative terms."""
+    q = d0 - x
+    q = where(absolute(q) < pivmin, -pivmin, q)
+    return q, where(q < 0.0, one, zero)
+
+
+@njit
+def sturm_next(di, x, e2i, q, count, pivmin, one, zero):
+    """The next term of the sequence after q, and the count with it."""
+    q = di - x - e2i / q
+    q = where(absolute(q) < pivmin, -pivmin, q)
+    return q, count + where(q < 0.0, one, zero)
+
+
+@njit
+def bracket_end(moves, x, count, end, end_count):
+    """A bracket's end (and its Sturm count) moved to the point x where ``moves``."""
+    return where(moves, x, end), where(moves, count, end_count)
+
+
+@njit
+def kth_value(d, e, e2, k):
     """lambda_k of each lane's tridiagonal T (d, e), and ||T|| (Gershgorin). Multisection on
     Sturm counts from Gershgorin bounds until lambda_k is the only eigenvalue in a lane's
     bracket (or the bracket is tight: a repeated eigenvalue never isolates), then safeguarded
@@ -148,31 +176,28 @@ def kth_value(d, e, e2, k, xs, qs, counts):
         if not any_true(active):
             break
         step = (hi - lo) / (POINTS + 1)
+        # the four Sturm sequences side by side in registers: independent chains of divisions
+        x0, x1, x2, x3 = lo + step, lo + 2 * step, lo + 3 * step, lo + 4 * step
         d0 = load(d, 0)
-        for p in range(POINTS):
-            x = lo + (p + 1) * step
-            store(xs, p, x)
-            q = d0 - x
-            q = where(absolute(q) < pivmin, -pivmin, q)
-            store(qs, p, q)
-            store(counts, p, where(q < 0.0, one, zero))
+        q0, c0 = sturm_first(d0, x0, pivmin, one, zero)
+        q1, c1 = sturm_first(d0, x1, pivmin, one, zero)
+        q2, c2 = sturm_first(d0, x2, pivmin, one, zero)
+        q3, c3 = sturm_first(d0, x3, pivmin, one, zero)
         for i in range(1, n):
             di, e2i = load(d, i), load(e2, i - 1)
-            for p in range(POINTS):
-                q = di - load(xs, p) - e2i / load(qs, p)
-                q = where(absolute(q) < pivmin, -pivmin, q)
-                store(qs, p, q)
-                store(counts, p, load(counts, p) + where(q < 0.0, one, zero))
+            q0, c0 = sturm_next(di, x0, e2i, q0, c0, pivmin, one, zero)
+            q1, c1 = sturm_next(di, x1, e2i, q1, c1, pivmin, one, zero)
+            q2, c2 = sturm_next(di, x2, e2i, q2, c2, pivmin, one, zero)
+            q3, c3 = sturm_next(di, x3, e2i, q3, c3, pivmin, one, zero)
         # counts rise with x: lo moves to the last point at or below k, hi to the first above
-        new_lo, new_hi, new_count_lo, new_count_hi = lo, hi, count_lo, count_hi
-        for p in range(POINTS):
-            below = load(counts, p) <= k
-            new_lo = where(below, load(xs, p), new_lo)
-            new_count_lo = where(below, load(counts, p), new_count_lo)
-        for p in range(POINTS - 1, -1, -1):
-            above = load(counts, p) > k
-            new_hi = where(above, load(xs, p), new_hi)
-            new_count_hi = where(above, load(counts, p), new_count_hi)
+        new_lo, new_count_lo = bracket_end(c0 <= k, x0, c0, lo, count_lo)
+        new_lo, new_count_lo = bracket_end(c1 <= k, x1, c1, new_lo, new_count_lo)
+        new_lo, new_count_lo = bracket_end(c2 <= k, x2, c2, new_lo, new_count_lo)
+        new_lo, new_count_lo = bracket_end(c3 <= k, x3, c3, new_lo, new_count_lo)
+        new_hi, new_count_hi = bracket_end(c3 > k, x3, c3, hi, count_hi)
+        new_hi, new_count_hi = bracket_end(c2 > k, x2, c2, new_hi, new_count_hi)
+        new_hi, new_count_hi = bracket_end(c1 > k, x1, c1, new_hi, new_count_hi)
+        new_hi, new_count_hi = bracket_end(c0 > k, x0, c0, new_hi, new_count_hi)
         if not any_true(active & ((new_lo != lo) | (new_hi != hi))):
             break  # no representable point strictly inside any bracket still to shrink
         lo, hi = where(active, new_lo, lo), where(active, new_hi, hi)
@@ -262,26 +287,28 @@ def inverse_iteration(d, e, lam, gnorm, lu, y):
 
 @njit
 def back_transform(V, tau, y):
-    """y <- H_0 ... H_{n-3} y in each lane (the last reflector first)."""
+    """y <- H_0 ... H_{n-3} y in each lane (the last reflector first); V's rows by flat offsets."""
     n = V.shape[0]
+    lanes = lane_count(V)
+    Vf = V.reshape(-1)
     for r in range(n - 3, -1, -1):
-        v = V[r]
+        v = r * n * lanes  # V[r]'s offset
         s = splat(y, 0.0)
         for i in range(r + 1, n):
-            s = s + load(v, i) * load(y, i)
+            s = s + load_at(Vf, v + i * lanes) * load(y, i)
         s = s * load(tau, r)
         for i in range(r + 1, n):
-            store(y, i, load(y, i) - s * load(v, i))
+            store(y, i, load(y, i) - s * load_at(Vf, v + i * lanes))
 
 
 @njit
 def lane_work(n, like):
     """Work arrays of pairs for n x n matrices of like's dtype, lanes last: W (n, n), V (n, n),
-    lu (n, 5), rows (5, n: tau, d, e, e2, y) and points (3, POINTS: xs, qs, counts)."""
+    lu (n, 5) and rows (5, n: tau, d, e, e2, y)."""
     dtype = like.dtype
     lanes = lane_count(like)
     return (np.zeros((n, n, lanes), dtype), np.zeros((n, n, lanes), dtype), np.zeros((n, 5, lanes), dtype),
-            np.zeros((5, n, lanes), dtype), np.zeros((3, POINTS, lanes), dtype))
+            np.zeros((5, n, lanes), dtype))
 
 
 @njit
@@ -309,11 +336,11 @@ def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
 def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors):
     """pairs for the tridiagonal matrices held in work's rows d and e (finite, scaled by scale);
     with transform, the vectors are taken back through the reflectors of ``householder``."""
-    _, V, lu, rows, points = work
+    _, V, lu, rows = work
     tau, d, e, e2, y = rows[0], rows[1], rows[2], rows[3], rows[4]
     n = d.shape[0]
     for j in range(ks.shape[0]):
-        lam, gnorm = kth_value(d, e, e2, ks[j], points[0], points[1], points[2])
+        lam, gnorm = kth_value(d, e, e2, ks[j])
         store(out_values, j, lam / load(scale, 0))
         if want_vector:
             inverse_iteration(d, e, lam, gnorm, lu, y)
