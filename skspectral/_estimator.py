@@ -38,7 +38,7 @@ from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
-from ._sensitivity import CertifiedSensitivityMixin, bounds_plan, feature_bounds, to_user_units
+from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, feature_bounds, to_user_units
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
                         predict_in_chunks, set_up_on_one_thread)
 from ._transfer import CHUNK_BYTES, standardised_rows
@@ -782,7 +782,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         metrics = self._eval_metrics()
         members = self.n_estimators_
         reduce = self._member_bounds()
-        plan = None if spec is None or spec.is_plain_linear else bounds_plan(spec)  # found once, read every epoch
+        # found once and put on the model's device, read every epoch
+        plan = None if spec is None or spec.is_plain_linear else bounds_plan_on(spec, model.dtype, model.device)
 
         @torch.no_grad()
         def record() -> dict:

@@ -52,13 +52,24 @@ def bounds_plan(spec: EncodingSpec) -> tuple:
     return numeric, feature[numeric], width[numeric], joined(firsts), joined(seconds), joined(pair_features)
 
 
+def bounds_plan_on(spec: EncodingSpec, dtype: torch.dtype, device) -> tuple:
+    """:func:`bounds_plan` as tensors on ``device`` (the widths in ``dtype``): what a fit's record of the
+    bounds every epoch reads without copying the plan from the host again (on a GPU a copy from
+    pageable host memory would wait for the epoch's queued steps: a second synchronisation an epoch)."""
+    numeric, numeric_feature, width, first, second, pair_feature = bounds_plan(spec)
+    on = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
+    return (on(numeric), on(numeric_feature), torch.as_tensor(width, dtype=dtype, device=device), on(first),
+            on(second), on(pair_feature))
+
+
 def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms,
                    plan: tuple | None = None) -> torch.Tensor:
     """Per-feature bounds (standardised units) from the encoded columns' matrices.
 
     matrices: (..., n_columns, d, d); returns (..., n_features). ``norms`` computes
     ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend); ``plan``:
-    :func:`bounds_plan` of ``spec`` (made here if not given; a fit records bounds every epoch).
+    :func:`bounds_plan` of ``spec`` (made here if not given; a fit records bounds every epoch, from
+    :func:`bounds_plan_on` its device).
     Every column's and every level pair's norm from one call each, reduced per feature.
     """
     if spec is None or spec.is_plain_linear:

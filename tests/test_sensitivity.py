@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
-from skspectral._sensitivity import spectral_norms
+from skspectral._sensitivity import bounds_plan_on, feature_bounds, spectral_norms
+from skspectral.encoding import EncodingSpec
 
-from .conftest import SERIES, make_data
+from .conftest import DEVICES, SERIES, make_data
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,19 @@ def test_spectral_penalty_shrinks_sensitivities():
     plain = SpectralRegressor(**params).fit(X, y)
     shrunk = SpectralRegressor(**params, spectral_penalty=0.5).fit(X, y)
     assert shrunk.feature_sensitivities_.sum() < plain.feature_sensitivities_.sum()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_plan_on_the_device_gives_the_same_bounds(device):
+    """A fit records the bounds every epoch from its plan made once on the model's device (no copy from the
+    host each epoch): the same bounds, to the bit, as the plan found from the spec."""
+    spec = EncodingSpec(4, numeric=[0, 1, 3], edges=[None, [-1.0, 0.0, 2.0], [-2.0, -1.0, 0.0, 1.0, 2.0]],
+                        missing=[1], categorical=[2], n_levels=[3], has_missing_level=[True])
+    generator = torch.Generator().manual_seed(0)
+    A = torch.randn(2, spec.n_columns, 5, 5, generator=generator, dtype=torch.float32)
+    A = (A + A.transpose(-1, -2)).to(device)
+    plan = bounds_plan_on(spec, A.dtype, A.device)
+    assert all(part.device == A.device for part in plan)
+    expected = feature_bounds(A, spec)
+    assert expected.shape == (2, 4) and bool((expected > 0).all())
+    assert torch.equal(feature_bounds(A, spec, plan=plan), expected)
