@@ -24,11 +24,6 @@ import numpy as np
 from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_lane, load, load_at, maximum, minimum,
                     splat, sqrt, store, store_at, transpose_block, where)
 
-# Points evaluated per multisection sweep: independent chains of divisions (the latency of
-# one chain would otherwise bound the sweep); each sweep shrinks the bracket POINTS + 1 times.
-# kth_value writes the four out, so that their sequences stay in registers.
-POINTS = 4
-
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 
 
@@ -90,28 +85,6 @@ def householder(W, V, tau, d, e, y):
 
 
 @njit
-def newton_sweep(d, e2, x, pivmin):
-    """Per lane: the Sturm count below x (float) and d/dx log|det(T - x I)| = sum_i q_i' / q_i,
-    one division per row (the one-matrix kernel's newton_sweep on lanes)."""
-    n = d.shape[0]
-    one, zero = splat(d, 1.0), splat(d, 0.0)
-    q = load(d, 0) - x
-    q = where(absolute(q) < pivmin, -pivmin, q)
-    dq = -one
-    count = where(q < 0.0, one, zero)
-    slope = zero
-    for i in range(1, n):
-        inv = 1.0 / q
-        slope = slope + dq * inv
-        t = load(e2, i - 1) * inv
-        dq = -1.0 + t * dq * inv
-        q = load(d, i) - x - t
-        q = where(absolute(q) < pivmin, -pivmin, q)
-        count = count + where(q < 0.0, one, zero)
-    return count, slope + dq / q
-
-
-@njit
 def sturm_first(d0, x, pivmin, one, zero):
     """The first term of the Sturm sequence of T - x I (a tiny pivot replaced by -pivmin) and its count
     of negative terms."""
@@ -132,6 +105,26 @@ def sturm_next(di, x, e2i, q, count, pivmin, one, zero):
 def bracket_end(moves, x, count, end, end_count):
     """A bracket's end (and its Sturm count) moved to the point x where ``moves``."""
     return where(moves, x, end), where(moves, count, end_count)
+
+
+@njit
+def newton_sweep(d, e2, x, pivmin):
+    """Per lane: the Sturm count below x (float) and d/dx log|det(T - x I)| = sum_i q_i' / q_i,
+    one division per row (the one-matrix kernel's newton_sweep on lanes)."""
+    n = d.shape[0]
+    one, zero = splat(d, 1.0), splat(d, 0.0)
+    q, count = sturm_first(load(d, 0), x, pivmin, one, zero)
+    dq = -one
+    slope = zero
+    for i in range(1, n):
+        inv = 1.0 / q
+        slope = slope + dq * inv
+        t = load(e2, i - 1) * inv
+        dq = -1.0 + t * dq * inv
+        q = load(d, i) - x - t
+        q = where(absolute(q) < pivmin, -pivmin, q)
+        count = count + where(q < 0.0, one, zero)
+    return count, slope + dq / q
 
 
 @njit
@@ -175,8 +168,9 @@ def kth_value(d, e, e2, k):
         active = wide & ~isolated
         if not any_true(active):
             break
-        step = (hi - lo) / (POINTS + 1)
-        # the four Sturm sequences side by side in registers: independent chains of divisions
+        # four points a sweep, their Sturm sequences side by side in registers: independent chains of
+        # divisions (the latency of one chain would otherwise bound the sweep); the bracket shrinks 5 times
+        step = (hi - lo) / 5
         x0, x1, x2, x3 = lo + step, lo + 2 * step, lo + 3 * step, lo + 4 * step
         d0 = load(d, 0)
         q0, c0 = sturm_first(d0, x0, pivmin, one, zero)
