@@ -87,10 +87,10 @@ class PerLevel:
         return np.column_stack([model.predict(X) for model in self.models])
 
 
-def spaced(device: str, seed: int, spacing: int):
+def spaced(device: str, seed: int, spacing: int, **params):
     """Ours with the levels' eigenvalues ``spacing`` indices apart around eigval_idx (the default
-    is 2, every other one, where dim has room): a selection experiment (``--spacings``), not an
-    option of the estimator."""
+    is 2, every other one, where dim has room): a selection experiment (``--spacings``, or
+    "spacing" in an ``--extra`` model's JSON), not an option of the estimator."""
     from skspectral import SpectralRegressor
     from skspectral.regressor import spaced_indices
 
@@ -98,18 +98,25 @@ def spaced(device: str, seed: int, spacing: int):
         def _eigen_indices(self):
             return spaced_indices(self.eigval_idx_, len(LEVELS), spacing, self.dim_)
 
-    return Spaced(device=device, random_state=seed, loss="quantile", quantile=list(LEVELS))
+    return Spaced(device=device, random_state=seed, loss="quantile", quantile=list(LEVELS), **params)
 
 
 SPACINGS: list = []  # --spacings: extra models "ours:spacing=S"
 EXTRA: dict = {}  # --extra NAME=JSON: our quantile model with those parameters too, "ours:NAME"
 
 
+def extra_model(device: str, seed: int, params: dict):
+    """An --extra model: its parameters, and "spacing" (the levels' indices apart) if given."""
+    params = dict(params)
+    if "spacing" in params:
+        return spaced(device, seed, params.pop("spacing"), **params)
+    return ours(device, seed, loss="quantile", quantile=list(LEVELS), **params)
+
+
 def quantile_models(device: str, seed: int) -> dict:
     models = {"ours": ours(device, seed, loss="quantile", quantile=list(LEVELS)),
               **{f"ours:spacing={s}": spaced(device, seed, s) for s in SPACINGS},
-              **{f"ours:{name}": ours(device, seed, loss="quantile", quantile=list(LEVELS), **params)
-                 for name, params in EXTRA.items()},
+              **{f"ours:{name}": extra_model(device, seed, params) for name, params in EXTRA.items()},
               "ours:squared_error": ours(device, seed),
               "hgb": PerLevel(lambda q: hgb(seed, loss="quantile", quantile=q))}
     if lightgbm_or_none(seed) is not None:
@@ -301,7 +308,8 @@ def main():
     p.add_argument("--spacings", type=int, nargs="+", default=[],
                    help="quantiles: also ours with the levels' eigenvalues S indices apart (selection)")
     p.add_argument("--extra", nargs="+", default=[], metavar="NAME=JSON",
-                   help="quantiles: also ours with these parameters, e.g. lr='{\"learning_rate_init\": 0.004}'")
+                   help="quantiles: also ours with these parameters, e.g. lr='{\"learning_rate_init\": 0.004}' "
+                        "(\"spacing\": the levels' eigenvalues that many indices apart)")
     p.add_argument("--json")
     p.add_argument("--summarise", nargs="+", metavar="JSON", help="print the tables of earlier runs' JSON (rows merged)")
     a = p.parse_args()
