@@ -159,7 +159,7 @@ class CompiledDensePass:
     def frobenius_factor(self, penalty) -> float | None:
         """The factor of ``penalty`` (a :class:`skspectral._losses.Penalty`) where it is only the
         Frobenius term of this pass's model, which :meth:`backward` then adds; else None."""
-        if getattr(penalty, "model", None) is not self.model or getattr(penalty, "spectral_penalty", 1.0) != 0.0:
+        if getattr(penalty, "model", None) is not self.model or not getattr(penalty, "only_frobenius", False):
             return None
         return getattr(penalty, "frobenius_factor", None)
 

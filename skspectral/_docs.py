@@ -138,6 +138,19 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         differ from each other and from the own members. 0: every member
         owns its matrices. Certified bounds read every member's r A (a
         monotone column's factor is |r|: the constraint holds).
+    shared_factor_l1 : float, default=0.0
+        With shared_members: an L1 pull on the sharing members' factors,
+        ``shared_factor_l1 * loss * sum |r_{m,j}| / 10`` added to each batch's
+        loss (the batch's data loss, held constant: the pull is relative to
+        how well the batch is fitted, so a clean target's small error is not
+        outweighed). A member can then switch off the columns it does not
+        need, as a tree never splits on a column that carries little: on a
+        wide table of a few thousand rows (churn's 19 columns, 5e-3 with
+        shared_members=0.5) the log-loss fell 13 %, and on tables whose every
+        column counts it cost up to 1-5 % (benchmarks/RESULTS.md, section
+        12). Its steps run outside the CPU's compiled blocks (a step at a
+        time). Needs shared_members > 0; the model and its certified bounds
+        are those of shared_members.
     monotonic_cst : array-like of int of shape (n_features,), dict or None, default=None
         HistGradientBoosting's convention: +1 makes the prediction
         non-decreasing in that feature, -1 non-increasing, 0 leaves it free;

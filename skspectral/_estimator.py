@@ -172,6 +172,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "n_bins": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "shared_members": [Interval(numbers.Real, 0, 1, closed="both")],
+        "shared_factor_l1": [Interval(numbers.Real, 0, None, closed="left")],
         "monotonic_cst": ["array-like", dict, None],
         "structure": [StrOptions({"dense", "tridiagonal"})],
         "smoothing": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -415,6 +416,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             device = torch.device("cpu")  # e.g. backend="numba" on a GPU host
         if context is not None and device.type == "cuda":
             device = context.device  # the rank's own GPU
+        if self.shared_factor_l1 > 0 and self.shared_members == 0:
+            raise ValueError(f"shared_factor_l1={self.shared_factor_l1} pulls the factors of the members that share "
+                             "their matrices, and shared_members=0 leaves none: set shared_members > 0 (e.g. 0.5) "
+                             "or shared_factor_l1=0.")
         self.dim_ = self._resolved_dim(device)
         self.eigval_idx_ = self.dim_ // 2 if self.eigval_idx is None else check_eigval_index(
             self.eigval_idx, self.dim_, "eigval_idx"
@@ -642,7 +647,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             torch.Generator(device=model.device).manual_seed(fit.seed + (0 if context is None else context.rank)),
             score_fn=loss.ensemble_fn(self._validation_score().fn, members),
             penalty_fn=make_penalty(model, alpha=self.alpha, spectral_penalty=self.spectral_penalty,
-                                    total_weight=fit.total_weight),
+                                    total_weight=fit.total_weight, shared_factor_l1=self.shared_factor_l1),
             train_metric=(loss.metric, lambda mean_loss: loss.to_metric(mean_loss, output_scale)),
             chunk_rows=self._chunk_rows(model.dtype),
             state=None if plan.fresh else self._resumed_state(),
@@ -927,6 +932,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             state = {**state, "shared_members": 0.0}
             if "_module_state_" in state:
                 state["n_shared_members_"] = 0
+        if "shared_factor_l1" not in state:  # pickled before the shared factors' pull
+            state = {**state, "shared_factor_l1": 0.0}
         super().__setstate__(state)
 
     def __getstate__(self):

@@ -341,37 +341,60 @@ def get_metric(name: str) -> Metric:
 # ---- penalties ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Penalty:
-    """The regulariser added to each batch's loss: ``penalty()`` its value (differentiable), alpha/2
-    * sum ||A_i||_F^2 / total_weight + spectral_penalty * sum ||A_i||_2. Its terms are named so that
-    the CPU's compiled step can add the Frobenius term's gradient itself (:attr:`frobenius_factor`)."""
+    """The regulariser added to each batch's loss: ``penalty()`` its value (differentiable; with the
+    pull, ``penalty(data_loss)``), alpha/2 * sum ||A_i||_F^2 / total_weight + spectral_penalty * sum
+    ||A_i||_2 + shared_factor_l1 * data_loss * sum |r_{m,j}|, the last over the sharing members'
+    factors (stored r / gain) with the batch's data loss detached: the pull that lets a member switch
+    a column off is relative to how well the batch is fitted, so a clean target's small squared error
+    is not outweighed by it. Its terms are named so that the CPU's compiled step can add the Frobenius
+    term's gradient itself (:attr:`frobenius_factor`, :attr:`only_frobenius`)."""
 
     model: torch.nn.Module
     alpha: float
     spectral_penalty: float
     total_weight: float
+    shared_factor_l1: float = 0.0
 
     @property
     def frobenius_factor(self) -> float:
         """alpha / total_weight: the Frobenius term is half of it times sum ||A_i||_F^2."""
         return self.alpha / self.total_weight
 
-    def __call__(self):
+    @property
+    def reads_data_loss(self) -> bool:
+        """Whether a term is relative to the batch's data loss (the trainer then passes it)."""
+        return self.shared_factor_l1 != 0.0
+
+    @property
+    def only_frobenius(self) -> bool:
+        """Whether the Frobenius term is all there is (what the CPU's compiled step adds alone)."""
+        return self.spectral_penalty == 0.0 and self.shared_factor_l1 == 0.0
+
+    def __call__(self, data_loss: torch.Tensor | None = None):
         value = 0.0
         if self.alpha:
             value = value + 0.5 * self.alpha * self.model.feature_matrices().square().sum() / self.total_weight
         if self.spectral_penalty:
             value = value + self.spectral_penalty * self.model.spectral_norms().sum()
+        if self.shared_factor_l1:
+            if data_loss is None:
+                raise ValueError("The shared factors' pull is relative to the batch's data loss: pass it.")
+            pull = self.shared_factor_l1 * data_loss.detach().to(self.model.member_scales.dtype)
+            value = value + pull * self.model.member_scales.abs().sum()
         return value
 
 
-def make_penalty(model, *, alpha: float, spectral_penalty: float, total_weight: float) -> Penalty | None:
+def make_penalty(model, *, alpha: float, spectral_penalty: float, total_weight: float,
+                 shared_factor_l1: float = 0.0) -> Penalty | None:
     """The regulariser added to each batch's loss, or None when there is none.
 
     alpha: MLP's convention, alpha/2 * sum ||A_i||_F^2, as one sample's worth per unit
     of total sample weight. spectral_penalty * sum ||A_i||_2: shrinks the certified
-    sensitivities directly.
+    sensitivities directly. shared_factor_l1 * data_loss * sum |r|: an L1 pull on the sharing
+    members' factors (a model without sharing members has none to pull).
     """
     alpha, spectral_penalty = float(alpha), float(spectral_penalty)
-    if alpha == 0 and spectral_penalty == 0:
+    shared_factor_l1 = float(shared_factor_l1) if getattr(model, "n_shared_members", 0) else 0.0
+    if alpha == 0 and spectral_penalty == 0 and shared_factor_l1 == 0:
         return None
-    return Penalty(model, alpha, spectral_penalty, float(total_weight))
+    return Penalty(model, alpha, spectral_penalty, float(total_weight), shared_factor_l1)

@@ -57,6 +57,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         n_bins="auto",
         n_estimators="auto",
         shared_members=0.0,
+        shared_factor_l1=0.0,
         monotonic_cst=None,
         structure="dense",
         smoothing=None,
@@ -88,6 +89,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.n_bins = n_bins
         self.n_estimators = n_estimators
         self.shared_members = shared_members
+        self.shared_factor_l1 = shared_factor_l1
         self.monotonic_cst = monotonic_cst
         self.structure = structure
         self.smoothing = smoothing

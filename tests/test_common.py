@@ -43,6 +43,7 @@ ESTIMATORS = [
     # members that share their matrices
     SpectralRegressor(shared_members=0.5, **OPTIONS, **SHORT),
     SpectralClassifier(shared_members=1.0, n_estimators=2, **SHORT),
+    SpectralRegressor(shared_members=0.5, shared_factor_l1=1e-2, **SHORT),
 ]
 
 

@@ -213,8 +213,63 @@ def test_an_estimator_pickled_before_the_option_loads_without_sharing():
     X, y = make_data(n=200)
     est = SpectralRegressor(n_estimators=2, max_iter=3, random_state=0, device="cpu").fit(X, y)
     state = est.__getstate__()
-    del state["shared_members"], state["n_shared_members_"]  # as an older version pickled it
+    del state["shared_members"], state["n_shared_members_"], state["shared_factor_l1"]  # as an older version
     old = SpectralRegressor.__new__(SpectralRegressor)
     old.__setstate__(state)
     assert old.get_params()["shared_members"] == 0.0 and old.n_shared_members_ == 0
+    assert old.get_params()["shared_factor_l1"] == 0.0
     np.testing.assert_array_equal(old.predict(X), est.predict(X))
+
+
+# ---- the shared factors' pull (shared_factor_l1) ------------------------------------------------
+def test_the_pull_is_an_l1_on_the_factors_relative_to_the_batch_loss():
+    """shared_factor_l1 * data_loss * sum |stored r|: its gradient is the pull times sign(r) on the
+    factors and nothing on the data loss (held constant); with the other terms as before."""
+    from skspectral._losses import make_penalty
+
+    model = _model(n_members=3, n_shared=2)
+    data_loss = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    penalty = make_penalty(model, alpha=0.0, spectral_penalty=0.0, total_weight=10.0, shared_factor_l1=0.1)
+    value = penalty(data_loss)
+    value.backward()
+    scales = model.member_scales
+    assert value.item() == pytest.approx(0.1 * 0.3 * scales.detach().abs().sum().item(), rel=1e-12)
+    np.testing.assert_allclose(scales.grad.numpy(), 0.03 * np.sign(scales.detach().numpy()), rtol=1e-12)
+    assert data_loss.grad is None and model.weight.grad is None
+    with_alpha = make_penalty(model, alpha=2.0, spectral_penalty=0.0, total_weight=10.0, shared_factor_l1=0.1)
+    alone = make_penalty(model, alpha=2.0, spectral_penalty=0.0, total_weight=10.0)
+    assert with_alpha(data_loss).item() == pytest.approx(alone(data_loss).item() + value.item(), rel=1e-12)
+    # the CPU's compiled step adds a Frobenius term alone; with the pull the step goes through autograd
+    assert alone.only_frobenius and not with_alpha.only_frobenius
+    # a model without sharing members has no factors to pull
+    assert make_penalty(_model(n_shared=0), alpha=0.0, spectral_penalty=0.0, total_weight=10.0,
+                        shared_factor_l1=0.1) is None
+
+
+def test_the_pull_takes_the_factors_of_noise_columns_down_most():
+    """Two columns carry the target, two are noise: the pull shrinks the noise columns' factors more
+    than the signal's, where a member can switch a column off."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] + 0.1 * rng.normal(size=600)
+
+    def noise_over_signal(pull):
+        est = SpectralRegressor(shared_members=1.0, shared_factor_l1=pull, n_estimators=2, max_iter=40,
+                                random_state=0, device="cpu").fit(X, y)
+        factors = np.abs(est._module_state_["member_scales"])
+        feature = est.column_mapper_.spec.columns()[0]
+        mean = [factors[:, feature == i].mean() for i in range(4)]
+        return (mean[2] + mean[3]) / (mean[0] + mean[1]), est.score(X, y)
+
+    without, score_without = noise_over_signal(0.0)
+    pulled, score_pulled = noise_over_signal(2e-2)
+    assert pulled < without - 0.05
+    assert score_pulled > score_without - 0.02
+
+
+def test_the_pull_needs_sharing_members():
+    X, y = make_data(n=100)
+    with pytest.raises(ValueError, match="shared_members"):
+        SpectralRegressor(shared_factor_l1=1e-3, max_iter=1, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="shared_factor_l1"):
+        SpectralRegressor(shared_members=0.5, shared_factor_l1=-1.0, max_iter=1, device="cpu").fit(X, y)

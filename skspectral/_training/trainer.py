@@ -165,7 +165,8 @@ class Trainer:
     ``loss_fn(output, target, weight)`` is the weighted mean loss of a batch (``loss_and_gradient``,
     where given: its value and gradient with respect to the output, which the CPU's compiled step
     and a CUDA step take instead of autograd's);
-    ``penalty_fn()`` a regulariser added to it; ``score_fn(output, target,
+    ``penalty_fn()`` a regulariser added to it (one whose ``reads_data_loss`` is true is called with the
+    batch's data loss, a term relative to it); ``score_fn(output, target,
     weight)`` scores the validation set (higher is better). ``train_metric``
     is ``(name, fn)``: ``fn`` turns the epoch's mean data loss (a tensor) into
     the training metric recorded as ``train_<name>``. ``record_fn()`` returns
@@ -247,6 +248,12 @@ class Trainer:
         runs_kernel_on = getattr(loss_and_gradient, "runs_kernel_on", None)
         self._loss_kernel = on_cuda and runs_kernel_on is not None and runs_kernel_on(parameter.device)
 
+    def _penalty(self, data_loss: torch.Tensor):
+        """The penalty's value for this batch (a term relative to the batch's loss reads it)."""
+        if getattr(self.penalty_fn, "reads_data_loss", False):
+            return self.penalty_fn(data_loss)
+        return self.penalty_fn()
+
     def _step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam step; returns (objective, data loss) of the batch, detached."""
         if self.compiled_pass is not None:
@@ -259,12 +266,12 @@ class Trainer:
                 loss = data_loss
                 output.backward(grad_output)
             else:
-                penalty = self.penalty_fn()
+                penalty = self._penalty(data_loss)
                 loss = data_loss + penalty.detach()
                 torch.autograd.backward((output, penalty), (grad_output, None))
         else:
             data_loss = self.loss_fn(self.model(xb), yb, wb)
-            loss = data_loss if self.penalty_fn is None else data_loss + self.penalty_fn()
+            loss = data_loss if self.penalty_fn is None else data_loss + self._penalty(data_loss)
             loss.backward()
         if self.gradient_reducer is not None:
             self.gradient_reducer(wb.sum())
@@ -295,7 +302,7 @@ class Trainer:
         if self._pass_frobenius is not None:
             loss = data_loss + penalty
         elif self.penalty_fn is not None:
-            penalty = self.penalty_fn()
+            penalty = self._penalty(data_loss)
             penalty.backward()  # onto the gradients the pass wrote
             loss = data_loss + penalty
         else:
