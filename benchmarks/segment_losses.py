@@ -18,24 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import ROOT
-from quality import folds, load
-
-
-def models(task: str, seed: int) -> dict:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-    from skspectral import SpectralClassifier, SpectralRegressor
-
-    classify = task != "regression"
-    out = {"ours": (SpectralClassifier if classify else SpectralRegressor)(random_state=seed),
-           "hgb": (HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor)(
-               categorical_features="from_dtype", random_state=seed)}
-    try:
-        import lightgbm
-    except ImportError:
-        return out
-    out["lightgbm"] = (lightgbm.LGBMClassifier if classify else lightgbm.LGBMRegressor)(verbose=-1, random_state=seed)
-    return out
+from quality import folds, load, ours, peers
 
 
 def row_losses(task: str, model, X, y) -> np.ndarray:
@@ -57,7 +40,8 @@ def main():
     X, y, task = load(a.dataset, Path(a.data))
     for fold, train, test in folds(X, y, task, set(a.folds)):
         losses = {}
-        for name, model in models(task, fold).items():
+        models = {"ours": ours(task, "auto", fold, {}, len(train)), **peers(task, fold, names=("hgb", "lightgbm"))}
+        for name, model in models.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(X.iloc[train], y[train])
@@ -67,7 +51,7 @@ def main():
         target = np.asarray(y[test])
         positive = (target == np.unique(target)[-1]) if task != "regression" else target.astype(np.float64)
         for query in a.segments:
-            inside = held_out.index.isin(held_out.query(query).index)
+            inside = held_out.eval(query).to_numpy(dtype=bool)  # the rows DataFrame.query(query) keeps
             print(f"  {query}: {inside.sum()} rows, mean target {positive[inside].mean():.3f}; summed loss "
                   + ", ".join(f"{k} {v[inside].sum():.1f} (rest {v[~inside].sum():.1f})" for k, v in losses.items()))
 
