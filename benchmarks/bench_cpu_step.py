@@ -82,7 +82,7 @@ def main():
         if loss_code is None:
             print(f"{name}: its loss has no compiled kernel; skipped")
             continue
-        steps = CompiledSteps(trainer.compiled_pass, loss_code, trainer._pass_frobenius, trainer.optimizer,
+        steps = CompiledSteps(trainer.compiled_pass, loss_code, trainer._pass_penalty, trainer.optimizer,
                               trainer._pass_loss_parameters)
         repeat = (args.block,) + (1,) * (xb.dim() - 1)
         block_X, block_y, block_w = xb.repeat(*repeat), yb.repeat(args.block, *([1] * (yb.dim() - 1))), wb.repeat(args.block)

@@ -69,9 +69,11 @@ CONFIGS = {
     "m3_budget_3k": lambda n: {"n_estimators": 3, "max_iter": _budget_epochs(n, 3000)},
     "batch_200": {"batch_size": 200},
     # the series' model: linear features, one member, no early stopping, no weight penalty
-    "series": dict(feature_encoding="linear", n_estimators=1, early_stopping=False, alpha=0.0),
+    "series": dict(feature_encoding="linear", n_estimators=1, shared_members=0.0, early_stopping=False, alpha=0.0),
     "linear": dict(feature_encoding="linear"),
     "one_member": dict(n_estimators=1),
+    # every member owns its matrices (the defaults before 2026-12-03: no sharing members, no factors' pull)
+    "own_members": dict(shared_members=0.0),
     "no_early_stopping": dict(early_stopping=False),
     "no_alpha": dict(alpha=0.0),
     # candidates for min_level_count (rows a categorical level needs to own a matrix; 10 before)
@@ -334,10 +336,9 @@ def fit_cost(out: dict) -> str:
     models = list(dict.fromkeys(r["model"] for r in rows))
     ours_models = [m for m in models if m.startswith("ours:")]
     peers_ = [m for m in models if not m.startswith("ours:")]
-    lines = ["| dataset | " + " | ".join(f"{m} fit s" for m in models) + " | "
-             + " | ".join(f"{m} ÷ {p}" for m in ours_models for p in peers_) + " | "
-             + " | ".join(f"{m} epochs, s/epoch" for m in ours_models) + " |",
-             "|" + "---|" * (1 + len(models) + len(ours_models) * (len(peers_) + 1))]
+    header = (["dataset"] + [f"{m} fit s" for m in models] + [f"{m} ÷ {p}" for m in ours_models for p in peers_]
+              + [f"{m} epochs, s/epoch" for m in ours_models])  # (no peers: no ratio columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ratios = {m: [] for m in ours_models}
     for d in dict.fromkeys(r["dataset"] for r in rows):
         fit = {m: np.mean([r["fit_s"] for r in rows if r["dataset"] == d and r["model"] == m]) for m in models}

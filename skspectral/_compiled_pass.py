@@ -156,17 +156,24 @@ class CompiledDensePass:
     def output(self, values: torch.Tensor) -> torch.Tensor:
         return self.model.output_of_values(values)
 
-    def frobenius_factor(self, penalty) -> float | None:
-        """The factor of ``penalty`` (a :class:`skspectral._losses.Penalty`) where it is only the
-        Frobenius term of this pass's model, which :meth:`backward` then adds; else None."""
-        if getattr(penalty, "model", None) is not self.model or not getattr(penalty, "only_frobenius", False):
+    def penalty_terms(self, penalty) -> tuple[float, float] | None:
+        """(frobenius_factor, factor_l1) of ``penalty`` (a :class:`skspectral._losses.Penalty` of this
+        pass's model) where its terms are ones :meth:`backward` and :meth:`step` add themselves: the
+        Frobenius term and the shared factors' pull (:attr:`~skspectral._losses.Penalty.pass_terms`); else
+        None (autograd adds the penalty)."""
+        if getattr(penalty, "model", None) is not self.model:
             return None
-        return getattr(penalty, "frobenius_factor", None)
+        terms = getattr(penalty, "pass_terms", None)
+        if terms is None or (terms[1] and not self.model.n_shared_members):
+            return None
+        return terms
 
     @torch.no_grad()
-    def backward(self, grad_values: torch.Tensor, frobenius_factor: float = 0.0) -> float:
+    def backward(self, grad_values: torch.Tensor, frobenius_factor: float = 0.0, factor_l1: float = 0.0,
+                 data_loss: float = 0.0) -> float:
         """Every parameter's ``.grad``; with ``frobenius_factor`` the gradient of 0.5 factor sum
-        ||A_i||_F^2 added (the matrices' own, the tables' columns), whose value it returns."""
+        ||A_i||_F^2 added (the matrices' own, the tables' columns), with ``factor_l1`` the shared
+        factors' pull relative to ``data_loss`` (:meth:`penalty_terms`); returns their value."""
         rows, weights, vectors = self._batch
         self.gathered.grad(grad_values.contiguous(), vectors, rows, weights)
         arrays = self.arrays
@@ -177,8 +184,14 @@ class CompiledDensePass:
         _kernels().diagonal_grad(arrays["grad_mu"], arrays["mu_increments"], arrays["grad_start"],
                                  arrays["grad_increments"])
         self._chain_rule()
+        if factor_l1:
+            penalty += self._add_pull(factor_l1, data_loss)
         self._set_grads()
         return penalty
+
+    def _add_pull(self, factor_l1: float, data_loss: float) -> float:
+        """The shared factors' pull's gradient added, its value returned (a model with sharing members)."""
+        raise ValueError("The shared factors' pull needs members that share their matrices (SharedMembersPass).")
 
     def _chain_rule(self) -> None:
         """The parameters' gradients from the kernels' (nothing to do here: the kernels write them)."""
@@ -214,12 +227,13 @@ class CompiledDensePass:
 
     @torch.no_grad()
     def step(self, batch: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, loss_code: int,
-             frobenius_factor: float = 0.0, loss_parameters: np.ndarray = _NO_PARAMETERS) -> tuple:
+             frobenius_factor: float = 0.0, loss_parameters: np.ndarray = _NO_PARAMETERS,
+             factor_l1: float = 0.0) -> tuple:
         """:meth:`values`, the loss of :meth:`loss_code` and :meth:`backward` in one compiled call
         (``skspectral._step_kernels.training_pass``): the same kernels on the same arrays, so the same
         gradients, without ~0.15 ms of Python and dispatch between them. ``loss_parameters``: the loss's
-        constants (:meth:`loss_parameters`). Returns (the data loss as a 0-d tensor of the model's dtype,
-        the Frobenius penalty's value)."""
+        constants (:meth:`loss_parameters`); ``factor_l1``: the shared factors' pull (:meth:`backward`).
+        Returns (the data loss as a 0-d tensor of the model's dtype, the penalty's value)."""
         self._check_storage()
         self._before_pass()
         rows, weights = self.terms_of(batch)
@@ -229,6 +243,8 @@ class CompiledDensePass:
                                                       weight.contiguous().numpy(), rows.numpy(), weights.numpy(),
                                                       float(frobenius_factor), state)
         self._chain_rule()
+        if factor_l1:
+            penalty += self._add_pull(factor_l1, data_loss)
         self._set_grads()
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
@@ -286,12 +302,13 @@ class CompiledDensePass:
         lower triangles (see :meth:`pack`; the steps' Adam moments of it are packed alike)."""
         return [(self.weight, self.columns, self.grad_packed)]
 
-    def shared_state(self) -> tuple:
+    def shared_state(self, factor_l1: float = 0.0) -> tuple:
         """The compiled steps' arguments for members that share their matrices (SharedMembersPass):
-        none here (zero sharing members, empty arrays of the kernels' types)."""
+        none here (zero sharing members, empty arrays of the kernels' types, no pull)."""
         empty3 = self.columns[:0]
         return (0, 0, self.grad_packed.numpy(), self.columns.numpy(), empty3.numpy(), empty3.numpy(),
-                self.mu[:0].numpy(), 1.0, self.mu[:0].numpy(), self.mu[0, :0].numpy())
+                self.mu[:0].numpy(), 1.0, self.mu[:0].numpy(), self.mu[0, :0].numpy(), 0.0,
+                np.empty(2, dtype=self.arrays["mu"].dtype))
 
     @staticmethod
     def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:
@@ -346,6 +363,7 @@ class SharedMembersPass(CompiledDensePass):
         # an entry's weight in an inner product of symmetric matrices: full W 1 each; packed 2 off the diagonal
         self._full_entries = torch.ones(n * n, dtype=self.columns.dtype)
         self._packed_entries = torch.where(lower[0] == lower[1], 1.0, 2.0).to(self.columns.dtype)
+        self._rounded = np.empty(2, dtype=self.arrays["mu"].dtype)  # add_factor_pull's rounding in the dtype
 
     def _full(self, t: torch.Tensor) -> np.ndarray:
         """(models, columns, n, n) as the kernels' (models, columns, n n) array."""
@@ -393,12 +411,16 @@ class SharedMembersPass(CompiledDensePass):
         return [(self.model.weight, self.columns[:own], self.grad_packed[:own]),
                 (self.model.shared_weight, self.shared_columns, self.grad_shared_packed)]
 
-    def shared_state(self) -> tuple:
+    def shared_state(self, factor_l1: float = 0.0) -> tuple:
         """(sharing members, own models, the packed gradient and columns of every model, the shared set's
         packed values and gradient, the stored factors, their gain and gradient, the packed entries'
-        weights): after each step's pass the compiled steps run shared_grads on them, after Adam
-        compose_shared."""
+        weights, the pull ``factor_l1`` and its rounding buffer): after each step's pass the compiled steps
+        run shared_grads on them and add the pull (add_factor_pull), after Adam compose_shared."""
         model = self.model
         return (model.n_shared_members, self._n_own, self.grad_packed.numpy(), self.columns.numpy(),
                 self.shared_columns.numpy(), self.grad_shared_packed.numpy(), model.member_scales.detach().numpy(),
-                self._gain, self.grad_scales.numpy(), self._packed_entries.numpy())
+                self._gain, self.grad_scales.numpy(), self._packed_entries.numpy(), float(factor_l1), self._rounded)
+
+    def _add_pull(self, factor_l1: float, data_loss: float) -> float:
+        return _kernels().add_factor_pull(self.model.member_scales.detach().numpy(), self.grad_scales.numpy(),
+                                          self._rounded, float(factor_l1), float(data_loss))

@@ -416,10 +416,6 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             device = torch.device("cpu")  # e.g. backend="numba" on a GPU host
         if context is not None and device.type == "cuda":
             device = context.device  # the rank's own GPU
-        if self.shared_factor_l1 > 0 and self.shared_members == 0:
-            raise ValueError(f"shared_factor_l1={self.shared_factor_l1} pulls the factors of the members that share "
-                             "their matrices, and shared_members=0 leaves none: set shared_members > 0 (e.g. 0.5) "
-                             "or shared_factor_l1=0.")
         self.dim_ = self._resolved_dim(device)
         self.eigval_idx_ = self.dim_ // 2 if self.eigval_idx is None else check_eigval_index(
             self.eigval_idx, self.dim_, "eigval_idx"

@@ -346,8 +346,8 @@ class Penalty:
     ||A_i||_2 + shared_factor_l1 * data_loss * sum |r_{m,j}|, the last over the sharing members'
     factors (stored r / gain) with the batch's data loss detached: the pull that lets a member switch
     a column off is relative to how well the batch is fitted, so a clean target's small squared error
-    is not outweighed by it. Its terms are named so that the CPU's compiled step can add the Frobenius
-    term's gradient itself (:attr:`frobenius_factor`, :attr:`only_frobenius`)."""
+    is not outweighed by it. Its terms are named so that the CPU's compiled steps can add the Frobenius
+    term's and the pull's gradients themselves (:attr:`pass_terms`)."""
 
     model: torch.nn.Module
     alpha: float
@@ -366,9 +366,12 @@ class Penalty:
         return self.shared_factor_l1 != 0.0
 
     @property
-    def only_frobenius(self) -> bool:
-        """Whether the Frobenius term is all there is (what the CPU's compiled step adds alone)."""
-        return self.spectral_penalty == 0.0 and self.shared_factor_l1 == 0.0
+    def pass_terms(self) -> tuple[float, float] | None:
+        """(alpha / total_weight, shared_factor_l1): the factors of the terms the CPU's compiled steps add
+        themselves (skspectral._compiled_pass); None where another term needs autograd (spectral_penalty)."""
+        if self.spectral_penalty:
+            return None
+        return self.frobenius_factor, self.shared_factor_l1
 
     def __call__(self, data_loss: torch.Tensor | None = None):
         value = 0.0

@@ -428,3 +428,25 @@ def shared_grads(grad, shared, scales, gain, entry_weights, n_own, grad_shared, 
                 for e in range(n_entries):
                     total += entry_weights[e] * shared[o, j, e] * grad[model, j, e]
             grad_scales[m, j] = gain * total
+
+
+@njit
+def add_factor_pull(scales, grad_scales, rounded, factor_l1, data_loss):
+    """The shared factors' pull (shared_factor_l1): grad_scales += pull sign(scales) with pull = factor_l1
+    data_loss, each rounded to the factors' dtype first as autograd's penalty rounds them (``rounded``: two
+    entries of that dtype to round in), so the gradient is the autograd path's to the bit. Returns the
+    pull's value, pull sum |scales| (float64)."""
+    rounded[0] = data_loss
+    rounded[1] = factor_l1
+    rounded[0] = rounded[0] * rounded[1]
+    pull = rounded[0]
+    total = 0.0
+    for m in range(scales.shape[0]):
+        for j in range(scales.shape[1]):
+            r = scales[m, j]
+            if r > 0:
+                grad_scales[m, j] += pull
+            elif r < 0:
+                grad_scales[m, j] -= pull
+            total += abs(np.float64(r))
+    return np.float64(pull) * total

@@ -37,7 +37,7 @@ def available_backends(device: str) -> list[str]:
 
 
 # The series' model (linear features, one member): for tests of its exact structure.
-SERIES = dict(feature_encoding="linear", n_estimators=1)
+SERIES = dict(feature_encoding="linear", n_estimators=1, shared_members=0.0)
 
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 

@@ -40,8 +40,8 @@ ESTIMATORS = [
     SpectralRegressor(loss="poisson", max_iter=25),
     SpectralRegressor(loss="gamma", max_iter=25),
     SpectralRegressor(loss="quantile", quantile=[0.1, 0.5, 0.9], **SHORT),
-    # members that share their matrices
-    SpectralRegressor(shared_members=0.5, **OPTIONS, **SHORT),
+    # members that share their matrices (the defaults: half of them, their factors pulled), and none
+    SpectralRegressor(shared_members=0.0, **OPTIONS, **SHORT),
     SpectralClassifier(shared_members=1.0, n_estimators=2, **SHORT),
     SpectralRegressor(shared_members=0.5, shared_factor_l1=1e-2, **SHORT),
 ]

@@ -271,7 +271,9 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
     y = np.abs(y) + (estimator == "gamma") if estimator in ("poisson", "gamma") else y
     cls = SpectralClassifier if estimator in ("binary", "multiclass") else SpectralRegressor
     loss_params, kernel_name = _PASS_LOSSES[estimator]
-    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True,
+    # members that own their matrices: sharing ones sum their factors' inner products over packed or full
+    # entries on these paths, equal to rounding only (tests/test_shared_members.py)
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True, shared_members=0.0,
                   categorical_features=[1], random_state=0, device="cpu") | loss_params | params
     counts, steps = [], []
     monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
@@ -409,7 +411,7 @@ def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty,
     monkeypatch.setattr(CompiledDensePass, "step", lambda self, *args, original=CompiledDensePass.step: (
         factors.append(args[4]), original(self, *args))[1])
     monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
-        blocks.append((count, self.frobenius_factor)), original(self, count, *args))[1])
+        blocks.append((count, self.penalty_terms[0])), original(self, count, *args))[1])
     compiled = SpectralRegressor(**params).fit(X, y)
     if spectral_penalty == 0:
         assert not factors and sum(count for count, _ in blocks) == compiled.t_

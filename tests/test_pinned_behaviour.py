@@ -8,7 +8,9 @@ core was restructured; the early-stopping cases (``defaults_*`` and
 stopping scores and keeps became the running average of the epochs' parameters (their
 loss curves, the steps themselves, were unchanged); ``classifier_multiclass_weighted`` and
 ``defaults_classifier_binary`` were rewritten on 2026-12-03, when a classifier's fit began to start from
-its weighted class priors (the other cases' classes are balanced). Each case names its parameters
+its weighted class priors (the other cases' classes are balanced). The ``defaults_shared_*`` cases (members
+that share their matrices, their factors pulled: the defaults from 2026-12-03) were added that day; the
+other cases name ``shared_members=0``, the model they pinned. Each case names its parameters
 explicitly, so later changes of defaults do not move them. Regenerate only for an intended change of behaviour:
 ``python -m tests.test_pinned_behaviour``.
 """
@@ -27,7 +29,7 @@ PINNED = Path(__file__).with_name("data") / "pinned_predictions.npz"
 # The series' model, spelled out: everything a later default could change.
 BASE = dict(dim=5, device="cpu", dtype="float64", backend="torch", learning_rate_init=0.01,
             learning_rate_schedule="cosine", batch_size=64, max_iter=12, random_state=0,
-            feature_encoding="linear", n_estimators=1, early_stopping=False)
+            feature_encoding="linear", n_estimators=1, early_stopping=False, shared_members=0.0, shared_factor_l1=0.0)
 
 
 # The defaults' model, spelled out (piecewise-linear bins, members, early stopping, the
@@ -35,7 +37,9 @@ BASE = dict(dim=5, device="cpu", dtype="float64", backend="torch", learning_rate
 DEFAULTS = dict(dim=6, device="cpu", dtype="float64", backend="numba", learning_rate_init=0.002,
                 learning_rate_schedule="cosine", batch_size=200, max_iter=8, random_state=0,
                 feature_encoding="piecewise_linear", n_bins=16, n_estimators=4, early_stopping=True,
-                validation_fraction=0.1, n_iter_no_change=10)
+                validation_fraction=0.1, n_iter_no_change=10, shared_members=0.0, shared_factor_l1=0.0)
+# the defaults from 2026-12-03: half the members share their matrices, their factors pulled
+SHARED_DEFAULTS = dict(DEFAULTS, shared_members=0.5, shared_factor_l1=2e-3)
 
 
 def _data(seed, n=240, n_features=4):
@@ -95,6 +99,10 @@ CASES = {
     "defaults_frame_regressor": (SpectralRegressor, dict(DEFAULTS, alpha=0.0), "frame_y", False),
     "defaults_frame_classifier_multiclass": (SpectralClassifier, dict(DEFAULTS, alpha=1e-3, class_weight="balanced"),
                                              "frame_multiclass", False),
+    # the defaults' sharing members and their factors' pull (written 2026-12-03)
+    "defaults_shared_regressor": (SpectralRegressor, dict(SHARED_DEFAULTS, alpha=0.0), "y", False),
+    "defaults_shared_frame_classifier_multiclass": (SpectralClassifier, dict(SHARED_DEFAULTS, alpha=1e-3),
+                                                    "frame_multiclass", False),
 }
 
 

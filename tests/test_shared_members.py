@@ -174,11 +174,13 @@ def test_classifier_with_shared_members_learns():
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled pass)")
 @pytest.mark.parametrize("estimator", ["regressor", "classifier", "quantiles"])
-@pytest.mark.parametrize("params", [dict(dtype="float64", alpha=1e-2), dict(dtype="float32")])
+@pytest.mark.parametrize("params", [dict(dtype="float64", alpha=1e-2), dict(dtype="float32"),
+                                    dict(dtype="float64", alpha=1e-2, shared_factor_l1=2e-2),
+                                    dict(dtype="float32", shared_factor_l1=2e-2)])
 def test_compiled_steps_one_step_and_autograd_fits_agree(monkeypatch, estimator, params):
-    """A CPU fit with sharing members takes the compiled steps (Adam and the chain rule inside the
-    compiled call, on packed lower triangles); the same fit one step at a time through the pass, and
-    through autograd, to rounding (the factors' inner products sum packed or full entries)."""
+    """A CPU fit with sharing members takes the compiled steps (Adam, the chain rule and the factors'
+    pull inside the compiled call, on packed lower triangles); the same fit one step at a time through
+    the pass, and through autograd, to rounding (the factors' inner products sum packed or full entries)."""
     from skspectral._training.compiled_steps import CompiledSteps
 
     from .test_compiled_pass import _mixed
@@ -211,7 +213,7 @@ def test_compiled_steps_one_step_and_autograd_fits_agree(monkeypatch, estimator,
 
 def test_an_estimator_pickled_before_the_option_loads_without_sharing():
     X, y = make_data(n=200)
-    est = SpectralRegressor(n_estimators=2, max_iter=3, random_state=0, device="cpu").fit(X, y)
+    est = SpectralRegressor(n_estimators=2, max_iter=3, shared_members=0.0, random_state=0, device="cpu").fit(X, y)
     state = est.__getstate__()
     del state["shared_members"], state["n_shared_members_"], state["shared_factor_l1"]  # as an older version
     old = SpectralRegressor.__new__(SpectralRegressor)
@@ -239,11 +241,38 @@ def test_the_pull_is_an_l1_on_the_factors_relative_to_the_batch_loss():
     with_alpha = make_penalty(model, alpha=2.0, spectral_penalty=0.0, total_weight=10.0, shared_factor_l1=0.1)
     alone = make_penalty(model, alpha=2.0, spectral_penalty=0.0, total_weight=10.0)
     assert with_alpha(data_loss).item() == pytest.approx(alone(data_loss).item() + value.item(), rel=1e-12)
-    # the CPU's compiled step adds a Frobenius term alone; with the pull the step goes through autograd
-    assert alone.only_frobenius and not with_alpha.only_frobenius
+    # the CPU's compiled steps add both terms themselves; a spectral penalty goes through autograd
+    assert alone.pass_terms == (0.2, 0.0) and with_alpha.pass_terms == (0.2, 0.1)
+    assert make_penalty(model, alpha=2.0, spectral_penalty=1e-3, total_weight=10.0,
+                        shared_factor_l1=0.1).pass_terms is None
     # a model without sharing members has no factors to pull
     assert make_penalty(_model(n_shared=0), alpha=0.0, spectral_penalty=0.0, total_weight=10.0,
                         shared_factor_l1=0.1) is None
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled pull)")
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), double=st.booleans(), log_factor=st.floats(-5, 0))
+def test_the_compiled_pull_adds_autograds_gradient_to_the_bit(seed, double, log_factor):
+    """add_factor_pull (the CPU's compiled steps) against the penalty's term through autograd, added onto
+    an existing gradient as the step's backward adds it: the same bits in float32 and float64, factors at
+    0 included (no pull there)."""
+    from skspectral._step_kernels import add_factor_pull
+
+    dtype = torch.float64 if double else torch.float32
+    rng = np.random.default_rng(seed)
+    scales = torch.tensor(rng.normal(size=(3, 7)), dtype=dtype)
+    scales[rng.random(size=(3, 7)) < 0.2] = 0.0
+    before = torch.tensor(rng.normal(size=(3, 7)), dtype=dtype)
+    data_loss, factor_l1 = torch.tensor(rng.exponential(), dtype=dtype), 10.0**log_factor
+    leaf = scales.clone().requires_grad_()
+    leaf.grad = before.clone()
+    value = factor_l1 * data_loss * leaf.abs().sum()
+    value.backward()
+    grad = before.clone().numpy()
+    compiled = add_factor_pull(scales.numpy(), grad, np.empty(2, dtype=grad.dtype), factor_l1, float(data_loss))
+    np.testing.assert_array_equal(grad, leaf.grad.numpy())
+    assert compiled == pytest.approx(value.item(), rel=1e-6 if dtype == torch.float32 else 1e-12)
 
 
 def test_the_pull_takes_the_factors_of_noise_columns_down_most():
@@ -267,9 +296,21 @@ def test_the_pull_takes_the_factors_of_noise_columns_down_most():
     assert score_pulled > score_without - 0.02
 
 
-def test_the_pull_needs_sharing_members():
-    X, y = make_data(n=100)
-    with pytest.raises(ValueError, match="shared_members"):
-        SpectralRegressor(shared_factor_l1=1e-3, max_iter=1, device="cpu").fit(X, y)
+def test_the_pull_has_no_effect_without_sharing_members():
+    """The default pull (shared_factor_l1=2e-3) on a fit whose members own their matrices: no factors to
+    pull, the fit of shared_factor_l1=0 to the bit; a negative pull is refused."""
+    X, y = make_data(n=200)
+    params = dict(shared_members=0.0, n_estimators=2, max_iter=3, random_state=0, device="cpu")
+    pulled = SpectralRegressor(**params).fit(X, y)
+    assert pulled.get_params()["shared_factor_l1"] > 0 and pulled.n_shared_members_ == 0
+    np.testing.assert_array_equal(pulled.predict(X), SpectralRegressor(shared_factor_l1=0.0, **params).fit(X, y)
+                                  .predict(X))
     with pytest.raises(ValueError, match="shared_factor_l1"):
         SpectralRegressor(shared_members=0.5, shared_factor_l1=-1.0, max_iter=1, device="cpu").fit(X, y)
+
+
+def test_the_defaults_share_half_the_members_and_pull_their_factors():
+    X, y = make_data(n=300)
+    est = SpectralRegressor(n_estimators=4, max_iter=2, random_state=0, device="cpu").fit(X, y)
+    assert est.n_shared_members_ == 2 and est.get_params()["shared_factor_l1"] == 2e-3
+    assert est._module_state_["member_scales"].shape[0] == 2

@@ -8,7 +8,7 @@ one-step path calls from Python, in the same order on the same arrays: the same 
 
 import numba
 
-from .._step_kernels import compose_shared, shared_grads, training_pass
+from .._step_kernels import add_factor_pull, compose_shared, shared_grads, training_pass
 from ._adam_kernel import adam_update
 
 
@@ -22,10 +22,11 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, rows, wei
     ``adam_arrays`` with the step's scalars ``adam_scalars[s]`` (``._adam_kernel.step_scalars``).
     step_losses[s] = (the data loss, the penalty) of step s. ``shared``: members that share their matrices
     (skspectral._compiled_pass.SharedMembersPass.shared_state; none where its count is 0): after the pass
-    the packed gradient goes to the shared set and the factors (shared_grads), and after Adam the sharing
-    members' packed columns are composed again (compose_shared)."""
+    the packed gradient goes to the shared set and the factors (shared_grads), the factors' pull is added
+    where its factor is not 0 (add_factor_pull: its value into the step's penalty), and after Adam the
+    sharing members' packed columns are composed again (compose_shared)."""
     (n_shared, n_own, grad_packed, columns, shared_columns, grad_shared, scales, gain, grad_scales,
-     entry_weights) = shared
+     entry_weights, factor_l1, rounded) = shared
     for s in range(n_steps):
         first, last = s * batch_size, (s + 1) * batch_size
         data_loss, penalty = training_pass(loss, targets[first:last], sample_weights[first:last], rows[first:last],
@@ -34,6 +35,8 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, rows, wei
         step_losses[s, 1] = penalty
         if n_shared > 0:
             shared_grads(grad_packed, shared_columns, scales, gain, entry_weights, n_own, grad_shared, grad_scales)
+            if factor_l1 != 0.0:
+                step_losses[s, 1] += add_factor_pull(scales, grad_scales, rounded, factor_l1, data_loss)
         scalars = adam_scalars[s]
         for p in range(len(adam_arrays)):
             param, grad, exp_avg, exp_avg_sq = adam_arrays[p]

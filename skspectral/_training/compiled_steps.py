@@ -38,27 +38,28 @@ def _kernel():
 class CompiledSteps:
     """Consecutive steps of ``compiled_pass`` (a :class:`skspectral._compiled_pass.CompiledDensePass`)
     with the loss ``loss_code`` (its constants ``loss_parameters``) inside its call and ``optimizer``'s
-    update after each, in compiled code. ``frobenius_factor``: the pass's Frobenius penalty (None: no
-    penalty)."""
+    update after each, in compiled code. ``penalty_terms``: the penalty's (Frobenius factor, shared factors'
+    pull) that the pass adds (``compiled_pass.penalty_terms``; None: no penalty)."""
 
-    def __init__(self, compiled_pass, loss_code: int, frobenius_factor: float | None, optimizer: CompiledAdam,
-                 loss_parameters: np.ndarray):
+    def __init__(self, compiled_pass, loss_code: int, penalty_terms: tuple[float, float] | None,
+                 optimizer: CompiledAdam, loss_parameters: np.ndarray):
         self.compiled_pass, self.loss_code, self.loss_parameters = compiled_pass, loss_code, loss_parameters
-        self.frobenius_factor, self.optimizer = frobenius_factor, optimizer
+        self.penalty_terms, self.optimizer = penalty_terms, optimizer
         self.dtype = compiled_pass.mu.dtype
         # the parameters the steps keep as lower triangles (the weight; with shared members also the
         # shared set), and their Adam moments packed alike (see run)
         self.packed = compiled_pass.packed_parameters()
         self.packed_moments = [(torch.empty_like(values), torch.empty_like(values)) for _, values, _ in self.packed]
+        self._frobenius_factor = 0.0 if penalty_terms is None else float(penalty_terms[0])
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
-                frobenius_factor) -> bool:
+                penalty_terms) -> bool:
         """Whether every step's work is the pass's one call and the CPU Adam's update: a compiled
-        pass running its loss (``loss_code``), no penalty but its own Frobenius term, no gradient
-        reduction between backward and the update (a distributed fit's)."""
+        pass running its loss (``loss_code``), no penalty but the terms the pass adds itself
+        (``penalty_terms``), no gradient reduction between backward and the update (a distributed fit's)."""
         return (compiled_pass is not None and loss_code is not None and isinstance(optimizer, CompiledAdam)
-                and gradient_reducer is None and (penalty_fn is None or frobenius_factor is not None))
+                and gradient_reducer is None and (penalty_fn is None or penalty_terms is not None))
 
     @torch.no_grad()
     def run(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, batch_size: int, threads,
@@ -101,7 +102,7 @@ class CompiledSteps:
                     self.compiled_pass.lower_triangles(full, packed)
             self._substitutes[id(parameter)] = (values.reshape(-1).numpy(), grad.reshape(-1).numpy(),
                                                 *(m.view(-1).numpy() for m in packed_moments))
-        self._shared = self.compiled_pass.shared_state()
+        self._shared = self.compiled_pass.shared_state(0.0 if self.penalty_terms is None else self.penalty_terms[1])
 
     def _unpack(self) -> None:
         """The weight and its gradient back as full symmetric matrices (the one-step path's). The
@@ -148,10 +149,10 @@ class CompiledSteps:
         adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
         _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), rows.numpy(), weights.numpy(),
-                  float(self.frobenius_factor or 0.0), state, adam_arrays, adam_scalars, step_losses, self._shared)
+                  self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses, self._shared)
         # the one-step path's arithmetic: each float64 loss rounded to the model's dtype, the
         # penalty's added in that dtype (torch's tensor + Python float)
         data_loss = torch.from_numpy(step_losses[:, 0]).to(self.dtype)
-        if self.frobenius_factor is None:
+        if self.penalty_terms is None:
             return torch.stack([data_loss, data_loss], dim=1)
         return torch.stack([data_loss + torch.from_numpy(step_losses[:, 1]).to(self.dtype), data_loss], dim=1)

@@ -229,19 +229,20 @@ class Trainer:
         # Python and small ops not repeated around every kernel
         compiled_pass = getattr(model, "compiled_pass", None)
         self.compiled_pass = compiled_pass() if compiled_pass is not None and not on_cuda else None
-        # the pass adds a Frobenius penalty's gradient itself (None: no penalty, or autograd adds it)
-        self._pass_frobenius = (None if self.compiled_pass is None or penalty_fn is None
-                                else self.compiled_pass.frobenius_factor(penalty_fn))
+        # the penalty's terms whose gradients the pass adds itself, (Frobenius factor, the shared factors'
+        # pull) (None: no penalty, or autograd adds it)
+        self._pass_penalty = (None if self.compiled_pass is None or penalty_fn is None
+                              else self.compiled_pass.penalty_terms(penalty_fn))
         # the loss's index where the pass runs it inside its one call (every loss has one), else None
         self._pass_loss = (None if self.compiled_pass is None or loss_and_gradient is None
                            else self.compiled_pass.loss_code(loss_and_gradient))
         self._pass_loss_parameters = (None if self._pass_loss is None
                                       else self.compiled_pass.loss_parameters(loss_and_gradient))
         # whole batches in a few compiled calls (pass and Adam), not a Python round trip each
-        self._compiled_steps = (CompiledSteps(self.compiled_pass, self._pass_loss, self._pass_frobenius, self.optimizer,
+        self._compiled_steps = (CompiledSteps(self.compiled_pass, self._pass_loss, self._pass_penalty, self.optimizer,
                                               self._pass_loss_parameters)
                                 if CompiledSteps.applies(self.compiled_pass, self._pass_loss, self.optimizer,
-                                                         self.gradient_reducer, penalty_fn, self._pass_frobenius)
+                                                         self.gradient_reducer, penalty_fn, self._pass_penalty)
                                 else None)
         # on CUDA the loss's value and gradient come from its kernel (one launch where autograd ran ~20
         # small kernels); the CPU's steps without a compiled pass (the variants) keep autograd's, as fitted
@@ -281,13 +282,14 @@ class Trainer:
     def _compiled_step(self, xb, yb, wb) -> tuple[torch.Tensor, torch.Tensor]:
         """_step through the model's compiled pass: the batch's eigenvalues from its kernels, the loss
         and its gradient with respect to them (the loss's own gradient where it has one, else
-        autograd's), every parameter's gradient from the pass (a Frobenius penalty's too; any other
-        penalty's added by autograd), then the same Adam step. Every loss runs inside the pass's one
-        compiled call (several quantiles too: their kernel orders the values)."""
+        autograd's), every parameter's gradient from the pass (a Frobenius penalty's and the shared factors'
+        pull's too; any other penalty's added by autograd), then the same Adam step. Every loss runs inside the
+        pass's one compiled call (several quantiles too: their kernel orders the values)."""
         step = self.compiled_pass
+        frobenius_factor, factor_l1 = self._pass_penalty or (0.0, 0.0)
         if self._pass_loss is not None:
-            data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, self._pass_frobenius or 0.0,
-                                           self._pass_loss_parameters)
+            data_loss, penalty = step.step(xb, yb, wb, self._pass_loss, frobenius_factor, self._pass_loss_parameters,
+                                           factor_l1)
         else:
             values = step.values(xb)
             if self.loss_and_gradient is not None and step.output_is_view:
@@ -298,8 +300,9 @@ class Trainer:
                 values = values.detach().requires_grad_()  # a leaf over the pass's buffer
                 data_loss = self.loss_fn(step.output(values), yb, wb)
                 (grad_values,) = torch.autograd.grad(data_loss, values)
-            penalty = step.backward(grad_values, self._pass_frobenius or 0.0)  # a Frobenius penalty's added
-        if self._pass_frobenius is not None:
+            # the penalty's terms the pass adds (a pull reads the data loss: on the CPU, no device sync)
+            penalty = step.backward(grad_values, frobenius_factor, factor_l1, float(data_loss) if factor_l1 else 0.0)
+        if self._pass_penalty is not None:
             loss = data_loss + penalty
         elif self.penalty_fn is not None:
             penalty = self._penalty(data_loss)
