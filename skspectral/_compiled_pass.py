@@ -346,7 +346,9 @@ class SharedMembersPass(CompiledDensePass):
     ``member_scales``, whose gradient is gain dL/dr); the own members' W are ``weight``'s.
     Both are compiled calls (``skspectral._step_kernels``: compose_shared, shared_grads). The compiled
     steps (skspectral._training.compiled_steps) keep the own members' W and S as lower triangles and
-    run the same two kernels on them inside their call (:meth:`shared_state`)."""
+    run the same two kernels on them inside their call (:meth:`shared_state`). The factors' L1 pull
+    (``shared_factor_l1``, :meth:`penalty_terms`) is added to their gradient after the chain rule, in
+    the dtype's arithmetic autograd's penalty uses (``add_factor_pull``)."""
 
     def __init__(self, model, terms_of):
         self._n_own = model.n_own_models
