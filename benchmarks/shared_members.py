@@ -4,7 +4,9 @@
     python benchmarks/shared_members.py --device cpu|cuda [--datasets churn concrete ...]
         [--folds 0] [--groups column feature levels half] [--members 4] [--params JSON] [--json out.json]
 
-Today every member of an ensemble owns its matrices. Here member m's matrix for encoded column j is
+Before 2026-12-03 every member of an ensemble owned its matrices (the estimators now share half of them,
+``shared_members=0.5``, the built form of ``--groups half``; "default" below is the estimators' defaults of the
+day). Here member m's matrix for encoded column j is
 r_{m,j} A_j: the A_j are one set (per output), and each member scales each column by its own learned
 factor r_{m,j}, started at a random sign (TabM-mini's input adapter: Gorishniy et al. 2024; the signs
 make the members different functions from the first step). ``--groups feature`` gives every column of
