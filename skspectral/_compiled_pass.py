@@ -73,6 +73,7 @@ class CompiledDensePass:
         self.grad_packed = torch.empty_like(self.columns)  # the packed parameters' gradient (see pack)
         self.mu = torch.empty((models, n), **like)
         self.grad_start, self.grad_increments = torch.empty_like(model.mu_start), torch.empty_like(model.mu_increments)
+        self._rounded = np.empty(2, dtype=self.mu.numpy().dtype)  # add_factor_pull's rounding in the dtype
         self.indices = tuple(model.eigval_indices)  # a tuple: outputs keep their index axis
         # one index: the output is the values reshaped (several are ordered by a running maximum)
         self.output_is_view = len(self.indices) == 1
@@ -183,11 +184,16 @@ class CompiledDensePass:
         self.tables.backward()
         _kernels().diagonal_grad(arrays["grad_mu"], arrays["mu_increments"], arrays["grad_start"],
                                  arrays["grad_increments"])
+        return penalty + self._finish_grads(factor_l1, data_loss)
+
+    def _finish_grads(self, factor_l1: float, data_loss: float) -> float:
+        """After a pass's kernels: the parameters' gradients by the chain rule, the shared factors' pull
+        (``factor_l1`` relative to ``data_loss``) added to them, each parameter's ``.grad`` set; returns
+        the pull's value (0 without it)."""
         self._chain_rule()
-        if factor_l1:
-            penalty += self._add_pull(factor_l1, data_loss)
+        pull = self._add_pull(factor_l1, data_loss) if factor_l1 else 0.0
         self._set_grads()
-        return penalty
+        return pull
 
     def _add_pull(self, factor_l1: float, data_loss: float) -> float:
         """The shared factors' pull's gradient added, its value returned (a model with sharing members)."""
@@ -242,10 +248,7 @@ class CompiledDensePass:
         data_loss, penalty = _kernels().training_pass(loss_code, target.contiguous().numpy(),
                                                       weight.contiguous().numpy(), rows.numpy(), weights.numpy(),
                                                       float(frobenius_factor), state)
-        self._chain_rule()
-        if factor_l1:
-            penalty += self._add_pull(factor_l1, data_loss)
-        self._set_grads()
+        penalty += self._finish_grads(factor_l1, data_loss)
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
     def step_state(self, B: int, K: int, loss_code: int, packed: bool = False,
@@ -307,8 +310,7 @@ class CompiledDensePass:
         none here (zero sharing members, empty arrays of the kernels' types, no pull)."""
         empty3 = self.columns[:0]
         return (0, 0, self.grad_packed.numpy(), self.columns.numpy(), empty3.numpy(), empty3.numpy(),
-                self.mu[:0].numpy(), 1.0, self.mu[:0].numpy(), self.mu[0, :0].numpy(), 0.0,
-                np.empty(2, dtype=self.arrays["mu"].dtype))
+                self.mu[:0].numpy(), 1.0, self.mu[:0].numpy(), self.mu[0, :0].numpy(), 0.0, self._rounded)
 
     @staticmethod
     def lower_triangles(full: torch.Tensor, packed: torch.Tensor) -> None:
@@ -365,7 +367,6 @@ class SharedMembersPass(CompiledDensePass):
         # an entry's weight in an inner product of symmetric matrices: full W 1 each; packed 2 off the diagonal
         self._full_entries = torch.ones(n * n, dtype=self.columns.dtype)
         self._packed_entries = torch.where(lower[0] == lower[1], 1.0, 2.0).to(self.columns.dtype)
-        self._rounded = np.empty(2, dtype=self.arrays["mu"].dtype)  # add_factor_pull's rounding in the dtype
 
     def _full(self, t: torch.Tensor) -> np.ndarray:
         """(models, columns, n, n) as the kernels' (models, columns, n n) array."""

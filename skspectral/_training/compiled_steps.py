@@ -50,7 +50,7 @@ class CompiledSteps:
         # shared set), and their Adam moments packed alike (see run)
         self.packed = compiled_pass.packed_parameters()
         self.packed_moments = [(torch.empty_like(values), torch.empty_like(values)) for _, values, _ in self.packed]
-        self._frobenius_factor = 0.0 if penalty_terms is None else float(penalty_terms[0])
+        self._frobenius_factor, self._factor_l1 = (float(t) for t in penalty_terms or (0.0, 0.0))
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
@@ -102,7 +102,7 @@ class CompiledSteps:
                     self.compiled_pass.lower_triangles(full, packed)
             self._substitutes[id(parameter)] = (values.reshape(-1).numpy(), grad.reshape(-1).numpy(),
                                                 *(m.view(-1).numpy() for m in packed_moments))
-        self._shared = self.compiled_pass.shared_state(0.0 if self.penalty_terms is None else self.penalty_terms[1])
+        self._shared = self.compiled_pass.shared_state(self._factor_l1)
 
     def _unpack(self) -> None:
         """The weight and its gradient back as full symmetric matrices (the one-step path's). The
