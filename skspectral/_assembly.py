@@ -13,6 +13,12 @@ reduced the batch's diagonals apart (benchmarks/bench_step_parts.py --profile). 
   table's gradient into W's layout and takes mu's chain rule (softplus, running sum) to
   mu_start and mu_increments.
 
+Members that share their matrices (``shared``: W = r S for a sharing member, r = gain times its stored
+factor) are assembled from the shared set and the factors: the table kernel scales S as it reads it, and the
+backward kernel takes the composition's chain rule (S's gradient summed over the sharing members, each
+factor's an inner product with S), so a step composes no W (torch's multiply, concatenation and their
+backward: a few small kernels each way).
+
 The matrices can also be made as their lower triangles, packed (:func:`assembled_packed`), for an
 eigensolver that reads them so (half the product's columns). The same values and gradients as
 :meth:`skspectral.model.SpectralModel.matrices` (its torch ops are the reference they are tested
@@ -55,11 +61,28 @@ __device__ long long diagonal_entry(int i, int n, int packed) {
     return packed ? (long long)i * (i + 1) / 2 + i : (long long)i * (n + 1);
 }
 
-// table (columns, members E): 0.5 (W + W^T) of each column's member matrices (E entries stored each: n n,
-// or packed); bias (members E): diag(mu)
+// the stored matrix of model m's column c: an own model's W (the first ``own``), or a sharing member's shared
+// set S (outputs, columns, n, n) for its output, whose factor *r (gain times the stored scale) it returns;
+// model own + s O + o is sharing member s's output o (SpectralModel._with_shared's order)
 template <typename T>
-__device__ void table(const T* W, const T* mu_start, const T* increments, T* out, T* bias,
-                      long long members, long long columns, int n, int packed) {
+__device__ const T* model_matrix(const T* W, const T* S, const T* scales, T gain, long long m, long long c,
+                                 long long own, long long outputs, long long columns, int n, T* r) {
+    if (m < own) {
+        *r = (T)1;
+        return W + (m * columns + c) * n * n;
+    }
+    long long s = (m - own) / outputs, o = (m - own) - s * outputs;
+    *r = gain * scales[s * columns + c];
+    return S + (o * columns + c) * n * n;
+}
+
+// table (columns, members E): 0.5 (W + W^T) of each column's member matrices (E entries stored each: n n,
+// or packed), a sharing member's W being r S (the composed entries r s_ij, as SpectralModel.dense_weight
+// makes them); bias (members E): diag(mu)
+template <typename T>
+__device__ void table(const T* W, const T* S, const T* scales, T gain, long long own, long long outputs,
+                      const T* mu_start, const T* increments, T* out, T* bias, long long members, long long columns,
+                      int n, int packed) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long E = stored(n, packed), per_row = members * E, in_table = columns * per_row;
     int i, j;
@@ -67,8 +90,10 @@ __device__ void table(const T* W, const T* mu_start, const T* increments, T* out
         long long c = idx / per_row, r = idx - c * per_row;
         long long m = r / E;
         entry(r - m * E, n, packed, &i, &j);
-        const T* w = W + (m * columns + c) * n * n;
-        out[idx] = (T)0.5 * (w[i * n + j] + w[j * n + i]);
+        T factor;
+        const T* w = model_matrix(W, S, scales, gain, m, c, own, outputs, columns, n, &factor);
+        out[idx] = m < own ? (T)0.5 * (w[i * n + j] + w[j * n + i])
+                           : (T)0.5 * (factor * w[i * n + j] + factor * w[j * n + i]);
     } else if (idx < in_table + per_row) {
         long long r = idx - in_table, m = r / E;
         entry(r - m * E, n, packed, &i, &j);
@@ -101,24 +126,44 @@ __device__ void diagonal_sums(const T* grad, T* out, long long rows, long long m
     if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
 }
 
-// grad_W (members, columns, n, n) from the table's gradient (a packed entry stands for (i, j) and (j, i));
-// with the first members n threads past it, mu's: grad_start (members), grad_increments (members, n - 1)
-// from the diagonals' sums (members, n)
+// the gradient of model m's composed W_c at (i, j) from the table's gradient (a packed entry stands for (i, j)
+// and (j, i))
 template <typename T>
-__device__ void table_backward(const T* grad_table, const T* diagonal, const T* increments, T* grad_W,
-                               T* grad_start, T* grad_increments, long long members, long long columns, int n,
-                               int packed) {
+__device__ T composed_grad(const T* grad_table, long long m, long long c, long long members, int i, int j, int n,
+                           int packed) {
+    long long E = stored(n, packed);
+    const T* g = grad_table + c * members * E + m * E;
+    if (!packed) return (T)0.5 * g[i * n + j] + (T)0.5 * g[j * n + i];
+    if (i == j) return g[diagonal_entry(i, n, 1)];
+    return (T)0.5 * g[i > j ? (long long)i * (i + 1) / 2 + j : (long long)j * (j + 1) / 2 + i];
+}
+
+// from the table's gradient: grad_W (own, columns, n, n) of the own models' W; with sharing members
+// (shared_members of them, each with ``outputs`` models), grad_S (outputs, columns, n, n) = sum_s r_sc
+// dW_{s,o,c} (the composed W's chain rule; the factors': factor_grads); then, with the first members n threads
+// past them, mu's: grad_start (members), grad_increments (members, n - 1) from the diagonals' sums (members, n)
+template <typename T>
+__device__ void table_backward(const T* grad_table, const T* diagonal, const T* increments, const T* S,
+                               const T* scales, T gain, long long own, long long outputs, long long shared_members,
+                               T* grad_W, T* grad_S, T* grad_start, T* grad_increments,
+                               long long members, long long columns, int n, int packed) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long E = stored(n, packed), per_row = members * E, in_weight = columns * members * n * n;
+    long long nn = (long long)n * n, in_weight = own * columns * nn;
+    long long in_shared = in_weight + (shared_members ? outputs * columns * nn : 0);
     if (idx < in_weight) {
-        long long block = idx / (n * n), m = block / columns, c = block - m * columns;
-        int e = (int)(idx - block * n * n), i = e / n, j = e - i * n;
-        const T* g = grad_table + c * per_row + m * E;
-        if (!packed) grad_W[idx] = (T)0.5 * g[i * n + j] + (T)0.5 * g[j * n + i];
-        else if (i == j) grad_W[idx] = g[diagonal_entry(i, n, 1)];
-        else grad_W[idx] = (T)0.5 * g[i > j ? (long long)i * (i + 1) / 2 + j : (long long)j * (j + 1) / 2 + i];
-    } else if (idx < in_weight + members * n) {
-        long long r = idx - in_weight, m = r / n;
+        long long block = idx / nn, m = block / columns, c = block - m * columns;
+        int e = (int)(idx - block * nn), i = e / n, j = e - i * n;
+        grad_W[idx] = composed_grad(grad_table, m, c, members, i, j, n, packed);
+    } else if (idx < in_shared) {
+        long long r = idx - in_weight, block = r / nn, o = block / columns, c = block - o * columns;
+        int e = (int)(r - block * nn), i = e / n, j = e - i * n;
+        T total = (T)0;
+        for (long long s = 0; s < shared_members; ++s)
+            total += (gain * scales[s * columns + c]) * composed_grad(grad_table, own + s * outputs + o, c, members,
+                                                                      i, j, n, packed);
+        grad_S[r] = total;
+    } else if (idx < in_shared + members * n) {
+        long long r = idx - in_shared, m = r / n;
         int t = (int)(r - m * n);
         const T* d = diagonal + m * n;
         if (t == n - 1) {  // mu_start moves every mu_i
@@ -135,13 +180,40 @@ __device__ void table_backward(const T* grad_table, const T* diagonal, const T* 
     }
 }
 
-extern "C" __global__ void table_float(const float* W, const float* s, const float* inc, float* out, float* bias,
-                                       long long members, long long columns, int n, int packed) {
-    table<float>(W, s, inc, out, bias, members, columns, n, packed);
+// one block per (sharing member s, column c): grad_scales[s, c] = gain sum_o <S_oc, dW_{s,o,c}>, the block's
+// threads over the entries, then a tree over them in a fixed order (a thread's serial loop over the n n
+// entries' dependent reads set a whole launch's length)
+template <typename T>
+__device__ void factor_grads(const T* grad_table, const T* S, T gain, long long own, long long outputs,
+                             T* grad_scales, long long members, long long columns, int n, int packed) {
+    __shared__ T partial[THREADS];
+    long long s = blockIdx.x / columns, c = blockIdx.x - s * columns, nn = (long long)n * n;
+    T total = (T)0;
+    for (long long k = threadIdx.x; k < outputs * nn; k += THREADS) {
+        long long o = k / nn;
+        int e = (int)(k - o * nn);
+        total += S[(o * columns + c) * nn + e]
+                 * composed_grad(grad_table, own + s * outputs + o, c, members, e / n, e % n, n, packed);
+    }
+    partial[threadIdx.x] = total;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) grad_scales[blockIdx.x] = gain * partial[0];
 }
-extern "C" __global__ void table_double(const double* W, const double* s, const double* inc, double* out,
-                                        double* bias, long long members, long long columns, int n, int packed) {
-    table<double>(W, s, inc, out, bias, members, columns, n, packed);
+
+extern "C" __global__ void table_float(const float* W, const float* S, const float* scales, float gain,
+                                       long long own, long long outputs, const float* s, const float* inc, float* out,
+                                       float* bias, long long members, long long columns, int n, int packed) {
+    table<float>(W, S, scales, gain, own, outputs, s, inc, out, bias, members, columns, n, packed);
+}
+extern "C" __global__ void table_double(const double* W, const double* S, const double* scales, double gain,
+                                        long long own, long long outputs, const double* s, const double* inc,
+                                        double* out, double* bias, long long members, long long columns, int n,
+                                        int packed) {
+    table<double>(W, S, scales, gain, own, outputs, s, inc, out, bias, members, columns, n, packed);
 }
 extern "C" __global__ void diagonal_sums_float(const float* g, float* out, long long rows, long long members, int n,
                                                int packed) {
@@ -151,15 +223,31 @@ extern "C" __global__ void diagonal_sums_double(const double* g, double* out, lo
                                                 int n, int packed) {
     diagonal_sums<double>(g, out, rows, members, n, packed);
 }
-extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, float* gW,
-                                                float* gs, float* ginc, long long members, long long columns,
-                                                int n, int packed) {
-    table_backward<float>(g, d, inc, gW, gs, ginc, members, columns, n, packed);
+extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, const float* S,
+                                                const float* scales, float gain, long long own, long long outputs,
+                                                long long shared_members, float* gW, float* gS, float* gs,
+                                                float* ginc, long long members, long long columns, int n,
+                                                int packed) {
+    table_backward<float>(g, d, inc, S, scales, gain, own, outputs, shared_members, gW, gS, gs, ginc, members,
+                          columns, n, packed);
 }
 extern "C" __global__ void table_backward_double(const double* g, const double* d, const double* inc,
-                                                 double* gW, double* gs, double* ginc, long long members,
+                                                 const double* S, const double* scales, double gain, long long own,
+                                                 long long outputs, long long shared_members, double* gW,
+                                                 double* gS, double* gs, double* ginc, long long members,
                                                  long long columns, int n, int packed) {
-    table_backward<double>(g, d, inc, gW, gs, ginc, members, columns, n, packed);
+    table_backward<double>(g, d, inc, S, scales, gain, own, outputs, shared_members, gW, gS, gs, ginc, members,
+                           columns, n, packed);
+}
+extern "C" __global__ void factor_grads_float(const float* g, const float* S, float gain, long long own,
+                                              long long outputs, float* gscales, long long members,
+                                              long long columns, int n, int packed) {
+    factor_grads<float>(g, S, gain, own, outputs, gscales, members, columns, n, packed);
+}
+extern "C" __global__ void factor_grads_double(const double* g, const double* S, double gain, long long own,
+                                               long long outputs, double* gscales, long long members,
+                                               long long columns, int n, int packed) {
+    factor_grads<double>(g, S, gain, own, outputs, gscales, members, columns, n, packed);
 }
 """
 
@@ -184,54 +272,90 @@ def _stored(n: int, packed: bool) -> int:
 
 
 class _Assembled(torch.autograd.Function):
+    """The assembly with its gradients; ``shared`` and ``scales``: the sharing members' set (outputs,
+    columns, n, n) and stored factors (sharing members, columns), r = gain scales (empty: none), so
+    that their W = r S is never composed (a training step's few small kernels each way fewer)."""
+
     @staticmethod
-    def forward(ctx, Z, weight, mu_start, mu_increments, packed):
-        members, columns, n = weight.shape[0], weight.shape[1], weight.shape[-1]
+    def forward(ctx, Z, weight, mu_start, mu_increments, shared, scales, gain, packed):
+        own, columns, n = weight.shape[0], weight.shape[1], weight.shape[-1]
+        outputs, shared_members = shared.shape[0], scales.shape[0]
+        members = own + shared_members * outputs
         per_row = members * _stored(n, packed)
-        weight, mu_start, mu_increments = (t.contiguous() for t in (weight, mu_start, mu_increments))
+        weight, mu_start, mu_increments, shared, scales = (t.contiguous() for t in
+                                                           (weight, mu_start, mu_increments, shared, scales))
+        scalar = np.float32 if weight.dtype == torch.float32 else np.float64
         table = weight.new_empty(columns, per_row)
         bias = weight.new_empty(per_row)
         _launch("table", weight.dtype, weight.device.index, (columns + 1) * per_row,
-                (weight, mu_start, mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n),
-                 np.int32(packed)))
-        ctx.save_for_backward(Z, table, mu_increments)
-        ctx.shape = (members, columns, n, packed)
+                (weight, shared, scales, scalar(gain), np.int64(own), np.int64(max(outputs, 1)), mu_start,
+                 mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+        ctx.save_for_backward(Z, table, mu_increments, shared, scales)
+        ctx.shape = (own, outputs, shared_members, members, columns, n, packed, gain)
         return torch.addmm(bias, Z.contiguous(), table)  # the bias in the GEMM's epilogue
 
     @staticmethod
     def backward(ctx, grad):
-        Z, table, mu_increments = ctx.saved_tensors
-        members, columns, n, packed = ctx.shape
+        Z, table, mu_increments, shared, scales = ctx.saved_tensors
+        own, outputs, shared_members, members, columns, n, packed, gain = ctx.shape
         grad = grad.contiguous()
         grad_Z = grad @ table.t() if ctx.needs_input_grad[0] else None
-        if not any(ctx.needs_input_grad[1:4]):
-            return grad_Z, None, None, None, None
+        if not any(ctx.needs_input_grad[1:6]):
+            return grad_Z, None, None, None, None, None, None, None
         grad_table = Z.t() @ grad  # (columns, members E)
         diagonal = grad.new_empty(members, n)  # the batch's sum of each member's diagonal
         _launch("diagonal_sums", grad.dtype, grad.device.index, members * n * _THREADS,
                 (grad, diagonal, np.int64(grad.shape[0]), np.int64(members), np.int32(n), np.int32(packed)))
-        grad_W = grad.new_empty(members, columns, n, n)
+        grad_W = grad.new_empty(own, columns, n, n)
+        grad_S = torch.empty_like(shared)
+        grad_scales = torch.empty_like(scales)
         grad_start = grad.new_empty(members, 1)
         grad_increments = grad.new_empty(members, n - 1)
-        _launch("table_backward", grad.dtype, grad.device.index, columns * members * n * n + members * n,
-                (grad_table, diagonal, mu_increments, grad_W, grad_start, grad_increments,
-                 np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
-        return grad_Z, grad_W, grad_start, grad_increments, None
+        in_shared = outputs * columns * n * n if shared_members else 0
+        scalar = np.float32 if grad.dtype == torch.float32 else np.float64
+        _launch("table_backward", grad.dtype, grad.device.index, own * columns * n * n + in_shared + members * n,
+                (grad_table, diagonal, mu_increments, shared, scales, scalar(gain), np.int64(own),
+                 np.int64(max(outputs, 1)), np.int64(shared_members), grad_W, grad_S, grad_start,
+                 grad_increments, np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+        if shared_members:  # a block per factor (diagonal_sums' launch: THREADS threads each)
+            _launch("factor_grads", grad.dtype, grad.device.index, shared_members * columns * _THREADS,
+                    (grad_table, shared, scalar(gain), np.int64(own), np.int64(outputs), grad_scales,
+                     np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+        shared_grads = (grad_S, grad_scales) if shared_members else (None, None)
+        return grad_Z, grad_W, grad_start, grad_increments, *shared_grads, None, None
+
+
+def _apply(Z, weight, mu_start, mu_increments, shared, packed: bool) -> torch.Tensor:
+    """_Assembled with ``shared`` (shared set, stored factors, gain) or without (empty ones)."""
+    if shared is None:
+        empty = weight.new_empty(0, *weight.shape[1:])
+        return _Assembled.apply(Z, weight, mu_start, mu_increments, empty, weight.new_empty(0, weight.shape[1]), 1.0,
+                                packed)
+    shared_weight, scales, gain = shared
+    return _Assembled.apply(Z, weight, mu_start, mu_increments, shared_weight, scales, float(gain), packed)
+
+
+def _models(weight: torch.Tensor, shared) -> int:
+    return weight.shape[0] + (0 if shared is None else shared[1].shape[0] * shared[0].shape[0])
 
 
 def assembled_matrices(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Tensor,
-                       mu_increments: torch.Tensor) -> torch.Tensor:
+                       mu_increments: torch.Tensor, shared=None) -> torch.Tensor:
     """diag(mu) + sum_j Z[:, j] 0.5 (W_j + W_j^T) for every member, shape (batch, members, n, n);
     ``weight`` (members, columns, n, n), mu = [mu_start, mu_start + cumsum(softplus(mu_increments))]
-    (``mu_start`` (members, 1), ``mu_increments`` (members, n - 1)). CUDA only (:func:`applies`)."""
-    members, n = weight.shape[0], weight.shape[-1]
-    return _Assembled.apply(Z, weight, mu_start, mu_increments, False).view(Z.shape[0], members, n, n)
+    (``mu_start`` (members, 1), ``mu_increments`` (members, n - 1)). ``shared``: (the shared set
+    (outputs, columns, n, n), the stored factors (sharing members, columns), their gain) of members
+    that share their matrices, whose W = gain factor S follow ``weight``'s as
+    SpectralModel.dense_weight orders them (without composing them). CUDA only (:func:`applies`)."""
+    n = weight.shape[-1]
+    return _apply(Z, weight, mu_start, mu_increments, shared, False).view(Z.shape[0], _models(weight, shared), n, n)
 
 
 def assembled_packed(Z: torch.Tensor, weight: torch.Tensor, mu_start: torch.Tensor,
-                     mu_increments: torch.Tensor) -> torch.Tensor:
+                     mu_increments: torch.Tensor, shared=None) -> torch.Tensor:
     """:func:`assembled_matrices` as each matrix's lower triangle row by row, shape (batch, members,
     n (n + 1) / 2): the matrices are symmetric, so the product computes each entry once (47 % of the
     columns at n = 15) and its gradient counts an off-diagonal entry for (i, j) and (j, i)."""
-    members, n = weight.shape[0], weight.shape[-1]
-    return _Assembled.apply(Z, weight, mu_start, mu_increments, True).view(Z.shape[0], members, n * (n + 1) // 2)
+    n = weight.shape[-1]
+    return _apply(Z, weight, mu_start, mu_increments, shared, True).view(Z.shape[0], _models(weight, shared),
+                                                                         n * (n + 1) // 2)

@@ -371,10 +371,20 @@ class SpectralModel(torch.nn.Module):
         shape (batch, n_models, dim, dim)."""
         Z = X if encoded else self.encoded(X)
         if self.assembles and _assembly.applies(Z, self.weight):
-            return _assembly.assembled_matrices(Z, self.dense_weight(), self.mu_start, self.mu_increments)
+            return _assembly.assembled_matrices(Z, self.weight, self.mu_start, self.mu_increments,
+                                                shared=self._assembly_shared())
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
         M = (Z @ A).view(X.shape[0], self.n_models, self.dim, self.dim)
         return M + torch.diag_embed(self.mu())
+
+    def _assembly_shared(self) -> tuple | None:
+        """What skspectral._assembly takes of the sharing members: (the shared set, the stored factors,
+        their gain), whose r S it assembles without composing W (:meth:`dense_weight`: a few small kernels
+        each way a step); None without sharing members. Only where :attr:`assembles` (no monotone column:
+        the factors are r, not |r|)."""
+        if not self.n_shared_members:
+            return None
+        return self.shared_weight, self.member_scales, self.shared_factor_gain
 
     def encoded(self, X: torch.Tensor) -> torch.Tensor:
         """The encoded columns Z of rows X, what ``forward(Z, encoded=True)`` takes: the encoder
@@ -435,7 +445,8 @@ class SpectralModel(torch.nn.Module):
         if self.assembles and self.eigen_backend.packed_k is not None:
             Z = X if encoded else self.encoded(X)
             if _assembly.applies(Z, self.weight):  # the matrices' lower triangles only: half the product
-                packed = _assembly.assembled_packed(Z, self.dense_weight(), self.mu_start, self.mu_increments)
+                packed = _assembly.assembled_packed(Z, self.weight, self.mu_start, self.mu_increments,
+                                                    shared=self._assembly_shared())
                 return _ordered(kth_eigvalsh_packed_unchecked(packed, self.dim, self._indices(), self.eigen_backend),
                                 self._several)
             X, encoded = Z, True

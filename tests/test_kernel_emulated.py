@@ -328,6 +328,76 @@ def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, pack
         assert torch.autograd.gradcheck(assemble, tuple(inputs), eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("n, columns, own, shared_members, outputs, rows",
+                         [(1, 3, 1, 1, 1, 5), (3, 4, 0, 2, 1, 6), (3, 4, 1, 2, 3, 7), (15, 9, 2, 2, 1, 300)])
+def test_assembly_of_sharing_members_is_the_composed_models(monkeypatch, assembly_kernels, packed, n, columns, own,
+                                                            shared_members, outputs, rows):
+    """Members that share their matrices (W = gain r S after the own members', output by output): the
+    assembly from the shared set and the stored factors, never composing W, gives the values of the
+    composed weight's assembly (SpectralModel._with_shared's order) to the bit, and every gradient --
+    the own W, the shared set, the factors, mu -- torch's chain rule through the composition in float64;
+    gradcheck where small."""
+    from skspectral import _assembly
+
+    monkeypatch.setattr(_assembly, "_KERNELS", assembly_kernels)
+    g = torch.Generator().manual_seed(n * 1000 + rows + own)
+    models, gain = own + shared_members * outputs, 10.0
+    Z = torch.randn(rows, columns, generator=g, dtype=torch.float64)
+    weight = torch.randn(own, columns, n, n, generator=g, dtype=torch.float64)
+    shared = torch.randn(outputs, columns, n, n, generator=g, dtype=torch.float64)
+    scales = torch.randn(shared_members, columns, generator=g, dtype=torch.float64) / gain
+    scales[0, 0] = 0.0  # a column switched off
+    mu_start = torch.randn(models, 1, generator=g, dtype=torch.float64)
+    mu_increments = torch.randn(models, n - 1, generator=g, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (Z, weight, shared, scales, mu_start, mu_increments)]
+    assemble = _assembly.assembled_packed if packed else _assembly.assembled_matrices
+
+    def fused(Z, weight, shared, scales, mu_start, mu_increments):
+        return assemble(Z, weight, mu_start, mu_increments, shared=(shared, scales, gain))
+
+    def composed(Z, weight, shared, scales, mu_start, mu_increments):  # SpectralModel._with_shared's W
+        scaled = (gain * scales).view(shared_members, 1, columns, 1, 1) * shared[None]
+        dense = torch.cat([weight, scaled.reshape(shared_members * outputs, columns, n, n)])
+        return assemble(Z, dense, mu_start, mu_increments)
+
+    assembly_kernels.divergent = False
+    got, expected = fused(*inputs), composed(*inputs)
+    assert got.shape == expected.shape and torch.equal(got, expected)
+    upstream = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(got, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert not assembly_kernels.divergent
+    if rows * columns * models * n * n <= 600:
+        assert torch.autograd.gradcheck(fused, tuple(inputs), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_outputs", [None, 3])
+def test_a_models_sharing_members_assemble_as_its_torch_ops(monkeypatch, assembly_kernels, n_outputs):
+    """A dense model with two members of three sharing (and three outputs, a classifier's classes): its
+    matrices and every parameter's gradient through skspectral._assembly's kernels (emulated on CPU
+    tensors, taken as CUDA's) equal its torch ops (the composed r A) in float64."""
+    from skspectral import _assembly
+    from skspectral.model import SpectralModel
+
+    monkeypatch.setattr(_assembly, "_KERNELS", assembly_kernels)
+    monkeypatch.setattr(_assembly, "applies", lambda Z, weight: True)
+    fused, reference = (SpectralModel(6, 5, n_members=3, n_outputs=n_outputs, n_shared_members=2, dtype=torch.float64,
+                                      generator=torch.Generator().manual_seed(1)) for _ in range(2))
+    reference.assemble = False
+    g = torch.Generator().manual_seed(2)
+    Z = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    outputs = []
+    for model in (fused, reference):
+        M = model.matrices(Z, encoded=True)
+        upstream = torch.randn(M.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        grads = torch.autograd.grad((M * upstream).sum(), list(model.parameters()))
+        outputs.append([M.detach(), *grads])
+    assert fused.assembles and not reference.assembles
+    for got, expected in zip(*outputs):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 # ---- Adam (skspectral._training.adam.ElementwiseAdam): one thread per element, three parameters a launch
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_elementwise_adam_is_torchs_adam(monkeypatch, build_dir, dtype):

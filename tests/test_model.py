@@ -152,13 +152,14 @@ def _assembly_pair(dim, n_columns, members, dtype, seed, shared=0):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dim, n_columns, members", [(1, 3, 1), (2, 1, 1), (7, 5, 4), (15, 340, 4), (45, 12, 2)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shared", [0, 1])
-def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim, n_columns, members, dtype, shared):
+@pytest.mark.parametrize("sharing", ["none", "one", "all"])
+def test_cuda_assembly_kernels_give_the_matrices_and_gradients_of_torch_ops(dim, n_columns, members, dtype, sharing):
     """skspectral._assembly on CUDA: diag(mu) + sum_j z_j 0.5 (W_j + W_j^T) and every parameter's (and
     the rows') gradient as the model's torch ops give them (float64 to rounding; float32 to its sums);
-    with a member that shares its matrices (r A: the kernels take every member's W, autograd the rest)."""
+    with members that share their matrices (r A: the kernels take the shared set and the factors)."""
     from skspectral import _assembly
 
+    shared = dict(none=0, one=1, all=members)[sharing]
     fused, reference = _assembly_pair(dim, n_columns, members, dtype, seed=dim + n_columns, shared=shared)
     generator = torch.Generator().manual_seed(3)
     Z = torch.rand(33, n_columns, dtype=torch.float64, generator=generator).to("cuda", dtype)
