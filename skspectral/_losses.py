@@ -373,13 +373,25 @@ class Penalty:
             return None
         return self.frobenius_factor, self.shared_factor_l1
 
-    def __call__(self, data_loss: torch.Tensor | None = None):
+    def pulls_apart_on(self, device: torch.device) -> bool:
+        """Whether the pull runs apart from autograd on ``device`` (:meth:`add_pull`: CUDA with CuPy)."""
+        return bool(self.shared_factor_l1) and device.type == "cuda" and _cuda_losses.is_available()
+
+    def add_pull(self, data_loss: torch.Tensor) -> torch.Tensor:
+        """The pull's value, its gradient added to the factors' ``.grad`` after the step's backward by one
+        CUDA kernel (skspectral._cuda_losses.add_factor_pull: the gradient autograd's term gives, in one
+        launch where autograd ran ~8 small kernels); with ``__call__(data_loss, pull=False)`` for the rest."""
+        return _cuda_losses.add_factor_pull(self.model.member_scales, data_loss, self.shared_factor_l1)
+
+    def __call__(self, data_loss: torch.Tensor | None = None, *, pull: bool = True):
+        """The penalty's value (0.0 where no term is in it); ``pull=False``: without the pull, which
+        :meth:`add_pull` then adds."""
         value = 0.0
         if self.alpha:
             value = value + 0.5 * self.alpha * self.model.feature_matrices().square().sum() / self.total_weight
         if self.spectral_penalty:
             value = value + self.spectral_penalty * self.model.spectral_norms().sum()
-        if self.shared_factor_l1:
+        if self.shared_factor_l1 and pull:
             if data_loss is None:
                 raise ValueError("The shared factors' pull is relative to the batch's data loss: pass it.")
             pull = self.shared_factor_l1 * data_loss.detach().to(self.model.member_scales.dtype)

@@ -157,3 +157,65 @@ def test_a_cuda_fit_takes_the_kernel_and_trains_as_autograd_does(monkeypatch, es
     np.testing.assert_allclose(first.loss_curve_, reference.loss_curve_, rtol=1e-8)
     predict = "predict_proba" if estimator is SpectralClassifier else "predict"
     np.testing.assert_allclose(getattr(first, predict)(X), getattr(reference, predict)(X), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_factor_pull_kernel_adds_autograds_gradient_to_the_bit(dtype):
+    """add_factor_pull on the GPU: the gradient autograd's term adds, to the bit (factors at 0 get none),
+    onto what the backward left; its value to rounding; replayed from a CUDA graph on new factors."""
+    g = torch.Generator().manual_seed(5)
+    scales = torch.nn.Parameter(torch.randn(3, 1500, generator=g, dtype=dtype).cuda())
+    with torch.no_grad():
+        scales[:, ::7] = 0.0
+    before = torch.randn(3, 1500, generator=g, dtype=dtype).cuda()
+    data_loss, factor_l1 = torch.tensor(0.41, dtype=dtype, device="cuda"), 2e-3
+    leaf = scales.detach().clone().requires_grad_()
+    leaf.grad = before.clone()
+    expected = (factor_l1 * data_loss) * leaf.abs().sum()
+    expected.backward()
+    scales.grad = before.clone()
+    value = _cuda_losses.add_factor_pull(scales, data_loss, factor_l1)
+    assert value.is_cuda and value.dim() == 0 and torch.equal(scales.grad, leaf.grad)
+    torch.testing.assert_close(value, expected.detach(), **_ROUNDING[dtype])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        scales.grad.copy_(before)
+        replayed = _cuda_losses.add_factor_pull(scales, data_loss, factor_l1)
+    with torch.no_grad():
+        scales.mul_(-1.0)
+    graph.replay()
+    leaf = scales.detach().clone().requires_grad_()
+    leaf.grad = before.clone()
+    expected = (factor_l1 * data_loss) * leaf.abs().sum()
+    expected.backward()
+    assert torch.equal(scales.grad, leaf.grad)
+    torch.testing.assert_close(replayed, expected.detach(), **_ROUNDING[dtype])
+
+
+@pytest.mark.parametrize("estimator, params", [(SpectralRegressor, dict()), (SpectralRegressor, dict(alpha=1e-2)),
+                                               (SpectralClassifier, dict())])
+def test_a_cuda_fit_pulls_the_factors_apart_from_autograd_as_autograd_does(monkeypatch, estimator, params):
+    """A CUDA fit with sharing members adds the factors' pull with its kernel after the backward (not
+    through autograd); in float64 its training curve and predictions are those of the pull through
+    autograd, to rounding; a float32 fit (the default dtype) trains finite."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 5))
+    y = ((X[:, 0] + 0.3 * rng.normal(size=600) > 0).astype(int) if estimator is SpectralClassifier
+         else X[:, 0] - X[:, 1] ** 2 + 0.1 * rng.normal(size=600))
+    common = dict(device="cuda", dtype="float64", max_iter=4, early_stopping=False, random_state=0,
+                  shared_factor_l1=2e-2, **params)
+    calls = []
+    kernel = _cuda_losses.add_factor_pull
+    monkeypatch.setattr(_cuda_losses, "add_factor_pull", lambda *a: (calls.append(1), kernel(*a))[1])
+    apart = estimator(**common).fit(X, y)
+    assert apart.n_shared_members_ > 0 and calls  # (a captured step calls it once, then replays it)
+    float32 = estimator(**{**common, "dtype": "float32"}).fit(X, y)
+    assert np.isfinite(float32.loss_curve_).all()
+    monkeypatch.setattr(_losses.Penalty, "pulls_apart_on", lambda self, device: False)
+    calls.clear()
+    through_autograd = estimator(**common).fit(X, y)
+    assert not calls
+    np.testing.assert_allclose(apart.loss_curve_, through_autograd.loss_curve_, rtol=1e-9)
+    predict = "predict_proba" if estimator is SpectralClassifier else "predict"
+    np.testing.assert_allclose(getattr(apart, predict)(X), getattr(through_autograd, predict)(X), rtol=1e-7,
+                               atol=1e-9)

@@ -275,6 +275,64 @@ def test_loss_kernel_is_autograds(monkeypatch, loss_kernels, name, kwargs, dtype
     torch.testing.assert_close(gradient, expected_grad, **test_cuda_losses._ROUNDING[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape, existing", [((1, 1), True), ((2, 9), False), ((3, 700), True)])
+def test_factor_pull_kernel_adds_autograds_gradient_to_the_bit(monkeypatch, loss_kernels, dtype, shape, existing):
+    """_cuda_losses.add_factor_pull with its kernel emulated on CPU tensors: the shared factors' pull
+    added to the gradient the step's backward left (or to zeros where it left none) is autograd's
+    term's to the bit, factors at 0 included (no pull there), over more factors than the block's
+    threads; its value to rounding."""
+    from skspectral import _cuda_losses
+
+    monkeypatch.setattr(_cuda_losses, "_KERNELS", loss_kernels)
+    g = torch.Generator().manual_seed(shape[1])
+    scales = torch.nn.Parameter(torch.randn(shape, generator=g, dtype=dtype))
+    with torch.no_grad():
+        scales[torch.rand(shape, generator=g) < 0.2] = 0.0
+    before = torch.randn(shape, generator=g, dtype=dtype) if existing else None
+    data_loss, factor_l1 = torch.tensor(0.37, dtype=dtype), 2e-3
+    leaf = scales.detach().clone().requires_grad_()
+    leaf.grad = None if before is None else before.clone()
+    expected = (factor_l1 * data_loss) * leaf.abs().sum()
+    expected.backward()
+    scales.grad = None if before is None else before.clone()
+    loss_kernels.divergent = False
+    value = _cuda_losses.add_factor_pull(scales, data_loss, factor_l1)
+    assert not loss_kernels.divergent
+    assert value.dim() == 0 and value.dtype == dtype
+    assert torch.equal(scales.grad, leaf.grad)
+    torch.testing.assert_close(value, expected.detach(), **test_cuda_losses._ROUNDING[dtype])
+
+
+@pytest.mark.parametrize("estimator, alpha", [("regressor", 0.0), ("regressor", 1e-2), ("classifier", 1e-3)])
+def test_a_fit_with_the_pull_apart_is_the_fit_through_autograd(monkeypatch, loss_kernels, estimator, alpha):
+    """The trainer's step with the pull apart from autograd (as on CUDA: the rest of the penalty through
+    autograd, then add_factor_pull onto the gradients; its kernel emulated, on a CPU fit without the
+    compiled pass) fits what the pull through autograd fits, to float64's rounding."""
+    from skspectral import SpectralClassifier, SpectralRegressor, _cuda_losses
+    from skspectral._losses import Penalty
+    from skspectral.model import SpectralModel
+
+    from .test_compiled_pass import _mixed
+
+    monkeypatch.setattr(_cuda_losses, "_KERNELS", loss_kernels)
+    monkeypatch.setattr(SpectralModel, "compiled_pass", lambda self, terms_of=None: None)
+    X, y = _mixed(3, classes=estimator == "classifier")
+    cls = SpectralClassifier if estimator == "classifier" else SpectralRegressor
+    params = dict(dim=4, n_estimators=3, shared_members=0.5, shared_factor_l1=2e-2, alpha=alpha, max_iter=2,
+                  batch_size=128, dtype="float64", categorical_features=[1], random_state=0, device="cpu")
+    through_autograd = cls(**params).fit(X, y)
+    calls = []
+    monkeypatch.setattr(Penalty, "pulls_apart_on", lambda self, device: True)
+    monkeypatch.setattr(Penalty, "add_pull", lambda self, data_loss, original=Penalty.add_pull: (
+        calls.append(1), original(self, data_loss))[1])
+    apart = cls(**params).fit(X, y)
+    assert len(calls) == apart.t_ > 0
+    np.testing.assert_allclose(apart.loss_curve_, through_autograd.loss_curve_, rtol=1e-12)
+    for name, value in apart._module_state_.items():
+        np.testing.assert_allclose(value, through_autograd._module_state_[name], rtol=1e-10, atol=1e-12)
+
+
 # ---- the matrices' assembly (skspectral._assembly): the table, the diagonals' sums, the backward --
 @pytest.fixture(scope="module")
 def assembly_kernels(build_dir):

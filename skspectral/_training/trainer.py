@@ -248,9 +248,16 @@ class Trainer:
         # small kernels); the CPU's steps without a compiled pass (the variants) keep autograd's, as fitted
         runs_kernel_on = getattr(loss_and_gradient, "runs_kernel_on", None)
         self._loss_kernel = on_cuda and runs_kernel_on is not None and runs_kernel_on(parameter.device)
+        # and the shared factors' pull is added after the backward by one kernel, not ~8 of autograd's
+        pulls_apart_on = getattr(penalty_fn, "pulls_apart_on", None)
+        self._pull_apart = (self.compiled_pass is None and pulls_apart_on is not None
+                            and pulls_apart_on(parameter.device))
 
     def _penalty(self, data_loss: torch.Tensor):
-        """The penalty's value for this batch (a term relative to the batch's loss reads it)."""
+        """The penalty's value for this batch (a term relative to the batch's loss reads it); on CUDA
+        without the shared factors' pull, which :meth:`_step` adds after the backward in one kernel."""
+        if self._pull_apart:
+            return self.penalty_fn(data_loss, pull=False)
         if getattr(self.penalty_fn, "reads_data_loss", False):
             return self.penalty_fn(data_loss)
         return self.penalty_fn()
@@ -260,20 +267,25 @@ class Trainer:
         if self.compiled_pass is not None:
             return self._compiled_step(xb, yb, wb)
         self.optimizer.zero_grad(set_to_none=True)
+        penalty = 0.0  # a tensor where a term goes through autograd
         if self._loss_kernel:
             output = self.model(xb)
             data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
-            if self.penalty_fn is None:
-                loss = data_loss
-                output.backward(grad_output)
-            else:
+            if self.penalty_fn is not None:
                 penalty = self._penalty(data_loss)
-                loss = data_loss + penalty.detach()
+            if isinstance(penalty, torch.Tensor):
                 torch.autograd.backward((output, penalty), (grad_output, None))
+            else:
+                output.backward(grad_output)
         else:
             data_loss = self.loss_fn(self.model(xb), yb, wb)
-            loss = data_loss if self.penalty_fn is None else data_loss + self._penalty(data_loss)
-            loss.backward()
+            if self.penalty_fn is not None:
+                penalty = self._penalty(data_loss)
+            (data_loss + penalty if isinstance(penalty, torch.Tensor) else data_loss).backward()
+        if self._pull_apart:
+            pulled = self.penalty_fn.add_pull(data_loss)
+            penalty = penalty.detach() + pulled if isinstance(penalty, torch.Tensor) else pulled
+        loss = data_loss + penalty.detach() if isinstance(penalty, torch.Tensor) else data_loss
         if self.gradient_reducer is not None:
             self.gradient_reducer(wb.sum())
         self.optimizer.step()
