@@ -1,17 +1,37 @@
-"""A small CPU search in a fresh process, start-up included: ``GridSearchCV(SpectralRegressor(max_iter=30),
-4 candidates, cv=3)`` on 8,000 California rows with ``n_jobs`` from the command line (workers: loky
+"""A CPU search in a fresh process, start-up included, with ``n_jobs`` from the command line (workers: loky
 processes, each fit on one thread there; ``n_jobs=1``: each fit on the thread tuner's count).
 
-    python benchmarks/bench_search.py 1; python benchmarks/bench_search.py 2   # alternate, repeat
+    python benchmarks/bench_search.py 1; python benchmarks/bench_search.py 2            # alternate, repeat
+    python benchmarks/bench_search.py 1 --size issue; python benchmarks/bench_search.py 2 --size issue
+
+``--size small`` (the default): ``GridSearchCV(SpectralRegressor(max_iter=30), 4 candidates, cv=3)`` on 8,000
+California rows, a search whose workers' start-up is a large share. ``--size issue``: issue 24's search, 20
+candidates (dim, learning_rate_init, alpha) × 5 folds of every California row with the defaults otherwise.
 """
 
-import sys, time, json
+import argparse
+import json
+import time
+
 t0 = time.perf_counter()
-from sklearn.datasets import fetch_california_housing
-from sklearn.model_selection import GridSearchCV
-from skspectral import SpectralRegressor
+from sklearn.datasets import fetch_california_housing  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+
+from skspectral import SpectralRegressor  # noqa: E402
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("n_jobs", type=int)
+p.add_argument("--size", choices=["small", "issue"], default="small")
+a = p.parse_args()
 X, y = fetch_california_housing(return_X_y=True)
-search = GridSearchCV(SpectralRegressor(max_iter=30, random_state=0),
-                      {"dim": [8, 15], "learning_rate_init": [1e-3, 2e-3]}, cv=3, n_jobs=int(sys.argv[1]))
-search.fit(X[:8000], y[:8000])
-print(json.dumps({f"n_jobs={sys.argv[1]}": round(time.perf_counter() - t0, 2)}))
+if a.size == "small":
+    estimator, grid, cv, X, y = (SpectralRegressor(max_iter=30, random_state=0),
+                                 {"dim": [8, 15], "learning_rate_init": [1e-3, 2e-3]}, 3, X[:8000], y[:8000])
+else:
+    estimator, grid, cv = (SpectralRegressor(random_state=0),
+                           {"dim": [10, 15], "learning_rate_init": [1e-3, 2e-3], "alpha": [0, 1e-4, 1e-3, 1e-2, 1e-1]},
+                           5)
+search = GridSearchCV(estimator, grid, cv=cv, n_jobs=a.n_jobs)
+search.fit(X, y)
+print(json.dumps({"size": a.size, "n_jobs": a.n_jobs, "seconds": round(time.perf_counter() - t0, 2),
+                  "best_score": round(float(search.best_score_), 4)}))

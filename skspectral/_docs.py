@@ -140,9 +140,9 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         owns its matrices (the default before 2026-12-03). A one-member fit
         (n_estimators=1, and the CPU's "auto" from 100,000 rows) has its one
         member sharing: its factors are then a scale per column, which
-        shared_factor_l1 can switch off. On a GPU the shared members' fits
-        take ~1.2x the time of every member owning its matrices (flights
-        2.9 s against 1.8 s on an H200, in more epochs); on a CPU ~1.03x. Certified bounds
+        shared_factor_l1 can switch off. On a GPU a step costs about what
+        it costs with every member owning its matrices, but flights' fit
+        takes more epochs (2.7 s against 1.8 s on an H200); on a CPU ~1.03x. Certified bounds
         read every member's r A (a monotone column's factor is |r|: the
         constraint holds).
     shared_factor_l1 : float, default=2e-3
