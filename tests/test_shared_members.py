@@ -248,6 +248,9 @@ def test_the_pull_is_an_l1_on_the_factors_relative_to_the_batch_loss():
     # a model without sharing members has no factors to pull
     assert make_penalty(_model(n_shared=0), alpha=0.0, spectral_penalty=0.0, total_weight=10.0,
                         shared_factor_l1=0.1) is None
+    # without the pull (which CUDA's step adds by its kernel after the backward): the other terms, or 0.0
+    assert with_alpha(data_loss, pull=False).item() == pytest.approx(alone(data_loss).item(), rel=1e-12)
+    assert penalty(data_loss, pull=False) == 0.0 and not penalty.pulls_apart_on(torch.device("cpu"))
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled pull)")
