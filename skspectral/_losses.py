@@ -394,8 +394,8 @@ class Penalty:
         if self.shared_factor_l1 and pull:
             if data_loss is None:
                 raise ValueError("The shared factors' pull is relative to the batch's data loss: pass it.")
-            pull = self.shared_factor_l1 * data_loss.detach().to(self.model.member_scales.dtype)
-            value = value + pull * self.model.member_scales.abs().sum()
+            strength = self.shared_factor_l1 * data_loss.detach().to(self.model.member_scales.dtype)
+            value = value + strength * self.model.member_scales.abs().sum()
         return value
 
 
