@@ -254,8 +254,11 @@ class Trainer:
                             and pulls_apart_on(parameter.device))
 
     def _penalty(self, data_loss: torch.Tensor):
-        """The penalty's value for this batch (a term relative to the batch's loss reads it); on CUDA
-        without the shared factors' pull, which :meth:`_step` adds after the backward in one kernel."""
+        """The penalty's value for this batch (a term relative to the batch's loss reads it): a tensor
+        where a term goes through autograd, else 0.0 (none, or on CUDA only the shared factors' pull,
+        which :meth:`_step` adds after the backward in one kernel)."""
+        if self.penalty_fn is None:
+            return 0.0
         if self._pull_apart:
             return self.penalty_fn(data_loss, pull=False)
         if getattr(self.penalty_fn, "reads_data_loss", False):
@@ -267,20 +270,17 @@ class Trainer:
         if self.compiled_pass is not None:
             return self._compiled_step(xb, yb, wb)
         self.optimizer.zero_grad(set_to_none=True)
-        penalty = 0.0  # a tensor where a term goes through autograd
         if self._loss_kernel:
             output = self.model(xb)
             data_loss, grad_output = self.loss_and_gradient(output, yb, wb)
-            if self.penalty_fn is not None:
-                penalty = self._penalty(data_loss)
+            penalty = self._penalty(data_loss)
             if isinstance(penalty, torch.Tensor):
                 torch.autograd.backward((output, penalty), (grad_output, None))
             else:
                 output.backward(grad_output)
         else:
             data_loss = self.loss_fn(self.model(xb), yb, wb)
-            if self.penalty_fn is not None:
-                penalty = self._penalty(data_loss)
+            penalty = self._penalty(data_loss)
             (data_loss + penalty if isinstance(penalty, torch.Tensor) else data_loss).backward()
         if self._pull_apart:
             pulled = self.penalty_fn.add_pull(data_loss)
