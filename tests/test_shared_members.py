@@ -278,6 +278,36 @@ def test_the_compiled_pull_adds_autograds_gradient_to_the_bit(seed, double, log_
     assert compiled == pytest.approx(value.item(), rel=1e-6 if dtype == torch.float32 else 1e-12)
 
 
+@pytest.mark.skipif(not HAS_NUMBA, reason="needs Numba (the compiled chain rule)")
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), double=st.booleans(), n_outputs=st.integers(1, 3), n_shared=st.integers(1, 4),
+       n_own=st.integers(0, 2))
+def test_the_compiled_chain_rule_to_the_shared_set_and_its_factors(seed, double, n_outputs, n_shared, n_own):
+    """shared_grads (the CPU's compiled steps) against the chain rule written out in float64: the shared
+    set's gradient sum_m r_m grad_m, each member's product rounded to the dtype and summed in member
+    order, to the bit; each factor's gain sum_o <w S_o, grad_o> to float64's rounding."""
+    from skspectral._step_kernels import shared_grads
+
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(seed)
+    n_columns, n_entries, gain = 5, 21, dtype(10.0)
+    shared = rng.normal(size=(n_outputs, n_columns, n_entries)).astype(dtype)
+    grad = rng.normal(size=(n_own + n_shared * n_outputs, n_columns, n_entries)).astype(dtype)
+    scales = rng.normal(size=(n_shared, n_columns)).astype(dtype)
+    scales[rng.random(size=scales.shape) < 0.2] = 0.0
+    entry_weights = np.where(rng.random(n_entries) < 0.7, 2.0, 1.0).astype(dtype)  # packed: off-diagonals twice
+    grad_shared, grad_scales = np.full_like(shared, np.nan), np.full_like(scales, np.nan)
+    shared_grads(grad, shared, scales, gain, entry_weights, n_own, grad_shared, grad_scales)
+    members = grad[n_own:].reshape(n_shared, n_outputs, n_columns, n_entries)
+    expected = np.zeros(shared.shape, np.float64)
+    for m in range(n_shared):
+        expected += (gain * scales[m])[None, :, None] * members[m]  # the product in dtype, the sum in float64
+    np.testing.assert_array_equal(grad_shared, expected.astype(dtype))
+    products = (entry_weights * shared[None] * members).astype(np.float64)
+    np.testing.assert_allclose(grad_scales, gain * products.sum(axis=(1, 3)), rtol=1e-12 if double else 1e-6,
+                               atol=1e-12)
+
+
 def test_the_pull_takes_the_factors_of_noise_columns_down_most():
     """Two columns carry the target, two are noise: the pull shrinks the noise columns' factors more
     than the signal's, where a member can switch a column off."""
