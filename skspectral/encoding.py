@@ -367,8 +367,8 @@ class SymmetricTablesPasses:
     step keeps: their arrays found once (a step then pays the kernel and its thread choice, not a
     dozen conversions). ``forward()`` writes ``columns`` and ``out`` from ``weight``; ``backward()``
     writes ``grad`` from ``grad_columns`` and ``grad_out``. The tensors must keep their storage.
-    ``forward_args`` and ``forward_size`` (items, work: see ``run_kernel``), and the backward's, are
-    what a compiled caller passes the kernels itself."""
+    ``forward_args`` and ``forward_size`` (items, work, elementwise: see ``run_kernel``), and the
+    backward's, are what a compiled caller passes the kernels itself."""
 
     def __init__(self, weight, bin_columns, other_columns, columns, out, grad_columns, grad_out, grad):
         self.forward_args, self.forward_size = _symmetric_forward_args(weight, bin_columns, other_columns,
@@ -386,20 +386,22 @@ class SymmetricTablesPasses:
 
 
 def _symmetric_forward_args(weight, bin_columns, other_columns, columns, out) -> tuple:
-    """(the forward kernel's arrays, (its items, its work))."""
+    """(the forward kernel's arrays, (its items, its work, elementwise: see ``run_kernel``))."""
     models, F = weight.shape[0], bin_columns.shape[0]
     return ((weight.detach().numpy(), bin_columns.numpy(), other_columns.numpy(), columns.numpy(), out.numpy(),
              _half(weight.dtype)),
-            (models * (F + other_columns.shape[0]), models * (weight.shape[1] + out.shape[1]) * columns.shape[2]))
+            (models * (F + other_columns.shape[0]), models * (weight.shape[1] + out.shape[1]) * columns.shape[2],
+             True))
 
 
 def _symmetric_backward_args(grad_columns, grad_out, bin_columns, other_columns, grad) -> tuple:
-    """(the backward kernel's arrays, (its items, its work))."""
+    """(the backward kernel's arrays, (its items, its work, elementwise: see ``run_kernel``))."""
     models, n_columns, L = grad_columns.shape
     # W's gradient (models, n_columns, n, n) as the kernel writes it: each matrix flattened
     return ((grad_columns.numpy(), grad_out.numpy(), bin_columns.numpy(), other_columns.numpy(),
              grad.view(models, n_columns, grad.shape[-2] * grad.shape[-1]).numpy(), _half(grad.dtype)),
-            (models * (bin_columns.shape[0] + other_columns.shape[0]), models * (n_columns + grad_out.shape[1]) * L))
+            (models * (bin_columns.shape[0] + other_columns.shape[0]), models * (n_columns + grad_out.shape[1]) * L,
+             True))
 
 
 def _half(dtype: torch.dtype):
@@ -411,4 +413,4 @@ def _run_pairs(serial, parallel, args: tuple, prefix_shape: tuple) -> None:
     """A prefix-sum kernel over its (model, feature) pairs, on torch's threads where they pay."""
     n_models, n_rows, L = prefix_shape
     pairs = n_models * args[1].shape[0]
-    run_kernel(serial, parallel, args, pairs, n_models * n_rows * L)
+    run_kernel(serial, parallel, args, pairs, n_models * n_rows * L, elementwise=True)

@@ -107,6 +107,7 @@ def _compiled_kernel_calls(monkeypatch, threads: str, prefix: str) -> list:
         if torch.get_num_threads() < 2:
             pytest.skip("one torch thread: the kernels run serially")
         monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setattr(_numba_support, "ELEMENTWISE_MIN_WORK", 0)
     kernels, calls = _compiled(), []
     for name in (f"{prefix}_forward_serial", f"{prefix}_forward_parallel", f"{prefix}_backward_serial",
                  f"{prefix}_backward_parallel"):
@@ -198,7 +199,7 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
         "from skspectral import SpectralRegressor, _encoding_kernels, _step_kernels\n"
         "from skspectral._training import _adam_kernel, _steps_kernel\n"
         "from skspectral.eig import _numba_kernels, _numba_lanes, _numba_support\n"
-        "_numba_support.PARALLEL_MIN_WORK = 0  # the parallel kernels too\n"
+        "_numba_support.PARALLEL_MIN_WORK = _numba_support.ELEMENTWISE_MIN_WORK = 0  # the parallel kernels too\n"
         "X = np.random.RandomState(0).normal(size=(600, 3))\n"
         "X[::7, 1] = np.nan\n"
         "SpectralRegressor(dim=5, max_iter=2, random_state=0).fit(X, X[:, 0]).predict(X)\n"
@@ -227,3 +228,26 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
     assert "training_pass" not in first  # inlined into training_steps, not compiled on its own
     assert {name: count for name, (_, _, count, literal) in first.items() if count != 1 or literal} == {}
     assert not {"run_serial", "run_parallel", "dense_range"} & set(first)
+
+
+def test_the_tables_kernels_count_their_work_in_elements(monkeypatch):
+    """The symmetric tables' kernels (one add or copy an element) take Numba's threads from
+    ELEMENTWISE_MIN_WORK elements, not from the eigen kernels' floor (batch * n**3): a California step's
+    tables (3 models, 256 table rows of 120 entries: 92,160 elements) run on two threads."""
+    from skspectral.eig import _numba_support
+    from skspectral.encoding import _symmetric_backward_args, _symmetric_forward_args
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(_numba_support, "parallel_threads", lambda: 2)
+    models, n, n_columns, F, T = 3, 15, 128, 8, 16
+    packed = n * (n + 1) // 2
+    bin_columns, other = torch.arange(F * T).reshape(F, T), torch.zeros(0, dtype=torch.long)
+    weight = torch.zeros(models, n_columns, n, n)
+    columns, out = torch.zeros(models, n_columns, packed), torch.zeros(models, F * T, packed)
+    forward = _symmetric_forward_args(weight, bin_columns, other, columns, out)[1]
+    backward = _symmetric_backward_args(columns, out, bin_columns, other, weight)[1]
+    for items, work, elementwise in (forward, backward):
+        assert elementwise and work == models * (n_columns + F * T) * packed
+        assert _numba_support.ELEMENTWISE_MIN_WORK <= work < _numba_support.PARALLEL_MIN_WORK
+        assert _numba_support.parallel_chunks(items, work, elementwise) == 2
+        assert _numba_support.parallel_chunks(items, work) == 0  # the eigen kernels' floor would keep it serial

@@ -28,6 +28,10 @@ _launch_lock = threading.Lock()
 # Below this much work (e.g. batch * n**3 of an eigen batch) a kernel runs on the calling thread:
 # waking Numba's worker threads costs more than it saves.
 PARALLEL_MIN_WORK = 32 * 15**3
+# The same for a kernel whose work is one add or copy an element (the symmetric tables and their prefix
+# sums, counted in elements): from ~6 us of serial work (California's 92,000 elements of a step's tables
+# took 19 us on one thread, 7-10 us on two; benchmarks/RESULTS.md, section 9)
+ELEMENTWISE_MIN_WORK = 32_000
 import_error: Exception | None = None  # why numba did not import, for the callers' warnings
 
 
@@ -72,20 +76,21 @@ def parallel_threads() -> int:
     return threads
 
 
-def parallel_chunks(batch: int, work: int) -> int:
+def parallel_chunks(batch: int, work: int, elementwise: bool = False) -> int:
     """The chunks a kernel over ``batch`` independent items (``work`` in all) splits into on Numba's
     threads (sized here to torch's), or 0: it runs on the calling thread (one thread, or too little
-    work to pay for waking them)."""
-    if torch.get_num_threads() > 1 and batch > 1 and work >= PARALLEL_MIN_WORK:
+    work to pay for waking them: PARALLEL_MIN_WORK, or ELEMENTWISE_MIN_WORK where ``elementwise``)."""
+    floor = ELEMENTWISE_MIN_WORK if elementwise else PARALLEL_MIN_WORK
+    if torch.get_num_threads() > 1 and batch > 1 and work >= floor:
         return min(batch, parallel_threads())
     return 0
 
 
-def run_kernel(serial, parallel, args: tuple, batch: int, work: int) -> None:
+def run_kernel(serial, parallel, args: tuple, batch: int, work: int, elementwise: bool = False) -> None:
     """One kernel call over a batch of independent items: ``serial(*args)`` on the calling
     thread, or ``parallel(*args, chunks)`` over Numba's threads (as many as torch uses) when
     the work pays for waking them."""
-    chunks = parallel_chunks(batch, work)
+    chunks = parallel_chunks(batch, work, elementwise)
     if chunks:
         parallel(*args, chunks)
     else:
