@@ -124,7 +124,8 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         trained jointly as one batch of batch_size * n_estimators matrices per
         step; the prediction is their mean (regression) or mean probability
         (classification). "auto": 4, and on the CPU 3 from 10,000 fit rows
-        (duplicate rows merged) and 1 from 100,000, where more members no
+        (duplicate rows merged) and 1 from 100,000 (a regressor's fit of
+        several quantile levels: 1 from 10,000), where more members no
         longer paid for their share of a step (a CPU step's cost follows the
         members; a GPU's hardly does); the count used is ``n_estimators_``.
         The series' model is ``feature_encoding="linear", n_estimators=1,

@@ -485,7 +485,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             return self.n_estimators
         if device.type != "cpu" or n_rows < _AUTO_MEMBERS_ROWS:
             return _AUTO_MEMBERS[0]
-        return _AUTO_MEMBERS_TALL if n_rows >= _AUTO_MEMBERS_TALL_ROWS else _AUTO_MEMBERS[1]
+        return _AUTO_MEMBERS_TALL if n_rows >= self._one_member_rows() else _AUTO_MEMBERS[1]
+
+    def _one_member_rows(self) -> int:
+        """The fit rows from which n_estimators="auto" takes one member on the CPU."""
+        return _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
+
+    def _one_member_sooner(self) -> bool:
+        """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take three."""
+        return False
 
     def _patience(self, n_validation: int) -> int:
         """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a

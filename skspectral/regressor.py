@@ -191,6 +191,13 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _auto_early_stopping_rows(self) -> int:
         return _EARLY_STOPPING_ROWS
 
+    def _one_member_sooner(self) -> bool:
+        # Several levels take one member on the CPU where the squared error takes three: their fits run
+        # about twice the squared error's epochs, a CPU step's cost follows the members, and the members'
+        # average only narrows the levels' spread, which the calibration sets anyway: one member scored as
+        # three on the selection fold in 0.4-0.5x the time (benchmarks/RESULTS.md, section 10).
+        return self._several_quantiles()
+
     def _eigen_indices(self):
         """One eigenvalue per quantile, ascending with the levels (lambda_k1 <= lambda_k2 <= ...
         for every matrix: the quantiles cannot cross): every other index around eigval_idx_

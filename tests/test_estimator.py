@@ -545,6 +545,23 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     np.testing.assert_array_equal(loaded.feature_sensitivities_, tall.feature_sensitivities_)
 
 
+def test_several_quantile_levels_take_one_member_from_the_row_threshold_on_the_cpu(monkeypatch):
+    """A regressor's fit of several quantile levels takes one member on the CPU from _AUTO_MEMBERS_ROWS
+    (where the squared error and a single level take three), four on a GPU; an explicit count stays."""
+    monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
+    X, y = make_data(19, n=140)
+    levels = SpectralRegressor(dim=6, max_iter=1, loss="quantile", quantile=[0.1, 0.5, 0.9], **CPU)
+    assert levels.fit(X[:99], y[:99]).n_estimators_ == 4
+    fitted = levels.fit(X, y)
+    assert fitted.n_estimators_ == 1 and fitted.predict(X).shape == (140, 3)
+    assert np.all(np.diff(fitted.predict(X), axis=1) >= 0)
+    assert levels._members(100, torch.device("cuda")) == 4
+    for other in (SpectralRegressor(), SpectralRegressor(loss="quantile", quantile=0.9),
+                  SpectralRegressor(loss="absolute_error"), SpectralClassifier()):
+        assert other._members(100, torch.device("cpu")) == 3
+    assert levels.set_params(n_estimators=3)._members(100, torch.device("cpu")) == 3
+
+
 def test_a_continued_fit_keeps_its_auto_members(monkeypatch):
     monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
     X, y = make_data(18, n=140)
