@@ -115,15 +115,14 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
     n_bins : int or "auto", default="auto"
         Quantile bins per numeric feature with feature_encoding="piecewise_linear"
         (fewer where a feature has fewer distinct values). "auto": 16, and 32
-        from 10,000 fit rows (duplicate rows merged) on CUDA, from 100,000 on
-        the CPU: more accurate on tall tables (flights' RMSE 6 % lower on CUDA,
-        3 % on the CPU), while on the CPU they cost epochs at the same accuracy
-        on tables of tens of thousands of rows.
+        from 10,000 fit rows (duplicate rows merged): more accurate on tall
+        tables (flights' RMSE 6 % lower on CUDA, 3 % on the CPU; California
+        and diamonds 1-2 % on the CPU with its two members there).
     n_estimators : int or "auto", default="auto"
         Ensemble members, each with its own initialisation and its own loss,
         trained jointly as one batch of batch_size * n_estimators matrices per
         step; the prediction is their mean (regression) or mean probability
-        (classification). "auto": 4, and on the CPU 3 from 10,000 fit rows
+        (classification). "auto": 4, and on the CPU 2 from 10,000 fit rows
         (duplicate rows merged) and 1 from 100,000 (a regressor's fit of
         several quantile levels: 1 from 10,000), where more members no
         longer paid for their share of a step (a CPU step's cost follows the

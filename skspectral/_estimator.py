@@ -75,11 +75,12 @@ _STEADY_VALIDATION_ROWS = 1000
 _AUTO_BATCH = 200
 _AUTO_STEPS = 200
 # n_estimators="auto": _AUTO_MEMBERS[0] members, and on the CPU _AUTO_MEMBERS[1] from _AUTO_MEMBERS_ROWS fit
-# rows, where a CPU step's cost follows the members and the rows are many enough that a fourth one's average
-# no longer paid (chosen on the selection fold; on a GPU a step costs the same with 3 or 4, and flights took
-# more epochs with 3: benchmarks/RESULTS.md, section 9), and _AUTO_MEMBERS_TALL from _AUTO_MEMBERS_TALL_ROWS,
-# where with 32 bins one member scored as three (flights on the selection fold, section 9)
-_AUTO_MEMBERS = (4, 3)
+# rows, where a CPU step's cost follows the members and the rows are many enough that more members' average
+# no longer paid (chosen on the selection fold: with the shared members and 32 bins there two scored as three
+# with 16 bins at 0.6x the time; on a GPU a step costs the same with 2 or 4, and flights took more epochs with
+# 3: benchmarks/RESULTS.md, section 9), and _AUTO_MEMBERS_TALL from _AUTO_MEMBERS_TALL_ROWS, where with 32 bins
+# one member scored as three (flights on the selection fold, section 9)
+_AUTO_MEMBERS = (4, 2)
 _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;

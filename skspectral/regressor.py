@@ -192,7 +192,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         return _EARLY_STOPPING_ROWS
 
     def _one_member_sooner(self) -> bool:
-        # Several levels take one member on the CPU where the squared error takes three: their fits run
+        # Several levels take one member on the CPU where the squared error takes two: their fits run
         # about twice the squared error's epochs, a CPU step's cost follows the members, and the members'
         # average only narrows the levels' spread, which the calibration sets anyway: one member scored as
         # three on the selection fold in 0.4-0.5x the time (benchmarks/RESULTS.md, section 10).

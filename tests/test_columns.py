@@ -106,10 +106,10 @@ def test_auto_level_threshold_is_a_share_of_the_rows_within_10_and_100(n_rows, e
 
 @pytest.mark.parametrize("n_rows, expected", [(9_999, 16), (10_000, 32)])
 def test_auto_bins_grow_with_the_rows(n_rows, expected):
-    """n_bins="auto" on CUDA: 16 quantile bins, 32 from 10,000 rows (a continuous feature gets
-    them all); on the CPU 16 below 100,000 rows; an integer is taken as given."""
+    """n_bins="auto": 16 quantile bins, 32 from 10,000 rows (a continuous feature gets them all),
+    on CUDA and on the CPU; an integer is taken as given."""
     X = np.random.default_rng(0).normal(size=(n_rows, 2))
-    for n_bins, cuda, bins in (("auto", True, expected), ("auto", False, 16), (5, True, 5)):
+    for n_bins, cuda, bins in (("auto", True, expected), ("auto", False, expected), (5, True, 5)):
         summary = ColumnSummary.of_block(X, np.ones(n_rows), column_kinds(X, None))
         mapper = summary.finalize(ColumnOptions(n_bins=n_bins, cuda=cuda))
         assert [len(edges) - 1 for edges in mapper.spec.edges] == [bins, bins]

@@ -353,18 +353,19 @@ def test_min_level_count_pools_rarer_levels_into_other(Estimator):
         Estimator(min_level_count=0).fit(X, target)
 
 
-def test_auto_bins_on_the_cpu_are_16_up_to_the_tall_threshold():
-    """n_bins="auto" takes the mapper's row rule: 32 bins from 10,000 rows where the fit trains on
-    CUDA, from 100,000 on the CPU (below, 32 cost epochs there at the same accuracy)."""
+def test_auto_bins_on_the_cpu_follow_the_rows():
+    """n_bins="auto" takes the mapper's row rule: 32 bins from 10,000 rows, on the CPU as on CUDA."""
     from skspectral._columns.mapper import bins_for
 
     X = np.random.RandomState(0).normal(size=(10_000, 2))
     assert SpectralRegressor()._column_options(cuda=True).cuda is True
     assert SpectralRegressor()._column_options(cuda=False).cuda is False
-    assert bins_for("auto", 10_000, cuda=False) == 16 and bins_for(24, 10_000, cuda=False) == 24
-    assert bins_for("auto", 99_999, cuda=False) == 16 and bins_for("auto", 100_000, cuda=False) == 32
-    fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, **CPU).fit(X, X[:, 0])
-    assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [16, 16]
+    assert bins_for("auto", 9_999, cuda=False) == 16 and bins_for(24, 10_000, cuda=False) == 24
+    assert bins_for("auto", 10_000, cuda=False) == 32 and bins_for("auto", 100_000, cuda=False) == 32
+    fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU).fit(X, X[:, 0])
+    assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [32, 32]
+    fewer = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU).fit(X[:9_999], X[:9_999, 0])
+    assert [len(edges) - 1 for edges in fewer.encoding_.edges] == [16, 16]
 
 
 @pytest.mark.cuda
@@ -529,15 +530,15 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     target = y if estimator is SpectralRegressor else y > np.median(y)
     small = estimator(dim=4, max_iter=1, **CPU).fit(X[:99], target[:99])
     tall = estimator(dim=4, max_iter=1, **CPU).fit(X, target)
-    assert (small.n_estimators_, tall.n_estimators_) == _estimator._AUTO_MEMBERS == (4, 3)
-    assert small.mu_.shape[0] == 4 and tall.mu_.shape[0] == 3 and tall.feature_matrices_.shape[0] == 3
+    assert (small.n_estimators_, tall.n_estimators_) == _estimator._AUTO_MEMBERS == (4, 2)
+    assert small.mu_.shape[0] == 4 and tall.mu_.shape[0] == 2 and tall.feature_matrices_.shape[0] == 2
     assert estimator(dim=4, max_iter=1, n_estimators=5, **CPU).fit(X, target).n_estimators_ == 5
     # on a GPU a step costs about the same with either count: "auto" keeps 4 there
-    assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 3
+    assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 2
     # on the CPU one member from the tall threshold (100,000 rows)
     rows = _estimator._AUTO_MEMBERS_TALL_ROWS
     assert estimator()._members(rows, torch.device("cpu")) == _estimator._AUTO_MEMBERS_TALL == 1
-    assert estimator()._members(rows - 1, torch.device("cpu")) == 3
+    assert estimator()._members(rows - 1, torch.device("cpu")) == 2
     assert estimator()._members(rows, torch.device("cuda")) == 4
     # the fitted model predicts and bounds with its own members, also after a pickle round trip
     loaded = pickle.loads(pickle.dumps(tall))
@@ -547,7 +548,7 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
 
 def test_several_quantile_levels_take_one_member_from_the_row_threshold_on_the_cpu(monkeypatch):
     """A regressor's fit of several quantile levels takes one member on the CPU from _AUTO_MEMBERS_ROWS
-    (where the squared error and a single level take three), four on a GPU; an explicit count stays."""
+    (where the squared error and a single level take two), four on a GPU; an explicit count stays."""
     monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
     X, y = make_data(19, n=140)
     levels = SpectralRegressor(dim=6, max_iter=1, loss="quantile", quantile=[0.1, 0.5, 0.9], **CPU)
@@ -558,7 +559,7 @@ def test_several_quantile_levels_take_one_member_from_the_row_threshold_on_the_c
     assert levels._members(100, torch.device("cuda")) == 4
     for other in (SpectralRegressor(), SpectralRegressor(loss="quantile", quantile=0.9),
                   SpectralRegressor(loss="absolute_error"), SpectralClassifier()):
-        assert other._members(100, torch.device("cpu")) == 3
+        assert other._members(100, torch.device("cpu")) == 2
     assert levels.set_params(n_estimators=3)._members(100, torch.device("cpu")) == 3
 
 
@@ -566,10 +567,10 @@ def test_a_continued_fit_keeps_its_auto_members(monkeypatch):
     monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_ROWS", 100)
     X, y = make_data(18, n=140)
     est = SpectralRegressor(dim=4, max_iter=1, warm_start=True, **CPU).fit(X, y)
-    assert est.fit(X[:50], y[:50]).n_estimators_ == 3  # fewer rows now, the same model
-    assert est.set_params(n_estimators=3).fit(X[:50], y[:50]).n_iter_ == 3  # the count it has
+    assert est.fit(X[:50], y[:50]).n_estimators_ == 2  # fewer rows now, the same model
+    assert est.set_params(n_estimators=2).fit(X[:50], y[:50]).n_iter_ == 3  # the count it has
     est.set_params(n_estimators=4)
-    with pytest.raises(ValueError, match=r"n_estimators=4 \(was 3\)"):
+    with pytest.raises(ValueError, match=r"n_estimators=4 \(was 2\)"):
         est.fit(X, y)
     partial = SpectralRegressor(dim=4, **CPU).partial_fit(X[:50], y[:50])
     assert partial.partial_fit(X, y).n_estimators_ == 4

@@ -38,10 +38,10 @@ from .summary import check_total_weight, checked_scale, edges_of, sample_values,
 # n_bins="auto": AUTO_BINS quantile bins per numeric feature, and AUTO_BINS_TALL from AUTO_BINS_ROWS rows
 # up on CUDA, from AUTO_BINS_CPU_ROWS on the CPU. Chosen on the quality suite's selection fold
 # (benchmarks/RESULTS.md, section 12): 32 bins helped the tables of 20,000 rows and more (flights' RMSE
-# 4.7 % lower) and hurt those of 5,000 and fewer but concrete (churn's log-loss 12 % higher); on the CPU
-# they cost epochs at the same accuracy from 10,000 rows (California: 65 epochs against 40, RMSE 0.4759
-# against 0.4757), but took flights' RMSE 3.2 % lower (section 9).
-AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS, AUTO_BINS_CPU_ROWS = 16, 32, 10_000, 100_000
+# 4.7 % lower) and hurt those of 5,000 and fewer but concrete (churn's log-loss 12 % higher). The CPU took
+# them from 100,000 rows until 2026-12-03 (they cost epochs with three members of one's own); with shared
+# members and two members there (n_estimators="auto") they pay from 10,000 rows too (section 9).
+AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS, AUTO_BINS_CPU_ROWS = 16, 32, 10_000, 10_000
 
 
 def bins_for(n_bins, n_rows: int, cuda: bool) -> int:
