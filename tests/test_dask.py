@@ -149,12 +149,12 @@ def test_the_columns_are_the_merged_summaries_of_the_partitions_and_weights_reac
     pairs = blocks  # merged as the cluster merges them: pairwise, in a tree, in row order
     while len(pairs) > 1:
         pairs = [pairs[i].merge(pairs[i + 1]) if i + 1 < len(pairs) else pairs[i] for i in range(0, len(pairs), 2)]
-    expected = pairs[0].finalize(ColumnOptions("piecewise_linear", 16))  # n_bins="auto" on the CPU
+    expected = pairs[0].finalize(ColumnOptions("piecewise_linear", 32))  # n_bins="auto" from 10,000 rows
     mapper = model.column_mapper_
     for name in ("mean", "scale", "low", "high", "fill"):
         np.testing.assert_array_equal(getattr(mapper, name), getattr(expected, name), err_msg=name)
     assert mapper.spec.missing == expected.spec.missing == [0, 1, 2, 3]
-    assert [len(edges) for edges in mapper.spec.edges] == [17] * 4
+    assert [len(edges) for edges in mapper.spec.edges] == [33] * 4
     for ours, exact in zip(mapper.spec.edges, expected.spec.edges):
         np.testing.assert_array_equal(ours, exact)
     # and close to the plain estimator's, which summarises its merged rows as one block
