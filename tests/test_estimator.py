@@ -364,7 +364,8 @@ def test_auto_bins_on_the_cpu_follow_the_rows():
     assert bins_for("auto", 10_000, cuda=False) == 32 and bins_for("auto", 100_000, cuda=False) == 32
     fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU).fit(X, X[:, 0])
     assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [32, 32]
-    fewer = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU).fit(X[:9_999], X[:9_999, 0])
+    fewer = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU)
+    fewer.fit(X[:9_999], X[:9_999, 0])
     assert [len(edges) - 1 for edges in fewer.encoding_.edges] == [16, 16]
 
 
