@@ -448,15 +448,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if message:
             warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
 
-    def _column_options(self, cuda: bool | None = None) -> ColumnOptions:
-        """The encoding options, monotonic_cst as one constraint per column of X; ``cuda``:
-        whether the fit trains on CUDA (None: the resolved device_ says)."""
+    def _column_options(self) -> ColumnOptions:
+        """The encoding options, monotonic_cst as one constraint per column of X."""
         constraints = self.monotonic_cst
         if isinstance(constraints, dict):
             constraints = monotonic_by_position(constraints, getattr(self, "feature_names_in_", None))
-        cuda = torch.device(self.device_).type == "cuda" if cuda is None else cuda
         return ColumnOptions(self.feature_encoding, self.n_bins,
-                             None if constraints is None else np.asarray(constraints), self.min_level_count, cuda)
+                             None if constraints is None else np.asarray(constraints), self.min_level_count)
 
     def _check_monotone_outputs(self) -> None:
         if self.column_mapper_.monotone is not None and self._n_outputs() is not None:
@@ -486,14 +484,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             return self.n_estimators
         if device.type != "cpu" or n_rows < _AUTO_MEMBERS_ROWS:
             return _AUTO_MEMBERS[0]
-        return _AUTO_MEMBERS_TALL if n_rows >= self._one_member_rows() else _AUTO_MEMBERS[1]
-
-    def _one_member_rows(self) -> int:
-        """The fit rows from which n_estimators="auto" takes one member on the CPU."""
-        return _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
+        one_member_rows = _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
+        return _AUTO_MEMBERS_TALL if n_rows >= one_member_rows else _AUTO_MEMBERS[1]
 
     def _one_member_sooner(self) -> bool:
-        """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take three."""
+        """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take two."""
         return False
 
     def _patience(self, n_validation: int) -> int:

@@ -204,19 +204,6 @@ def _worker_addresses(client) -> list:
     return client.run_on_scheduler(_addresses_on_scheduler)
 
 
-def _ranks_use_cuda(client, device) -> bool:
-    """Whether the ranks will train on CUDA: the device they resolve ``device`` to, asked of one
-    worker (the client may have no GPU where the workers do)."""
-    first = sorted(_worker_addresses(client))[0]
-    return bool(client.run(_resolves_to_cuda, device, workers=[first])[first])
-
-
-def _resolves_to_cuda(device) -> bool:
-    from ._device import resolve_device
-
-    return resolve_device(device).type == "cuda"
-
-
 def _require_process_workers(client) -> None:
     """The ranks of a data-parallel fit are torch.distributed processes: one per worker process."""
     threads = [address for address in _worker_addresses(client) if address.startswith("inproc://")]
@@ -356,7 +343,7 @@ class _DaskSpectralMixin:
         columns, target = dask.compute(_tree_merge(summaries))[0]
         self._fit_target(target)  # classes_ here; each rank fits the same from the same summary
         self._column_kinds = kinds
-        self.column_mapper_ = columns.finalize(self._column_options(cuda=_ranks_use_cuda(client, self.device)))
+        self.column_mapper_ = columns.finalize(self._column_options())
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

@@ -107,13 +107,13 @@ def test_auto_level_threshold_is_a_share_of_the_rows_within_10_and_100(n_rows, e
 @pytest.mark.parametrize("n_rows, expected", [(9_999, 16), (10_000, 32)])
 def test_auto_bins_grow_with_the_rows(n_rows, expected):
     """n_bins="auto": 16 quantile bins, 32 from 10,000 rows (a continuous feature gets them all),
-    on CUDA and on the CPU; an integer is taken as given."""
+    whatever the device; an integer is taken as given."""
     X = np.random.default_rng(0).normal(size=(n_rows, 2))
-    for n_bins, cuda, bins in (("auto", True, expected), ("auto", False, expected), (5, True, 5)):
+    for n_bins, bins in (("auto", expected), (5, 5)):
         summary = ColumnSummary.of_block(X, np.ones(n_rows), column_kinds(X, None))
-        mapper = summary.finalize(ColumnOptions(n_bins=n_bins, cuda=cuda))
+        mapper = summary.finalize(ColumnOptions(n_bins=n_bins))
         assert [len(edges) - 1 for edges in mapper.spec.edges] == [bins, bins]
-    assert bins_for("auto", n_rows, True) == expected and bins_for(7, n_rows, True) == 7
+    assert bins_for("auto", n_rows) == expected and bins_for(7, n_rows) == 7
 
 
 def test_a_categorical_column_of_another_kind_at_predict_is_an_error():

@@ -358,10 +358,8 @@ def test_auto_bins_on_the_cpu_follow_the_rows():
     from skspectral._columns.mapper import bins_for
 
     X = np.random.RandomState(0).normal(size=(10_000, 2))
-    assert SpectralRegressor()._column_options(cuda=True).cuda is True
-    assert SpectralRegressor()._column_options(cuda=False).cuda is False
-    assert bins_for("auto", 9_999, cuda=False) == 16 and bins_for(24, 10_000, cuda=False) == 24
-    assert bins_for("auto", 10_000, cuda=False) == 32 and bins_for("auto", 100_000, cuda=False) == 32
+    assert bins_for("auto", 9_999) == 16 and bins_for(24, 10_000) == 24
+    assert bins_for("auto", 10_000) == 32 and bins_for("auto", 100_000) == 32
     fitted = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU).fit(X, X[:, 0])
     assert [len(edges) - 1 for edges in fitted.encoding_.edges] == [32, 32]
     fewer = SpectralRegressor(dim=3, max_iter=1, n_estimators=1, early_stopping=False, **CPU)

@@ -36,26 +36,25 @@ from .summary import check_total_weight, checked_scale, edges_of, sample_values,
 
 
 # n_bins="auto": AUTO_BINS quantile bins per numeric feature, and AUTO_BINS_TALL from AUTO_BINS_ROWS rows
-# up on CUDA, from AUTO_BINS_CPU_ROWS on the CPU. Chosen on the quality suite's selection fold
-# (benchmarks/RESULTS.md, section 12): 32 bins helped the tables of 20,000 rows and more (flights' RMSE
-# 4.7 % lower) and hurt those of 5,000 and fewer but concrete (churn's log-loss 12 % higher). The CPU took
-# them from 100,000 rows until 2026-12-03 (they cost epochs with three members of one's own); with shared
-# members and two members there (n_estimators="auto") they pay from 10,000 rows too (section 9).
-AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS, AUTO_BINS_CPU_ROWS = 16, 32, 10_000, 10_000
+# up, on every device. Chosen on the quality suite's selection fold (benchmarks/RESULTS.md, section 12):
+# 32 bins helped the tables of 20,000 rows and more (flights' RMSE 4.7 % lower) and hurt those of 5,000
+# and fewer but concrete (churn's log-loss 12 % higher). The CPU took them from 100,000 rows until
+# 2026-12-03 (they cost epochs with three members of one's own); with shared members and two members there
+# (n_estimators="auto") they pay from 10,000 rows too (section 9).
+AUTO_BINS, AUTO_BINS_TALL, AUTO_BINS_ROWS = 16, 32, 10_000
 
 
-def bins_for(n_bins, n_rows: int, cuda: bool) -> int:
-    """Quantile bins per numeric feature: ``n_bins`` itself, or for "auto" by the fit's rows and
-    whether it trains on CUDA."""
+def bins_for(n_bins, n_rows: int) -> int:
+    """Quantile bins per numeric feature: ``n_bins`` itself, or for "auto" by the fit's rows."""
     if n_bins != "auto":
         return int(n_bins)
-    return AUTO_BINS_TALL if n_rows >= (AUTO_BINS_ROWS if cuda else AUTO_BINS_CPU_ROWS) else AUTO_BINS
+    return AUTO_BINS_TALL if n_rows >= AUTO_BINS_ROWS else AUTO_BINS
 
 
 @dataclass(frozen=True)
 class ColumnOptions:
     """How the columns are encoded: "piecewise_linear" on ``n_bins`` quantile bins (see
-    :func:`bins_for`; ``cuda``: the fit trains on CUDA) or "linear";
+    :func:`bins_for`) or "linear";
     ``monotonic``: -1/0/+1 per input column (None: no constraint); a categorical level seen in
     fewer than ``min_level_count`` rows shares its feature's "other" level."""
 
@@ -63,7 +62,6 @@ class ColumnOptions:
     n_bins: int | str = "auto"
     monotonic: np.ndarray | None = None
     min_level_count: int | str = "auto"
-    cuda: bool = False
 
 
 # from this many rows a fit's columns find their quantiles on several threads (fewer: a thread's start costs more)
@@ -131,7 +129,7 @@ class ColumnMapper:
 
         edges, fill = [], np.full(p, np.nan)
         piecewise = options.encoding == "piecewise_linear"
-        n_bins = bins_for(options.n_bins, summary.n_rows, options.cuda) if piecewise else 1
+        n_bins = bins_for(options.n_bins, summary.n_rows) if piecewise else 1
 
         def column_quantiles(j):
             values, weight = sample_values(*summary.sample[j])
