@@ -56,7 +56,12 @@ class CompiledDensePass:
     overwrites; ``output(values)``: the model's forward output from them (torch ops,
     differentiable); ``backward(grad_values, frobenius_factor)``: every parameter's ``.grad`` from the
     gradient of the values (the batch of the last ``values`` call), a Frobenius penalty's added.
-    ``weight``: the tensor of every model's W the kernels read (default: the model's ``weight``)."""
+    ``weight``: the tensor of every model's W the kernels read (default: the model's ``weight``).
+    ``packed_terms``: whether a batch is its rows' gathered terms packed in one tensor (rows, 2, terms) --
+    the table rows as floats, exact, then their weights (:class:`skspectral.model.OnGatheredTerms`) --
+    which compiled steps (skspectral._training.compiled_steps) then read in place."""
+
+    packed_terms = False
 
     def __init__(self, model, terms_of, weight: torch.Tensor | None = None):
         self.model, self.terms_of = model, terms_of

@@ -682,7 +682,10 @@ class OnGatheredTerms(_OnPreparedRows):
         return terms[:, 0].long(), terms[:, 1]
 
     def compiled_pass(self):
-        return self.model.compiled_pass(self.unpack)
+        compiled = self.model.compiled_pass(self.unpack)
+        if compiled is not None:
+            compiled.packed_terms = True  # compiled steps read the batches' packed terms in place
+        return compiled
 
 
 class OnEncodedRows(_OnPreparedRows):

@@ -303,28 +303,47 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
         np.testing.assert_array_equal(getattr(compiled, output)(X), getattr(other, output)(X))
 
 
-@pytest.mark.parametrize("found_once", [True, False])
-def test_compiled_steps_find_their_terms_a_chunk_at_a_time(monkeypatch, found_once):
-    """A run finds (or unpacks) its rows' terms a chunk of whole batches at a time (TERMS_BYTES: a
-    tall fit's block of rows would hold them all at once): the same batches, so the same fit to the
-    bit, whether the fit found its rows' terms once or not (over the size limit)."""
+def test_compiled_steps_take_found_terms_as_they_are_or_find_them_a_chunk_at_a_time(monkeypatch):
+    """A fit that found its rows' terms once hands them to the steps as they are, packed (each step unpacks
+    its batch's): one run of every row an epoch, however small TERMS_BYTES. A fit over the size limit finds
+    and packs its rows' terms a chunk of whole batches at a time (TERMS_BYTES: a tall fit's block of rows
+    would hold them all at once). The same batches either way, so the same fit to the bit."""
     from skspectral import _estimator
     from skspectral._training import compiled_steps
 
-    if not found_once:
-        monkeypatch.setattr(_estimator, "_GATHERED_TERMS_BYTES", 0)
     X, y = _mixed(8)
     params = dict(dim=6, max_iter=2, batch_size=64, categorical_features=[1], random_state=0, device="cpu")
-    whole = SpectralRegressor(**params).fit(X, y)
-    chunks = []
+    runs = []
     original = compiled_steps.CompiledSteps._run
-    monkeypatch.setattr(compiled_steps.CompiledSteps, "_run", lambda self, X, *args: (
-        chunks.append(X.shape[0]), original(self, X, *args))[1])
+    monkeypatch.setattr(compiled_steps.CompiledSteps, "_run", lambda self, terms, *args: (
+        runs.append(terms.shape[0]), original(self, terms, *args))[1])
     monkeypatch.setattr(compiled_steps, "TERMS_BYTES", 1)  # one batch a chunk
+    found_once = SpectralRegressor(**params).fit(X, y)
+    assert len(runs) == found_once.n_iter_ and len(set(runs)) == 1 and runs[0] > 2 * 64  # every row each epoch
+    runs.clear()
+    monkeypatch.setattr(_estimator, "_GATHERED_TERMS_BYTES", 0)
     chunked = SpectralRegressor(**params).fit(X, y)
-    assert max(chunks) == 64 and len(chunks) > 2 * 8
-    assert whole.loss_curve_ == chunked.loss_curve_
-    np.testing.assert_array_equal(whole.predict(X), chunked.predict(X))
+    assert max(runs) == 64 and len(runs) > 2 * 8
+    assert found_once.loss_curve_ == chunked.loss_curve_
+    np.testing.assert_array_equal(found_once.predict(X), chunked.predict(X))
+
+
+def test_packed_terms_hold_every_table_row_exactly():
+    """Rows' terms packed for the compiled steps (the rows' table rows as floats, then their weights) keep
+    every table row exact: in the model's dtype where it holds them (float32 below 2**24), else in float64;
+    the steps unpack the same integers (and -1, no row) and weights."""
+    from types import SimpleNamespace
+
+    from skspectral._training.compiled_steps import CompiledSteps
+
+    weights = torch.tensor([[0.25, 1.0, 0.0]], dtype=torch.float32)
+    for top, dtype in ((2**24 - 1, torch.float32), (2**24 + 1, torch.float64)):
+        rows = torch.tensor([[top, 3, -1]])
+        steps = SimpleNamespace(compiled_pass=SimpleNamespace(terms_of=lambda X, rows=rows: (rows, weights)),
+                                dtype=torch.float32)
+        packed = CompiledSteps._packed_terms(steps, None)
+        assert packed.dtype == dtype and packed.shape == (1, 2, 3)
+        assert torch.equal(packed[:, 0].long(), rows) and torch.equal(packed[:, 1].float(), weights)
 
 
 @pytest.mark.parametrize("shared_members", [0.0, 0.5])

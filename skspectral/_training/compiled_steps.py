@@ -51,6 +51,7 @@ class CompiledSteps:
         self.packed = compiled_pass.packed_parameters()
         self.packed_moments = [(torch.empty_like(values), torch.empty_like(values)) for _, values, _ in self.packed]
         self._frobenius_factor, self._factor_l1 = (float(t) for t in penalty_terms or (0.0, 0.0))
+        self._batches: dict = {}  # a step's batch buffers, see _batch
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
@@ -67,12 +68,17 @@ class CompiledSteps:
         """Steps over consecutive batches of these rows (the last one short where batch_size does not
         divide them), as the trainer's one-step path takes them; each step's (objective, data loss),
         a (2,) tensor of the model's dtype, appended to ``losses``. ``threads``: the trainer's
-        :class:`.threads.AdaptiveThreads` (None: the current thread count throughout)."""
+        :class:`.threads.AdaptiveThreads` (None: the current thread count throughout). Rows that are
+        their packed terms (the compiled pass's ``packed_terms``: a fit that found them once) go to the
+        steps as they are; other rows have their terms found and packed so a chunk at a time."""
         n = X.shape[0]
         if not n:
             return
         self._pack()
         try:
+            if self.compiled_pass.packed_terms:
+                self._run(X, y, weight, batch_size, threads, losses)
+                return
             # the rows' terms a chunk of whole batches at a time: a tall fit's block of rows would
             # otherwise hold its terms (several times its rows' bytes) all at once (no terms at all
             # where every column is constant)
@@ -81,9 +87,19 @@ class CompiledSteps:
             chunk = max(1, TERMS_BYTES // (terms_bytes * batch_size)) * batch_size
             for first in range(0, n, chunk):
                 last = first + chunk
-                self._run(X[first:last], y[first:last], weight[first:last], batch_size, threads, losses)
+                self._run(self._packed_terms(X[first:last]), y[first:last], weight[first:last], batch_size, threads,
+                          losses)
         finally:
             self._unpack()
+
+    def _packed_terms(self, X: torch.Tensor) -> torch.Tensor:
+        """Rows' terms packed as the steps read them, (rows, 2, terms): the table rows as floats of the
+        model's dtype, or float64 where that would not hold them exactly (2**24 rows and more in float32)."""
+        rows, weights = self.compiled_pass.terms_of(X)
+        dtype = self.dtype
+        if rows.numel() and int(rows.max()) >= 2 / torch.finfo(dtype).eps:  # exact integers below 2**24 in float32
+            dtype = torch.float64
+        return torch.stack([rows.to(dtype), weights.to(dtype)], dim=1)
 
     def _pack(self) -> None:
         """The weight and Adam's moments of it as the steps keep them (and the weight's gradient as
@@ -118,11 +134,11 @@ class CompiledSteps:
         for full, packed in zip((moments["exp_avg"], moments["exp_avg_sq"]), packed_moments):
             self.compiled_pass.symmetric_from_lower(packed, full)
 
-    def _run(self, X, y, weight, batch_size: int, threads, losses: list) -> None:
-        n = X.shape[0]
-        rows, weights = self.compiled_pass.terms_of(X)
-        rows, weights = rows.contiguous(), weights.contiguous()
-        targets, sample_weights = y.contiguous(), weight.contiguous()
+    def _run(self, terms, y, weight, batch_size: int, threads, losses: list) -> None:
+        """The steps over these rows' packed ``terms`` (and y and weight), several whole batches to a call
+        while the thread choice holds."""
+        terms, targets, sample_weights = terms.contiguous(), y.contiguous(), weight.contiguous()
+        n = terms.shape[0]
         whole = n // batch_size
         done = 0  # steps
         while done * batch_size < n:
@@ -132,27 +148,38 @@ class CompiledSteps:
                 count = min(count, threads.steps_left())
             first, last = done * batch_size, done * batch_size + count * size
             if threads is None:
-                block = self._steps(count, size, targets[first:last], sample_weights[first:last], rows[first:last],
-                                    weights[first:last])
+                block = self._steps(count, size, targets[first:last], sample_weights[first:last], terms[first:last])
             else:
                 with threads.step(count):
                     block = self._steps(count, size, targets[first:last], sample_weights[first:last],
-                                        rows[first:last], weights[first:last])
+                                        terms[first:last])
             losses.extend(block.unbind(0))
             done += count
 
-    def _steps(self, count: int, size: int, targets, sample_weights, rows, weights) -> torch.Tensor:
-        """``count`` steps of ``size`` rows in one call; (count, 2): each step's objective and data loss."""
+    def _steps(self, count: int, size: int, targets, sample_weights, terms) -> torch.Tensor:
+        """``count`` steps of ``size`` rows (their packed terms) in one call; (count, 2): each step's
+        objective and data loss."""
         # (step_state sets the parameters' .grad, which compiled_steps reads)
-        state = self.compiled_pass.step_state(size, rows.shape[1], self.loss_code, packed=True,
+        state = self.compiled_pass.step_state(size, terms.shape[2], self.loss_code, packed=True,
                                               loss_parameters=self.loss_parameters)
         adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
-        _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), rows.numpy(), weights.numpy(),
-                  self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses, self._shared)
+        _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
+                  self._batch(size, terms), self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses,
+                  self._shared)
         # the one-step path's arithmetic: each float64 loss rounded to the model's dtype, the
         # penalty's added in that dtype (torch's tensor + Python float)
         data_loss = torch.from_numpy(step_losses[:, 0]).to(self.dtype)
         if self.penalty_terms is None:
             return torch.stack([data_loss, data_loss], dim=1)
         return torch.stack([data_loss + torch.from_numpy(step_losses[:, 1]).to(self.dtype), data_loss], dim=1)
+
+    def _batch(self, size: int, terms) -> tuple:
+        """A step's table rows and their weights (in the model's dtype, as the kernels read them) as the
+        kernel unpacks them, made once per size."""
+        key = (size, terms.shape[2])
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = (np.empty((size, terms.shape[2]), np.int64),
+                                          np.empty((size, terms.shape[2]), self.compiled_pass.mu.numpy().dtype))
+        return batch
