@@ -59,7 +59,7 @@ class CompiledDensePass:
     ``weight``: the tensor of every model's W the kernels read (default: the model's ``weight``).
     ``packed_terms``: whether a batch is its rows' gathered terms packed in one tensor (rows, 2, terms) --
     the table rows as floats, exact, then their weights (:class:`skspectral.model.OnGatheredTerms`) --
-    which compiled steps (skspectral._training.compiled_steps) then read in place."""
+    which compiled steps (skspectral._training.compiled_steps) then take as they are, unpacking each batch."""
 
     packed_terms = False
 

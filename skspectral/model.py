@@ -684,7 +684,7 @@ class OnGatheredTerms(_OnPreparedRows):
     def compiled_pass(self):
         compiled = self.model.compiled_pass(self.unpack)
         if compiled is not None:
-            compiled.packed_terms = True  # compiled steps read the batches' packed terms in place
+            compiled.packed_terms = True  # compiled steps take the packed terms as they are
         return compiled
 
 
