@@ -694,6 +694,57 @@ def test_cpu_lanes_give_each_matrix_the_bits_it_gets_alone(n, dtype, kinds, coun
             assert torch.equal(vectors[b], torch.eye(n, dtype=dtype)[list(ks)])
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 20), dtype=st.sampled_from([torch.float32, torch.float64]),
+       kinds=st.lists(st.sampled_from(["random", "zero", "nan", "repeated", "clustered", "tiny"]), min_size=1,
+                      max_size=11),
+       count=st.integers(2, 4), seed=st.integers(0, 2**31 - 1))
+def test_cpu_several_indices_side_by_side_give_each_index_its_own_bits(n, dtype, kinds, count, seed):
+    """Several indices after one reduction run side by side in the CPU kernel (kth_values,
+    inverse_iterations, back_transforms: their chains overlap); each index's value and vector have the
+    bits of a call with that index alone -- dense and tridiagonal matrices, with and without vectors,
+    zero, non-finite, repeated, clustered and tiny matrices, indices in any order of distance."""
+    from skspectral.eig import _numba_backend
+
+    if not _numba_backend.is_available():
+        pytest.skip("needs Numba")
+    g = torch.Generator().manual_seed(seed)
+    matrices = []
+    for kind in kinds:
+        A = random_symmetric((), n, torch.float64, "cpu", g)
+        if kind == "zero":
+            A = torch.zeros(n, n, dtype=torch.float64)
+        elif kind == "nan":
+            A[n - 1, 0] = float("nan")
+        elif kind == "repeated":
+            A = torch.eye(n, dtype=torch.float64) * 0.5
+        elif kind == "clustered":  # three tight clusters
+            Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+            spectrum = torch.tensor([(-1.0, 0.0, 1.0)[i % 3] + 1e-7 * i for i in range(n)], dtype=torch.float64)
+            A = Q @ torch.diag(spectrum) @ Q.T
+        elif kind == "tiny":
+            A = A * 1e-30
+        matrices.append(A)
+    batch = torch.stack(matrices).to(dtype)
+    ks = tuple(sorted(set(int(k) for k in torch.randint(0, n, (count,), generator=g))))
+    if len(ks) < 2:
+        ks = tuple(sorted({0, n - 1})) if n > 1 else ks
+    assume(len(ks) > 1)
+    values, vectors = _numba_backend.eigh_k(batch, ks, True)
+    diagonal = batch.diagonal(dim1=-2, dim2=-1).contiguous()
+    off = batch.diagonal(offset=-1, dim1=-2, dim2=-1).contiguous()
+    for want_vector in (True, False):
+        t_values, t_vectors = _numba_backend.tridiagonal_k(diagonal, off, ks, want_vector)
+        for j, k in enumerate(ks):
+            alone_values, alone_vectors = _numba_backend.eigh_k(batch, k, True)
+            assert torch.equal(values[:, j].nan_to_num(7.0), alone_values.nan_to_num(7.0)), (k, kinds)
+            assert torch.equal(vectors[:, j].nan_to_num(7.0), alone_vectors.nan_to_num(7.0)), (k, kinds)
+            t_alone_values, t_alone_vectors = _numba_backend.tridiagonal_k(diagonal, off, k, want_vector)
+            assert torch.equal(t_values[:, j].nan_to_num(7.0), t_alone_values.nan_to_num(7.0)), (k, kinds)
+            if want_vector:
+                assert torch.equal(t_vectors[:, j].nan_to_num(7.0), t_alone_vectors.nan_to_num(7.0)), (k, kinds)
+
+
 def test_simd_vectors_compute_what_numpy_computes_element_by_element():
     """Each operation of skspectral.eig._simd on a vector gives numpy's bits in every lane
     (IEEE operations, no fast-math): arithmetic with vectors and numbers, sqrt, abs, copysign,

@@ -263,6 +263,47 @@ def test_the_gradient_over_threads_is_the_serial_gradient_to_the_bit(n, models, 
         np.testing.assert_array_equal(ours, reference)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 20), models=st.integers(1, 3), B=st.integers(1, 12), indices=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31 - 1))
+def test_row_gradients_of_several_indices_have_the_element_by_element_bits(n, models, B, indices, dtype, seed):
+    """A row's packed gradient sum_j g_j q_j q_j^T (off-diagonal entries doubled) is written a vector of a
+    matrix row's entries at a time for several indices (packed_row_gradient), element by element for one:
+    each entry is 0 + the indices' terms in order, ((g_j q_ji) q_jk) doubled (k < i) or (g_j q_ji) q_ji --
+    numpy's float32/float64 arithmetic in that order gives the same bits, with rows of zero gradient
+    (left as they were) and gradients of -0.0; the padding after a row's entries is the kernel's."""
+    pytest.importorskip("numba")
+    from skspectral.eig import _numba_kernels as kernels
+
+    rng = np.random.default_rng(seed)
+    L = n * (n + 1) // 2
+    g = (rng.normal(size=(B, models, indices)) * 10.0 ** rng.integers(-6, 3)).astype(dtype)
+    g[rng.random(g.shape) < 0.2] = 0.0
+    g[rng.random(g.shape) < 0.1] = -0.0
+    vectors = rng.normal(size=(B, models, indices, n)).astype(dtype)
+    width = 8 if dtype == np.float32 else 4
+    dMs = np.full((B, models, L + width), np.nan, dtype)
+    kernels.row_gradients(g, vectors, True, L, dMs, 0, B)
+    for b in range(B):
+        for m in range(models):
+            if not (g[b, m] != 0).any():
+                assert np.isnan(dMs[b, m, :L]).all()  # a row without gradient is left as it was
+                continue
+            expected = np.zeros(L, dtype)
+            for j in range(indices):
+                q = vectors[b, m, j]
+                p = 0
+                for i in range(n):
+                    gq = g[b, m, j] * q[i]
+                    for k in range(i):
+                        product = gq * q[k]
+                        expected[p] += product + product
+                        p += 1
+                    expected[p] += gq * q[i]
+                    p += 1
+            assert expected.tobytes() == dMs[b, m, :L].tobytes()
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 16), B=st.integers(1, 21), dtype=st.sampled_from([np.float32, np.float64]),
        scale=st.sampled_from([1e-30, 1.0, 1e30]), seed=st.integers(0, 2**31 - 1))

@@ -7,7 +7,9 @@ float32 matrices, 32 bytes), and each operation acts on all lanes in one instruc
 one-matrix code branches, every lane computes both sides and selects (a zero Householder
 column, a row swap in the LU of T - lambda I). The multisection runs until the slowest lane's
 bracket has isolated lambda_k (or is tight), then safeguarded Newton steps run until the slowest
-lane has converged; a lane that is done keeps its value.
+lane has converged; a lane that is done keeps its value. Several indices of one matrix share its
+reduction; their Newton steps, inverse iterations and back-transforms then run side by side
+(``several_pairs``), giving each index the bits it gets alone.
 
 Scaling, NaN/inf and zero matrices are handled per lane on the way in (``load_lane``): the
 lanes get finite matrices with max |a_ij| in [0.5, 1) or, for a lane with nothing to solve,
@@ -128,13 +130,9 @@ def newton_sweep(d, e2, x, pivmin):
 
 
 @njit
-def kth_value(d, e, e2, k):
-    """lambda_k of each lane's tridiagonal T (d, e), and ||T|| (Gershgorin). Multisection on
-    Sturm counts from Gershgorin bounds until lambda_k is the only eigenvalue in a lane's
-    bracket (or the bracket is tight: a repeated eigenvalue never isolates), then safeguarded
-    Newton on det(T - x I) in the isolated lanes, as the one-matrix kernel: a step that leaves
-    the bracket or does not halve the one before is replaced by bisection. Every lane runs until
-    the slowest is done; a lane that is done keeps its value."""
+def isolate(d, e, e2, k):
+    """kth_value's bracket of lambda_k in each lane: (lo, hi, newton: the lanes where Newton steps
+    follow, gnorm = ||T|| (Gershgorin), pivmin); e2 = e^2 written."""
     n = d.shape[0]
     eps = np.finfo(d.dtype).eps
     tiny = np.finfo(d.dtype).tiny
@@ -197,7 +195,38 @@ def kth_value(d, e, e2, k):
         lo, hi = where(active, new_lo, lo), where(active, new_hi, hi)
         count_lo, count_hi = where(active, new_count_lo, count_lo), where(active, new_count_hi, count_hi)
     wide = hi - lo > maximum(2.0 * eps * maximum(absolute(lo), absolute(hi)), tol)
-    newton = wide & isolated
+    return lo, hi, wide & isolated, gnorm, pivmin
+
+
+@njit
+def newton_step(d, k, count, slope, lo, hi, x, step_before, done, gnorm, pivmin):
+    """One safeguarded Newton step of kth_value from a sweep's count and slope at x (newton_sweep):
+    the new (lo, hi, x, step_before, done); a lane that is done keeps its values."""
+    eps = np.finfo(d.dtype).eps
+    lo = where(done | (count > k), lo, x)
+    hi = where(done | (count <= k), hi, x)
+    tol_x = maximum(maximum(2.0 * eps * absolute(x), eps * gnorm), pivmin)
+    tight = hi - lo <= tol_x
+    step = where(slope != 0.0, -1.0 / slope, hi - lo)
+    converged = absolute(step) <= tol_x  # the step is below the resolution at x
+    ahead = x + step
+    good = (lo < ahead) & (ahead < hi) & (2.0 * absolute(step) <= step_before)
+    moving = ~(done | tight)
+    x = where(moving & converged, minimum(maximum(ahead, lo), hi),
+              where(moving, where(good, ahead, 0.5 * (lo + hi)), x))
+    step_before = where(moving & good, absolute(step), where(moving, 0.5 * (hi - lo), step_before))
+    return lo, hi, x, step_before, done | tight | converged
+
+
+@njit
+def kth_value(d, e, e2, k):
+    """lambda_k of each lane's tridiagonal T (d, e), and ||T|| (Gershgorin). Multisection on
+    Sturm counts from Gershgorin bounds until lambda_k is the only eigenvalue in a lane's
+    bracket (or the bracket is tight: a repeated eigenvalue never isolates; isolate), then safeguarded
+    Newton on det(T - x I) in the isolated lanes, as the one-matrix kernel: a step that leaves
+    the bracket or does not halve the one before is replaced by bisection (newton_step). Every lane
+    runs until the slowest is done; a lane that is done keeps its value."""
+    lo, hi, newton, gnorm, pivmin = isolate(d, e, e2, k)
     if not any_true(newton):
         return 0.5 * (lo + hi), gnorm
     x = 0.5 * (lo + hi)
@@ -205,22 +234,78 @@ def kth_value(d, e, e2, k):
     done = ~newton
     for _ in range(100):
         count, slope = newton_sweep(d, e2, x, pivmin)
-        lo = where(done | (count > k), lo, x)
-        hi = where(done | (count <= k), hi, x)
-        tol_x = maximum(maximum(2.0 * eps * absolute(x), eps * gnorm), pivmin)
-        tight = hi - lo <= tol_x
-        step = where(slope != 0.0, -1.0 / slope, hi - lo)
-        converged = absolute(step) <= tol_x  # the step is below the resolution at x
-        ahead = x + step
-        good = (lo < ahead) & (ahead < hi) & (2.0 * absolute(step) <= step_before)
-        moving = ~(done | tight)
-        x = where(moving & converged, minimum(maximum(ahead, lo), hi),
-                  where(moving, where(good, ahead, 0.5 * (lo + hi)), x))
-        step_before = where(moving & good, absolute(step), where(moving, 0.5 * (hi - lo), step_before))
-        done = done | tight | converged
+        lo, hi, x, step_before, done = newton_step(d, k, count, slope, lo, hi, x, step_before, done, gnorm, pivmin)
         if all_true(done):
             break
     return where(newton, x, 0.5 * (lo + hi)), gnorm
+
+
+# Several indices (ks of K > 1) after one reduction: each index's Newton steps, inverse iteration and
+# back-transform are chains of dependent divisions or sums along the matrix; one index after another,
+# each chain waits on its own latency. Side by side, row by row, the indices' chains overlap. The same
+# operations on each index's numbers in the same order: the same bits as one index at a time.
+@njit
+def kth_values(d, e, e2, ks, lams, state):
+    """kth_value for each k of ks into lams (K, lanes); returns ||T||. Each index's bracket as
+    kth_value finds it (isolate), then the indices' Newton steps side by side: their sweeps
+    (newton_sweep's operations) row by row, then each index's step; an index whose lanes are all done
+    stops, as kth_value's loop does. Scratch: state (10K, lanes) -- an index's lo, hi, x, step before,
+    done and Newton lanes, then its sweep's q, dq, slope and count."""
+    n = d.shape[0]
+    K = ks.shape[0]
+    one, zero = splat(d, 1.0), splat(d, 0.0)
+    gnorm = pivmin = zero
+    for j in range(K):
+        lo, hi, newton, gnorm, pivmin = isolate(d, e, e2, ks[j])
+        store(state, 6 * j, lo)
+        store(state, 6 * j + 1, hi)
+        store(state, 6 * j + 2, 0.5 * (lo + hi))
+        store(state, 6 * j + 3, hi - lo)
+        store(state, 6 * j + 4, where(newton, zero, one))  # done: the lanes without Newton steps
+        store(state, 6 * j + 5, where(newton, one, zero))
+    sweep = 6 * K  # index j's sweep: state's rows sweep + 4 j to sweep + 4 j + 3
+    for _ in range(100):
+        running = 0
+        for j in range(K):
+            if not all_true(load(state, 6 * j + 4) != 0.0):
+                running += 1
+                q, count = sturm_first(load(d, 0), load(state, 6 * j + 2), pivmin, one, zero)
+                store(state, sweep + 4 * j, q)
+                store(state, sweep + 4 * j + 1, -one)
+                store(state, sweep + 4 * j + 2, zero)
+                store(state, sweep + 4 * j + 3, count)
+        if running == 0:
+            break
+        for i in range(1, n):
+            di, e2i = load(d, i), load(e2, i - 1)
+            for j in range(K):
+                if not all_true(load(state, 6 * j + 4) != 0.0):
+                    q, dq = load(state, sweep + 4 * j), load(state, sweep + 4 * j + 1)
+                    inv = 1.0 / q
+                    store(state, sweep + 4 * j + 2, load(state, sweep + 4 * j + 2) + dq * inv)
+                    t = e2i * inv
+                    store(state, sweep + 4 * j + 1, -1.0 + t * dq * inv)
+                    q = di - load(state, 6 * j + 2) - t
+                    q = where(absolute(q) < pivmin, -pivmin, q)
+                    store(state, sweep + 4 * j, q)
+                    store(state, sweep + 4 * j + 3, load(state, sweep + 4 * j + 3) + where(q < 0.0, one, zero))
+        for j in range(K):
+            done = load(state, 6 * j + 4) != 0.0
+            if all_true(done):
+                continue
+            slope = load(state, sweep + 4 * j + 2) + load(state, sweep + 4 * j + 1) / load(state, sweep + 4 * j)
+            lo, hi, x, step_before, done = newton_step(
+                d, ks[j], load(state, sweep + 4 * j + 3), slope, load(state, 6 * j), load(state, 6 * j + 1),
+                load(state, 6 * j + 2), load(state, 6 * j + 3), done, gnorm, pivmin)
+            store(state, 6 * j, lo)
+            store(state, 6 * j + 1, hi)
+            store(state, 6 * j + 2, x)
+            store(state, 6 * j + 3, step_before)
+            store(state, 6 * j + 4, where(done, one, zero))
+    for j in range(K):
+        lo, hi = load(state, 6 * j), load(state, 6 * j + 1)
+        store(lams, j, where(load(state, 6 * j + 5) != 0.0, load(state, 6 * j + 2), 0.5 * (lo + hi)))
+    return gnorm
 
 
 @njit
@@ -296,6 +381,93 @@ def back_transform(V, tau, y):
 
 
 @njit
+def inverse_iterations(d, e, lams, gnorm, lu, y, state):
+    """inverse_iteration for each index j of lams (K, lanes) into y[j] (y (K, n, lanes), lu (K, n, 5,
+    lanes)): its LU and solves side by side with the other indices', row by row (each a chain of
+    divisions along the matrix; several overlap), each index's operations those of inverse_iteration.
+    Scratch: state (2K, lanes), an index's pivot and upper entry carried from row to row."""
+    n = d.shape[0]
+    K = lams.shape[0]
+    eps = np.finfo(d.dtype).eps
+    tiny = np.finfo(d.dtype).tiny
+    zero = splat(d, 0.0)
+    one = splat(d, 1.0)
+    floor = eps * gnorm
+    floor = where(floor == 0.0, splat(d, tiny), floor)
+    for j in range(K):
+        store(state, 2 * j, load(d, 0) - load(lams, j))
+        store(state, 2 * j + 1, load(e, 0) if n > 1 else zero)
+    for i in range(n - 1):
+        sub = load(e, i)
+        next_u = load(e, i + 1) if i + 1 < n - 1 else zero
+        for j in range(K):
+            dd, ud = load(state, 2 * j), load(state, 2 * j + 1)
+            row = lu[j, i]
+            next_d = load(d, i + 1) - load(lams, j)
+            swap = absolute(sub) > absolute(dd)
+            kept = where(absolute(dd) < floor, floor, dd)
+            factor = where(swap, dd / sub, sub / kept)
+            store(row, 0, where(swap, sub, kept))
+            store(row, 1, factor)
+            store(row, 2, where(swap, next_d, ud))
+            store(row, 3, where(swap, next_u, zero))
+            store(row, 4, where(swap, one, zero))
+            store(state, 2 * j, where(swap, ud - factor * next_d, next_d - factor * ud))
+            store(state, 2 * j + 1, where(swap, -factor * next_u, next_u))
+    for j in range(K):
+        dd = load(state, 2 * j)
+        store(lu[j, n - 1], 0, where(absolute(dd) < floor, floor, dd))
+        for i in range(n):  # inverse_iteration's fixed start
+            store(y[j], i, splat(d, 1.0 + 0.1 * ((i * 7) % 11)))
+    for _ in range(2):
+        for i in range(n - 1):
+            for j in range(K):
+                row, yj = lu[j, i], y[j]
+                a, b = load(yj, i), load(yj, i + 1)
+                swap = load(row, 4) != 0.0
+                first = where(swap, b, a)
+                store(yj, i, first)
+                store(yj, i + 1, where(swap, a, b) - load(row, 1) * first)
+        for j in range(K):
+            yj = y[j]
+            store(yj, n - 1, load(yj, n - 1) / load(lu[j, n - 1], 0))
+            if n > 1:
+                row = lu[j, n - 2]
+                store(yj, n - 2, (load(yj, n - 2) - load(row, 2) * load(yj, n - 1)) / load(row, 0))
+        for i in range(n - 3, -1, -1):
+            for j in range(K):
+                row, yj = lu[j, i], y[j]
+                store(yj, i, (load(yj, i) - load(row, 2) * load(yj, i + 1) - load(row, 3) * load(yj, i + 2))
+                      / load(row, 0))
+        for j in range(K):
+            yj = y[j]
+            norm = zero
+            for i in range(n):
+                norm = maximum(norm, absolute(load(yj, i)))
+            for i in range(n):
+                store(yj, i, load(yj, i) / norm)
+
+
+@njit
+def back_transforms(V, tau, y):
+    """back_transform of each y[j] (y (K, n, lanes)), a reflector read once for all of them."""
+    n = V.shape[0]
+    lanes = lane_count(V)
+    Vf = V.reshape(-1)
+    for r in range(n - 3, -1, -1):
+        v = r * n * lanes  # V[r]'s offset
+        t = load(tau, r)
+        for j in range(y.shape[0]):
+            yj = y[j]
+            s = splat(yj, 0.0)
+            for i in range(r + 1, n):
+                s = s + load_at(Vf, v + i * lanes) * load(yj, i)
+            s = s * t
+            for i in range(r + 1, n):
+                store(yj, i, load(yj, i) - s * load_at(Vf, v + i * lanes))
+
+
+@njit
 def lane_work(n, like):
     """Work arrays of pairs for n x n matrices of like's dtype, lanes last: W (n, n), V (n, n),
     lu (n, 5) and rows (5, n: tau, d, e, e2, y)."""
@@ -308,31 +480,64 @@ def lane_work(n, like):
 @njit
 def lane_block(n, K, like):
     """A block's per-lane state for K indices of n x n matrices of like's dtype: scale (1,
-    lanes), status (lanes,), values (K, lanes) and vectors (K, n, lanes)."""
+    lanes), status (lanes,), values (K, lanes), vectors (K, n, lanes) and several_pairs' scratch
+    (lu (K, n, 5, lanes), state (10K, lanes); not in lane_work's tuple, which every call of pairs
+    passes and unpacks: a larger one made one index's solve ~15 % slower)."""
     lanes = lane_count(like)
+    several = (np.zeros((K, n, 5, lanes), like.dtype), np.zeros((10 * K, lanes), like.dtype))
     return (np.ones((1, lanes), like.dtype), np.zeros(lanes, np.int64), np.zeros((K, lanes), like.dtype),
-            np.zeros((K, n, lanes), like.dtype))
+            np.zeros((K, n, lanes), like.dtype), several)
 
 
 @njit
-def pairs(W, scale, ks, want_vector, work, out_values, out_vectors):
+def pairs(W, scale, ks, want_vector, work, out_values, out_vectors, several):
     """lambda_k for each k of ks and, with want_vector, unit q_k of each lane's matrix: W (n, n,
     lanes) holds finite lower triangles with max |a_ij| <= 1, scaled by scale (1, lanes; the
     values are divided by it). Outputs: out_values (K, lanes), out_vectors (K, n, lanes). W is
-    overwritten."""
+    overwritten. ``several``: lane_block's scratch for several indices (see several_pairs)."""
     rows = work[3]
     householder(W, work[1], rows[0], rows[1], rows[2], rows[4])
     # bool(...): a run-time flag, one compilation for both callers (_numba_support)
-    tridiagonal_pairs(scale, ks, want_vector, bool(True), work, out_values, out_vectors)
+    tridiagonal_pairs(scale, ks, want_vector, bool(True), work, out_values, out_vectors, several)
 
 
 @njit
-def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors):
+def several_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors, several):
+    """tridiagonal_pairs for several indices (K > 1), the indices side by side (kth_values,
+    inverse_iterations, back_transforms): each index's numbers as one index at a time gives them. The
+    values and vectors are worked on in out_values and out_vectors; ``several``: lane_block's scratch."""
+    _, V, _, rows = work
+    tau, d, e, e2 = rows[0], rows[1], rows[2], rows[3]
+    n = d.shape[0]
+    lu, state = several
+    gnorm = kth_values(d, e, e2, ks, out_values, state)
+    if want_vector:
+        inverse_iterations(d, e, out_values, gnorm, lu, out_vectors, state)
+        if transform:
+            back_transforms(V, tau, out_vectors)
+        for j in range(ks.shape[0]):
+            y = out_vectors[j]
+            norm = splat(y, 0.0)
+            for i in range(n):
+                norm = norm + load(y, i) * load(y, i)
+            norm = sqrt(norm)
+            for i in range(n):
+                store(y, i, load(y, i) / norm)
+    for j in range(ks.shape[0]):
+        store(out_values, j, load(out_values, j) / load(scale, 0))
+
+
+@njit
+def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors, several):
     """pairs for the tridiagonal matrices held in work's rows d and e (finite, scaled by scale);
-    with transform, the vectors are taken back through the reflectors of ``householder``."""
+    with transform, the vectors are taken back through the reflectors of ``householder``; several
+    indices go to several_pairs (``several``: its scratch)."""
     _, V, lu, rows = work
     tau, d, e, e2, y = rows[0], rows[1], rows[2], rows[3], rows[4]
     n = d.shape[0]
+    if ks.shape[0] > 1:  # the indices side by side (several_pairs): the same numbers
+        several_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors, several)
+        return
     for j in range(ks.shape[0]):
         lam, gnorm = kth_value(d, e, e2, ks[j])
         store(out_values, j, lam / load(scale, 0))
@@ -522,7 +727,7 @@ def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
     n = A.shape[1]
     work = lane_work(n, A)
     W = work[0]
-    scale, status, lane_values, lane_vectors = lane_block(n, ks.shape[0], A)
+    scale, status, lane_values, lane_vectors, several = lane_block(n, ks.shape[0], A)
     lanes = scale.shape[1]
     for b0 in range(start, stop, lanes):
         used = min(lanes, stop - b0)
@@ -531,7 +736,7 @@ def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
                 status[lane] = load_lane(A[b0 + lane], lower, W, lane, scale)
             else:
                 identity_lane(W, lane, scale)
-        pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors)
+        pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors, several)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])
@@ -543,7 +748,7 @@ def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, 
     them at a time."""
     n = diagonals.shape[1]
     work = lane_work(n, diagonals)
-    scale, status, lane_values, lane_vectors = lane_block(n, ks.shape[0], diagonals)
+    scale, status, lane_values, lane_vectors, several = lane_block(n, ks.shape[0], diagonals)
     lanes = scale.shape[1]
     for b0 in range(start, stop, lanes):
         used = min(lanes, stop - b0)
@@ -552,7 +757,7 @@ def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, 
                 status[lane] = load_tridiagonal_lane(diagonals[b0 + lane], offs[b0 + lane], work, lane, scale)
             else:
                 identity_tridiagonal_lane(work, lane, scale)
-        tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors)
+        tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors, several)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])
