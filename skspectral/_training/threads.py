@@ -3,7 +3,8 @@
 A step on the CPU is a batch of small eigenproblems split over threads (Numba's, which
 follow torch's thread count) and a few small torch ops. On an idle machine two threads
 beat one; with another busy process on the cores the threads wait on each other (the
-OpenMP runtime torch and Numba share spins at every barrier) and the step takes several
+OpenMP runtimes spin at every barrier: torch's wheel brings its own libgomp, Numba's omp layer
+loads the system's) and the step takes several
 times as long as on one thread. So the trainer times its steps: it runs a few with every
 candidate count, keeps the fastest for a while, then measures again (the load may
 change). A held choice of several threads is watched: a block of steps slower than one
