@@ -651,6 +651,27 @@ def test_several_indices_errors(k, match):
 
 
 # ---- the CPU kernel's SIMD lanes: several matrices per vector --------------------------------
+def _lane_test_matrix(kind: str, n: int, g: torch.Generator) -> torch.Tensor:
+    """A float64 n x n test matrix of a kind: random, zero, nan (one entry), repeated (0.5 I), diagonal,
+    clustered (three tight clusters) or tiny (random times 1e-30); a random one is drawn first for every kind."""
+    A = random_symmetric((), n, torch.float64, "cpu", g)
+    if kind == "zero":
+        A = torch.zeros(n, n, dtype=torch.float64)
+    elif kind == "nan":
+        A[n - 1, 0] = float("nan")
+    elif kind == "repeated":
+        A = torch.eye(n, dtype=torch.float64) * 0.5
+    elif kind == "diagonal":
+        A = torch.diag(torch.randn(n, generator=g, dtype=torch.float64))
+    elif kind == "clustered":
+        Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+        spectrum = torch.tensor([(-1.0, 0.0, 1.0)[i % 3] + 1e-7 * i for i in range(n)], dtype=torch.float64)
+        A = Q @ torch.diag(spectrum) @ Q.T
+    elif kind == "tiny":
+        A = A * 1e-30
+    return A
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 20), dtype=st.sampled_from([torch.float32, torch.float64]),
        kinds=st.lists(st.sampled_from(["random", "zero", "nan", "repeated", "diagonal"]), min_size=1, max_size=11),
@@ -664,19 +685,7 @@ def test_cpu_lanes_give_each_matrix_the_bits_it_gets_alone(n, dtype, kinds, coun
     if not _numba_backend.is_available():
         pytest.skip("needs Numba")
     g = torch.Generator().manual_seed(seed)
-    matrices = []
-    for kind in kinds:
-        A = random_symmetric((), n, torch.float64, "cpu", g)
-        if kind == "zero":
-            A = torch.zeros(n, n, dtype=torch.float64)
-        elif kind == "nan":
-            A[n - 1, 0] = float("nan")
-        elif kind == "repeated":
-            A = torch.eye(n, dtype=torch.float64) * 0.5
-        elif kind == "diagonal":
-            A = torch.diag(torch.randn(n, generator=g, dtype=torch.float64))
-        matrices.append(A)
-    batch = torch.stack(matrices).to(dtype)
+    batch = torch.stack([_lane_test_matrix(kind, n, g) for kind in kinds]).to(dtype)
     ks = tuple(sorted(set(int(k) for k in torch.randint(0, n, (count,), generator=g))))
     values, vectors = _numba_backend.eigh_k(batch, ks, True)
     for b in range(len(batch)):
@@ -709,23 +718,7 @@ def test_cpu_several_indices_side_by_side_give_each_index_its_own_bits(n, dtype,
     if not _numba_backend.is_available():
         pytest.skip("needs Numba")
     g = torch.Generator().manual_seed(seed)
-    matrices = []
-    for kind in kinds:
-        A = random_symmetric((), n, torch.float64, "cpu", g)
-        if kind == "zero":
-            A = torch.zeros(n, n, dtype=torch.float64)
-        elif kind == "nan":
-            A[n - 1, 0] = float("nan")
-        elif kind == "repeated":
-            A = torch.eye(n, dtype=torch.float64) * 0.5
-        elif kind == "clustered":  # three tight clusters
-            Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
-            spectrum = torch.tensor([(-1.0, 0.0, 1.0)[i % 3] + 1e-7 * i for i in range(n)], dtype=torch.float64)
-            A = Q @ torch.diag(spectrum) @ Q.T
-        elif kind == "tiny":
-            A = A * 1e-30
-        matrices.append(A)
-    batch = torch.stack(matrices).to(dtype)
+    batch = torch.stack([_lane_test_matrix(kind, n, g) for kind in kinds]).to(dtype)
     ks = tuple(sorted(set(int(k) for k in torch.randint(0, n, (count,), generator=g))))
     if len(ks) < 2:
         ks = tuple(sorted({0, n - 1})) if n > 1 else ks

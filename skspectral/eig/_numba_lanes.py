@@ -468,6 +468,18 @@ def back_transforms(V, tau, y):
 
 
 @njit
+def unit_into(y, out):
+    """out (n, lanes) = each lane's y / ||y||_2 (out may be y)."""
+    norm = splat(y, 0.0)
+    for i in range(y.shape[0]):
+        yi = load(y, i)
+        norm = norm + yi * yi
+    norm = sqrt(norm)
+    for i in range(y.shape[0]):
+        store(out, i, load(y, i) / norm)
+
+
+@njit
 def lane_work(n, like):
     """Work arrays of pairs for n x n matrices of like's dtype, lanes last: W (n, n), V (n, n),
     lu (n, 5) and rows (5, n: tau, d, e, e2, y)."""
@@ -508,7 +520,6 @@ def several_pairs(scale, ks, want_vector, transform, work, out_values, out_vecto
     values and vectors are worked on in out_values and out_vectors; ``several``: lane_block's scratch."""
     _, V, _, rows = work
     tau, d, e, e2 = rows[0], rows[1], rows[2], rows[3]
-    n = d.shape[0]
     lu, state = several
     gnorm = kth_values(d, e, e2, ks, out_values, state)
     if want_vector:
@@ -516,13 +527,7 @@ def several_pairs(scale, ks, want_vector, transform, work, out_values, out_vecto
         if transform:
             back_transforms(V, tau, out_vectors)
         for j in range(ks.shape[0]):
-            y = out_vectors[j]
-            norm = splat(y, 0.0)
-            for i in range(n):
-                norm = norm + load(y, i) * load(y, i)
-            norm = sqrt(norm)
-            for i in range(n):
-                store(y, i, load(y, i) / norm)
+            unit_into(out_vectors[j], out_vectors[j])
     for j in range(ks.shape[0]):
         store(out_values, j, load(out_values, j) / load(scale, 0))
 
@@ -534,7 +539,6 @@ def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_v
     indices go to several_pairs (``several``: its scratch)."""
     _, V, lu, rows = work
     tau, d, e, e2, y = rows[0], rows[1], rows[2], rows[3], rows[4]
-    n = d.shape[0]
     if ks.shape[0] > 1:  # the indices side by side (several_pairs): the same numbers
         several_pairs(scale, ks, want_vector, transform, work, out_values, out_vectors, several)
         return
@@ -545,14 +549,7 @@ def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_v
             inverse_iteration(d, e, lam, gnorm, lu, y)
             if transform:
                 back_transform(V, tau, y)
-            norm = splat(y, 0.0)
-            for i in range(n):
-                yi = load(y, i)
-                norm = norm + yi * yi
-            norm = sqrt(norm)
-            vectors = out_vectors[j]
-            for i in range(n):
-                store(vectors, i, load(y, i) / norm)
+            unit_into(y, out_vectors[j])
 
 
 @njit
