@@ -30,6 +30,9 @@ import functools
 import numba
 import numpy as np
 
+from ._kernel_cache import keep_kernel_cache_fresh
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 njit = functools.partial(numba.njit, cache=True, nogil=True)
 njit_parallel = functools.partial(numba.njit, cache=True, nogil=True, parallel=True)
 

@@ -78,6 +78,9 @@ def _row_hash_kernel():
         import numba
     except Exception:
         return None
+    from ._kernel_cache import keep_kernel_cache_fresh
+
+    keep_kernel_cache_fresh()  # before the cached kernel below (see _kernel_cache)
 
     @numba.njit(cache=True, nogil=True)
     def row_hashes(X, y):

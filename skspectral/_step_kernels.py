@@ -12,10 +12,13 @@ import math
 import numba
 import numpy as np
 
+from ._kernel_cache import keep_kernel_cache_fresh
 from ._encoding_kernels import (prefix_forward_parallel, prefix_forward_serial, symmetric_backward_parallel,
                                 symmetric_backward_serial, symmetric_forward_parallel, symmetric_forward_serial)
 from ._loss_codes import TRAINING_LOSSES
 from .eig._numba_kernels import gathered_grad_parallel, gathered_grad_serial, gathered_parallel, gathered_serial
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 

@@ -14,6 +14,10 @@ import math
 import numba
 import numpy as np
 
+from .._kernel_cache import keep_kernel_cache_fresh
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
+
 
 # error_model="numpy": a division is IEEE's, with no zero check to keep the loops from vectorising
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -12,7 +12,10 @@ import numba
 import numpy as np
 
 from .._step_kernels import add_factor_pull, compose_shared, shared_grads, training_pass
+from .._kernel_cache import keep_kernel_cache_fresh
 from ._adam_kernel import adam_update
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

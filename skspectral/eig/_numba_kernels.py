@@ -19,7 +19,10 @@ import numpy as np
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
                             load_packed_lanes, load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs,
                             tridiagonal_range)
+from .._kernel_cache import keep_kernel_cache_fresh
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at, where
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 

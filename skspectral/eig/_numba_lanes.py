@@ -23,8 +23,11 @@ import math
 import numba
 import numpy as np
 
+from .._kernel_cache import keep_kernel_cache_fresh
 from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_lane, load, load_at, maximum, minimum,
                     splat, sqrt, store, store_at, transpose_block, where)
+
+keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 
 njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 

@@ -40,12 +40,14 @@ def numba_module():
     """The numba module, or None when it is missing or does not import."""
     try:
         import numba
-
-        return numba
     except Exception as exc:  # ImportError, or a numba built against another numpy
         global import_error
         import_error = exc
         return None
+    from .._kernel_cache import keep_kernel_cache_fresh
+
+    keep_kernel_cache_fresh()  # the callers define cached kernels with it (see _kernel_cache)
+    return numba
 
 
 @functools.cache

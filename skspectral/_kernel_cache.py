@@ -1,0 +1,149 @@
+"""Numba's on-disk kernel cache, kept fresh against every source a kernel is compiled from.
+
+Numba checks a cached function against its own file only. A kernel whose callee, or a constant it
+reads, lives in another file of the package -- ``training_steps`` calls ``training_pass``, which calls
+the eigen lanes and reads the loss codes -- would load machine code compiled from the old callee
+after that file alone changed: after a ``git pull`` or an edit in an editable install, or after
+``pip install -U`` (pip leaves Numba's files in ``__pycache__`` beside the new sources, and Numba
+0.68 compares a file's contents (numba#10659; mtimes before), which an unchanged caller keeps). That
+is stale numbers, or a crash where an argument's layout changed.
+
+Here every cached function of the package is stamped with a digest of its *kernel sources*: the
+modules that define cached kernels and every module of the package they import from, read once a
+process. A change to any of them invalidates every cached kernel, which then compiles again once.
+:func:`keep_kernel_cache_fresh` installs the stamp; each module that defines cached kernels calls
+it before its first one (``tests/test_kernel_cache.py`` checks that all of them do).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+_roots: list[Path] = []
+
+
+@functools.cache
+def kernel_sources(root: Path) -> tuple[Path, ...]:
+    """The package's modules under ``root`` that a cached kernel can be compiled from: those that
+    define one (``cache=True``) and, transitively, the modules they import from by relative import
+    (callees, intrinsics, constants). Sorted."""
+    found = {path for path in root.rglob("*.py") if "cache=True" in path.read_text(encoding="utf-8")}
+    pending = sorted(found)
+    while pending:
+        for module in _imported_modules(pending.pop(), root):
+            if module not in found:
+                found.add(module)
+                pending.append(module)
+    return tuple(sorted(found))
+
+
+# "from .x import a, b" and "from ..x.y import (a,\n b)", anywhere in a file (also inside functions)
+_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.MULTILINE)
+
+
+def _imported_modules(path: Path, root: Path) -> set[Path]:
+    """The module files under ``root`` that ``path`` imports from by relative import (``from .x import
+    y``: x.py, or x/y.py where y is a module). Read from the text (a few ms for the package; parsing
+    the files took ~100 ms): an import that a string or comment only mentions adds a file, never
+    drops one."""
+    here = path.parent.relative_to(root).parts
+    modules = set()
+    for dots, module, names in _RELATIVE_IMPORT.findall(path.read_text(encoding="utf-8")):
+        base = here[: len(here) - (len(dots) - 1)]
+        target = base + tuple(part for part in module.split(".") if part)
+        aliases = [name.split("#")[0].split(" as ")[0].strip(" ()\\\n\t") for name in names.split(",")]
+        for parts in [target] + [target + (alias,) for alias in aliases if alias.isidentifier()]:
+            candidate = root.joinpath(*parts).with_suffix(".py") if parts else None
+            if candidate is not None and candidate.is_file():
+                modules.add(candidate)
+    return modules
+
+
+@functools.cache
+def kernel_sources_digest(root: Path) -> str:
+    """SHA-256 of :func:`kernel_sources` (each file's path under ``root`` and its bytes)."""
+    digest = hashlib.sha256()
+    for path in kernel_sources(root):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _root_of(py_file: str) -> Path | None:
+    try:
+        path = Path(py_file).resolve()
+    except (OSError, ValueError):
+        return None
+    return next((root for root in _roots if path.is_relative_to(root)), None)
+
+
+@functools.cache
+def _locator_class():
+    """A Numba cache locator for the functions of a registered root: the locator Numba would choose
+    (a user's NUMBA_CACHE_DIR, the source's __pycache__, ...) with the kernel sources' digest added to
+    its source stamp. Built on first use (Numba is imported then)."""
+    from numba.core import caching
+
+    class KernelSourcesLocator(caching._CacheLocator):
+        def __init__(self, inner, root: Path):
+            self._inner, self._root = inner, root
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            root = _root_of(py_file)
+            if root is None:
+                return None
+            for other in _cache_impl_class()._locator_classes:
+                if other is cls:
+                    continue
+                inner = other.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner, root)
+            return None
+
+        def ensure_cache_path(self):
+            self._inner.ensure_cache_path()
+
+        def get_cache_path(self):
+            return self._inner.get_cache_path()
+
+        def get_source_stamp(self):
+            return self._inner.get_source_stamp(), kernel_sources_digest(self._root)
+
+        def get_disambiguator(self):
+            return self._inner.get_disambiguator()
+
+    return KernelSourcesLocator
+
+
+def _cache_impl_class():
+    from numba.core import caching
+
+    # CacheImpl in recent Numba, _CacheImpl in older releases
+    return getattr(caching, "CacheImpl", None) or caching._CacheImpl
+
+
+def keep_kernel_cache_fresh(root: Path = PACKAGE_ROOT) -> None:
+    """Stamp the cached Numba functions defined under ``root`` (this package by default) with the
+    digest of its kernel sources (see the module's docstring). Idempotent; call it before the
+    functions are defined (a function's cache locator is chosen when it is decorated)."""
+    root = Path(root).resolve()
+    if root not in _roots:
+        _roots.append(root)
+    locators = _cache_impl_class()._locator_classes
+    locator = _locator_class()
+    if locator not in locators:
+        locators.insert(0, locator)
+
+
+def uses_fresh_cache(dispatcher) -> bool:
+    """Whether a Numba dispatcher caches through the kernel sources' stamp."""
+    cache = getattr(dispatcher, "_cache", None)
+    locator = getattr(getattr(cache, "_impl", None), "_locator", None)
+    return isinstance(locator, _locator_class())

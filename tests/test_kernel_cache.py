@@ -1,0 +1,122 @@
+"""Numba's disk cache of the package's kernels is stamped with every source they are compiled from."""
+
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from skspectral import _kernel_cache
+from skspectral._kernel_cache import PACKAGE_ROOT, kernel_sources, kernel_sources_digest
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+def test_kernel_sources_follow_relative_imports_and_the_digest_moves_with_any_of_them(tmp_path):
+    root = tmp_path / "toy"
+    _write(root / "__init__.py", "")
+    _write(root / "kernels.py", """\
+        import numba
+        from .helpers import g
+        from .sub.consts import (A,  # a comment, with commas, and words
+                                 B as C)
+
+        @numba.njit(cache=True)
+        def f():
+            return g() + A + C
+
+        def later():
+            from . import lazy
+        """)
+    _write(root / "helpers.py", "def g():\n    return 1\n")
+    _write(root / "sub" / "__init__.py", "")
+    _write(root / "sub" / "consts.py", "A = 1\nB = 2\n")
+    _write(root / "lazy.py", "")
+    _write(root / "unrelated.py", "from .helpers import g\n")
+
+    def sources():
+        kernel_sources.cache_clear()
+        kernel_sources_digest.cache_clear()
+        return {p.relative_to(root).as_posix() for p in kernel_sources(root)}, kernel_sources_digest(root)
+
+    files, digest = sources()
+    assert files == {"kernels.py", "helpers.py", "sub/consts.py", "lazy.py"}
+    _write(root / "unrelated.py", "from .helpers import g\nX = 1\n")
+    assert sources() == (files, digest)
+    _write(root / "sub" / "consts.py", "A = 1\nB = 3\n")
+    assert sources()[1] != digest
+    kernel_sources.cache_clear()
+    kernel_sources_digest.cache_clear()
+
+
+def test_the_package_kernel_sources_hold_every_kernel_module_and_what_it_reads():
+    files = {p.relative_to(PACKAGE_ROOT).as_posix() for p in kernel_sources(PACKAGE_ROOT)}
+    kernels = {"_encoding_kernels.py", "_step_kernels.py", "_training/_steps_kernel.py", "_training/_adam_kernel.py",
+               "eig/_numba_kernels.py", "eig/_numba_lanes.py", "_preprocessing.py", "_columns/summary.py"}
+    assert kernels | {"eig/_simd.py", "_loss_codes.py", "_kernel_cache.py"} <= files
+    assert not {"regressor.py", "classifier.py", "_estimator.py", "model.py"} & files
+
+
+_RUN = """\
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("kernel_cache", {module!r})
+kernel_cache = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(kernel_cache)
+kernel_cache.keep_kernel_cache_fresh({root!r})
+sys.path.insert(0, {parent!r})
+from toy.a import f
+print(f(), sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+"""
+
+
+def test_a_kernel_whose_callee_changed_in_another_file_compiles_again(tmp_path):
+    """Numba alone checks a cached function against its own file: after only the callee's file
+    changed (an edit or ``git pull`` in an editable install; also a ``pip install -U``, which leaves
+    Numba's cache files beside the new sources, where Numba 0.68 compares a file's contents), a new process loaded the caller compiled with the old callee and
+    returned 2 here instead of 11. With the kernel sources' stamp it compiles again, once."""
+    pytest.importorskip("numba")
+    root = tmp_path / "toy"
+    _write(root / "__init__.py", "")
+    _write(root / "a.py", "import numba\nfrom .b import g\n\n\n@numba.njit(cache=True)\ndef f():\n    return g() + 1\n")
+    _write(root / "b.py", "import numba\n\n\n@numba.njit(cache=True)\ndef g():\n    return 1\n")
+    code = _RUN.format(module=_kernel_cache.__file__, root=str(root), parent=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return tuple(map(int, done.stdout.split()))
+
+    assert run() == (2, 0, 1)  # compiled
+    assert run() == (2, 1, 0)  # loaded from the cache
+    _write(root / "b.py", "import numba\n\n\n@numba.njit(cache=True)\ndef g():\n    return 10\n")
+    assert run() == (11, 0, 1)  # compiled again, not the stale 2
+    assert run() == (11, 1, 0)
+
+
+def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources():
+    """Each module that defines cached kernels installs the stamp before its first one (a kernel's cache
+    locator is chosen when it is decorated): every cached dispatcher of the package uses it."""
+    pytest.importorskip("numba")
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    for name in ("_encoding_kernels", "_step_kernels", "_training._steps_kernel", "_training._adam_kernel",
+                 "eig._numba_kernels", "eig._numba_lanes"):
+        importlib.import_module(f"skspectral.{name}")
+    from skspectral._columns.summary import _moments_kernel
+    from skspectral._preprocessing import _row_hash_kernel
+
+    assert _moments_kernel() is not None and _row_hash_kernel() is not None
+    cached = [f for f in gc.get_objects() if isinstance(f, CPUDispatcher)
+              and f.py_func.__module__.startswith("skspectral") and not isinstance(f._cache, NullCache)]
+    modules = {f.py_func.__module__ for f in cached}
+    assert {"skspectral._step_kernels", "skspectral.eig._numba_lanes", "skspectral._preprocessing",
+            "skspectral._columns.summary"} <= modules
+    assert [f.py_func.__qualname__ for f in cached if not _kernel_cache.uses_fresh_cache(f)] == []
