@@ -1,7 +1,7 @@
 """Numba's disk cache of the package's kernels is stamped with every source they are compiled from."""
 
-import gc
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -107,16 +107,18 @@ def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources()
     from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher
 
-    for name in ("_encoding_kernels", "_step_kernels", "_training._steps_kernel", "_training._adam_kernel",
-                 "eig._numba_kernels", "eig._numba_lanes"):
-        importlib.import_module(f"skspectral.{name}")
     from skspectral._columns.summary import _moments_kernel
     from skspectral._preprocessing import _row_hash_kernel
 
-    assert _moments_kernel() is not None and _row_hash_kernel() is not None
-    cached = [f for f in gc.get_objects() if isinstance(f, CPUDispatcher)
-              and f.py_func.__module__.startswith("skspectral") and not isinstance(f._cache, NullCache)]
-    modules = {f.py_func.__module__ for f in cached}
-    assert {"skspectral._step_kernels", "skspectral.eig._numba_lanes", "skspectral._preprocessing",
-            "skspectral._columns.summary"} <= modules
-    assert [f.py_func.__qualname__ for f in cached if not _kernel_cache.uses_fresh_cache(f)] == []
+    found = [_row_hash_kernel()]
+    found += [value for value in inspect.getclosurevars(_moments_kernel()).nonlocals.values()]
+    for name in ("_encoding_kernels", "_step_kernels", "_training._steps_kernel", "_training._adam_kernel",
+                 "eig._numba_kernels", "eig._numba_lanes"):
+        module = importlib.import_module(f"skspectral.{name}")
+        found += [getattr(module, attribute) for attribute in dir(module)]
+    cached = {f.py_func.__module__ + "." + f.py_func.__qualname__: f for f in found
+              if isinstance(f, CPUDispatcher) and not isinstance(f._cache, NullCache)}
+    assert {"skspectral._training._steps_kernel.training_steps", "skspectral.eig._numba_lanes.householder",
+            "skspectral._preprocessing._row_hash_kernel.<locals>.row_hashes",
+            "skspectral._columns.summary._moments_kernel.<locals>.chunk_sums"} <= set(cached)
+    assert [name for name, f in cached.items() if not _kernel_cache.uses_fresh_cache(f)] == []
