@@ -122,3 +122,17 @@ def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources()
             "skspectral._preprocessing._row_hash_kernel.<locals>.row_hashes",
             "skspectral._columns.summary._moments_kernel.<locals>.chunk_sums"} <= set(cached)
     assert [name for name, f in cached.items() if not _kernel_cache.uses_fresh_cache(f)] == []
+
+
+def test_a_numba_without_the_cache_internals_gets_one_warning_and_its_own_stamps(monkeypatch):
+    """Where Numba's cache internals differ, the kernels still compile and cache with Numba's own stamps,
+    and the user is told once what to do after an upgrade."""
+    def missing():
+        raise AttributeError("module 'numba.core.caching' has no attribute 'CacheImpl'")
+
+    monkeypatch.setattr(_kernel_cache, "_cache_impl_class", missing)
+    monkeypatch.setattr(_kernel_cache, "_warned", [])
+    with pytest.warns(RuntimeWarning, match="delete its __pycache__") as warned:
+        _kernel_cache.keep_kernel_cache_fresh()
+        _kernel_cache.keep_kernel_cache_fresh()
+    assert len(warned) == 1
