@@ -10,8 +10,9 @@
 # repacked in .whl/catboost: the wheel's files without _catboost.so as catboost-VERSION-no-so.tar.gz, the .so
 # as _catboost.so.xz (xz -9e: 276 -> 33 MB), and six's wheel; carry [".data", ".whl/lightgbm-...whl",
 # ".whl/xgboost_cpu-...whl", ".whl/catboost"] (50 MB). The
-# device has no Numba: for the CPU steps carry numba and llvmlite wheels in .whl/numba (cpu-threads:
-# carry [".data/scikit_learn_data", ".whl/numba"], under the 64 MiB limit).
+# device has Numba 0.68 now (2026-12-04; before, the CPU steps needed numba and llvmlite wheels carried in
+# .whl/numba, which are still installed over it where present: cpu-threads with [".data/scikit_learn_data",
+# ".whl/numba"], under the 64 MiB limit).
 # quality's MLP peers (QUALITY_ARGS="... --peers hgb lightgbm tabm realmlp") need pytabkit and its
 # dependencies as wheels in .whl/pytabkit (pip download --no-deps --python-version 3.12 --only-binary=:all:
 # pytabkit pytorch-lightning torchmetrics lightning-utilities aiohttp ... ; 12 MB).
