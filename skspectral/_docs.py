@@ -34,7 +34,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         tall data (over 40,000 training rows) as many as keep an epoch to 200
         steps; Adam's step size then grows with the square root of the batch
         (``learning_rate_init`` is the step size at 200 rows). In a Dask fit,
-        the global batch.
+        the global batch. Where the rows leave a last batch of fewer than a
+        tenth of batch_size rows, an epoch leaves it out (its rows are drawn
+        anew each epoch): one step on a handful of rows at the step size of
+        whole batches would throw the fit off.
     max_iter : int, default=140
         Maximum number of epochs.
     shuffle : bool, default=True
