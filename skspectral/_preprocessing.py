@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from ._columns.summary import check_total_weight
+from .eig._numba_support import numba_module
 
 
 def merged_training_rows(X: np.ndarray, y: np.ndarray, weight: np.ndarray):
@@ -74,13 +75,9 @@ def _row_hashes(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
 @functools.cache
 def _row_hash_kernel():
     """A compiled row hash (splitmix64 over the canonical bits), or None without Numba."""
-    try:
-        import numba
-    except Exception:
+    numba = numba_module()  # (the kernel cache's stamp installed: see _kernel_cache)
+    if numba is None:
         return None
-    from ._kernel_cache import keep_kernel_cache_fresh
-
-    keep_kernel_cache_fresh()  # before the cached kernel below (see _kernel_cache)
 
     @numba.njit(cache=True, nogil=True)
     def row_hashes(X, y):

@@ -43,6 +43,12 @@ def rows_per_epoch(n_rows: int, batch_size: int) -> int:
     return n_rows - short if n_rows > batch_size and short < SHORT_LAST_BATCH * batch_size else n_rows
 
 
+def taken_weight(train: Dataset, order: torch.Tensor) -> torch.Tensor:
+    """The weight of the rows an epoch took (``order``, see rows_per_epoch): every row's, summed as
+    it always was, unless a last batch was left out."""
+    return train.weight.sum() if order.shape[0] == len(train) else train.weight[order].sum()
+
+
 @dataclass
 class TrainingOptions:
     learning_rate_init: float = 1e-2
@@ -359,9 +365,8 @@ class Trainer:
         if self.static_steps:
             steps = self._static_steps(train.X, train.y, train.weight)
             n_steps = -(-order.shape[0] // batch_size)
-            means = steps.epoch(order, n_steps=n_steps)
-            if order.shape[0] < n:  # over the rows taken, not every row's weight
-                means = steps.totals / train.weight[order].sum()
+            steps.epoch(order, n_steps=n_steps)
+            means = steps.totals / taken_weight(train, order)
             self.state.t += n_steps
             return means[0], means[1]
         # One gather per block of whole batches (not per step): every batch is then a view,
@@ -408,7 +413,7 @@ class Trainer:
                 steps.epoch(every_row, n_steps=n_steps)
                 sums += steps.totals
                 self.state.t += n_steps
-            means = sums / (train.weight.sum() if order.shape[0] == len(train) else train.weight[order].sum())
+            means = sums / taken_weight(train, order)
             return means[0], means[1]
         losses = []
         for start, n_rows in blocks.blocks(host_order):
