@@ -105,6 +105,39 @@ def test_a_last_batch_under_a_tenth_of_a_batch_is_left_out_of_its_epoch(n_rows, 
         np.testing.assert_allclose(record[history.TRAIN_LOSS], expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("static", [False, True])
+def test_a_data_parallel_epoch_weights_each_rank_by_the_rows_it_took(static):
+    """A rank's epoch means are over the rows it took (a short last batch left out), so the ranks' means are
+    averaged by those rows' weight, not by all of the rank's rows' (which would also steer a fit that stops on
+    its training loss)."""
+    X, y, w = _problem(503)
+    w = w * torch.linspace(0.5, 2.0, 503, dtype=w.dtype)  # the rows left out weigh what a mean can tell apart
+
+    class OneRank:  # a one-rank world that keeps what each average was weighted by
+        def __init__(self):
+            self.weights = []
+
+        def weighted_average(self, tensors, weight):
+            self.weights.append(float(weight))
+            return tensors
+
+        def gradient_reducer(self, parameters):
+            return lambda batch_weight: None
+
+        def all_agree(self, ok):
+            return ok
+
+    model = SpectralModel(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    world = OneRank()
+    options = TrainingOptions(learning_rate_init=0.01, batch_size=100, max_iter=2, cuda_graph=static)
+    trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0), distributed=world)
+    generator = torch.Generator().manual_seed(0)  # the trainer's own draws of each epoch's order
+    expected = [float(w[torch.randperm(503, generator=generator)[:500]].sum()) for _ in range(2)]
+    list(trainer.epochs(Dataset(X, y, w)))
+    np.testing.assert_allclose(world.weights, expected, rtol=1e-12)
+    assert abs(world.weights[0] - float(w.sum())) > 1e-3
+
+
 def test_records_hold_objective_and_training_metric():
     X, y, w = _problem(300)
     model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

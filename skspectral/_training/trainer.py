@@ -349,9 +349,10 @@ class Trainer:
         self.optimizer.step()
         return loss.detach(), data_loss.detach()
 
-    def _epoch(self, train: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    def _epoch(self, train: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass over ``train`` (a last batch under SHORT_LAST_BATCH of a batch left out); the
-        weighted means of the objective and the data loss over the rows it took."""
+        weighted means of the objective and the data loss over the rows it took, and those rows'
+        weight (what a data-parallel fit weights this rank's means by)."""
         n = len(train)
         if self.options.shuffle:
             order = torch.randperm(n, generator=self.generator, device=self.generator.device)
@@ -366,9 +367,10 @@ class Trainer:
             steps = self._static_steps(train.X, train.y, train.weight)
             n_steps = -(-order.shape[0] // batch_size)
             steps.epoch(order, n_steps=n_steps)
-            means = steps.totals / taken_weight(train, order)
+            taken = taken_weight(train, order)
+            means = steps.totals / taken
             self.state.t += n_steps
-            return means[0], means[1]
+            return means[0], means[1], taken
         # One gather per block of whole batches (not per step): every batch is then a view,
         # and the shuffled copy of the data is a block, not the whole epoch; the per-step
         # losses are weighted and summed once, at the end of the epoch. (index_select copies
@@ -384,7 +386,7 @@ class Trainer:
                 release_freed_memory()
         return self._eager_means(losses, train, order)
 
-    def _streamed_epoch(self, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _streamed_epoch(self, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The epoch's batches (as a resident epoch takes them) from rows in host memory,
         a block of whole batches at a time (:class:`.streaming.HostRowBlocks`)."""
         batch_size = self.options.batch_size
@@ -413,8 +415,9 @@ class Trainer:
                 steps.epoch(every_row, n_steps=n_steps)
                 sums += steps.totals
                 self.state.t += n_steps
-            means = sums / taken_weight(train, order)
-            return means[0], means[1]
+            taken = taken_weight(train, order)
+            means = sums / taken
+            return means[0], means[1], taken
         losses = []
         for start, n_rows in blocks.blocks(host_order):
             rows = order[start : start + n_rows]
@@ -447,15 +450,18 @@ class Trainer:
             with self._threads.step():
                 losses.append(torch.stack(self._step(X[start:stop], y[start:stop], weight[start:stop])))
 
-    def _eager_means(self, losses: list, train: Dataset, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's weighted means from its per-step losses (each batch weighted by its weight)."""
+    def _eager_means(self, losses: list, train: Dataset,
+                     order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The epoch's weighted means from its per-step losses (each batch weighted by its weight), and
+        the weight of the rows it took."""
         batch_size = self.options.batch_size
         self.state.t += len(losses)
         weight = train.weight[order]
         padded = torch.nn.functional.pad(weight, (0, len(losses) * batch_size - weight.shape[0]))  # zero weight
         batch_weights = padded.view(len(losses), batch_size).sum(1)
-        means = (torch.stack(losses) * batch_weights[:, None]).sum(0) / weight.sum()
-        return means[0], means[1]
+        taken = weight.sum()
+        means = (torch.stack(losses) * batch_weights[:, None]).sum(0) / taken
+        return means[0], means[1], taken
 
     def epochs(
         self,
@@ -479,9 +485,9 @@ class Trainer:
                     on_epoch_begin()
                 self._set_learning_rate(epoch)
                 self.model.train()
-                loss, data_loss = self._epoch(train)
-                if self.distributed is not None:
-                    loss, data_loss = self.distributed.weighted_average([loss, data_loss], train.weight.sum())
+                loss, data_loss, taken = self._epoch(train)
+                if self.distributed is not None:  # each rank's means over the rows it took, weighted so
+                    loss, data_loss = self.distributed.weighted_average([loss, data_loss], taken)
                 to_read = {history.TRAIN_LOSS: loss}
                 if self.train_metric is not None:
                     name, to_metric = self.train_metric
