@@ -3,11 +3,12 @@
 Autograd's way through a loss -- the members' targets repeated, the residual, its square, the
 weighted sums, a division, and the backward of each -- ran ~20 small kernels a training step
 (benchmarks/bench_step_parts.py --profile), about as long as the eigen kernel on a large batch.
-Here one block takes the batch: each thread a stride of its (row, member) groups, float64 sums
-reduced over the block in a fixed order (the same every run), then the gradient with respect to
-the output. The formulas are the CPU's compiled kernels' (skspectral._step_kernels: a row's target
-and weight count for every member; the pinball loss orders a member's values as the model does);
-equal to autograd's to rounding.
+Here one block takes the batch: the weights' float64 sum first (it alone scales the gradient), then
+each thread a stride of its (row, member) groups, their losses and their gradients with respect to
+the output in one pass (each group's inputs read once); sums over the block by warp shuffles, in a
+fixed order (the same every run). The formulas are the CPU's compiled kernels'
+(skspectral._step_kernels: a row's target and weight count for every member; the pinball loss
+orders a member's values as the model does); equal to autograd's to rounding.
 """
 
 from __future__ import annotations
@@ -103,48 +104,55 @@ __device__ void group_gradient(int loss, const T* o, double y, int k, const doub
     g[0] = (T)(slope * ws);
 }
 
+// the block's sum of x (every thread's), the same every run: a butterfly of shuffles in each warp, then warp 0's
+// over the warps' sums (lane 0's order fixed by the pattern); every thread gets it. ``warp_sums``: THREADS / 32
+__device__ double block_sum(double x, double* warp_sums) {
+    for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+    if ((threadIdx.x & 31u) == 0) warp_sums[threadIdx.x >> 5] = x;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double y = threadIdx.x < THREADS / 32 ? warp_sums[threadIdx.x] : 0.0;
+        for (int offset = 16; offset > 0; offset >>= 1) y += __shfl_xor_sync(0xffffffffu, y, offset);
+        if (threadIdx.x == 0) warp_sums[0] = y;
+    }
+    __syncthreads();
+    double total = warp_sums[0];
+    __syncthreads();  // (warp_sums is written again by the next sum)
+    return total;
+}
+
 // output (rows, members, k) -> value[0] the weighted mean loss over rows and members (a pinball
-// loss: and levels), gradient (rows, members, k); one block
+// loss: and levels), gradient (rows, members, k); one block. The weights' sum first (it alone scales the
+// gradient), then one pass over the groups for their losses and gradients: each group's inputs read once
 template <typename T>
 __device__ void loss_and_gradient(int loss, const T* output, const T* target, const T* weight,
                                   const double* parameters, long long rows, long long members, int k,
                                   T* value, T* gradient) {
-    __shared__ double totals[THREADS], weights[THREADS];
+    __shared__ double warp_sums[THREADS / 32];
     long long groups = rows * members;
     double counted = loss == PINBALL ? (double)k : 1.0;  // a pinball loss averages over its levels too
-    double total = 0.0, weight_sum = 0.0;
+    double weight_sum = 0.0;
+    for (long long b = threadIdx.x; b < rows; b += THREADS) weight_sum += (double)weight[b];
+    weight_sum = block_sum(weight_sum, warp_sums) * (double)members * counted;  // every group's row weight
+    double scale = 1.0 / fmax(weight_sum, TINY);
+    double total = 0.0;
     for (long long p = threadIdx.x; p < groups; p += THREADS) {
         long long b = p / members;
-        double w = (double)weight[b];
-        total += group_loss<T>(loss, output + p * k, (double)target[b], k, parameters) * w;
-        weight_sum += counted * w;
+        double w = (double)weight[b], y = (double)target[b];
+        total += group_loss<T>(loss, output + p * k, y, k, parameters) * w;
+        group_gradient<T>(loss, output + p * k, y, k, parameters, w * scale, gradient + p * k);
     }
-    totals[threadIdx.x] = total;
-    weights[threadIdx.x] = weight_sum;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half >>= 1) {  // a fixed-order tree: the same sums every run
-        if (threadIdx.x < half) {
-            totals[threadIdx.x] += totals[threadIdx.x + half];
-            weights[threadIdx.x] += weights[threadIdx.x + half];
-        }
-        __syncthreads();
-    }
-    double scale = 1.0 / fmax(weights[0], TINY);
-    if (threadIdx.x == 0) value[0] = (T)(totals[0] * scale);
-    for (long long p = threadIdx.x; p < groups; p += THREADS) {
-        long long b = p / members;
-        group_gradient<T>(loss, output + p * k, (double)target[b], k, parameters, (double)weight[b] * scale,
-                          gradient + p * k);
-    }
+    total = block_sum(total, warp_sums);
+    if (threadIdx.x == 0) value[0] = (T)(total * scale);
 }
 
 // the shared factors' pull after a step's backward (one block): grad[i] += pull sign(r_i), with pull =
 // factor_l1 * data_loss rounded to T as autograd's product is (so the gradient's bits are autograd's), and
-// value[0] = pull * sum_i |r_i| (a fixed-order tree in float64)
+// value[0] = pull * sum_i |r_i| (block_sum in float64)
 template <typename T>
 __device__ void factor_pull(const T* scales, T* grad, const T* data_loss, double factor_l1, long long count,
                             T* value) {
-    __shared__ double totals[THREADS];
+    __shared__ double warp_sums[THREADS / 32];
     T pull = (T)factor_l1 * data_loss[0];
     double total = 0.0;
     for (long long i = threadIdx.x; i < count; i += THREADS) {
@@ -152,13 +160,8 @@ __device__ void factor_pull(const T* scales, T* grad, const T* data_loss, double
         total += fabs((double)r);
         if (r != (T)0) grad[i] += r > (T)0 ? pull : -pull;
     }
-    totals[threadIdx.x] = total;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) totals[threadIdx.x] += totals[threadIdx.x + half];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) value[0] = (T)((double)pull * totals[0]);
+    total = block_sum(total, warp_sums);
+    if (threadIdx.x == 0) value[0] = (T)((double)pull * total);
 }
 
 extern "C" __global__ void factor_pull_float(const float* scales, float* grad, const float* data_loss,
