@@ -385,6 +385,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             kinds = self.column_mapper_.kinds
             if kinds.categorical is not None and not is_dataframe(X):
                 X = check_array(X, dtype=None, ensure_all_finite=False)
+            if is_dataframe(X):
+                # the names before the values: a frame with its columns in another order would
+                # otherwise be reported as a column holding the wrong kind of values
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # (the validation below warns, once)
+                    validate_data(self, X, reset=False, skip_check_array=True)
             check_readable(X, kinds, fitted=True)
         if kinds.categorical is None:
             check = dict(reset=reset, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan")

@@ -510,6 +510,20 @@ def test_a_categorical_column_arriving_as_another_dtype_is_an_error():
     del pd
 
 
+def test_a_frame_with_its_columns_in_another_order_gets_scikit_learns_names_error():
+    """A frame whose columns come in another order than in fit is reported by its names (scikit-learn's
+    message), not as a numeric column holding a categorical column's strings; eval_set's frames too."""
+    pytest.importorskip("pandas")
+    X, y = mixed_frame(4)
+    X = X.drop(columns="empty")
+    est = SpectralRegressor(dim=4, max_iter=3, **CPU).fit(X, y)
+    reordered = X[["colour", "size", "city", "age"]]  # strings where numbers were
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        est.predict(reordered)
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        SpectralRegressor(dim=4, max_iter=3, **CPU).fit(X, y, eval_set=[(reordered, y)])
+
+
 def test_unreadable_input_is_a_clear_error_at_fit():
     pd = pytest.importorskip("pandas")
     X, y = make_data(15, n=60)
