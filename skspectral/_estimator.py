@@ -38,7 +38,7 @@ from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
-from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, feature_bounds, to_user_units
+from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, ensemble_bounds, feature_bounds, to_user_units
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
                         predict_in_chunks, set_up_on_one_thread)
 from ._transfer import CHUNK_BYTES, standardised_rows
@@ -230,8 +230,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         return self.eigval_idx_
 
     def _member_bounds(self) -> str:
-        """How members' certified bounds combine: "mean" (the prediction is their mean) or "max"."""
-        return "max" if self._loss().link == "log" else "mean"
+        """How members' certified bounds combine into the ensemble output's (``Loss.member_bounds``)."""
+        return self._loss().member_bounds
 
     @abstractmethod
     def _n_outputs(self) -> int | None:
@@ -799,9 +799,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         @torch.no_grad()
         def record() -> dict:
             bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms, plan=plan)
-            if members > 1:  # (members * outputs, features) -> the members' mean (or largest)
-                bounds = bounds.view(members, -1, bounds.shape[-1])
-                bounds = bounds.amax(dim=0) if reduce == "max" else bounds.mean(dim=0)
+            if members > 1:  # (members * outputs, features) -> the ensemble output's (outputs, features)
+                bounds = ensemble_bounds(bounds.view(members, -1, bounds.shape[-1]), reduce)
             sensitivities = to_user_units(bounds, output_scale, x_scale)
             out = {history.SENSITIVITIES: sensitivities[0] if single else sensitivities}
             for i, data in enumerate(evaluations):

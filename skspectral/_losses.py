@@ -147,6 +147,11 @@ class Loss:
     combine_members: Callable[[torch.Tensor], torch.Tensor]
     # "identity", or "log": the output is a log (of y over its mean), members combined in y's space
     link: str = "identity"
+    # how the members' certified bounds give the ensemble output's (skspectral._sensitivity.ensemble_bounds):
+    # "mean" where that output is the members' mean; "max" where it is a monotone mixing of their outputs
+    # whose weights sum to at most 1 (the log of their mean exp, the logit of their mean probability);
+    # "softmax" for the log of their mean class probabilities
+    member_bounds: str = "mean"
     # (output (batch[, members]), target, weight) -> (the mean of fn over the members, its gradient
     # with respect to output), or None: autograd's
     fn_and_gradient: Callable | None = None
@@ -262,7 +267,7 @@ def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, target_mea
         unit = float(target_mean) if name == "poisson" else 1.0
         to_metric = lambda loss, scale: unit * loss  # noqa: E731 -- a log link's output has no scale
         return Loss(fn, f"{name}_deviance", to_metric, floor_of(fn), _log_mean_exp_of_members, link="log",
-                    fn_and_gradient=_own_gradient(f"{name}_and_gradient", fn))
+                    member_bounds="max", fn_and_gradient=_own_gradient(f"{name}_and_gradient", fn))
     raise ValueError(f"Unknown regression loss {name!r}; the losses are {sorted(REGRESSION_LOSSES)}.")
 
 
@@ -274,10 +279,10 @@ LOSSES = {
                           _mean_of_members,
                           fn_and_gradient=_own_gradient("squared_error_and_gradient", squared_error)),
     "binary_log_loss": Loss(binary_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
-                            _logit_of_mean_probability,
+                            _logit_of_mean_probability, member_bounds="max",
                             fn_and_gradient=_own_gradient("binary_log_loss_and_gradient", binary_log_loss)),
     "log_loss": Loss(multiclass_log_loss, "log_loss", lambda loss, scale: loss, _log_loss_floor,
-                     _log_of_mean_probabilities,
+                     _log_of_mean_probabilities, member_bounds="softmax",
                      fn_and_gradient=_own_gradient("multiclass_log_loss_and_gradient", multiclass_log_loss,
                                                    last_axis=True)),
 }

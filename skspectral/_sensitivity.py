@@ -9,7 +9,12 @@ feature i that gives, in standardised units:
   x_i (moving x_i by delta moves the bin columns by sum_t w_t |dz_t| = |delta|);
 - categorical: max over level pairs (a, b) of ||A_a - A_b||_2 for any change of
   level (unseen, rare and missing levels included);
-- an ensemble: the mean of its members' bounds (the prediction is their mean).
+- an ensemble: what its combination of the members' outputs allows (:func:`ensemble_bounds`): the
+  mean of their bounds where the prediction is their mean; the largest where it is a monotone
+  mixing whose weights sum to at most 1 (the log of the mean exp of a log link's members; the logit
+  of a binary classifier's mean probability, by Chebyshev's sum inequality); for a multiclass
+  classifier's log mean probabilities, the largest over the members of a class's bound plus the
+  largest other class's (a member's log-softmax moves by at most so much).
 
 The same holds for the structure and smoothing variants: a tridiagonal A_j is a
 symmetric matrix (its norm from the tridiagonal solver), and the smoothed
@@ -88,6 +93,31 @@ def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spec
     return bounds
 
 
+def ensemble_bounds(bounds: torch.Tensor, rule: str) -> torch.Tensor:
+    """The bounds of an ensemble's output from its members' ``bounds`` (members, ..., features), by
+    ``rule``, how the ensemble combines its members' outputs (``Loss.member_bounds``):
+
+    - "mean": the members' mean moves by at most the mean of their moves;
+    - "max": a mixing g(f_1, ..., f_K) with dg/df_m >= 0 and sum_m dg/df_m <= 1 moves by at most the
+      largest member's move. The log of the mean exp has weights summing to 1. The logit of the mean
+      probability has sum_m s_m t_m (1 / S + 1 / T) = K sum_m s_m t_m / (S T) <= 1, for s_m the
+      members' probabilities, t_m = 1 - s_m, S and T their sums: s and t are oppositely ordered, so
+      by Chebyshev's sum inequality K sum_m s_m t_m <= S T;
+    - "softmax" (bounds (members, classes, features)): the log of the members' mean class
+      probabilities. Member m's log-softmax of class c, f_c - logsumexp_j f_j, moves by at most
+      max_j |df_c - df_j| <= b_c + max over the other classes of b_j, and then as "max".
+    """
+    if rule == "mean":
+        return bounds.mean(dim=0)
+    if rule == "max":
+        return bounds.amax(dim=0)
+    if rule == "softmax":
+        top = bounds.topk(2, dim=1).values  # each member's and feature's two largest class bounds
+        largest_other = torch.where(bounds == top[:, :1], top[:, 1:2], top[:, :1])
+        return (bounds + largest_other).amax(dim=0)
+    raise ValueError(f"Unknown rule {rule!r} for the members' bounds; one of 'mean', 'max', 'softmax'.")
+
+
 def to_user_units(bounds, output_scale: float, x_scale):
     """Bounds per unit of each feature, from bounds on standardised data (numpy or torch).
 
@@ -103,15 +133,14 @@ class CertifiedSensitivityMixin:
     ``_output_scale()``)."""
 
     def _feature_bounds(self) -> np.ndarray:
-        """Bounds in standardised units, shape (..., n_features), ensemble members averaged."""
+        """Bounds in standardised units of the ensemble's output, shape (..., n_features)."""
         check_is_fitted(self, "_module_state_")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
         norms = model_class(self.structure).stored_matrix_norms
-        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms).numpy()
-        if self.n_estimators_ == 1:
-            return bounds
-        # members averaged: the mean of their bounds; combined in a log link's space: the largest
-        return bounds.max(axis=0) if self._member_bounds() == "max" else bounds.mean(axis=0)
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms)
+        if self.n_estimators_ > 1:  # members first
+            bounds = ensemble_bounds(bounds, self._member_bounds())
+        return bounds.numpy()
 
     @property
     def feature_sensitivities_(self) -> np.ndarray:
@@ -123,14 +152,17 @@ class CertifiedSensitivityMixin:
         unseen and missing included). By Weyl's inequality (see
         ``skspectral._sensitivity``). Shape (n_features,), or (n_classes,
         n_features) for a multiclass classifier (bounds on each class's logit;
-        binary: on the logit). For an ensemble, the mean of its members' bounds.
+        binary: on the logit). For an ensemble, bounds on its combined output, the one
+        ``predict`` or ``decision_function`` returns (the members' mean's: the mean of their
+        bounds; a classifier's or a log link's: see ``skspectral._sensitivity``).
         """
         return to_user_units(self._feature_bounds(), self._output_scale(), self.x_scale_)
 
     def sensitivity_bound(self, delta) -> np.ndarray:
         """Largest possible change of the prediction when the features move by ``delta``.
 
-        The bound is on the prediction for regression and on the logit(s) for
+        The bound is on the prediction for regression (on log(prediction), a relative
+        change, where the loss has a log link: poisson, gamma) and on the logit(s) for
         classification; it holds for any x, also with clip_features (clipping
         never increases |delta_i|), for moves between observed (non-missing)
         numeric values.

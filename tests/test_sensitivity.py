@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
-from skspectral._sensitivity import bounds_plan_on, feature_bounds, spectral_norms
+from skspectral._losses import get_loss, regression_loss
+from skspectral._sensitivity import bounds_plan_on, ensemble_bounds, feature_bounds, spectral_norms
 from skspectral.encoding import EncodingSpec
 
 from .conftest import DEVICES, SERIES, make_data
@@ -85,3 +86,56 @@ def test_a_plan_on_the_device_gives_the_same_bounds(device):
     expected = feature_bounds(A, spec)
     assert expected.shape == (2, 4) and bool((expected > 0).all())
     assert torch.equal(feature_bounds(A, spec, plan=plan), expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), name=st.sampled_from(["squared_error", "poisson", "binary_log_loss", "log_loss"]),
+       members=st.integers(2, 5), spread=st.sampled_from([0.1, 1.0, 10.0]))
+def test_an_ensembles_output_moves_by_at_most_its_members_bounds_combined(seed, name, members, spread):
+    """Members whose outputs each move by at most their bound (a class's, for a multiclass member) move the
+    ensemble's combined output -- what predict or decision_function returns -- by at most
+    ``ensemble_bounds`` of those bounds, by the loss's rule: the members' mean, a log link's log mean exp,
+    a binary classifier's logit of the mean probability, a multiclass one's log mean probabilities. The
+    moves are random and at the bounds' extremes, the members confident (spread 10) and not."""
+    loss = regression_loss("poisson") if name == "poisson" else get_loss(name)
+    rng = np.random.default_rng(seed)
+    shape = (64, members) + ((int(rng.integers(3, 6)),) if name == "log_loss" else ())
+    output = torch.as_tensor(rng.normal(size=shape) * spread)
+    bounds = torch.as_tensor(rng.exponential(size=shape[1:]) * rng.choice([0.01, 1.0, 5.0]))
+    extremes = torch.as_tensor(rng.choice([-1.0, 1.0], size=shape))
+    moves = torch.as_tensor(rng.uniform(-1, 1, size=shape))
+    combined = ensemble_bounds(bounds.unsqueeze(-1), loss.member_bounds).squeeze(-1)  # (one feature)
+    for move in (moves, extremes):
+        change = (loss.combine_members(output + move * bounds) - loss.combine_members(output)).abs()
+        assert bool((change <= combined * (1 + 1e-9) + 1e-12).all())
+
+
+def test_the_members_mean_bound_would_not_hold_for_a_classifiers_ensemble():
+    """Why a binary classifier's members' bounds combine by their largest: a confident member (logit -10)
+    beside an uncertain one (0) that moves by its bound 1 moves the logit of their mean probability by
+    0.55, over the mean of the bounds (0.5)."""
+    loss = get_loss("binary_log_loss")
+    output = torch.tensor([[-10.0, 0.0]], dtype=torch.float64)
+    change = (loss.combine_members(output + torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+              - loss.combine_members(output)).abs()
+    bounds = torch.tensor([0.0, 1.0], dtype=torch.float64).unsqueeze(-1)
+    assert float(ensemble_bounds(bounds, "mean")) < float(change) <= float(ensemble_bounds(bounds, loss.member_bounds))
+
+
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+def test_a_multiclass_ensembles_logits_move_within_the_certified_bound(structure):
+    """A multiclass ensemble's decision_function is the log of its members' mean class probabilities:
+    a class's moves with the other classes' logits (the softmax) and with the members' weights. The
+    bound of the members' mean per class was exceeded here by 1.5x (dense) and 2.1x (tridiagonal)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(143)
+    n = 600
+    X = pd.DataFrame({"x0": rng.normal(size=n), "x1": rng.normal(size=n),
+                      "c": pd.Categorical(rng.choice(list("abcd"), n))})
+    signal = X["x0"].to_numpy() + 0.3 * rng.normal(size=n)
+    y = np.digitize(signal, np.quantile(signal, [1 / 3, 2 / 3]))
+    est = SpectralClassifier(dim=2, n_bins=2, alpha=0.1, batch_size=7, max_iter=3, structure=structure,
+                             random_state=0, device="cpu").fit(X, y)
+    assert est.n_estimators_ > 1
+    change = np.abs(est.decision_function(X.assign(x0=X["x0"] + 0.37)) - est.decision_function(X))
+    assert np.all(change <= est.sensitivity_bound([0.37, 0.0, 0.0]) * (1 + 1e-6))
