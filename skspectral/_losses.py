@@ -116,17 +116,34 @@ def _mean_of_members(output):
     return output.mean(dim=1)
 
 
+def _logsumexp_in_order(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """log sum exp over ``dim``, each entry's terms added in index order, from elementwise ops only: a
+    row's value is the same whatever the rows beside it. (torch's reductions and softplus take other
+    vectorised paths for other shapes: a float32 row rounded differently alone than in a batch.)"""
+    values = values.movedim(dim, 0)
+    top = values.amax(dim=0)  # exact in any order
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # (all -inf: log 0 = -inf below)
+    total = torch.zeros_like(top)
+    for value in values:
+        total = total + torch.exp(value - top)
+    return top + torch.log(total)
+
+
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """log(1 / (1 + exp(-x))) without overflow, from elementwise ops (see _logsumexp_in_order)."""
+    return -(torch.clamp(-x, min=0) + torch.log1p(torch.exp(-x.abs())))
+
+
 def _logit_of_mean_probability(output):
-    """Binary members (batch, K) -> the logit of their mean probability, computed stably."""
-    log_k = math.log(output.shape[1])
-    log_p = torch.logsumexp(-F.softplus(-output), dim=1) - log_k
-    log_q = torch.logsumexp(-F.softplus(output), dim=1) - log_k
-    return log_p - log_q
+    """Binary members (batch, K) -> the logit of their mean probability, computed stably: log of the
+    mean p over log of the mean (1 - p) (the 1 / K cancels)."""
+    return _logsumexp_in_order(_log_sigmoid(output), 1) - _logsumexp_in_order(_log_sigmoid(-output), 1)
 
 
 def _log_of_mean_probabilities(output):
     """Multiclass members (batch, K, C) -> log of their mean class probabilities (as logits)."""
-    return torch.logsumexp(output.log_softmax(dim=-1), dim=1) - math.log(output.shape[1])
+    log_probabilities = output - _logsumexp_in_order(output, -1).unsqueeze(-1)
+    return _logsumexp_in_order(log_probabilities, 1) - math.log(output.shape[1])
 
 
 def _log_loss_floor(target: np.ndarray, weight: np.ndarray) -> float:
@@ -227,7 +244,7 @@ def _gamma_deviance(output, target, weight):
 
 def _log_mean_exp_of_members(output):
     """Log-link members (batch, K) -> the log of their mean prediction (mean in the target's space)."""
-    return torch.logsumexp(output, dim=1) - math.log(output.shape[1])
+    return _logsumexp_in_order(output, 1) - math.log(output.shape[1])
 
 
 def regression_loss(name: str, *, quantiles=None, delta: float = 1.0, target_mean: float = 1.0) -> "Loss":

@@ -108,3 +108,32 @@ def test_identity_link_floors_are_a_constants_loss(name):
     for c in np.linspace(-3, 3, 25):  # no constant does better (to the resolution of the grid)
         out = torch.full((200, 2) if name == "quantile" else (200,), float(c), dtype=torch.float64)
         assert float(loss.fn(out, torch.as_tensor(t), torch.as_tensor(w))) >= floor - 1e-9
+
+
+@pytest.mark.parametrize("name", ["squared_error", "poisson", "binary_log_loss", "log_loss"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_members_combination_is_the_ensembles_definition_and_the_same_for_a_row_in_any_batch(name, dtype):
+    """How members combine -- their mean, the log of their mean exp (a log link), the logit of their mean
+    probability, the log of their mean class probabilities -- against the definitions in float64, and a
+    row's combined output is the same to the bit alone as among 300 rows: a prediction does not depend on
+    its batch. (torch's softplus rounded a float32 row differently alone: the binary logit moved by 1e-7.)"""
+    from skspectral._losses import regression_loss
+
+    loss = regression_loss("poisson") if name == "poisson" else get_loss(name)
+    g = torch.Generator().manual_seed(0)
+    shape = (300, 4) + ((5,) if name == "log_loss" else ())
+    output = (torch.randn(shape, dtype=torch.float64, generator=g) * 8).to(dtype)
+    x = output.double()
+    expected = {
+        "squared_error": lambda: x.mean(1),
+        "poisson": lambda: x.exp().mean(1).log(),
+        "binary_log_loss": lambda: torch.logit(torch.sigmoid(x).mean(1)),
+        "log_loss": lambda: x.softmax(-1).mean(1).log(),
+    }[name]()
+    combined = loss.combine_members(output)
+    assert combined.dtype == dtype
+    close = torch.isfinite(expected) & (expected.abs() < 30)  # (the logit of a mean probability near 0 or 1)
+    np.testing.assert_allclose(combined.double()[close], expected[close], rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                               atol=1e-5 if dtype == torch.float32 else 1e-12)
+    alone = torch.cat([loss.combine_members(output[i : i + 1]) for i in range(output.shape[0])])
+    assert torch.equal(alone, combined)
