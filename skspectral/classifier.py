@@ -294,7 +294,9 @@ SpectralClassifier.__doc__ = f"""Classification with eigenvalue models.
     label_coder_ : skspectral._target.LabelCoder
         The classes and each one's row count in fit.
     {ATTRIBUTES_DOC}
-        For multiclass, one row of sensitivities per class's logit.
+        For multiclass, one row of sensitivities per class's logit. For an ensemble, bounds on
+        the logits decision_function returns (its members' mean probability's): the largest
+        member's, for multiclass a class's plus the largest other class's.
 
     Examples
     --------
