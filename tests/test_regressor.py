@@ -621,3 +621,17 @@ def test_split_conformal_wrapping_with_mapie():
     points, intervals = wrapped.predict_interval(X_test)
     covered = np.mean((y_test >= intervals[:, 0, 0]) & (y_test <= intervals[:, 1, 0]))
     assert points.shape == (2000,) and abs(covered - 0.9) < 0.03, covered
+
+
+@pytest.mark.parametrize("value", [1e-3, 5.0, -1e6])
+@pytest.mark.parametrize("params", [{}, {"loss": "absolute_error"}, {"loss": "quantile", "quantile": [0.1, 0.5, 0.9]},
+                                    {"structure": "tridiagonal", "monotonic_cst": [1, 0, 0]}])
+def test_a_constant_target_is_predicted_as_that_constant(value, params):
+    """A constant y leaves nothing to learn: the predictions are y (as gradient boosting's), to 1e-8 of
+    max(1, |y|), also away from the training rows. (Learnt on a scale of 1 it was predicted to ~0.02 in y's
+    units: y = 1e-3 as -0.02 to 0.02.)"""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    est = SpectralRegressor(dim=5, max_iter=10, random_state=0, device="cpu", **params).fit(X, np.full(400, value))
+    predictions = est.predict(rng.normal(size=(300, 3)) * 3)
+    np.testing.assert_allclose(predictions, value, rtol=0, atol=1e-8 * max(1.0, abs(value)))

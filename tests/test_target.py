@@ -38,7 +38,9 @@ def test_target_errors():
         TargetSummary.of_block(np.array([1.0, np.nan]), np.ones(2))
     with pytest.raises(ValueError, match="target y has values too large"):
         TargetSummary.of_block(np.array([1e300, -1e300, 5e299]), np.ones(3)).finalize()
-    assert TargetSummary.of_block(np.full(4, 3.0), np.ones(4)).finalize().scale == 1.0  # constant: scale 1
+    # a constant y is learnt on a scale of 1e-9 of its size (not 1: the model's output would stay in y's units)
+    assert TargetSummary.of_block(np.full(4, 3.0), np.ones(4)).finalize().scale == pytest.approx(3e-9)
+    assert TargetSummary.of_block(np.full(4, 1e-3), np.ones(4)).finalize().scale == pytest.approx(1e-9)
 
 
 @settings(max_examples=60, deadline=None)
