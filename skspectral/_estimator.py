@@ -717,6 +717,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 f"{self.column_mapper_.spec.n_columns} encoded columns)")
 
     def _warn_if_not_converged(self, state, first, last, loss, floor, output_scale) -> None:
+        if floor <= 0.0:  # a constant fits the target exactly (e.g. a constant y): nothing was to be learnt
+            return
         name = type(self).__name__
         if not state.converged and self.learning_rate_schedule == "constant":
             # (the cosine schedule anneals to zero at max_iter: ending there is the plan)

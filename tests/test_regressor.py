@@ -635,3 +635,14 @@ def test_a_constant_target_is_predicted_as_that_constant(value, params):
     est = SpectralRegressor(dim=5, max_iter=10, random_state=0, device="cpu", **params).fit(X, np.full(400, value))
     predictions = est.predict(rng.normal(size=(300, 3)) * 3)
     np.testing.assert_allclose(predictions, value, rtol=0, atol=1e-8 * max(1.0, abs(value)))
+
+
+def test_a_fit_of_one_row_does_not_warn_of_divergence():
+    """One row (or a constant y) is fitted exactly by a constant: the training loss's rise from 1e-17 to 1e-13
+    is rounding, not a diverged fit, and no ConvergenceWarning says otherwise."""
+    X = np.random.default_rng(0).normal(size=(1, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*hold a single value")  # (every column, with one row)
+        est = SpectralRegressor(max_iter=3, random_state=0, device="cpu").fit(X, [2.5])
+    np.testing.assert_allclose(est.predict(X), 2.5, rtol=1e-8)
