@@ -140,3 +140,17 @@ def test_a_multiclass_ensembles_logits_move_within_the_certified_bound(structure
     assert est.n_estimators_ > 1
     change = np.abs(est.decision_function(X.assign(x0=X["x0"] + 0.37)) - est.decision_function(X))
     assert np.all(change <= est.sensitivity_bound([0.37, 0.0, 0.0]) * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_each_epochs_record_bounds_a_classifiers_ensemble_by_the_fitted_rule(n_classes):
+    """The sensitivities history_ records every epoch (on the fit's device, from the model) combine the members
+    by the rule the fitted attributes use: the last epoch's (no early stopping: the parameters kept) equal
+    feature_sensitivities_ to float32's rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    signal = X[:, 0] + 0.3 * rng.normal(size=300)
+    y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    est = SpectralClassifier(dim=4, max_iter=4, early_stopping=False, random_state=0, device="cpu").fit(X, y)
+    assert est.n_estimators_ > 1
+    np.testing.assert_allclose(est.history_[-1]["sensitivities"], est.feature_sensitivities_, rtol=1e-5)
