@@ -13,13 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._columns.summary import _moments, checked_scale
+from ._columns.summary import _moments, checked_scale, is_constant
 
 
-# A target whose standard deviation is at most _CONSTANT_SPREAD times max(1, |mean|) is constant: the model
-# learns it on the scale _CONSTANT_TARGET_SCALE times max(1, |mean|), so that its predictions are the constant
-# to ~1e-10 of that size
-_CONSTANT_SPREAD = 1e-12
+# A constant target (the columns' rule, summary.is_constant) is learnt on the scale _CONSTANT_TARGET_SCALE times
+# max(1, |mean|), so that its predictions are the constant to ~1e-10 of that size
 _CONSTANT_TARGET_SCALE = 1e-9
 
 
@@ -73,7 +71,7 @@ class TargetSummary:
                                  "before any feature moves it); every y of positive weight is 0.")
             return TargetScaler(float(np.log(self.mean)), float(self.mean), link="log")
         scale = float(checked_scale(np.array([self.mean]), np.array([self.var]), ["target y"], lambda i: self.largest)[0])
-        if not np.sqrt(max(self.var, 0.0)) > _CONSTANT_SPREAD * max(1.0, abs(self.mean)):
+        if is_constant(self.mean, np.sqrt(self.var)):  # (a finite variance: checked_scale raised otherwise)
             # y is constant (to rounding): whatever the fit leaves in the model's output (its start's matrices,
             # trained down but not to zero: ~0.02) is then scaled down to nothing, where a scale of 1 left it
             # in y's units (y = 1e-3 predicted as -0.02 to 0.02)

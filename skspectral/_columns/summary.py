@@ -275,9 +275,18 @@ def check_total_weight(total: float) -> None:
         raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
 
 
+# Values whose standard deviation is at most CONSTANT_SPREAD times max(1, |mean|) are one value, to rounding
+CONSTANT_SPREAD = 1e-12
+
+
+def is_constant(mean, scale):
+    """Whether values of this mean and standard deviation (arrays or floats) are constant (NaN: all missing)."""
+    return ~(scale > CONSTANT_SPREAD * np.maximum(1.0, np.abs(mean)))
+
+
 def usable_scale(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Standard deviations, with 1 for constant (and all-missing) columns."""
-    return np.where(scale > 1e-12 * np.maximum(1.0, np.abs(mean)), scale, 1.0)
+    return np.where(is_constant(mean, scale), 1.0, scale)
 
 
 def checked_scale(mean: np.ndarray, var: np.ndarray, labels: list, largest) -> np.ndarray:
