@@ -162,6 +162,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "refit": ["boolean"],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "spectral_penalty": [Interval(numbers.Real, 0, None, closed="left")],
         "verbose": ["verbose"],
@@ -588,7 +589,44 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         # the loss of the best constant prediction: a fit that learned anything beats it
         floor = self._loss().constant_floor(train_target, train_weight)
         del train_target  # (a copy of the training rows' targets, not held through the epochs)
-        yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
+        finished = yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
+        if finished and self.refit and fit.early_stopping and plan.fresh:
+            epochs = 1 + int(np.argmax(trainer.state.validation_scores))  # the best epoch (the first of equals)
+            del trainer, trained, train, validation, model  # the selection's rows and steps (the model is kept)
+            self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads)
+
+    def _refit_on_every_row(self, X, target, weight, fit: FitAgreement, epochs: int, plan: FitPlan, context,
+                            threads) -> None:
+        """refit=True: the model trained anew, from the same start, on every row -- the early-stopping
+        rows too -- for the ``epochs`` the held-out rows chose, of the same schedule; the running
+        average of its epochs' parameters is kept, as early stopping scored and kept it. Replaces
+        the fitted model; the selection's record (history_, n_iter_, the validation scores) stays."""
+        device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
+        agreed = self._agree(context, {
+            "n_train": (len(weight), "max"),
+            "total_weight": (float(weight.sum()), "sum"),
+            "stream": (_stream_rows(len(weight) * X.shape[1] * dtype.itemsize, device), "max"),
+        })
+        every_row = FitAgreement(fit.seed, False, int(agreed["n_train"]), 0, float(agreed["total_weight"]),
+                                 bool(agreed["stream"]))
+        check_memory(self._model_bytes(dtype, every_row.n_train), device, what=self._model_description())
+        model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
+                                       generator=torch.Generator().manual_seed(every_row.seed))
+        self._start_diagonal(model, target, weight, context)
+        train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if context is not None else None,
+                              stream=every_row.stream)
+        trained, train, _ = self._encoded_once(model, train, None)
+        trainer = self._trainer(model, every_row, len(train), plan, context, module=trained, threads=threads,
+                                stop_after=epochs)
+        if self.verbose:
+            print(f"Refit on every row ({every_row.n_train}) for the best epoch's {epochs} epochs")
+        for _ in trainer.epochs(train):
+            pass
+        attributes = self._fitted_attributes(model, trainer.state, self.history_)
+        for name in ("_module_state_", "mu_", "feature_matrices_"):
+            setattr(self, name, attributes[name])
+        self.refit_epochs_ = trainer.state.n_iter
+        self._module = model
 
     def _encoded_once(self, model, train: Dataset, validation: Dataset | None):
         """(the module a step calls, train, validation): where the forward multiplies encoded
@@ -627,7 +665,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 None if validation is None else encoded(validation))
 
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context, module=None,
-                 threads: StepThreads | None = None) -> Trainer:
+                 threads: StepThreads | None = None, stop_after: int | None = None) -> Trainer:
         loss = self._loss()
         members, output_scale = self.n_estimators_, self._output_scale()
         batch_size = self._batch_size(n_train, context)
@@ -641,6 +679,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             score_scale=self._validation_score_scale(),
             n_iter_no_change=self._patience(fit.n_validation * (1 if context is None else context.world_size)),
             average_decay=_AVERAGE_DECAY,
+            stop_after=stop_after,
             verbose=bool(self.verbose),
             threads=None if threads is None else threads.count,
             idle_cores=None if threads is None else threads.idle_cores,
@@ -696,6 +735,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if finished and not plan.incremental:
             self._warn_if_not_converged(trainer.state, first_record, fit_history[-1] if fit_history else None,
                                         loss, floor, self._output_scale())
+        return finished
 
     def _held_out_attributes(self, module, validation) -> dict:
         """Fitted attributes read off the early-stopping rows (``validation``, None without them) once
@@ -837,6 +877,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             "validation_scores_": list(state.validation_scores) if self.early_stopping_ else None,
             "best_validation_score_": state.best_validation_score if self.early_stopping_ else None,
             "history_": list(fit_history),
+            "refit_epochs_": None,
         }
 
     def _load_fitted_state(self, model: SpectralModel) -> None:
@@ -941,6 +982,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 state["n_shared_members_"] = 0
         if "shared_factor_l1" not in state:  # pickled before the shared factors' pull
             state = {**state, "shared_factor_l1": 0.0}
+        if "refit" not in state:  # pickled before a fit could refit on every row
+            state = {**state, "refit": False}
+            if "_module_state_" in state:
+                state["refit_epochs_"] = None
         super().__setstate__(state)
 
     def __getstate__(self):

@@ -46,6 +46,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
+        refit=False,
         alpha=1e-3,
         spectral_penalty=0.0,
         verbose=False,
@@ -78,6 +79,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.refit = refit
         self.alpha = alpha
         self.spectral_penalty = spectral_penalty
         self.verbose = verbose

@@ -85,6 +85,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
+        refit=False,
         alpha=0.0,
         spectral_penalty=0.0,
         verbose=False,
@@ -120,6 +121,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.refit = refit
         self.alpha = alpha
         self.spectral_penalty = spectral_penalty
         self.verbose = verbose
@@ -238,6 +240,10 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _fit_target(self, summary, classes=None):
         self._quantiles()  # a quantile loss without levels fails here, at fit
+        if self.loss == "quantile" and self.calibrate_quantiles is True and self.refit:
+            raise ValueError("calibrate_quantiles=True shifts the levels on the early-stopping rows, which refit=True "
+                             "then trains the model on: the shifts would not be held out. Set one of them to False "
+                             '(calibrate_quantiles="auto" calibrates only without refit).')
         self.target_scaler_ = summary.finalize(link="log" if self.loss in ("poisson", "gamma") else "identity",
                                                loss=self.loss)
 
@@ -267,7 +273,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         if levels is None:
             return {}
         calibrates = self.calibrate_quantiles is True or (
-            self.calibrate_quantiles == "auto" and validation is not None
+            self.calibrate_quantiles == "auto" and validation is not None and not self.refit
             and len(validation) >= _CALIBRATION_ROWS)
         if validation is None or not calibrates:
             return {"quantile_offsets_": np.zeros(len(levels))}
@@ -412,8 +418,9 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
         Averaging matrices over epochs (early stopping's average) narrows the
         spread between their eigenvalues, so intervals come out narrow;
         this restores the levels' coverage on held-out rows. "auto": from
-        1,000 early-stopping rows (50 past a 0.05 level); True: from any;
-        False: never. In a data-parallel fit each rank reads its own rows and
+        1,000 early-stopping rows (50 past a 0.05 level), and not with
+        ``refit`` (which trains on those rows); True: from any (an error with
+        ``refit``); False: never. In a data-parallel fit each rank reads its own rows and
         the fitted estimator takes the first rank's shifts.
 
     Attributes

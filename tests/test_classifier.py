@@ -181,3 +181,22 @@ def test_a_fit_starts_from_the_weighted_class_priors(n_classes, members):
                              random_state=0, device="cpu", dtype="float64").fit(X, y, sample_weight=sample_weight)
     shares = np.bincount(y, weights=sample_weight) / sample_weight.sum()
     np.testing.assert_allclose(est.predict_proba(X).mean(axis=0), shares, atol=0.03)  # (before: 0.27-0.37 off)
+
+
+def test_refit_classifier_and_a_fit_iter_stopped_early_keeps_the_selecting_model():
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = np.vstack([X, X + 0.01]), np.concatenate([y, y])  # 1,138 rows: early stopping holds out rows
+    params = dict(dim=4, max_iter=8, n_iter_no_change=2, random_state=0, device="cpu")
+    selecting = SpectralClassifier(**params).fit(X, y)
+    refitted = SpectralClassifier(refit=True, **params).fit(X, y)
+    assert selecting.early_stopping_ and selecting.refit_epochs_ is None
+    assert refitted.refit_epochs_ == 1 + int(np.argmax(selecting.validation_scores_))
+    assert refitted.validation_scores_ == selecting.validation_scores_
+    assert not np.array_equal(refitted.predict_proba(X), selecting.predict_proba(X))
+    again = pickle.loads(pickle.dumps(SpectralClassifier(refit=True, **params).fit(X, y)))
+    np.testing.assert_array_equal(again.predict_proba(X), refitted.predict_proba(X))
+    stopped = SpectralClassifier(refit=True, **params)
+    for record in stopped.fit_iter(X, y):
+        if record["epoch"] == 3:
+            break
+    assert stopped.refit_epochs_ is None and stopped.n_iter_ == 3

@@ -556,3 +556,20 @@ def test_data_parallel_fit_with_shared_members(client):
     rmse = np.sqrt(np.mean((predicted - y_test) ** 2))
     plain_rmse = np.sqrt(np.mean((plain.predict(X_test) - y_test) ** 2))
     assert rmse <= 1.25 * plain_rmse, (rmse, plain_rmse)
+
+
+def test_data_parallel_refit_trains_every_ranks_rows_for_the_agreed_epochs(client):
+    """refit=True over two workers: the ranks agree on the best epoch (their scores are all-reduced)
+    and each refits on all of its rows, the held-out ones too, as one model."""
+    X, y = smooth_problem(8_000)
+    params = dict(dim=5, max_iter=6, early_stopping=True, n_iter_no_change=2, random_state=0, device="cpu")
+    parts = spread_evenly(client, X, y, n_parts=4)
+    selecting = DaskSpectralRegressor(client=client, **params).fit(*parts)
+    refitted = DaskSpectralRegressor(client=client, refit=True, **params).fit(*parts)
+    assert selecting.refit_epochs_ is None
+    assert refitted.validation_scores_ == selecting.validation_scores_
+    assert refitted.refit_epochs_ == 1 + int(np.argmax(selecting.validation_scores_))
+    X_test, _ = smooth_problem(1_000, seed=1)
+    predicted = refitted.predict(da.from_array(X_test, chunks=500)).compute()
+    np.testing.assert_allclose(refitted.to_local().predict(X_test), predicted, rtol=1e-12)
+    assert not np.allclose(predicted, selecting.predict(X_test))

@@ -125,6 +125,56 @@ def test_early_stopping_records_validation_and_keeps_best(data):
                                rtol=1e-5)  # the score is computed in float32, the training dtype
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_refit_trains_on_every_row_for_the_epochs_early_stopping_chose(monkeypatch, data, device):
+    """refit=True: the selecting fit is unchanged (its record stays), and the model kept is a fit anew
+    on every row, from the same start, for the best epoch's count of the same schedule. Without the
+    epochs' average (decay 0) that is exactly an early_stopping=False fit stopped there."""
+    X, y = data
+    params = dict(dim=5, max_iter=40, early_stopping=True, n_iter_no_change=3, random_state=0, device=device,
+                  learning_rate_schedule="cosine", learning_rate_init=0.01)
+    monkeypatch.setattr(_estimator, "_AVERAGE_DECAY", 0.0)
+    selecting = SpectralRegressor(**params).fit(X, y)
+    refitted = SpectralRegressor(refit=True, **params).fit(X, y)
+    assert selecting.refit_epochs_ is None
+    best = 1 + int(np.argmax(selecting.validation_scores_))
+    assert refitted.refit_epochs_ == best <= refitted.n_iter_
+    assert device != "cpu" or best < refitted.n_iter_  # (the case chosen: the fit went on past its best epoch)
+    assert refitted.validation_scores_ == selecting.validation_scores_ and refitted.n_iter_ == selecting.n_iter_
+    assert len(refitted.history_) == refitted.n_iter_
+    on_every_row = SpectralRegressor(**{**params, "early_stopping": False})
+    for record in on_every_row.fit_iter(X, y):
+        if record["epoch"] == best:
+            break
+    np.testing.assert_array_equal(refitted.predict(X), on_every_row.predict(X))
+    assert not np.array_equal(refitted.predict(X), selecting.predict(X))
+    np.testing.assert_array_equal(refitted.mu_, on_every_row.mu_)
+    np.testing.assert_array_equal(refitted.feature_matrices_, on_every_row.feature_matrices_)
+    # seeded and deterministic; the refit model pickles
+    again = pickle.loads(pickle.dumps(SpectralRegressor(refit=True, **params).fit(X, y)))
+    np.testing.assert_array_equal(again.predict(X), refitted.predict(X))
+
+
+def test_refit_without_early_stopping_changes_nothing(data):
+    X, y = data
+    params = dict(dim=4, max_iter=5, early_stopping=False, random_state=0, device="cpu")
+    plain = SpectralRegressor(**params).fit(X, y)
+    refit = SpectralRegressor(refit=True, **params).fit(X, y)
+    assert refit.refit_epochs_ is None
+    np.testing.assert_array_equal(plain.predict(X), refit.predict(X))
+
+
+def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
+    X, y = data
+    params = dict(dim=5, max_iter=4, early_stopping=True, random_state=0, device="cpu", loss="quantile",
+                  quantile=[0.1, 0.9])
+    with pytest.raises(ValueError, match="calibrate_quantiles=True.*refit=True"):
+        SpectralRegressor(refit=True, calibrate_quantiles=True, **params).fit(X, y)
+    assert SpectralRegressor(calibrate_quantiles=True, **params).fit(X, y).quantile_offsets_.any()
+    refit = SpectralRegressor(refit=True, **params).fit(X, y)
+    assert refit.refit_epochs_ is not None and not refit.quantile_offsets_.any()
+
+
 @pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,loss,expected", [
     (11_200, True, "auto", {}, 5),   # 1,120 validation rows: a steady score, a plateau called sooner
     (2_000, True, "auto", {}, 10),   # 200 validation rows
