@@ -590,8 +590,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         floor = self._loss().constant_floor(train_target, train_weight)
         del train_target  # (a copy of the training rows' targets, not held through the epochs)
         finished = yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
-        if finished and self.refit and fit.early_stopping and plan.fresh:
-            epochs = 1 + int(np.argmax(trainer.state.validation_scores))  # the best epoch (the first of equals)
+        best = trainer.state.best_validation_score
+        if finished and self.refit and fit.early_stopping and plan.fresh and math.isfinite(best):
+            epochs = 1 + trainer.state.validation_scores.index(best)  # the epoch whose model early stopping kept
             del trainer, trained, train, validation, model  # the selection's rows and steps (the model is kept)
             self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads)
 
