@@ -64,7 +64,7 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         the model (ordered mu, ``monotonic_cst``, the certified bounds) holds.
     validation_fraction : float, default=0.1
         Share of the rows held out with early_stopping.
-    refit : bool, default=False
+    refit : "auto" or bool, default="auto"
         With early stopping, once the held-out rows have chosen the epoch
         (the best-scoring one), train the model anew from the same start on
         every row, the held-out ones too, for that many epochs of the same
@@ -73,7 +73,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         on tables of a few thousand rows a lower error for a second, shorter
         fit (1.3-2x the fit time; concrete's RMSE 1-3 % lower, hpc's log-loss
         2-4 %, churn's 1-2 %; a table of 40,000 rows can score worse:
-        benchmarks/RESULTS.md, section 12).
+        benchmarks/RESULTS.md, section 12). "auto": on a GPU under 10,000
+        rows (there the second fit costs little), not on the CPU (where it
+        costs more than it gains) nor where the fit calibrates quantiles on the
+        held-out rows (``calibrate_quantiles=True``); recorded as ``refit_``.
         ``history_``, ``n_iter_`` and the validation scores stay those of the
         selecting fit; ``refit_epochs_`` is the refit's length. No effect
         without early stopping, in partial_fit or in a warm start that
@@ -237,9 +240,12 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         The lowest training loss, without early stopping.
     validation_scores_, best_validation_score_ : list of float, float or None
         The held-out score per epoch and its best, with early_stopping.
+    refit_ : bool
+        Whether this fit refits on every row (``refit``, "auto" resolved,
+        with early stopping).
     refit_epochs_ : int or None
-        With ``refit`` (and early stopping): the epochs the model kept was
-        trained for on every row; None otherwise.
+        With ``refit_``: the epochs the model kept was trained for on every
+        row; None otherwise.
     history_ : list of dict
         One record per epoch: losses, the training metric in the eval
         metrics' units, eval-set metrics, certified sensitivities, elapsed

@@ -83,6 +83,11 @@ _AUTO_STEPS = 200
 _AUTO_MEMBERS = (4, 2)
 _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
+# refit="auto": on a GPU, a fit of fewer than this many rows (every rank's) refits on every row once early
+# stopping has chosen the epoch: there the held-out rows are worth their second, shorter fit (chosen on the
+# selection fold: tables under 10,000 rows scored 0.1-5.5 % lower, larger ones not; on the CPU the refit's
+# cost is not worth it: benchmarks/RESULTS.md, section 12)
+_AUTO_REFIT_ROWS = 10_000
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
 # on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
 # caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
@@ -162,7 +167,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
-        "refit": ["boolean"],
+        "refit": [StrOptions({"auto"}), "boolean"],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "spectral_penalty": [Interval(numbers.Real, 0, None, closed="left")],
         "verbose": ["verbose"],
@@ -494,6 +499,17 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         one_member_rows = _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
         return _AUTO_MEMBERS_TALL if n_rows >= one_member_rows else _AUTO_MEMBERS[1]
 
+    def _refits(self, n_rows: int, device: torch.device) -> bool:
+        """refit; "auto": on a GPU under _AUTO_REFIT_ROWS fit rows (every rank's), unless the fit reads the
+        held-out rows for itself (``_reads_held_out_rows``)."""
+        if self.refit != "auto":
+            return self.refit
+        return device.type == "cuda" and n_rows < _AUTO_REFIT_ROWS and not self._reads_held_out_rows()
+
+    def _reads_held_out_rows(self) -> bool:
+        """Whether this fit asks to read its early-stopping rows once trained (which a refit trains on)."""
+        return False
+
     def _one_member_sooner(self) -> bool:
         """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take two."""
         return False
@@ -577,6 +593,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         else:
             self._start_diagonal(model, train_target, train_weight, context)
         self.early_stopping_ = fit.early_stopping
+        self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), device)
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, train_target, train_weight, device, dtype,
                               rows=train_rows, n_rows=fit.n_train if pad else None, stream=fit.stream)
@@ -591,7 +608,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         del train_target  # (a copy of the training rows' targets, not held through the epochs)
         finished = yield from self._train(trainer, model, train, validation, evaluations, plan, floor, callback_data)
         best = trainer.state.best_validation_score
-        if finished and self.refit and fit.early_stopping and plan.fresh and math.isfinite(best):
+        if finished and self.refit_ and math.isfinite(best):
             epochs = 1 + trainer.state.validation_scores.index(best)  # the epoch whose model early stopping kept
             del trainer, trained, train, validation, model  # the selection's rows and steps (the model is kept)
             self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads)
@@ -986,7 +1003,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if "refit" not in state:  # pickled before a fit could refit on every row
             state = {**state, "refit": False}
             if "_module_state_" in state:
-                state["refit_epochs_"] = None
+                state.update(refit_=False, refit_epochs_=None)
         super().__setstate__(state)
 
     def __getstate__(self):

@@ -46,7 +46,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
-        refit=False,
+        refit="auto",
         alpha=1e-3,
         spectral_penalty=0.0,
         verbose=False,

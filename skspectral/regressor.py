@@ -85,7 +85,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change="auto",
-        refit=False,
+        refit="auto",
         alpha=0.0,
         spectral_penalty=0.0,
         verbose=False,
@@ -193,6 +193,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _auto_early_stopping_rows(self) -> int:
         return _EARLY_STOPPING_ROWS
 
+    def _reads_held_out_rows(self) -> bool:
+        return self.loss == "quantile" and self.calibrate_quantiles is True
+
     def _one_member_sooner(self) -> bool:
         # Several levels take one member on the CPU where the squared error takes two: their fits run
         # about twice the squared error's epochs, a CPU step's cost follows the members, and the members'
@@ -240,7 +243,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _fit_target(self, summary, classes=None):
         self._quantiles()  # a quantile loss without levels fails here, at fit
-        if self.loss == "quantile" and self.calibrate_quantiles is True and self.refit:
+        if self._reads_held_out_rows() and self.refit is True:
             raise ValueError("calibrate_quantiles=True shifts the levels on the early-stopping rows, which refit=True "
                              "then trains the model on: the shifts would not be held out. Set one of them to False "
                              '(calibrate_quantiles="auto" calibrates only without refit).')
@@ -273,7 +276,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         if levels is None:
             return {}
         calibrates = self.calibrate_quantiles is True or (
-            self.calibrate_quantiles == "auto" and validation is not None and not self.refit
+            self.calibrate_quantiles == "auto" and validation is not None and not self.refit_
             and len(validation) >= _CALIBRATION_ROWS)
         if validation is None or not calibrates:
             return {"quantile_offsets_": np.zeros(len(levels))}
@@ -418,9 +421,10 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
         Averaging matrices over epochs (early stopping's average) narrows the
         spread between their eigenvalues, so intervals come out narrow;
         this restores the levels' coverage on held-out rows. "auto": from
-        1,000 early-stopping rows (50 past a 0.05 level), and not with
-        ``refit`` (which trains on those rows); True: from any (an error with
-        ``refit``); False: never. In a data-parallel fit each rank reads its own rows and
+        1,000 early-stopping rows (50 past a 0.05 level), and not where the
+        fit refits (``refit_``: it trains on those rows); True: from any (then
+        ``refit="auto"`` does not refit; ``refit=True`` is an error); False:
+        never. In a data-parallel fit each rank reads its own rows and
         the fitted estimator takes the first rank's shifts.
 
     Attributes

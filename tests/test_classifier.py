@@ -187,7 +187,7 @@ def test_refit_classifier_and_a_fit_iter_stopped_early_keeps_the_selecting_model
     X, y = load_breast_cancer(return_X_y=True)
     X, y = np.vstack([X, X + 0.01]), np.concatenate([y, y])  # 1,138 rows: early stopping holds out rows
     params = dict(dim=4, max_iter=8, n_iter_no_change=2, random_state=0, device="cpu")
-    selecting = SpectralClassifier(**params).fit(X, y)
+    selecting = SpectralClassifier(refit=False, **params).fit(X, y)
     refitted = SpectralClassifier(refit=True, **params).fit(X, y)
     assert selecting.early_stopping_ and selecting.refit_epochs_ is None
     assert refitted.refit_epochs_ == 1 + int(np.argmax(selecting.validation_scores_))

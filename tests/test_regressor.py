@@ -134,7 +134,7 @@ def test_refit_trains_on_every_row_for_the_epochs_early_stopping_chose(monkeypat
     params = dict(dim=5, max_iter=40, early_stopping=True, n_iter_no_change=3, random_state=0, device=device,
                   learning_rate_schedule="cosine", learning_rate_init=0.01)
     monkeypatch.setattr(_estimator, "_AVERAGE_DECAY", 0.0)
-    selecting = SpectralRegressor(**params).fit(X, y)
+    selecting = SpectralRegressor(refit=False, **params).fit(X, y)
     refitted = SpectralRegressor(refit=True, **params).fit(X, y)
     assert selecting.refit_epochs_ is None
     best = 1 + int(np.argmax(selecting.validation_scores_))
@@ -158,9 +158,9 @@ def test_refit_trains_on_every_row_for_the_epochs_early_stopping_chose(monkeypat
 def test_refit_without_early_stopping_changes_nothing(data):
     X, y = data
     params = dict(dim=4, max_iter=5, early_stopping=False, random_state=0, device="cpu")
-    plain = SpectralRegressor(**params).fit(X, y)
+    plain = SpectralRegressor(refit=False, **params).fit(X, y)
     refit = SpectralRegressor(refit=True, **params).fit(X, y)
-    assert refit.refit_epochs_ is None
+    assert refit.refit_epochs_ is None and not refit.refit_
     np.testing.assert_array_equal(plain.predict(X), refit.predict(X))
 
 
@@ -173,6 +173,28 @@ def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
     assert SpectralRegressor(calibrate_quantiles=True, **params).fit(X, y).quantile_offsets_.any()
     refit = SpectralRegressor(refit=True, **params).fit(X, y)
     assert refit.refit_epochs_ is not None and not refit.quantile_offsets_.any()
+
+
+@pytest.mark.parametrize("device,n_rows,params,expected", [
+    ("cuda", 9_999, {}, True),  # a GPU's small table: the second fit costs little
+    ("cuda", 10_000, {}, False),
+    ("cpu", 500, {}, False),  # the CPU: the refit costs more than it gains
+    ("cuda", 500, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
+    ("cuda", 500, dict(loss="quantile", quantile=0.9), True),
+    ("cpu", 500, dict(refit=True), True),
+    ("cuda", 500, dict(refit=False), False),
+])
+def test_refit_auto_on_a_gpu_under_10000_rows(device, n_rows, params, expected):
+    assert SpectralRegressor(**params)._refits(n_rows, torch.device(device)) is expected
+
+
+@pytest.mark.cuda
+def test_a_default_gpu_fit_of_a_small_table_refits(data):
+    X, y = data
+    est = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cuda").fit(X, y)
+    assert est.early_stopping_ and est.refit_ and est.refit_epochs_ == 1 + int(np.argmax(est.validation_scores_))
+    plain = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cpu").fit(X, y)
+    assert not plain.refit_ and plain.refit_epochs_ is None
 
 
 @pytest.mark.parametrize("n_rows,early_stopping,n_iter_no_change,loss,expected", [
