@@ -352,8 +352,9 @@ def gpu_data():
 @pytest.mark.cuda
 def test_fit_predict_on_cuda_close_to_cpu(gpu_data):
     X, y = gpu_data
-    # float64 on both; training amplifies rounding differences, so few epochs
-    params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False)
+    # float64 on both; training amplifies rounding differences, so few epochs (refit on both: the GPU's
+    # default for a small table, and its refit the CPU's)
+    params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False, refit=True)
     gpu = SpectralRegressor(device="cuda", **params).fit(X, y)
     cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
     assert gpu.device_.startswith("cuda") and cpu.device_ == "cpu"
@@ -668,9 +669,10 @@ def test_each_loss_on_cuda_is_the_cpu_fit(gpu_data, loss):
     X, y = gpu_data
     y = np.exp(y / np.std(y)) if loss in ("poisson", "gamma") else y
     params = dict(dim=8, max_iter=5, random_state=0, dtype="float64", shuffle=False, loss=loss,
-                  quantile=[0.05, 0.5, 0.95] if loss == "quantile" else None)
+                  quantile=[0.05, 0.5, 0.95] if loss == "quantile" else None, refit=True)
     gpu = SpectralRegressor(device="cuda", **params).fit(X, y)
     cpu = SpectralRegressor(device="cpu", **params).fit(X, y)
+    assert gpu.refit_epochs_ == cpu.refit_epochs_ is not None
     np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
     if loss == "quantile":
         fast = SpectralRegressor(device="cuda", dim=16, max_iter=10, random_state=0, loss=loss,

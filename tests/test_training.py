@@ -398,7 +398,7 @@ def test_rows_streamed_from_host_memory_train_as_resident_rows(monkeypatch, devi
     cls = SpectralRegressor
     if estimator == "classifier":  # and a float32 X: its raw rows stream as float32
         cls, y, X = SpectralClassifier, np.digitize(y, [-0.5, 0.5]), X.astype(np.float32)
-    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, random_state=0,
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, refit=False, random_state=0,
                   device=device)
     replays = []
     if device == "cuda":
