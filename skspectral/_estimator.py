@@ -615,7 +615,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _refit_on_every_row(self, X, target, weight, fit: FitAgreement, epochs: int, plan: FitPlan, context,
                             threads) -> None:
-        """refit=True: the model trained anew, from the same start, on every row -- the early-stopping
+        """A refit (``refit_``): the model trained anew, from the same start, on every row -- the early-stopping
         rows too -- for the ``epochs`` the held-out rows chose, of the same schedule; the running
         average of its epochs' parameters is kept, as early stopping scored and kept it. Replaces
         the fitted model; the selection's record (history_, n_iter_, the validation scores) stays."""
@@ -631,7 +631,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
                                        generator=torch.Generator().manual_seed(every_row.seed))
         self._start_diagonal(model, target, weight, context)
-        train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if context is not None else None,
+        pad = context is not None  # every rank takes the same number of steps
+        train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if pad else None,
                               stream=every_row.stream)
         trained, train, _ = self._encoded_once(model, train, None)
         trainer = self._trainer(model, every_row, len(train), plan, context, module=trained, threads=threads,
