@@ -585,9 +585,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         fit = FitAgreement(seed, bool(early_stopping), int(agreed["n_train"]), int(agreed["n_validation"]),
                            float(agreed["total_weight"]), bool(agreed["stream"]))
-        check_memory(self._model_bytes(dtype, fit.n_train), device, what=self._model_description())
-        model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
-                                       generator=torch.Generator().manual_seed(fit.seed))
+        model = self._fit_start(fit, device, dtype)
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)
         else:
@@ -627,9 +625,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         every_row = FitAgreement(fit.seed, False, int(agreed["n_train"]), 0, float(agreed["total_weight"]),
                                  bool(agreed["stream"]))
-        check_memory(self._model_bytes(dtype, every_row.n_train), device, what=self._model_description())
-        model = self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
-                                       generator=torch.Generator().manual_seed(every_row.seed))
+        model = self._fit_start(every_row, device, dtype)  # the selecting fit's start
         self._start_diagonal(model, target, weight, context)
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if pad else None,
@@ -646,6 +642,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             setattr(self, name, attributes[name])
         self.refit_epochs_ = trainer.state.n_iter
         self._module = model
+
+    def _fit_start(self, fit: FitAgreement, device: torch.device, dtype: torch.dtype) -> SpectralModel:
+        """The model a fit starts from, drawn from its seed (after checking the device holds what it needs)."""
+        check_memory(self._model_bytes(dtype, fit.n_train), device, what=self._model_description())
+        return self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
+                                      generator=torch.Generator().manual_seed(fit.seed))
 
     def _encoded_once(self, model, train: Dataset, validation: Dataset | None):
         """(the module a step calls, train, validation): where the forward multiplies encoded
