@@ -98,6 +98,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         Continue from the previous fit instead of starting anew (the model's
         shape -- dim, n_estimators, the encoding, structure, ... -- must not
         have changed; the column statistics of the first fit are kept).
+        Without early stopping (and in partial_fit) the continued model is
+        the last epoch's; with it, the best-scoring epoch of this call or of
+        an earlier one, as MLPRegressor's -- but after a refit only this
+        call's epochs count (no held-out row scored the refit's model).
     clip_features : bool, default=True
         In predict, clip each feature to the range seen in fit, so that an
         extreme value (California's AveOccup reaches 1243) cannot push the

@@ -642,6 +642,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             setattr(self, name, attributes[name])
         self.refit_epochs_ = trainer.state.n_iter
         self._module = model
+        # The model kept is the refit's, which no held-out row scored: a warm start continues it,
+        # with no best epoch of the selecting model's to return to or to beat.
+        self._training_state.best_parameters = None
+        self._training_state.best_validation_score = -float("inf")
 
     def _fit_start(self, fit: FitAgreement, device: torch.device, dtype: torch.dtype) -> SpectralModel:
         """The model a fit starts from, drawn from its seed (after checking the device holds what it needs)."""

@@ -613,6 +613,43 @@ def test_warm_start_and_partial_fit_need_the_same_model_shape():
     assert SpectralRegressor(dim=6, max_iter=1, **CPU).fit(X, y).dim_ == 6  # a fresh fit of another shape
 
 
+@pytest.mark.parametrize("Estimator", [SpectralRegressor, SpectralClassifier])
+def test_continuing_an_early_stopped_fit_keeps_what_it_trains(Estimator):
+    """partial_fit and a warm start without early stopping after an early-stopped fit: the earlier
+    fit's best epoch had been restored at the end of each call, so the epochs they ran were lost
+    (n_iter_ counted them, the model stayed the same)."""
+    X, y = make_data(23, n=400)
+    if Estimator is SpectralClassifier:
+        y = (y > np.median(y)).astype(int)
+    est = Estimator(dim=4, max_iter=6, early_stopping=True, **CPU).fit(X, y)
+    assert est.best_validation_score_ is not None
+    before = est.predict(X) if Estimator is SpectralRegressor else est.predict_proba(X)
+    est.partial_fit(X, y)
+    after = est.predict(X) if Estimator is SpectralRegressor else est.predict_proba(X)
+    assert est.n_iter_ == 7 and not np.allclose(before, after)
+    est.set_params(warm_start=True, early_stopping=False, max_iter=2).fit(X, y)
+    again = est.predict(X) if Estimator is SpectralRegressor else est.predict_proba(X)
+    assert est.n_iter_ == 9 and not np.allclose(after, again)
+
+
+def test_partial_fit_after_a_refit_continues_the_refit_model():
+    """The refit's model, not the selecting fit's best epoch (which the resumed state still held)."""
+    X, y = make_data(24, n=400)
+    est = SpectralRegressor(dim=4, max_iter=6, early_stopping=True, refit=True, **CPU).fit(X, y)
+    selecting = SpectralRegressor(dim=4, max_iter=6, early_stopping=True, refit=False, **CPU).fit(X, y)
+    refit = est.predict(X)
+    assert np.abs(refit - selecting.predict(X)).max() > 1e-2
+    est.set_params(learning_rate_init=1e-9).partial_fit(X, y)  # a step too small to move it
+    np.testing.assert_allclose(est.predict(X), refit, atol=1e-5 * np.abs(refit).max())
+    # a warm start with early stopping whose epochs all score worse keeps the best of them, not the
+    # selecting fit's best epoch (a model the refit's no longer is)
+    est = SpectralRegressor(dim=4, max_iter=6, early_stopping=True, refit=True, **CPU).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the step is too large: they diverge
+        est.set_params(learning_rate_init=0.5, warm_start=True, max_iter=2).fit(X, y)
+    assert est.n_iter_ == 8 and np.abs(est.predict(X) - selecting.predict(X)).max() > 1e-2
+
+
 def test_a_model_too_large_for_the_device_is_a_clear_error_before_allocating():
     X, y = make_data(17, n=40)
     with pytest.raises(ValueError, match=r"A model of dim=1000000 .* needs at least .* GiB on cpu .* Lower dim"):

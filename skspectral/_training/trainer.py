@@ -493,6 +493,11 @@ class Trainer:
         """
         opts, state = self.options, self.state
         state.converged, state.no_improvement_count = False, 0
+        if validation is None or self.score_fn is None:
+            # Nothing is scored in this call, so what it trains is kept: a resumed state's best epoch
+            # (an earlier call's early stopping) restored at the end would undo it (partial_fit, a warm
+            # start without early stopping; MLP's rule too).
+            state.best_parameters = None
         average = _EpochAverage(list(self.model.parameters()), opts.average_decay)
         start_time = time.perf_counter()
         try:
