@@ -613,15 +613,16 @@ def test_warm_start_and_partial_fit_need_the_same_model_shape():
     assert SpectralRegressor(dim=6, max_iter=1, **CPU).fit(X, y).dim_ == 6  # a fresh fit of another shape
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("Estimator", [SpectralRegressor, SpectralClassifier])
-def test_continuing_an_early_stopped_fit_keeps_what_it_trains(Estimator):
+def test_continuing_an_early_stopped_fit_keeps_what_it_trains(Estimator, device):
     """partial_fit and a warm start without early stopping after an early-stopped fit: the earlier
     fit's best epoch had been restored at the end of each call, so the epochs they ran were lost
     (n_iter_ counted them, the model stayed the same)."""
     X, y = make_data(23, n=400)
     if Estimator is SpectralClassifier:
         y = (y > np.median(y)).astype(int)
-    est = Estimator(dim=4, max_iter=6, early_stopping=True, **CPU).fit(X, y)
+    est = Estimator(dim=4, max_iter=6, early_stopping=True, device=device, random_state=0).fit(X, y)
     assert est.best_validation_score_ is not None
     before = est.predict(X) if Estimator is SpectralRegressor else est.predict_proba(X)
     est.partial_fit(X, y)
