@@ -88,6 +88,10 @@ _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # selection fold: tables under 10,000 rows scored 0.1-5.5 % lower, larger ones not; on the CPU the refit's
 # cost is not worth it: benchmarks/RESULTS.md, section 12)
 _AUTO_REFIT_ROWS = 10_000
+# A refit continues the chosen model on every row for this share of the epochs early stopping chose
+# (rounded up): as low an error as training anew for all of them, at ~60 % of that second fit's cost
+# (benchmarks/RESULTS.md, section 12)
+_REFIT_SHARE = 0.5
 # Training rows larger than this share of the GPU's free memory stay on the host, streamed each epoch;
 # on the CPU, rows whose standardised copy would take more than _HOST_ROWS_BYTES are read from the
 # caller's X a block at a time (no copy of X: a 2M x 28 float32 fit's float64 copy was 1.8x the input).
@@ -613,10 +617,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     def _refit_on_every_row(self, X, target, weight, fit: FitAgreement, epochs: int, plan: FitPlan, context,
                             threads) -> None:
-        """A refit (``refit_``): the model trained anew, from the same start, on every row -- the early-stopping
-        rows too -- for the ``epochs`` the held-out rows chose, of the same schedule; the running
-        average of its epochs' parameters is kept, as early stopping scored and kept it. Replaces
-        the fitted model; the selection's record (history_, n_iter_, the validation scores) stays."""
+        """A refit (``refit_``): the model early stopping kept goes on training on every row -- the
+        early-stopping rows too -- for _REFIT_SHARE of the ``epochs`` it took (rounded up), from the step
+        size the schedule gave the chosen epoch down to 0 (a cosine); its last parameters are kept.
+        Replaces the fitted model; the selection's record (history_, n_iter_, the validation scores)
+        stays."""
         device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
         agreed = self._agree(context, {
             "n_train": (len(weight), "max"),
@@ -625,16 +630,21 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         every_row = FitAgreement(fit.seed, False, int(agreed["n_train"]), 0, float(agreed["total_weight"]),
                                  bool(agreed["stream"]))
-        model = self._fit_start(every_row, device, dtype)  # the selecting fit's start
-        self._start_diagonal(model, target, weight, context)
+        model = self._fit_start(every_row, device, dtype)
+        self._load_fitted_state(model)  # the chosen model
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if pad else None,
                               stream=every_row.stream)
         trained, train, _ = self._encoded_once(model, train, None)
+        length = math.ceil(_REFIT_SHARE * epochs)
+        # the chosen epoch's own step size (epoch index epochs - 1 of the cosine): never 0, also where the
+        # chosen epoch was the schedule's last
+        at_chosen_epoch = (0.5 * (1.0 + math.cos(math.pi * (epochs - 1) / self.max_iter))
+                           if self.learning_rate_schedule == "cosine" else 1.0)
         trainer = self._trainer(model, every_row, len(train), plan, context, module=trained, threads=threads,
-                                stop_after=epochs)
+                                length=length, step_factor=at_chosen_epoch)
         if self.verbose:
-            print(f"Refit on every row ({every_row.n_train}) for the best epoch's {epochs} epochs")
+            print(f"Refit: the epoch {epochs} model on every row ({every_row.n_train}) for {length} more epochs")
         for _ in trainer.epochs(train):
             pass
         attributes = self._fitted_attributes(model, trainer.state, self.history_)
@@ -690,21 +700,23 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 None if validation is None else encoded(validation))
 
     def _trainer(self, model, fit: FitAgreement, n_train: int, plan: FitPlan, context, module=None,
-                 threads: StepThreads | None = None, stop_after: int | None = None) -> Trainer:
+                 threads: StepThreads | None = None, length: int | None = None,
+                 step_factor: float = 1.0) -> Trainer:
+        """The fit's trainer; ``length`` and ``step_factor``: a refit's epochs, and its step size's share of
+        the fit's."""
         loss = self._loss()
         members, output_scale = self.n_estimators_, self._output_scale()
         batch_size = self._batch_size(n_train, context)
         options = TrainingOptions(
-            learning_rate_init=self._step_size(batch_size, context),
+            learning_rate_init=self._step_size(batch_size, context) * step_factor,
             learning_rate_schedule=self.learning_rate_schedule,
             batch_size=batch_size,
-            max_iter=1 if plan.incremental else self.max_iter,
+            max_iter=length if length is not None else 1 if plan.incremental else self.max_iter,
             shuffle=self.shuffle,
             tol=self.tol,
             score_scale=self._validation_score_scale(),
             n_iter_no_change=self._patience(fit.n_validation * (1 if context is None else context.world_size)),
             average_decay=_AVERAGE_DECAY,
-            stop_after=stop_after,
             verbose=bool(self.verbose),
             threads=None if threads is None else threads.count,
             idle_cores=None if threads is None else threads.idle_cores,

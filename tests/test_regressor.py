@@ -1,6 +1,7 @@
 """SpectralRegressor in scikit-learn workflows, its errors and its fitted state;
 on CUDA (tests marked ``cuda``): fits close to the CPU's, pickles that predict on a CPU."""
 
+import math
 import pickle
 import warnings
 
@@ -126,30 +127,29 @@ def test_early_stopping_records_validation_and_keeps_best(data):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def test_refit_trains_on_every_row_for_the_epochs_early_stopping_chose(monkeypatch, data, device):
-    """refit=True: the selecting fit is unchanged (its record stays), and the model kept is a fit anew
-    on every row, from the same start, for the best epoch's count of the same schedule. Without the
-    epochs' average (decay 0) that is exactly an early_stopping=False fit stopped there."""
+def test_refit_continues_the_chosen_model_on_every_row(data, device):
+    """refit=True: the selecting fit is unchanged (its record stays), and the model it kept goes on
+    training on every row for half the chosen epochs (rounded up), from the step size of the chosen
+    epoch down to 0: exactly a warm start of the selecting fit on every row
+    without early stopping, so long and from that step size."""
     X, y = data
     params = dict(dim=5, max_iter=40, early_stopping=True, n_iter_no_change=3, random_state=0, device=device,
                   learning_rate_schedule="cosine", learning_rate_init=0.01)
-    monkeypatch.setattr(_estimator, "_AVERAGE_DECAY", 0.0)
     selecting = SpectralRegressor(refit=False, **params).fit(X, y)
     refitted = SpectralRegressor(refit=True, **params).fit(X, y)
     assert selecting.refit_epochs_ is None
     best = 1 + int(np.argmax(selecting.validation_scores_))
-    assert refitted.refit_epochs_ == best <= refitted.n_iter_
+    assert refitted.refit_epochs_ == math.ceil(best / 2) and best > 2
     assert device != "cpu" or best < refitted.n_iter_  # (the case chosen: the fit went on past its best epoch)
     assert refitted.validation_scores_ == selecting.validation_scores_ and refitted.n_iter_ == selecting.n_iter_
     assert len(refitted.history_) == refitted.n_iter_
-    on_every_row = SpectralRegressor(**{**params, "early_stopping": False})
-    for record in on_every_row.fit_iter(X, y):
-        if record["epoch"] == best:
-            break
-    np.testing.assert_array_equal(refitted.predict(X), on_every_row.predict(X))
+    step = 0.01 * 0.5 * (1 + math.cos(math.pi * (best - 1) / 40))  # the chosen epoch's
+    continued = pickle.loads(pickle.dumps(selecting)).set_params(
+        warm_start=True, early_stopping=False, max_iter=math.ceil(best / 2), learning_rate_init=step).fit(X, y)
+    np.testing.assert_array_equal(refitted.predict(X), continued.predict(X))
     assert not np.array_equal(refitted.predict(X), selecting.predict(X))
-    np.testing.assert_array_equal(refitted.mu_, on_every_row.mu_)
-    np.testing.assert_array_equal(refitted.feature_matrices_, on_every_row.feature_matrices_)
+    np.testing.assert_array_equal(refitted.mu_, continued.mu_)
+    np.testing.assert_array_equal(refitted.feature_matrices_, continued.feature_matrices_)
     # seeded and deterministic; the refit model pickles
     again = pickle.loads(pickle.dumps(SpectralRegressor(refit=True, **params).fit(X, y)))
     np.testing.assert_array_equal(again.predict(X), refitted.predict(X))
@@ -192,7 +192,7 @@ def test_refit_auto_on_a_gpu_under_10000_rows(device, n_rows, params, expected):
 def test_a_default_gpu_fit_of_a_small_table_refits(data):
     X, y = data
     est = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cuda").fit(X, y)
-    assert est.early_stopping_ and est.refit_ and est.refit_epochs_ == 1 + int(np.argmax(est.validation_scores_))
+    assert est.early_stopping_ and est.refit_ and est.refit_epochs_ == math.ceil((1 + np.argmax(est.validation_scores_)) / 2)
     plain = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cpu").fit(X, y)
     assert not plain.refit_ and plain.refit_epochs_ is None
 

@@ -226,42 +226,6 @@ def test_an_averaged_fit_stopped_by_its_consumer_keeps_its_best_average():
                                    rtol=1e-12)
 
 
-def test_a_refit_runs_its_given_epochs_of_the_schedule_and_keeps_their_running_average():
-    """stop_after: that many epochs of the max_iter schedule (no plateau stops them), training as
-    the full schedule would up to there, and the model kept is the running average of the epochs'
-    last parameters (by hand), as early stopping keeps it."""
-    X, y, w = _problem(200, seed=3)
-
-    def run(stop_after, decay):
-        model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-        options = TrainingOptions(learning_rate_init=0.05, batch_size=20, max_iter=12, average_decay=decay,
-                                  learning_rate_schedule="cosine", stop_after=stop_after, n_iter_no_change=1)
-        trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0))
-        live = []
-        for _ in trainer.epochs(Dataset(X, y, w)):
-            live.append([p.detach().clone() for p in model.parameters()])
-        return trainer, model, live
-
-    full, _, full_live = run(None, 0.0)  # the whole schedule, the last parameters kept
-    refit, model, live = run(5, 0.5)
-    assert refit.state.n_iter == 5 and full.state.n_iter == 12
-    assert refit.state.loss_curve == full.state.loss_curve[:5]  # the same steps as the schedule's first five
-    averages = None
-    for epoch, parameters in enumerate(live):
-        for a, b in zip(parameters[:], full_live[epoch]):
-            if epoch < 4:  # (the last epoch's parameters are the average, swapped in at its end)
-                assert torch.equal(a, b)
-        averages = ([p.clone() for p in full_live[epoch]] if averages is None
-                    else [0.5 * a + 0.5 * p for a, p in zip(averages, full_live[epoch])])
-    for kept, value in zip(model.parameters(), averages):
-        torch.testing.assert_close(kept.detach(), value, rtol=1e-12, atol=1e-14)
-    assert not torch.equal(next(model.parameters()).detach(), full_live[4][0])
-    # without an average (decay 0) the refit keeps its last parameters
-    _, plain, _ = run(5, 0.0)
-    for kept, value in zip(plain.parameters(), full_live[4]):
-        assert torch.equal(kept.detach(), value)
-
-
 def test_metric_series_orders_training_then_eval_sets():
     record = {"epoch": 1, "train_loss": 0.1, "train_rmse": 2.0, "eval_0_rmse": 3.0, "eval_1_rmse": 4.0,
               "eval_0_r2": 0.5}

@@ -63,10 +63,6 @@ class TrainingOptions:
     # With a validation set: its score, and the parameters kept, are those of a running average of
     # the epochs' last parameters (this decay per epoch; 0: the last parameters themselves).
     average_decay: float = 0.0
-    # A refit's length: run this many epochs of the max_iter schedule and keep the running average of
-    # their parameters (as a fit with early stopping scores and keeps it), without a validation set;
-    # None: run until converged or max_iter
-    stop_after: int | None = None
     learning_rate_schedule: str = "constant"
     verbose: bool = False
     # None: replay each step from a CUDA graph where the model is on CUDA and says it
@@ -153,13 +149,6 @@ class _EpochAverage:
         else:
             for a, p in zip(self.averages, self.parameters):
                 a.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
-
-    @torch.no_grad()
-    def keep(self) -> None:
-        """Make the average the parameters for good (a refit's end)."""
-        if self.decay and self.averages is not None:
-            for a, p in zip(self.averages, self.parameters):
-                p.copy_(a)
 
     @torch.no_grad()
     def swap_in(self) -> None:
@@ -534,16 +523,7 @@ class Trainer:
                 self._update_no_improvement(record)
                 if validating:
                     average.swap_out()  # training goes on from the last parameters
-                elif opts.stop_after is not None and opts.average_decay:
-                    average.update()
-                refit_ends = opts.stop_after is not None and epoch + 1 >= opts.stop_after
-                if refit_ends:
-                    average.keep()  # the model kept is the average, as early stopping's
                 yield record
-                if opts.stop_after is not None:  # a refit's length is given: no plateau stops it
-                    if refit_ends:
-                        break
-                    continue
                 # Under the cosine schedule the length of training is the plan; a
                 # plateau early on (large steps) is not convergence. Validation
                 # scores (early stopping) still stop it.
