@@ -193,8 +193,11 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _auto_early_stopping_rows(self) -> int:
         return _EARLY_STOPPING_ROWS
 
-    def _reads_held_out_rows(self) -> bool:
-        return self.loss == "quantile" and self.calibrate_quantiles is True
+    def _reads_held_out_rows(self, n_rows: int) -> bool:
+        # calibrate_quantiles: True always, "auto" from _CALIBRATION_ROWS held-out rows (validation_split's count)
+        if self.loss != "quantile" or self.calibrate_quantiles is False:
+            return False
+        return self.calibrate_quantiles is True or round(self.validation_fraction * n_rows) >= _CALIBRATION_ROWS
 
     def _one_member_sooner(self) -> bool:
         # Several levels take one member on the CPU where the squared error takes two: their fits run
@@ -243,7 +246,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _fit_target(self, summary, classes=None):
         self._quantiles()  # a quantile loss without levels fails here, at fit
-        if self._reads_held_out_rows() and self.refit is True:
+        if self.loss == "quantile" and self.calibrate_quantiles is True and self.refit is True:
             raise ValueError("calibrate_quantiles=True shifts the levels on the early-stopping rows, which refit=True "
                              "then trains the model on: the shifts would not be held out. Set one of them to False "
                              '(calibrate_quantiles="auto" calibrates only without refit).')
@@ -421,10 +424,10 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
         Averaging matrices over epochs (early stopping's average) narrows the
         spread between their eigenvalues, so intervals come out narrow;
         this restores the levels' coverage on held-out rows. "auto": from
-        1,000 early-stopping rows (50 past a 0.05 level), and not where the
-        fit refits (``refit_``: it trains on those rows); True: from any (then
-        ``refit="auto"`` does not refit; ``refit=True`` is an error); False:
-        never. In a data-parallel fit each rank reads its own rows and
+        1,000 early-stopping rows (50 past a 0.05 level; ``refit="auto"`` then
+        does not refit), and not where the fit refits (``refit=True``: it
+        trains on those rows); True: from any (then ``refit="auto"`` does not
+        refit; ``refit=True`` is an error); False: never. In a data-parallel fit each rank reads its own rows and
         the fitted estimator takes the first rank's shifts.
 
     Attributes

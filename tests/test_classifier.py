@@ -106,7 +106,8 @@ def test_early_stopping_on_log_loss_and_pickle(iris_strings):
     # without iris's duplicate rows, the fit's rows are X's, in order: the held-out rows below are the fit's
     distinct = np.sort(np.unique(X, axis=0, return_index=True)[1])
     X, y = X[distinct], y[distinct]
-    est = SpectralClassifier(dim=4, max_iter=100, early_stopping=True, n_iter_no_change=5, learning_rate_init=0.02, **CPU)
+    est = SpectralClassifier(dim=4, max_iter=100, early_stopping=True, n_iter_no_change=5, learning_rate_init=0.02,
+                             refit=False, **CPU)  # the model kept is the one the held-out rows scored
     est.fit(X, y)
     # the held-out score is the negative log-loss of the fitted (best) model on the stratified
     # held-out rows: far better than chance's -log(3), and better than the last epoch's

@@ -211,7 +211,7 @@ def test_a_fit_through_the_compiled_pass_is_the_autograd_fit(monkeypatch, estima
         y = (y == 1).astype(int)
     if params.get("loss") in ("poisson", "gamma"):
         y = np.abs(y) + (params["loss"] == "gamma")
-    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, categorical_features=[1],
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=2, early_stopping=True, refit=False, categorical_features=[1],
                   random_state=0, device="cpu") | params
     calls, own_gradient = [], []
     original = CompiledDensePass.values
@@ -273,7 +273,8 @@ def test_compiled_steps_are_the_steps_taken_one_by_one_and_apart(monkeypatch, es
     loss_params, kernel_name = _PASS_LOSSES[estimator]
     # members that own their matrices: sharing ones sum their factors' inner products over packed or full
     # entries on these paths, equal to rounding only (tests/test_shared_members.py)
-    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True, shared_members=0.0,
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, early_stopping=True, refit=False,
+                  shared_members=0.0,
                   categorical_features=[1], random_state=0, device="cpu") | loss_params | params
     counts, steps = [], []
     monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
@@ -312,7 +313,7 @@ def test_compiled_steps_take_found_terms_as_they_are_or_find_them_a_chunk_at_a_t
     from skspectral._training import compiled_steps
 
     X, y = _mixed(8)
-    params = dict(dim=6, max_iter=2, batch_size=64, categorical_features=[1], random_state=0, device="cpu")
+    params = dict(dim=6, max_iter=2, batch_size=64, categorical_features=[1], random_state=0, device="cpu", refit=False)
     runs = []
     original = compiled_steps.CompiledSteps._run
     monkeypatch.setattr(compiled_steps.CompiledSteps, "_run", lambda self, terms, *args: (
@@ -357,7 +358,7 @@ def test_adams_moments_stay_packed_between_runs_and_come_back_when_read(monkeypa
 
     X, y = _mixed(5)
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=3, shared_members=shared_members,
-                  categorical_features=[1], random_state=0, device="cpu")
+                  categorical_features=[1], random_state=0, device="cpu", refit=False)
     packed, back = [], []
     original_pack, original_back = compiled_steps.CompiledSteps._pack, compiled_steps.CompiledSteps._moments_back
     monkeypatch.setattr(compiled_steps.CompiledSteps, "_pack", lambda self: (
@@ -425,7 +426,7 @@ def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty,
 
     X, y = _mixed(4)
     params = dict(dim=6, max_iter=3, batch_size=64, categorical_features=[1], random_state=0, device="cpu",
-                  dtype=dtype, alpha=1e-2, spectral_penalty=spectral_penalty)
+                  dtype=dtype, alpha=1e-2, spectral_penalty=spectral_penalty, refit=False)
     factors, blocks = [], []
     monkeypatch.setattr(CompiledDensePass, "step", lambda self, *args, original=CompiledDensePass.step: (
         factors.append(args[4]), original(self, *args))[1])

@@ -411,7 +411,7 @@ def test_options_keyed_by_name_and_label_reach_the_shards(client):
     sweep["a"] = np.tile(np.linspace(-3, 3, 50), 10)
     # binary: the constraint holds for the second class's probability ("low"), as in HGB
     steps = np.diff(local.predict_proba(sweep)[:, 1].reshape(10, 50), axis=1)
-    assert (steps >= -1e-12).all()
+    assert (steps >= -1e-6).all()  # float32's eigensolver rounding on a flat stretch (README: ~1e-6)
 
 
 @pytest.mark.cuda

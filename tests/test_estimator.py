@@ -215,7 +215,7 @@ def test_batch_size_is_resolved_on_the_training_rows_after_the_split(monkeypatch
 
     monkeypatch.setattr(_estimator, "Trainer", spy)
     X, y = make_data(9, n=190)
-    SpectralRegressor(dim=3, max_iter=2, early_stopping=True, validation_fraction=0.2, **CPU).fit(X, y)
+    SpectralRegressor(dim=3, max_iter=2, early_stopping=True, validation_fraction=0.2, refit=False, **CPU).fit(X, y)
     assert seen == [152]  # "auto" = min(200, rows left for training)
 
 

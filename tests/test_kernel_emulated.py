@@ -320,7 +320,7 @@ def test_a_fit_with_the_pull_apart_is_the_fit_through_autograd(monkeypatch, loss
     X, y = _mixed(3, classes=estimator == "classifier")
     cls = SpectralClassifier if estimator == "classifier" else SpectralRegressor
     params = dict(dim=4, n_estimators=3, shared_members=0.5, shared_factor_l1=2e-2, alpha=alpha, max_iter=2,
-                  batch_size=128, dtype="float64", categorical_features=[1], random_state=0, device="cpu")
+                  batch_size=128, dtype="float64", categorical_features=[1], random_state=0, device="cpu", refit=False)
     through_autograd = cls(**params).fit(X, y)
     calls = []
     monkeypatch.setattr(Penalty, "pulls_apart_on", lambda self, device: True)

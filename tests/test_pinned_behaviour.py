@@ -10,7 +10,8 @@ loss curves, the steps themselves, were unchanged); ``classifier_multiclass_weig
 ``defaults_classifier_binary`` were rewritten on 2026-12-03, when a classifier's fit began to start from
 its weighted class priors (the other cases' classes are balanced). The ``defaults_shared_*`` cases (members
 that share their matrices, their factors pulled: the defaults from 2026-12-03) were added that day; the
-other cases name ``shared_members=0``, the model they pinned. Each case names its parameters
+other cases name ``shared_members=0``, the model they pinned; the early-stopping cases name ``refit=False`` (a
+CPU fit of fewer than 10,000 rows refits by default from 2026-12-04). Each case names its parameters
 explicitly, so later changes of defaults do not move them. Regenerate only for an intended change of behaviour:
 ``python -m tests.test_pinned_behaviour``.
 """
@@ -37,7 +38,8 @@ BASE = dict(dim=5, device="cpu", dtype="float64", backend="torch", learning_rate
 DEFAULTS = dict(dim=6, device="cpu", dtype="float64", backend="numba", learning_rate_init=0.002,
                 learning_rate_schedule="cosine", batch_size=200, max_iter=8, random_state=0,
                 feature_encoding="piecewise_linear", n_bins=16, n_estimators=4, early_stopping=True,
-                validation_fraction=0.1, n_iter_no_change=10, shared_members=0.0, shared_factor_l1=0.0)
+                validation_fraction=0.1, n_iter_no_change=10, shared_members=0.0, shared_factor_l1=0.0,
+                refit=False)
 # the defaults from 2026-12-03: half the members share their matrices, their factors pulled
 SHARED_DEFAULTS = dict(DEFAULTS, shared_members=0.5, shared_factor_l1=2e-3)
 
@@ -86,7 +88,8 @@ CASES = {
     "regressor_plain": (SpectralRegressor, dict(), "y", False),
     "regressor_penalties": (SpectralRegressor, dict(alpha=0.3, spectral_penalty=1e-2, eigval_idx=-2), "y", False),
     "regressor_weighted": (SpectralRegressor, dict(), "y", True),
-    "regressor_early_stopping": (SpectralRegressor, dict(early_stopping=True, n_iter_no_change=3, max_iter=30), "y", False),
+    "regressor_early_stopping": (SpectralRegressor, dict(early_stopping=True, n_iter_no_change=3, max_iter=30,
+                                                         refit=False), "y", False),
     "regressor_constant_lr_unclipped": (SpectralRegressor, dict(learning_rate_schedule="constant", clip_features=False),
                                         "y", False),
     "classifier_binary": (SpectralClassifier, dict(alpha=1e-3), "binary", False),

@@ -118,7 +118,7 @@ def test_early_stopping_records_validation_and_keeps_best(data):
 
     X, y = data
     est = SpectralRegressor(dim=5, max_iter=200, early_stopping=True, n_iter_no_change=3, random_state=0,
-                            learning_rate_schedule="constant", shared_members=0.0, device="cpu").fit(X, y)
+                            learning_rate_schedule="constant", shared_members=0.0, device="cpu", refit=False).fit(X, y)
     assert len(est.validation_scores_) == est.n_iter_ < 200
     assert est.validation_scores_[-1] < est.best_validation_score_  # the last epoch was not the best
     _, held_out = validation_split(len(X), est.validation_fraction, np.random.RandomState(est._seed()))
@@ -176,24 +176,28 @@ def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
 
 
 @pytest.mark.parametrize("device,n_rows,params,expected", [
-    ("cuda", 9_999, {}, True),  # a GPU's small table: the second fit costs little
-    ("cuda", 10_000, {}, False),
-    ("cpu", 500, {}, False),  # the CPU: the refit costs more than it gains
+    ("cuda", 99_999, {}, True),  # a GPU: the second fit costs little but on tall tables
+    ("cuda", 100_000, {}, False),
+    ("cpu", 9_999, {}, True),  # the CPU: a fit of 10,000 rows and more costs more than it gains
+    ("cpu", 10_000, {}, False),
     ("cuda", 500, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
-    ("cuda", 500, dict(loss="quantile", quantile=0.9), True),
-    ("cpu", 500, dict(refit=True), True),
+    ("cuda", 9_994, dict(loss="quantile", quantile=0.9), True),
+    ("cuda", 9_995, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates on them
+    ("cuda", 10_000, dict(loss="quantile", quantile=0.9, calibrate_quantiles=False), True),
+    ("cuda", 50_000, dict(loss="poisson"), True),
+    ("cpu", 50_000, dict(refit=True), True),
     ("cuda", 500, dict(refit=False), False),
 ])
-def test_refit_auto_on_a_gpu_under_10000_rows(device, n_rows, params, expected):
+def test_refit_auto_follows_the_rows_and_the_device(device, n_rows, params, expected):
     assert SpectralRegressor(**params)._refits(n_rows, torch.device(device)) is expected
 
 
-@pytest.mark.cuda
-def test_a_default_gpu_fit_of_a_small_table_refits(data):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_a_default_fit_of_a_small_table_refits(data, device):
     X, y = data
-    est = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cuda").fit(X, y)
+    est = SpectralRegressor(dim=5, max_iter=6, random_state=0, device=device).fit(X, y)
     assert est.early_stopping_ and est.refit_ and est.refit_epochs_ == math.ceil((1 + np.argmax(est.validation_scores_)) / 2)
-    plain = SpectralRegressor(dim=5, max_iter=6, random_state=0, device="cpu").fit(X, y)
+    plain = SpectralRegressor(dim=5, max_iter=6, random_state=0, device=device, refit=False).fit(X, y)
     assert not plain.refit_ and plain.refit_epochs_ is None
 
 
@@ -224,7 +228,7 @@ def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n_rows, 2))
     SpectralRegressor(dim=3, max_iter=1, early_stopping=early_stopping, n_iter_no_change=n_iter_no_change,
-                      random_state=0, device="cpu", **loss).fit(X, X[:, 0])
+                      random_state=0, device="cpu", refit=False, **loss).fit(X, X[:, 0])
     assert [o.n_iter_no_change for o in seen] == [expected]
     assert seen[0].average_decay == _estimator._AVERAGE_DECAY > 0  # scored on the epochs' running average
 
@@ -441,7 +445,7 @@ def test_calibrated_quantiles_are_the_fit_shifted_by_ordered_offsets():
 
     X, y = heteroscedastic(5, n=1200)
     params = dict(dim=6, max_iter=6, learning_rate_init=0.02, random_state=0, device="cpu", loss="quantile",
-                  quantile=[0.05, 0.5, 0.95], early_stopping=True)
+                  quantile=[0.05, 0.5, 0.95], early_stopping=True, refit=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         plain = SpectralRegressor(calibrate_quantiles=False, **params).fit(X, y)
@@ -558,7 +562,7 @@ def test_each_loss_early_stops_on_itself_and_takes_sample_weights(loss):
     if loss in ("poisson", "gamma"):
         y = np.random.RandomState(4).poisson(np.exp(0.5 * X[:, 0])).astype(float) + (loss == "gamma") * 0.5
     params = dict(dim=6, max_iter=30, learning_rate_init=0.02, random_state=0, device="cpu", loss=loss,
-                  quantile=0.8, early_stopping=True, n_iter_no_change=3, learning_rate_schedule="constant")
+                  quantile=0.8, early_stopping=True, n_iter_no_change=3, learning_rate_schedule="constant", refit=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = SpectralRegressor(**params).fit(X, y)

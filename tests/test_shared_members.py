@@ -189,7 +189,7 @@ def test_compiled_steps_one_step_and_autograd_fits_agree(monkeypatch, estimator,
     cls = SpectralClassifier if estimator == "classifier" else SpectralRegressor
     extra = dict(loss="quantile", quantile=[0.1, 0.5, 0.9]) if estimator == "quantiles" else {}
     params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=3, shared_members=0.5, early_stopping=True,
-                  categorical_features=[1], random_state=0, device="cpu") | extra | params
+                  refit=False, categorical_features=[1], random_state=0, device="cpu") | extra | params
     counts = []
     monkeypatch.setattr(CompiledSteps, "_steps", lambda self, count, *args, original=CompiledSteps._steps: (
         counts.append(count), original(self, count, *args))[1])
