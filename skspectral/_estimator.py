@@ -85,9 +85,9 @@ _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # refit="auto": a fit of fewer than this many rows (every rank's) on the CPU, _AUTO_REFIT_ROWS_GPU on a GPU,
 # refits on every row once early stopping has chosen the epoch. Chosen on the selection fold: the held-out
-# rows lowered every table's error but two (which stayed within 0.1 %), the GPU's suite 0.9397 -> 0.9372 x
-# HGB's; a tall table gains ~1 % for 1.5x its fit (flights' GPU fit 2.7 -> 4.1 s), and the CPU's fits of
-# 10,000 rows and more would take the suite's fit time past 5x HGB's (benchmarks/RESULTS.md, section 12).
+# rows lowered the errors (the GPU's suite 0.9397 -> 0.9372 x HGB's; cps1988 +0.5 %, the others lower or
+# within 0.1 %); a tall table gains ~1 % for 1.5x its fit (flights' GPU fit 2.7 -> 4.1 s), and the CPU's fits
+# of 10,000 rows and more would take the suite's fit time past 5x HGB's (benchmarks/RESULTS.md, section 12).
 _AUTO_REFIT_ROWS, _AUTO_REFIT_ROWS_GPU = 10_000, 100_000
 # A refit continues the chosen model on every row for this share of the epochs early stopping chose
 # (rounded up): as low an error as training anew for all of them, at ~60 % of that second fit's cost
