@@ -427,8 +427,9 @@ SpectralRegressor.__doc__ = f"""Regression with f(x) = lambda_k(diag(mu) + sum_i
         1,000 early-stopping rows (50 past a 0.05 level; ``refit="auto"`` then
         does not refit), and not where the fit refits (``refit=True``: it
         trains on those rows); True: from any (then ``refit="auto"`` does not
-        refit; ``refit=True`` is an error); False: never. In a data-parallel fit each rank reads its own rows and
-        the fitted estimator takes the first rank's shifts.
+        refit; ``refit=True`` is an error); False: never. In a data-parallel
+        fit each rank reads its own rows and the fitted estimator takes the
+        first rank's shifts.
 
     Attributes
     ----------
