@@ -504,17 +504,18 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         one_member_rows = _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
         return _AUTO_MEMBERS_TALL if n_rows >= one_member_rows else _AUTO_MEMBERS[1]
 
-    def _refits(self, n_rows: int, device: torch.device) -> bool:
+    def _refits(self, n_rows: int, n_held_out: int, device: torch.device) -> bool:
         """refit; "auto": under _AUTO_REFIT_ROWS fit rows (every rank's; on a GPU _AUTO_REFIT_ROWS_GPU),
-        unless the fit reads the held-out rows for itself (``_reads_held_out_rows``)."""
+        unless the fit reads its held-out rows for itself (``_reads_held_out_rows``; ``n_held_out``: a
+        rank's count, the most of any rank's)."""
         if self.refit != "auto":
             return self.refit
         limit = _AUTO_REFIT_ROWS_GPU if device.type == "cuda" else _AUTO_REFIT_ROWS
-        return n_rows < limit and not self._reads_held_out_rows(n_rows)
+        return n_rows < limit and not self._reads_held_out_rows(n_held_out)
 
-    def _reads_held_out_rows(self, n_rows: int) -> bool:
-        """Whether a fit of ``n_rows`` rows reads its early-stopping rows once trained (which a refit
-        would train on)."""
+    def _reads_held_out_rows(self, n_held_out: int) -> bool:
+        """Whether a fit reads its ``n_held_out`` early-stopping rows once trained (which a refit would
+        train on)."""
         return False
 
     def _one_member_sooner(self) -> bool:
@@ -598,7 +599,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         else:
             self._start_diagonal(model, train_target, train_weight, context)
         self.early_stopping_ = fit.early_stopping
-        self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), device)
+        self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), fit.n_validation, device)
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, train_target, train_weight, device, dtype,
                               rows=train_rows, n_rows=fit.n_train if pad else None, stream=fit.stream)

@@ -193,11 +193,11 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
     def _auto_early_stopping_rows(self) -> int:
         return _EARLY_STOPPING_ROWS
 
-    def _reads_held_out_rows(self, n_rows: int) -> bool:
-        # calibrate_quantiles: True always, "auto" from _CALIBRATION_ROWS held-out rows (validation_split's count)
+    def _reads_held_out_rows(self, n_held_out: int) -> bool:
+        # calibrate_quantiles: True always, "auto" from _CALIBRATION_ROWS held-out rows (a rank's, as it calibrates)
         if self.loss != "quantile" or self.calibrate_quantiles is False:
             return False
-        return self.calibrate_quantiles is True or round(self.validation_fraction * n_rows) >= _CALIBRATION_ROWS
+        return self.calibrate_quantiles is True or n_held_out >= _CALIBRATION_ROWS
 
     def _one_member_sooner(self) -> bool:
         # Several levels take one member on the CPU where the squared error takes two: their fits run

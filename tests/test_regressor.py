@@ -175,21 +175,36 @@ def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
     assert refit.refit_epochs_ is not None and not refit.quantile_offsets_.any()
 
 
-@pytest.mark.parametrize("device,n_rows,params,expected", [
-    ("cuda", 99_999, {}, True),  # a GPU: the second fit costs little but on tall tables
-    ("cuda", 100_000, {}, False),
-    ("cpu", 9_999, {}, True),  # the CPU: a fit of 10,000 rows and more costs more than it gains
-    ("cpu", 10_000, {}, False),
-    ("cuda", 500, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
-    ("cuda", 9_994, dict(loss="quantile", quantile=0.9), True),
-    ("cuda", 9_995, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates on them
-    ("cuda", 10_000, dict(loss="quantile", quantile=0.9, calibrate_quantiles=False), True),
-    ("cuda", 50_000, dict(loss="poisson"), True),
-    ("cpu", 50_000, dict(refit=True), True),
-    ("cuda", 500, dict(refit=False), False),
+@pytest.mark.parametrize("device,n_rows,n_held_out,params,expected", [
+    ("cuda", 99_999, 10_000, {}, True),  # a GPU: the second fit costs little but on tall tables
+    ("cuda", 100_000, 10_000, {}, False),
+    ("cpu", 9_999, 1_000, {}, True),  # the CPU: a fit of 10,000 rows and more costs more than it gains
+    ("cpu", 10_000, 1_000, {}, False),
+    ("cuda", 500, 50, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
+    ("cuda", 9_990, 999, dict(loss="quantile", quantile=0.9), True),
+    ("cuda", 9_995, 1_000, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates
+    ("cuda", 16_000, 800, dict(loss="quantile", quantile=0.9), True),  # two ranks' 800 each: none calibrates
+    ("cuda", 10_000, 1_000, dict(loss="quantile", quantile=0.9, calibrate_quantiles=False), True),
+    ("cuda", 50_000, 5_000, dict(loss="poisson"), True),
+    ("cpu", 50_000, 5_000, dict(refit=True), True),
+    ("cuda", 500, 50, dict(refit=False), False),
 ])
-def test_refit_auto_follows_the_rows_and_the_device(device, n_rows, params, expected):
-    assert SpectralRegressor(**params)._refits(n_rows, torch.device(device)) is expected
+def test_refit_auto_follows_the_rows_and_the_device(device, n_rows, n_held_out, params, expected):
+    assert SpectralRegressor(**params)._refits(n_rows, n_held_out, torch.device(device)) is expected
+
+
+def test_a_quantile_fit_either_refits_or_calibrates_on_its_held_out_rows(monkeypatch):
+    """"auto" on both: a fit that calibrates (1,000 held-out rows and more) does not refit, and one under
+    them refits (on the CPU under 10,000 rows)."""
+    from skspectral import regressor
+
+    X = np.random.RandomState(3).normal(size=(600, 2))
+    params = dict(dim=4, max_iter=2, random_state=0, device="cpu", loss="quantile", quantile=[0.1, 0.9])
+    small = SpectralRegressor(**params).fit(X, X[:, 0])  # 60 held-out rows
+    assert small.refit_ and not small.quantile_offsets_.any()
+    monkeypatch.setattr(regressor, "_CALIBRATION_ROWS", 60)  # as if they were 1,000
+    calibrated = SpectralRegressor(**params).fit(X, X[:, 0])
+    assert not calibrated.refit_ and calibrated.quantile_offsets_.any()
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
