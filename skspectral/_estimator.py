@@ -40,7 +40,7 @@ from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, ensemble_bounds, feature_bounds, to_user_units
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
-                        predict_in_chunks, set_up_on_one_thread)
+                        predict_in_chunks, schedule_share, set_up_on_one_thread)
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
@@ -641,10 +641,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                               stream=every_row.stream)
         trained, train, _ = self._encoded_once(model, train, None)
         length = math.ceil(_REFIT_SHARE * epochs)
-        # the chosen epoch's own step size (epoch index epochs - 1 of the cosine): never 0, also where the
-        # chosen epoch was the schedule's last
-        at_chosen_epoch = (0.5 * (1.0 + math.cos(math.pi * (epochs - 1) / self.max_iter))
-                           if self.learning_rate_schedule == "cosine" else 1.0)
+        # the chosen epoch's own step size (its index epochs - 1): never 0, also where the chosen epoch was
+        # the schedule's last
+        at_chosen_epoch = schedule_share(self.learning_rate_schedule, epochs - 1, self.max_iter)
         trainer = self._trainer(model, every_row, len(train), plan, context, module=trained, threads=threads,
                                 length=length, step_factor=at_chosen_epoch)
         if self.verbose:

@@ -278,10 +278,8 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         levels = self._quantiles()
         if levels is None:
             return {}
-        calibrates = self.calibrate_quantiles is True or (
-            self.calibrate_quantiles == "auto" and validation is not None and not self.refit_
-            and len(validation) >= _CALIBRATION_ROWS)
-        if validation is None or not calibrates:
+        # (calibrate_quantiles=True with refit_ was an error at fit)
+        if validation is None or self.refit_ or not self._reads_held_out_rows(len(validation)):
             return {"quantile_offsets_": np.zeros(len(levels))}
         module.eval()
         output = predict_in_chunks(module, validation.X, self._chunk_rows(validation.y.dtype))

@@ -6,7 +6,7 @@ from . import history
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRows
 from .threads import StepThreads, set_up_on_one_thread
-from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks
+from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks, schedule_share
 
 __all__ = ["Dataset", "HostRows", "StaticBatchSteps", "StepThreads", "Trainer", "TrainingOptions", "TrainingState",
-           "history", "predict_in_chunks", "set_up_on_one_thread"]
+           "history", "predict_in_chunks", "schedule_share", "set_up_on_one_thread"]

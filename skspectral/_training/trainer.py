@@ -169,6 +169,12 @@ class _EpochAverage:
             p.copy_(kept)
 
 
+def schedule_share(schedule: str, epoch: int, max_iter: int) -> float:
+    """The share of the initial step size that ``schedule`` gives the epoch of index ``epoch`` (from 0) of
+    ``max_iter``: a cosine from 1 down to 0, or 1 throughout ("constant")."""
+    return 0.5 * (1 + math.cos(math.pi * epoch / max_iter)) if schedule == "cosine" else 1.0
+
+
 @torch.no_grad()
 def predict_in_chunks(model: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, chunk_rows: int) -> torch.Tensor:
     """Evaluate ``model`` (a module, or any function of a batch of rows) on X in bounded memory."""
@@ -551,7 +557,7 @@ class Trainer:
         if opts.learning_rate_schedule != "cosine":
             return
         # anneal over this call's epochs: the noise of small batches averages out at the end
-        lr = opts.learning_rate_init * 0.5 * (1 + math.cos(math.pi * epoch / opts.max_iter))
+        lr = opts.learning_rate_init * schedule_share(opts.learning_rate_schedule, epoch, opts.max_iter)
         for group in self.optimizer.param_groups:
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)  # in place: a captured step reads this tensor
