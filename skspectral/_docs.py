@@ -68,11 +68,12 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         With early stopping, once the held-out rows have chosen the epoch
         (the best-scoring one), the model kept goes on training on every row,
         the held-out ones too, for half as many epochs again (rounded up),
-        from the step size the schedule gave the chosen epoch down to 0; its
-        last parameters are kept. The held-out rows then also teach the
+        from the step size the schedule gave as many epochs before the chosen
+        one down to 0 (the schedule's last stretch replayed on every row);
+        its last parameters are kept. The held-out rows then also teach the
         model: on the report folds every table's error fell or stayed within
-        0.1 % (diamonds 2 %, California 1 %, concrete, churn and hpc 2-3 % on
-        the CPU) for 1.2-1.5x the fit time (benchmarks/RESULTS.md, section
+        0.1 % (concrete 4 %, diamonds 2 %, churn and hpc 2-3 %, California 1 %
+        on the CPU) for 1.2-1.5x the fit time (benchmarks/RESULTS.md, section
         12). "auto": under 10,000 rows on the CPU and 100,000 on a GPU (a
         tall table gains ~1 % for 1.5x its fit), but not where the fit
         calibrates quantiles on the held-out rows (``calibrate_quantiles``

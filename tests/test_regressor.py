@@ -129,9 +129,9 @@ def test_early_stopping_records_validation_and_keeps_best(data):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_refit_continues_the_chosen_model_on_every_row(data, device):
     """refit=True: the selecting fit is unchanged (its record stays), and the model it kept goes on
-    training on every row for half the chosen epochs (rounded up), from the step size of the chosen
-    epoch down to 0: exactly a warm start of the selecting fit on every row
-    without early stopping, so long and from that step size."""
+    training on every row for half the chosen epochs (rounded up), from the step size the schedule gave
+    as many epochs before the chosen one down to 0: exactly a warm start of the selecting fit on every
+    row without early stopping, so long and from that step size."""
     X, y = data
     params = dict(dim=5, max_iter=40, early_stopping=True, n_iter_no_change=3, random_state=0, device=device,
                   learning_rate_schedule="cosine", learning_rate_init=0.01)
@@ -143,9 +143,10 @@ def test_refit_continues_the_chosen_model_on_every_row(data, device):
     assert device != "cpu" or best < refitted.n_iter_  # (the case chosen: the fit went on past its best epoch)
     assert refitted.validation_scores_ == selecting.validation_scores_ and refitted.n_iter_ == selecting.n_iter_
     assert len(refitted.history_) == refitted.n_iter_
-    step = 0.01 * 0.5 * (1 + math.cos(math.pi * (best - 1) / 40))  # the chosen epoch's
+    length = math.ceil(best / 2)
+    step = 0.01 * 0.5 * (1 + math.cos(math.pi * (best - 1 - length) / 40))  # `length` epochs before the chosen one
     continued = pickle.loads(pickle.dumps(selecting)).set_params(
-        warm_start=True, early_stopping=False, max_iter=math.ceil(best / 2), learning_rate_init=step).fit(X, y)
+        warm_start=True, early_stopping=False, max_iter=length, learning_rate_init=step).fit(X, y)
     np.testing.assert_array_equal(refitted.predict(X), continued.predict(X))
     assert not np.array_equal(refitted.predict(X), selecting.predict(X))
     np.testing.assert_array_equal(refitted.mu_, continued.mu_)
