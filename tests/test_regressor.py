@@ -179,8 +179,8 @@ def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
 @pytest.mark.parametrize("device,n_rows,n_held_out,params,expected", [
     ("cuda", 99_999, 10_000, {}, True),  # a GPU: the second fit costs little but on tall tables
     ("cuda", 100_000, 10_000, {}, False),
-    ("cpu", 9_999, 1_000, {}, True),  # the CPU: a fit of 10,000 rows and more costs more than it gains
-    ("cpu", 10_000, 1_000, {}, False),
+    ("cpu", 19_999, 2_000, {}, True),  # the CPU: a fit of 20,000 rows and more costs more than it gains
+    ("cpu", 20_000, 2_000, {}, False),
     ("cuda", 500, 50, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
     ("cuda", 9_990, 999, dict(loss="quantile", quantile=0.9), True),
     ("cuda", 9_995, 1_000, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates
