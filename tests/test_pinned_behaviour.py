@@ -11,7 +11,7 @@ loss curves, the steps themselves, were unchanged); ``classifier_multiclass_weig
 its weighted class priors (the other cases' classes are balanced). The ``defaults_shared_*`` cases (members
 that share their matrices, their factors pulled: the defaults from 2026-12-03) were added that day; the
 other cases name ``shared_members=0``, the model they pinned; the early-stopping cases name ``refit=False`` (a
-CPU fit of fewer than 10,000 rows refits by default from 2026-12-04). Each case names its parameters
+CPU fit of fewer than 10,000 rows refits by default from 2026-12-04, 20,000 since 92c12bf). Each case names its parameters
 explicitly, so later changes of defaults do not move them. Regenerate only for an intended change of behaviour:
 ``python -m tests.test_pinned_behaviour``.
 """

@@ -196,7 +196,7 @@ def test_refit_auto_follows_the_rows_and_the_device(device, n_rows, n_held_out, 
 
 def test_a_quantile_fit_either_refits_or_calibrates_on_its_held_out_rows(monkeypatch):
     """"auto" on both: a fit that calibrates (1,000 held-out rows and more) does not refit, and one under
-    them refits (on the CPU under 10,000 rows)."""
+    them refits (on the CPU under 20,000 rows)."""
     from skspectral import regressor
 
     X = np.random.RandomState(3).normal(size=(600, 2))
