@@ -152,7 +152,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         (duplicate rows merged) and 1 from 100,000 (a regressor's fit of
         several quantile levels: 1 from 10,000), where more members no
         longer paid for their share of a step (a CPU step's cost follows the
-        members; a GPU's hardly does); the count used is ``n_estimators_``.
+        members; a GPU's hardly does). On a GPU 8 where early stopping holds
+        out 100 rows or more and the fit has fewer than 100,000 rows (the
+        members train as one wider model: a fit that runs its whole schedule
+        unguarded keeps 4); the count used is ``n_estimators_``.
         The series' model is ``feature_encoding="linear", n_estimators=1,
         shared_members=0``.
     shared_members : float in [0, 1], default=0.5

@@ -77,12 +77,19 @@ _AUTO_STEPS = 200
 # n_estimators="auto": _AUTO_MEMBERS[0] members, and on the CPU _AUTO_MEMBERS[1] from _AUTO_MEMBERS_ROWS fit
 # rows, where a CPU step's cost follows the members and the rows are many enough that more members' average
 # no longer paid (chosen on the selection fold: with the shared members and 32 bins there two scored as three
-# with 16 bins at 0.6x the time; on a GPU a step costs the same with 2 or 4, and flights took more epochs with
-# 3: benchmarks/RESULTS.md, section 9), and _AUTO_MEMBERS_TALL from _AUTO_MEMBERS_TALL_ROWS, where with 32 bins
-# one member scored as three (flights on the selection fold, section 9)
+# with 16 bins at 0.6x the time; flights took more epochs with 3: benchmarks/RESULTS.md, section 9), and
+# _AUTO_MEMBERS_TALL from _AUTO_MEMBERS_TALL_ROWS, where with 32 bins one member scored as three (flights on
+# the selection fold, section 9). On a GPU a step costs about the same with 4 or 8 members: _AUTO_MEMBERS_GPU
+# where early stopping guards the schedule (_FEW_VALIDATION_ROWS validation rows or more: the members train
+# as one wider model, which a small table running its whole schedule overfits -- concrete's 82 held-out rows,
+# +1.4 % with 8 on the selection fold) and the fit has fewer than _AUTO_MEMBERS_GPU_ROWS rows (flights' fit
+# took 2.7 s with 8 against 1.9 s with 4, past issue 24's limit). Eight there: the selection fold -0.6 % over
+# four seeds (California -0.7 to -1.4 %, churn -1.2 to -5.2 %), the GPU suite 0.937 -> 0.931 x HGB's on the
+# report folds at 0.83x against 0.69x HGB's fit time (section 12)
 _AUTO_MEMBERS = (4, 2)
 _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
+_AUTO_MEMBERS_GPU, _AUTO_MEMBERS_GPU_ROWS = 8, 100_000
 # refit="auto": a fit of fewer than this many rows (every rank's) on the CPU, _AUTO_REFIT_ROWS_GPU on a GPU,
 # refits on every row once early stopping has chosen the epoch. Chosen on the selection fold: the held-out
 # rows lowered the errors (the GPU's suite 0.9397 -> 0.9372 x HGB's; cps1988 +0.5 %, the others lower or
@@ -494,13 +501,17 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         size = -(-size // world)  # batch_size is the global batch: each rank takes its share
         return max(1, min(size, n_rows))
 
-    def _members(self, n_rows: int, device: torch.device) -> int:
+    def _members(self, n_rows: int, device: torch.device, n_validation: int = 0) -> int:
         """n_estimators; "auto": on the CPU, fewer members where the fit's rows (every rank's,
         duplicates merged) are many: they average less noise out there, and each costs its share of
-        a step."""
+        a step. On a GPU, more where early stopping scores the fit on ``n_validation`` rows (every
+        rank's) of at least _FEW_VALIDATION_ROWS and the rows are fewer than _AUTO_MEMBERS_GPU_ROWS."""
         if self.n_estimators != "auto":
             return self.n_estimators
-        if device.type != "cpu" or n_rows < _AUTO_MEMBERS_ROWS:
+        if device.type != "cpu":
+            guarded = n_validation >= _FEW_VALIDATION_ROWS and n_rows < _AUTO_MEMBERS_GPU_ROWS
+            return _AUTO_MEMBERS_GPU if guarded else _AUTO_MEMBERS[0]
+        if n_rows < _AUTO_MEMBERS_ROWS:
             return _AUTO_MEMBERS[0]
         one_member_rows = _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
         return _AUTO_MEMBERS_TALL if n_rows >= one_member_rows else _AUTO_MEMBERS[1]
@@ -571,9 +582,6 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             "n_rows": (len(X), "sum"),
         })
         seed = int(start["seed"])
-        if plan.fresh:  # a continued fit keeps its members
-            self.n_estimators_ = self._members(int(start["n_rows"]), device)
-            self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
         early_stopping = not plan.incremental and (
             self.early_stopping if self.early_stopping != "auto"
             else start["n_rows"] >= self._auto_early_stopping_rows())
@@ -594,6 +602,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         fit = FitAgreement(seed, bool(early_stopping), int(agreed["n_train"]), int(agreed["n_validation"]),
                            float(agreed["total_weight"]), bool(agreed["stream"]))
+        if plan.fresh:  # a continued fit keeps its members
+            world = 1 if context is None else context.world_size
+            self.n_estimators_ = self._members(int(start["n_rows"]), device, fit.n_validation * world)
+            self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
         model = self._fit_start(fit, device, dtype)
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)

@@ -46,6 +46,44 @@ def smooth_problem(n, seed=0):
     return X, y
 
 
+def _record_member_choices():
+    from skspectral._estimator import SpectralEstimatorBase as base
+
+    choose, base.member_choices = base._members, []
+
+    def record(self, n_rows, device, n_validation=0):
+        base.member_choices.append((n_rows, n_validation))
+        return choose(self, n_rows, device, n_validation)
+
+    base._members, base.choose_members = record, choose
+
+
+def _member_choices():
+    from skspectral._estimator import SpectralEstimatorBase as base
+
+    base._members = base.choose_members
+    return base.member_choices
+
+
+def test_a_data_parallel_fit_chooses_its_members_from_every_ranks_rows(client):
+    """n_estimators="auto" sees what one process's fit of the same rows sees: every rank's rows and
+    early-stopping rows (the GPU's rule takes eight members from 100 held-out rows)."""
+    X, y = smooth_problem(2_000)
+    params = dict(dim=4, max_iter=1, device="cpu", random_state=0, early_stopping=True)
+    client.run(_record_member_choices)
+    try:
+        DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, n_parts=2))
+    finally:
+        choices = client.run(_member_choices)
+    _record_member_choices()
+    try:
+        SpectralRegressor(**params).fit(X, y)
+    finally:
+        single = _member_choices()
+    assert single == [(2_000, 200)]
+    assert sorted(choices.values()) == [single, single]
+
+
 def test_grid_search_under_the_dask_backend_matches_the_sequential_search(client):
     X, y = make_data(n=120)
     search = GridSearchCV(SpectralRegressor(max_iter=3, device="cpu", random_state=0),

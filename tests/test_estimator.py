@@ -546,7 +546,7 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     assert (small.n_estimators_, tall.n_estimators_) == _estimator._AUTO_MEMBERS == (4, 2)
     assert small.mu_.shape[0] == 4 and tall.mu_.shape[0] == 2 and tall.feature_matrices_.shape[0] == 2
     assert estimator(dim=4, max_iter=1, n_estimators=5, **CPU).fit(X, target).n_estimators_ == 5
-    # on a GPU a step costs about the same with either count: "auto" keeps 4 there
+    # on a GPU a step costs about the same with either count: "auto" keeps 4 there without early stopping's guard
     assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 2
     # on the CPU one member from the tall threshold (100,000 rows)
     rows = _estimator._AUTO_MEMBERS_TALL_ROWS
@@ -557,6 +557,50 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     loaded = pickle.loads(pickle.dumps(tall))
     np.testing.assert_array_equal(loaded.predict(X), tall.predict(X))
     np.testing.assert_array_equal(loaded.feature_sensitivities_, tall.feature_sensitivities_)
+
+
+@pytest.mark.parametrize("estimator", [SpectralRegressor, SpectralClassifier])
+def test_auto_members_on_a_gpu_follow_early_stoppings_rows(estimator):
+    """On a GPU eight members where early stopping scores the fit on at least _FEW_VALIDATION_ROWS rows
+    and the fit has fewer than _AUTO_MEMBERS_GPU_ROWS rows; else four. The CPU's rule ignores them."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    few, tall = _estimator._FEW_VALIDATION_ROWS, _estimator._AUTO_MEMBERS_GPU_ROWS
+    assert (_estimator._AUTO_MEMBERS_GPU, few, tall) == (8, 100, 100_000)
+    assert estimator()._members(5_000, cuda, n_validation=few) == 8
+    assert estimator()._members(5_000, cuda, n_validation=few - 1) == 4  # the whole schedule runs: no guard
+    assert estimator()._members(824, cuda, n_validation=82) == 4  # concrete's fit rows and held-out rows
+    assert estimator()._members(tall - 1, cuda, n_validation=10_000) == 8
+    assert estimator()._members(tall, cuda, n_validation=10_000) == 4
+    assert estimator()._members(5_000, cpu, n_validation=500) == 4 and estimator()._members(20_000, cpu, 2_000) == 2
+    assert estimator(n_estimators=3)._members(5_000, cuda, n_validation=500) == 3
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_fit_chooses_its_members_from_its_held_out_rows(monkeypatch, early_stopping):
+    """The fit core passes _members every rank's early-stopping rows (0 without early stopping)."""
+    seen = []
+    members = SpectralRegressor._members
+
+    def record(self, n_rows, device, n_validation=0):
+        seen.append((n_rows, n_validation))
+        return members(self, n_rows, device, n_validation)
+
+    monkeypatch.setattr(SpectralRegressor, "_members", record)
+    X, y = make_data(23, n=400)
+    est = SpectralRegressor(dim=4, max_iter=1, early_stopping=early_stopping, validation_fraction=0.25, **CPU)
+    est.fit(X, y)
+    assert seen == [(400, 100 if early_stopping else 0)] and est.n_estimators_ == 4
+
+
+@pytest.mark.cuda
+def test_a_gpu_fit_takes_eight_members_where_early_stopping_guards_it():
+    X, y = make_data(29, n=1_200)
+    guarded = SpectralRegressor(dim=4, max_iter=2, device="cuda", random_state=0).fit(X, y)  # 120 held out
+    small = SpectralRegressor(dim=4, max_iter=2, device="cuda", random_state=0).fit(X[:800], y[:800])  # 80
+    assert guarded.n_estimators_ == 8 and small.n_estimators_ == 4
+    assert guarded.mu_.shape[0] == 8 and np.isfinite(guarded.predict(X)).all()
+    loaded = pickle.loads(pickle.dumps(guarded))
+    np.testing.assert_array_equal(loaded.predict(X), guarded.predict(X))
 
 
 def test_several_quantile_levels_take_one_member_from_the_row_threshold_on_the_cpu(monkeypatch):
