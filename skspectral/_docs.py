@@ -155,7 +155,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         members; a GPU's hardly does). On a GPU 8 where early stopping holds
         out 100 rows or more and the fit has fewer than 100,000 rows (the
         members train as one wider model: a fit that runs its whole schedule
-        unguarded keeps 4); the count used is ``n_estimators_``.
+        unguarded keeps 4), and a regressor 2 from 100,000 rows (its early
+        stop comes sooner with them: flights' GPU fit 35 % shorter at 0.5-0.9 %
+        more RMSE; a classifier keeps 4, its log-loss gaining more from the
+        average); the count used is ``n_estimators_``.
         The series' model is ``feature_encoding="linear", n_estimators=1,
         shared_members=0``.
     shared_members : float in [0, 1], default=0.5

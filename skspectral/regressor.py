@@ -199,6 +199,12 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
             return False
         return self.calibrate_quantiles is True or n_held_out >= _CALIBRATION_ROWS
 
+    def _fewer_members_when_tall(self) -> bool:
+        # Two members on a GPU from 100,000 rows: flights' fit 1.5-1.8 s against 2.4-2.7 s with four, RMSE +0.5 to
+        # +0.9 %. A classifier keeps four: its log-loss gains more from the members' averaged probabilities
+        # (flights' target split at its median: +0.8 to +2.2 % with two; benchmarks/RESULTS.md, section 9).
+        return True
+
     def _one_member_sooner(self) -> bool:
         # Several levels take one member on the CPU where the squared error takes two: their fits run
         # about twice the squared error's epochs, a CPU step's cost follows the members, and the members'

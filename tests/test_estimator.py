@@ -552,7 +552,8 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     rows = _estimator._AUTO_MEMBERS_TALL_ROWS
     assert estimator()._members(rows, torch.device("cpu")) == _estimator._AUTO_MEMBERS_TALL == 1
     assert estimator()._members(rows - 1, torch.device("cpu")) == 2
-    assert estimator()._members(rows, torch.device("cuda")) == 4
+    tall_gpu = _estimator._AUTO_MEMBERS_GPU_TALL if estimator is SpectralRegressor else 4
+    assert estimator()._members(rows, torch.device("cuda")) == tall_gpu
     # the fitted model predicts and bounds with its own members, also after a pickle round trip
     loaded = pickle.loads(pickle.dumps(tall))
     np.testing.assert_array_equal(loaded.predict(X), tall.predict(X))
@@ -562,15 +563,20 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
 @pytest.mark.parametrize("estimator", [SpectralRegressor, SpectralClassifier])
 def test_auto_members_on_a_gpu_follow_early_stoppings_rows(estimator):
     """On a GPU eight members where early stopping scores the fit on at least _FEW_VALIDATION_ROWS rows
-    and the fit has fewer than _AUTO_MEMBERS_GPU_ROWS rows; else four. The CPU's rule ignores them."""
+    and the fit has fewer than _AUTO_MEMBERS_GPU_ROWS rows, from there two for a regressor (four for a
+    classifier), else four. The CPU's rule ignores the held-out rows."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     few, tall = _estimator._FEW_VALIDATION_ROWS, _estimator._AUTO_MEMBERS_GPU_ROWS
-    assert (_estimator._AUTO_MEMBERS_GPU, few, tall) == (8, 100, 100_000)
+    assert (_estimator._AUTO_MEMBERS_GPU, _estimator._AUTO_MEMBERS_GPU_TALL, few, tall) == (8, 2, 100, 100_000)
     assert estimator()._members(5_000, cuda, n_validation=few) == 8
     assert estimator()._members(5_000, cuda, n_validation=few - 1) == 4  # the whole schedule runs: no guard
     assert estimator()._members(824, cuda, n_validation=82) == 4  # concrete's fit rows and held-out rows
     assert estimator()._members(tall - 1, cuda, n_validation=10_000) == 8
-    assert estimator()._members(tall, cuda, n_validation=10_000) == 4
+    tall_members = 2 if estimator is SpectralRegressor else 4
+    assert estimator()._members(tall, cuda, n_validation=10_000) == tall_members
+    assert estimator()._members(tall, cuda, n_validation=0) == tall_members
+    levels = SpectralRegressor(loss="quantile", quantile=[0.1, 0.9])
+    assert levels._members(tall, cuda, n_validation=10_000) == 2 and levels._members(5_000, cuda, 500) == 8
     assert estimator()._members(5_000, cpu, n_validation=500) == 4 and estimator()._members(20_000, cpu, 2_000) == 2
     assert estimator(n_estimators=3)._members(5_000, cuda, n_validation=500) == 3
 
