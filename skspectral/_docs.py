@@ -153,9 +153,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         several quantile levels: 1 from 10,000), where more members no
         longer paid for their share of a step (a CPU step's cost follows the
         members; a GPU's hardly does). On a GPU 8 where early stopping holds
-        out 100 rows or more and the fit has fewer than 100,000 rows (the
-        members train as one wider model: a fit that runs its whole schedule
-        unguarded keeps 4), and a regressor 2 from 100,000 rows (its early
+        out 100 rows or more and the fit has fewer than 100,000 rows (on
+        fewer held-out rows a fit runs its whole schedule and keeps its best
+        epoch; there 8 scored worse than 4 on the selection fold, so it keeps
+        4), and a regressor 2 from 100,000 rows (its early
         stop comes sooner with them: flights' GPU fit 35 % shorter at 0.5-0.9 %
         more RMSE; a classifier keeps 4, its log-loss gaining more from the
         average); the count used is ``n_estimators_``.

@@ -546,7 +546,7 @@ def test_auto_members_are_fewer_from_the_row_threshold(monkeypatch, estimator):
     assert (small.n_estimators_, tall.n_estimators_) == _estimator._AUTO_MEMBERS == (4, 2)
     assert small.mu_.shape[0] == 4 and tall.mu_.shape[0] == 2 and tall.feature_matrices_.shape[0] == 2
     assert estimator(dim=4, max_iter=1, n_estimators=5, **CPU).fit(X, target).n_estimators_ == 5
-    # on a GPU a step costs about the same with either count: "auto" keeps 4 there without early stopping's guard
+    # on a GPU a step costs about the same with either count: "auto" keeps 4 there under 100 held-out rows
     assert estimator()._members(100, torch.device("cuda")) == 4 and estimator()._members(100, torch.device("cpu")) == 2
     # on the CPU one member from the tall threshold (100,000 rows)
     rows = _estimator._AUTO_MEMBERS_TALL_ROWS
@@ -569,7 +569,7 @@ def test_auto_members_on_a_gpu_follow_early_stoppings_rows(estimator):
     few, tall = _estimator._FEW_VALIDATION_ROWS, _estimator._AUTO_MEMBERS_GPU_ROWS
     assert (_estimator._AUTO_MEMBERS_GPU, _estimator._AUTO_MEMBERS_GPU_TALL, few, tall) == (8, 2, 100, 100_000)
     assert estimator()._members(5_000, cuda, n_validation=few) == 8
-    assert estimator()._members(5_000, cuda, n_validation=few - 1) == 4  # the whole schedule runs: no guard
+    assert estimator()._members(5_000, cuda, n_validation=few - 1) == 4  # the whole schedule runs, its best epoch kept
     assert estimator()._members(824, cuda, n_validation=82) == 4  # concrete's fit rows and held-out rows
     assert estimator()._members(tall - 1, cuda, n_validation=10_000) == 8
     tall_members = 2 if estimator is SpectralRegressor else 4
@@ -599,14 +599,14 @@ def test_a_fit_chooses_its_members_from_its_held_out_rows(monkeypatch, early_sto
 
 
 @pytest.mark.cuda
-def test_a_gpu_fit_takes_eight_members_where_early_stopping_guards_it():
+def test_a_gpu_fit_takes_eight_members_where_early_stopping_holds_out_100_rows():
     X, y = make_data(29, n=1_200)
-    guarded = SpectralRegressor(dim=4, max_iter=2, device="cuda", random_state=0).fit(X, y)  # 120 held out
+    held_out = SpectralRegressor(dim=4, max_iter=2, device="cuda", random_state=0).fit(X, y)  # 120 held out
     small = SpectralRegressor(dim=4, max_iter=2, device="cuda", random_state=0).fit(X[:800], y[:800])  # 80
-    assert guarded.n_estimators_ == 8 and small.n_estimators_ == 4
-    assert guarded.mu_.shape[0] == 8 and np.isfinite(guarded.predict(X)).all()
-    loaded = pickle.loads(pickle.dumps(guarded))
-    np.testing.assert_array_equal(loaded.predict(X), guarded.predict(X))
+    assert held_out.n_estimators_ == 8 and small.n_estimators_ == 4
+    assert held_out.mu_.shape[0] == 8 and np.isfinite(held_out.predict(X)).all()
+    loaded = pickle.loads(pickle.dumps(held_out))
+    np.testing.assert_array_equal(loaded.predict(X), held_out.predict(X))
 
 
 def test_several_quantile_levels_take_one_member_from_the_row_threshold_on_the_cpu(monkeypatch):
