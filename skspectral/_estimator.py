@@ -607,14 +607,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         agreed = self._agree(context, {
             "n_train": (len(train_weight), "max"),
             "n_validation": (0 if val_rows is None else len(val_rows), "max"),
+            "validation_rows": (0 if val_rows is None else len(val_rows), "sum"),  # every rank's, for _members
             "total_weight": (float(train_weight.sum()), "sum"),
             "stream": (_stream_rows(len(train_weight) * row_bytes, device), "max"),
         })
         fit = FitAgreement(seed, bool(early_stopping), int(agreed["n_train"]), int(agreed["n_validation"]),
                            float(agreed["total_weight"]), bool(agreed["stream"]))
         if plan.fresh:  # a continued fit keeps its members
-            world = 1 if context is None else context.world_size
-            self.n_estimators_ = self._members(int(start["n_rows"]), device, fit.n_validation * world)
+            self.n_estimators_ = self._members(int(start["n_rows"]), device, int(agreed["validation_rows"]))
             self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
         model = self._fit_start(fit, device, dtype)
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values

@@ -65,14 +65,16 @@ def _member_choices():
     return base.member_choices
 
 
-def test_a_data_parallel_fit_chooses_its_members_from_every_ranks_rows(client):
+@pytest.mark.parametrize("n_rows, n_parts, held_out", [(2_000, 2, 200), (990, 3, 99)])
+def test_a_data_parallel_fit_chooses_its_members_from_every_ranks_rows(client, n_rows, n_parts, held_out):
     """n_estimators="auto" sees what one process's fit of the same rows sees: every rank's rows and
-    early-stopping rows (the GPU's rule takes eight members from 100 held-out rows)."""
-    X, y = smooth_problem(2_000)
+    early-stopping rows (the GPU's rule takes eight members from 100 held-out rows), also where the
+    ranks' shards differ (three parts on two workers: 660 and 330 rows hold out 66 and 33)."""
+    X, y = smooth_problem(n_rows)
     params = dict(dim=4, max_iter=1, device="cpu", random_state=0, early_stopping=True)
     client.run(_record_member_choices)
     try:
-        DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, n_parts=2))
+        DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, X, y, n_parts=n_parts))
     finally:
         choices = client.run(_member_choices)
     _record_member_choices()
@@ -80,7 +82,7 @@ def test_a_data_parallel_fit_chooses_its_members_from_every_ranks_rows(client):
         SpectralRegressor(**params).fit(X, y)
     finally:
         single = _member_choices()
-    assert single == [(2_000, 200)]
+    assert single == [(n_rows, held_out)]
     assert sorted(choices.values()) == [single, single]
 
 
