@@ -201,8 +201,8 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _fewer_members_when_tall(self) -> bool:
         # Two members on a GPU from 100,000 rows: flights' fit 1.5-1.8 s against 2.4-2.7 s with four, RMSE +0.5 to
-        # +0.9 %. A classifier keeps four: its log-loss gains more from the members' averaged probabilities
-        # (flights' target split at its median: +0.8 to +2.2 % with two; benchmarks/RESULTS.md, section 9).
+        # +0.9 %. A classifier keeps four: a tall classifier's log-loss rose 0.8-2.2 % with two (flights' target
+        # split at its median; benchmarks/RESULTS.md, section 9).
         return True
 
     def _one_member_sooner(self) -> bool:
