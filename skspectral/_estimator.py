@@ -163,6 +163,7 @@ class FitAgreement:
     n_validation: int  # validation rows per rank, likewise
     total_weight: float  # of the training rows, over every rank
     stream: bool  # training rows stay in host memory, streamed every epoch (on every rank, or none)
+    validation_rows: int = 0  # validation rows over every rank (n_validation: a rank's)
 
 
 class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, BaseEstimator, metaclass=ABCMeta):
@@ -607,14 +608,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         agreed = self._agree(context, {
             "n_train": (len(train_weight), "max"),
             "n_validation": (0 if val_rows is None else len(val_rows), "max"),
-            "validation_rows": (0 if val_rows is None else len(val_rows), "sum"),  # every rank's, for _members
+            "validation_rows": (0 if val_rows is None else len(val_rows), "sum"),
             "total_weight": (float(train_weight.sum()), "sum"),
             "stream": (_stream_rows(len(train_weight) * row_bytes, device), "max"),
         })
         fit = FitAgreement(seed, bool(early_stopping), int(agreed["n_train"]), int(agreed["n_validation"]),
-                           float(agreed["total_weight"]), bool(agreed["stream"]))
+                           float(agreed["total_weight"]), bool(agreed["stream"]), int(agreed["validation_rows"]))
         if plan.fresh:  # a continued fit keeps its members
-            self.n_estimators_ = self._members(int(start["n_rows"]), device, int(agreed["validation_rows"]))
+            self.n_estimators_ = self._members(int(start["n_rows"]), device, fit.validation_rows)
             self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
         model = self._fit_start(fit, device, dtype)
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
@@ -744,7 +745,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             shuffle=self.shuffle,
             tol=self.tol,
             score_scale=self._validation_score_scale(),
-            n_iter_no_change=self._patience(fit.n_validation * (1 if context is None else context.world_size)),
+            n_iter_no_change=self._patience(fit.validation_rows),
             average_decay=_AVERAGE_DECAY,
             verbose=bool(self.verbose),
             threads=None if threads is None else threads.count,
