@@ -156,10 +156,10 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         out 100 rows or more and the fit has fewer than 100,000 rows (on
         fewer held-out rows a fit runs its whole schedule and keeps its best
         epoch; there 8 scored worse than 4 on the selection fold, so it keeps
-        4), and a regressor 2 from 100,000 rows (its early
-        stop comes sooner with them: flights' GPU fit 35 % shorter at 0.5-0.9 %
-        more RMSE; a classifier keeps 4: a tall classifier's log-loss rose
-        0.8-2.2 % with 2); the count used is ``n_estimators_``.
+        4), and a regressor 2 from 100,000 rows (its early stop comes sooner
+        with them: flights' GPU fit 35 % shorter at 0.5-0.9 % more RMSE; a
+        classifier keeps 4: a tall classifier's log-loss rose 0.8-2.2 % with
+        2); the count used is ``n_estimators_``.
         The series' model is ``feature_encoding="linear", n_estimators=1,
         shared_members=0``.
     shared_members : float in [0, 1], default=0.5

@@ -86,10 +86,10 @@ _AUTO_STEPS = 200
 # than _AUTO_MEMBERS_GPU_ROWS rows (flights' fit took 2.7 s with 8 against 1.9 s with 4, past issue 24's
 # limit). Eight there: the selection fold -0.6 % over four seeds (California -0.7 to -1.4 %, churn -1.2 to
 # -5.2 %), the GPU suite 0.937 -> 0.931 x HGB's on the report folds at 0.83x against 0.69x HGB's fit time
-# (section 12). From _AUTO_MEMBERS_GPU_ROWS rows a GPU
-# regressor takes _AUTO_MEMBERS_GPU_TALL (``_fewer_members_when_tall``), as the CPU's fit takes fewer there:
-# flights' fit 1.5-1.8 s against 2.4-2.7 s with 4 (fewer epochs to its early stop; HGB 0.9-1.0 s), its RMSE
-# +0.5 to +0.9 % (sections 9 and 12: issue 24's GPU fit-time goal within its 1 % accuracy rule)
+# (section 12). From _AUTO_MEMBERS_GPU_ROWS rows a GPU regressor takes _AUTO_MEMBERS_GPU_TALL
+# (``_fewer_members_when_tall``), as the CPU's fit takes fewer there: flights' fit 1.5-1.8 s against 2.4-2.7 s
+# with 4 (fewer epochs to its early stop; HGB 0.9-1.0 s), its RMSE +0.5 to +0.9 % (sections 9 and 12: issue
+# 24's GPU fit-time goal within its 1 % accuracy rule)
 _AUTO_MEMBERS = (4, 2)
 _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
