@@ -346,7 +346,9 @@ class Trainer:
                 data_loss = self.loss_fn(step.output(values), yb, wb)
                 (grad_values,) = torch.autograd.grad(data_loss, values)
             # the penalty's terms the pass adds (a pull reads the data loss: on the CPU, no device sync)
-            penalty = step.backward(grad_values, frobenius_factor, factor_l1, float(data_loss) if factor_l1 else 0.0)
+            # (detached: autograd's loss above is still attached to its graph)
+            penalty = step.backward(grad_values, frobenius_factor, factor_l1,
+                                    float(data_loss.detach()) if factor_l1 else 0.0)
         if self._pass_penalty is not None:
             loss = data_loss + penalty
         elif self.penalty_fn is not None:
