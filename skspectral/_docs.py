@@ -86,7 +86,8 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
     n_iter_no_change : int or "auto", default="auto"
         Epochs without improvement before stopping. "auto": 10, or 5 with
         early stopping on 1000 validation rows or more (a steadier score:
-        a plateau is called sooner) -- but 10 for several quantile levels,
+        a plateau is called sooner; on a GPU, where an epoch is cheap, only
+        from 10,000 validation rows) -- but 10 for several quantile levels,
         whose mean pinball loss is not steady whatever the rows. Under 100
         validation rows, whose score jumps from epoch to epoch, "auto" never
         stops early: the fit runs max_iter epochs and keeps the best one.

@@ -64,11 +64,15 @@ _AUTO_EARLY_STOPPING_ROWS = 1000
 # whose score is steady enough to call a plateau sooner (chosen on the selection fold:
 # benchmarks/RESULTS.md, section 9); under _FEW_VALIDATION_ROWS it waits max_iter epochs (never stops early)
 # and keeps the best epoch of the whole schedule: that score jumps so much that even a 20-epoch wait stopped
-# small tables' fits at a chance dip (concrete's RMSE 21 % up on one fold; section 12)
+# small tables' fits at a chance dip (concrete's RMSE 21 % up on one fold; section 12). The shorter wait
+# saves epochs, which on a GPU only a tall fit needs (flights' fit is near issue 24's 2x HGB's time): there it
+# starts from _STEADY_VALIDATION_ROWS_GPU validation rows. The longer wait under it: diamonds' RMSE -1.1 to -1.3 %
+# (a five-epoch plateau had stopped some fits early), California and cps1988 within 0.1 %, on every one of three
+# seeds, for 1.3x the three tables' fit time (H200; section 9).
 _AVERAGE_DECAY = 0.5
 _AUTO_PATIENCE = (10, 5)
 _FEW_VALIDATION_ROWS = 100
-_STEADY_VALIDATION_ROWS = 1000
+_STEADY_VALIDATION_ROWS, _STEADY_VALIDATION_ROWS_GPU = 1000, 10_000
 # batch_size="auto": this many rows a step, more where an epoch would take over _AUTO_STEPS steps
 # (measured on the suite's tallest tables: flights 2.4x faster on an H200, its RMSE 0.5 % lower;
 # benchmarks/RESULTS.md, section 9)
@@ -131,13 +135,15 @@ def shared_member_count(shared_members: float, n_members: int) -> int:
 _NO_TARGET = object()  # _validate_inputs without y (predict), where a fit's y may be None
 
 
-def auto_patience(n_validation: int, max_iter: int, steady_score: bool = True) -> int:
+def auto_patience(n_validation: int, max_iter: int, steady_score: bool = True,
+                  steady_rows: int = _STEADY_VALIDATION_ROWS) -> int:
     """n_iter_no_change="auto"'s wait for a fit of ``max_iter`` epochs scored on ``n_validation``
     early-stopping rows; ``steady_score``: the score steadies with more rows (not so several quantile
-    levels' mean); without early-stopping rows (0) the wait applies to the training loss."""
+    levels' mean), and from ``steady_rows`` of them the wait is the shorter one; without early-stopping
+    rows (0) the wait applies to the training loss."""
     if 0 < n_validation < _FEW_VALIDATION_ROWS:
         return max_iter  # the whole schedule, its best epoch kept
-    return _AUTO_PATIENCE[1] if steady_score and n_validation >= _STEADY_VALIDATION_ROWS else _AUTO_PATIENCE[0]
+    return _AUTO_PATIENCE[1] if steady_score and n_validation >= steady_rows else _AUTO_PATIENCE[0]
 
 
 @dataclass(frozen=True)
@@ -545,12 +551,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take two."""
         return False
 
-    def _patience(self, n_validation: int) -> int:
+    def _patience(self, n_validation: int, device: torch.device) -> int:
         """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a
-        data-parallel fit: its score is their average) are many enough for a steady score."""
+        data-parallel fit: its score is their average) are many enough for a steady score; on a GPU,
+        where an epoch is cheap, only where they are a tall fit's (_STEADY_VALIDATION_ROWS_GPU)."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
-        return auto_patience(n_validation, self.max_iter, self._score_steadies_with_rows())
+        steady_rows = _STEADY_VALIDATION_ROWS if device.type == "cpu" else _STEADY_VALIDATION_ROWS_GPU
+        return auto_patience(n_validation, self.max_iter, self._score_steadies_with_rows(), steady_rows)
 
     def _auto_early_stopping_rows(self) -> int:
         """The fit rows (every rank's) from which early_stopping="auto" holds out rows."""
@@ -745,7 +753,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             shuffle=self.shuffle,
             tol=self.tol,
             score_scale=self._validation_score_scale(),
-            n_iter_no_change=self._patience(fit.validation_rows),
+            n_iter_no_change=self._patience(fit.validation_rows, model.device),
             average_decay=_AVERAGE_DECAY,
             verbose=bool(self.verbose),
             threads=None if threads is None else threads.count,

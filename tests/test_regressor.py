@@ -15,7 +15,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skspectral import SpectralRegressor, resolve_backend
+from skspectral import SpectralClassifier, SpectralRegressor, resolve_backend
 from skspectral import _estimator
 
 from .conftest import SERIES
@@ -247,6 +247,20 @@ def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n
                       random_state=0, device="cpu", refit=False, **loss).fit(X, X[:, 0])
     assert [o.n_iter_no_change for o in seen] == [expected]
     assert seen[0].average_decay == _estimator._AVERAGE_DECAY > 0  # scored on the epochs' running average
+
+
+@pytest.mark.parametrize("device,n_validation,expected", [
+    ("cpu", 1_000, 5), ("cpu", 999, 10),
+    # on a GPU an epoch is cheap: the shorter wait only where the validation rows are a tall fit's
+    ("cuda", 1_000, 10), ("cuda", 9_999, 10), ("cuda", 10_000, 5), ("cuda", 99, 1),
+])
+def test_n_iter_no_change_auto_waits_less_on_a_gpu_only_for_tall_fits(device, n_validation, expected):
+    import torch
+
+    for estimator in (SpectralRegressor(max_iter=1), SpectralClassifier(max_iter=1)):  # (no CUDA needed: the rule)
+        assert estimator._patience(n_validation, torch.device(device)) == expected
+    several = SpectralRegressor(max_iter=1, loss="quantile", quantile=[0.1, 0.9])
+    assert several._patience(n_validation, torch.device(device)) == (1 if n_validation < 100 else 10)
 
 
 def test_convergence_warning_when_max_iter_reached(data):
