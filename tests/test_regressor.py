@@ -99,8 +99,6 @@ def test_sample_weight_zero_equals_dropping_rows(data):
 
 @pytest.mark.parametrize("n_rows,expected", [(299, False), (300, True), (999, True)])
 def test_auto_early_stopping_from_300_rows_for_a_regressor_from_1000_for_a_classifier(n_rows, expected):
-    from skspectral import SpectralClassifier
-
     X = np.random.default_rng(0).normal(size=(n_rows, 2))
     regressor = SpectralRegressor(dim=3, max_iter=2, random_state=0, device="cpu").fit(X, X[:, 0])
     assert regressor.early_stopping_ is expected
@@ -255,8 +253,6 @@ def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n
     ("cuda", 1_000, 10), ("cuda", 9_999, 10), ("cuda", 10_000, 5), ("cuda", 99, 1),
 ])
 def test_n_iter_no_change_auto_waits_less_on_a_gpu_only_for_tall_fits(device, n_validation, expected):
-    import torch
-
     for estimator in (SpectralRegressor(max_iter=1), SpectralClassifier(max_iter=1)):  # (no CUDA needed: the rule)
         assert estimator._patience(n_validation, torch.device(device)) == expected
     several = SpectralRegressor(max_iter=1, loss="quantile", quantile=[0.1, 0.9])
