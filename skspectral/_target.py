@@ -17,7 +17,9 @@ from ._columns.summary import _moments, checked_scale, is_constant
 
 
 # A constant target (the columns' rule, summary.is_constant) is learnt on the scale _CONSTANT_TARGET_SCALE times
-# max(1, |mean|), so that its predictions are the constant to ~1e-10 of that size
+# max(1, |mean|), so that its predictions are the constant to ~1e-10 of that size; under a log link the model's
+# output is multiplied by _CONSTANT_TARGET_SCALE (what the fit leaves in it, a few hundredths, was a few percent
+# of the prediction: a constant count predicted 2-5 % off)
 _CONSTANT_TARGET_SCALE = 1e-9
 
 
@@ -69,7 +71,8 @@ class TargetSummary:
             if not self.mean > 0:
                 raise ValueError(f'loss="{loss}" needs a positive weighted mean of y (its log is the prediction '
                                  "before any feature moves it); every y of positive weight is 0.")
-            return TargetScaler(float(np.log(self.mean)), float(self.mean), link="log")
+            factor = _CONSTANT_TARGET_SCALE if is_constant(self.mean, np.sqrt(self.var)) else 1.0
+            return TargetScaler(float(np.log(self.mean)), float(self.mean), link="log", output_factor=factor)
         scale = float(checked_scale(np.array([self.mean]), np.array([self.var]), ["target y"], lambda i: self.largest)[0])
         if is_constant(self.mean, np.sqrt(self.var)):  # (a finite variance: checked_scale raised otherwise)
             # y is constant (to rounding): whatever the fit leaves in the model's output (its start's matrices,
@@ -82,17 +85,21 @@ class TargetSummary:
 @dataclass(frozen=True)
 class TargetScaler:
     """y as the model learns it: ``(y - mean) / scale`` (identity link), or ``y / scale`` with
-    ``scale`` y's weighted mean and ``mean`` its log (log link: prediction exp(mean + output))."""
+    ``scale`` y's weighted mean and ``mean`` its log (log link: prediction
+    exp(mean + output_factor * output); ``output_factor`` 1, or tiny for a constant y)."""
 
     mean: float
     scale: float
     link: str = "identity"
+    output_factor: float = 1.0  # (a scaler pickled before it has the class's 1.0)
 
     def transform(self, y: np.ndarray) -> np.ndarray:
         return y / self.scale if self.link == "log" else (y - self.mean) / self.scale
 
     def inverse_transform(self, output: np.ndarray) -> np.ndarray:
-        return np.exp(self.mean + output) if self.link == "log" else self.mean + self.scale * output
+        if self.link == "log":
+            return np.exp(self.mean + self.output_factor * output)
+        return self.mean + self.scale * output
 
 
 @dataclass

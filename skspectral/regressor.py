@@ -241,8 +241,10 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         return None
 
     def _output_scale(self):
-        # a log link's output is log(prediction): its bounds are relative changes, unscaled
-        return 1.0 if self.target_scaler_.link == "log" else self.target_scaler_.scale
+        # a log link's output is log(prediction): its bounds are relative changes, unscaled (but for a
+        # constant y's tiny factor)
+        scaler = self.target_scaler_
+        return scaler.output_factor if scaler.link == "log" else scaler.scale
 
     def _check_target(self, y):
         return column_or_1d(y, warn=True).astype(np.float64)

@@ -741,6 +741,24 @@ def test_a_constant_target_is_predicted_as_that_constant(value, params):
     np.testing.assert_allclose(predictions, value, rtol=0, atol=1e-8 * max(1.0, abs(value)))
 
 
+@pytest.mark.parametrize("value", [1e-3, 5.0, 1e6])
+@pytest.mark.parametrize("loss", ["poisson", "gamma"])
+def test_a_constant_target_under_a_log_link_is_predicted_as_that_constant(value, loss):
+    """A constant count or amount: the predictions are y to 1e-8 of it, also away from the training rows, and
+    the certified bounds on log(prediction) say it cannot move. (The fit leaves a few hundredths in the model's
+    output, its log: the predictions were 2-5 % off.)"""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    est = SpectralRegressor(dim=5, max_iter=10, random_state=0, device="cpu", loss=loss).fit(X, np.full(400, value))
+    predictions = est.predict(rng.normal(size=(300, 3)) * 3)
+    np.testing.assert_allclose(predictions, value, rtol=1e-8)
+    assert (est.feature_sensitivities_ < 1e-7).all()
+    # a target that varies keeps the log link's plain output
+    y = np.exp(0.3 * X[:, 0]) * value
+    assert SpectralRegressor(dim=5, max_iter=2, random_state=0, device="cpu", loss=loss).fit(
+        X, y).target_scaler_.output_factor == 1.0
+
+
 def test_a_fit_of_one_row_does_not_warn_of_divergence():
     """One row (or a constant y) is fitted exactly by a constant: the training loss's rise from 1e-17 to 1e-13
     is rounding, not a diverged fit, and no ConvergenceWarning says otherwise."""

@@ -1,5 +1,7 @@
 """The target's summaries and fitted coders (skspectral/_target.py)."""
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -41,6 +43,17 @@ def test_target_errors():
     # a constant y is learnt on a scale of 1e-9 of its size (not 1: the model's output would stay in y's units)
     assert TargetSummary.of_block(np.full(4, 3.0), np.ones(4)).finalize().scale == pytest.approx(3e-9)
     assert TargetSummary.of_block(np.full(4, 1e-3), np.ones(4)).finalize().scale == pytest.approx(1e-9)
+    # under a log link its output is scaled down instead (y over its mean is 1 there, whatever the size)
+    constant_counts = TargetSummary.of_block(np.full(4, 3.0), np.ones(4)).finalize(link="log", loss="poisson")
+    assert constant_counts.output_factor == pytest.approx(1e-9) and constant_counts.scale == 3.0
+    np.testing.assert_allclose(constant_counts.inverse_transform(np.array([-0.05, 0.0, 0.05])), 3.0, rtol=1e-9)
+    counts = TargetSummary.of_block(np.array([0.0, 1.0, 4.0]), np.ones(3)).finalize(link="log", loss="poisson")
+    assert counts.output_factor == 1.0
+    np.testing.assert_allclose(counts.inverse_transform(np.array([0.5])), [5 / 3 * np.exp(0.5)])
+    # a scaler pickled before the factor existed loads with the plain output
+    old = pickle.loads(pickle.dumps(counts))
+    del old.__dict__["output_factor"]
+    assert old.output_factor == 1.0
 
 
 @settings(max_examples=60, deadline=None)
