@@ -38,8 +38,12 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         tenth of batch_size rows, an epoch leaves it out (its rows are drawn
         anew each epoch): one step on a handful of rows at the step size of
         whole batches would throw the fit off.
-    max_iter : int, default=140
-        Maximum number of epochs.
+    max_iter : int or "auto", default="auto"
+        Maximum number of epochs (the cosine schedule's length). "auto": 140,
+        and on the CPU 60 from 100,000 fit rows, where one member's early
+        stop came at 50-82 epochs with the step size still high: annealed
+        over 60 epochs it scored as well or better (flights: RMSE -0.2 to
+        -0.4 %) in a bounded time. Recorded as ``max_iter_``.
     shuffle : bool, default=True
         Shuffle the rows every epoch (on the device).
     random_state : int, RandomState or None, default=None
@@ -239,6 +243,8 @@ ATTRIBUTES_DOC = """device_, backend_, dtype_ : str
         How many of them (the last ones) share their matrices (``shared_members``).
     early_stopping_ : bool
         Whether this fit held out rows and stopped early.
+    max_iter_ : int
+        The epochs this fit may run (``max_iter``, "auto" resolved).
     x_mean_, x_scale_, x_min_, x_max_ : ndarray of shape (n_features_in_,)
         The internal standardisation of the features, and their range in fit
         (from ``column_mapper_``).

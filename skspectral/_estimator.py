@@ -97,6 +97,13 @@ _AUTO_STEPS = 200
 _AUTO_MEMBERS = (4, 2)
 _AUTO_MEMBERS_ROWS = 10_000
 _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
+# max_iter="auto": _AUTO_MAX_ITER[0] epochs, and _AUTO_MAX_ITER[1] on the CPU from _AUTO_MEMBERS_TALL_ROWS fit rows
+# (one member there). That member's early stop came anywhere from 50 to 82 epochs (flights, by fold and seed),
+# the step size still at 60-80 % of its start; a cosine annealed over 60 epochs scored better on the selection fold
+# (RMSE -0.4 % over three seeds; 55 epochs +0.0 %, 50 +0.6 %, 70 -0.8 % but as long a fit as before) and bounds the
+# fit's cost: issue 24's 10x HGB's time, which flights' 75-82-epoch fits passed (benchmarks/RESULTS.md, section 9).
+# A GPU's two members there keep improving to ~110 epochs: it keeps the long schedule.
+_AUTO_MAX_ITER = (140, 60)
 _AUTO_MEMBERS_GPU, _AUTO_MEMBERS_GPU_TALL, _AUTO_MEMBERS_GPU_ROWS = 8, 2, 100_000
 # refit="auto": a fit of fewer than this many rows (every rank's) on the CPU, _AUTO_REFIT_ROWS_GPU on a GPU,
 # refits on every row once early stopping has chosen the epoch. Chosen on the selection fold: the held-out
@@ -184,7 +191,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
         "learning_rate_schedule": [StrOptions({"constant", "cosine"})],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -529,6 +536,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         one_member_rows = _AUTO_MEMBERS_ROWS if self._one_member_sooner() else _AUTO_MEMBERS_TALL_ROWS
         return _AUTO_MEMBERS_TALL if n_rows >= one_member_rows else _AUTO_MEMBERS[1]
 
+    def _max_iter(self, n_rows: int, device: torch.device) -> int:
+        """max_iter; "auto": _AUTO_MAX_ITER[0] epochs, or on the CPU _AUTO_MAX_ITER[1] from
+        _AUTO_MEMBERS_TALL_ROWS fit rows (every rank's)."""
+        if self.max_iter != "auto":
+            return self.max_iter
+        return _AUTO_MAX_ITER[1] if device.type == "cpu" and n_rows >= _AUTO_MEMBERS_TALL_ROWS else _AUTO_MAX_ITER[0]
+
     def _refits(self, n_rows: int, n_held_out: int, device: torch.device) -> bool:
         """refit; "auto": under _AUTO_REFIT_ROWS fit rows (every rank's; on a GPU _AUTO_REFIT_ROWS_GPU),
         unless the fit reads its held-out rows for itself (``_reads_held_out_rows``; ``n_held_out``: a
@@ -551,14 +565,15 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """Whether this fit takes one member on the CPU from _AUTO_MEMBERS_ROWS, where others take two."""
         return False
 
-    def _patience(self, n_validation: int, device: torch.device) -> int:
-        """n_iter_no_change; "auto": a shorter wait where the validation rows (every rank's, in a
-        data-parallel fit: its score is their average) are many enough for a steady score; on a GPU,
-        where an epoch is cheap, only where they are a tall fit's (_STEADY_VALIDATION_ROWS_GPU)."""
+    def _patience(self, n_validation: int, device: torch.device, max_iter: int) -> int:
+        """n_iter_no_change for a fit of ``max_iter`` epochs; "auto": a shorter wait where the validation
+        rows (every rank's, in a data-parallel fit: its score is their average) are many enough for a
+        steady score; on a GPU, where an epoch is cheap, only where they are a tall fit's
+        (_STEADY_VALIDATION_ROWS_GPU)."""
         if self.n_iter_no_change != "auto":
             return self.n_iter_no_change
         steady_rows = _STEADY_VALIDATION_ROWS if device.type == "cpu" else _STEADY_VALIDATION_ROWS_GPU
-        return auto_patience(n_validation, self.max_iter, self._score_steadies_with_rows(), steady_rows)
+        return auto_patience(n_validation, max_iter, self._score_steadies_with_rows(), steady_rows)
 
     def _auto_early_stopping_rows(self) -> int:
         """The fit rows (every rank's) from which early_stopping="auto" holds out rows."""
@@ -622,6 +637,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         fit = FitAgreement(seed, bool(early_stopping), int(agreed["n_train"]), int(agreed["n_validation"]),
                            float(agreed["total_weight"]), bool(agreed["stream"]), int(agreed["validation_rows"]))
+        self.max_iter_ = self._max_iter(int(start["n_rows"]), device)
         if plan.fresh:  # a continued fit keeps its members
             self.n_estimators_ = self._members(int(start["n_rows"]), device, fit.validation_rows)
             self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
@@ -678,7 +694,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         # refit replays the schedule's last stretch on every row. From the chosen epoch's own step, a fit
         # that ran its schedule to the end refitted at ~0 and learnt nothing from the held-out rows
         # (concrete: 6 % lower RMSE rewound; benchmarks/RESULTS.md, section 12).
-        rewound = schedule_share(self.learning_rate_schedule, max(epochs - 1 - length, 0), self.max_iter)
+        rewound = schedule_share(self.learning_rate_schedule, max(epochs - 1 - length, 0), self.max_iter_)
         trainer = self._trainer(model, every_row, len(train), plan, context, module=trained, threads=threads,
                                 length=length, step_factor=rewound)
         if self.verbose:
@@ -749,11 +765,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             learning_rate_init=self._step_size(batch_size, context) * step_factor,
             learning_rate_schedule=self.learning_rate_schedule,
             batch_size=batch_size,
-            max_iter=length if length is not None else 1 if plan.incremental else self.max_iter,
+            max_iter=length if length is not None else 1 if plan.incremental else self.max_iter_,
             shuffle=self.shuffle,
             tol=self.tol,
             score_scale=self._validation_score_scale(),
-            n_iter_no_change=self._patience(fit.validation_rows, model.device),
+            n_iter_no_change=self._patience(fit.validation_rows, model.device, self.max_iter_),
             average_decay=_AVERAGE_DECAY,
             verbose=bool(self.verbose),
             threads=None if threads is None else threads.count,
@@ -780,7 +796,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """The trainer's epochs, with callbacks; stores the fitted state when they end (also when a
         consumer or a callback stops them early)."""
         loss = self._loss()
-        tasks = None if plan.incremental else EpochTasks(self, self.max_iter, callback_data or {})
+        tasks = None if plan.incremental else EpochTasks(self, self.max_iter_, callback_data or {})
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
                                  on_epoch_begin=tasks.begin if tasks else None)
         fit_history = [] if plan.fresh else list(getattr(self, "history_", []))
@@ -838,7 +854,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if not state.converged and self.learning_rate_schedule == "constant":
             # (the cosine schedule anneals to zero at max_iter: ending there is the plan)
             warnings.warn(
-                f"{name}: the maximum number of epochs (max_iter={self.max_iter}) was reached "
+                f"{name}: the maximum number of epochs (max_iter={self.max_iter_}) was reached "
                 "and the optimisation has not converged yet; raise max_iter or learning_rate_init.",
                 ConvergenceWarning,
             )
@@ -860,7 +876,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         elif final > allowed_metric:
             warnings.warn(
                 f"{name}: the fit did not converge: the final {metric} ({final:.6g}) is worse than a constant "
-                f"prediction's ({floor_metric:.6g}). Raise max_iter (now {self.max_iter}) if it was still "
+                f"prediction's ({floor_metric:.6g}). Raise max_iter (now {self.max_iter_}) if it was still "
                 f"improving, else lower learning_rate_init (now {self.learning_rate_init}).",
                 ConvergenceWarning,
             )

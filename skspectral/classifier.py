@@ -39,7 +39,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         learning_rate_init=0.002,
         learning_rate_schedule="cosine",
         batch_size="auto",
-        max_iter=140,
+        max_iter="auto",
         shuffle=True,
         random_state=None,
         tol=1e-4,

@@ -253,10 +253,39 @@ def test_n_iter_no_change_auto_waits_less_on_many_validation_rows(monkeypatch, n
     ("cuda", 1_000, 10), ("cuda", 9_999, 10), ("cuda", 10_000, 5), ("cuda", 99, 1),
 ])
 def test_n_iter_no_change_auto_waits_less_on_a_gpu_only_for_tall_fits(device, n_validation, expected):
-    for estimator in (SpectralRegressor(max_iter=1), SpectralClassifier(max_iter=1)):  # (no CUDA needed: the rule)
-        assert estimator._patience(n_validation, torch.device(device)) == expected
-    several = SpectralRegressor(max_iter=1, loss="quantile", quantile=[0.1, 0.9])
-    assert several._patience(n_validation, torch.device(device)) == (1 if n_validation < 100 else 10)
+    for estimator in (SpectralRegressor(), SpectralClassifier()):  # (no CUDA needed: the rule)
+        assert estimator._patience(n_validation, torch.device(device), 1) == expected
+    several = SpectralRegressor(loss="quantile", quantile=[0.1, 0.9])
+    assert several._patience(n_validation, torch.device(device), 1) == (1 if n_validation < 100 else 10)
+
+
+@pytest.mark.parametrize("device, n_rows, expected", [
+    ("cpu", 99_999, 140), ("cpu", 100_000, 60), ("cuda", 100_000, 140), ("cuda", 2_000_000, 140),
+])
+def test_max_iter_auto_anneals_a_tall_cpu_fit_sooner(device, n_rows, expected):
+    """max_iter="auto": 140 epochs, on the CPU 60 from 100,000 fit rows (one member's shorter schedule; a GPU's
+    two members keep the long one); an int is kept as given."""
+    for make in (SpectralRegressor, SpectralClassifier, lambda **p: SpectralRegressor(loss="quantile",
+                                                                                    quantile=[0.1, 0.9], **p)):
+        assert make()._max_iter(n_rows, torch.device(device)) == expected  # (no CUDA needed: the rule)
+        assert make(max_iter=140)._max_iter(n_rows, torch.device(device)) == 140
+        assert make(max_iter=7)._max_iter(n_rows, torch.device(device)) == 7
+
+
+def test_a_tall_cpu_fit_runs_the_shorter_schedule(monkeypatch):
+    """The resolved length is the one the fit runs: its cosine reaches 0 at max_iter_, and the records say so.
+    (The row threshold lowered so that a small fit is "tall".)"""
+    monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_TALL_ROWS", 300)
+    monkeypatch.setattr(_estimator, "_AUTO_MAX_ITER", (9, 4))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X[:, 0] - X[:, 1] ** 2
+    est = SpectralRegressor(dim=4, random_state=0, device="cpu", early_stopping=False, tol=0).fit(X, y)
+    assert est.max_iter_ == 4 and est.n_iter_ == 4
+    short = SpectralRegressor(dim=4, random_state=0, device="cpu", early_stopping=False, tol=0, max_iter=4).fit(X, y)
+    np.testing.assert_array_equal(est.predict(X), short.predict(X))  # the same fit as asking for 4
+    monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_TALL_ROWS", 100_000)
+    assert SpectralRegressor(dim=4, random_state=0, device="cpu", early_stopping=False).fit(X, y).max_iter_ == 9
 
 
 def test_convergence_warning_when_max_iter_reached(data):
