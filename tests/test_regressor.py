@@ -770,6 +770,24 @@ def test_a_constant_target_is_predicted_as_that_constant(value, params):
     np.testing.assert_allclose(predictions, value, rtol=0, atol=1e-8 * max(1.0, abs(value)))
 
 
+@pytest.mark.parametrize("offset", [3e12, -3e13])
+def test_a_target_of_tiny_spread_beside_its_mean_is_learnt(offset):
+    """y = offset + signal, the signal's spread within the columns' rule of "constant" beside |offset|
+    (1e-12 of it): the model still learns the signal, as it does without the offset (the floor scale of a
+    constant y, 1e-9 |offset|, made the fit's residual output +-20 in y's units: R^2 -240)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    signal = X[:, 0] - 0.5 * X[:, 1]
+    params = dict(dim=5, max_iter=20, random_state=0, device="cpu")
+    plain = SpectralRegressor(**params).fit(X, signal)
+    shifted = SpectralRegressor(**params).fit(X, offset + signal)
+    assert shifted.y_scale_ == pytest.approx(signal.std(), rel=1e-3)
+    X_new = rng.normal(size=(300, 3))
+    # (the same fit but for y's own rounding at that size: its float64 values lie 0.004 apart at 3e13)
+    np.testing.assert_allclose(shifted.predict(X_new) - offset, plain.predict(X_new), atol=0.1)
+    assert shifted.score(X, offset + signal) > 0.8
+
+
 @pytest.mark.parametrize("value", [1e-3, 5.0, 1e6])
 @pytest.mark.parametrize("loss", ["poisson", "gamma"])
 def test_a_constant_target_under_a_log_link_is_predicted_as_that_constant(value, loss):
