@@ -102,7 +102,7 @@ _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # the step size still at 60-80 % of its start; a cosine annealed over 60 epochs scored better on the selection fold
 # (RMSE -0.4 % over three seeds; 55 epochs +0.0 %, 50 +0.6 %, 70 -0.8 % but as long a fit as before) and bounds the
 # fit's cost: issue 24's 10x HGB's time, which flights' 75-82-epoch fits passed (benchmarks/RESULTS.md, section 9).
-# A GPU's two members there keep improving to ~110 epochs: it keeps the long schedule.
+# A GPU (two members there) keeps the long schedule: 80-110 epochs scored no better on flights' selection fold.
 _AUTO_MAX_ITER = (140, 60)
 _AUTO_MEMBERS_GPU, _AUTO_MEMBERS_GPU_TALL, _AUTO_MEMBERS_GPU_ROWS = 8, 2, 100_000
 # refit="auto": a fit of fewer than this many rows (every rank's) on the CPU, _AUTO_REFIT_ROWS_GPU on a GPU,
