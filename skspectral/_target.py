@@ -61,6 +61,8 @@ class TargetSummary:
         the model's output 0 is the best constant, and a deviance's steps do not depend on
         y's units), after checking y suits the loss (poisson: y >= 0 with a positive mean;
         gamma: y > 0)."""
+        spread = float(np.sqrt(self.var))
+        constant = bool(is_constant(self.mean, spread))  # the columns' rule (a finite variance: checked below)
         if link == "log":
             if loss == "gamma" and not self.smallest > 0:
                 raise ValueError(f'loss="gamma" needs every target y > 0 (a gamma deviance is undefined at 0); '
@@ -71,18 +73,17 @@ class TargetSummary:
             if not self.mean > 0:
                 raise ValueError(f'loss="{loss}" needs a positive weighted mean of y (its log is the prediction '
                                  "before any feature moves it); every y of positive weight is 0.")
-            factor = _CONSTANT_TARGET_SCALE if is_constant(self.mean, np.sqrt(self.var)) else 1.0
+            factor = _CONSTANT_TARGET_SCALE if constant else 1.0
             return TargetScaler(float(np.log(self.mean)), float(self.mean), link="log", output_factor=factor)
         scale = float(checked_scale(np.array([self.mean]), np.array([self.var]), ["target y"], lambda i: self.largest)[0])
-        spread = float(np.sqrt(self.var))
-        if is_constant(self.mean, spread):  # (a finite variance: checked_scale raised otherwise)
+        if constant:  # (a finite variance: checked_scale raised otherwise)
             # y is constant (to rounding): whatever the fit leaves in the model's output (its start's matrices,
             # trained down but not to zero: ~0.02) is then scaled down to nothing, where a scale of 1 left it
             # in y's units (y = 1e-3 predicted as -0.02 to 0.02). A spread of its own, however small beside
             # |mean|, is the scale instead where it is smaller: 1e12 + N(0, 1) is within the columns' rule of
             # constant, and the floor's 1,000 made that output +-20 in y's units (R^2 -240)
-            scale = _CONSTANT_TARGET_SCALE * max(1.0, abs(self.mean))
-            scale = min(scale, spread) if spread > 0 else scale
+            floor = _CONSTANT_TARGET_SCALE * max(1.0, abs(self.mean))
+            scale = min(floor, spread) if spread > 0 else floor
         return TargetScaler(self.mean, scale)
 
 

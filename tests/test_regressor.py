@@ -273,8 +273,8 @@ def test_max_iter_auto_anneals_a_tall_cpu_fit_sooner(device, n_rows, expected):
 
 
 def test_a_tall_cpu_fit_runs_the_shorter_schedule(monkeypatch):
-    """The resolved length is the one the fit runs: its cosine reaches 0 at max_iter_, and the records say so.
-    (The row threshold lowered so that a small fit is "tall".)"""
+    """The resolved length is the one the fit runs: as many epochs, and the same fit as asking for that
+    max_iter (its cosine anneals to 0 there). (The row threshold lowered so that a small fit is "tall".)"""
     monkeypatch.setattr(_estimator, "_AUTO_MEMBERS_TALL_ROWS", 300)
     monkeypatch.setattr(_estimator, "_AUTO_MAX_ITER", (9, 4))
     rng = np.random.default_rng(0)
