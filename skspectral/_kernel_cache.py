@@ -121,6 +121,13 @@ def _locator_class():
         def get_disambiguator(self):
             return self._inner.get_disambiguator()
 
+        def __getattr__(self, name):
+            # What Numba reads of a locator besides its methods (``_py_file``, where it warns that a
+            # function cannot be cached) is the inner locator's.
+            if name.startswith("__") or name in ("_inner", "_root"):
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
     return KernelSourcesLocator
 
 

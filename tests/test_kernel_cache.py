@@ -136,3 +136,33 @@ def test_a_numba_without_the_cache_internals_gets_one_warning_and_its_own_stamps
         _kernel_cache.keep_kernel_cache_fresh()
         _kernel_cache.keep_kernel_cache_fresh()
     assert len(warned) == 1
+
+
+def test_a_kernel_numba_cannot_cache_still_compiles_with_numbas_warning(tmp_path):
+    """Numba reads the locator's ``_py_file`` where it warns that a function cannot be cached (a ctypes
+    pointer here; with NUMBA_OPT below 3, the package's own kernels that link callees loaded from the
+    cache). The stamping locator had no such attribute, and the fit failed with an AttributeError."""
+    pytest.importorskip("numba")
+    root = tmp_path / "toy"
+    _write(root / "__init__.py", "")
+    _write(root / "a.py", """\
+        import ctypes
+        import ctypes.util
+
+        import numba
+
+        _labs = ctypes.CDLL(ctypes.util.find_library("c")).labs
+        _labs.argtypes, _labs.restype = [ctypes.c_long], ctypes.c_long
+
+
+        @numba.njit(cache=True)
+        def f():
+            return _labs(-2) + 1
+        """)
+    code = _RUN.format(module=_kernel_cache.__file__, root=str(root), parent=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    for _ in range(2):  # compiled each time: nothing was cached
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert tuple(map(int, done.stdout.split())) == (3, 0, 1)
+        assert 'Cannot cache compiled function "f"' in done.stderr
