@@ -137,7 +137,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         coder = summary.finalize(classes)
         if len(coder.classes) < 2:
             raise ValueError(
-                f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {coder.classes[0]!r}."
+                f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {np.asarray(coder.classes)[:1].tolist()[0]!r}."
             )
         self.label_coder_ = coder
 

@@ -128,6 +128,8 @@ def test_errors():
     X = np.random.RandomState(0).normal(size=(20, 3))
     with pytest.raises(ValueError, match="2 classes"):
         SpectralClassifier(max_iter=1).fit(X, np.zeros(20))
+    with pytest.raises(ValueError, match=r"got 1 class: 'yes'\.$"):  # the label as the user wrote it
+        SpectralClassifier(max_iter=1).fit(X, np.array(["yes"] * 20))
     with pytest.raises(ValueError, match="Unknown label type"):
         SpectralClassifier(max_iter=1).fit(X, np.linspace(0, 1, 20))
     with pytest.raises(ValueError, match="eigval_idx"):
