@@ -16,6 +16,7 @@ as numpy state. The hooks a subclass supplies are together at the top of the cla
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -160,10 +161,13 @@ class FitPlan:
     ``fresh``: fit the columns and the target anew and start a new model (else continue
     the fitted one: warm start, partial_fit after the first call). ``incremental``:
     partial_fit -- one epoch, no early stopping, no callbacks, no convergence warnings.
+    ``live``: fit_iter -- while its consumer reads an epoch's record, the estimator is fitted
+    as of that epoch.
     """
 
     fresh: bool
     incremental: bool = False
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -345,9 +349,20 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         ------
         record : dict
             The epoch's record, as appended to ``history_``.
+
+        Notes
+        -----
+        While the loop's body runs, the estimator is fitted as of the epoch just yielded
+        (its parameters at that epoch's end, as callbacks see them): ``predict``, ``score``
+        and the sensitivities work there, at the price of a copy of the parameters an epoch.
+        When the loop ends or stops early, it holds the fit's model -- early stopping's best
+        epoch and, where ``refit_``, its refit on every row -- as ``fit`` leaves it. A loop
+        left with ``break`` over a generator the caller still holds ends when that generator
+        is closed (``close()``) or collected.
         """
         self._validate_params()
-        records = self._fit_epochs(X, y, sample_weight, self._plan(incremental=False), eval_set=eval_set)
+        plan = dataclasses.replace(self._plan(incremental=False), live=True)
+        records = self._fit_epochs(X, y, sample_weight, plan, eval_set=eval_set)
         return tearing_down_callbacks(self, records)
 
     def _fit(self, X, y, sample_weight, *, incremental: bool, classes=None, eval_set=None):
@@ -807,6 +822,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 fit_history.append(record)
                 first_record = first_record or record
                 stop = tasks.end(lambda: self._fitted_attributes(model, trainer.state, fit_history)) if tasks else False
+                if plan.live:  # fit_iter's consumer reads the estimator as of this epoch
+                    self._store_fitted(model, trainer, fit_history, validation, live=True)
                 yield record
                 if stop:
                     break
@@ -816,17 +833,22 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self._training_state = trainer.state
             self.history_ = fit_history
             if trainer.state.n_iter > 0:
-                attributes = self._fitted_attributes(model, trainer.state, fit_history)
-                attributes.update(self._held_out_attributes(trainer.model, validation))
-                for name, value in attributes.items():
-                    setattr(self, name, value)
-                self._module = model
+                self._store_fitted(model, trainer, fit_history, validation)
             if tasks:
                 tasks.close()
         if finished and not plan.incremental:
             self._warn_if_not_converged(trainer.state, first_record, fit_history[-1] if fit_history else None,
                                         loss, floor, self._output_scale())
         return finished
+
+    def _store_fitted(self, model, trainer: Trainer, fit_history: list, validation, *, live: bool = False) -> None:
+        """The fitted attributes of ``model`` as it stands. ``live``: mid-fit (fit_iter's consumer), where
+        training goes on in ``model``: predict builds its own module from the copied state."""
+        attributes = self._fitted_attributes(model, trainer.state, fit_history)
+        attributes.update(self._held_out_attributes(trainer.model, validation))
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self._module = None if live else model
 
     def _held_out_attributes(self, module, validation) -> dict:
         """Fitted attributes read off the early-stopping rows (``validation``, None without them) once

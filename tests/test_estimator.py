@@ -79,6 +79,41 @@ def test_fit_iter_yields_and_leaves_fitted_even_when_stopped_early():
     assert len(records) == full.n_iter_ == 5
 
 
+def test_inside_fit_iter_the_estimator_predicts_as_of_the_epoch_yielded():
+    """A loop's body can predict and score (it raised NotFittedError): the epoch's own model, so without
+    early stopping the last epoch's predictions are the fitted estimator's; a loop left with ``break`` over
+    a generator still held leaves it fitted as of that epoch until the generator is closed."""
+    X, y = make_data(1)
+    est = SpectralRegressor(dim=4, max_iter=6, early_stopping=False, **CPU)
+    predictions = []
+    for record in est.fit_iter(X, y):
+        assert est.n_iter_ == record["epoch"] and len(est.history_) == record["epoch"]
+        predictions.append(est.predict(X))
+        assert np.isfinite(est.score(X, y)) and est.feature_sensitivities_.shape == (X.shape[1],)
+    assert all(not np.array_equal(a, b) for a, b in zip(predictions, predictions[1:]))  # each epoch's model
+    np.testing.assert_array_equal(predictions[-1], est.predict(X))
+    np.testing.assert_array_equal(est.predict(X), SpectralRegressor(dim=4, max_iter=6, early_stopping=False,
+                                                                     **CPU).fit(X, y).predict(X))
+
+    held = SpectralRegressor(dim=4, max_iter=30, early_stopping=True, **CPU)
+    records = held.fit_iter(X, y)
+    for record in records:
+        if record["epoch"] == 3:
+            break
+    at_three = held.predict(X)  # fitted as of epoch 3: its last parameters (the generator is still open)
+    assert held.n_iter_ == 3
+    records.close()  # the fit ends, keeping early stopping's model: the best epoch's averaged parameters
+    assert held.n_iter_ == 3 and held.best_validation_score_ == max(held.validation_scores_)
+    assert not np.array_equal(at_three, held.predict(X))
+
+    levels = SpectralRegressor(dim=4, max_iter=3, loss="quantile", quantile=[0.1, 0.9], **CPU)
+    for _ in levels.fit_iter(X, y):
+        assert levels.predict(X).shape == (len(y), 2)
+    classifier = SpectralClassifier(dim=3, max_iter=3, **CPU)
+    for _ in classifier.fit_iter(X, y > np.median(y)):
+        np.testing.assert_allclose(classifier.predict_proba(X).sum(axis=1), 1.0, rtol=1e-6)
+
+
 # ---- scikit-learn callbacks (>= 1.9) -----------------------------------------------------------
 callback = pytest.importorskip("sklearn.callback")
 
