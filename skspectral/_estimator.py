@@ -384,7 +384,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             if plan.fresh:  # levels before codes, codes before rows, rows before their statistics
                 kinds = self._column_kinds
                 numeric, categorical = split_columns(X, kinds)
-                levels = None if categorical is None else level_counts(categorical)
+                levels = None if categorical is None else level_counts(
+                    categorical, kinds.labels(kinds.categorical_index))
                 codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
                 rows = coded_rows(numeric, categorical, kinds, codes)
                 if self._target_summarised_as_given:

@@ -221,7 +221,8 @@ def _summarise(X, y, weight, kinds, sample_rows, labels: bool):
     numeric, categorical = split_columns(X, kinds)
     weight = np.asarray(weight, dtype=np.float64)
     columns = ColumnSummary.of_block(numeric, weight, kinds, sample_rows=sample_rows,
-                                     levels=None if categorical is None else level_counts(categorical))
+                                     levels=None if categorical is None else level_counts(
+                                         categorical, kinds.labels(kinds.categorical_index)))
     target = LabelSummary.of_block(np.asarray(y)) if labels else TargetSummary.of_block(y, weight)
     return columns, target
 

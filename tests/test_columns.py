@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skspectral import SpectralRegressor
 from skspectral._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
                                  level_counts, merge_all, split_columns)
 from skspectral._columns import summary as summary_module
@@ -124,6 +125,21 @@ def test_a_categorical_column_of_another_kind_at_predict_is_an_error():
     np.testing.assert_array_equal(numbers.transform(pd.DataFrame({"c": [2, 1, 7]}))[:, 0], [1, 0, -1])
     with pytest.raises(ValueError, match="held numbers levels in fit"):
         numbers.transform(pd.DataFrame({"c": ["1", "2"]}))
+
+
+def test_a_categorical_column_mixing_numbers_and_strings_is_named_in_its_error():
+    """scikit-learn's encoder refused it ("Encoders require their input argument must be uniformly strings or
+    numbers") without naming the column or saying what to do; missing values are neither kind."""
+    frame = pd.DataFrame({"zip": pd.Series([10115, "SW1A", None, 2.5] * 5, dtype=object)})
+    with pytest.raises(ValueError, match=r"Categorical column 'zip' mixes numbers and strings \(e.g. 10115, "
+                                         r"'SW1A'\).*X\['zip'\] = X\['zip'\].astype\(str\)"):
+        level_counts(frame, ["zip"])
+    with pytest.raises(ValueError, match=r"Categorical column 3 mixes.*X\[:, 3\] = X\[:, 3\].astype\(str\)"):
+        level_counts(frame.to_numpy(), [3])
+    assert level_counts(pd.DataFrame({"c": [1, 2.5, None, True]}), ["c"])[0][1] == 1  # numbers (and NaN): fine
+    X = pd.DataFrame({"a": np.arange(20.0), "zip": frame["zip"]})
+    with pytest.raises(ValueError, match="Categorical column 'zip' mixes"):
+        SpectralRegressor(max_iter=1).fit(X, np.arange(20.0))
 
 
 @settings(max_examples=40, deadline=None)

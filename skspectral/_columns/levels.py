@@ -33,16 +33,32 @@ def level_threshold(min_level_count, n_rows: int) -> int:
     return int(min(AUTO_LEVEL_COUNT, max(MIN_LEVEL_COUNT, int(n_rows * AUTO_LEVEL_SHARE))))
 
 
-def level_counts(columns) -> list[tuple[dict, int]]:
+def level_counts(columns, labels=None) -> list[tuple[dict, int]]:
     """Per categorical column: (rows of each level, rows missing). ``columns``: a DataFrame
-    or a 2-D array of the categorical columns alone."""
+    or a 2-D array of the categorical columns alone; ``labels``: their names in messages (else
+    their positions among them). A column whose levels mix strings and numbers is an error here,
+    naming it (scikit-learn's encoder would refuse it without saying which)."""
     frame = as_frame(columns)
     counts = []
     for j in range(frame.shape[1]):
         values, codes = _distinct(frame.iloc[:, j], j)
         n_rows = np.bincount(codes + 1, minlength=len(values))  # code -1 (missing) first
-        counts.append(({values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}, int(n_rows[0])))
+        levels = {values.iloc[i]: int(n) for i, n in enumerate(n_rows[1:]) if n > 0}
+        _check_one_kind(levels, labels[j] if labels is not None else j)
+        counts.append((levels, int(n_rows[0])))
     return counts
+
+
+def _check_one_kind(levels: dict, label) -> None:
+    kinds = {"strings" if isinstance(v, str) else "numbers" for v in levels if not _is_missing(v)}
+    if len(kinds) > 1:
+        examples = ", ".join(repr(next(v for v in levels if isinstance(v, str) == (kind == "strings")))
+                             for kind in ("numbers", "strings"))
+        column = f"X[{label!r}]" if isinstance(label, str) else f"X[:, {label}]"
+        raise ValueError(f"Categorical column {label!r} mixes numbers and strings (e.g. {examples}): a column's "
+                         f"levels must be all strings or all numbers. Make them one kind first, e.g. strings: "
+                         f"{column} = {column}.astype(str) (pandas keeps missing values missing with "
+                         f".astype(str).where({column}.notna())).")
 
 
 def add_level_counts(a: list, b: list) -> list:
