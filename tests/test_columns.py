@@ -393,6 +393,15 @@ def test_columns_that_carry_nothing_get_no_encoded_column():
     kinds = ColumnKinds(3, np.array([False, True, True]))
     mapper = _mapper(numeric[:, :1], categorical, kinds=kinds)
     assert mapper.spec.categorical == [2] and mapper.ignored.tolist() == [1]
+    assert "[1] hold a single value" in mapper.ignored_message()
+    # an ID column: many levels, each under min_level_count (10 here), all in "other": ignored, and said why
+    ids = pd.DataFrame({"id": [f"id{i}" for i in range(n)], "two": categorical["two"]})
+    mapper = _mapper(numeric[:, :1], ids, kinds=kinds)
+    assert mapper.ignored.tolist() == [1]
+    message = mapper.ignored_message()
+    assert "hold a single value" not in message
+    assert "[1] (1: 200 levels) have no level seen in min_level_count=10 rows or more" in message
+    assert "Lower min_level_count" in message
 
 
 def test_a_missing_value_where_fit_saw_none_becomes_the_training_median():

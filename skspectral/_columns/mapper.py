@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_array
 from .._transfer import Standardisation, raw_floats
 from ..encoding import LINEAR, PIECEWISE, EncodingSpec
 from .kinds import ColumnKinds, is_dataframe
-from .levels import CategoryCodes, as_frame
+from .levels import CategoryCodes, _is_missing, as_frame
 from .summary import check_total_weight, checked_scale, edges_of, sample_values, weighted_quantiles
 
 
@@ -199,9 +199,27 @@ class ColumnMapper:
         """Which columns carry nothing and were left out, for the fit's warning (None: none)."""
         if not len(self.ignored):
             return None
-        return (f"column(s) {self.kinds.labels(self.ignored)} hold a single value (or none) in the rows of "
-                "positive weight: they carry nothing, so the model leaves them out (they contribute nothing "
-                "to a prediction and their sensitivity is 0).")
+        # a categorical column of several levels, each too rare to own a matrix (an ID column): all "other"
+        rare = [j for j in self.ignored if self.kinds.is_categorical[j] and self._distinct_levels(j) > 1]
+        single = [j for j in self.ignored if j not in rare]
+        parts = []
+        if single:
+            parts.append(f"column(s) {self.kinds.labels(single)} hold a single value (or none) in the rows of "
+                         "positive weight: they carry nothing, so the model leaves them out (they contribute "
+                         "nothing to a prediction and their sensitivity is 0).")
+        if rare:
+            counts = ", ".join(f"{label!r}: {self._distinct_levels(j)} levels"
+                               for j, label in zip(rare, self.kinds.labels(rare)))
+            parts.append(f"categorical column(s) {self.kinds.labels(rare)} ({counts}) have no level seen in "
+                         f"min_level_count={self.codes.min_count} rows or more: every level shares the 'other' "
+                         "matrix, so they carry nothing and the model leaves them out. Lower min_level_count "
+                         "to give their levels matrices of their own, or drop or group such columns (an ID).")
+        return " ".join([parts[0]] + [part[0].upper() + part[1:] for part in parts[1:]])
+
+    def _distinct_levels(self, j: int) -> int:
+        """How many levels categorical column ``j`` showed in fit (missing values not counted)."""
+        i = int(np.searchsorted(self.kinds.categorical_index, j))
+        return sum(not _is_missing(c) for c in self.codes.encoders[i].categories_[0])
 
 
 def coded_rows(numeric: np.ndarray, categorical, kinds: ColumnKinds, codes: CategoryCodes | None) -> np.ndarray:
