@@ -170,6 +170,66 @@ def test_double_backward_is_a_clear_error():
 
 
 @pytest.mark.parametrize("device,backend", CASES)
+@pytest.mark.parametrize("k", [2, [4, 0]])
+def test_torch_func_transforms_and_forward_mode_give_the_op_and_its_first_derivative(device, backend, k):
+    """vmap, grad, per-sample gradients (vmap of grad), jvp, jacrev, jacfwd and forward-mode dual tensors:
+    the batched op's values and autograd's gradient. Before, every transform raised (or, for dual tensors,
+    the tangent was silently lost), and vmap's error spoke of data-dependent control flow."""
+    from torch.autograd import forward_ad
+    from torch.func import grad, jacfwd, jacrev, jvp, vmap
+
+    g = torch.Generator().manual_seed(11)
+    A = random_symmetric((5, 3), 6, torch.float64, device, g)
+    T = random_symmetric((5, 3), 6, torch.float64, device, g)
+
+    def f(M):
+        return kth_eigvalsh(M, k, backend=backend)
+
+    def loss(M):
+        return (f(M) ** 2).sum()
+
+    values = f(A)
+    torch.testing.assert_close(vmap(f)(A), values, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(vmap(f, in_dims=1, out_dims=1)(A), values, rtol=1e-12, atol=1e-12)
+    X = A.clone().requires_grad_(True)
+    loss(X).backward()
+    torch.testing.assert_close(grad(loss)(A), X.grad, rtol=1e-12, atol=1e-12)
+    per_sample = vmap(grad(loss))(A)  # each of the 5 groups' gradient: the groups do not interact
+    torch.testing.assert_close(per_sample, X.grad, rtol=1e-12, atol=1e-12)
+    _, tangent = jvp(f, (A,), (T,))
+    # <d lambda_j / dA, T> from autograd, index by index
+    columns = values.unsqueeze(-1) if isinstance(k, int) else values
+    for j in range(columns.shape[-1]):
+        X = A.clone().requires_grad_(True)
+        picked = f(X) if isinstance(k, int) else f(X)[..., j]
+        (gradient,) = torch.autograd.grad(picked.sum(), X)
+        expected = (gradient * T).sum((-1, -2))
+        torch.testing.assert_close(tangent if isinstance(k, int) else tangent[..., j], expected, rtol=1e-10,
+                                   atol=1e-12)
+    with forward_ad.dual_level():
+        dual = forward_ad.unpack_dual(f(forward_ad.make_dual(A, T))).tangent
+    torch.testing.assert_close(dual, tangent, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jacrev(f)(A[0, 0]), jacfwd(f)(A[0, 0]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("second", ["hessian", "jacrev(jacrev)", "jacfwd(jacfwd)", "jacrev(jacfwd)", "grad(grad)"])
+def test_a_second_derivative_under_torch_func_is_a_clear_error(second):
+    """q_k's own derivative needs the other eigenpairs: each way to a second derivative is refused (it
+    would otherwise treat q_k as constant and return a wrong Hessian without a word)."""
+    from torch.func import grad, hessian, jacfwd, jacrev
+
+    A = random_symmetric((), 6, torch.float64, "cpu", torch.Generator().manual_seed(12))
+
+    def f(M):
+        return kth_eigvalsh(M, 2).sum()
+
+    transform = {"hessian": hessian(f), "jacrev(jacrev)": jacrev(jacrev(f)), "jacfwd(jacfwd)": jacfwd(jacfwd(f)),
+                 "jacrev(jacfwd)": jacrev(jacfwd(f)), "grad(grad)": grad(lambda M: grad(f)(M).sum())}[second]
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        transform(A)
+
+
+@pytest.mark.parametrize("device,backend", CASES)
 def test_nan_and_inf_give_nan_for_that_matrix_only(device, backend):
     A = random_symmetric((4,), 35, torch.float64, device, torch.Generator().manual_seed(8))
     A[1, 5, 2] = float("nan")  # lower triangle: read

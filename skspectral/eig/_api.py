@@ -137,11 +137,108 @@ class _KthEigvalsh(torch.autograd.Function):
                 "would need the other eigenpairs and is not implemented."
             )
         (vector,) = ctx.saved_tensors
-        if vector.dim() == 3:  # several indices: (B, n, K) @ (B, K, n)
-            return (vector * grad_value.unsqueeze(-1)).mT @ vector, None, None, None
-        # two kernels: (g q) first on B x n, then the outer product (unsqueeze: cheaper than [:, None])
-        grad_A = (vector * grad_value.unsqueeze(-1)).unsqueeze(-1) * vector.unsqueeze(-2)
-        return grad_A, None, None, None
+        # several indices: (B, n, K) @ (B, K, n); one: (g q) first on B x n, then the outer product
+        return _eigenpair_gradient(vector, grad_value), None, None, None
+
+
+_ONCE = ("kth_eigvalsh is differentiable once: a second derivative (create_graph=True twice, Hessians, "
+         "jacrev or jacfwd of jacrev or jacfwd) would need the other eigenpairs and is not implemented.")
+
+
+def _eigenpair_gradient(vector: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+    """sum_j g_j q_j q_j^T of each matrix: one index's vectors (B, n) and g (B,), or several's (B, K, n), (B, K)."""
+    if vector.dim() == 3:
+        return (vector * grad_value.unsqueeze(-1)).mT @ vector
+    return (vector * grad_value.unsqueeze(-1)).unsqueeze(-1) * vector.unsqueeze(-2)
+
+
+def _eigenpair_tangent(vector: torch.Tensor, A_tangent: torch.Tensor) -> torch.Tensor:
+    """q_j^T dA q_j of each matrix (B,), or (B, K) for several indices' vectors (B, K, n)."""
+    if vector.dim() == 3:
+        return (vector * (vector @ A_tangent.mT)).sum(-1)
+    return (vector * (A_tangent @ vector.unsqueeze(-1)).squeeze(-1)).sum(-1)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """A first derivative's formula in q_k (torch ops, so vmap's rule is generated). q_k depends on A
+    through the other eigenpairs, which the op does not have: differentiating it again, in either mode,
+    is refused rather than computed without dq/dA."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(_ONCE)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_ONCE)
+
+
+class _EigenpairGradient(_FirstOrderOnly):
+    @staticmethod
+    def forward(vector, grad_value):
+        return _eigenpair_gradient(vector, grad_value)
+
+
+class _EigenpairTangent(_FirstOrderOnly):
+    @staticmethod
+    def forward(vector, A_tangent):
+        return _eigenpair_tangent(vector, A_tangent)
+
+
+class _KthEigvalshTransformable(torch.autograd.Function):
+    """:class:`_KthEigvalsh` for torch.func's transforms (vmap, grad, jvp, jacrev, jacfwd, and vmap over
+    grad: per-sample gradients), which need a forward without ctx. It returns (values, vectors); the
+    vectors are an output autograd follows only to refuse a second derivative (their own backward and
+    tangent through _FirstOrderOnly). Its vmap rule solves the vmapped matrices as one batch. Taken only
+    for a transform's tensors: the model's steps (and their CUDA graphs) keep _KthEigvalsh."""
+
+    @staticmethod
+    def forward(A, k, lower, backend):
+        return backend.eigh_k(A.detach(), k, lower)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        vector = output[1]
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(vector)
+        ctx.save_for_forward(vector)
+
+    @staticmethod
+    def backward(ctx, grad_value, grad_vector):
+        if grad_vector is not None:  # a derivative of the vectors: a second derivative of the values
+            raise RuntimeError(_ONCE)
+        (vector,) = ctx.saved_tensors
+        return _EigenpairGradient.apply(vector, grad_value), None, None, None
+
+    @staticmethod
+    def jvp(ctx, A_tangent, k_tangent, lower_tangent, backend_tangent):
+        (vector,) = ctx.saved_tensors
+        # the vectors' tangent is not known: zeros that only _FirstOrderOnly reads (and refuses)
+        return _EigenpairTangent.apply(vector, A_tangent), torch.zeros_like(vector)
+
+    @staticmethod
+    def vmap(info, in_dims, A, k, lower, backend):
+        # (V, B, n, n) -> one (V B, n, n) batch: the solvers are batched already
+        A = A.movedim(in_dims[0], 0)
+        value, vector = _KthEigvalshTransformable.apply(A.reshape(-1, *A.shape[2:]), k, lower, backend)
+        V, B = A.shape[:2]
+        return (value.reshape(V, B, *value.shape[1:]), vector.reshape(V, B, *vector.shape[1:])), (0, 0)
+
+
+def _transformed(X: torch.Tensor) -> bool:
+    """Whether X is a tensor of torch.func's transforms (vmap's batched tensor, grad's tracking one) or
+    a forward-mode dual tensor (torch.autograd.forward_ad), which the detached solve would give no
+    tangent (a derivative of zero, silently)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.is_functorch_wrapped_tensor(X):
+        return True
+    return torch.autograd.forward_ad.unpack_dual(X).tangent is not None
 
 
 def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: bool = True) -> torch.Tensor:
@@ -153,6 +250,9 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: boo
     """
     if isinstance(k, tuple) and not backend.several_k:
         return torch.stack([kth_eigvalsh_unchecked(A, kj, backend, lower) for kj in k], dim=-1)
+    if _transformed(A):  # under vmap, grad, jvp, jacrev, ...: through the transformable op, never detached
+        return by_batch(A, 2, _index_axis(k), lambda batch: _KthEigvalshTransformable.apply(batch, k, lower, backend)[0],
+                        None, recorded=True)
     return by_batch(A, 2, _index_axis(k), lambda batch: _KthEigvalsh.apply(batch, k, lower, backend),
                     lambda batch: backend.eigvalsh_k(batch, k, lower))
 
@@ -162,18 +262,21 @@ def _index_axis(k) -> tuple:
     return (len(k),) if isinstance(k, tuple) else ()
 
 
-def by_batch(X: torch.Tensor, item_dims: int, value_shape: tuple, solve_recorded, solve) -> torch.Tensor:
+def by_batch(X: torch.Tensor, item_dims: int, value_shape: tuple, solve_recorded, solve,
+             recorded: bool | None = None) -> torch.Tensor:
     """Values (*batch, *value_shape) of the items -- X's last ``item_dims`` dimensions -- of X (*batch,
     *item), solved as one contiguous (B, *item) batch: ``solve_recorded(batch)`` where autograd records
-    X, else ``solve(batch)`` on it detached (DLPack refuses tensors that require grad). An empty batch
-    keeps the graph."""
+    X (or ``recorded``), else ``solve(batch)`` on it detached (DLPack refuses tensors that require grad).
+    An empty batch keeps the graph."""
     split = X.dim() - item_dims
     batch_shape = X.shape[:split] + value_shape
     batch = X.reshape(-1, *X.shape[split:])
     if batch.shape[0] == 0:
         return X.new_empty(batch_shape) + 0 * X.sum()  # keeps the graph for empty batches
     batch = batch.contiguous()
-    values = solve_recorded(batch) if torch.is_grad_enabled() and X.requires_grad else solve(batch.detach())
+    if recorded is None:
+        recorded = torch.is_grad_enabled() and X.requires_grad
+    values = solve_recorded(batch) if recorded else solve(batch.detach())
     return values.reshape(batch_shape)
 
 
@@ -234,8 +337,11 @@ def kth_eigvalsh(A: torch.Tensor, k, *, lower: bool = True, backend: str = "auto
 
     Differentiable once: the gradient is ``g * q_k q_k^T`` for the unit
     eigenvector ``q_k`` (at a repeated eigenvalue, a valid Clarke
-    subgradient). Without grad only eigenvalues are computed. A matrix with
-    NaN or inf in the triangle that is read gives NaN.
+    subgradient), the tangent ``q_k^T dA q_k``; under torch.func's transforms
+    (``vmap``, ``grad``, ``jacrev``, ``jacfwd``, ``jvp`` and their compositions of
+    one derivative, e.g. per-sample gradients) and forward-mode AD too. A second
+    derivative is an error. Without grad only eigenvalues are computed. A matrix
+    with NaN or inf in the triangle that is read gives NaN.
     """
     n = _check_matrices(A)
     if not isinstance(lower, bool):
