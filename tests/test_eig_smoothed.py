@@ -84,3 +84,15 @@ def test_nonfinite_and_errors():
         smoothed_kth_eigvalsh(A, 1, 0.1, backend="numba")
     with pytest.raises(ValueError, match="out of range"):
         smoothed_kth_eigvalsh(A, 4, 0.1)
+
+
+def test_torch_func_transforms_and_forward_mode_are_a_clear_error():
+    from torch.autograd import forward_ad
+    from torch.func import vmap
+
+    A = torch.randn(3, 5, 5, dtype=torch.float64)
+    A = A + A.mT
+    with pytest.raises(NotImplementedError, match="smoothed_kth_eigvalsh does not support torch.func"):
+        vmap(lambda M: smoothed_kth_eigvalsh(M, 2, 0.1))(A[None].expand(2, 3, 5, 5))
+    with forward_ad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        smoothed_kth_eigvalsh(forward_ad.make_dual(A, A), 2, 0.1)

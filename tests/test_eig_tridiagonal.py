@@ -149,3 +149,18 @@ def test_cuda_kernel_matches_numba_and_replays_from_a_cuda_graph(dtype):
     graph.replay()
     torch.cuda.synchronize()
     assert ((static_value.double().cpu() - 2 * reference).abs() / (2 * scale)).max() < TOL[dtype] * 300**0.5
+
+
+def test_torch_func_transforms_and_forward_mode_are_a_clear_error():
+    """(vmap raised torch's error about data-dependent control flow, and a dual tensor's tangent was
+    dropped without a word.)"""
+    from torch.autograd import forward_ad
+    from torch.func import grad, vmap
+
+    d, e = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="kth_eigvalsh_tridiagonal does not support torch.func"):
+        vmap(lambda dd: kth_eigvalsh_tridiagonal(dd, e, 2))(d[None].expand(2, 3, 6))
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        grad(lambda dd: kth_eigvalsh_tridiagonal(dd, e, 2).sum())(d)
+    with forward_ad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        kth_eigvalsh_tridiagonal(forward_ad.make_dual(d, torch.ones_like(d)), e, 2)

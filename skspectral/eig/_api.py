@@ -241,6 +241,15 @@ def _transformed(X: torch.Tensor) -> bool:
     return torch.autograd.forward_ad.unpack_dual(X).tangent is not None
 
 
+def refuse_transforms(name: str, *tensors: torch.Tensor) -> None:
+    """A clear error for an op without torch.func or forward-mode support, where it would raise torch's
+    own puzzling error or drop a dual tensor's tangent without a word."""
+    if any(_transformed(t) for t in tensors):
+        raise NotImplementedError(f"{name} does not support torch.func's transforms (vmap, grad, jvp, ...) or "
+                                  "forward-mode AD; kth_eigvalsh does, on the dense matrices; or use "
+                                  "torch.autograd (backward) on a batch.")
+
+
 def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: bool = True) -> torch.Tensor:
     """:func:`kth_eigvalsh` for callers that have validated once already (the model's forward).
 

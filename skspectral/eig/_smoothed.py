@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ._api import _check_matrices, by_batch, check_eigval_index, select_backend_offering
+from ._api import _check_matrices, by_batch, check_eigval_index, refuse_transforms, select_backend_offering
 from ._backend import EigenBackend
 
 _BISECTIONS = {torch.float32: 40, torch.float64: 70}
@@ -98,6 +98,7 @@ class _SmoothedKthEigvalsh(torch.autograd.Function):
 def smoothed_kth_eigvalsh_unchecked(A: torch.Tensor, k: int, alpha: float, backend: EigenBackend,
                                     lower: bool = True) -> torch.Tensor:
     """:func:`smoothed_kth_eigvalsh` for validated inputs (the model's forward): k in [0, n)."""
+    refuse_transforms("smoothed_kth_eigvalsh", A)
     n = A.shape[-1]
     return by_batch(A, 2, (), lambda batch: _SmoothedKthEigvalsh.apply(batch, k, float(alpha), lower, backend),
                     lambda batch: _smoothed_from_eigenvalues(backend.eigh_all(batch, lower)[0], n - k, float(alpha))[0])

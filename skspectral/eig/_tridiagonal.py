@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._api import check_eigval_index, select_backend_offering
+from ._api import check_eigval_index, refuse_transforms, select_backend_offering
 from ._backend import EigenBackend
 
 
@@ -42,6 +42,7 @@ class _KthEigvalshTridiagonal(torch.autograd.Function):
 def kth_eigvalsh_tridiagonal_unchecked(diagonal: torch.Tensor, off: torch.Tensor, k: int,
                                        backend: EigenBackend) -> torch.Tensor:
     """:func:`kth_eigvalsh_tridiagonal` for validated inputs (the model's forward): k in [0, n)."""
+    refuse_transforms("kth_eigvalsh_tridiagonal", diagonal, off)
     n = diagonal.shape[-1]
     batch_shape = diagonal.shape[:-1]
     d = diagonal.reshape(-1, n)
