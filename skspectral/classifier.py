@@ -136,9 +136,8 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
     def _fit_target(self, summary, classes=None):
         coder = summary.finalize(classes)
         if len(coder.classes) < 2:
-            raise ValueError(
-                f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {np.asarray(coder.classes)[:1].tolist()[0]!r}."
-            )
+            label = np.asarray(coder.classes)[:1].tolist()[0]  # as the user wrote it: 'yes', not np.str_('yes')
+            raise ValueError(f"SpectralClassifier needs samples of at least 2 classes; got 1 class: {label!r}.")
         self.label_coder_ = coder
 
     def _encode_target(self, y):

@@ -260,8 +260,10 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: boo
     if isinstance(k, tuple) and not backend.several_k:
         return torch.stack([kth_eigvalsh_unchecked(A, kj, backend, lower) for kj in k], dim=-1)
     if _transformed(A):  # under vmap, grad, jvp, jacrev, ...: through the transformable op, never detached
-        return by_batch(A, 2, _index_axis(k), lambda batch: _KthEigvalshTransformable.apply(batch, k, lower, backend)[0],
-                        None, recorded=True)
+        def transformable(batch):
+            return _KthEigvalshTransformable.apply(batch, k, lower, backend)[0]
+
+        return by_batch(A, 2, _index_axis(k), transformable, None, recorded=True)
     return by_batch(A, 2, _index_axis(k), lambda batch: _KthEigvalsh.apply(batch, k, lower, backend),
                     lambda batch: backend.eigvalsh_k(batch, k, lower))
 
