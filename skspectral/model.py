@@ -29,6 +29,7 @@ from .eig import (
 )
 from . import _assembly
 from ._compiled_pass import CompiledDensePass, SharedMembersPass
+from .eig._api import refuse_transforms
 from .eig._gathered import kth_eigvalsh_gathered, kth_eigvalsh_stacked
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
@@ -495,7 +496,9 @@ class SpectralModel(torch.nn.Module):
 
     def forward(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         """f(x) of each row of X (with ``encoded``: of each row of encoded columns, see
-        :meth:`encoded`)."""
+        :meth:`encoded`). Not under torch.func's transforms or forward-mode AD (a clear error: its
+        gathered and assembled solves are autograd's only); :func:`skspectral.kth_eigvalsh` is."""
+        refuse_transforms(type(self).__name__, X, *(parameter for _, parameter in self.named_parameters()))
         return self._shaped(self.kth_eigenvalues(X, encoded))
 
     def _shaped(self, values: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,27 @@ def test_model_module_without_sklearn():
     assert model.dtype == torch.float64 and model.device == torch.device("cpu")
 
 
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+def test_the_module_under_torch_func_or_forward_mode_is_a_clear_error(structure):
+    """(vmap and functional_call's grad raised "Cannot access data pointer of Tensor that doesn't have
+    storage"; a dual input's tangent was dropped without a word.)"""
+    from torch.autograd import forward_ad
+    from torch.func import functional_call, grad, vmap
+
+    from skspectral.model import model_class
+
+    model = model_class(structure)(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    with pytest.raises(NotImplementedError, match="does not support torch.func's transforms"):
+        vmap(lambda row: model(row[None]))(x)
+    with pytest.raises(NotImplementedError, match="does not support torch.func's transforms"):
+        grad(lambda p: functional_call(model, p, (x,)).sum())(params)
+    with forward_ad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        model(forward_ad.make_dual(x, torch.ones_like(x)))
+    assert model(x).shape == (7,)  # and plainly as before
+
+
 def test_forward_is_the_kth_eigenvalue_of_the_affine_matrix():
     model = SpectralModel(4, 6, eigval_idx=-2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
