@@ -665,10 +665,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         self.early_stopping_ = fit.early_stopping
         self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), fit.n_validation, device)
         pad = context is not None  # every rank takes the same number of steps
-        train = self._dataset(X, train_target, train_weight, device, dtype,
+        weight_scale = _weight_scale(fit.total_weight, int(start["n_rows"]) - fit.validation_rows)
+        train = self._dataset(X, train_target, train_weight * weight_scale, device, dtype,
                               rows=train_rows, n_rows=fit.n_train if pad else None, stream=fit.stream)
         validation = None if val_rows is None else self._dataset(
-            X, target[val_rows], weight[val_rows], device, dtype, rows=val_rows,
+            X, target[val_rows], weight[val_rows] * weight_scale, device, dtype, rows=val_rows,
             n_rows=fit.n_validation if pad else None)
         evaluations = [self._eval_dataset(Xe, ye, device, dtype) for Xe, ye in eval_sets]
         trained, train, validation = self._encoded_once(model, train, validation)
@@ -681,10 +682,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if finished and self.refit_ and math.isfinite(best):
             epochs = 1 + trainer.state.validation_scores.index(best)  # the epoch whose model early stopping kept
             del trainer, trained, train, validation, model  # the selection's rows and steps (the model is kept)
-            self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads)
+            self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads, weight_scale)
 
     def _refit_on_every_row(self, X, target, weight, fit: FitAgreement, epochs: int, plan: FitPlan, context,
-                            threads) -> None:
+                            threads, weight_scale: float = 1.0) -> None:
         """A refit (``refit_``): the model early stopping kept goes on training on every row -- the
         early-stopping rows too -- for _REFIT_SHARE of the ``epochs`` it took (rounded up), from the step
         size the schedule gave as many epochs before the chosen one down to 0 (a cosine); its last
@@ -702,8 +703,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         model = self._fit_start(every_row, device, dtype)
         self._load_fitted_state(model)  # the chosen model
         pad = context is not None  # every rank takes the same number of steps
-        train = self._dataset(X, target, weight, device, dtype, n_rows=every_row.n_train if pad else None,
-                              stream=every_row.stream)
+        train = self._dataset(X, target, weight * weight_scale, device, dtype,
+                              n_rows=every_row.n_train if pad else None, stream=every_row.stream)
         trained, train, _ = self._encoded_once(model, train, None)
         length = math.ceil(_REFIT_SHARE * epochs)
         # The step size the schedule gave ``length`` epochs before the chosen one (index epochs - 1): the
@@ -1134,6 +1135,18 @@ def _comparable(value):
 def _copied(value):
     return dict(value) if isinstance(value, dict) else (np.array(value) if isinstance(value, (list, np.ndarray))
                                                        else value)
+
+
+def _weight_scale(total_weight: float, n_rows: int) -> float:
+    """A power of two that brings the training rows' mean weight near 1 before the weights' copy in the
+    training dtype (float32): each use of that copy is a weighted mean (a batch's loss, the epoch's means,
+    the validation score, quantile offsets), which a power of two leaves the same to the bit, and weights of
+    any float64 scale stay normal float32 numbers (1e-300 or 1e300 underflowed or overflowed there: "the
+    training loss is nan"). The same on every rank (from agreed sums); the penalty keeps the user's total."""
+    mean = total_weight / max(n_rows, 1)
+    if not (0.0 < mean < math.inf):
+        return 1.0
+    return 2.0 ** -round(math.log2(mean))
 
 
 def _pad_rows(target, weight, n_rows: int):

@@ -114,6 +114,26 @@ def test_inside_fit_iter_the_estimator_predicts_as_of_the_epoch_yielded():
         np.testing.assert_allclose(classifier.predict_proba(X).sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_sample_weights_of_any_float64_scale_fit_as_weights_near_one():
+    """Weights reach the steps as float32: 1e-300 underflowed to 0 and 1e300 overflowed to inf ("the
+    training loss is nan at epoch 1"). A power of two now brings their mean near 1 first: a power-of-two
+    multiple of the weights fits the same to the bit (every use of them is a weighted mean; alpha's penalty
+    keeps the user's total weight), any other multiple to float32's rounding."""
+    X, y = make_data(3, n=300)
+    weight = np.random.default_rng(3).random(300) + 0.5
+    fit = lambda est, w: est.fit(X, y, sample_weight=w).predict(X)  # noqa: E731
+    reference = fit(SpectralRegressor(dim=4, max_iter=6, **CPU), weight)
+    for factor in (2.0 ** -70, 2.0 ** 90):
+        np.testing.assert_array_equal(fit(SpectralRegressor(dim=4, max_iter=6, **CPU), weight * factor), reference)
+    for factor in (1e-300, 1e-40, 1e300):
+        np.testing.assert_allclose(fit(SpectralRegressor(dim=4, max_iter=6, **CPU), weight * factor), reference,
+                                   rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    labels = y > np.median(y)
+    classifier = SpectralClassifier(dim=4, max_iter=6, alpha=0.0, **CPU)
+    np.testing.assert_array_equal(clone(classifier).fit(X, labels, sample_weight=weight * 2.0 ** 100).predict_proba(X),
+                                  clone(classifier).fit(X, labels, sample_weight=weight).predict_proba(X))
+
+
 # ---- scikit-learn callbacks (>= 1.9) -----------------------------------------------------------
 callback = pytest.importorskip("sklearn.callback")
 
