@@ -151,16 +151,35 @@ def test_cuda_kernel_matches_numba_and_replays_from_a_cuda_graph(dtype):
     assert ((static_value.double().cpu() - 2 * reference).abs() / (2 * scale)).max() < TOL[dtype] * 300**0.5
 
 
-def test_torch_func_transforms_and_forward_mode_are_a_clear_error():
+@pytest.mark.parametrize("n", [1, 6, 80])
+def test_torch_func_transforms_and_forward_mode_solve_the_dense_matrices(n):
     """(vmap raised torch's error about data-dependent control flow, and a dual tensor's tangent was
-    dropped without a word.)"""
+    dropped without a word.) Under a transform the dense matrices go through kth_eigvalsh's op for them:
+    the same values and first derivatives; a second derivative is refused."""
     from torch.autograd import forward_ad
-    from torch.func import grad, vmap
+    from torch.func import grad, hessian, jvp, vmap
 
-    d, e = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
-    with pytest.raises(NotImplementedError, match="kth_eigvalsh_tridiagonal does not support torch.func"):
-        vmap(lambda dd: kth_eigvalsh_tridiagonal(dd, e, 2))(d[None].expand(2, 3, 6))
-    with pytest.raises(NotImplementedError, match="forward-mode AD"):
-        grad(lambda dd: kth_eigvalsh_tridiagonal(dd, e, 2).sum())(d)
-    with forward_ad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
-        kth_eigvalsh_tridiagonal(forward_ad.make_dual(d, torch.ones_like(d)), e, 2)
+    g = torch.Generator().manual_seed(n)
+    d, e = (torch.randn(4, 3, m, dtype=torch.float64, generator=g) for m in (n, n - 1))
+
+    def f(diagonal, off):
+        return kth_eigvalsh_tridiagonal(diagonal, off, n // 2)
+
+    torch.testing.assert_close(vmap(f)(d, e), f(d, e), rtol=1e-12, atol=1e-12)
+    shared = vmap(lambda diagonal: f(diagonal, e[0, 0]))(d[:, 0])  # the off-diagonal not vmapped
+    torch.testing.assert_close(shared, f(d[:, 0], e[0, 0].expand(4, n - 1)), rtol=1e-12, atol=1e-12)
+    D, E = d.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    (f(D, E) ** 2).sum().backward()
+    grad_d, grad_e = grad(lambda diagonal, off: (f(diagonal, off) ** 2).sum(), argnums=(0, 1))(d, e)
+    torch.testing.assert_close(grad_d, D.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad_e, E.grad, rtol=1e-10, atol=1e-12)
+    t_d, t_e = torch.randn_like(d), torch.randn_like(e)
+    D, E = d.clone().requires_grad_(True), e.clone().requires_grad_(True)
+    f(D, E).sum().backward()
+    expected = (D.grad * t_d).sum(-1) + (E.grad * t_e).sum(-1)
+    torch.testing.assert_close(jvp(f, (d, e), (t_d, t_e))[1], expected, rtol=1e-10, atol=1e-12)
+    with forward_ad.dual_level():
+        dual = forward_ad.unpack_dual(f(forward_ad.make_dual(d, t_d), forward_ad.make_dual(e, t_e))).tangent
+    torch.testing.assert_close(dual, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        hessian(lambda diagonal: f(diagonal, e[0, 0]).sum())(d[0, 0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._api import check_eigval_index, refuse_transforms, select_backend_offering
+from ._api import _transformed, check_eigval_index, kth_eigvalsh_unchecked, select_backend, select_backend_offering
 from ._backend import EigenBackend
 
 
@@ -42,8 +42,13 @@ class _KthEigvalshTridiagonal(torch.autograd.Function):
 def kth_eigvalsh_tridiagonal_unchecked(diagonal: torch.Tensor, off: torch.Tensor, k: int,
                                        backend: EigenBackend) -> torch.Tensor:
     """:func:`kth_eigvalsh_tridiagonal` for validated inputs (the model's forward): k in [0, n)."""
-    refuse_transforms("kth_eigvalsh_tridiagonal", diagonal, off)
     n = diagonal.shape[-1]
+    if _transformed(diagonal) or _transformed(off):
+        # torch.func's transforms and forward-mode AD: the dense matrices through kth_eigvalsh's op for them,
+        # the same value and first derivatives (q_j^2, 2 q_j q_j+1 once the dense gradient is read back
+        # through the construction), at O(n^3) a matrix where the tridiagonal solver is O(n)
+        dense = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        return kth_eigvalsh_unchecked(dense, k, select_backend("auto", dense.device, n, dense.dtype))
     batch_shape = diagonal.shape[:-1]
     d = diagonal.reshape(-1, n)
     e = off.reshape(d.shape[0], n - 1)
@@ -78,7 +83,10 @@ def kth_eigvalsh_tridiagonal(diagonal: torch.Tensor, off_diagonal: torch.Tensor,
     -------
     Tensor of shape (...,). Differentiable once: d lambda_k / d diagonal_j =
     q_j^2 and d lambda_k / d off_j = 2 q_j q_{j+1} for the unit eigenvector q
-    (a Clarke element at a repeated eigenvalue). Non-finite entries give NaN.
+    (a Clarke element at a repeated eigenvalue). Under torch.func's transforms
+    (vmap, grad, jvp, ...) and forward-mode AD it solves the dense matrices
+    through :func:`skspectral.kth_eigvalsh` (the same values and first
+    derivatives, O(n^3) a matrix). Non-finite entries give NaN.
     """
     for name, t in (("diagonal", diagonal), ("off_diagonal", off_diagonal)):
         if not isinstance(t, torch.Tensor):
