@@ -50,10 +50,12 @@ def level_counts(columns, labels=None) -> list[tuple[dict, int]]:
 
 
 def _check_one_kind(levels: dict, label) -> None:
-    kinds = {"strings" if isinstance(v, str) else "numbers" for v in levels if not _is_missing(v)}
-    if len(kinds) > 1:
-        examples = ", ".join(repr(next(v for v in levels if isinstance(v, str) == (kind == "strings")))
-                             for kind in ("numbers", "strings"))
+    """A column's levels (never a missing value: :func:`_distinct` counts those apart) hold strings beside
+    levels of another kind: an error naming the column, one level of each shown."""
+    kinds = {_level_kind(level) for level in levels}
+    if "strings" in kinds and len(kinds) > 1:
+        examples = ", ".join(repr(next(v for v in levels if isinstance(v, str) == strings))
+                             for strings in (False, True))
         column = f"X[{label!r}]" if isinstance(label, str) else f"X[:, {label}]"
         raise ValueError(f"Categorical column {label!r} mixes numbers and strings (e.g. {examples}): a column's "
                          f"levels must be all strings or all numbers. Make them one kind first, e.g. strings: "
@@ -157,10 +159,16 @@ class CategoryCodes:
         return [n + 1 + int(m) for n, m in zip(self.n_seen, self.has_missing)]
 
 
+def _level_kind(value) -> str:
+    """"strings", "numbers" or "other" for one level."""
+    if isinstance(value, str):
+        return "strings"
+    return "numbers" if isinstance(value, (bool, int, float, np.number, np.bool_)) else "other"
+
+
 def _kind_of(values) -> str | None:
     """"strings" or "numbers" for a collection of levels (None when empty or mixed)."""
-    kinds = {"strings" if isinstance(v, str) else "numbers" if isinstance(v, (bool, int, float, np.number, np.bool_))
-             else "other" for v in values}
+    kinds = {_level_kind(v) for v in values}
     return kinds.pop() if len(kinds) == 1 and "other" not in kinds else None
 
 

@@ -46,7 +46,8 @@ def kth_eigvalsh_tridiagonal_unchecked(diagonal: torch.Tensor, off: torch.Tensor
     if _transformed(diagonal) or _transformed(off):
         # torch.func's transforms and forward-mode AD: the dense matrices through kth_eigvalsh's op for them,
         # the same value and first derivatives (q_j^2, 2 q_j q_j+1 once the dense gradient is read back
-        # through the construction), at O(n^3) a matrix where the tridiagonal solver is O(n)
+        # through the construction: both off-diagonals, since that gradient is symmetric, not the lower
+        # triangle alone as the torch backend's tridiagonal_k builds it), at O(n^3) a matrix, not O(n)
         dense = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
         return kth_eigvalsh_unchecked(dense, k, select_backend("auto", dense.device, n, dense.dtype))
     batch_shape = diagonal.shape[:-1]
