@@ -685,7 +685,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self._refit_on_every_row(X, target, weight, fit, epochs, plan, context, threads, weight_scale)
 
     def _refit_on_every_row(self, X, target, weight, fit: FitAgreement, epochs: int, plan: FitPlan, context,
-                            threads, weight_scale: float = 1.0) -> None:
+                            threads, weight_scale: float) -> None:
         """A refit (``refit_``): the model early stopping kept goes on training on every row -- the
         early-stopping rows too -- for _REFIT_SHARE of the ``epochs`` it took (rounded up), from the step
         size the schedule gave as many epochs before the chosen one down to 0 (a cosine); its last
