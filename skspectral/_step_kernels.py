@@ -321,17 +321,17 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     ``state`` (:meth:`skspectral._compiled_pass.CompiledDensePass.step_state`): what stays from step to
     step -- the loss's views of the values and of their gradient, the symmetric tables' kernel
     arguments (weight, columns and prefix, the gathered tables) and thread split, the diagonal mu and
-    its parameters, the indices, the value, vector and gradient buffers, the kernels' thread splits,
-    and ``packed``: whether the columns hold the parameters themselves (the lower triangles of a
-    symmetric weight, see the pass's ``pack``), whose gradient then goes to ``grad_packed``, and the
-    loss's constants (``loss_parameters``). It runs
-    the symmetric tables (packed: only the prefix sums), the diagonal mu, the batch's gathered
+    its parameters, the indices and the lanes' solve (eig._numba_lanes.lane_solver), the value, vector
+    and gradient buffers, the kernels' thread splits, and ``packed``: whether the columns hold the
+    parameters themselves (the lower triangles of a symmetric weight, see the pass's ``pack``), whose
+    gradient then goes to ``grad_packed``, and the loss's constants (``loss_parameters``). It runs the
+    symmetric tables (packed: only the prefix sums), the diagonal mu, the batch's gathered
     eigenpairs (the Numba backend's kernel), the loss TRAINING_LOSSES[loss] and its gradient with
     respect to the output (B, members, classes, quantiles or 1: a view of the values), the eigenvalues' gradient
     into the columns', prefix' and mu's, a Frobenius penalty's (frobenius_factor != 0), the tables'
     backward and the diagonal's. A kernel runs in ``*_chunks`` over Numba's threads, or on this
     thread where 0 (run_kernel's choice, made by the caller). Returns (the loss, the penalty)."""
-    (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, values, vectors,
+    (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, solver, values, vectors,
      values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
      grad_increments, packed, grad_packed, loss_parameters) = state
     columns, prefix = tables_forward[3], tables_forward[4]
@@ -347,10 +347,10 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     diagonal(mu_start, mu_increments, mu)
     # bool(True): a run-time flag, so these callees compile once for every caller (_numba_support)
     if values_chunks > 0:
-        gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors,
+        gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver,
                           values_chunks)
     else:
-        gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors)
+        gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver)
     B = output.shape[0]
     if loss == MULTICLASS_LOSS:
         data_loss = multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)

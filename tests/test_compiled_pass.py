@@ -400,7 +400,7 @@ def test_the_compiled_steps_follow_the_threads(monkeypatch):
 
     def recorded(self, *args, original=CompiledDensePass.step_state, **kwargs):
         state = original(self, *args, **kwargs)
-        splits.append((state[3], state[10], state[13], state[15]))  # the four kernels' chunks
+        splits.append((state[3], state[11], state[14], state[16]))  # the four kernels' chunks
         return state
 
     monkeypatch.setattr(CompiledDensePass, "step_state", recorded)

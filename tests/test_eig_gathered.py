@@ -326,8 +326,59 @@ def test_packed_lanes_loaded_together_solve_as_the_dense_kernel_to_the_bit(n, B,
     ks = np.array(sorted({0, n // 2, n - 1}), np.int64)
     values, vectors = np.zeros((B, 1, len(ks)), dtype), np.zeros((B, 1, len(ks), n), dtype)
     kernels.gathered_serial(table, np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype),
-                            np.arange(B)[:, None], np.ones((B, 1), dtype), ks, True, True, values, vectors)
+                            np.arange(B)[:, None], np.ones((B, 1), dtype), ks, True, True, values, vectors,
+                            kernels.lane_solver(dtype))
     dense_values, dense_vectors = np.zeros((B, len(ks)), dtype), np.zeros((B, len(ks), n), dtype)
-    kernels.run_serial(A, True, ks, True, dense_values, dense_vectors)
+    kernels.run_serial(A, True, ks, True, dense_values, dense_vectors, kernels.lane_solver(dtype))
     np.testing.assert_array_equal(values[:, 0], dense_values)
     np.testing.assert_array_equal(vectors[:, 0], dense_vectors)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_kernels_call_the_lanes_solve_by_its_address_and_link_none_of_its_code(dtype):
+    """The lanes' solve (pairs and tridiagonal_pairs, ~0.7 MB of LLVM IR a dtype) is a cfunc the kernels call
+    by its address: a kernel links none of its code, which Numba would otherwise optimise and compile again
+    in every caller's library (seven levels of a fit's call tree: a first fit's compile ~8 s longer), and
+    the kernels solve as before (numpy's eigenpairs, dense, packed and tridiagonal)."""
+    numba = pytest.importorskip("numba")
+    from skspectral.eig import _numba_kernels as kernels
+
+    rng = np.random.default_rng(0)
+    B, n = 11, 5
+    A = rng.normal(size=(B, n, n)).astype(dtype)
+    A = (A + A.transpose(0, 2, 1)) / dtype(2)
+    ks = np.array([1, 3], np.int64)
+    solver = kernels.lane_solver(dtype)
+    other = np.float64 if dtype == np.float32 else np.float32
+    assert kernels.lane_solver(dtype) == solver != kernels.lane_solver(other)  # one cfunc a dtype, compiled once
+
+    @numba.njit  # not cached: its IR holds what it links of each kernel
+    def dense_and_gathered(A, table, extra, diagonal, rows, weights, ks, values, vectors, gathered_values,
+                           gathered_vectors, solver):
+        kernels.run_serial(A, True, ks, True, values, vectors, solver)
+        kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, gathered_values,
+                                gathered_vectors, solver)
+
+    lower = np.tril_indices(n)
+    table = np.ascontiguousarray(A[:, lower[0], lower[1]][None])
+    values, vectors = np.zeros((B, 2), dtype), np.zeros((B, 2, n), dtype)
+    gathered_values, gathered_vectors = np.zeros((B, 1, 2), dtype), np.zeros((B, 1, 2, n), dtype)
+    dense_and_gathered(A, table, np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype),
+                       np.arange(B)[:, None], np.ones((B, 1), dtype), ks, values, vectors, gathered_values,
+                       gathered_vectors, solver)
+    code = dense_and_gathered.inspect_llvm(dense_and_gathered.signatures[0])
+    assert "gather_into" in code and "load_lane" in code  # the kernels' own code is linked here
+    for lanes_function in ("householder", "tridiagonal_pairs", "kth_value", "inverse_iteration"):
+        assert lanes_function not in code
+    expected_values, expected_vectors = np.linalg.eigh(A.astype(np.float64))
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    for got_values, got_vectors in ((values, vectors), (gathered_values[:, 0], gathered_vectors[:, 0])):
+        np.testing.assert_allclose(got_values, expected_values[:, ks], atol=tolerance * 10)
+        overlap = np.abs(np.einsum("bkn,bnk->bk", got_vectors.astype(np.float64), expected_vectors[:, :, ks]))
+        np.testing.assert_allclose(overlap, 1.0, atol=tolerance * 10)
+    d, e = np.ascontiguousarray(A[:, range(n), range(n)]), np.ascontiguousarray(A[:, range(1, n), range(n - 1)])
+    tridiagonal_values, tridiagonal_vectors = np.zeros((B, 2), dtype), np.zeros((B, 2, n), dtype)
+    kernels.tridiagonal_serial(d, e, ks, True, tridiagonal_values, tridiagonal_vectors, solver)
+    T = np.zeros((B, n, n))
+    T[:, range(n), range(n)], T[:, range(1, n), range(n - 1)], T[:, range(n - 1), range(1, n)] = d, e, e
+    np.testing.assert_allclose(tridiagonal_values, np.linalg.eigvalsh(T)[:, ks], atol=tolerance * 10)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from skspectral import _kernel_cache
@@ -110,8 +111,11 @@ def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources()
     from skspectral._columns.summary import _moments_kernel
     from skspectral._preprocessing import _row_hash_kernel
 
+    from skspectral.eig._numba_lanes import _lane_solver_cfunc
+
     found = [_row_hash_kernel()]
     found += [value for value in inspect.getclosurevars(_moments_kernel()).nonlocals.values()]
+    solvers = [_lane_solver_cfunc(np.dtype(dtype)) for dtype in ("float32", "float64")]  # cfuncs, by dtype
     for name in ("_encoding_kernels", "_step_kernels", "_training._steps_kernel", "_training._adam_kernel",
                  "eig._numba_kernels", "eig._numba_lanes"):
         module = importlib.import_module(f"skspectral.{name}")
@@ -122,6 +126,7 @@ def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources()
             "skspectral._preprocessing._row_hash_kernel.<locals>.row_hashes",
             "skspectral._columns.summary._moments_kernel.<locals>.chunk_sums"} <= set(cached)
     assert [name for name, f in cached.items() if not _kernel_cache.uses_fresh_cache(f)] == []
+    assert all(_kernel_cache.uses_fresh_cache(solver) for solver in solvers)
 
 
 def test_a_numba_without_the_cache_internals_gets_one_warning_and_its_own_stamps(monkeypatch):

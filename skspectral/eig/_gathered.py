@@ -74,8 +74,8 @@ def kth_eigvalsh_stacked(matrices: torch.Tensor, k, backend: EigenBackend) -> to
     """kth_eigvalsh_unchecked(matrices, k, backend) of a (..., n, n) stack (lower triangles read) through
     the backend's gathered kernel: one table of the matrices, each a row taken once with weight one, and
     a zero diagonal -- the same matrices, the same values. For a backend with ``gathered_k``: a fit
-    compiles that kernel anyway, and the dense one (Numba's run_serial and run_parallel, ~10 s to
-    compile) is then not needed for the norms of its certified bounds."""
+    compiles that kernel anyway, and the dense one (Numba's run_serial and run_parallel, ~3.5 s to
+    compile beside the lanes' solve they share) is then not needed for the norms of its certified bounds."""
     n = matrices.shape[-1]
     table = matrices.reshape(1, -1, n * n)
     B = table.shape[1]

@@ -63,7 +63,7 @@ def _kernels():
 
         # that the kernels' SIMD building blocks compile and compute here; each kernel itself compiles
         # (or loads from Numba's cache) at its first call: a fit needs the gathered ones only, and
-        # kth_eigvalsh the dense ones (a probe that compiled a kernel cost the other caller ~10 s)
+        # kth_eigvalsh the dense ones (a probe that compiled a kernel cost the other caller seconds)
         from ._simd import VECTOR_BYTES
 
         values = np.arange(64, dtype=np.float32) / 8
@@ -104,7 +104,8 @@ def _launch(A: torch.Tensor, k, lower: bool, want_vector: bool):
     kernels = _kernels()
     B, n = A.shape[0], A.shape[-1]
     values, vectors = _outputs((B,), k, n, want_vector, A.dtype)
-    args = (A.numpy(), lower, _indices(k), want_vector, values.numpy(), vectors.numpy())
+    A = A.numpy()
+    args = (A, lower, _indices(k), want_vector, values.numpy(), vectors.numpy(), kernels.lane_solver(A.dtype))
     run_kernel(kernels.run_serial, kernels.run_parallel, args, B, B * n**3)
     return _returned(values, vectors, k, want_vector)
 
@@ -128,7 +129,9 @@ def tridiagonal_k(diagonal: torch.Tensor, off: torch.Tensor, k, want_vector: boo
     kernels = _kernels()
     B, n = diagonal.shape
     values, vectors = _outputs((B,), k, n, want_vector, diagonal.dtype)
-    args = (diagonal.numpy(), off.numpy(), _indices(k), want_vector, values.numpy(), vectors.numpy())
+    diagonal = diagonal.numpy()
+    args = (diagonal, off.numpy(), _indices(k), want_vector, values.numpy(), vectors.numpy(),
+            kernels.lane_solver(diagonal.dtype))
     # a Sturm sweep is O(n) and tens of sweeps find lambda_k: about n**2 work per matrix
     run_kernel(kernels.tridiagonal_serial, kernels.tridiagonal_parallel, args, B, B * n * n * len(_indices(k)))
     return _returned(values, vectors, k, want_vector)
@@ -169,7 +172,8 @@ def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, 
     """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
     kernels = _kernels()
     run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
-               (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy()),
+               (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy(),
+                kernels.lane_solver(tables[0].dtype)),
                *_gathered_size(rows.shape[0], tables[2].shape, dense))
 
 
@@ -200,11 +204,13 @@ class GatheredSteps:
     step's tensors that keep their storage from step to step -- the tables, the diagonal and the
     three gradients: their arrays found once, so a step converts only its batch's. A compiled caller
     that runs the kernels itself (``skspectral._step_kernels.training_pass``) takes ``tables``,
-    ``grads`` and ``ks`` and the thread split of ``chunks``."""
+    ``grads``, ``ks``, ``solver`` (the lanes' solve, ``_numba_lanes.lane_solver``) and the thread split of
+    ``chunks``."""
 
     def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
         self.ks = _indices(k)
         self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
+        self.solver = _kernels().lane_solver(self.tables[0].dtype)
         self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
 
     def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor,

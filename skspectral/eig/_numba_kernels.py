@@ -17,8 +17,8 @@ import numba
 import numpy as np
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
-                            load_packed_lanes, load_tridiagonal_lane, pairs, store_lane, tridiagonal_pairs,
-                            tridiagonal_range)
+                            load_packed_lanes, load_tridiagonal_lane, solve_lanes, store_lane, tridiagonal_range)
+from ._numba_lanes import lane_solver  # noqa: F401 (the kernels' ``solver``: the backend takes it from here)
 from .._kernel_cache import keep_kernel_cache_fresh
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at, where
 
@@ -38,26 +38,27 @@ def simd_probe(values):
 
 # bool(...) and int(0) in the calls below: run-time values, so each callee compiles once (_numba_support)
 @njit
-def run_serial(A, lower, ks, want_vector, values, vectors):
-    dense_range(A, lower, ks, want_vector, values, vectors, int(0), A.shape[0])
+def run_serial(A, lower, ks, want_vector, values, vectors, solver):
+    dense_range(A, lower, ks, want_vector, values, vectors, int(0), A.shape[0], solver)
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def run_parallel(A, lower, ks, want_vector, values, vectors, chunks):
+def run_parallel(A, lower, ks, want_vector, values, vectors, solver, chunks):
     B = A.shape[0]
     for c in numba.prange(chunks):  # one chunk per thread: work arrays allocated once per chunk
-        dense_range(A, lower, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+        dense_range(A, lower, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks, solver)
 
 
 @njit
-def tridiagonal_serial(diagonals, offs, ks, want_vector, values, vectors):
-    tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, int(0), diagonals.shape[0])
+def tridiagonal_serial(diagonals, offs, ks, want_vector, values, vectors, solver):
+    tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, int(0), diagonals.shape[0], solver)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def tridiagonal_parallel(diagonals, offs, ks, want_vector, values, vectors, chunks):
+def tridiagonal_parallel(diagonals, offs, ks, want_vector, values, vectors, solver, chunks):
     B = diagonals.shape[0]
     for c in numba.prange(chunks):
-        tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks)
+        tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, c * B // chunks, (c + 1) * B // chunks,
+                          solver)
 
 
 # ---- gathered matrices: M = diag(mu) + sum_t w_t T[rows_t], assembled in place ----------------
@@ -165,7 +166,8 @@ def scatter_into(table, extra, terms, offsets, term_weights, flat):
 
 
 @njit
-def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, start, stop):
+def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, start, stop,
+                   solver):
     """lambda_k (and q_k), k in ks, of M[b, m] = diag(diagonal[m]) + sum_t weights[b, t] T[m, rows[b, t]]
     (T: table, then extra) for rows b in [start, stop) and every model m, a vector's width of
     matrices at a time: model by model (its table rows stay in cache while its matrices are
@@ -212,10 +214,7 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
                 identity_tridiagonal_lane(work, lane, scale)
         if packed:
             load_packed_lanes(stage, used, status, W, scale, block)
-        if dense:
-            pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors, several)
-        else:
-            tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors, several)
+        solve_lanes(solver, dense, W, scale, ks, want_vector, work, lane_values, lane_vectors, several)
         for lane in range(used):
             m, b = divmod(p0 + lane, n_rows)
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[start + b, m],
@@ -223,17 +222,18 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
 
 
 @njit
-def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors):
+def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, solver):
     gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, int(0),
-                   rows.shape[0])
+                   rows.shape[0], solver)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, chunks):
+def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, solver,
+                      chunks):
     B = rows.shape[0]
     for c in numba.prange(chunks):
         gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors,
-                       c * B // chunks, (c + 1) * B // chunks)
+                       c * B // chunks, (c + 1) * B // chunks, solver)
 
 
 @njit

@@ -22,6 +22,9 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from .._kernel_cache import keep_kernel_cache_fresh
 from ._simd import (absolute, all_true, any_true, copysign, lane_count, largest_lane, load, load_at, maximum, minimum,
@@ -555,6 +558,83 @@ def tridiagonal_pairs(scale, ks, want_vector, transform, work, out_values, out_v
             unit_into(y, out_vectors[j])
 
 
+# ---- the lanes' solve as a C function, compiled once per dtype ------------------------------------
+# Numba copies a jitted callee's code into its caller's and optimises and compiles it again there: the
+# code of pairs and tridiagonal_pairs (~0.7 MB of LLVM IR a dtype) was processed again at each of seven
+# levels of a fit's call tree (the gathered kernels, the parallel one's gufunc and its wrappers, the
+# training steps; benchmarks/RESULTS.md, section 9). As a cfunc it is optimised and compiled once per
+# dtype, and the kernels call it by its address, which their callers pass as an integer: nothing is
+# baked into the kernels' cached code. (Numba's first-class functions pass the cfunc object itself, but
+# typing and unboxing it cost ~20 us a call from Python: a small kth_eigvalsh call took 47 us, not 26.)
+def _solve_lanes(W, V, lu, rows, scale, ks, out_values, out_vectors, several_lu, several_state, n, K,
+                 want_vector, dense):
+    """pairs (dense: W holds the lower triangles) or tridiagonal_pairs (work's rows d and e) of a block
+    of lanes, from the pointers to lane_work's and lane_block's arrays (their shapes from n and K)."""
+    lanes = lane_count(numba.carray(scale, (1,)))
+    work = (numba.carray(W, (n, n, lanes)), numba.carray(V, (n, n, lanes)), numba.carray(lu, (n, 5, lanes)),
+            numba.carray(rows, (5, n, lanes)))
+    several = (numba.carray(several_lu, (K, n, 5, lanes)), numba.carray(several_state, (10 * K, lanes)))
+    block_scale, block_ks = numba.carray(scale, (1, lanes)), numba.carray(ks, (K,))
+    values, vectors = numba.carray(out_values, (K, lanes)), numba.carray(out_vectors, (K, n, lanes))
+    if dense:
+        pairs(work[0], block_scale, block_ks, want_vector, work, values, vectors, several)
+    else:
+        tridiagonal_pairs(block_scale, block_ks, want_vector, bool(False), work, values, vectors, several)
+
+
+def _solver_arguments(dtype) -> list:
+    """_solve_lanes' C arguments (Numba types) for arrays of ``dtype`` (a Numba float type)."""
+    pointer = types.CPointer(dtype)
+    return [pointer] * 5 + [types.CPointer(types.int64)] + [pointer] * 4 + [types.intp] * 2 + [types.boolean] * 2
+
+
+@functools.cache
+def lane_solver(dtype) -> int:
+    """The address of the lanes' solve for float ``dtype`` as a C function: what the kernels below and
+    their callers take as ``solver``."""
+    return _lane_solver_cfunc(np.dtype(dtype)).address
+
+
+@functools.cache
+def _lane_solver_cfunc(dtype: np.dtype):
+    """_solve_lanes as a Numba cfunc for arrays of ``dtype`` (compiled, or loaded from Numba's cache, at the
+    first call for a dtype; kept here, so its code lives as long as the process)."""
+    signature = types.void(*_solver_arguments(numba.from_dtype(dtype)))
+    return numba.cfunc(signature, cache=True, error_model="numpy")(_solve_lanes)
+
+
+@intrinsic
+def call_solver(typingctx, solver, W, V, lu, rows, scale, ks, out_values, out_vectors, several_lu, several_state,
+                n, K, want_vector, dense):
+    """_solve_lanes at address ``solver`` (lane_solver's for the arrays' dtype) on the arrays' memory
+    (C-contiguous), called as Numba calls a cfunc's wrapper: its arguments' LLVM value types."""
+    arrays = (W, V, lu, rows, scale, ks, out_values, out_vectors, several_lu, several_state)
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
+        return None  # a typing error: only a contiguous array's memory is one pointer's
+    if ks.dtype != types.int64 or any(a.dtype != W.dtype for a in arrays if a is not ks):
+        return None
+    arguments = _solver_arguments(W.dtype)
+
+    def codegen(context, builder, sig, args):
+        values = [context.make_array(t)(context, builder, a).data for t, a in zip(sig.args[1:11], args[1:11])]
+        values += args[11:]  # intp, intp, boolean, boolean: the signature's below
+        function_type = ir.FunctionType(context.get_value_type(types.void),
+                                        [context.get_value_type(t) for t in arguments])
+        builder.call(builder.inttoptr(args[0], function_type.as_pointer()), values)
+        return context.get_dummy_value()
+
+    return types.void(types.intp, *arrays, *arguments[10:]), codegen
+
+
+@njit
+def solve_lanes(solver, dense, W, scale, ks, want_vector, work, out_values, out_vectors, several):
+    """pairs (dense) or tridiagonal_pairs (not transformed) of a block through ``solver`` (lane_solver's
+    address for the arrays' dtype): the same numbers as calling them here."""
+    _, V, lu, rows = work
+    call_solver(solver, W, V, lu, rows, scale, ks, out_values, out_vectors, several[0], several[1], W.shape[0],
+                ks.shape[0], want_vector, dense)
+
+
 @njit
 def identity_lane(W, lane, scale):
     """Lane ``lane`` of W the identity, unscaled: what an unused, zero or non-finite lane solves
@@ -722,8 +802,8 @@ def store_lane(status, lane, ks, want_vector, lane_values, lane_vectors, values,
 
 
 @njit
-def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
-    """Every matrix A[b], b in [start, stop), a vector's width of them at a time."""
+def dense_range(A, lower, ks, want_vector, values, vectors, start, stop, solver):
+    """Every matrix A[b], b in [start, stop), a vector's width of them at a time (``solver``: lane_solver's)."""
     n = A.shape[1]
     work = lane_work(n, A)
     W = work[0]
@@ -736,16 +816,16 @@ def dense_range(A, lower, ks, want_vector, values, vectors, start, stop):
                 status[lane] = load_lane(A[b0 + lane], lower, W, lane, scale)
             else:
                 identity_lane(W, lane, scale)
-        pairs(W, scale, ks, want_vector, work, lane_values, lane_vectors, several)
+        solve_lanes(solver, bool(True), W, scale, ks, want_vector, work, lane_values, lane_vectors, several)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])
 
 
 @njit
-def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, stop):
+def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, stop, solver):
     """Every tridiagonal matrix (diagonals[b], offs[b]), b in [start, stop), a vector's width of
-    them at a time."""
+    them at a time (``solver``: lane_solver's)."""
     n = diagonals.shape[1]
     work = lane_work(n, diagonals)
     scale, status, lane_values, lane_vectors, several = lane_block(n, ks.shape[0], diagonals)
@@ -757,7 +837,7 @@ def tridiagonal_range(diagonals, offs, ks, want_vector, values, vectors, start, 
                 status[lane] = load_tridiagonal_lane(diagonals[b0 + lane], offs[b0 + lane], work, lane, scale)
             else:
                 identity_tridiagonal_lane(work, lane, scale)
-        tridiagonal_pairs(scale, ks, want_vector, bool(False), work, lane_values, lane_vectors, several)
+        solve_lanes(solver, bool(False), work[0], scale, ks, want_vector, work, lane_values, lane_vectors, several)
         for lane in range(used):
             store_lane(status[lane], lane, ks, want_vector, lane_values, lane_vectors, values[b0 + lane],
                        vectors[b0 + lane])
