@@ -259,9 +259,8 @@ class FeatureEncoder(torch.nn.Module):
         if len(self.categorical_index):
             codes = X[:, self.categorical_index].long()
             codes = torch.where(codes == -1, self.level_other, torch.where(codes == -2, self.level_missing, codes))
-            one_hot = X.new_zeros(X.shape[0], self.n_levels_total)
-            one_hot.scatter_(1, codes + self.level_offset, 1.0)
-            parts.append(one_hot)
+            # out of place: torch.func's vmap has a batching rule for scatter, none for scatter_ (a slow fallback)
+            parts.append(X.new_zeros(X.shape[0], self.n_levels_total).scatter(1, codes + self.level_offset, 1.0))
         return torch.cat(parts, dim=1) if parts else X.new_zeros((X.shape[0], 0))  # no column carries anything
 
 

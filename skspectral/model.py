@@ -29,7 +29,7 @@ from .eig import (
 )
 from . import _assembly
 from ._compiled_pass import CompiledDensePass, SharedMembersPass
-from .eig._api import refuse_transforms
+from .eig._api import refuse_transforms, transformed
 from .eig._gathered import kth_eigvalsh_gathered, kth_eigvalsh_stacked
 from .eig._smoothed import check_smoothing, select_full_backend
 from .eig._tridiagonal import select_tridiagonal_backend
@@ -433,17 +433,19 @@ class SpectralModel(torch.nn.Module):
             return columns, columns.new_zeros(self.n_models, 0, columns.shape[2])
         return columns, self.encoder.prefix_sums(columns)
 
-    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False, plain: bool = False) -> torch.Tensor:
         """lambda_k (or its smoothed value) of every model's matrix, shape (batch, n_models), with a
-        trailing axis for several indices; ``encoded``: X holds the rows' encoded columns."""
+        trailing axis for several indices; ``encoded``: X holds the rows' encoded columns. ``plain``:
+        the matrices by torch's ops and the dense op (what torch.func's transforms and forward-mode AD
+        take), not gathered or assembled next to the solver (whose ops are autograd's only)."""
         if self.smoothing is not None:
             M = self.matrices(X, encoded)
             return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
                                       for k in self.eigval_indices]), self._several)
         # several indices go to the solver together: one assembly and reduction per matrix
-        if self.gathers:
+        if self.gathers and not plain:
             return self._gathered_eigenvalues(*self.gathered_terms(X, encoded), encoded)
-        if self.assembles and self.eigen_backend.packed_k is not None:
+        if self.assembles and self.eigen_backend.packed_k is not None and not plain:
             Z = X if encoded else self.encoded(X)
             if _assembly.applies(Z, self.weight):  # the matrices' lower triangles only: half the product
                 packed = _assembly.assembled_packed(Z, self.weight, self.mu_start, self.mu_increments,
@@ -496,9 +498,17 @@ class SpectralModel(torch.nn.Module):
 
     def forward(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         """f(x) of each row of X (with ``encoded``: of each row of encoded columns, see
-        :meth:`encoded`). Not under torch.func's transforms or forward-mode AD (a clear error: its
-        gathered and assembled solves are autograd's only); :func:`skspectral.kth_eigvalsh` is."""
-        refuse_transforms(type(self).__name__, X, *(parameter for _, parameter in self.named_parameters()))
+        :meth:`encoded`). Under torch.func's transforms (``functional_call`` with ``grad``, ``vmap``,
+        ``jacrev``, ``jvp``, ...: per-sample gradients, a row's Jacobian in x) and forward-mode AD, the
+        same function through torch's ops and :func:`skspectral.kth_eigvalsh`'s transformable op: the
+        matrices M(x) built whole (O(columns * dim^2) a row, where a fit gathers O(features * dim^2)),
+        the same values to rounding and their first derivatives, also in x (a fit's gathered solve
+        takes none in x: the rows are data). Not with ``smoothing`` (a clear error)."""
+        tensors = (X, *(parameter for _, parameter in self.named_parameters()))
+        if any(transformed(tensor) for tensor in tensors):
+            if self.smoothing is not None:
+                refuse_transforms(f"{type(self).__name__} with smoothing", *tensors)
+            return self._shaped(self.kth_eigenvalues(X, encoded, plain=True))
         return self._shaped(self.kth_eigenvalues(X, encoded))
 
     def _shaped(self, values: torch.Tensor) -> torch.Tensor:
@@ -614,8 +624,8 @@ class TridiagonalSpectralModel(SpectralModel):
         D, E = self._combined_bands(X, encoded)
         return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
 
-    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
-        if self.gathers:
+    def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False, plain: bool = False) -> torch.Tensor:
+        if self.gathers and not plain:
             return super().kth_eigenvalues(X, encoded)
         D, E = self._combined_bands(X, encoded)
         if self.smoothing is not None:  # every eigenpair: the dense matrix (lower triangle read)

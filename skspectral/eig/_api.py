@@ -231,7 +231,7 @@ class _KthEigvalshTransformable(torch.autograd.Function):
         return (value.reshape(V, B, *value.shape[1:]), vector.reshape(V, B, *vector.shape[1:])), (0, 0)
 
 
-def _transformed(X: torch.Tensor) -> bool:
+def transformed(X: torch.Tensor) -> bool:
     """Whether X is a tensor of torch.func's transforms (vmap's batched tensor, grad's tracking one) or
     a forward-mode dual tensor (torch.autograd.forward_ad), which the detached solve would give no
     tangent (a derivative of zero, silently)."""
@@ -244,7 +244,7 @@ def _transformed(X: torch.Tensor) -> bool:
 def refuse_transforms(name: str, *tensors: torch.Tensor) -> None:
     """A clear error for an op without torch.func or forward-mode support, where it would raise torch's
     own puzzling error or drop a dual tensor's tangent without a word."""
-    if any(_transformed(t) for t in tensors):
+    if any(transformed(t) for t in tensors):
         raise NotImplementedError(f"{name} does not support torch.func's transforms (vmap, grad, jvp, ...) or "
                                   "forward-mode AD; kth_eigvalsh does, on the dense matrices; or use "
                                   "torch.autograd (backward) on a batch.")
@@ -259,7 +259,7 @@ def kth_eigvalsh_unchecked(A: torch.Tensor, k, backend: EigenBackend, lower: boo
     """
     if isinstance(k, tuple) and not backend.several_k:
         return torch.stack([kth_eigvalsh_unchecked(A, kj, backend, lower) for kj in k], dim=-1)
-    if _transformed(A):  # under vmap, grad, jvp, jacrev, ...: through the transformable op, never detached
+    if transformed(A):  # under vmap, grad, jvp, jacrev, ...: through the transformable op, never detached
         def transformable(batch):
             return _KthEigvalshTransformable.apply(batch, k, lower, backend)[0]
 

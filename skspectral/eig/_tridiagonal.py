@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._api import _transformed, check_eigval_index, kth_eigvalsh_unchecked, select_backend, select_backend_offering
+from ._api import check_eigval_index, kth_eigvalsh_unchecked, select_backend, select_backend_offering, transformed
 from ._backend import EigenBackend
 
 
@@ -43,7 +43,7 @@ def kth_eigvalsh_tridiagonal_unchecked(diagonal: torch.Tensor, off: torch.Tensor
                                        backend: EigenBackend) -> torch.Tensor:
     """:func:`kth_eigvalsh_tridiagonal` for validated inputs (the model's forward): k in [0, n)."""
     n = diagonal.shape[-1]
-    if _transformed(diagonal) or _transformed(off):
+    if transformed(diagonal) or transformed(off):
         # torch.func's transforms and forward-mode AD: the dense matrices through kth_eigvalsh's op for them,
         # the same value and first derivatives (q_j^2, 2 q_j q_j+1 once the dense gradient is read back
         # through the construction: both off-diagonals, since that gradient is symmetric, not the lower
