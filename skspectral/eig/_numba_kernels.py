@@ -2,8 +2,10 @@
 
 Matrices are solved several at a time on SIMD lanes (``_numba_lanes``: Householder
 tridiagonalisation for dense ones, multisection on Sturm counts and Newton for lambda_k,
-inverse iteration and the back-transform for q_k); here the batch is split over threads
-and the gathered matrices are assembled. Compiled per dtype at first use and cached on disk.
+inverse iteration and the back-transform for q_k; a C function compiled once per dtype, which
+the kernels here call by the address their callers pass as ``solver``: _numba_lanes.lane_solver);
+here the batch is split over threads and the gathered matrices are assembled. Compiled per dtype at
+first use and cached on disk.
 
 Indices come as an int64 array ``ks`` (one or several): the reduction to tridiagonal form,
 the O(n^3) part, is done once per matrix for all of them; each index then costs its own
