@@ -30,7 +30,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .eig._api import transformed
 from .eig._cupy_support import RawKernels, is_available
 
 _SOURCE = r"""
@@ -262,11 +261,10 @@ def _launch(name: str, dtype: torch.dtype, index: int, n_threads: int, args: tup
 
 def applies(Z: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`assembled_matrices` runs here: CUDA float32/float64 rows and weight of one
-    dtype, with CuPy, as plain tensors (not torch.func's or forward-mode AD's: the kernels are
-    autograd's only; SpectralModel's forward then builds the matrices with torch's ops)."""
+    dtype, with CuPy. (Not for torch.func's or forward-mode AD's tensors: the kernels are autograd's
+    only; SpectralModel, which holds every tensor they read, leaves those to torch's ops.)"""
     return (Z.is_cuda and weight.is_cuda and Z.dtype == weight.dtype and Z.dim() == 2
-            and Z.dtype in (torch.float32, torch.float64) and is_available()
-            and not transformed(Z) and not transformed(weight))
+            and Z.dtype in (torch.float32, torch.float64) and is_available())
 
 
 def _stored(n: int, packed: bool) -> int:

@@ -367,11 +367,13 @@ class SpectralModel(torch.nn.Module):
         steps = F.softplus(self.mu_increments).cumsum(dim=-1)
         return torch.cat([self.mu_start, self.mu_start + steps], dim=-1)
 
-    def matrices(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+    def matrices(self, X: torch.Tensor, encoded: bool = False, *, plain: bool | None = None) -> torch.Tensor:
         """diag(mu) + sum_j z_j A_j for each row of X (of its encoded columns Z with ``encoded``):
-        shape (batch, n_models, dim, dim)."""
+        shape (batch, n_models, dim, dim). ``plain``: by torch's ops only, not skspectral._assembly's CUDA
+        kernels (autograd's only); None: where X or a parameter is torch.func's or forward-mode AD's."""
         Z = X if encoded else self.encoded(X)
-        if self.assembles and _assembly.applies(Z, self.weight):
+        if (self.assembles and _assembly.applies(Z, self.weight)
+                and not (self._under_transforms(X) if plain is None else plain)):
             return _assembly.assembled_matrices(Z, self.weight, self.mu_start, self.mu_increments,
                                                 shared=self._assembly_shared())
         A = self.feature_matrices().transpose(0, 1).reshape(self.n_matrices, self.n_models * self.dim * self.dim)
@@ -439,7 +441,7 @@ class SpectralModel(torch.nn.Module):
         the matrices by torch's ops and the dense op (what torch.func's transforms and forward-mode AD
         take), not gathered or assembled next to the solver (whose ops are autograd's only)."""
         if self.smoothing is not None:
-            M = self.matrices(X, encoded)
+            M = self.matrices(X, encoded, plain=plain)
             return _ordered(_stacked([smoothed_kth_eigvalsh_unchecked(M, k, self.smoothing, self.eigen_backend)
                                       for k in self.eigval_indices]), self._several)
         # several indices go to the solver together: one assembly and reduction per matrix
@@ -453,8 +455,8 @@ class SpectralModel(torch.nn.Module):
                 return _ordered(kth_eigvalsh_packed_unchecked(packed, self.dim, self._indices(), self.eigen_backend),
                                 self._several)
             X, encoded = Z, True
-        return _ordered(kth_eigvalsh_unchecked(self.matrices(X, encoded), self._indices(), self.eigen_backend),
-                        self._several)
+        return _ordered(kth_eigvalsh_unchecked(self.matrices(X, encoded, plain=plain), self._indices(),
+                                               self.eigen_backend), self._several)
 
     def _gathered_eigenvalues(self, rows: torch.Tensor, weights: torch.Tensor, encoded: bool = False) -> torch.Tensor:
         """kth_eigenvalues on the gather path, from each row's terms (:meth:`gathered_terms`)."""
@@ -504,12 +506,16 @@ class SpectralModel(torch.nn.Module):
         matrices M(x) built whole (O(columns * dim^2) a row, where a fit gathers O(features * dim^2)),
         the same values to rounding and their first derivatives, also in x (a fit's gathered solve
         takes none in x: the rows are data). Not with ``smoothing`` (a clear error)."""
-        tensors = (X, *(parameter for _, parameter in self.named_parameters()))
-        if any(transformed(tensor) for tensor in tensors):
+        if self._under_transforms(X):
             if self.smoothing is not None:
-                refuse_transforms(f"{type(self).__name__} with smoothing", *tensors)
+                refuse_transforms(f"{type(self).__name__} with smoothing", X, *self.parameters())
             return self._shaped(self.kth_eigenvalues(X, encoded, plain=True))
         return self._shaped(self.kth_eigenvalues(X, encoded))
+
+    def _under_transforms(self, X: torch.Tensor) -> bool:
+        """Whether X or any parameter is a tensor of torch.func's transforms or forward-mode AD (e.g. a
+        vmap over some parameters only), which only torch's ops and kth_eigvalsh's op take."""
+        return any(transformed(tensor) for tensor in (X, *self.parameters()))
 
     def _shaped(self, values: torch.Tensor) -> torch.Tensor:
         """kth_eigenvalues' (batch, n_models[, K]) as forward returns them."""
@@ -620,8 +626,8 @@ class TridiagonalSpectralModel(SpectralModel):
             X.shape[0], models, self.dim - 1)
         return D + self.mu(), E
 
-    def matrices(self, X: torch.Tensor, encoded: bool = False) -> torch.Tensor:
-        D, E = self._combined_bands(X, encoded)
+    def matrices(self, X: torch.Tensor, encoded: bool = False, *, plain: bool | None = None) -> torch.Tensor:
+        D, E = self._combined_bands(X, encoded)  # torch's ops: plain whatever ``plain`` says
         return torch.diag_embed(D) + torch.diag_embed(E, offset=-1) + torch.diag_embed(E, offset=1)
 
     def kth_eigenvalues(self, X: torch.Tensor, encoded: bool = False, plain: bool = False) -> torch.Tensor:

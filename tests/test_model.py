@@ -91,6 +91,43 @@ def test_the_module_under_torch_func_and_forward_mode_gives_f_and_its_first_deri
         hessian(lambda row: model(row[None]).sum())(x[0])
 
 
+def test_under_torch_func_the_model_hands_no_tensor_to_the_cuda_assembly(monkeypatch):
+    """The CUDA assembly's kernels are autograd's only: under a transform of any tensor they would read --
+    here a vmap over ``mu_start`` alone, rows and weight plain -- forward and ``matrices`` build the matrices
+    with torch's ops (the kernels' gate stood in for by one that always applies, so this runs on the CPU)."""
+    from torch.func import functional_call, vmap
+
+    from skspectral import _assembly
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the CUDA assembly was handed a tensor of torch.func's transforms")
+
+    monkeypatch.setattr(_assembly, "applies", lambda Z, weight: True)
+    monkeypatch.setattr(_assembly, "assembled_matrices", refused)
+    monkeypatch.setattr(_assembly, "assembled_packed", refused)
+    model = SpectralModel(3, 5, n_members=2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    starts = torch.stack([params["mu_start"], params["mu_start"] + 0.5])
+
+    values = vmap(lambda start: functional_call(model, params | {"mu_start": start}, (x,)))(starts)
+    torch.testing.assert_close(values[1] - values[0], torch.full_like(values[0], 0.5), rtol=0, atol=1e-12)
+    wrapper = _Matrices(model)  # functional_call runs a module's forward: here its matrices
+    named = {f"model.{name}": p for name, p in params.items()}
+    matrices = vmap(lambda start: functional_call(wrapper, named | {"model.mu_start": start}, (x,)))(starts)
+    torch.testing.assert_close(matrices[1] - matrices[0], 0.5 * torch.eye(5, dtype=torch.float64).expand_as(
+        matrices[0]), rtol=0, atol=1e-12)
+
+
+class _Matrices(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.matrices(x)
+
+
 def test_a_smoothed_module_under_torch_func_is_a_clear_error():
     """The smoothed op has no transform rule: the module says so (vmap had raised "Cannot access data
     pointer of Tensor that doesn't have storage")."""
