@@ -280,7 +280,7 @@ class CompiledDensePass:
         self._set_grads()
         arrays = self.arrays
         return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
-                arrays["mu"], self.gathered.ks, self.gathered.solver, values, vectors, chunks[1], grad_values,
+                arrays["mu"], self.gathered.ks, self.gathered.c_functions, values, vectors, chunks[1], grad_values,
                 self.gathered.grads, chunks[2], self.tables.backward_args, chunks[3], arrays["grad_start"],
                 arrays["grad_increments"], bool(packed), arrays["grad_packed"], loss_parameters)
 

@@ -321,7 +321,8 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     ``state`` (:meth:`skspectral._compiled_pass.CompiledDensePass.step_state`): what stays from step to
     step -- the loss's views of the values and of their gradient, the symmetric tables' kernel
     arguments (weight, columns and prefix, the gathered tables) and thread split, the diagonal mu and
-    its parameters, the indices and the lanes' solve (eig._numba_lanes.lane_solver), the value, vector
+    its parameters, the indices and the C functions' addresses (the lanes' solve, gathered_range's and the
+    gradient's: eig._numba_backend.GatheredSteps.c_functions), the value, vector
     and gradient buffers, the kernels' thread splits, and ``packed``: whether the columns hold the
     parameters themselves (the lower triangles of a symmetric weight, see the pass's ``pack``), whose
     gradient then goes to ``grad_packed``, and the loss's constants (``loss_parameters``). It runs the
@@ -331,9 +332,10 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     into the columns', prefix' and mu's, a Frobenius penalty's (frobenius_factor != 0), the tables'
     backward and the diagonal's. A kernel runs in ``*_chunks`` over Numba's threads, or on this
     thread where 0 (run_kernel's choice, made by the caller). Returns (the loss, the penalty)."""
-    (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, solver, values, vectors,
-     values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
+    (output, grad_output, tables_forward, forward_chunks, mu_start, mu_increments, mu, ks, c_functions, values,
+     vectors, values_chunks, grad_values, grads, grad_chunks, tables_backward, backward_chunks, grad_start,
      grad_increments, packed, grad_packed, loss_parameters) = state
+    solver, range_kernel, grad_kernel = c_functions
     columns, prefix = tables_forward[3], tables_forward[4]
     if packed:  # the columns are the parameters: their prefix sums only
         if forward_chunks > 0:
@@ -348,9 +350,10 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     # bool(True): a run-time flag, so these callees compile once for every caller (_numba_support)
     if values_chunks > 0:
         gathered_parallel(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver,
-                          values_chunks)
+                          range_kernel, values_chunks)
     else:
-        gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver)
+        gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver,
+                        range_kernel)
     B = output.shape[0]
     if loss == MULTICLASS_LOSS:
         data_loss = multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)
@@ -374,9 +377,10 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     grad_columns, grad_prefix, grad_mu = grads
     if grad_chunks > 0:
         gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True),
-                               grad_chunks)
+                               grad_kernel, grad_chunks)
     else:
-        gathered_grad_serial(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True))
+        gathered_grad_serial(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True),
+                             grad_kernel)
     penalty = 0.0
     if frobenius_factor != 0.0:  # the columns still hold this step's matrices
         penalty = add_frobenius_penalty(columns, grad_columns, frobenius_factor)

@@ -251,10 +251,11 @@ def test_the_gradient_over_threads_is_the_serial_gradient_to_the_bit(n, models, 
     def gradients(chunks):
         out = (np.full((models, R, length), np.nan, dtype), np.full((models, R_extra, length), np.nan, dtype),
                np.full((models, n), np.nan, dtype))
+        grad_kernel = kernels.gathered_grad_kernel(dtype)
         if chunks:
-            kernels.gathered_grad_parallel(*out, g, vectors, rows, weights, dense, chunks)
+            kernels.gathered_grad_parallel(*out, g, vectors, rows, weights, dense, grad_kernel, chunks)
         else:
-            kernels.gathered_grad_serial(*out, g, vectors, rows, weights, dense)
+            kernels.gathered_grad_serial(*out, g, vectors, rows, weights, dense, grad_kernel)
         return out
 
     serial = gradients(0)
@@ -327,7 +328,7 @@ def test_packed_lanes_loaded_together_solve_as_the_dense_kernel_to_the_bit(n, B,
     values, vectors = np.zeros((B, 1, len(ks)), dtype), np.zeros((B, 1, len(ks), n), dtype)
     kernels.gathered_serial(table, np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype),
                             np.arange(B)[:, None], np.ones((B, 1), dtype), ks, True, True, values, vectors,
-                            kernels.lane_solver(dtype))
+                            kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype))
     dense_values, dense_vectors = np.zeros((B, len(ks)), dtype), np.zeros((B, len(ks), n), dtype)
     kernels.run_serial(A, True, ks, True, dense_values, dense_vectors, kernels.lane_solver(dtype))
     np.testing.assert_array_equal(values[:, 0], dense_values)
@@ -335,11 +336,13 @@ def test_packed_lanes_loaded_together_solve_as_the_dense_kernel_to_the_bit(n, B,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_kernels_call_the_lanes_solve_by_its_address_and_link_none_of_its_code(dtype):
-    """The lanes' solve (pairs and tridiagonal_pairs, ~0.7 MB of LLVM IR a dtype) is a cfunc the kernels call
-    by its address: a kernel links none of its code, which Numba would otherwise optimise and compile again
-    in every caller's library (seven levels of a fit's call tree: a first fit's compile ~8 s longer), and
-    the kernels solve as before (numpy's eigenpairs, dense, packed and tridiagonal)."""
+def test_the_kernels_call_the_c_functions_by_their_address_and_link_none_of_their_code(dtype):
+    """The lanes' solve (pairs and tridiagonal_pairs, ~0.7 MB of LLVM IR a dtype), gathered_range and the
+    gathered gradient's parts are cfuncs the kernels call by their address: a kernel links none of their
+    code, which Numba would otherwise optimise and compile again in every caller's library (up to seven
+    levels of a fit's call tree: a first fit's compile ~8 s longer for the lanes' solve, ~6 s for the
+    other two), and the kernels solve as before (numpy's eigenpairs, dense, packed and tridiagonal) and give
+    the gradient sum_j g_j q_j q_j^T on the table rows and the diagonal."""
     numba = pytest.importorskip("numba")
     from skspectral.eig import _numba_kernels as kernels
 
@@ -348,34 +351,61 @@ def test_the_kernels_call_the_lanes_solve_by_its_address_and_link_none_of_its_co
     A = rng.normal(size=(B, n, n)).astype(dtype)
     A = (A + A.transpose(0, 2, 1)) / dtype(2)
     ks = np.array([1, 3], np.int64)
-    solver = kernels.lane_solver(dtype)
     other = np.float64 if dtype == np.float32 else np.float32
-    assert kernels.lane_solver(dtype) == solver != kernels.lane_solver(other)  # one cfunc a dtype, compiled once
+    addresses = (kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype), kernels.gathered_grad_kernel(dtype))
+    others = (kernels.lane_solver(other), kernels.gathered_range_kernel(other), kernels.gathered_grad_kernel(other))
+    # one cfunc a dtype, compiled once
+    assert addresses == (kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype),
+                         kernels.gathered_grad_kernel(dtype))
+    assert len(set(addresses + others)) == 6
+    solver = addresses[0]
 
     @numba.njit  # not cached: its IR holds what it links of each kernel
-    def dense_and_gathered(A, table, extra, diagonal, rows, weights, ks, values, vectors, gathered_values,
-                           gathered_vectors, solver):
+    def dense(A, ks, values, vectors, solver):
         kernels.run_serial(A, True, ks, True, values, vectors, solver)
-        kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, gathered_values,
-                                gathered_vectors, solver)
+
+    @numba.njit
+    def gathered(table, extra, diagonal, rows, weights, ks, values, vectors, g, grads, addresses):
+        solver, range_kernel, grad_kernel = addresses
+        kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, values, vectors, solver,
+                                range_kernel)
+        kernels.gathered_parallel(table, extra, diagonal, rows, weights, ks, True, True, values, vectors, solver,
+                                  range_kernel, 2)
+        kernels.gathered_grad_serial(grads[0], grads[1], grads[2], g, vectors, rows, weights, True, grad_kernel)
+        kernels.gathered_grad_parallel(grads[0], grads[1], grads[2], g, vectors, rows, weights, True, grad_kernel, 2)
 
     lower = np.tril_indices(n)
     table = np.ascontiguousarray(A[:, lower[0], lower[1]][None])
+    extra, diagonal = np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype)
+    rows, weights = np.arange(B)[:, None], np.ones((B, 1), dtype)
     values, vectors = np.zeros((B, 2), dtype), np.zeros((B, 2, n), dtype)
     gathered_values, gathered_vectors = np.zeros((B, 1, 2), dtype), np.zeros((B, 1, 2, n), dtype)
-    dense_and_gathered(A, table, np.zeros((1, 0, table.shape[2]), dtype), np.zeros((1, n), dtype),
-                       np.arange(B)[:, None], np.ones((B, 1), dtype), ks, values, vectors, gathered_values,
-                       gathered_vectors, solver)
-    code = dense_and_gathered.inspect_llvm(dense_and_gathered.signatures[0])
-    assert "gather_into" in code and "load_lane" in code  # the kernels' own code is linked here
-    for lanes_function in ("householder", "tridiagonal_pairs", "kth_value", "inverse_iteration"):
-        assert lanes_function not in code
+    g = rng.normal(size=(B, 1, 2)).astype(dtype)
+    grads = (np.full(table.shape, np.nan, dtype), np.full(extra.shape, np.nan, dtype), np.full((1, n), np.nan, dtype))
+    dense(A, ks, values, vectors, solver)
+    gathered(table, extra, diagonal, rows, weights, ks, gathered_values, gathered_vectors, g, grads, addresses)
+    dense_code = dense.inspect_llvm(dense.signatures[0])
+    gathered_code = gathered.inspect_llvm(gathered.signatures[0])
+    assert "dense_range" in dense_code and "load_lane" in dense_code  # a kernel's own code is linked here
+    for function in ("householder", "tridiagonal_pairs", "kth_value", "inverse_iteration", "gathered_range",
+                     "gather_into", "load_packed_lanes", "store_lane", "row_gradients", "gathered_grad_model",
+                     "scatter_into"):
+        assert function not in gathered_code
+        if function in ("householder", "tridiagonal_pairs", "kth_value", "inverse_iteration"):
+            assert function not in dense_code
     expected_values, expected_vectors = np.linalg.eigh(A.astype(np.float64))
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     for got_values, got_vectors in ((values, vectors), (gathered_values[:, 0], gathered_vectors[:, 0])):
         np.testing.assert_allclose(got_values, expected_values[:, ks], atol=tolerance * 10)
         overlap = np.abs(np.einsum("bkn,bnk->bk", got_vectors.astype(np.float64), expected_vectors[:, :, ks]))
         np.testing.assert_allclose(overlap, 1.0, atol=tolerance * 10)
+    # the gradient of sum_bj g_bj lambda_kj (each matrix a table row taken once): the packed triangle of
+    # sum_j g_j q_j q_j^T with the off-diagonal entries doubled, and the diagonal's sum_bj g_bj q_j^2
+    q = gathered_vectors[:, 0].astype(np.float64)
+    full = np.einsum("bk,bki,bkj->bij", g[:, 0].astype(np.float64), q, q)
+    expected_table = (full * (2.0 - np.eye(n)))[:, lower[0], lower[1]]
+    np.testing.assert_allclose(grads[0][0], expected_table, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(grads[2][0], np.einsum("bii->i", full), rtol=tolerance, atol=tolerance)
     d, e = np.ascontiguousarray(A[:, range(n), range(n)]), np.ascontiguousarray(A[:, range(1, n), range(n - 1)])
     tridiagonal_values, tridiagonal_vectors = np.zeros((B, 2), dtype), np.zeros((B, 2, n), dtype)
     kernels.tridiagonal_serial(d, e, ks, True, tridiagonal_values, tridiagonal_vectors, solver)

@@ -210,8 +210,14 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
         "            literal = any(isinstance(t, types.Literal) for s in f.signatures for t in s)\n"
         "            print(name, sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()),\n"
         "                  len(f.signatures), int(literal))\n"
-        "solver = _numba_lanes._lane_solver_cfunc(np.dtype('float32'))  # the lanes' solve: a cfunc\n"
-        "print('lane_solver', solver.cache_hits, 1 - solver.cache_hits, 1, 0)\n"
+        "k = _numba_kernels\n"
+        "c_functions = {'lane_solver': _numba_lanes._lane_solver_cfunc(np.dtype('float32')),  # cfuncs\n"
+        "               'gathered_range_kernel': k._c_function(k._gathered_range_c, k._gathered_range_types,\n"
+        "                                                      np.dtype('float32')),\n"
+        "               'gathered_grad_kernel': k._c_function(k._gathered_grad_c, k._gathered_grad_types,\n"
+        "                                                     np.dtype('float32'))}\n"
+        "for name, f in c_functions.items():\n"
+        "    print(name, f.cache_hits, 1 - f.cache_hits, 1, 0)\n"
     )
     # an empty cache of its own: the first process compiles every kernel (its callees too, which a process
     # that loads its callers from the cache never sees), the second loads them
@@ -226,8 +232,11 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
     assert "terms" in second and {"symmetric_forward_serial", "symmetric_forward_parallel"} & set(second)
     assert {"gathered_serial", "gathered_parallel"} & set(second)
     assert {name: misses for name, (hits, misses, _, _) in second.items() if misses} == {}
-    assert {"training_steps", "gathered_range", "tridiagonal_pairs", "load_lane", "lane_solver"} <= set(first)
-    assert first["lane_solver"][1] == 1  # compiled in the first process, loaded in the second (no miss above)
+    c_functions = {"lane_solver", "gathered_range_kernel", "gathered_grad_kernel"}
+    assert {"training_steps", "gathered_range", "row_gradients", "tridiagonal_pairs", "load_lane"} <= set(first)
+    assert c_functions <= set(first)
+    # compiled in the first process, loaded in the second (no miss above)
+    assert {name: first[name][1] for name in c_functions} == dict.fromkeys(c_functions, 1)
     assert "training_pass" not in first  # inlined into training_steps, not compiled on its own
     assert "pairs" not in first  # inlined into the lanes' solve, not compiled on its own
     assert {name: count for name, (_, _, count, literal) in first.items() if count != 1 or literal} == {}

@@ -111,11 +111,15 @@ def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources()
     from skspectral._columns.summary import _moments_kernel
     from skspectral._preprocessing import _row_hash_kernel
 
+    from skspectral.eig import _numba_kernels
     from skspectral.eig._numba_lanes import _lane_solver_cfunc
 
     found = [_row_hash_kernel()]
     found += [value for value in inspect.getclosurevars(_moments_kernel()).nonlocals.values()]
     solvers = [_lane_solver_cfunc(np.dtype(dtype)) for dtype in ("float32", "float64")]  # cfuncs, by dtype
+    solvers += [_numba_kernels._c_function(py_func, types_for, np.dtype("float64"))
+                for py_func, types_for in ((_numba_kernels._gathered_range_c, _numba_kernels._gathered_range_types),
+                                           (_numba_kernels._gathered_grad_c, _numba_kernels._gathered_grad_types))]
     for name in ("_encoding_kernels", "_step_kernels", "_training._steps_kernel", "_training._adam_kernel",
                  "eig._numba_kernels", "eig._numba_lanes"):
         module = importlib.import_module(f"skspectral.{name}")

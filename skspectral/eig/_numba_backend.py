@@ -171,9 +171,10 @@ def _launch_gathered(tables: tuple, rows, weights, ks: np.ndarray, dense: bool, 
                      vectors) -> None:
     """The gathered eigenpairs' kernel: tables (table, extra, diagonal) as arrays, the rest tensors."""
     kernels = _kernels()
+    dtype = tables[0].dtype
     run_kernel(kernels.gathered_serial, kernels.gathered_parallel,
                (*tables, rows.numpy(), weights.numpy(), ks, dense, want_vector, values.numpy(), vectors.numpy(),
-                kernels.lane_solver(tables[0].dtype)),
+                kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype)),
                *_gathered_size(rows.shape[0], tables[2].shape, dense))
 
 
@@ -195,7 +196,8 @@ def _launch_gathered_grad(grads: tuple, g, vectors, rows, weights, dense: bool) 
     tensors with the index axis; each entry's sum in a fixed order, whatever the threads."""
     kernels = _kernels()
     run_kernel(kernels.gathered_grad_serial, kernels.gathered_grad_parallel,
-               (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense),
+               (*grads, g.numpy(), vectors.numpy(), rows.numpy(), weights.numpy(), dense,
+                kernels.gathered_grad_kernel(grads[0].dtype)),
                *_gathered_grad_size(*rows.shape, grads[0].shape))
 
 
@@ -204,13 +206,16 @@ class GatheredSteps:
     step's tensors that keep their storage from step to step -- the tables, the diagonal and the
     three gradients: their arrays found once, so a step converts only its batch's. A compiled caller
     that runs the kernels itself (``skspectral._step_kernels.training_pass``) takes ``tables``,
-    ``grads``, ``ks``, ``solver`` (the lanes' solve, ``_numba_lanes.lane_solver``) and the thread split of
-    ``chunks``."""
+    ``grads``, ``ks``, ``c_functions`` (the addresses of the C functions the kernels call: the lanes'
+    solve, ``_numba_lanes.lane_solver``, gathered_range's and the gradient's, ``_numba_kernels``) and the
+    thread split of ``chunks``."""
 
     def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
         self.ks = _indices(k)
         self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
-        self.solver = _kernels().lane_solver(self.tables[0].dtype)
+        kernels, dtype = _kernels(), self.tables[0].dtype
+        self.c_functions = (kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype),
+                            kernels.gathered_grad_kernel(dtype))
         self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
 
     def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor,

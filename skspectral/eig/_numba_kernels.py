@@ -4,8 +4,9 @@ Matrices are solved several at a time on SIMD lanes (``_numba_lanes``: Household
 tridiagonalisation for dense ones, multisection on Sturm counts and Newton for lambda_k,
 inverse iteration and the back-transform for q_k; a C function compiled once per dtype, which
 the kernels here call by the address their callers pass as ``solver``: _numba_lanes.lane_solver);
-here the batch is split over threads and the gathered matrices are assembled. Compiled per dtype at
-first use and cached on disk.
+here the batch is split over threads and the gathered matrices are assembled (gathered_range and the
+gradient's parts: C functions too, ``range_kernel`` and ``grad_kernel``; see _numba_cfuncs). Compiled per
+dtype at first use and cached on disk.
 
 Indices come as an int64 array ``ks`` (one or several): the reduction to tridiagonal form,
 the O(n^3) part, is done once per matrix for all of them; each index then costs its own
@@ -17,11 +18,13 @@ import functools
 
 import numba
 import numpy as np
+from numba import types
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
                             load_packed_lanes, load_tridiagonal_lane, solve_lanes, store_lane, tridiagonal_range)
 from ._numba_lanes import lane_solver  # noqa: F401 (the kernels' ``solver``: the backend takes it from here)
 from .._kernel_cache import keep_kernel_cache_fresh
+from ._numba_cfuncs import c_caller, compile_c_function
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at, where
 
 keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
@@ -223,19 +226,54 @@ def gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector
                        vectors[start + b, m])
 
 
+# gathered_range is called at four levels of a fit's call tree (below, and the training steps above them):
+# as a C function it is compiled once per dtype, and these call it by the address their callers pass as
+# ``range_kernel`` (gathered_range_kernel; see _numba_cfuncs).
+def _gathered_range_c(table, t0, t1, t2, extra, x0, x1, x2, diagonal, d0, d1, rows, r0, r1, weights, w0, w1, ks, k0,
+                      dense, want_vector, values, v0, v1, v2, vectors, q0, q1, q2, q3, start, stop, solver):
+    gathered_range(numba.carray(table, (t0, t1, t2)), numba.carray(extra, (x0, x1, x2)),
+                   numba.carray(diagonal, (d0, d1)), numba.carray(rows, (r0, r1)), numba.carray(weights, (w0, w1)),
+                   numba.carray(ks, (k0,)), dense, want_vector, numba.carray(values, (v0, v1, v2)),
+                   numba.carray(vectors, (q0, q1, q2, q3)), start, stop, solver)
+
+
+def _gathered_range_types(dtype) -> tuple:
+    """gathered_range's argument types as its C function takes them, for tables of ``dtype``."""
+    return (dtype[:, :, ::1], dtype[:, :, ::1], dtype[:, ::1], types.int64[:, ::1], dtype[:, ::1], types.int64[::1],
+            types.boolean, types.boolean, dtype[:, :, ::1], dtype[:, :, :, ::1], types.intp, types.intp, types.intp)
+
+
+call_gathered_range = c_caller(_gathered_range_types)
+
+
+@functools.cache
+def gathered_range_kernel(dtype) -> int:
+    """The address of gathered_range's C function for tables of float ``dtype``: the gathered kernels'
+    ``range_kernel``."""
+    return _c_function(_gathered_range_c, _gathered_range_types, np.dtype(dtype)).address
+
+
+@functools.cache
+def _c_function(py_func, argument_types_for, dtype: np.dtype):
+    """py_func compiled (or loaded from Numba's cache) once per dtype and kept: its code lives as long as
+    the process."""
+    return compile_c_function(py_func, argument_types_for(numba.from_dtype(dtype)))
+
+
 @njit
-def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, solver):
-    gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, int(0),
-                   rows.shape[0], solver)
+def gathered_serial(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, solver,
+                    range_kernel):
+    call_gathered_range(range_kernel, table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors,
+                        int(0), rows.shape[0], solver)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def gathered_parallel(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors, solver,
-                      chunks):
+                      range_kernel, chunks):
     B = rows.shape[0]
     for c in numba.prange(chunks):
-        gathered_range(table, extra, diagonal, rows, weights, ks, dense, want_vector, values, vectors,
-                       c * B // chunks, (c + 1) * B // chunks, solver)
+        call_gathered_range(range_kernel, table, extra, diagonal, rows, weights, ks, dense, want_vector, values,
+                            vectors, c * B // chunks, (c + 1) * B // chunks, solver)
 
 
 @njit
@@ -389,25 +427,58 @@ def grad_parts(n_models, chunks):
     return chunks // a
 
 
+# row_gradients and gathered_grad_model as one C function, compiled once per dtype (as gathered_range above):
+# part 0 the former (rows [lo, hi)), part 1 the latter (model m's table rows [lo, hi)).
+def _gathered_grad_c(part, grad, g0, g1, g2, grad_extra, x0, x1, x2, grad_diagonal, d0, d1, g_values, v0, v1, v2,
+                     vectors, q0, q1, q2, q3, rows, r0, r1, weights, w0, w1, dMs, s0, s1, s2, dense, m, lo, hi):
+    grad_, dMs_ = numba.carray(grad, (g0, g1, g2)), numba.carray(dMs, (s0, s1, s2))
+    g_values_, vectors_ = numba.carray(g_values, (v0, v1, v2)), numba.carray(vectors, (q0, q1, q2, q3))
+    if part == 0:
+        row_gradients(g_values_, vectors_, dense, g2, dMs_, lo, hi)
+    else:
+        gathered_grad_model(grad_, numba.carray(grad_extra, (x0, x1, x2)), numba.carray(grad_diagonal, (d0, d1)),
+                            g_values_, vectors_, numba.carray(rows, (r0, r1)), numba.carray(weights, (w0, w1)), dMs_,
+                            m, lo, hi)
+
+
+def _gathered_grad_types(dtype) -> tuple:
+    """The gradient's C function's argument types, for tables of ``dtype``."""
+    return (types.intp, dtype[:, :, ::1], dtype[:, :, ::1], dtype[:, ::1], dtype[:, :, ::1], dtype[:, :, :, ::1],
+            types.int64[:, ::1], dtype[:, ::1], dtype[:, :, ::1], types.boolean, types.intp, types.intp, types.intp)
+
+
+call_gathered_grad = c_caller(_gathered_grad_types)
+
+
+@functools.cache
+def gathered_grad_kernel(dtype) -> int:
+    """The address of the gradient's C function for tables of float ``dtype``: the gradient kernels'
+    ``grad_kernel``."""
+    return _c_function(_gathered_grad_c, _gathered_grad_types, np.dtype(dtype)).address
+
+
 @njit
-def gathered_grad_serial(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense):
+def gathered_grad_serial(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, grad_kernel):
     """The gradients of the gathered tables and the diagonal (gathered_grad_model), on this thread."""
     B, n_models = rows.shape[0], grad.shape[0]
     dMs = np.empty((B, n_models, grad.shape[2] + lane_count(grad)), grad.dtype)  # (see row_gradients)
-    row_gradients(g_values, vectors, dense, grad.shape[2], dMs, int(0), B)
+    call_gathered_grad(grad_kernel, int(0), grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs,
+                       dense, int(0), int(0), B)
     for m in range(n_models):
-        gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs, m, int(0),
-                            grad.shape[1] + grad_extra.shape[1])
+        call_gathered_grad(grad_kernel, int(1), grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs,
+                           dense, m, int(0), grad.shape[1] + grad_extra.shape[1])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def gathered_grad_parallel(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, chunks):
+def gathered_grad_parallel(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dense, grad_kernel,
+                           chunks):
     """gathered_grad_serial's results over ``chunks`` threads: the rows' gradients split by rows, then the
     sums split by model and, where the models are fewer than the threads, by table rows (grad_parts)."""
     B, n_models, n_rows = rows.shape[0], grad.shape[0], grad.shape[1] + grad_extra.shape[1]
     dMs = np.empty((B, n_models, grad.shape[2] + lane_count(grad)), grad.dtype)  # (see row_gradients)
     for c in numba.prange(chunks):
-        row_gradients(g_values, vectors, dense, grad.shape[2], dMs, c * B // chunks, (c + 1) * B // chunks)
+        call_gathered_grad(grad_kernel, int(0), grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights,
+                           dMs, dense, int(0), c * B // chunks, (c + 1) * B // chunks)
     parts = grad_parts(n_models, chunks)
     bounds = np.empty(parts + 1, np.int64)
     grad_row_bounds(rows, weights, n_rows, parts, bounds)
@@ -415,5 +486,5 @@ def gathered_grad_parallel(grad, grad_extra, grad_diagonal, g_values, vectors, r
     for c in numba.prange(chunks):
         for task in range(c * tasks // chunks, (c + 1) * tasks // chunks):
             m, p = task // parts, task % parts
-            gathered_grad_model(grad, grad_extra, grad_diagonal, g_values, vectors, rows, weights, dMs, m,
-                                bounds[p], bounds[p + 1])
+            call_gathered_grad(grad_kernel, int(1), grad, grad_extra, grad_diagonal, g_values, vectors, rows,
+                               weights, dMs, dense, m, bounds[p], bounds[p + 1])
