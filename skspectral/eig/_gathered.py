@@ -93,7 +93,10 @@ def kth_eigvalsh_gathered(table: torch.Tensor, extra: torch.Tensor, diagonal: to
     in [-1, R + R'), weights (B, T) of table's dtype, k in [0, n) -- or a tuple of ascending
     indices: (B, models, K), each matrix assembled once (and reduced once where the backend has
     ``several_k``). A backend without ``gathered_k`` gets the torch reference: the gathered
-    matrices, then its own dense or tridiagonal solver."""
+    matrices, then its own dense or tridiagonal solver. Weights of another float dtype (a float64 X through
+    a float32 module) and rows of another integer dtype are converted (the compiled kernels take one
+    signature a dtype)."""
+    rows, weights = rows.to(torch.int64), weights.to(table.dtype)
     if backend.gathered_k is None or table.device.type not in backend.device_types:
         if dense:
             return kth_eigvalsh_unchecked(gathered_matrices(table, extra, diagonal, rows, weights, True), k, backend)
