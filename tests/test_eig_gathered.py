@@ -412,3 +412,26 @@ def test_the_kernels_call_the_c_functions_by_their_address_and_link_none_of_thei
     T = np.zeros((B, n, n))
     T[:, range(n), range(n)], T[:, range(1, n), range(n - 1)], T[:, range(n - 1), range(1, n)] = d, e, e
     np.testing.assert_allclose(tridiagonal_values, np.linalg.eigvalsh(T)[:, ks], atol=tolerance * 10)
+
+
+def test_a_c_function_called_with_other_types_than_it_was_compiled_for_is_a_typing_error():
+    """The gathered kernels call gathered_range's C function with their arrays' pointers and shapes: weights of
+    another dtype than the tables', or a strided array, would be read with the wrong layout. The call is a
+    typing error that names what the function takes, never a call."""
+    numba = pytest.importorskip("numba")
+    from skspectral.eig import _numba_kernels as kernels
+
+    n, B = 3, 2
+    table, extra, diagonal = np.zeros((1, 4, n * n), np.float32), np.zeros((1, 0, n * n), np.float32), \
+        np.zeros((1, n), np.float32)
+    rows, ks = np.zeros((B, 1), np.int64), np.array([0], np.int64)
+    values, vectors = np.zeros((B, 1, 1), np.float32), np.zeros((B, 1, 1, n), np.float32)
+    addresses = (kernels.lane_solver(np.float32), kernels.gathered_range_kernel(np.float32))
+    wrong = ((np.ones((B, 1)), "float64"), (np.ones((B, 2), np.float32)[:, ::2], "array(float32, 2d, A)"))
+    for weights, named in wrong:
+        with pytest.raises(numba.core.errors.TypingError, match="compiled for the arguments") as raised:
+            kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, values, vectors, *addresses)
+        assert named in str(raised.value)
+    weights = np.ones((B, 1), np.float32)
+    kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, values, vectors, *addresses)
+    np.testing.assert_array_equal(values, 0.0)  # zero matrices: lambda = 0

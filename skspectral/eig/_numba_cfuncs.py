@@ -19,6 +19,7 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 
@@ -52,7 +53,7 @@ def c_caller(argument_types_for):
     """An intrinsic ``call(address, *arguments)`` that calls the C function at ``address`` (an intp) on
     ``arguments`` (their :func:`c_arguments`). ``argument_types_for(dtype)``: the argument types the
     function was compiled for, given the dtype of the first array among them; other types, or an
-    array that is not C-contiguous, are a typing error, never a call with the wrong layout."""
+    array that is not C-contiguous, are a typing error that names both, never a call with the wrong layout."""
 
     @intrinsic
     def call(typingctx, address, *arguments):
@@ -63,7 +64,8 @@ def c_caller(argument_types_for):
             return None
         expected = tuple(argument_types_for(arrays[0].dtype))
         if len(expected) != len(arguments) or not all(map(_same, arguments, expected)):
-            return None
+            raise TypingError(f"a C function compiled for the arguments {expected} (arrays C-contiguous) was "
+                              f"called with {arguments}: pass arrays of those dtypes, made contiguous")
         flat = c_arguments(expected)
 
         def codegen(context, builder, signature, args):
