@@ -17,6 +17,7 @@ as numpy state. The hooks a subclass supplies are together at the top of the cla
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import warnings
@@ -823,9 +824,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             for record in records:
                 fit_history.append(record)
                 first_record = first_record or record
-                stop = tasks.end(lambda: self._fitted_attributes(model, trainer.state, fit_history)) if tasks else False
+                # the fitted attributes as of this epoch, built once for a callback's fitted copy and fit_iter's
+                # consumer (each built them before), and only where one of them asks
+                as_of_epoch = functools.cache(functools.partial(self._fitted_attributes, model, trainer.state,
+                                                                fit_history))
+                stop = tasks.end(as_of_epoch) if tasks else False
                 if plan.live:  # fit_iter's consumer reads the estimator as of this epoch
-                    self._store_fitted(model, trainer, fit_history, validation, live=True)
+                    self._store_fitted(model, trainer, fit_history, validation, live=True, attributes=as_of_epoch())
                 yield record
                 if stop:
                     break
@@ -843,11 +848,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                         loss, floor, self._output_scale())
         return finished
 
-    def _store_fitted(self, model, trainer: Trainer, fit_history: list, validation, *, live: bool = False) -> None:
-        """The fitted attributes of ``model`` as it stands. ``live``: mid-fit (fit_iter's consumer), where
-        training goes on in ``model``: predict builds its own module from the copied state."""
-        attributes = self._fitted_attributes(model, trainer.state, fit_history)
-        attributes.update(self._held_out_attributes(trainer.model, validation))
+    def _store_fitted(self, model, trainer: Trainer, fit_history: list, validation, *, live: bool = False,
+                      attributes: dict | None = None) -> None:
+        """The fitted attributes of ``model`` as it stands (``attributes``: :meth:`_fitted_attributes`' already
+        built; not changed here). ``live``: mid-fit (fit_iter's consumer), where training goes on in ``model``:
+        predict builds its own module from the copied state."""
+        if attributes is None:
+            attributes = self._fitted_attributes(model, trainer.state, fit_history)
+        attributes = {**attributes, **self._held_out_attributes(trainer.model, validation)}
         for name, value in attributes.items():
             setattr(self, name, value)
         self._module = None if live else model

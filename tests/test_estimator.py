@@ -195,6 +195,26 @@ def test_fit_iter_tears_callbacks_down_when_the_loop_ends():
     assert recorder.events[-1] == "teardown"
 
 
+
+def test_fit_iter_with_a_callbacks_fitted_copy_builds_an_epochs_fitted_attributes_once(monkeypatch):
+    """An epoch's fitted attributes (the matrices copied to numpy, the state's lists) serve both the callback's
+    fitted copy and fit_iter's consumer: built once an epoch (twice before), and both read the same epoch."""
+    X, y = make_data(4)
+    recorder = Recorder()
+    est = SpectralRegressor(dim=4, max_iter=3, **CPU).set_callbacks(recorder)
+    built = []
+    original = SpectralRegressor._fitted_attributes
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpectralRegressor, "_fitted_attributes", counting)
+    for epoch, _ in enumerate(est.fit_iter(X, y), start=1):
+        assert len(built) == epoch and est.n_iter_ == epoch
+        np.testing.assert_array_equal(recorder.predictions[-1], est.predict(X[:5]))
+    assert len(built) == 4  # three epochs, and the fitted state when the loop ends
+
 def test_scoring_monitor_scores_every_epoch():
     X, y = make_data(5)
     monitor = callback.ScoringMonitor(scoring="neg_mean_squared_error")
