@@ -257,13 +257,14 @@ class CompiledDensePass:
         return torch.tensor(data_loss, dtype=self.mu.dtype), penalty
 
     def step_state(self, B: int, K: int, loss_code: int, packed: bool = False,
-                   loss_parameters: np.ndarray = _NO_PARAMETERS) -> tuple:
+                   loss_parameters: np.ndarray = _NO_PARAMETERS, c_functions: tuple | None = None) -> tuple:
         """``training_pass``'s ``state`` for batches of B rows of K terms with the loss ``loss_code``:
         the arrays that stay from step to step and the kernels' thread split for the current thread
         count (Numba's threads set to follow it). The parameters' ``.grad`` are the pass's buffers
         from here on: a caller that steps in compiled code (skspectral._training) updates them there.
         ``packed``: the steps read and update the packed parameters (:meth:`pack`); ``loss_parameters``:
-        the loss's constants (:meth:`loss_parameters`)."""
+        the loss's constants (:meth:`loss_parameters`); ``c_functions``: other addresses of the C functions than
+        the gathered kernels' (placeholders for a call that runs no step)."""
         self._check_storage()
         buffers = self._step_buffers.get((B, loss_code))
         if buffers is None:
@@ -280,7 +281,7 @@ class CompiledDensePass:
         self._set_grads()
         arrays = self.arrays
         return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
-                arrays["mu"], self.gathered.ks, self.gathered.c_functions, values, vectors, chunks[1], grad_values,
+                arrays["mu"], self.gathered.ks, c_functions or self.gathered.c_functions, values, vectors, chunks[1], grad_values,
                 self.gathered.grads, chunks[2], self.tables.backward_args, chunks[3], arrays["grad_start"],
                 arrays["grad_increments"], bool(packed), arrays["grad_packed"], loss_parameters)
 

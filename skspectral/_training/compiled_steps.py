@@ -159,6 +159,8 @@ class CompiledSteps:
     def _steps(self, count: int, size: int, targets, sample_weights, terms) -> torch.Tensor:
         """``count`` steps of ``size`` rows (their packed terms) in one call; (count, 2): each step's
         objective and data loss."""
+        if self.compiled_pass.gathered.compiling_ahead():
+            self._compile_meanwhile(size, targets, sample_weights, terms)
         # (step_state sets the parameters' .grad, which compiled_steps reads)
         state = self.compiled_pass.step_state(size, terms.shape[2], self.loss_code, packed=True,
                                               loss_parameters=self.loss_parameters)
@@ -173,6 +175,18 @@ class CompiledSteps:
         if self.penalty_terms is None:
             return torch.stack([data_loss, data_loss], dim=1)
         return torch.stack([data_loss + torch.from_numpy(step_losses[:, 1]).to(self.dtype), data_loss], dim=1)
+
+    def _compile_meanwhile(self, size: int, targets, sample_weights, terms) -> None:
+        """The steps' kernel compiled (or loaded) by a call that runs no step, while a helper process compiles
+        the C functions it calls (eig._numba_kernels.compile_c_functions_ahead): their addresses are
+        placeholders here, never called, and the arguments' types are the next call's."""
+        state = self.compiled_pass.step_state(size, terms.shape[2], self.loss_code, packed=True,
+                                              loss_parameters=self.loss_parameters, c_functions=(0, 0, 0))
+        adam_arrays, _ = self.optimizer.compiled_steps(0, self._substitutes)
+        no_scalars = np.zeros((0, 7), adam_arrays[0][0].dtype)  # (steps, 7), as compiled_steps gives them
+        _kernel()(0, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
+                  self._batch(size, terms), self._frobenius_factor, state, adam_arrays, no_scalars, np.empty((0, 2)),
+                  self._shared)
 
     def _batch(self, size: int, terms) -> tuple:
         """A step's table rows and their weights (in the model's dtype, as the kernels read them) as the

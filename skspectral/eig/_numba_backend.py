@@ -213,10 +213,19 @@ class GatheredSteps:
     def __init__(self, table, extra, diagonal, k, grad_table, grad_extra, grad_diagonal):
         self.ks = _indices(k)
         self.tables = (table.numpy(), extra.numpy(), diagonal.numpy())
-        kernels, dtype = _kernels(), self.tables[0].dtype
-        self.c_functions = (kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype),
-                            kernels.gathered_grad_kernel(dtype))
         self.grads = (grad_table.numpy(), grad_extra.numpy(), grad_diagonal.numpy())
+        # on an empty Numba cache a helper process compiles the C functions meanwhile (see _numba_kernels)
+        _kernels().compile_c_functions_ahead(self.tables[0].dtype)
+
+    @functools.cached_property
+    def c_functions(self) -> tuple:
+        """The C functions' addresses (waiting for a helper compiling them, if any)."""
+        kernels, dtype = _kernels(), self.tables[0].dtype
+        return kernels.lane_solver(dtype), kernels.gathered_range_kernel(dtype), kernels.gathered_grad_kernel(dtype)
+
+    def compiling_ahead(self) -> bool:
+        """Whether a helper process is compiling the C functions (c_functions would wait for it)."""
+        return "c_functions" not in self.__dict__ and _kernels().compiling_ahead(self.tables[0].dtype)
 
     def values(self, rows: torch.Tensor, weights: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor,
                want_vector: bool = True) -> None:

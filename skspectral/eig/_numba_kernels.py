@@ -15,6 +15,11 @@ axis: values (..., K), vectors (..., K, n) (or (..., K, 1) without vectors).
 """
 
 import functools
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -22,7 +27,7 @@ from numba import types
 
 from ._numba_lanes import (dense_range, identity_lane, identity_tridiagonal_lane, lane_block, lane_work, load_lane,
                             load_packed_lanes, load_tridiagonal_lane, solve_lanes, store_lane, tridiagonal_range)
-from ._numba_lanes import lane_solver  # noqa: F401 (the kernels' ``solver``: the backend takes it from here)
+from . import _numba_lanes
 from .._kernel_cache import keep_kernel_cache_fresh
 from ._numba_cfuncs import c_caller, compile_c_function
 from ._simd import lane_count, load_at, minimum, splat, sqrt, store_at, where
@@ -250,6 +255,7 @@ call_gathered_range = c_caller(_gathered_range_types)
 def gathered_range_kernel(dtype) -> int:
     """The address of gathered_range's C function for tables of float ``dtype``: the gathered kernels'
     ``range_kernel``."""
+    _await_ahead(np.dtype(dtype))
     return _c_function(_gathered_range_c, _gathered_range_types, np.dtype(dtype)).address
 
 
@@ -454,7 +460,86 @@ call_gathered_grad = c_caller(_gathered_grad_types)
 def gathered_grad_kernel(dtype) -> int:
     """The address of the gradient's C function for tables of float ``dtype``: the gradient kernels'
     ``grad_kernel``."""
+    _await_ahead(np.dtype(dtype))
     return _c_function(_gathered_grad_c, _gathered_grad_types, np.dtype(dtype)).address
+
+
+@functools.cache
+def lane_solver(dtype) -> int:
+    """The address of the lanes' solve for float ``dtype`` (_numba_lanes.lane_solver): the kernels' ``solver``."""
+    _await_ahead(np.dtype(dtype))
+    return _numba_lanes.lane_solver(dtype)
+
+
+# ---- the C functions compiled ahead, in a helper process ---------------------------------------------
+# They are ~15 s of a first fit's ~33 s of compiling on an empty Numba cache, and nothing else's compile
+# needs them: the training steps take their addresses at run time. Where none is in the cache yet, a helper
+# process compiles them into it while the fit's process compiles the training steps (GatheredSteps starts
+# it; CompiledSteps compiles its kernel meanwhile). The process that needs an address waits for the helper,
+# then loads the function from the cache -- or, where the helper did not save it, compiles it itself.
+_AHEAD_CODE = ("import sys\n"
+               "from skspectral.eig import _numba_kernels as kernels\n"
+               "for address in (kernels.lane_solver, kernels.gathered_range_kernel, kernels.gathered_grad_kernel):\n"
+               "    address(sys.argv[1])\n")
+_AHEAD_WAIT_S = 600
+_ahead: dict = {}  # np.dtype -> the helper process compiling its C functions
+_ahead_lock = threading.Lock()
+
+
+def _in_cache(py_func, dtype: np.dtype) -> bool:
+    """Whether Numba's disk cache holds ``py_func``'s cfunc for ``dtype``, fresh (its index, read without
+    loading the code). Numba's cache internals: where they differ, True (nothing is compiled ahead)."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        index = FunctionCache(py_func)._cache_file._load_index()
+        name = str(numba.from_dtype(dtype))
+        return any(name in str(key[0]) for key in index)
+    except Exception:
+        return True
+
+
+def compile_c_functions_ahead(dtype) -> bool:
+    """Start a helper process that compiles the C functions for float ``dtype`` into Numba's disk cache,
+    where one of them is missing there (a first fit after an install or an update) and a second core can
+    take it. Returns whether a helper started. Any failure leaves the compile to this process."""
+    dtype = np.dtype(dtype)
+    with _ahead_lock:
+        if dtype in _ahead or all(_in_cache(py_func, dtype) for py_func in (_numba_lanes._solve_lanes, _gathered_range_c,
+                                                                             _gathered_grad_c)):
+            return False
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if cores < 2 or not sys.executable:
+            return False
+        root = str(Path(__file__).resolve().parents[2])  # where this skspectral imports from
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        try:
+            _ahead[dtype] = subprocess.Popen([sys.executable, "-c", _AHEAD_CODE, dtype.name], env=env,
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+        except OSError:
+            return False
+        return True
+
+
+def compiling_ahead(dtype) -> bool:
+    """Whether a helper is compiling the C functions for ``dtype`` (compile_c_functions_ahead)."""
+    return np.dtype(dtype) in _ahead
+
+
+def _await_ahead(dtype: np.dtype) -> None:
+    """Wait for the helper compiling ``dtype``'s C functions, if any (at most _AHEAD_WAIT_S; then stopped)."""
+    if not _ahead:
+        return
+    with _ahead_lock:
+        helper = _ahead.pop(dtype, None)
+        if helper is None:
+            return
+        try:
+            helper.wait(timeout=_AHEAD_WAIT_S)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
 
 
 @njit
