@@ -255,14 +255,14 @@ call_gathered_range = c_caller(_gathered_range_types)
 def gathered_range_kernel(dtype) -> int:
     """The address of gathered_range's C function for tables of float ``dtype``: the gathered kernels'
     ``range_kernel``."""
-    _await_ahead(np.dtype(dtype))
     return _c_function(_gathered_range_c, _gathered_range_types, np.dtype(dtype)).address
 
 
 @functools.cache
 def _c_function(py_func, argument_types_for, dtype: np.dtype):
-    """py_func compiled (or loaded from Numba's cache) once per dtype and kept: its code lives as long as
-    the process."""
+    """py_func compiled (or loaded from Numba's cache, after any helper compiling it ahead has ended) once per
+    dtype and kept: its code lives as long as the process."""
+    _await_ahead(dtype)
     return compile_c_function(py_func, argument_types_for(numba.from_dtype(dtype)))
 
 
@@ -460,7 +460,6 @@ call_gathered_grad = c_caller(_gathered_grad_types)
 def gathered_grad_kernel(dtype) -> int:
     """The address of the gradient's C function for tables of float ``dtype``: the gradient kernels'
     ``grad_kernel``."""
-    _await_ahead(np.dtype(dtype))
     return _c_function(_gathered_grad_c, _gathered_grad_types, np.dtype(dtype)).address
 
 
