@@ -281,8 +281,8 @@ class CompiledDensePass:
         self._set_grads()
         arrays = self.arrays
         return (output, grad_output, self.tables.forward_args, chunks[0], arrays["mu_start"], arrays["mu_increments"],
-                arrays["mu"], self.gathered.ks, c_functions or self.gathered.c_functions, values, vectors, chunks[1], grad_values,
-                self.gathered.grads, chunks[2], self.tables.backward_args, chunks[3], arrays["grad_start"],
+                arrays["mu"], self.gathered.ks, c_functions or self.gathered.c_functions, values, vectors, chunks[1],
+                grad_values, self.gathered.grads, chunks[2], self.tables.backward_args, chunks[3], arrays["grad_start"],
                 arrays["grad_increments"], bool(packed), arrays["grad_packed"], loss_parameters)
 
     # ---- packed parameters: the weight's lower triangles as the parameters of compiled steps -----

@@ -271,8 +271,8 @@ def test_a_helper_process_compiles_the_c_functions_ahead_and_a_failed_helper_lea
         "f32 = np.dtype('float32')\n"
         "print([k._numba_lanes._lane_solver_cfunc(f32).cache_hits,\n"
         "       k._c_function(k._gathered_range_c, k._gathered_range_types, f32).cache_hits,\n"
-        "       k._c_function(k._gathered_grad_c, k._gathered_grad_types, f32).cache_hits], started[0], any(started[1:]),\n"
-        "      k._ahead)\n"
+        "       k._c_function(k._gathered_grad_c, k._gathered_grad_types, f32).cache_hits],\n"
+        "      started[0], any(started[1:]), k._ahead)\n"
     )
 
     def run(mode, cache):

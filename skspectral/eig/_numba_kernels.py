@@ -482,6 +482,7 @@ _AHEAD_CODE = ("import sys\n"
                "    address(sys.argv[1])\n")
 _AHEAD_WAIT_S = 600
 _ahead: dict = {}  # np.dtype -> the helper process compiling its C functions
+_looked_for: set = set()  # the dtypes whose C functions this process has looked for in the cache
 _ahead_lock = threading.Lock()
 
 
@@ -501,11 +502,15 @@ def _in_cache(py_func, dtype: np.dtype) -> bool:
 def compile_c_functions_ahead(dtype) -> bool:
     """Start a helper process that compiles the C functions for float ``dtype`` into Numba's disk cache,
     where one of them is missing there (a first fit after an install or an update) and a second core can
-    take it. Returns whether a helper started. Any failure leaves the compile to this process."""
+    take it. Returns whether a helper started. Any failure leaves the compile to this process. Once a process
+    and dtype (a fit's every GatheredSteps calls it): the C functions are then in the cache, or on their way."""
     dtype = np.dtype(dtype)
     with _ahead_lock:
-        if dtype in _ahead or all(_in_cache(py_func, dtype) for py_func in (_numba_lanes._solve_lanes, _gathered_range_c,
-                                                                             _gathered_grad_c)):
+        if dtype in _looked_for:
+            return False
+        _looked_for.add(dtype)
+        if all(_in_cache(py_func, dtype) for py_func in (_numba_lanes._solve_lanes, _gathered_range_c,
+                                                         _gathered_grad_c)):
             return False
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if cores < 2 or not sys.executable:
