@@ -66,6 +66,9 @@ def test_float32_input_fits_exactly_as_its_float64_copy():
     a = SpectralRegressor(**params).fit(X, y)
     b = SpectralRegressor(**params).fit(X.astype(np.float64), y)
     np.testing.assert_array_equal(a.x_mean_, b.x_mean_)
+    for edges_a, edges_b in zip(a.column_mapper_.spec.edges, b.column_mapper_.spec.edges):
+        assert edges_a.dtype == np.float64  # (NumPy 1.x: float32 from a float32 column, unless cast)
+        np.testing.assert_array_equal(edges_a, edges_b)
     np.testing.assert_array_equal(a.predict(X), b.predict(X.astype(np.float64)))
     assert a.loss_curve_ == b.loss_curve_
 

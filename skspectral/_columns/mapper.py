@@ -133,6 +133,9 @@ class ColumnMapper:
 
         def column_quantiles(j):
             values, weight = sample_values(*summary.sample[j])
+            # in float64 whatever X's dtype: NumPy 1.x keeps a float32 sample float32 beside float64 scalars
+            # (value-based casting), so float32 X would get other edges than its float64 copy
+            values = values.astype(np.float64)
             return weighted_quantiles((values - mean[j]) / scale[j], weight, n_bins, with_median=True)
 
         numeric_columns = np.flatnonzero(varies)
