@@ -260,10 +260,13 @@ def _elementwise_applies(parameters: list) -> bool:
 def adam(parameters, lr, capturable: bool):
     """The trainer's Adam: :class:`ElementwiseAdam` for CUDA parameters where CuPy is installed,
     :class:`CompiledAdam` for CPU parameters where Numba is, else torch's fused Adam (one kernel
-    for all parameters)."""
+    for all parameters; torch's default Adam for CPU parameters before torch 2.4, which has none)."""
     parameters = list(parameters)
     if _elementwise_applies(parameters):
         return ElementwiseAdam(parameters, lr=lr)
     if not capturable and not isinstance(lr, torch.Tensor) and _compiled_applies(parameters):
         return CompiledAdam(parameters, lr=lr)
-    return torch.optim.Adam(parameters, lr=lr, capturable=capturable, fused=True)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, capturable=capturable, fused=True)
+    except RuntimeError:  # no fused Adam for CPU parameters before torch 2.4: torch's default one there
+        return torch.optim.Adam(parameters, lr=lr, capturable=capturable)
