@@ -16,6 +16,7 @@ takes the same number of steps.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,16 @@ class DistributedContext:
     rank: int
     world_size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # The latest collectives' tensors, held until the group is destroyed (while this context lives). A
+    # gloo group destroyed with Python's lock held (torch 2.1 and 2.4 do) joins its threads, and one of them
+    # may still be letting go of a finished collective's tensor: holding its last reference, it takes that
+    # lock to free it, and both wait for ever (each rank's data-parallel fit hung at its end). A tensor
+    # referenced here is never freed by a group's thread.
+    _recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2), repr=False, compare=False)
+
+    def _held(self, *tensors: torch.Tensor) -> None:
+        """Keep the tensors of this call's collectives (and of the call before it) referenced."""
+        self._recent.append(tensors)
 
     def agree(self, proposals: dict) -> dict:
         """Every rank's proposals in one collective: ``{name: (value, rule)}`` with rule "max",
@@ -41,6 +52,7 @@ class DistributedContext:
         names = list(proposals)
         mine = torch.tensor([float(proposals[name][0]) for name in names], dtype=torch.float64, device=self.device)
         gathered = [torch.empty_like(mine) for _ in range(self.world_size)]
+        self._held(mine, *gathered)
         dist.all_gather(gathered, mine)
         table = torch.stack(gathered).cpu()  # (ranks, values), in rank order
         return {name: float(_RULES[proposals[name][1]](table[:, i])) for i, name in enumerate(names)}
@@ -48,6 +60,7 @@ class DistributedContext:
     def all_agree(self, flag: bool) -> bool:
         """True where ``flag`` is true on every rank."""
         t = torch.tensor([int(bool(flag))], dtype=torch.int64, device=self.device)
+        self._held(t)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
@@ -57,6 +70,7 @@ class DistributedContext:
         difference means a step went unreduced."""
         flat = torch.cat([t.detach().reshape(-1).to(self.device, torch.float64) for t in tensors]).nan_to_num(0.0)
         low = flat.clone()
+        self._held(flat, low)
         dist.all_reduce(flat, op=dist.ReduceOp.MAX)
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         return bool(torch.equal(flat, low))
@@ -64,6 +78,7 @@ class DistributedContext:
     def weighted_average(self, tensors: list[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
         """sum_r w_r t_r / sum_r w_r for scalar tensors, in one all-reduce."""
         flat = torch.stack([t.reshape(()).to(weight.dtype) * weight for t in tensors] + [weight.reshape(())])
+        self._held(flat)
         dist.all_reduce(flat)
         total = flat[-1].clamp_min(torch.finfo(flat.dtype).tiny)
         return [(flat[i] / total).to(t.dtype) for i, t in enumerate(tensors)]
@@ -77,6 +92,7 @@ class DistributedContext:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
             weight = batch_weight.reshape(1).to(grads[0].dtype)
             flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones_like(weight)]) * weight
+            self._held(flat)
             dist.all_reduce(flat)
             total = flat[-1:].clamp_min(torch.finfo(flat.dtype).tiny)
             averaged = (flat[:-1] / total).split(sizes)
