@@ -42,8 +42,10 @@ class DistributedContext:
     _recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2), repr=False, compare=False)
 
     def _held(self, *tensors: torch.Tensor) -> None:
-        """Keep the tensors of this call's collectives (and of the call before it) referenced."""
-        self._recent.append(tensors)
+        """Keep the tensors of this call's collectives (and of the call before it) referenced (gloo's:
+        NCCL's tensors on a GPU, some made in a CUDA graph's capture, are left as they were)."""
+        if self.device.type != "cuda":
+            self._recent.append(tensors)
 
     def agree(self, proposals: dict) -> dict:
         """Every rank's proposals in one collective: ``{name: (value, rule)}`` with rule "max",
