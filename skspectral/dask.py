@@ -30,6 +30,7 @@ Needs ``pip install 'skspectral[dask]'``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
 import time
@@ -166,7 +167,7 @@ def _await_ranks(client, tasks, workers, poll_s: float = 0.5, settle_s: float = 
     while True:
         try:
             distributed.wait([tasks[rank] for rank in running], timeout=poll_s, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # (the same class from Python 3.11; on 3.10 wait raises asyncio's)
             pass
         failed = [rank for rank, task in enumerate(tasks) if task.status == "error"]
         running = [rank for rank, task in enumerate(tasks) if task.status not in ("finished", "error")]
