@@ -135,7 +135,7 @@ class ColumnMapper:
             values, weight = sample_values(*summary.sample[j])
             # in float64 whatever X's dtype: NumPy 1.x keeps a float32 sample float32 beside float64 scalars
             # (value-based casting), so float32 X would get other edges than its float64 copy
-            values = values.astype(np.float64)
+            values = values.astype(np.float64, copy=False)  # (a float64 sample as it is)
             return weighted_quantiles((values - mean[j]) / scale[j], weight, n_bins, with_median=True)
 
         numeric_columns = np.flatnonzero(varies)
