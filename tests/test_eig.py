@@ -3,6 +3,8 @@ where present, CUDA (tests marked ``cuda`` need a GPU: streams, no host sync,
 graph capture, the fused kernel's accuracy)."""
 
 import dataclasses
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -298,9 +300,59 @@ def block_import(monkeypatch, module: str) -> None:
 
 def test_cupy_missing_says_which_extra(monkeypatch):
     block_import(monkeypatch, "cupy")
+    major = (torch.version.cuda or "").split(".")[0]
+    extra = rf"skspectral\[cuda{major}\]" if major in ("12", "13") else r"skspectral\[cuda12\].*skspectral\[cuda13\]"
     for backend in ("cupy", "kernel"):
-        with pytest.raises(ImportError, match=rf"backend='{backend}' needs CuPy.*skspectral\[cuda12\]"):
+        with pytest.raises(ImportError, match=rf"backend='{backend}' needs CuPy.*{extra}"):
             select_backend(backend, torch.device("cuda"), 45, torch.float32)
+
+
+@pytest.fixture
+def fresh_cupy_check():
+    """CuPy's availability found anew in the test and after it (it is cached for a process)."""
+    from skspectral.eig import _cupy_support
+
+    _cupy_support.is_available.cache_clear()
+    yield _cupy_support
+    _cupy_support.is_available.cache_clear()
+
+
+def fake_cupy(nvrtc_version):
+    """A CuPy that imports and sees one device; ``nvrtc_version()`` stands for its loading of NVRTC."""
+    import types
+
+    cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                 nvrtc=types.SimpleNamespace(getVersion=nvrtc_version))
+    return types.SimpleNamespace(__version__="14.0.0", cuda=cuda)
+
+
+def test_a_cupy_that_cannot_load_nvrtc_counts_as_missing_and_says_why(monkeypatch, fresh_cupy_check):
+    """cupy-cuda12x beside a CUDA 13 torch imports and counts the devices, but fails at its first compile:
+    the CUDA paths take torch's ops instead, with a warning naming the cause and the extra; a backend asked
+    for by name raises it."""
+    def missing_library():
+        raise RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open shared "
+                           "object file: No such file or directory")
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(missing_library))
+    cause = r"CuPy 14.0.0 cannot load NVRTC.*libnvrtc\.so\.12.*skspectral\[cuda1[23]\]"
+    with pytest.warns(RuntimeWarning, match=cause):
+        assert not fresh_cupy_check.is_available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once a process
+        assert not fresh_cupy_check.is_available()
+        assert resolve_backend("cuda", 15, torch.float32) == "torch"
+    for backend in ("cupy", "kernel"):
+        with pytest.raises(RuntimeError, match=rf"backend='{backend}' needs CuPy's kernels, but .*libnvrtc\.so\.12"):
+            select_backend(backend, torch.device("cuda"), 15, torch.float32)
+
+
+def test_a_cupy_that_loads_nvrtc_is_available_without_a_warning(monkeypatch, fresh_cupy_check):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(lambda: (13, 0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fresh_cupy_check.is_available()
+        assert fresh_cupy_check.require_cupy("backend='kernel'") is sys.modules["cupy"]
 
 
 def test_resolve_backend_on_cpu():

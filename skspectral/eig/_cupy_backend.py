@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._backend import EigenBackend
-from ._cupy_support import current_cupy_stream, import_cupy, is_available
+from ._cupy_support import current_cupy_stream, import_cupy, is_available, require_cupy
 
 # One block per matrix: flag a non-finite entry of the triangle that is read,
 # then copy lambda_k and column k of V (or NaN).
@@ -142,7 +142,7 @@ BACKEND = EigenBackend(
     # CuPy allocates cuSOLVER's workspace from its own pool and may read its status back to the host
     capture_safe=False,
     is_available=is_available,
-    require=lambda: import_cupy("backend='cupy'"),
+    require=lambda: require_cupy("backend='cupy'"),
     preferred_for=_preferred_for,
     eigh_all=eigh_all,
 )

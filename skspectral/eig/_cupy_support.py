@@ -10,27 +10,69 @@ import functools
 import warnings
 
 INSTALL_HINT = (
-    "install the CUDA extra matching your CUDA toolkit: "
+    "install the CUDA extra matching torch's CUDA (torch.version.cuda): "
     "pip install 'skspectral[cuda12]' (CUDA 12) or 'skspectral[cuda13]' (CUDA 13)"
 )
 
 
+def _install_hint() -> str:
+    """The extra for this torch's CUDA where it has one, else both."""
+    import torch
+
+    major = (torch.version.cuda or "").split(".")[0]
+    if major in ("12", "13"):
+        return (f"install the CUDA extra matching torch's CUDA {torch.version.cuda}: "
+                f"pip install 'skspectral[cuda{major}]'")
+    return INSTALL_HINT
+
+
+def unusable_reason(cupy) -> str | None:
+    """Why an imported CuPy that sees a device cannot run our kernels, or None. A CuPy built for another
+    CUDA than the libraries present (cupy-cuda12x beside PyPI's torch, a CUDA 13 build that brings CUDA 13's
+    NVRTC only) imports and counts the devices, but fails to load NVRTC, its kernels' compiler, at the
+    first compile: "CuPy failed to load libnvrtc.so.12"."""
+    try:
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as exc:  # RuntimeError from CuPy's loader, or NVRTC's own error
+        return (f"CuPy {getattr(cupy, '__version__', '')} cannot load NVRTC, the CUDA compiler its kernels need "
+                f"({type(exc).__name__}: {exc}); {_install_hint()}.")
+    return None
+
+
 @functools.cache
 def is_available() -> bool:
-    """True when CuPy imports and sees a CUDA device."""
+    """True when CuPy imports, sees a CUDA device and loads NVRTC. A CuPy that sees a device but cannot
+    compile (:func:`unusable_reason`) warns once and counts as missing: the CUDA paths then take torch's
+    ops, as without CuPy, instead of failing at a fit's first kernel."""
     try:
         import cupy
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or a CuPy built for another CUDA
+        if cupy.cuda.runtime.getDeviceCount() <= 0:
+            return False
+    except Exception:  # ImportError, no driver, or a CuPy built for another CUDA
         return False
+    reason = unusable_reason(cupy)
+    if reason is not None:
+        warnings.warn(f"{reason} skspectral's CUDA paths run torch's slower ops until then.", RuntimeWarning,
+                      stacklevel=2)
+        return False
+    return True
 
 
 def import_cupy(needed_by: str = "this eigen backend"):
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError(f"{needed_by} needs CuPy, which is not installed; {INSTALL_HINT}.") from exc
+        raise ImportError(f"{needed_by} needs CuPy, which is not installed; {_install_hint()}.") from exc
+    return cupy
+
+
+def require_cupy(needed_by: str):
+    """CuPy for a backend asked for by name: a clear error where it is missing or cannot compile."""
+    cupy = import_cupy(needed_by)
+    reason = unusable_reason(cupy)
+    if reason is not None:
+        raise RuntimeError(f"{needed_by} needs CuPy's kernels, but {reason}")
     return cupy
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._backend import EigenBackend
-from ._cupy_support import RawKernels, current_cupy_stream, import_cupy, is_available, launch_device
+from ._cupy_support import RawKernels, current_cupy_stream, import_cupy, is_available, launch_device, require_cupy
 
 MAX_N = 64
 # Several indices of a launch run side by side (the kernel compiled with SEVERAL) up to this n: three
@@ -258,7 +258,7 @@ BACKEND = EigenBackend(
     max_n=MAX_N,
     capture_safe=True,  # torch-allocated outputs, launched on torch's current stream, no host sync
     is_available=is_available,
-    require=lambda: import_cupy("backend='kernel'"),
+    require=lambda: require_cupy("backend='kernel'"),
     tridiagonal_k=tridiagonal_k,  # any n: a warp per matrix (_tridiagonal_source.cu)
     several_k=True,  # evenly spaced indices in one launch (the model's quantiles), others one by one
     packed_k=packed_k,  # lower triangles, packed: the model's matrices assembled on CUDA
