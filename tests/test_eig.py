@@ -347,12 +347,17 @@ def test_a_cupy_that_cannot_load_nvrtc_counts_as_missing_and_says_why(monkeypatc
             select_backend(backend, torch.device("cuda"), 15, torch.float32)
 
 
-def test_a_cupy_that_loads_nvrtc_is_available_without_a_warning(monkeypatch, fresh_cupy_check):
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(lambda: (13, 0)))
+@pytest.mark.parametrize("nvrtc", ["loads", "elsewhere"])
+def test_a_cupy_that_loads_nvrtc_is_available_without_a_warning(monkeypatch, fresh_cupy_check, nvrtc):
+    """Also a CuPy without ``cupy.cuda.nvrtc`` (not judged: only a failed load turns CuPy off)."""
+    cupy = fake_cupy(lambda: (13, 0))
+    if nvrtc == "elsewhere":
+        del cupy.cuda.nvrtc
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fresh_cupy_check.is_available()
-        assert fresh_cupy_check.require_cupy("backend='kernel'") is sys.modules["cupy"]
+        assert fresh_cupy_check.require_cupy("backend='kernel'") is cupy
 
 
 def test_resolve_backend_on_cpu():

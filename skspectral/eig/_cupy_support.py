@@ -31,8 +31,11 @@ def unusable_reason(cupy) -> str | None:
     CUDA than the libraries present (cupy-cuda12x beside PyPI's torch, a CUDA 13 build that brings CUDA 13's
     NVRTC only) imports and counts the devices, but fails to load NVRTC, its kernels' compiler, at the
     first compile: "CuPy failed to load libnvrtc.so.12"."""
+    nvrtc = getattr(cupy.cuda, "nvrtc", None)
+    if nvrtc is None:  # a CuPy that keeps NVRTC elsewhere: not judged here (its first compile says)
+        return None
     try:
-        cupy.cuda.nvrtc.getVersion()
+        nvrtc.getVersion()
     except Exception as exc:  # RuntimeError from CuPy's loader, or NVRTC's own error
         return (f"CuPy {getattr(cupy, '__version__', '')} cannot load NVRTC, the CUDA compiler its kernels need "
                 f"({type(exc).__name__}: {exc}); {_install_hint()}.")
