@@ -312,9 +312,11 @@ def fresh_cupy_check():
     """CuPy's availability found anew in the test and after it (it is cached for a process)."""
     from skspectral.eig import _cupy_support
 
-    _cupy_support.is_available.cache_clear()
+    for cached in (_cupy_support.is_available, _cupy_support.unusable_reason):
+        cached.cache_clear()
     yield _cupy_support
-    _cupy_support.is_available.cache_clear()
+    for cached in (_cupy_support.is_available, _cupy_support.unusable_reason):
+        cached.cache_clear()
 
 
 def fake_cupy(nvrtc_version):

@@ -26,11 +26,15 @@ def _install_hint() -> str:
     return INSTALL_HINT
 
 
-def unusable_reason(cupy) -> str | None:
-    """Why an imported CuPy that sees a device cannot run our kernels, or None. A CuPy built for another
-    CUDA than the libraries present (cupy-cuda12x beside PyPI's torch, a CUDA 13 build that brings CUDA 13's
-    NVRTC only) imports and counts the devices, but fails to load NVRTC, its kernels' compiler, at the
-    first compile: "CuPy failed to load libnvrtc.so.12"."""
+@functools.cache
+def unusable_reason() -> str | None:
+    """Why the installed CuPy (its import checked by the caller) cannot run our kernels, or None; found once a
+    process, as is_available's verdict, so a backend asked for by name does not query NVRTC at every call.
+    A CuPy built for another CUDA than the libraries present (cupy-cuda12x beside PyPI's torch, a CUDA 13 build
+    that brings CUDA 13's NVRTC only) imports and counts the devices, but fails to load NVRTC, its kernels'
+    compiler, at the first compile: "CuPy failed to load libnvrtc.so.12"."""
+    import cupy
+
     nvrtc = getattr(cupy.cuda, "nvrtc", None)
     if nvrtc is None:  # a CuPy that keeps NVRTC elsewhere: not judged here (its first compile says)
         return None
@@ -54,7 +58,7 @@ def is_available() -> bool:
             return False
     except Exception:  # ImportError, no driver, or a CuPy built for another CUDA
         return False
-    reason = unusable_reason(cupy)
+    reason = unusable_reason()
     if reason is not None:
         warnings.warn(f"{reason} skspectral's CUDA paths run torch's slower ops until then.", RuntimeWarning,
                       stacklevel=2)
@@ -73,7 +77,7 @@ def import_cupy(needed_by: str = "this eigen backend"):
 def require_cupy(needed_by: str):
     """CuPy for a backend asked for by name: a clear error where it is missing or cannot compile."""
     cupy = import_cupy(needed_by)
-    reason = unusable_reason(cupy)
+    reason = unusable_reason()
     if reason is not None:
         raise RuntimeError(f"{needed_by} needs CuPy's kernels, but {reason}")
     return cupy
