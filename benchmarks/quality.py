@@ -8,7 +8,9 @@ with ``--peers ... realmlp tabm`` also pytabkit's RealMLP-TD and TabM-D (in the 
 
 The suite is ``tasks.json`` in the tabular data folder (../shared/data/tabular, or
 --data DIR) plus California Housing; scikit-learn's bundled small tables (diabetes,
-breast_cancer, wine, iris) run where named in --datasets, and ``--train-rows N`` fits on
+breast_cancer, wine, iris), seeded wide synthetic tables (``friedman_wide_R_C``: Friedman #1's
+five useful columns among C, R rows) and any of them widened by seeded noise columns (``california+noise192``:
+192 uniform columns that carry nothing) run where named in --datasets, and ``--train-rows N`` fits on
 N-row draws of each fold's training rows (small tables from large ones). 5-fold cross-validation (3 folds above 100k
 rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
 folds run, so defaults can be chosen on some folds and reported on the others.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 import warnings
 from pathlib import Path
@@ -91,14 +94,33 @@ BUNDLED = {"diabetes": ("load_diabetes", "regression"), "breast_cancer": ("load_
            "wine": ("load_wine", "classification"), "iris": ("load_iris", "classification")}
 
 
+# Wide tables, outside the suite: --datasets friedman_wide_5000_200 ... (R rows, C columns, of which Friedman
+# #1's five carry the target and the rest are uniform noise; noise 1.0, seed 0): a row's work grows with its
+# columns, and the columns that carry little are where ours loses to trees (RESULTS.md, section 9).
+WIDE = re.compile(r"friedman_wide_(\d+)_(\d+)")
+
+
+NOISE = re.compile(r"(.+)\+noise(\d+)")
+
+
 def load(name: str, data_dir: Path):
     """(X DataFrame, y array, task) of one dataset; categorical columns as pandas categories."""
     import pandas as pd
     import sklearn.datasets
 
+    if noisy := NOISE.fullmatch(name):
+        X, y, task = load(noisy.group(1), data_dir)
+        noise = np.random.default_rng(0).uniform(size=(len(X), int(noisy.group(2))))
+        columns = pd.DataFrame(noise, columns=[f"noise{i}" for i in range(noise.shape[1])], index=X.index)
+        return pd.concat([X, columns], axis=1), y, task
+
     if name == "california":
         X, y = sklearn.datasets.fetch_california_housing(return_X_y=True, as_frame=True)
         return X, y.to_numpy(), "regression"
+    if wide := WIDE.fullmatch(name):
+        rows, columns = map(int, wide.groups())
+        X, y = sklearn.datasets.make_friedman1(rows, columns, noise=1.0, random_state=0)
+        return pd.DataFrame(X, columns=[f"x{i}" for i in range(columns)]), y, "regression"
     if name in BUNDLED:
         loader, task = BUNDLED[name]
         X, y = getattr(sklearn.datasets, loader)(return_X_y=True, as_frame=True)
