@@ -95,11 +95,10 @@ BUNDLED = {"diabetes": ("load_diabetes", "regression"), "breast_cancer": ("load_
 
 
 # Wide tables, outside the suite: --datasets friedman_wide_5000_200 ... (R rows, C columns, of which Friedman
-# #1's five carry the target and the rest are uniform noise; noise 1.0, seed 0): a row's work grows with its
-# columns, and the columns that carry little are where ours loses to trees (RESULTS.md, section 9).
+# #1's five carry the target and the rest are uniform noise; noise 1.0, seed 0), and NAME+noiseK (any table
+# with K seeded uniform columns added): a row's work grows with its columns, and the columns that carry little
+# are where ours loses to trees (RESULTS.md, section 12, *Wide tables*).
 WIDE = re.compile(r"friedman_wide_(\d+)_(\d+)")
-
-
 NOISE = re.compile(r"(.+)\+noise(\d+)")
 
 
