@@ -5,6 +5,7 @@ import math
 import pickle
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -76,6 +77,26 @@ def test_pipeline_gridsearch_cross_val(data):
     assert set(grid.best_params_) == {"dim", "eigval_idx"}
     scores = cross_val_score(SpectralRegressor(**FAST), X, y, cv=3)
     assert scores.shape == (3,) and np.all(scores > 0.5)
+
+
+def test_a_search_on_joblibs_threads_fits_what_one_fit_at_a_time_fits():
+    # The README's CPU search on threads (joblib's "threading" backend: no worker processes to start): the
+    # fits run side by side in one process, their compiled steps outside the GIL on the thread counts of
+    # their own threads (torch's and Numba's are per thread), so nothing they share may change a fit. dim 15
+    # and 200-row batches: the steps' parallel kernels run, two Python threads launching them at once.
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(1200, 5))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=1200)
+    grid = {"dim": [8, 15], "learning_rate_init": [2e-3, 4e-3]}
+    estimator = SpectralRegressor(max_iter=3, random_state=0, device="cpu")
+    threads = torch.get_num_threads()
+    one_at_a_time = GridSearchCV(estimator, grid, cv=2).fit(X, y)
+    with joblib.parallel_config(backend="threading"):
+        side_by_side = GridSearchCV(estimator, grid, cv=2, n_jobs=4).fit(X, y)
+    for split in ("split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(side_by_side.cv_results_[split], one_at_a_time.cv_results_[split])
+    np.testing.assert_array_equal(side_by_side.predict(X), one_at_a_time.predict(X))
+    assert torch.get_num_threads() == threads  # the caller's count, whatever the fits' threads did
 
 
 def test_pandas_feature_names(data):
