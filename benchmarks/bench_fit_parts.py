@@ -18,8 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-from _common import ROOT, versions, write_json
+from _common import ROOT, sync, versions, write_json
 from quality import folds, load
 
 from skspectral import SpectralClassifier, SpectralRegressor
@@ -31,19 +30,14 @@ CALLS: collections.Counter = collections.Counter()
 FIRST_EPOCH: dict = {}
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _timed(name: str, fn, device: str):
     def wrapper(*args, **kwargs):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            _sync(device)
+            sync(device)
             PARTS[name] += time.perf_counter() - start
             CALLS[name] += 1
     return wrapper
@@ -85,10 +79,10 @@ def main():
             estimator(random_state=0, device=a.device).fit(X.iloc[train], y[train])  # warm-up
             for repeat in range(a.repeats):
                 PARTS.clear(), CALLS.clear(), FIRST_EPOCH.clear()
-                _sync(a.device)
+                sync(a.device)
                 start = time.perf_counter()
                 model = estimator(random_state=0, device=a.device).fit(X.iloc[train], y[train])
-                _sync(a.device)
+                sync(a.device)
                 row = {"dataset": name, "repeat": repeat, "fit s": round(time.perf_counter() - start, 3),
                        "epochs": model.n_iter_, "set-up": round(FIRST_EPOCH["t"] - start, 3),
                        **{part: round(seconds, 3) for part, seconds in PARTS.items()}, "calls": dict(CALLS)}
