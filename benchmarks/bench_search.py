@@ -1,7 +1,9 @@
-"""A CPU search in a fresh process, start-up included, with ``n_jobs`` from the command line (workers: loky
-processes, each fit on one thread there; ``--backend threading``: threads of this process, each fit's steps on
-the thread tuner's count, which holds one thread while the other fits keep the cores busy; ``n_jobs=1``: each
-fit on the thread tuner's count).
+"""A search in a fresh process, start-up included, with ``n_jobs`` from the command line, on the estimator's
+default device (the GPU where there is one, else the CPU). On the CPU: workers are loky processes, each fit on
+one thread there; ``--backend threading``: threads of this process, each fit's steps on the thread tuner's
+count, which holds one thread while the other fits keep the cores busy; ``n_jobs=1``: each fit on the thread
+tuner's count. On a GPU, ``--backend threading`` runs the fits side by side on the one GPU, each on its
+thread's own CUDA stream.
 
     python benchmarks/bench_search.py 1; python benchmarks/bench_search.py 2            # alternate, repeat
     python benchmarks/bench_search.py 2 --backend threading
@@ -39,5 +41,5 @@ else:
 search = GridSearchCV(estimator, grid, cv=cv, n_jobs=a.n_jobs)
 with joblib.parallel_config(backend=a.backend):
     search.fit(X, y)
-print(json.dumps({"size": a.size, "n_jobs": a.n_jobs, "backend": a.backend, "seconds": round(time.perf_counter() - t0, 2),
-                  "best_score": round(float(search.best_score_), 4)}))
+print(json.dumps({"size": a.size, "n_jobs": a.n_jobs, "backend": a.backend, "device": search.best_estimator_.device_,
+                  "seconds": round(time.perf_counter() - t0, 2), "best_score": round(float(search.best_score_), 4)}))

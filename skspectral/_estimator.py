@@ -37,7 +37,7 @@ from ._callbacks import CallbackSupportMixin, EpochTasks, tearing_down_callbacks
 from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
                        is_dataframe, level_counts, split_columns, subsample_rows)
 from ._columns.kinds import check_readable
-from ._device import DTYPES, check_memory, resolve_device, resolve_dtype
+from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_dtype
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, ensemble_bounds, feature_bounds, to_user_units
@@ -399,12 +399,14 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 if not self._target_summarised_as_given:
                     self._fit_target(self._summarise_target(y_rows, weight), classes)
             eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
-            yield from self._fit_core(
-                rows, *self._training_target(y_rows, weight), eval_sets, plan,
-                callback_data={"X": X_given, "y": y,
-                               "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
-                threads=threads,
-            )
+            # on CUDA the fit's work on this thread's own stream: fits on other threads run beside it
+            with own_stream(torch.device(self.device_)):
+                yield from self._fit_core(
+                    rows, *self._training_target(y_rows, weight), eval_sets, plan,
+                    callback_data={"X": X_given, "y": y,
+                                   "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
+                    threads=threads,
+                )
 
     def _fit_shard(self, rows, y, weight, *, mapper, target, context, eval_sets=()) -> None:
         """One rank's part of a data-parallel fit (``skspectral.dask``): ``rows`` are coded float

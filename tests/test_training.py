@@ -276,6 +276,39 @@ def test_cuda_fit_with_encodings_levels_and_members_replays_from_a_cuda_graph(mo
 
 
 @pytest.mark.cuda
+def test_cuda_fits_on_several_threads_at_once_fit_what_one_fit_at_a_time_fits(monkeypatch):
+    """A search on joblib's threads on one GPU: each fit queues its work on its thread's own stream and
+    warms up and captures its step on its thread's side stream while the others replay theirs. Work another
+    thread queues on a stream being captured would become part of that graph, and a device-wide
+    synchronisation while another thread captures breaks both captures, so every fit must be what it is
+    one at a time, to the bit (the GPU's fits are deterministic), with as many steps replayed from graphs
+    and no capture given up (a RuntimeWarning, an error here)."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    rng = np.random.RandomState(2)
+    X = rng.normal(size=(2400, 5))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=2400)
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    grid = {"dim": [8, 15], "learning_rate_init": [2e-3, 4e-3]}
+    estimator = SpectralRegressor(max_iter=6, batch_size=64, random_state=0, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        one_at_a_time = GridSearchCV(estimator, grid, cv=2, error_score="raise").fit(X, y)
+        replayed_one_at_a_time = len(replays)
+        with joblib.parallel_config(backend="threading"):
+            side_by_side = GridSearchCV(estimator, grid, cv=2, n_jobs=4, error_score="raise").fit(X, y)
+    assert replayed_one_at_a_time > 0 and len(replays) == 2 * replayed_one_at_a_time
+    for split in ("split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(side_by_side.cv_results_[split], one_at_a_time.cv_results_[split])
+    np.testing.assert_array_equal(side_by_side.predict(X), one_at_a_time.predict(X))
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("others_agree", [True, False])
 def test_ranks_replay_from_graphs_only_where_every_rank_captured(others_agree):
     """A data-parallel step holds a collective: after capturing, the ranks agree, and one

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import threading
 import warnings
 from typing import Callable
 
@@ -86,9 +86,21 @@ _MAX_VALUES = 4  # add_totals' value slots
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 
 
-@functools.cache
+_THREADS_OWN = threading.local()  # each thread's side streams, by device
+
+
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    return torch.cuda.Stream(device)
+    """This thread's side stream on ``device``, for the eager warm-up steps and the capture: made once a
+    thread (a stream made per step would cost a creation each). Not one stream for the process: work that
+    another thread enqueues on a stream while one captures it becomes part of that graph (fits side by side
+    on joblib's threads, one GPU)."""
+    streams = getattr(_THREADS_OWN, "streams", None)
+    if streams is None:
+        streams = _THREADS_OWN.streams = {}
+    stream = streams.get(device)
+    if stream is None:
+        stream = streams[device] = torch.cuda.Stream(device)
+    return stream
 
 
 @contextlib.contextmanager
@@ -98,9 +110,12 @@ def capturing(graph: torch.cuda.CUDAGraph, device: torch.device):
     its pinned staging buffers afresh (13 ms for flights' rows) and the capture itself take 4 ms
     (benchmarks/bench_capture.py); a capture allocates from its graph's own pool anyway.
     thread_local: another thread calling CUDA meanwhile (NCCL's watchdog in a data-parallel fit)
-    does not invalidate the capture."""
-    torch.cuda.synchronize(device)  # the capture stream runs after the work queued before
-    with torch.cuda.stream(_capture_stream(device)):
+    does not invalidate the capture. The capture stream waits for the work queued before on the
+    caller's stream (not the device's synchronisation, which CUDA refuses while another thread's fit
+    captures its step on the same device)."""
+    stream = _capture_stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
         graph.capture_begin(capture_error_mode="thread_local")
         try:
             yield graph
