@@ -76,25 +76,34 @@ def check_memory(n_bytes: int, device: torch.device, what: str) -> None:
                          "n_bins, or use structure='tridiagonal' (O(dim) per matrix).")
 
 
-_THREADS_OWN = threading.local()  # each thread's fit streams, by device
+_THREADS_OWN = threading.local()  # each thread's CUDA streams, by (device, purpose)
+
+
+def thread_stream(device: torch.device, purpose: str) -> torch.cuda.Stream:
+    """The calling thread's own CUDA stream on ``device`` for ``purpose`` (a fit's work, its graph
+    capture), made once a thread: a stream made per use would cost a creation each, and one stream for
+    the process would take work queued from several threads -- fits side by side on joblib's threads --
+    one after another, or into another thread's graph capture."""
+    streams = getattr(_THREADS_OWN, "streams", None)
+    if streams is None:
+        streams = _THREADS_OWN.streams = {}
+    stream = streams.get((device, purpose))
+    if stream is None:
+        stream = streams[(device, purpose)] = torch.cuda.Stream(device)
+    return stream
 
 
 @contextlib.contextmanager
 def own_stream(device: torch.device):
-    """The work queued in the block goes to the calling thread's own CUDA stream on ``device`` (made once a
-    thread), forked from the caller's current stream (it starts after the work queued there) and joined to it
-    at the end (the caller's stream waits for it). Fits on several threads -- a search on joblib's threads, one
-    GPU -- then run side by side on the GPU instead of one after another on its default stream, every thread's
-    current stream. Nothing changes off CUDA."""
+    """The work queued in the block goes to the calling thread's own CUDA stream on ``device``
+    (:func:`thread_stream`), forked from the caller's current stream (it starts after the work queued
+    there) and joined to it at the end (the caller's stream waits for it). Fits on several threads -- a
+    search on joblib's threads, one GPU -- then run side by side on the GPU instead of one after another
+    on its default stream, every thread's current stream. Nothing changes off CUDA."""
     if device.type != "cuda":
         yield
         return
-    streams = getattr(_THREADS_OWN, "streams", None)
-    if streams is None:
-        streams = _THREADS_OWN.streams = {}
-    stream = streams.get(device)
-    if stream is None:
-        stream = streams[device] = torch.cuda.Stream(device)
+    stream = thread_stream(device, "fit")
     caller = torch.cuda.current_stream(device)
     stream.wait_stream(caller)
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .._device import thread_stream
 from ..eig._cupy_support import RawKernels, is_available
 
 # A step's own work around the step function -- its batch's rows, targets and masked weights taken
@@ -86,21 +86,10 @@ _MAX_VALUES = 4  # add_totals' value slots
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 
 
-_THREADS_OWN = threading.local()  # each thread's side streams, by device
-
-
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """This thread's side stream on ``device``, for the eager warm-up steps and the capture: made once a
-    thread (a stream made per step would cost a creation each). Not one stream for the process: work that
-    another thread enqueues on a stream while one captures it becomes part of that graph (fits side by side
-    on joblib's threads, one GPU)."""
-    streams = getattr(_THREADS_OWN, "streams", None)
-    if streams is None:
-        streams = _THREADS_OWN.streams = {}
-    stream = streams.get(device)
-    if stream is None:
-        stream = streams[device] = torch.cuda.Stream(device)
-    return stream
+    """This thread's side stream on ``device``, for the eager warm-up steps and the capture (work another
+    thread queued on a stream being captured would become part of that graph)."""
+    return thread_stream(device, "capture")
 
 
 @contextlib.contextmanager
