@@ -76,38 +76,92 @@ def check_memory(n_bytes: int, device: torch.device, what: str) -> None:
                          "n_bins, or use structure='tridiagonal' (O(dim) per matrix).")
 
 
-_THREADS_OWN = threading.local()  # each thread's CUDA streams, by (device, purpose)
+# torch hands out the streams of a fixed pool (32 a device), round robin: two threads that each make a stream
+# may get the same one. A fit's stream must be its own -- work another thread queues on it while the fit captures
+# its step would become part of that graph -- so fits lease distinct ones.
+POOL_STREAMS = 32
 
 
-def thread_stream(device: torch.device, purpose: str) -> torch.cuda.Stream:
-    """The calling thread's own CUDA stream on ``device`` for ``purpose`` (a fit's work, its graph
-    capture), made once a thread: a stream made per use would cost a creation each, and one stream for
-    the process would take work queued from several threads -- fits side by side on joblib's threads --
-    one after another, or into another thread's graph capture."""
+class StreamLeases:
+    """Streams of torch's pool (``new_stream(device)``, torch.cuda.Stream) leased to one holder at a time,
+    pairwise distinct (by their CUDA handle): a lease draws from the streams given back first, then from
+    the pool, skipping any held or given back; where the pool has none left to give (more holders than its
+    streams), it waits for a stream to come back."""
+
+    def __init__(self, new_stream=None, pool_size: int = POOL_STREAMS):
+        self._new_stream = new_stream or (lambda device: torch.cuda.Stream(device))
+        self._pool_size = pool_size
+        self._changed = threading.Condition()
+        self._held: dict = {}  # device -> set of the held streams' handles
+        self._returned: dict = {}  # device -> streams given back, free to lease again
+
+    def lease(self, device: torch.device):
+        with self._changed:
+            held, returned = self._held.setdefault(device, set()), self._returned.setdefault(device, [])
+            while True:
+                if returned:
+                    stream = returned.pop()
+                    break
+                known = held | {s.cuda_stream for s in returned}
+                stream = next((s for s in (self._new_stream(device) for _ in range(self._pool_size))
+                               if s.cuda_stream not in known), None)
+                if stream is not None:
+                    break
+                self._changed.wait()  # every stream of the pool is held: wait for one to come back
+            held.add(stream.cuda_stream)
+            return stream
+
+    def give_back(self, device: torch.device, stream) -> None:
+        with self._changed:
+            self._held[device].discard(stream.cuda_stream)
+            self._returned[device].append(stream)
+            self._changed.notify_all()
+
+
+_LEASES = StreamLeases()
+_THREADS_OWN = threading.local()  # each thread's fallback side streams by device, and its leased fit streams
+
+
+def leased_stream(device: torch.device):
+    """The stream a fit on this thread holds on ``device`` (:func:`own_stream`), or None."""
+    held = getattr(_THREADS_OWN, "leased", None)
+    return held[-1][1] if held and held[-1][0] == device else None
+
+
+def thread_stream(device: torch.device) -> torch.cuda.Stream:
+    """A side stream of the calling thread's on ``device`` from torch's pool, made once a thread: where no
+    fit holds a stream of its own (a Trainer's steps used directly), its CUDA graph captures there."""
     streams = getattr(_THREADS_OWN, "streams", None)
     if streams is None:
         streams = _THREADS_OWN.streams = {}
-    stream = streams.get((device, purpose))
+    stream = streams.get(device)
     if stream is None:
-        stream = streams[(device, purpose)] = torch.cuda.Stream(device)
+        stream = streams[device] = torch.cuda.Stream(device)
     return stream
 
 
 @contextlib.contextmanager
 def own_stream(device: torch.device):
-    """The work queued in the block goes to the calling thread's own CUDA stream on ``device``
-    (:func:`thread_stream`), forked from the caller's current stream (it starts after the work queued
-    there) and joined to it at the end (the caller's stream waits for it). Fits on several threads -- a
-    search on joblib's threads, one GPU -- then run side by side on the GPU instead of one after another
-    on its default stream, every thread's current stream. Nothing changes off CUDA."""
+    """The work queued in the block goes to a CUDA stream on ``device`` that this block alone holds (leased:
+    no other thread's fit queues there, see :class:`StreamLeases`), forked from the caller's current stream
+    (it starts after the work queued there) and joined to it at the end (the caller's stream waits for it).
+    Fits on several threads -- a search on joblib's threads, one GPU -- then run side by side on the GPU
+    instead of one after another on its default stream, every thread's current stream, and each captures
+    its step in a CUDA graph on its own stream. Nothing changes off CUDA."""
     if device.type != "cuda":
         yield
         return
-    stream = thread_stream(device, "fit")
+    stream = _LEASES.lease(device)
+    held = getattr(_THREADS_OWN, "leased", None)
+    if held is None:
+        held = _THREADS_OWN.leased = []
     caller = torch.cuda.current_stream(device)
     stream.wait_stream(caller)
+    held.append((device, stream))
     try:
         with torch.cuda.stream(stream):
             yield
     finally:
+        held.pop()
         caller.wait_stream(stream)
+        _LEASES.give_back(device, stream)

@@ -277,12 +277,12 @@ def test_cuda_fit_with_encodings_levels_and_members_replays_from_a_cuda_graph(mo
 
 @pytest.mark.cuda
 def test_cuda_fits_on_several_threads_at_once_fit_what_one_fit_at_a_time_fits(monkeypatch):
-    """A search on joblib's threads on one GPU: each fit queues its work on its thread's own stream and
-    warms up and captures its step on its thread's side stream while the others replay theirs. Work another
-    thread queues on a stream being captured would become part of that graph, and a device-wide
-    synchronisation while another thread captures breaks both captures, so every fit must be what it is
-    one at a time, to the bit (the GPU's fits are deterministic), with as many steps replayed from graphs
-    and no capture given up (a RuntimeWarning, an error here)."""
+    """A search on joblib's threads on one GPU: each fit queues its work on a stream it alone holds and
+    warms up and captures its step there while the others replay theirs. Work another thread queues on a
+    stream being captured would become part of that graph, and a device-wide synchronisation while another
+    thread captures breaks both captures, so every fit must be what it is one at a time, to the bit (the
+    GPU's fits are deterministic), with as many steps replayed from graphs and no capture given up (a
+    RuntimeWarning, an error here)."""
     if "kernel" not in available_backends("cuda"):
         pytest.skip("needs CuPy")
     import joblib

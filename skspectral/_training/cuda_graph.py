@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._device import thread_stream
+from .._device import leased_stream, thread_stream
 from ..eig._cupy_support import RawKernels, is_available
 
 # A step's own work around the step function -- its batch's rows, targets and masked weights taken
@@ -87,9 +87,11 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 
 
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """This thread's side stream on ``device``, for the eager warm-up steps and the capture (work another
-    thread queued on a stream being captured would become part of that graph)."""
-    return thread_stream(device, "capture")
+    """Where the eager warm-up steps and the capture run: the stream a fit holds as its own (_device.own_stream,
+    the current stream then), else a side stream of this thread's (the current stream may be the default
+    one, where nothing is captured)."""
+    leased = leased_stream(device)
+    return leased if leased is not None else thread_stream(device)
 
 
 @contextlib.contextmanager
