@@ -101,11 +101,13 @@ def capturing(graph: torch.cuda.CUDAGraph, device: torch.device):
     its pinned staging buffers afresh (13 ms for flights' rows) and the capture itself take 4 ms
     (benchmarks/bench_capture.py); a capture allocates from its graph's own pool anyway.
     thread_local: another thread calling CUDA meanwhile (NCCL's watchdog in a data-parallel fit)
-    does not invalidate the capture. The capture stream waits for the work queued before on the
-    caller's stream (not the device's synchronisation, which CUDA refuses while another thread's fit
-    captures its step on the same device)."""
+    does not invalidate the capture. The capture runs after the work queued before: in a fit that holds
+    its stream (_device.own_stream) it is that stream's work, queued there; elsewhere the device is
+    synchronised (as in a data-parallel fit's rank). Not in a fit on a stream of its own: CUDA refuses the
+    device's synchronisation while another thread's fit captures its step on the same device."""
     stream = _capture_stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
+    if stream is not leased_stream(device):
+        torch.cuda.synchronize(device)
     with torch.cuda.stream(stream):
         graph.capture_begin(capture_error_mode="thread_local")
         try:
