@@ -2,8 +2,8 @@
 default device (the GPU where there is one, else the CPU). On the CPU: workers are loky processes, each fit on
 one thread there; ``--backend threading``: threads of this process, each fit's steps on the thread tuner's
 count, which holds one thread while the other fits keep the cores busy; ``n_jobs=1``: each fit on the thread
-tuner's count. On a GPU, ``--backend threading`` runs the fits side by side on the one GPU, each on its
-thread's own CUDA stream.
+tuner's count. On a GPU, ``--backend threading`` runs the fits side by side on the one GPU, each on a
+CUDA stream it alone holds (skspectral._device.own_stream).
 
     python benchmarks/bench_search.py 1; python benchmarks/bench_search.py 2            # alternate, repeat
     python benchmarks/bench_search.py 2 --backend threading

@@ -84,9 +84,9 @@ POOL_STREAMS = 32
 
 class StreamLeases:
     """Streams of torch's pool (``new_stream(device)``, torch.cuda.Stream) leased to one holder at a time,
-    pairwise distinct (by their CUDA handle): a lease draws from the streams given back first, then from
-    the pool, skipping any held or given back; where the pool has none left to give (more holders than its
-    streams), it waits for a stream to come back."""
+    pairwise distinct (by their CUDA handle): a lease takes a stream given back first; only where there is
+    none does it draw from the pool, skipping the held ones; where the pool has none left to give (more
+    holders than its streams), it waits for a stream to come back."""
 
     def __init__(self, new_stream=None, pool_size: int = POOL_STREAMS):
         self._new_stream = new_stream or (lambda device: torch.cuda.Stream(device))
@@ -102,9 +102,9 @@ class StreamLeases:
                 if returned:
                     stream = returned.pop()
                     break
-                known = held | {s.cuda_stream for s in returned}
+                # (none given back: a draw is distinct from them all once it is from the held ones)
                 stream = next((s for s in (self._new_stream(device) for _ in range(self._pool_size))
-                               if s.cuda_stream not in known), None)
+                               if s.cuda_stream not in held), None)
                 if stream is not None:
                     break
                 self._changed.wait()  # every stream of the pool is held: wait for one to come back
@@ -151,14 +151,14 @@ def own_stream(device: torch.device):
     if device.type != "cuda":
         yield
         return
-    stream = _LEASES.lease(device)
     held = getattr(_THREADS_OWN, "leased", None)
     if held is None:
         held = _THREADS_OWN.leased = []
     caller = torch.cuda.current_stream(device)
-    stream.wait_stream(caller)
+    stream = _LEASES.lease(device)
     held.append((device, stream))
-    try:
+    try:  # (the lease given back whatever fails)
+        stream.wait_stream(caller)
         with torch.cuda.stream(stream):
             yield
     finally:

@@ -399,7 +399,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                 if not self._target_summarised_as_given:
                     self._fit_target(self._summarise_target(y_rows, weight), classes)
             eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
-            # on CUDA the fit's work on this thread's own stream: fits on other threads run beside it
+            # on CUDA the fit's work on a stream it alone holds: fits on other threads run beside it
             with own_stream(torch.device(self.device_)):
                 yield from self._fit_core(
                     rows, *self._training_target(y_rows, weight), eval_sets, plan,

@@ -105,10 +105,9 @@ def capturing(graph: torch.cuda.CUDAGraph, device: torch.device):
     its stream (_device.own_stream) it is that stream's work, queued there; elsewhere the device is
     synchronised (as in a data-parallel fit's rank). Not in a fit on a stream of its own: CUDA refuses the
     device's synchronisation while another thread's fit captures its step on the same device."""
-    stream = _capture_stream(device)
-    if stream is not leased_stream(device):
+    if leased_stream(device) is None:
         torch.cuda.synchronize(device)
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(_capture_stream(device)):
         graph.capture_begin(capture_error_mode="thread_local")
         try:
             yield graph
@@ -185,8 +184,8 @@ class StaticBatchSteps:
                         (w_batch, np.int64(batch), *slots, np.int32(len(values)), self.totals, self.offset))
 
     def _eager_step_on_side_stream(self) -> None:
-        # torch.cuda.graphs: warm-up runs before capture go on a side stream (the capture's own: a
-        # stream made per step would cost a creation each)
+        # torch.cuda.graphs: warm-up runs before capture go on the capture's stream (_capture_stream: in a
+        # fit, its own stream, the current one; else a side stream of this thread's)
         current = torch.cuda.current_stream(self.X.device)
         side = _capture_stream(self.X.device)
         side.wait_stream(current)
