@@ -141,27 +141,42 @@ def thread_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 @contextlib.contextmanager
-def own_stream(device: torch.device):
-    """The work queued in the block goes to a CUDA stream on ``device`` that this block alone holds (leased:
-    no other thread's fit queues there, see :class:`StreamLeases`), forked from the caller's current stream
-    (it starts after the work queued there) and joined to it at the end (the caller's stream waits for it).
-    Fits on several threads -- a search on joblib's threads, one GPU -- then run side by side on the GPU
-    instead of one after another on its default stream, every thread's current stream, and each captures
-    its step in a CUDA graph on its own stream. Nothing changes off CUDA."""
+def stream_lease(device: torch.device):
+    """A CUDA stream on ``device`` that the block alone holds (leased: no other thread's fit queues there, see
+    :class:`StreamLeases`), given back at the end; None off CUDA. Holding it changes nothing the calling
+    thread sees: :func:`own_stream` runs work there."""
     if device.type != "cuda":
+        yield None
+        return
+    stream = _LEASES.lease(device)
+    try:
+        yield stream
+    finally:
+        _LEASES.give_back(device, stream)
+
+
+@contextlib.contextmanager
+def own_stream(device: torch.device, stream):
+    """The work queued in the block goes to ``stream`` (a :func:`stream_lease`'s), forked from the caller's
+    current stream (it starts after the work queued there) and joined to it at the end (the caller's stream
+    waits for it); :func:`leased_stream` names it inside. Fits on several threads -- a search on joblib's
+    threads, one GPU -- then run side by side on the GPU instead of one after another on its default stream,
+    every thread's current stream, and each captures its step in a CUDA graph on its own stream. A fit
+    enters it around each of its resumptions (:func:`skspectral._resumed.resumed_within`), so a
+    ``fit_iter`` consumer's own work between the epochs stays on its own stream. Nothing changes off CUDA
+    (``stream`` None)."""
+    if stream is None:
         yield
         return
     held = getattr(_THREADS_OWN, "leased", None)
     if held is None:
         held = _THREADS_OWN.leased = []
     caller = torch.cuda.current_stream(device)
-    stream = _LEASES.lease(device)
     held.append((device, stream))
-    try:  # (the lease given back whatever fails)
+    try:
         stream.wait_stream(caller)
         with torch.cuda.stream(stream):
             yield
     finally:
         held.pop()
         caller.wait_stream(stream)
-        _LEASES.give_back(device, stream)

@@ -37,12 +37,13 @@ from ._callbacks import CallbackSupportMixin, EpochTasks, tearing_down_callbacks
 from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
                        is_dataframe, level_counts, split_columns, subsample_rows)
 from ._columns.kinds import check_readable
-from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_dtype
+from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_dtype, stream_lease
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
+from ._resumed import resumed_within
 from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, ensemble_bounds, feature_bounds, to_user_units
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
-                        predict_in_chunks, schedule_share, set_up_on_one_thread)
+                        FitThreads, predict_in_chunks, schedule_share, step_threads)
 from ._transfer import CHUNK_BYTES, standardised_rows
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
@@ -374,39 +375,47 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
     # ---- validate -> columns and target -> rows -> fit core ---------------------------------
     def _fit_epochs(self, X, y, sample_weight, plan: FitPlan, *, classes=None, eval_set=None):
-        """Generator of per-epoch records; the estimator is fitted when it ends or is closed."""
+        """Generator of per-epoch records; the estimator is fitted when it ends or is closed. From the
+        columns on, its code runs on one thread on the CPU (the steps set their own count; they are tuned
+        from the caller's) and its training on CUDA on a stream it alone holds -- each entered around every
+        resumption of the generator (resumed_within), so a ``fit_iter`` consumer's code between the epochs
+        runs on its own thread count and stream, and loops interleaved on one thread leave it as it was."""
         X_given = X  # what callbacks score fitted copies on: the caller's own X
         X, y = self._validate_inputs(X, y, reset=plan.fresh)
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         self._resolve_settings()
-        # the set-up on one thread on the CPU (see set_up_on_one_thread); the steps are tuned from the
-        # caller's count
-        with set_up_on_one_thread(torch.device(self.device_).type == "cpu") as threads:
-            if plan.fresh:  # levels before codes, codes before rows, rows before their statistics
-                kinds = self._column_kinds
-                numeric, categorical = split_columns(X, kinds)
-                levels = None if categorical is None else level_counts(
-                    categorical, kinds.labels(kinds.categorical_index))
-                codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
-                rows = coded_rows(numeric, categorical, kinds, codes)
-                if self._target_summarised_as_given:
-                    self._fit_target(self._summarise_target(y, weight), classes)
-            else:
-                rows = self.column_mapper_.rows(X)
-            rows, y_rows, weight = merged_training_rows(rows, self._encode_target(y), weight)
-            if plan.fresh:
-                self._fit_columns(rows, weight, levels, codes)
-                if not self._target_summarised_as_given:
-                    self._fit_target(self._summarise_target(y_rows, weight), classes)
-            eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
-            # on CUDA the fit's work on a stream it alone holds: fits on other threads run beside it
-            with own_stream(torch.device(self.device_)):
-                yield from self._fit_core(
-                    rows, *self._training_target(y_rows, weight), eval_sets, plan,
-                    callback_data={"X": X_given, "y": y,
-                                   "metadata": None if sample_weight is None else {"sample_weight": sample_weight}},
-                    threads=threads,
-                )
+        device = torch.device(self.device_)
+        threads = step_threads(device.type == "cpu")  # the caller's count, read before the fit runs on one thread
+        set_up_and_fit = self._set_up_and_fit(X, y, weight, plan, classes, eval_set, device, threads, callback_data={
+            "X": X_given, "y": y, "metadata": None if sample_weight is None else {"sample_weight": sample_weight}})
+        yield from resumed_within(set_up_and_fit, FitThreads(device.type == "cpu").running)
+
+    def _set_up_and_fit(self, X, y, weight, plan: FitPlan, classes, eval_set, device: torch.device, threads,
+                        callback_data: dict):
+        """_fit_epochs' generator from the columns on: the rows, the columns' and the target's fitted rules,
+        then the fit core."""
+        if plan.fresh:  # levels before codes, codes before rows, rows before their statistics
+            kinds = self._column_kinds
+            numeric, categorical = split_columns(X, kinds)
+            levels = None if categorical is None else level_counts(
+                categorical, kinds.labels(kinds.categorical_index))
+            codes = None if levels is None else CategoryCodes(levels, self.min_level_count)
+            rows = coded_rows(numeric, categorical, kinds, codes)
+            if self._target_summarised_as_given:
+                self._fit_target(self._summarise_target(y, weight), classes)
+        else:
+            rows = self.column_mapper_.rows(X)
+        rows, y_rows, weight = merged_training_rows(rows, self._encode_target(y), weight)
+        if plan.fresh:
+            self._fit_columns(rows, weight, levels, codes)
+            if not self._target_summarised_as_given:
+                self._fit_target(self._summarise_target(y_rows, weight), classes)
+        eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
+        # on CUDA the fit's training on a stream it alone holds: fits on other threads run beside it
+        with stream_lease(device) as stream:
+            core = self._fit_core(rows, *self._training_target(y_rows, weight), eval_sets, plan,
+                                  callback_data=callback_data, threads=threads)
+            yield from resumed_within(core, functools.partial(own_stream, device, stream))
 
     def _fit_shard(self, rows, y, weight, *, mapper, target, context, eval_sets=()) -> None:
         """One rank's part of a data-parallel fit (``skspectral.dask``): ``rows`` are coded float
@@ -627,7 +636,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     def _fit_core(self, X, target, weight, eval_sets, plan: FitPlan, *, context=None, callback_data=None,
                   threads: StepThreads | None = None):
         """Agree on the plan, split, build (or reuse) the model, train; yields records and stores
-        the fitted state. ``threads``: what the CPU steps are tuned from (set_up_on_one_thread's; None:
+        the fitted state. ``threads``: what the CPU steps are tuned from (step_threads'; None:
         torch's thread count)."""
         device, dtype = torch.device(self.device_), DTYPES[self.dtype_]
         start = self._agree(context, {

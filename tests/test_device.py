@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from skspectral._device import StreamLeases, own_stream, resolve_device, resolve_dtype
+from skspectral._device import StreamLeases, own_stream, resolve_device, resolve_dtype, stream_lease
 
 
 def test_resolve_device():
@@ -67,5 +67,5 @@ def test_leased_streams_are_distinct_while_held_and_a_lease_past_the_pool_waits_
 
 
 def test_own_stream_changes_nothing_off_cuda():
-    with own_stream(torch.device("cpu")):
-        assert torch.ones(2).sum() == 2
+    with stream_lease(torch.device("cpu")) as stream, own_stream(torch.device("cpu"), stream):
+        assert stream is None and torch.ones(2).sum() == 2

@@ -114,6 +114,49 @@ def test_inside_fit_iter_the_estimator_predicts_as_of_the_epoch_yielded():
         np.testing.assert_allclose(classifier.predict_proba(X).sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_a_fit_iter_loops_body_runs_on_the_callers_threads_and_loops_interleaved_leave_them(monkeypatch):
+    """A CPU fit's code runs on one thread (its steps set their own count, and its kernels Numba's to follow
+    torch's) only while the fit runs, entered around each resumption of its generator: a ``with`` held over
+    the yields ran a loop's body -- the caller's own work, predict there included -- on one thread, and two
+    loops stepped in turn, the first closed first, left the caller's thread on one thread for good, the
+    second fit's steps tuned from it; and every fit left Numba's count at its last kernel's (one thread), not
+    following torch's two: the caller's own Numba code after it ran on one thread."""
+    numba = pytest.importorskip("numba")
+    X, y = make_data(1)
+    params = dict(dim=4, max_iter=4, early_stopping=False, **CPU)
+    tuned_from = []
+    step_threads = _estimator.step_threads
+    monkeypatch.setattr(_estimator, "step_threads",
+                        lambda on_cpu: (lambda threads: (tuned_from.append(threads.count), threads)[1])(
+                            step_threads(on_cpu)))
+    found, found_numba = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(2)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    callers = (2, numba.get_num_threads())
+    try:
+        alone = SpectralRegressor(**dict(params, random_state=1)).fit(X, y).predict(X)
+        assert (torch.get_num_threads(), numba.get_num_threads()) == callers
+        first, second = SpectralRegressor(**params), SpectralRegressor(**dict(params, random_state=1))
+        loops = [first.fit_iter(X, y), second.fit_iter(X, y)]
+        bodies = []
+        for _ in range(2):
+            for loop in loops:
+                next(loop)
+                bodies.append((torch.get_num_threads(), numba.get_num_threads()))
+                first.predict(X)  # the caller's work in a loop's body
+        loops[0].close()
+        bodies.append((torch.get_num_threads(), numba.get_num_threads()))
+        for _ in loops[1]:
+            bodies.append((torch.get_num_threads(), numba.get_num_threads()))
+        assert bodies == [callers] * 7 and (torch.get_num_threads(), numba.get_num_threads()) == callers
+    finally:
+        torch.set_num_threads(found)
+        numba.set_num_threads(found_numba)
+    assert tuned_from == [2, 2, 2]
+    assert first.n_iter_ == 2 and second.n_iter_ == 4
+    np.testing.assert_array_equal(second.predict(X), alone)  # interleaved, the fit one alone makes
+
+
 def test_sample_weights_of_any_float64_scale_fit_as_weights_near_one():
     """Weights reach the steps as float32: 1e-300 underflowed to 0 and 1e300 overflowed to inf ("the
     training loss is nan at epoch 1"). A power of two now brings their mean near 1 first: a power-of-two

@@ -309,6 +309,44 @@ def test_cuda_fits_on_several_threads_at_once_fit_what_one_fit_at_a_time_fits(mo
 
 
 @pytest.mark.cuda
+def test_cuda_fit_iter_loops_interleaved_on_one_thread_each_train_on_its_own_stream(monkeypatch):
+    """A fit's work goes to its leased stream only while the fit runs (entered around each resumption of its
+    generator): a ``fit_iter`` loop's body runs on the caller's stream, with no fit's stream named, and two
+    loops stepped in turn -- each capturing its step on its own stream -- fit what each fits alone, to the
+    bit, with every step after the capture replayed from a graph."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    from skspectral._device import leased_stream
+
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(1500, 4))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=1500)
+    device = torch.device("cuda", torch.cuda.current_device())
+    params = dict(max_iter=5, batch_size=64, early_stopping=False, device="cuda")
+    replays = []
+    original = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), original(self))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no capture given up
+        alone = [SpectralRegressor(random_state=seed, **params).fit(X, y) for seed in (0, 1)]
+        replayed_alone = len(replays)
+        fits = [SpectralRegressor(random_state=seed, **params) for seed in (0, 1)]
+        loops = [fit.fit_iter(X, y) for fit in fits]
+        caller = torch.cuda.current_stream(device)
+        bodies = []
+        for _ in range(params["max_iter"]):
+            for loop in loops:
+                next(loop)
+                bodies.append((leased_stream(device), torch.cuda.current_stream(device) == caller))
+        for loop in loops:
+            assert next(loop, None) is None
+    assert bodies == [(None, True)] * 2 * params["max_iter"]
+    assert replayed_alone > 0 and len(replays) == 2 * replayed_alone
+    for fit, one in zip(fits, alone):
+        np.testing.assert_array_equal(fit.predict(X), one.predict(X))
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("others_agree", [True, False])
 def test_ranks_replay_from_graphs_only_where_every_rank_captured(others_agree):
     """A data-parallel step holds a collective: after capturing, the ranks agree, and one
@@ -999,7 +1037,7 @@ def test_the_thread_tuner_does_not_probe_several_threads_where_the_other_cores_w
                          idle_cores=_ScriptedIdle(free_cores=0.0, short_holds=1))
         assert _scripted(warming, seconds, 7) == [1] * 7
         assert warming.hold == 3 and warming.held == 2 and warming.probing is None
-        torch.set_num_threads(1)  # (a fit's set-up: set_up_on_one_thread)
+        torch.set_num_threads(1)  # (a fit's set-up: FitThreads)
         tuner = _tuner(start_threads=2, idle_cores=_ScriptedIdle(free_cores=1.0))
         assert tuner.candidates == [1, 2]
         torch.set_num_threads(2)

@@ -5,8 +5,8 @@
 from . import history
 from .cuda_graph import StaticBatchSteps
 from .streaming import HostRows
-from .threads import StepThreads, set_up_on_one_thread
+from .threads import FitThreads, StepThreads, step_threads
 from .trainer import Dataset, Trainer, TrainingOptions, TrainingState, predict_in_chunks, schedule_share
 
-__all__ = ["Dataset", "HostRows", "StaticBatchSteps", "StepThreads", "Trainer", "TrainingOptions", "TrainingState",
-           "history", "predict_in_chunks", "schedule_share", "set_up_on_one_thread"]
+__all__ = ["Dataset", "FitThreads", "HostRows", "StaticBatchSteps", "StepThreads", "Trainer", "TrainingOptions",
+           "TrainingState", "history", "predict_in_chunks", "schedule_share", "step_threads"]

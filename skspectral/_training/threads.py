@@ -26,6 +26,8 @@ import time
 
 import torch
 
+from ..eig._numba_support import numba_follows_torch
+
 # Steps timed per candidate (the first is not counted: the new count's threads start up),
 # and steps run on the chosen count before the next measurement; each measurement that chooses
 # the count before it again doubles that, up to MAX_HOLD_FACTOR times: a probe of two threads on a
@@ -70,27 +72,49 @@ class StepThreads:
     idle_cores: "IdleCores | None" = None
 
 
-@contextlib.contextmanager
-def set_up_on_one_thread(on_cpu: bool):
-    """Yields the :class:`StepThreads` the steps' :class:`AdaptiveThreads` is tuned from: the caller's thread
-    count (torch's) and, on the CPU, the idle cores read from here (the set-up runs on one thread, as the
-    steps' warm-up does, so their first hold of one thread need not wait for a window of its own: a small
-    fit's 50 ms, ~6 % of credit's 0.45 s). On the CPU what runs inside (a fit's set-up: columns, rows, model,
-    encodings) runs on one thread, and the caller's count is back after, also after an error. The set-up
-    gained little from two threads (California's 18-20 ms either way, 2M rows 1.06 s against 1.11 s on one)
-    and beside a busy process its threads waited on each other (California 74 ms against 18 ms, flights
-    0.71 s against 0.41 s)."""
-    threads = torch.get_num_threads()
+def step_threads(on_cpu: bool) -> StepThreads:
+    """The :class:`StepThreads` a fit's steps (its :class:`AdaptiveThreads`) are tuned from: the caller's
+    thread count (torch's, read here, before the fit's code runs on :class:`FitThreads`' count) and, on the
+    CPU, the idle cores read from here on."""
     idle_cores = None
     if on_cpu:
         idle_cores = IdleCores()
         idle_cores.start()
-        if threads > 1:
-            torch.set_num_threads(1)
-    try:
-        yield StepThreads(threads, idle_cores)
-    finally:
-        torch.set_num_threads(threads)
+    return StepThreads(torch.get_num_threads(), idle_cores)
+
+
+class FitThreads:
+    """torch's thread count (which Numba's kernels follow) while a CPU fit's code runs, set by
+    :meth:`running` around each of its resumptions (:func:`skspectral._resumed.resumed_within`) and the
+    caller's back in between, and Numba's count following it again (the fit's kernels set it to follow the
+    fit's own count): a ``fit_iter`` consumer's code between the epochs runs on its own count, and a fit, or
+    loops interleaved on one thread, leave the counts as they found them. The fit starts on one thread: its
+    set-up (columns, rows, model, encodings) runs there, as the steps' warm-up does, so their first hold of
+    one thread need not wait for a window of its own (a small fit's 50 ms, ~6 % of credit's 0.45 s); the
+    steps then set their own count (:class:`AdaptiveThreads`), which the fit keeps from one resumption to
+    the next. The set-up gained little from two threads (California's 18-20 ms either way, 2M rows 1.06 s
+    against 1.11 s on one) and beside a busy process its threads waited on each other (California 74 ms
+    against 18 ms, flights 0.71 s against 0.41 s). Off the CPU it changes nothing."""
+
+    def __init__(self, on_cpu: bool):
+        self.on_cpu = on_cpu
+        self.fits_count = 1  # the count the fit's code runs on when it resumes
+
+    @contextlib.contextmanager
+    def running(self):
+        if not self.on_cpu:
+            yield
+            return
+        callers = torch.get_num_threads()
+        if callers != self.fits_count:
+            torch.set_num_threads(self.fits_count)
+        try:
+            yield
+        finally:  # also after an error
+            self.fits_count = torch.get_num_threads()
+            if self.fits_count != callers:
+                torch.set_num_threads(callers)
+            numba_follows_torch()  # (the fit's kernels set Numba's count to follow its own code's)
 
 
 class IdleCores:
@@ -149,7 +173,7 @@ class AdaptiveThreads:
     def __init__(self, probe_steps: int = PROBE_STEPS, hold_steps: int = HOLD_STEPS,
                  warmup_steps: int = WARMUP_STEPS, start_threads: int | None = None, idle_cores=None):
         # the count set when the tuner came, which close() sets back: a fit's finish then runs as its set-up
-        # did (set_up_on_one_thread), not on several threads beside a busy process (6-17 ms against 1)
+        # did (FitThreads), not on several threads beside a busy process (6-17 ms against 1)
         self.found_threads = torch.get_num_threads()
         self.start_threads = self.found_threads if start_threads is None else start_threads
         # one thread first: a later candidate whose timed step is already far slower than its mean

@@ -20,6 +20,7 @@ code-generated again for each compilation).
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 
 import torch
@@ -68,6 +69,21 @@ def start_threading_layer() -> None:
     whose first step called the training pass (its parallel kernels beside the serial ones) with the
     layer not started crashed there (SIGSEGV) in about half the runs of tests/test_dask.py."""
     _pool_size()
+
+
+def numba_follows_torch() -> None:
+    """Where Numba's threading layer runs, the calling thread's Numba count set to follow torch's again (as
+    :func:`parallel_threads` sets it before a parallel kernel): a fit ends so, after its kernels set it to
+    the count of its own code (one thread) -- which had left the caller's own Numba code after a fit on one
+    thread while torch ran on two."""
+    if sys.modules.get("numba") is not None and _threading_layer_started():
+        parallel_threads()
+
+
+def _threading_layer_started() -> bool:
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    # (Numba's own flag; where a Numba lacks it, whether this package started the layer)
+    return bool(getattr(parallel, "_is_initialized", _pool_size.cache_info().currsize))
 
 
 def parallel_threads() -> int:
