@@ -30,8 +30,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (_check_sample_weight, _check_y, check_array, check_consistent_length,
-                                      check_is_fitted, validate_data)
+from sklearn.utils.validation import (_check_sample_weight, _check_y, _get_feature_names, check_array,
+                                      check_consistent_length, check_is_fitted, validate_data)
 
 from ._callbacks import CallbackSupportMixin, EpochTasks, tearing_down_callbacks
 from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
@@ -183,6 +183,16 @@ class FitAgreement:
     total_weight: float  # of the training rows, over every rank
     stream: bool  # training rows stay in host memory, streamed every epoch (on every rank, or none)
     validation_rows: int = 0  # validation rows over every rank (n_validation: a rank's)
+
+
+def _names_differ(estimator, X) -> bool:
+    """Whether the fitted estimator and the frame X both name their columns and the names differ: only then
+    does scikit-learn's name check raise (its error names the columns); where one side has no names it
+    warns, which the validation of the values reports once. (Checked here, not by silencing a second
+    check's warnings: ``warnings.catch_warnings`` is not thread-safe, and predicts on several threads left
+    an "ignore every warning" filter in force for the whole process.)"""
+    fitted, given = getattr(estimator, "feature_names_in_", None), _get_feature_names(X)
+    return fitted is not None and given is not None and (len(fitted) != len(given) or bool(np.any(fitted != given)))
 
 
 class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, BaseEstimator, metaclass=ABCMeta):
@@ -450,12 +460,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             kinds = self.column_mapper_.kinds
             if kinds.categorical is not None and not is_dataframe(X):
                 X = check_array(X, dtype=None, ensure_all_finite=False)
-            if is_dataframe(X):
+            if is_dataframe(X) and _names_differ(self, X):
                 # the names before the values: a frame with its columns in another order would
                 # otherwise be reported as a column holding the wrong kind of values
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # (the validation below warns, once)
-                    validate_data(self, X, reset=False, skip_check_array=True)
+                validate_data(self, X, reset=False, skip_check_array=True)
             check_readable(X, kinds, fitted=True)
         if kinds.categorical is None:
             check = dict(reset=reset, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan")

@@ -642,6 +642,32 @@ def test_a_frame_with_its_columns_in_another_order_gets_scikit_learns_names_erro
         SpectralRegressor(dim=4, max_iter=3, **CPU).fit(X, y, eval_set=[(reordered, y)])
 
 
+def test_predicts_on_several_threads_leave_the_processs_warning_filters_alone():
+    """A frame's names were checked with their warnings silenced by ``warnings.catch_warnings``, which swaps the
+    process's filters and is not thread-safe: predicts on eight threads (a server's) left an "ignore every
+    warning" filter in force after every burst. Its names are compared first now; a frame with the same
+    columns as fit (a categorical one included) meets no second check, and one without names still warns
+    once."""
+    pd = pytest.importorskip("pandas")
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = mixed_frame(5)
+    X = X.drop(columns="empty")
+    est = SpectralRegressor(dim=4, max_iter=2, **CPU).fit(X, y)
+    expected = est.predict(X.iloc[:40])
+    filters = list(warnings.filters)
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            predictions = list(pool.map(lambda _: est.predict(X.iloc[:40]), range(64)))
+        assert list(warnings.filters) == filters
+    assert all(np.array_equal(p, expected) for p in predictions)
+    numeric = SpectralRegressor(dim=4, max_iter=2, **CPU).fit(X[["age", "size"]], y)
+    with pytest.warns(UserWarning, match="does not have valid feature names") as caught:
+        numeric.predict(X[["age", "size"]].to_numpy())
+    assert len([w for w in caught if "feature names" in str(w.message)]) == 1
+    del pd
+
+
 def test_unreadable_input_is_a_clear_error_at_fit():
     pd = pytest.importorskip("pandas")
     X, y = make_data(15, n=60)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 
 INSTALL_HINT = (
@@ -83,11 +84,16 @@ def require_cupy(needed_by: str):
     return cupy
 
 
+# warnings.catch_warnings swaps the process's filters and is not thread-safe: fits on several threads making
+# their streams' views at once could leave its "ignore" in force; held, ours at least never interleave
+_QUIET_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=64)
 def cupy_stream(pointer: int, index: int):
     """CuPy's view of one torch stream, made once: construction is not free."""
     cupy = import_cupy()
-    with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
+    with _QUIET_LOCK, warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
         warnings.simplefilter("ignore", DeprecationWarning)
         return cupy.cuda.ExternalStream(pointer, index)
 
