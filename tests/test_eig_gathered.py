@@ -435,3 +435,37 @@ def test_a_c_function_called_with_other_types_than_it_was_compiled_for_is_a_typi
     weights = np.ones((B, 1), np.float32)
     kernels.gathered_serial(table, extra, diagonal, rows, weights, ks, True, True, values, vectors, *addresses)
     np.testing.assert_array_equal(values, 0.0)  # zero matrices: lambda = 0
+
+
+def test_a_fit_on_another_thread_waits_for_the_helper_compiling_the_c_functions_ahead(monkeypatch):
+    """Fits on several threads after an install (a search on joblib's threads): the first to need the C
+    functions waits for the helper compiling them into the cache, and so does every other -- a fit that
+    found the helper already taken off the list went on while it ran, and compiled them itself."""
+    pytest.importorskip("numba")
+    import threading
+    import time
+
+    from skspectral.eig import _numba_kernels
+
+    done = threading.Event()
+
+    class Helper:  # a helper process that takes a while
+        def wait(self, timeout=None):
+            time.sleep(0.3)
+            done.set()
+
+    dtype = np.dtype("float32")
+    monkeypatch.setattr(_numba_kernels, "_ahead", {dtype: Helper()})
+    returned = []
+
+    def fit_needs_them():
+        _numba_kernels._await_ahead(dtype)
+        returned.append(done.is_set())
+
+    threads = [threading.Thread(target=fit_needs_them) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert returned == [True] * 4 and _numba_kernels._ahead == {}

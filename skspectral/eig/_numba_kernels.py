@@ -535,8 +535,8 @@ def _await_ahead(dtype: np.dtype) -> None:
     """Wait for the helper compiling ``dtype``'s C functions, if any (at most _AHEAD_WAIT_S; then stopped)."""
     if not _ahead:
         return
-    with _ahead_lock:
-        helper = _ahead.pop(dtype, None)
+    with _ahead_lock:  # (another thread's fit waits here too, until the helper is done)
+        helper = _ahead.get(dtype)
         if helper is None:
             return
         try:
@@ -544,6 +544,8 @@ def _await_ahead(dtype: np.dtype) -> None:
         except subprocess.TimeoutExpired:
             helper.kill()
             helper.wait()
+        # named until done: a fit on another thread that found it gone would have compiled them itself meanwhile
+        del _ahead[dtype]
 
 
 @njit
