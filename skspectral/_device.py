@@ -143,40 +143,43 @@ def thread_stream(device: torch.device) -> torch.cuda.Stream:
 @contextlib.contextmanager
 def stream_lease(device: torch.device):
     """A CUDA stream on ``device`` that the block alone holds (leased: no other thread's fit queues there, see
-    :class:`StreamLeases`), given back at the end; None off CUDA. Holding it changes nothing the calling
-    thread sees: :func:`own_stream` runs work there."""
+    :class:`StreamLeases`), forked from the caller's current stream (its work starts after the work queued
+    there), joined to the current stream at the end (which then waits for it: the caller's next work, a
+    predict on the fitted module, runs after the fit's) and given back; None off CUDA. Holding it changes
+    nothing else the calling thread sees: :func:`own_stream` runs work there."""
     if device.type != "cuda":
         yield None
         return
     stream = _LEASES.lease(device)
     try:
+        stream.wait_stream(torch.cuda.current_stream(device))
         yield stream
     finally:
-        _LEASES.give_back(device, stream)
+        try:
+            torch.cuda.current_stream(device).wait_stream(stream)
+        finally:
+            _LEASES.give_back(device, stream)
 
 
 @contextlib.contextmanager
 def own_stream(device: torch.device, stream):
-    """The work queued in the block goes to ``stream`` (a :func:`stream_lease`'s), forked from the caller's
-    current stream (it starts after the work queued there) and joined to it at the end (the caller's stream
-    waits for it); :func:`leased_stream` names it inside. Fits on several threads -- a search on joblib's
-    threads, one GPU -- then run side by side on the GPU instead of one after another on its default stream,
-    every thread's current stream, and each captures its step in a CUDA graph on its own stream. A fit
-    enters it around each of its resumptions (:func:`skspectral._resumed.resumed_within`), so a
-    ``fit_iter`` consumer's own work between the epochs stays on its own stream. Nothing changes off CUDA
-    (``stream`` None)."""
+    """The work queued in the block goes to ``stream`` (a :func:`stream_lease`'s, which forks and joins it),
+    and :func:`leased_stream` names it inside. Fits on several threads -- a search on joblib's threads, one
+    GPU -- then run side by side on the GPU instead of one after another on its default stream, every
+    thread's current stream, and each captures its step in a CUDA graph on its own stream. A fit enters it
+    around each of its resumptions (:func:`skspectral._resumed.resumed_within`), so a ``fit_iter``
+    consumer's own work between the epochs stays on its own stream; no wait between the two streams there
+    (a fork and a join an epoch would tie every threaded fit's epochs to the others' through the default
+    stream, each thread's current one). Nothing changes off CUDA (``stream`` None)."""
     if stream is None:
         yield
         return
     held = getattr(_THREADS_OWN, "leased", None)
     if held is None:
         held = _THREADS_OWN.leased = []
-    caller = torch.cuda.current_stream(device)
     held.append((device, stream))
     try:
-        stream.wait_stream(caller)
         with torch.cuda.stream(stream):
             yield
     finally:
         held.pop()
-        caller.wait_stream(stream)
