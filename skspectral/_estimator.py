@@ -1108,7 +1108,20 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                                        model.dtype), chunk_rows)
             for start in range(0, max(1, len(rows)), block)  # one (empty) block for no rows
         ])
-        return self._combined_members(output).cpu().numpy().astype(np.float64)
+        output = self._combined_members(output).cpu().numpy().astype(np.float64)
+        if not np.isfinite(output).all():  # (the parameters are looked at only then)
+            self._check_parameters_finite()
+        return output
+
+    def _check_parameters_finite(self) -> None:
+        """A clear error where the fitted parameters are not finite: a fit that diverged (its training loss
+        NaN: it raised FloatingPointError, and kept what it had) left them so, and predict returned NaN for
+        every row without a word."""
+        if not all(np.isfinite(values).all() for values in self._module_state_.values()):
+            raise ValueError(
+                f"This {type(self).__name__}'s fitted parameters are not finite: the fit that made them diverged "
+                "(it raised FloatingPointError). Fit it again with a lower learning_rate_init, or check X and y "
+                "for extreme values.")
 
     def _combined_members(self, output: torch.Tensor) -> torch.Tensor:
         """The model's output (rows, members * outputs, ...) as the ensemble's (the loss's combination)."""

@@ -356,8 +356,13 @@ def test_clip_features_bounds_extrapolation(data):
 def test_divergence_is_an_error_or_a_warning_never_silent(data):
     X, y = data
     # float32 overflows: the loss is inf, an error
+    diverged = SpectralRegressor(dim=4, learning_rate_init=1e30, max_iter=5, random_state=0, dtype="float32")
     with pytest.raises(FloatingPointError, match="learning_rate_init"):
-        SpectralRegressor(dim=4, learning_rate_init=1e30, max_iter=5, random_state=0, dtype="float32").fit(X, y)
+        diverged.fit(X, y)
+    # what it kept is not finite: predict says so (it returned NaN for every row), also once pickled
+    for kept in (diverged, pickle.loads(pickle.dumps(diverged))):
+        with pytest.raises(ValueError, match="fitted parameters are not finite: the fit that made them diverged"):
+            kept.predict(X[:3])
     # float64 stays finite, but the fit is garbage: a warning says so (diverged from its first epoch, or
     # garbage from the first epoch on: worse than a constant)
     for shared_members in (0.0, 0.5):
