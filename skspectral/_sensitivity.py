@@ -135,6 +135,11 @@ class CertifiedSensitivityMixin:
     def _feature_bounds(self) -> np.ndarray:
         """Bounds in standardised units of the ensemble's output, shape (..., n_features)."""
         check_is_fitted(self, "_module_state_")
+        if not np.isfinite(self.feature_matrices_).all():  # (torch's eigh failed on them with LinAlgError)
+            raise ValueError(
+                f"This {type(self).__name__}'s fitted matrices are not finite, so neither are its sensitivities: the "
+                "fit that made them diverged (it raised FloatingPointError). Fit it again with a lower "
+                "learning_rate_init, or check X and y for extreme values.")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
         norms = model_class(self.structure).stored_matrix_norms
         bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms)

@@ -363,6 +363,10 @@ def test_divergence_is_an_error_or_a_warning_never_silent(data):
     for kept in (diverged, pickle.loads(pickle.dumps(diverged))):
         with pytest.raises(ValueError, match="fitted parameters are not finite: the fit that made them diverged"):
             kept.predict(X[:3])
+        with pytest.raises(ValueError, match="matrices are not finite, so neither are its sensitivities"):
+            kept.sensitivity_bound(np.ones(X.shape[1]))  # (torch's LinAlgError before)
+        with pytest.raises(ValueError, match="matrices are not finite, so neither are its sensitivities"):
+            kept.feature_importances_
     # float64 stays finite, but the fit is garbage: a warning says so (diverged from its first epoch, or
     # garbage from the first epoch on: worse than a constant)
     for shared_members in (0.0, 0.5):
