@@ -982,7 +982,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
 
         @torch.no_grad()
         def record() -> dict:
-            bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms, plan=plan)
+            bounds = feature_bounds(model.feature_matrices(), spec, norms=model.matrix_norms, plan=plan,
+                                    frobenius_rows=model.stored_frobenius_rows)
             if members > 1:  # (members * outputs, features) -> the ensemble output's (outputs, features)
                 bounds = ensemble_bounds(bounds.view(members, -1, bounds.shape[-1]), reduce)
             sensitivities = to_user_units(bounds, output_scale, x_scale)

@@ -29,6 +29,8 @@ is the above times output_scale / scale_i, and the categorical one times output_
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
@@ -40,57 +42,144 @@ from .model import SpectralModel, model_class
 spectral_norms = SpectralModel.stored_matrix_norms  # ||A||_2 of a (..., n, n) stack of symmetric matrices
 
 
-def bounds_plan(spec: EncodingSpec) -> tuple:
+# A categorical feature with more level pairs than this has, on the CPU, its bound found from the few
+# pairs whose Frobenius norm could reach the largest spectral norm (``_largest_pair_norms``), not from every
+# pair's: 255 levels are 32,385 pairs, whose every norm took a CPU fit's record of the bounds 2.6x its epoch's
+# steps, and feature_sensitivities_ 10 s (benchmarks/RESULTS.md, section 9). A GPU's record takes every pair
+# still: the pruning reads how many pairs survive, a synchronisation the epoch's one sync would wait behind.
+PRUNED_PAIRS = 256
+
+
+class BoundsPlan(NamedTuple):
+    """What :func:`feature_bounds` reads, found once per encoding (:func:`bounds_plan`)."""
+
+    numeric: np.ndarray | torch.Tensor  # the numeric (linear and piecewise) columns
+    numeric_feature: np.ndarray | torch.Tensor  # their features
+    width: np.ndarray | torch.Tensor  # their widths
+    first: np.ndarray | torch.Tensor  # the categorical features' level pairs taken one by one: first columns,
+    second: np.ndarray | torch.Tensor  # second columns,
+    pair_feature: np.ndarray | torch.Tensor  # and features
+    pruned: tuple = ()  # (feature, its level columns) for the features whose pairs are pruned
+
+
+def bounds_plan(spec: EncodingSpec, prune: bool = True) -> BoundsPlan:
     """What :func:`feature_bounds` reads, found once per encoding: the numeric (linear and
     piecewise) columns, their features and widths; the categorical features' level pairs (their
-    two columns) and features. A feature with numeric columns takes its bound from them."""
+    two columns) and features -- with ``prune``, those of a feature of more than PRUNED_PAIRS pairs
+    in ``pruned`` instead, as the feature and its level columns. A feature with numeric columns
+    takes its bound from them."""
     feature, kind, width = spec.columns()
     numeric = np.flatnonzero((kind == LINEAR) | (kind == PIECEWISE))
-    firsts, seconds, pair_features = [], [], []
+    firsts, seconds, pair_features, pruned = [], [], [], []
     for i in np.setdiff1d(np.arange(spec.n_features), feature[numeric]):
         levels = np.flatnonzero((feature == i) & (kind == LEVEL))
         a, b = np.triu_indices(len(levels), k=1)
+        if prune and len(a) > PRUNED_PAIRS:
+            pruned.append((int(i), levels))
+            continue
         firsts.append(levels[a])
         seconds.append(levels[b])
         pair_features.append(np.full(len(a), i))
     joined = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
-    return numeric, feature[numeric], width[numeric], joined(firsts), joined(seconds), joined(pair_features)
+    return BoundsPlan(numeric, feature[numeric], width[numeric], joined(firsts), joined(seconds),
+                      joined(pair_features), tuple(pruned))
 
 
-def bounds_plan_on(spec: EncodingSpec, dtype: torch.dtype, device) -> tuple:
+def bounds_plan_on(spec: EncodingSpec, dtype: torch.dtype, device) -> BoundsPlan:
     """:func:`bounds_plan` as tensors on ``device`` (the widths in ``dtype``): what a fit's record of the
     bounds every epoch reads without copying the plan from the host again (on a GPU a copy from
-    pageable host memory would wait for the epoch's queued steps: a second synchronisation an epoch)."""
-    numeric, numeric_feature, width, first, second, pair_feature = bounds_plan(spec)
+    pageable host memory would wait for the epoch's queued steps: a second synchronisation an epoch).
+    Pairs are pruned on the CPU only (PRUNED_PAIRS)."""
+    plan = bounds_plan(spec, prune=torch.device(device).type == "cpu")
     on = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
-    return (on(numeric), on(numeric_feature), torch.as_tensor(width, dtype=dtype, device=device), on(first),
-            on(second), on(pair_feature))
+    return BoundsPlan(on(plan.numeric), on(plan.numeric_feature), torch.as_tensor(plan.width, dtype=dtype, device=device),
+                      on(plan.first), on(plan.second), on(plan.pair_feature),
+                      tuple((i, on(levels)) for i, levels in plan.pruned))
 
 
 def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spectral_norms,
-                   plan: tuple | None = None) -> torch.Tensor:
+                   plan: BoundsPlan | None = None, frobenius_rows=SpectralModel.stored_frobenius_rows) -> torch.Tensor:
     """Per-feature bounds (standardised units) from the encoded columns' matrices.
 
     matrices: (..., n_columns, d, d); returns (..., n_features). ``norms`` computes
-    ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend); ``plan``:
-    :func:`bounds_plan` of ``spec`` (made here if not given; a fit records bounds every epoch, from
-    :func:`bounds_plan_on` its device).
-    Every column's and every level pair's norm from one call each, reduced per feature.
+    ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend), ``frobenius_rows`` rows
+    whose distances are Frobenius norms of their differences (the storage's, e.g. a model class's
+    ``stored_frobenius_rows``); ``plan``: :func:`bounds_plan` of ``spec`` (made here if not given, pruning
+    on the CPU; a fit records bounds every epoch, from :func:`bounds_plan_on` its device).
+    The numeric columns' and the level pairs' norms from one call each, reduced per feature; a pruned
+    feature's largest pair norm from :func:`_largest_pair_norms` (the same value).
     """
     if spec is None or spec.is_plain_linear:
         return norms(matrices)
-    numeric, numeric_feature, width, first, second, pair_feature = plan if plan is not None else bounds_plan(spec)
+    if plan is None:
+        plan = bounds_plan(spec, prune=matrices.device.type == "cpu")
     bounds = matrices.new_zeros(matrices.shape[:-3] + (spec.n_features,))
     device = matrices.device
-    if len(numeric):
-        scaled = norms(matrices)[..., numeric] / torch.as_tensor(width, dtype=matrices.dtype, device=device)
-        index = torch.as_tensor(numeric_feature, dtype=torch.long, device=device).expand(scaled.shape)
+    if len(plan.numeric):
+        numeric = torch.as_tensor(plan.numeric, dtype=torch.long, device=device)
+        # only the numeric columns' norms (a wide categorical's level columns are most of them)
+        of_numeric = matrices if len(numeric) == matrices.shape[-3] else matrices[..., numeric, :, :]
+        scaled = norms(of_numeric) / torch.as_tensor(plan.width, dtype=matrices.dtype, device=device)
+        index = torch.as_tensor(plan.numeric_feature, dtype=torch.long, device=device).expand(scaled.shape)
         bounds = bounds.scatter_reduce(-1, index, scaled, "amax")  # norms are >= 0: the zeros change nothing
-    if len(first):
+    if len(plan.first):
+        first = torch.as_tensor(plan.first, dtype=torch.long, device=device)
+        second = torch.as_tensor(plan.second, dtype=torch.long, device=device)
         pair_norms = norms(matrices[..., first, :, :] - matrices[..., second, :, :])
-        index = torch.as_tensor(pair_feature, dtype=torch.long, device=device).expand(pair_norms.shape)
+        index = torch.as_tensor(plan.pair_feature, dtype=torch.long, device=device).expand(pair_norms.shape)
         bounds = bounds.scatter_reduce(-1, index, pair_norms, "amax")
+    for feature, levels in plan.pruned:
+        levels = torch.as_tensor(levels, dtype=torch.long, device=device)
+        bounds[..., feature] = _largest_pair_norms(matrices[..., levels, :, :], norms, frobenius_rows)
     return bounds
+
+
+# How far a pair's computed spectral norm may exceed its Frobenius norm found from the Gram matrix (relative):
+# the norm's own rounding (its eigensolver's, in the matrices' dtype) and the difference's, far below this
+_PRUNING_SLACK = 1e-3
+
+
+def _largest_pair_norms(levels: torch.Tensor, norms, frobenius_rows, first_exact: int = 8) -> torch.Tensor:
+    """max over a < b of ``norms``(levels[..., a, :, :] - levels[..., b, :, :]), shape levels.shape[:-3]:
+    the largest of every pair's norms (no pair left out could reach it; a batched eigensolver may round a
+    matrix's last bits by its batch), from a few pairs' norms. ||D||_2 <= ||D||_F, and the pairs' Frobenius
+    norms come from one Gram matrix of the levels' rows: the ``first_exact`` pairs of the largest Frobenius
+    norms are normed first; then only the pairs whose Frobenius norm (widened by its rounding and
+    _PRUNING_SLACK) exceeds the largest norm so far can exceed it. A trained categorical's extreme level
+    differences are nearly of rank one (Frobenius 1.05-1.2x the spectral norm), so a handful of its
+    thousands of pairs are normed. Reads how many remain (a synchronisation on a GPU)."""
+    lead = levels.shape[:-3]
+    levels = levels.reshape((-1,) + levels.shape[-3:])
+    count = levels.shape[1]
+    # in the levels' dtype (a float32 fit's record: its Gram half a float64 one's cost), its rounding bounded below
+    rows = frobenius_rows(levels)
+    eps = torch.finfo(rows.dtype).eps
+    mean = rows.mean(dim=1, keepdim=True)
+    # centred, the Gram's cancellation scales with the levels' spread, not with a part they share; the
+    # centring's own rounding moves a distance by at most eps (|r_a| + |r_b| + 2 |mean|)
+    centring = eps * (rows.norm(dim=-1) + mean.norm(dim=-1))
+    rows = rows - mean
+    squares = (rows * rows).sum(dim=-1)
+    both = squares[:, :, None] + squares[:, None, :]
+    # every (a, b) at once, (members, count, count): elementwise, no gather of the pairs (slow on the CPU)
+    frobenius_squared = both - 2 * (rows @ rows.mT)
+    # the Gram's rounding, bounded by its terms' size (~entries x eps of them)
+    rounding = 4 * rows.shape[-1] * eps * both
+    ceiling = ((frobenius_squared + rounding).clamp_min(0).sqrt() + 2 * (centring[:, :, None] + centring[:, None, :])) * (
+        1 + _PRUNING_SLACK)
+    # each pair once (a < b); 0 elsewhere, which no pair's norm is below
+    ceiling = ceiling.triu(diagonal=1).flatten(1)
+
+    def pair_norms(member, pair):
+        return norms(levels[member, pair // count] - levels[member, pair % count]).to(ceiling.dtype)
+
+    members = torch.arange(levels.shape[0], device=levels.device)
+    top = ceiling.topk(min(first_exact, count * (count - 1) // 2), dim=1).indices
+    largest = pair_norms(members[:, None].expand_as(top), top).amax(dim=1)
+    member, pair = (ceiling > largest[:, None]).nonzero(as_tuple=True)
+    if len(pair):
+        largest = largest.scatter_reduce(0, member, pair_norms(member, pair), "amax")
+    return largest.to(levels.dtype).reshape(lead)
 
 
 def ensemble_bounds(bounds: torch.Tensor, rule: str) -> torch.Tensor:
@@ -141,8 +230,9 @@ class CertifiedSensitivityMixin:
                 "fit that made them diverged (it raised FloatingPointError). Fit it again with a lower "
                 "learning_rate_init, or check X and y for extreme values.")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
-        norms = model_class(self.structure).stored_matrix_norms
-        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=norms)
+        model = model_class(self.structure)
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=model.stored_matrix_norms,
+                                frobenius_rows=model.stored_frobenius_rows)
         if self.n_estimators_ > 1:  # members first
             bounds = ensemble_bounds(bounds, self._member_bounds())
         return bounds.numpy()

@@ -530,6 +530,12 @@ class SpectralModel(torch.nn.Module):
         estimator's ``feature_matrices_``), without a module: torch.linalg, any device."""
         return torch.linalg.eigvalsh(matrices).abs().amax(dim=-1)
 
+    @staticmethod
+    def stored_frobenius_rows(matrices: torch.Tensor) -> torch.Tensor:
+        """Rows (..., entries) of matrices as :meth:`feature_matrices` stores them whose Euclidean
+        distances are the Frobenius norms of the matrices' differences (every entry)."""
+        return matrices.flatten(-2)
+
     @classmethod
     def elements_per_matrix(cls, dim: int, smoothing: float | None = None) -> int:
         """Numbers a forward pass builds per matrix (one row, one output): memory planning."""
@@ -649,6 +655,12 @@ class TridiagonalSpectralModel(SpectralModel):
     def stored_matrix_norms(matrices: torch.Tensor) -> torch.Tensor:
         """||.||_2 of band storage (..., 2, dim), without a module."""
         return band_norms(matrices)
+
+    @staticmethod
+    def stored_frobenius_rows(matrices: torch.Tensor) -> torch.Tensor:
+        """Band storage (..., 2, dim) as rows whose Euclidean distances are the Frobenius norms of the
+        tridiagonal matrices' differences: the off-diagonal counts twice (above and below)."""
+        return torch.cat([matrices[..., 0, :], matrices[..., 1, :] * math.sqrt(2.0)], dim=-1)
 
     @classmethod
     def elements_per_matrix(cls, dim: int, smoothing: float | None = None) -> int:

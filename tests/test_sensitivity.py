@@ -1,6 +1,7 @@
 """Certified sensitivities: units, importances, and the Weyl bound as a property test."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -8,8 +9,10 @@ from hypothesis import strategies as st
 
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral._losses import get_loss, regression_loss
-from skspectral._sensitivity import bounds_plan_on, ensemble_bounds, feature_bounds, spectral_norms
+from skspectral._sensitivity import (PRUNED_PAIRS, _largest_pair_norms, bounds_plan, bounds_plan_on, ensemble_bounds,
+                                    feature_bounds, spectral_norms)
 from skspectral.encoding import EncodingSpec
+from skspectral.model import model_class
 
 from .conftest import DEVICES, SERIES, make_data
 
@@ -82,7 +85,7 @@ def test_a_plan_on_the_device_gives_the_same_bounds(device):
     A = torch.randn(2, spec.n_columns, 5, 5, generator=generator, dtype=torch.float32)
     A = (A + A.transpose(-1, -2)).to(device)
     plan = bounds_plan_on(spec, A.dtype, A.device)
-    assert all(part.device == A.device for part in plan)
+    assert all(part.device == A.device for part in plan[:-1]) and plan.pruned == ()
     expected = feature_bounds(A, spec)
     assert expected.shape == (2, 4) and bool((expected > 0).all())
     assert torch.equal(feature_bounds(A, spec, plan=plan), expected)
@@ -154,3 +157,113 @@ def test_each_epochs_record_bounds_a_classifiers_ensemble_by_the_fitted_rule(n_c
     est = SpectralClassifier(dim=4, max_iter=4, early_stopping=False, random_state=0, device="cpu").fit(X, y)
     assert est.n_estimators_ > 1
     np.testing.assert_allclose(est.history_[-1]["sensitivities"], est.feature_sensitivities_, rtol=1e-5)
+
+
+def _every_pairs_largest_norm(levels, norms):
+    """The reference: every pair's norm, the largest."""
+    a, b = torch.triu_indices(levels.shape[-3], levels.shape[-3], offset=1)
+    return norms(levels[..., a, :, :] - levels[..., b, :, :]).amax(dim=-1)
+
+
+def _levels(kind: str, members: int, count: int, dim: int, seed: int, structure: str) -> torch.Tensor:
+    """Level matrices (members, count, ...) in a structure's storage, of a kind that stresses the pruning:
+    random, a large common part with a small spread (the Gram's cancellation), differences of rank one,
+    full-rank differences of equal singular values (Frobenius sqrt(dim) x the spectral norm: few pairs pruned),
+    levels repeated exactly, and every level equal."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (members, count) + ((2, dim) if structure == "tridiagonal" else (dim, dim))
+    random = torch.randn(shape, generator=g, dtype=torch.float64)
+    if structure == "dense":
+        random = random + random.mT
+    if kind == "random":
+        return random
+    if kind == "common part, small spread":
+        return 1e4 * random[:, :1] + 1e-3 * random
+    if kind == "rank one":
+        v = torch.randn(members, count, dim, generator=g, dtype=torch.float64)
+        if structure == "tridiagonal":
+            return torch.stack([v, torch.zeros_like(v)], dim=-2)
+        return v[..., :, None] * v[..., None, :] * torch.randn(members, count, 1, 1, generator=g, dtype=torch.float64)
+    if kind == "full rank":
+        signs = torch.randint(0, 2, (members, count, 1, 1), generator=g).to(torch.float64) * 2 - 1
+        eye = torch.eye(dim, dtype=torch.float64) if structure == "dense" else torch.stack(
+            [torch.ones(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)])
+        return signs * eye + 1e-6 * random
+    if kind == "repeated":
+        return random[:, torch.arange(count) % 3]
+    if kind == "equal":
+        return random[:, :1].expand(shape).clone()
+    raise ValueError(kind)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), members=st.integers(1, 3), count=st.integers(2, 40), dim=st.integers(1, 7),
+       kind=st.sampled_from(["random", "common part, small spread", "rank one", "full rank", "repeated", "equal"]),
+       structure=st.sampled_from(["dense", "tridiagonal"]))
+def test_the_pruned_pairs_largest_norm_is_every_pairs(seed, members, count, dim, kind, structure):
+    """A categorical's bound, the largest norm of its level pairs' differences, found from the few pairs whose
+    Frobenius norm could reach it is every pair's largest, to the eigensolver's rounding: in float64 through
+    torch.linalg (a fitted model's sensitivities) and in float32 through a model's own solver (a CPU fit's
+    record)."""
+    cls = model_class(structure)
+    levels = _levels(kind, members, count, dim, seed, structure)
+    found = _largest_pair_norms(levels, cls.stored_matrix_norms, cls.stored_frobenius_rows)
+    expected = _every_pairs_largest_norm(levels, cls.stored_matrix_norms)
+    assert found.shape == (members,)
+    torch.testing.assert_close(found, expected, rtol=1e-12, atol=1e-300)
+    model = cls(1, max(dim, 2) if structure == "tridiagonal" else dim, 0, dtype=torch.float32)
+    if model.dim == dim:
+        single = levels.to(torch.float32)
+        torch.testing.assert_close(_largest_pair_norms(single, model.matrix_norms, cls.stored_frobenius_rows),
+                                   _every_pairs_largest_norm(single, model.matrix_norms), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+def test_a_wide_categoricals_bound_is_pruned_on_the_cpu_to_the_same_bounds(structure):
+    """A categorical of more than PRUNED_PAIRS level pairs (here 30 levels and a missing one: 465) takes its
+    bound from a few pairs on the CPU, the same bounds as every pair's (a fit's record, from its plan, and a
+    fitted model's, from the spec); a narrow one (4 levels) every pair."""
+    spec = EncodingSpec(3, numeric=[0], edges=[[-1.0, 0.0, 1.0]], missing=[], categorical=[1, 2], n_levels=[30, 4],
+                        has_missing_level=[True, False])
+    plan = bounds_plan_on(spec, torch.float32, "cpu")
+    assert [feature for feature, _ in plan.pruned] == [1] and 31 * 30 // 2 > PRUNED_PAIRS
+    cls = model_class(structure)
+    g = torch.Generator().manual_seed(1)
+    storage = (2, 6) if structure == "tridiagonal" else (6, 6)
+    A = torch.randn((4, spec.n_columns) + storage, generator=g, dtype=torch.float64)
+    A = A + A.mT if structure == "dense" else A
+    every = feature_bounds(A, spec, norms=cls.stored_matrix_norms, plan=bounds_plan(spec, prune=False))
+    pruned = feature_bounds(A, spec, norms=cls.stored_matrix_norms, frobenius_rows=cls.stored_frobenius_rows)
+    torch.testing.assert_close(pruned, every, rtol=1e-12, atol=0)
+    model = cls(1, 6, 0, dtype=torch.float32)
+    single = A.to(torch.float32)
+    torch.testing.assert_close(
+        feature_bounds(single, spec, norms=model.matrix_norms, plan=plan, frobenius_rows=model.stored_frobenius_rows),
+        feature_bounds(single, spec, norms=model.matrix_norms, plan=bounds_plan_on(spec, torch.float32, "cpu")._replace(
+            first=torch.as_tensor(bounds_plan(spec, prune=False).first),
+            second=torch.as_tensor(bounds_plan(spec, prune=False).second),
+            pair_feature=torch.as_tensor(bounds_plan(spec, prune=False).pair_feature), pruned=())),
+        rtol=1e-6, atol=0)
+
+
+def test_a_wide_categoricals_fitted_sensitivities_and_records_are_every_pairs():
+    """A fit on a categorical of 60 levels: its fitted sensitivities and its last epoch's record, both pruned,
+    equal every pair's bounds (to rounding), and a change of level moves the prediction within the bound. (No early
+    stopping: the last record is of the fitted parameters.)"""
+    rng = np.random.default_rng(0)
+    n = 3000
+    codes = rng.integers(0, 60, n)
+    X = pd.DataFrame({"x": rng.normal(size=n), "level": pd.Categorical(codes.astype(str))})
+    y = X["x"].to_numpy() + rng.normal(size=60)[codes] + 0.1 * rng.normal(size=n)
+    est = SpectralRegressor(dim=5, max_iter=3, n_estimators=2, min_level_count=10, early_stopping=False, random_state=0,
+                            device="cpu").fit(X, y)
+    spec = est.encoding_
+    assert [feature for feature, _ in bounds_plan(spec).pruned] == [1]
+    A = torch.as_tensor(est.feature_matrices_)
+    every = ensemble_bounds(feature_bounds(A, spec, plan=bounds_plan(spec, prune=False)), est._member_bounds())
+    expected = every.numpy() * est._output_scale() / est.x_scale_
+    np.testing.assert_allclose(est.feature_sensitivities_, expected, rtol=1e-12)
+    np.testing.assert_allclose(est.history_[-1]["sensitivities"], expected, rtol=1e-5)
+    other = X.assign(level=pd.Categorical(np.roll(codes, 1).astype(str), categories=X["level"].cat.categories))
+    change = np.abs(est.predict(other) - est.predict(X))
+    assert np.all(change <= est.sensitivity_bound([0, 1]) + 1e-9)
