@@ -267,3 +267,20 @@ def test_a_wide_categoricals_fitted_sensitivities_and_records_are_every_pairs():
     other = X.assign(level=pd.Categorical(np.roll(codes, 1).astype(str), categories=X["level"].cat.categories))
     change = np.abs(est.predict(other) - est.predict(X))
     assert np.all(change <= est.sensitivity_bound([0, 1]) + 1e-9)
+
+
+def test_a_multiclass_ensembles_wide_categorical_bound_is_every_pairs():
+    """Pruning over (members, classes) of level matrices: a three-class classifier of three members on a
+    50-level categorical, its fitted bounds equal every pair's."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    codes = rng.integers(0, 50, n)
+    X = pd.DataFrame({"x": rng.normal(size=n), "level": pd.Categorical(codes.astype(str))})
+    y = (rng.normal(size=50)[codes] + X["x"] > 0).astype(int) + (X["x"] > 1)
+    est = SpectralClassifier(dim=5, max_iter=3, n_estimators=3, min_level_count=10, random_state=0, device="cpu")
+    est.fit(X, y)
+    A = torch.as_tensor(est.feature_matrices_)
+    assert A.shape[:2] == (3, 3) and [feature for feature, _ in bounds_plan(est.encoding_).pruned] == [1]
+    every = feature_bounds(A, est.encoding_, plan=bounds_plan(est.encoding_, prune=False))
+    torch.testing.assert_close(feature_bounds(A, est.encoding_), every, rtol=1e-12, atol=0)
+    assert est.feature_sensitivities_.shape == (3, 2)
