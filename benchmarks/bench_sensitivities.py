@@ -16,6 +16,7 @@ pairs survive, a synchronisation); ``feature_sensitivities_`` is computed on the
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -23,7 +24,6 @@ from _common import sync, versions, write_json
 
 import numpy as np
 import pandas as pd
-import torch
 
 from skspectral import SpectralRegressor, _estimator, _sensitivity
 from skspectral._training import trainer
@@ -59,15 +59,7 @@ def timed_epoch(self, *args, **kwargs):
 
 
 kept_plan_on = _estimator.bounds_plan_on
-
-
-def pruning_plan_on(spec, dtype, device):
-    """bounds_plan_on, pruning on any device (the CPU's rule, for a GPU's record too)."""
-    plan = _sensitivity.bounds_plan(spec, prune=True)
-    on = lambda values: torch.as_tensor(values, dtype=torch.long, device=device)  # noqa: E731
-    return _sensitivity.BoundsPlan(on(plan.numeric), on(plan.numeric_feature), torch.as_tensor(plan.width, dtype=dtype, device=device),
-                                   on(plan.first), on(plan.second), on(plan.pair_feature),
-                                   tuple((i, on(levels)) for i, levels in plan.pruned))
+pruning_plan_on = functools.partial(kept_plan_on, prune=True)  # the CPU's rule, for a GPU's record too
 
 
 _estimator.SpectralEstimatorBase._epoch_recorder = kept_recorder

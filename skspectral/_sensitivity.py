@@ -44,8 +44,8 @@ spectral_norms = SpectralModel.stored_matrix_norms  # ||A||_2 of a (..., n, n) s
 
 # A categorical feature with more level pairs than this has, on the CPU, its bound found from the few
 # pairs whose Frobenius norm could reach the largest spectral norm (``_largest_pair_norms``), not from every
-# pair's: 255 levels are 32,385 pairs, whose every norm took a CPU fit's record of the bounds 2.6x its epoch's
-# steps, and feature_sensitivities_ 10 s (benchmarks/RESULTS.md, section 9). A GPU's record takes every pair
+# pair's: 255 levels are 32,385 pairs, whose every norm took a CPU fit's record of the bounds 1.6x its epoch's
+# steps, and feature_sensitivities_ 9 s (three such columns, eight members: benchmarks/RESULTS.md, section 9). A GPU's record takes every pair
 # still: the pruning reads how many pairs survive, a synchronisation the epoch's one sync would wait behind.
 PRUNED_PAIRS = 256
 
@@ -73,10 +73,10 @@ def bounds_plan(spec: EncodingSpec, prune: bool = True) -> BoundsPlan:
     firsts, seconds, pair_features, pruned = [], [], [], []
     for i in np.setdiff1d(np.arange(spec.n_features), feature[numeric]):
         levels = np.flatnonzero((feature == i) & (kind == LEVEL))
-        a, b = np.triu_indices(len(levels), k=1)
-        if prune and len(a) > PRUNED_PAIRS:
+        if prune and len(levels) * (len(levels) - 1) // 2 > PRUNED_PAIRS:
             pruned.append((int(i), levels))
             continue
+        a, b = np.triu_indices(len(levels), k=1)
         firsts.append(levels[a])
         seconds.append(levels[b])
         pair_features.append(np.full(len(a), i))
@@ -85,12 +85,12 @@ def bounds_plan(spec: EncodingSpec, prune: bool = True) -> BoundsPlan:
                       joined(pair_features), tuple(pruned))
 
 
-def bounds_plan_on(spec: EncodingSpec, dtype: torch.dtype, device) -> BoundsPlan:
+def bounds_plan_on(spec: EncodingSpec, dtype: torch.dtype, device, prune: bool | None = None) -> BoundsPlan:
     """:func:`bounds_plan` as tensors on ``device`` (the widths in ``dtype``): what a fit's record of the
     bounds every epoch reads without copying the plan from the host again (on a GPU a copy from
     pageable host memory would wait for the epoch's queued steps: a second synchronisation an epoch).
-    Pairs are pruned on the CPU only (PRUNED_PAIRS)."""
-    plan = bounds_plan(spec, prune=torch.device(device).type == "cpu")
+    ``prune`` None: pairs are pruned on the CPU only (PRUNED_PAIRS)."""
+    plan = bounds_plan(spec, prune=torch.device(device).type == "cpu" if prune is None else prune)
     on = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
     return BoundsPlan(on(plan.numeric), on(plan.numeric_feature), torch.as_tensor(plan.width, dtype=dtype, device=device),
                       on(plan.first), on(plan.second), on(plan.pair_feature),
@@ -230,9 +230,9 @@ class CertifiedSensitivityMixin:
                 "fit that made them diverged (it raised FloatingPointError). Fit it again with a lower "
                 "learning_rate_init, or check X and y for extreme values.")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
-        model = model_class(self.structure)
-        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_, norms=model.stored_matrix_norms,
-                                frobenius_rows=model.stored_frobenius_rows)
+        model_cls = model_class(self.structure)
+        bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_,
+                                norms=model_cls.stored_matrix_norms, frobenius_rows=model_cls.stored_frobenius_rows)
         if self.n_estimators_ > 1:  # members first
             bounds = ensemble_bounds(bounds, self._member_bounds())
         return bounds.numpy()

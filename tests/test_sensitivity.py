@@ -239,10 +239,7 @@ def test_a_wide_categoricals_bound_is_pruned_on_the_cpu_to_the_same_bounds(struc
     single = A.to(torch.float32)
     torch.testing.assert_close(
         feature_bounds(single, spec, norms=model.matrix_norms, plan=plan, frobenius_rows=model.stored_frobenius_rows),
-        feature_bounds(single, spec, norms=model.matrix_norms, plan=bounds_plan_on(spec, torch.float32, "cpu")._replace(
-            first=torch.as_tensor(bounds_plan(spec, prune=False).first),
-            second=torch.as_tensor(bounds_plan(spec, prune=False).second),
-            pair_feature=torch.as_tensor(bounds_plan(spec, prune=False).pair_feature), pruned=())),
+        feature_bounds(single, spec, norms=model.matrix_norms, plan=bounds_plan_on(spec, torch.float32, "cpu", prune=False)),
         rtol=1e-6, atol=0)
 
 
