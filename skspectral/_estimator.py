@@ -41,7 +41,8 @@ from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_d
 from ._losses import make_penalty
 from ._preprocessing import check_eval_set, merged_training_rows, validation_split
 from ._resumed import resumed_within
-from ._sensitivity import CertifiedSensitivityMixin, bounds_plan_on, ensemble_bounds, feature_bounds, to_user_units
+from ._sensitivity import (CertifiedSensitivityMixin, bounds_plan_on, diverged_fit_error, ensemble_bounds, feature_bounds,
+                           to_user_units)
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
                         FitThreads, predict_in_chunks, schedule_share, step_threads)
 from ._transfer import CHUNK_BYTES, standardised_rows
@@ -1119,10 +1120,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         NaN: it raised FloatingPointError, and kept what it had) left them so, and predict returned NaN for
         every row without a word."""
         if not all(np.isfinite(values).all() for values in self._module_state_.values()):
-            raise ValueError(
-                f"This {type(self).__name__}'s fitted parameters are not finite: the fit that made them diverged "
-                "(it raised FloatingPointError). Fit it again with a lower learning_rate_init, or check X and y "
-                "for extreme values.")
+            raise diverged_fit_error(self, "parameters are not finite")
 
     def _combined_members(self, output: torch.Tensor) -> torch.Tensor:
         """The model's output (rows, members * outputs, ...) as the ensemble's (the loss's combination)."""

@@ -216,6 +216,13 @@ def to_user_units(bounds, output_scale: float, x_scale):
     return bounds * output_scale / x_scale
 
 
+def diverged_fit_error(estimator, what: str) -> ValueError:
+    """The error for a fitted ``estimator`` whose state a diverged fit left not finite (``what`` of it)."""
+    return ValueError(
+        f"This {type(estimator).__name__}'s fitted {what}: the fit that made them diverged (it raised "
+        "FloatingPointError). Fit it again with a lower learning_rate_init, or check X and y for extreme values.")
+
+
 class CertifiedSensitivityMixin:
     """feature_sensitivities_, sensitivity_bound and feature_importances_ for a
     fitted spectral estimator (needs ``feature_matrices_``, ``x_scale_``,
@@ -226,10 +233,8 @@ class CertifiedSensitivityMixin:
         """Bounds in standardised units of the ensemble's output, shape (..., n_features)."""
         check_is_fitted(self, "_module_state_")
         if not np.isfinite(self.feature_matrices_).all():  # (torch's eigh failed on them with LinAlgError)
-            raise ValueError(
-                f"This {type(self).__name__}'s fitted matrices are not finite, so neither are its sensitivities: the "
-                "fit that made them diverged (it raised FloatingPointError). Fit it again with a lower "
-                "learning_rate_init, or check X and y for extreme values.")
+            # (finite parameters can still give overflowing matrices: the estimator's check of them is not enough)
+            raise diverged_fit_error(self, "matrices are not finite, so neither are its sensitivities")
         # the fitted matrices in the model's own storage (tridiagonal: bands), normed by its rule
         model_cls = model_class(self.structure)
         bounds = feature_bounds(torch.as_tensor(self.feature_matrices_), self.encoding_,

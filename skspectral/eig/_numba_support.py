@@ -76,7 +76,7 @@ def numba_follows_torch() -> None:
     :func:`parallel_threads` sets it before a parallel kernel): a fit ends so, after its kernels set it to
     the count of its own code (one thread) -- which had left the caller's own Numba code after a fit on one
     thread while torch ran on two."""
-    if sys.modules.get("numba") is not None and _threading_layer_started():
+    if _threading_layer_started():  # (never without Numba imported: its module, or this package's pool size)
         parallel_threads()
 
 
