@@ -188,6 +188,9 @@ class StaticBatchSteps:
         # fit, its own stream, the current one; else a side stream of this thread's)
         current = torch.cuda.current_stream(self.X.device)
         side = _capture_stream(self.X.device)
+        if side == current:  # a fit's own stream: nothing to order
+            self._step()
+            return
         side.wait_stream(current)
         with torch.cuda.stream(side):
             self._step()
