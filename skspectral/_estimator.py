@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import math
 import numbers
-import warnings
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
@@ -46,6 +45,7 @@ from ._sensitivity import (CertifiedSensitivityMixin, bounds_plan_on, diverged_f
 from ._training import (Dataset, HostRows, StepThreads, Trainer, TrainingOptions, TrainingState, history,
                         FitThreads, predict_in_chunks, schedule_share, step_threads)
 from ._transfer import CHUNK_BYTES, standardised_rows
+from ._warn import warn
 from .eig import BACKENDS, REGISTRY, check_eigval_index
 from .encoding import FeatureEncoder
 from .model import OnEncodedRows, OnGatheredTerms, SpectralModel, gathers_with, model_class, select_model_backend
@@ -526,7 +526,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:
-            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=4)
+            warn(f"{type(self).__name__}: {message}")
 
     def _column_options(self) -> ColumnOptions:
         """The encoding options, monotonic_cst as one constraint per column of X."""
@@ -905,7 +905,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         name = type(self).__name__
         if not state.converged and self.learning_rate_schedule == "constant":
             # (the cosine schedule anneals to zero at max_iter: ending there is the plan)
-            warnings.warn(
+            warn(
                 f"{name}: the maximum number of epochs (max_iter={self.max_iter_}) was reached "
                 "and the optimisation has not converged yet; raise max_iter or learning_rate_init.",
                 ConvergenceWarning,
@@ -920,13 +920,13 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         final, start = last[key], first[key]
         metric = f"training {loss.metric}"
         if last is not first and final > _DIVERGENCE_MARGIN * start:
-            warnings.warn(
+            warn(
                 f"{name}: the fit diverged: the {metric} rose from {start:.6g} in the first epoch to {final:.6g}. "
                 f"Lower learning_rate_init (now {self.learning_rate_init}).",
                 ConvergenceWarning,
             )
         elif final > allowed_metric:
-            warnings.warn(
+            warn(
                 f"{name}: the fit did not converge: the final {metric} ({final:.6g}) is worse than a constant "
                 f"prediction's ({floor_metric:.6g}). Raise max_iter (now {self.max_iter_}) if it was still "
                 f"improving, else lower learning_rate_init (now {self.learning_rate_init}).",

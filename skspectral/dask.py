@@ -34,7 +34,6 @@ import asyncio
 import inspect
 import socket
 import time
-import warnings
 from datetime import timedelta
 from numbers import Integral, Real
 
@@ -44,6 +43,7 @@ from sklearn.utils._param_validation import Interval
 from ._columns import ColumnSummary, column_kinds, level_counts, split_columns
 from ._preprocessing import check_eval_set
 from ._transfer import raw_floats
+from ._warn import warn
 from .classifier import SpectralClassifier
 from .regressor import SpectralRegressor
 
@@ -349,7 +349,7 @@ class _DaskSpectralMixin:
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:
-            warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=2)
+            warn(f"{type(self).__name__}: {message}")
         mapper = self.column_mapper_
         # validated here, as the plain estimator validates them (labels, columns): errors before any rank starts
         evaluations = check_eval_set(eval_set, lambda Xe, ye: self._validate_eval_pair(*dask.compute(Xe, ye)))

@@ -593,6 +593,38 @@ def test_every_column_constant_fits_a_constant():
     assert np.ptp(prediction) == 0 and est.encoding_.n_columns == 0
 
 
+def test_a_fits_warnings_point_at_the_callers_line():
+    """A fit's warnings name the line that called it -- fit, a fit_iter loop, a search's fit (its fits on
+    joblib's threads or in sequence) -- not this package's: a fixed stacklevel had named an internal line,
+    under which Python's default filter showed one warning a process for every fit that raised it."""
+    X, y = np.ones((50, 2)), np.arange(50.0)
+    X[:, 1] = np.linspace(0, 1, 50)
+    lines = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines.append(_line() + 1)
+        SpectralRegressor(dim=3, max_iter=2, **CPU).fit(X, y)
+        lines.append(_line() + 1)
+        for _ in SpectralRegressor(dim=3, max_iter=2, **CPU).fit_iter(X, y):
+            pass
+        lines.append(_line() + 1)
+        GridSearchCV(SpectralRegressor(dim=3, max_iter=2, **CPU), {"dim": [3]}, cv=2).fit(X, y)
+        lines.append(_line() + 1)
+        SpectralRegressor(dim=3, max_iter=3, learning_rate_init=50.0, early_stopping=False, **CPU).fit(X, y)
+    ignored = [w for w in caught if "hold a single value" in str(w.message)]
+    diverged = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(ignored) == 1 + 1 + 3 + 1 and diverged  # the search: two folds' fits and its refit
+    assert {w.filename for w in ignored + diverged} == {__file__}
+    assert sorted({w.lineno for w in ignored}) == lines and {w.lineno for w in diverged} == {lines[-1]}
+
+
+def _line() -> int:
+    """The caller's line number."""
+    import sys
+
+    return sys._getframe(1).f_lineno
+
+
 def test_a_missing_value_where_fit_saw_none_predicts_as_the_training_median():
     """HistGradientBoosting sends such a row to the child that held most training rows; ours
     takes the column's training median (it had been taken as the column's minimum)."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .._device import leased_stream, thread_stream
+from .._warn import warn
 from ..eig._cupy_support import RawKernels, is_available
 
 # A step's own work around the step function -- its batch's rows, targets and masked weights taken
@@ -204,8 +204,8 @@ class StaticBatchSteps:
             with capturing(graph, self.X.device):
                 self._step()
         except RuntimeError as exc:  # a step that is not capture-safe after all: keep going eagerly
-            warnings.warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",
-                          RuntimeWarning)
+            warn(f"CUDA graph capture of the training step failed ({exc}); training continues without it.",
+                 RuntimeWarning)
             graph = None
         if self.agree is not None and not self.agree(graph is not None):
             graph = None  # another rank's capture failed: nothing captured has run, so drop it

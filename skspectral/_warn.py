@@ -1,0 +1,29 @@
+"""Warnings that point at the caller's line, not at this package's.
+
+A fit reaches its warnings through generators, sklearn's fit wrapper and (in a search) joblib, so no fixed
+``stacklevel`` names the user's call: ``skspectral/_estimator.py:401`` was what a user saw, and Python's
+default filter then showed one warning per process for every fit that raised it. Python 3.12's
+``skip_file_prefixes`` does this; we support 3.10.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import joblib
+import sklearn
+
+# the frames a warning skips: this package's, scikit-learn's (its fit wrapper, a search's loop) and joblib's
+# (a search's fits on its threads or in sequence)
+_SKIPPED = tuple(str(Path(module.__file__).resolve().parent)
+                 for module in (sys.modules[__package__], sklearn, joblib))
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` at the first frame outside skspectral and scikit-learn."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1 if frame is not None else 2)
