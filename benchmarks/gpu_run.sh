@@ -25,7 +25,7 @@
 # one-process CPU fits outran the step's time limit).
 # distributional takes its arguments from $DISTRIBUTIONAL_ARGS (e.g. --parts quantiles --folds 1 2 3 4);
 # cuda-tests runs every test marked cuda (also each case parametrised with the device "cuda", marked in
-# tests/conftest.py): 543 in 238 s on an H200 (2026-12-06, 17841e4; 241 s on an H100), within $TESTS_TIMEOUT (default 420 s).
+# tests/conftest.py): 543 in 243 s on an H200 (2026-12-06, 0c460f2; 241 s on an H100), within $TESTS_TIMEOUT (default 420 s).
 # quality takes its arguments from $QUALITY_ARGS (default: every dataset, every fold, "default");
 # variants from $VARIANTS_ARGS (default: every part).
 set -u
