@@ -8,6 +8,7 @@ default filter then showed one warning per process for every fit that raised it.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +18,14 @@ import sklearn
 
 # the frames a warning skips: this package's, scikit-learn's (its fit wrapper, a search's loop) and joblib's
 # (a search's fits on its threads or in sequence)
-_SKIPPED = tuple(str(Path(module.__file__).resolve().parent)
-                 for module in (sys.modules[__package__], sklearn, joblib))
+# (as imported, which a frame's file name is, and resolved: a venv's lib64 may be a link to its lib)
+_SKIPPED = tuple({os.path.dirname(path) + os.sep
+                  for module in (sys.modules[__package__], sklearn, joblib)
+                  for path in (module.__file__, str(Path(module.__file__).resolve()))})
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` at the first frame outside skspectral and scikit-learn."""
+    """``warnings.warn`` at the first frame outside skspectral, scikit-learn and joblib (the caller's)."""
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
         frame, level = frame.f_back, level + 1

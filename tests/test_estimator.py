@@ -2,6 +2,7 @@
 scikit-learn callbacks, convergence warnings, errors at fit, pickling."""
 
 import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -620,8 +621,6 @@ def test_a_fits_warnings_point_at_the_callers_line():
 
 def _line() -> int:
     """The caller's line number."""
-    import sys
-
     return sys._getframe(1).f_lineno
 
 
