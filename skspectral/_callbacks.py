@@ -39,6 +39,12 @@ class EpochTasks:
             self.root = estimator._init_callback_context(max_subtasks=max_iter)
             self.root.call_on_fit_task_begin(estimator=estimator, **self.data)
 
+    @property
+    def watching(self) -> bool:
+        """Whether a callback runs between the epochs (scikit-learn's context holds the estimator's own
+        callbacks and those a meta-estimator propagated to it)."""
+        return self.root is not None and bool(getattr(self.estimator, "_skl_callbacks", []))
+
     def begin(self) -> None:
         if self.root is not None:
             self.epoch = self.root.subcontext(task_name="epoch")

@@ -737,7 +737,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
                                 length=length, step_factor=rewound)
         if self.verbose:
             print(f"Refit: the epoch {epochs} model on every row ({every_row.n_train}) for {length} more epochs")
-        for _ in trainer.epochs(train):
+        for _ in trainer.epochs(train, look_ahead=True):
             pass
         attributes = self._fitted_attributes(model, trainer.state, self.history_)
         for name in ("_module_state_", "mu_", "feature_matrices_"):
@@ -835,8 +835,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         consumer or a callback stops them early)."""
         loss = self._loss()
         tasks = None if plan.incremental else EpochTasks(self, self.max_iter_, callback_data or {})
+        # where nothing reads the model between the epochs (no callback, no fit_iter consumer), the next
+        # epoch is queued before this one's record is read
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
-                                 on_epoch_begin=tasks.begin if tasks else None)
+                                 on_epoch_begin=tasks.begin if tasks else None,
+                                 look_ahead=not plan.live and not (tasks and tasks.watching))
         fit_history = [] if plan.fresh else list(getattr(self, "history_", []))
         first_record = None
         finished = False

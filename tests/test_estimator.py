@@ -259,6 +259,32 @@ def test_fit_iter_with_a_callbacks_fitted_copy_builds_an_epochs_fitted_attribute
         np.testing.assert_array_equal(recorder.predictions[-1], est.predict(X[:5]))
     assert len(built) == 4  # three epochs, and the fitted state when the loop ends
 
+def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_between_epochs(monkeypatch):
+    """The trainer may queue each next epoch before it reads this one's record (on CUDA: the host's turn
+    overlaps the GPU's work) only where no callback and no fit_iter consumer reads the model in between."""
+    from skspectral._training import Trainer
+
+    asked = []
+    original = Trainer.epochs
+
+    def spy(self, *args, look_ahead=False, **kwargs):
+        asked.append(look_ahead)
+        return original(self, *args, look_ahead=look_ahead, **kwargs)
+
+    monkeypatch.setattr(Trainer, "epochs", spy)
+    X, y = make_data(6)
+    params = dict(dim=3, max_iter=3, **CPU)
+    SpectralRegressor(**params).fit(X, y)
+    assert asked and all(asked)  # the fit's epochs, and its refit's where it refits
+    asked.clear()
+    SpectralRegressor(**params).set_callbacks(Recorder()).fit(X, y)
+    assert asked[0] is False
+    asked.clear()
+    for _ in SpectralRegressor(**params).fit_iter(X, y):
+        pass
+    assert asked[0] is False
+
+
 def test_scoring_monitor_scores_every_epoch():
     X, y = make_data(5)
     monitor = callback.ScoringMonitor(scoring="neg_mean_squared_error")

@@ -226,6 +226,103 @@ def test_an_averaged_fit_stopped_by_its_consumer_keeps_its_best_average():
                                    rtol=1e-12)
 
 
+def _looked_ahead_fit(look_ahead: bool, *, validation: bool, max_iter: int = 12, stop_at: int | None = None,
+                      schedule: str = "constant", n_iter_no_change: int = 10, learning_rate: float = 0.05,
+                      decay: float = 0.5):
+    """A trainer's epochs on the static-step path (eager off CUDA), the next epoch queued before each record
+    is read or not; (records without their clock, the parameters after the generator ended, the state)."""
+    X, y, w = _problem(200, seed=3)
+    Xv, yv, wv = _problem(50, seed=4)
+    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    options = TrainingOptions(learning_rate_init=learning_rate, batch_size=30, max_iter=max_iter,
+                              average_decay=decay, cuda_graph=True, learning_rate_schedule=schedule,
+                              n_iter_no_change=n_iter_no_change)
+    trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
+                      score_fn=lambda o, t, w_: -squared_error(o, t, w_), train_metric=("rmse", torch.sqrt))
+    records = trainer.epochs(Dataset(X, y, w), Dataset(Xv, yv, wv) if validation else None,
+                             record_fn=lambda: {"norm": model.weight.detach().square().sum()}, look_ahead=look_ahead)
+    kept, run = [], []
+    original = trainer._run_epoch
+    trainer._run_epoch = lambda train, epoch: (run.append(epoch), original(train, epoch))[1]
+    try:
+        for record in records:
+            kept.append({k: v for k, v in record.items() if k != history.ELAPSED})
+            if record[history.EPOCH] == stop_at:
+                break
+    finally:
+        records.close()
+    return kept, [p.detach().clone() for p in model.parameters()], trainer.state, run
+
+
+@pytest.mark.parametrize("ends, case", [
+    ("converged", dict(validation=True, max_iter=60, n_iter_no_change=3)),  # early stopping
+    ("converged", dict(validation=True, max_iter=60, n_iter_no_change=3, decay=0.0)),
+    ("consumer", dict(validation=True, stop_at=4)),  # the consumer stops
+    ("max_iter", dict(validation=True, max_iter=5, n_iter_no_change=50)),  # nothing queued beyond the last
+    ("converged", dict(validation=False, learning_rate=1e-6, n_iter_no_change=1, max_iter=30)),  # a plateau of the loss
+    ("consumer", dict(validation=False, stop_at=3, decay=0.0)),
+    ("max_iter", dict(validation=False, schedule="cosine", max_iter=4)),  # a refit's epochs
+])
+def test_epochs_queued_ahead_of_the_read_train_and_keep_what_epochs_one_at_a_time_do(ends, case):
+    """The next epoch queued before this one's record is read (``look_ahead``): the same records, the same
+    stopping epoch, and where the consumer ends the fit the queued epoch taken back -- the parameters kept
+    (the best epoch's, else the last read epoch's) and the step count, to the bit. None is queued where
+    the record may stop the fit (nor beyond max_iter)."""
+    one_at_a_time, queued = (_looked_ahead_fit(look_ahead, **case) for look_ahead in (False, True))
+    records, state, run = queued[0], queued[2], queued[3]
+    assert run == list(range(len(records) + (ends == "consumer")))
+    assert one_at_a_time[3] == list(range(len(records)))
+    n_epochs = {"converged": None, "consumer": case.get("stop_at"), "max_iter": case.get("max_iter")}[ends]
+    assert state.converged == (ends == "converged")
+    assert len(records) == n_epochs if n_epochs else len(records) < case["max_iter"] - 1
+    assert records == one_at_a_time[0]
+    for a, b in zip(queued[1], one_at_a_time[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for name in ("t", "n_iter", "converged", "best_validation_score", "validation_scores", "loss_curve"):
+        assert getattr(state, name) == getattr(one_at_a_time[2], name), name
+    assert state.t == len(records) * 7  # 200 rows in batches of 30: the queued epoch's steps not counted
+
+
+def test_epochs_queued_ahead_take_back_the_queued_epoch_when_a_fit_diverges():
+    """A loss that turns NaN in the third epoch: the same error at the same epoch, and the queued fourth
+    epoch taken back (the parameters and the step count as the third left them)."""
+    X, y, w = _problem(200, seed=3)
+    ended = []
+    for look_ahead in (False, True):
+        steps = [0]
+
+        def turning_nan(output, target, weight):
+            steps[0] += 1
+            loss = squared_error(output, target, weight)
+            return loss * float("nan") if steps[0] > 2 * 7 + 3 else loss
+
+        model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        options = TrainingOptions(learning_rate_init=0.05, batch_size=30, max_iter=10, cuda_graph=True)
+        trainer = Trainer(model, turning_nan, options, torch.Generator().manual_seed(0))
+        with pytest.raises(FloatingPointError, match="at epoch 3"):
+            list(trainer.epochs(Dataset(X, y, w), look_ahead=look_ahead))
+        ended.append((model.weight.detach().clone(), trainer.state.t, steps[0]))
+    (one_at_a_time, t, n_steps), (queued, queued_t, queued_steps) = ended
+    assert t == queued_t == 3 * 7 and (n_steps, queued_steps) == (3 * 7, 4 * 7)
+    torch.testing.assert_close(queued, one_at_a_time, rtol=0, atol=0, equal_nan=True)
+
+
+def test_epochs_look_ahead_only_on_graph_ready_steps_of_resident_rows():
+    X, y, w = _problem(60)
+    for static in (False, True):
+        model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        trainer = Trainer(model, squared_error, TrainingOptions(batch_size=20, max_iter=3, cuda_graph=static),
+                          torch.Generator().manual_seed(0))
+        queued = []
+        original = trainer._run_epoch
+        trainer._run_epoch = lambda train, epoch: (queued.append(epoch), original(train, epoch))[1]
+        records = trainer.epochs(Dataset(X, y, w), look_ahead=True)
+        next(records)
+        # the eager path (the CPU's fits) runs an epoch only when its record is asked for
+        assert queued == ([0, 1] if static else [0])
+        records.close()
+
+
 def test_metric_series_orders_training_then_eval_sets():
     record = {"epoch": 1, "train_loss": 0.1, "train_rmse": 2.0, "eval_0_rmse": 3.0, "eval_1_rmse": 4.0,
               "eval_0_r2": 0.5}
@@ -253,6 +350,48 @@ def test_cuda_fit_replays_the_step_from_a_cuda_graph(monkeypatch):
     assert len(replays) == 4 * 10 - 3
     np.testing.assert_allclose(graphed.predict(X), eager.predict(X), rtol=1e-5, atol=1e-5 * np.std(y))
     assert graphed.t_ == eager.t_ == 40
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("estimator", ["regressor", "classifier"])
+def test_a_cuda_fit_queueing_each_next_epoch_ahead_fits_what_it_fits_one_epoch_at_a_time(monkeypatch, estimator):
+    """A CUDA fit queues each next epoch before it reads this one's record: early stopping ends it with an
+    epoch queued beyond the last read (taken back), the refit after it runs its length; the fitted model,
+    its record and step count are those of the same fit one epoch at a time, to the bit."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    from skspectral import SpectralClassifier
+
+    rng = np.random.RandomState(2)
+    X = np.column_stack([rng.randint(0, 5, size=3000), rng.normal(size=(3000, 4))])
+    y = X[:, 0] + np.sin(3 * X[:, 1]) + X[:, 2] * X[:, 3] + 0.5 * rng.normal(size=3000)
+    if estimator == "classifier":
+        y = (y > np.median(y)).astype(int)
+    make = SpectralRegressor if estimator == "regressor" else SpectralClassifier
+    params = dict(device="cuda", dim=6, max_iter=200, n_iter_no_change=3, categorical_features=[0], random_state=0)
+    from skspectral._training import trainer as trainer_module
+
+    original, queued, kept = Trainer.epochs, [], []
+    keep = trainer_module._LookAhead.keep
+    monkeypatch.setattr(trainer_module._LookAhead, "keep", lambda self, t: (kept.append(t), keep(self, t))[1])
+    fits = []
+    for allowed in (False, True):
+        def epochs(self, *args, look_ahead=False, **kwargs):
+            queued.append(look_ahead and allowed)
+            return original(self, *args, look_ahead=look_ahead and allowed, **kwargs)
+
+        monkeypatch.setattr(Trainer, "epochs", epochs)
+        fits.append(make(**params).fit(X, y))
+    one_at_a_time, ahead = fits
+    assert queued == [False, False, True, True]  # the fit's epochs and its refit's
+    assert ahead.n_iter_ == one_at_a_time.n_iter_ < params["max_iter"] and ahead.t_ == one_at_a_time.t_
+    assert len(kept) > ahead.n_iter_ // 2  # most epochs were queued ahead
+    assert ahead.refit_epochs_ == one_at_a_time.refit_epochs_ > 0
+    drop = history.ELAPSED
+    assert [{k: v for k, v in r.items() if k != drop} for r in ahead.history_] == [
+        {k: v for k, v in r.items() if k != drop} for r in one_at_a_time.history_]
+    out = "predict_proba" if estimator == "classifier" else "predict"
+    np.testing.assert_array_equal(getattr(ahead, out)(X), getattr(one_at_a_time, out)(X))
 
 
 @pytest.mark.cuda

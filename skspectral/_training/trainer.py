@@ -181,15 +181,58 @@ def predict_in_chunks(model: Callable[[torch.Tensor], torch.Tensor], X: torch.Te
     return torch.cat([model(X[i : i + chunk_rows]) for i in range(0, X.shape[0], chunk_rows)] or [model(X[:0])])
 
 
-def _read_once(tensors: dict) -> dict:
-    """Copy a dict of device tensors to Python values in one host sync."""
-    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors.values()]).cpu()
-    out, offset = {}, 0
-    for name, t in tensors.items():
-        part = flat[offset : offset + t.numel()].reshape(t.shape)
-        out[name] = part.tolist()
-        offset += t.numel()
-    return out
+class _PendingRead:
+    """A dict of device tensors on its way to the host in one copy: queued when made (on CUDA into pinned
+    memory behind an event, so the host can queue more work before it waits), read by :meth:`values`
+    (the one synchronisation)."""
+
+    def __init__(self, tensors: dict):
+        self.shapes = {name: t.shape for name, t in tensors.items()}
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors.values()])
+        self.done = None
+        if flat.device.type == "cuda":
+            self.host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            self.host.copy_(flat, non_blocking=True)
+            self.done = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.host = flat.cpu()
+
+    def values(self) -> dict:
+        """The tensors' values as Python numbers and lists."""
+        if self.done is not None:
+            self.done.synchronize()
+        out, offset = {}, 0
+        for name, shape in self.shapes.items():
+            n = math.prod(shape)
+            out[name] = self.host[offset : offset + n].reshape(shape).tolist()
+            offset += n
+        return out
+
+
+class _LookAhead:
+    """The next epoch queued before the host reads this one's record (see Trainer.epochs' ``look_ahead``):
+    what the loop needs to take it back where the fit ends at this epoch -- the parameters as this epoch
+    left them (copied on the device, in stream order before the next epoch's steps) and the step count."""
+
+    def __init__(self, parameters: list):
+        self.parameters = parameters
+        self.kept = [torch.empty_like(p) for p in parameters]
+        self.t = None
+        self.queued = None  # the queued epoch's (objective, data loss, rows' weight), not yet read
+
+    @torch.no_grad()
+    def keep(self, t: int) -> None:
+        torch._foreach_copy_(self.kept, [p.detach() for p in self.parameters])
+        self.t = t
+
+    @torch.no_grad()
+    def take_back(self, state: "TrainingState") -> None:
+        """Undo the queued epoch: the parameters and the step count as the last read epoch left them."""
+        if self.queued is None:
+            return
+        torch._foreach_copy_([p.detach() for p in self.parameters], self.kept)
+        state.t, self.queued = self.t, None
 
 
 class Trainer:
@@ -482,11 +525,23 @@ class Trainer:
         validation: Dataset | None = None,
         record_fn: Callable[[], dict] | None = None,
         on_epoch_begin: Callable[[], None] | None = None,
+        look_ahead: bool = False,
     ) -> Iterator[dict]:
         """Train until converged or ``max_iter`` epochs; yield each epoch's record.
 
         ``on_epoch_begin()`` is called before each epoch runs. With a validation set, the parameters of the best-scoring epoch are
         restored when the generator ends, also when its consumer stops early.
+
+        ``look_ahead``: the caller reads nothing of the model between the epochs (no callback, no
+        ``fit_iter`` consumer), so where the steps are graph-replayed on resident rows (not in a
+        data-parallel fit) each next epoch is queued before the host reads this one's record: the host's
+        turn between the epochs (the read, the stopping rule, the consumer, the next epoch's launch)
+        overlaps the device's work instead of leaving it idle (~1-2 ms an epoch on a GPU,
+        benchmarks/RESULTS.md section 9). The records, the parameters and the stopping are the same: the
+        parameters a record keeps are copied before the next epoch runs, no epoch is queued where the
+        record may stop the fit (the end of a wait without improvement), and where the consumer ends it
+        or it raises the queued epoch is taken back (the parameters and step count as the last read epoch
+        left them); ``on_epoch_begin`` then runs after its epoch is queued.
         """
         opts, state = self.options, self.state
         state.converged, state.no_improvement_count = False, 0
@@ -496,14 +551,17 @@ class Trainer:
             # start without early stopping; MLP's rule too).
             state.best_parameters = None
         average = _EpochAverage(list(self.model.parameters()), opts.average_decay)
+        ahead = (_LookAhead(list(self.model.parameters()))
+                 if look_ahead and self.static_steps and self.distributed is None and not train.stream_rows else None)
         start_time = time.perf_counter()
         try:
             for epoch in range(opts.max_iter):
                 if on_epoch_begin is not None:
                     on_epoch_begin()
-                self._set_learning_rate(epoch)
-                self.model.train()
-                loss, data_loss, taken = self._epoch(train)
+                if ahead is not None and ahead.queued is not None:
+                    (loss, data_loss, taken), ahead.queued = ahead.queued, None
+                else:
+                    loss, data_loss, taken = self._run_epoch(train, epoch)
                 if self.distributed is not None:  # each rank's means over the rows it took, weighted so
                     loss, data_loss = self.distributed.weighted_average([loss, data_loss], taken)
                 to_read = {history.TRAIN_LOSS: loss}
@@ -521,25 +579,37 @@ class Trainer:
                     to_read[history.VALIDATION_SCORE] = score
                 if record_fn is not None:
                     to_read.update(record_fn())
-                record = _read_once(to_read)
+                read = _PendingRead(to_read)
+                scored = None
+                if validating and ahead is not None:
+                    # what early stopping keeps if this epoch scores best, copied before the next epoch runs
+                    scored = self._parameters_copy()
+                    average.swap_out()  # training goes on from the last parameters
+                # (not where this epoch's record may stop the fit: a queued epoch would be taken back unused)
+                if ahead is not None and epoch + 1 < opts.max_iter and not self._may_stop(validating):
+                    ahead.keep(state.t)
+                    ahead.queued = self._run_epoch(train, epoch + 1)
+                record = read.values()
                 state.n_iter += 1
                 record = {history.EPOCH: state.n_iter, **record, history.ELAPSED: time.perf_counter() - start_time}
                 self._check_finite(record[history.TRAIN_LOSS])
                 state.loss_curve.append(record[history.TRAIN_LOSS])
                 if opts.verbose:
                     self._print(record)
-                self._update_no_improvement(record)
-                if validating:
-                    average.swap_out()  # training goes on from the last parameters
+                self._update_no_improvement(record, scored)
+                if validating and ahead is None:
+                    average.swap_out()
                 yield record
                 # Under the cosine schedule the length of training is the plan; a
                 # plateau early on (large steps) is not convergence. Validation
                 # scores (early stopping) still stop it.
-                plateau_stops = opts.learning_rate_schedule == "constant" or history.VALIDATION_SCORE in record
-                if plateau_stops and state.no_improvement_count > opts.n_iter_no_change:
+                if self._plateau_stops(history.VALIDATION_SCORE in record) and \
+                        state.no_improvement_count > opts.n_iter_no_change:
                     state.converged = True
                     break
         finally:
+            if ahead is not None:  # where the fit ends with an epoch queued beyond the last one read
+                ahead.take_back(state)
             # the graph goes with the fit: one holding an NCCL collective keeps its communicator
             # busy, and destroying the process group would wait for it
             self._graphed = self._blocks = self._block_targets = None
@@ -547,6 +617,25 @@ class Trainer:
                 self._threads.close()
             if state.best_parameters is not None:
                 self.model.load_state_dict(state.best_parameters)
+
+    def _plateau_stops(self, scored: bool) -> bool:
+        """Whether a plateau stops the fit (of the validation score where epochs are ``scored``)."""
+        return self.options.learning_rate_schedule == "constant" or scored
+
+    def _may_stop(self, scored: bool) -> bool:
+        """Whether the epoch whose record is not yet read may stop the fit: the epochs before it ended a
+        wait of n_iter_no_change epochs without improvement (its record improves, or the fit stops)."""
+        return self._plateau_stops(scored) and self.state.no_improvement_count >= self.options.n_iter_no_change
+
+    def _run_epoch(self, train: Dataset, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The epoch of index ``epoch`` (of this call) at its step size, in training mode: _epoch's means."""
+        self._set_learning_rate(epoch)
+        self.model.train()
+        return self._epoch(train)
+
+    def _parameters_copy(self) -> dict:
+        """The model's state as it stands, copied (what early stopping keeps)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _predict(self, X: torch.Tensor) -> torch.Tensor:
         """The module's output on X in bounded memory; through the compiled pass where there is one
@@ -579,8 +668,9 @@ class Trainer:
         extra = f", validation score = {score:.8f}" if score is not None else ""
         print(f"Iteration {record[history.EPOCH]}, loss = {record[history.TRAIN_LOSS]:.8f}{extra}")
 
-    def _update_no_improvement(self, record: dict) -> None:
-        """MLPRegressor's rule: stop after n_iter_no_change epochs without a tol improvement."""
+    def _update_no_improvement(self, record: dict, scored: dict | None = None) -> None:
+        """MLPRegressor's rule: stop after n_iter_no_change epochs without a tol improvement. ``scored``:
+        the scored parameters, copied before the next epoch ran (None: the model's, as they stand)."""
         state, tol = self.state, self.options.tol
         if history.VALIDATION_SCORE in record:
             score = record[history.VALIDATION_SCORE]
@@ -589,7 +679,7 @@ class Trainer:
             state.no_improvement_count = 0 if score >= state.best_validation_score + step else state.no_improvement_count + 1
             if score > state.best_validation_score:
                 state.best_validation_score = score
-                state.best_parameters = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                state.best_parameters = scored if scored is not None else self._parameters_copy()
         else:
             loss = record[history.TRAIN_LOSS]
             state.no_improvement_count = 0 if loss <= state.best_loss - tol else state.no_improvement_count + 1
