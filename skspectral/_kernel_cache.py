@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import warnings
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -151,10 +150,11 @@ def keep_kernel_cache_fresh(root: Path = PACKAGE_ROOT) -> None:
     except AttributeError as exc:  # a Numba whose cache internals differ: its own stamps only
         if not _warned:
             _warned.append(True)
-            warnings.warn(f"skspectral cannot stamp Numba's kernel cache with its kernel sources ({exc}): after "
-                          "an upgrade or an edit of skspectral, delete its __pycache__ folders (or set "
-                          "NUMBA_CACHE_DIR to a new folder) so that no kernel is loaded stale", RuntimeWarning,
-                          stacklevel=2)
+            from ._warn import warn
+
+            warn(f"skspectral cannot stamp Numba's kernel cache with its kernel sources ({exc}): after an upgrade "
+                 "or an edit of skspectral, delete its __pycache__ folders (or set NUMBA_CACHE_DIR to a new "
+                 "folder) so that no kernel is loaded stale", RuntimeWarning)
         return
     if locator not in locators:
         locators.insert(0, locator)

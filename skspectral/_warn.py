@@ -24,9 +24,19 @@ _SKIPPED = tuple({os.path.dirname(path) + os.sep
                   for path in (module.__file__, str(Path(module.__file__).resolve()))})
 
 
+def _importing(frame) -> bool:
+    """A frame of CPython's import machinery, which ``warnings.warn`` skips without counting it in a
+    stacklevel (a warning raised while this package is imported points at the ``import`` line)."""
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name
+
+
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` at the first frame outside skspectral, scikit-learn and joblib (the caller's)."""
+    """``warnings.warn`` at the first frame outside skspectral, scikit-learn, joblib and the import machinery
+    (the caller's: the line that called the fit, or imported the package)."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
-        frame, level = frame.f_back, level + 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_SKIPPED) or _importing(frame)):
+        frame = frame.f_back
+        if frame is not None and not _importing(frame):
+            level += 1
     warnings.warn(message, category, stacklevel=level + 1 if frame is not None else 2)

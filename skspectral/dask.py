@@ -66,7 +66,6 @@ def local_gpu_cluster(n_workers: int | None = None, **kwargs):
     version does not match the installed one. ``n_workers``: default every visible GPU.
     """
     import os
-    import warnings
 
     import torch
 
@@ -78,8 +77,8 @@ def local_gpu_cluster(n_workers: int | None = None, **kwargs):
     try:
         from dask_cuda import LocalCUDACluster
     except Exception as exc:  # missing, or built against another dask
-        warnings.warn(f"dask-cuda is not usable here ({exc!r}); one worker per GPU from distributed's "
-                      "Nanny with CUDA_VISIBLE_DEVICES instead.", RuntimeWarning, stacklevel=2)
+        warn(f"dask-cuda is not usable here ({exc!r}); one worker per GPU from distributed's "
+             "Nanny with CUDA_VISIBLE_DEVICES instead.", RuntimeWarning)
     else:
         return LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, **kwargs)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

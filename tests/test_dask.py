@@ -544,8 +544,9 @@ def test_local_gpu_cluster_without_dask_cuda_pins_one_gpu_per_worker(monkeypatch
     for bad in (3, 0, 1.5):
         with pytest.raises(ValueError, match="1 to 2 workers"):
             local_gpu_cluster(bad)
-    with pytest.warns(RuntimeWarning, match="dask-cuda is not usable"):
+    with pytest.warns(RuntimeWarning, match="dask-cuda is not usable") as warned:
         cluster = local_gpu_cluster()
+    assert [w.filename for w in warned if "dask-cuda" in str(w.message)] == [__file__]
     with cluster, distributed.Client(cluster) as gpu_client:
         visible = gpu_client.run(_visible_devices)
         assert sorted(visible.values()) == ["0", "1"]

@@ -2,6 +2,7 @@
 scikit-learn callbacks, convergence warnings, errors at fit, pickling."""
 
 import pickle
+import os
 import sys
 import warnings
 
@@ -643,6 +644,25 @@ def test_a_fits_warnings_point_at_the_callers_line():
     assert len(ignored) == 1 + 1 + 3 + 1 and diverged  # the search: two folds' fits and its refit
     assert {w.filename for w in ignored + diverged} == {__file__}
     assert sorted({w.lineno for w in ignored}) == lines and {w.lineno for w in diverged} == {lines[-1]}
+
+
+def test_a_warning_raised_while_the_package_imports_points_at_the_import_line(tmp_path, monkeypatch):
+    """The environment's warnings (Numba's cache internals, CuPy without NVRTC, a failed kernel build) fire
+    where the package imports or first computes: at the user's ``import`` or call, past the frames of
+    CPython's import machinery (which ``warnings.warn`` does not count in a stacklevel)."""
+    from skspectral import _warn
+
+    (tmp_path / "warns_on_import.py").write_text("from skspectral._warn import warn\n"
+                                                  "warn('from inside the package', RuntimeWarning)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_warn, "_SKIPPED", _warn._SKIPPED + (str(tmp_path) + os.sep,))  # as if it were ours
+    monkeypatch.delitem(sys.modules, "warns_on_import", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = _line() + 1
+        __import__("warns_on_import")
+    (warned,) = [w for w in caught if "from inside the package" in str(w.message)]
+    assert (warned.filename, warned.lineno) == (__file__, line)
 
 
 def _line() -> int:

@@ -61,8 +61,9 @@ def is_available() -> bool:
         return False
     reason = unusable_reason()
     if reason is not None:
-        warnings.warn(f"{reason} skspectral's CUDA paths run torch's slower ops until then.", RuntimeWarning,
-                      stacklevel=2)
+        from .._warn import warn
+
+        warn(f"{reason} skspectral's CUDA paths run torch's slower ops until then.", RuntimeWarning)
         return False
     return True
 

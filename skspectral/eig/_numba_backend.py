@@ -18,7 +18,6 @@ and cached on disk (Numba's cache).
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numpy as np
 import torch
@@ -36,8 +35,10 @@ def _numba():
     """The numba module, or None when it is missing or broken (auto then uses torch)."""
     numba = numba_module()
     if numba is None:
-        warnings.warn(f"skspectral's CPU kernel needs Numba, which failed to import ({_numba_support.import_error}); "
-                      "kth_eigvalsh falls back to torch.linalg on the CPU.", RuntimeWarning, stacklevel=3)
+        from .._warn import warn
+
+        warn(f"skspectral's CPU kernel needs Numba, which failed to import ({_numba_support.import_error}); "
+             "kth_eigvalsh falls back to torch.linalg on the CPU.", RuntimeWarning)
     return numba
 
 
@@ -75,8 +76,10 @@ def _kernels():
             raise RuntimeError(f"a SIMD probe computed {values[:width].tolist()}, not {expected[:width].tolist()}")
         return _numba_kernels
     except Exception as exc:
-        warnings.warn(f"skspectral's CPU kernel failed to build ({exc}); kth_eigvalsh falls back to torch.linalg.",
-                      RuntimeWarning, stacklevel=3)
+        from .._warn import warn
+
+        warn(f"skspectral's CPU kernel failed to build ({exc}); kth_eigvalsh falls back to torch.linalg.",
+             RuntimeWarning)
         return None
 
 
