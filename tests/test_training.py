@@ -228,16 +228,17 @@ def test_an_averaged_fit_stopped_by_its_consumer_keeps_its_best_average():
 
 def _looked_ahead_fit(look_ahead: bool, *, validation: bool, max_iter: int = 12, stop_at: int | None = None,
                       schedule: str = "constant", n_iter_no_change: int = 10, learning_rate: float = 0.05,
-                      decay: float = 0.5):
-    """A trainer's epochs on the static-step path (eager off CUDA), the next epoch queued before each record
-    is read or not; (records without their clock, the parameters after the generator ended, the state)."""
-    X, y, w = _problem(200, seed=3)
-    Xv, yv, wv = _problem(50, seed=4)
-    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+                      decay: float = 0.5, device: str = "cpu"):
+    """A trainer's epochs on the static-step path (replayed from a CUDA graph on CUDA, eager elsewhere), the
+    next epoch queued before each record is read or not; (records without their clock, the parameters after
+    the generator ended, the state, the epochs run)."""
+    X, y, w = (t.to(device) for t in _problem(200, seed=3))
+    Xv, yv, wv = (t.to(device) for t in _problem(50, seed=4))
+    model = SpectralModel(4, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(device)
     options = TrainingOptions(learning_rate_init=learning_rate, batch_size=30, max_iter=max_iter,
                               average_decay=decay, cuda_graph=True, learning_rate_schedule=schedule,
                               n_iter_no_change=n_iter_no_change)
-    trainer = Trainer(model, squared_error, options, torch.Generator().manual_seed(0),
+    trainer = Trainer(model, squared_error, options, torch.Generator(device=device).manual_seed(0),
                       score_fn=lambda o, t, w_: -squared_error(o, t, w_), train_metric=("rmse", torch.sqrt))
     records = trainer.epochs(Dataset(X, y, w), Dataset(Xv, yv, wv) if validation else None,
                              record_fn=lambda: {"norm": model.weight.detach().square().sum()}, look_ahead=look_ahead)
@@ -263,12 +264,13 @@ def _looked_ahead_fit(look_ahead: bool, *, validation: bool, max_iter: int = 12,
     ("consumer", dict(validation=False, stop_at=3, decay=0.0)),
     ("max_iter", dict(validation=False, schedule="cosine", max_iter=4)),  # a refit's epochs
 ])
-def test_epochs_queued_ahead_of_the_read_train_and_keep_what_epochs_one_at_a_time_do(ends, case):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_epochs_queued_ahead_of_the_read_train_and_keep_what_epochs_one_at_a_time_do(ends, case, device):
     """The next epoch queued before this one's record is read (``look_ahead``): the same records, the same
     stopping epoch, and where the consumer ends the fit the queued epoch taken back -- the parameters kept
     (the best epoch's, else the last read epoch's) and the step count, to the bit. None is queued where
     the record may stop the fit (nor beyond max_iter)."""
-    one_at_a_time, queued = (_looked_ahead_fit(look_ahead, **case) for look_ahead in (False, True))
+    one_at_a_time, queued = (_looked_ahead_fit(look_ahead, device=device, **case) for look_ahead in (False, True))
     records, state, run = queued[0], queued[2], queued[3]
     assert run == list(range(len(records) + (ends == "consumer")))
     assert one_at_a_time[3] == list(range(len(records)))

@@ -233,6 +233,11 @@ class _LookAhead:
             return
         torch._foreach_copy_([p.detach() for p in self.parameters], self.kept)
         state.t, self.queued = self.t, None
+        device = self.parameters[0].device
+        if device.type == "cuda":
+            # the queued epoch's graph replays may still run: the fit's graph (and its memory pool, which
+            # another thread's fit could be given) is released only after they end
+            torch.cuda.current_stream(device).synchronize()
 
 
 class Trainer:
