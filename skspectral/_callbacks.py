@@ -4,6 +4,7 @@ subtask. Older scikit-learn: the estimators work as before, without callbacks.""
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 try:
     from sklearn.callback import CallbackSupportMixin
@@ -14,6 +15,18 @@ except ImportError:
         pass
 
     callback_management_context = None
+
+
+def _reads_fitted_estimator(callback) -> bool:
+    """Whether ``callback``'s end-of-task hook asks for the fitted copy (or may: ``**kwargs``, no signature)."""
+    hook = getattr(callback, "on_fit_task_end", None)
+    if hook is None:
+        return False
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume it reads the model
+        return True
+    return any(p.name == "fitted_estimator" or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
 def tearing_down_callbacks(estimator, records):
@@ -41,9 +54,13 @@ class EpochTasks:
 
     @property
     def watching(self) -> bool:
-        """Whether a callback runs between the epochs (scikit-learn's context holds the estimator's own
-        callbacks and those a meta-estimator propagated to it)."""
-        return self.root is not None and bool(getattr(self.estimator, "_skl_callbacks", []))
+        """Whether a callback reads the model between the epochs: one whose ``on_fit_task_end`` asks for
+        ``fitted_estimator`` (scikit-learn builds it from the model as it stands, and passes each hook only
+        the keyword arguments it names). A progress bar, which counts epochs, does not. (The context holds
+        the estimator's own callbacks and those a meta-estimator propagated to it.)"""
+        if self.root is None:
+            return False
+        return any(_reads_fitted_estimator(c) for c in getattr(self.estimator, "_skl_callbacks", []))
 
     def begin(self) -> None:
         if self.root is not None:

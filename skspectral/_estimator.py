@@ -835,8 +835,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         consumer or a callback stops them early)."""
         loss = self._loss()
         tasks = None if plan.incremental else EpochTasks(self, self.max_iter_, callback_data or {})
-        # where nothing reads the model between the epochs (no callback, no fit_iter consumer), the next
-        # epoch is queued before this one's record is read
+        # where nothing reads the model between the epochs (no callback asking for the fitted copy, no fit_iter
+        # consumer), the next epoch is queued before this one's record is read
         records = trainer.epochs(train, validation, self._epoch_recorder(model, evaluations),
                                  on_epoch_begin=tasks.begin if tasks else None,
                                  look_ahead=not plan.live and not (tasks and tasks.watching))

@@ -260,9 +260,34 @@ def test_fit_iter_with_a_callbacks_fitted_copy_builds_an_epochs_fitted_attribute
         np.testing.assert_array_equal(recorder.predictions[-1], est.predict(X[:5]))
     assert len(built) == 4  # three epochs, and the fitted state when the loop ends
 
+class EpochCounter:
+    """Counts the epochs' ends, reading nothing of the model (as a progress bar); asks to stop after
+    ``stop_after`` epochs."""
+
+    def __init__(self, stop_after=None):
+        self.stop_after, self.ended = stop_after, 0
+
+    def setup(self, estimator, context):
+        pass
+
+    def teardown(self, estimator, context):
+        pass
+
+    def on_fit_task_begin(self, estimator, context):
+        pass
+
+    def on_fit_task_end(self, estimator, context):
+        if context.task_name != "epoch":
+            return False
+        self.ended += 1
+        return self.stop_after is not None and self.ended >= self.stop_after
+
+
 def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_between_epochs(monkeypatch):
     """The trainer may queue each next epoch before it reads this one's record (on CUDA: the host's turn
-    overlaps the GPU's work) only where no callback and no fit_iter consumer reads the model in between."""
+    overlaps the GPU's work) only where no callback (one asking for the fitted copy) and no fit_iter consumer
+    reads the model in between; a callback that only counts epochs (a progress bar) lets it, and its stop
+    still ends the fit at its epoch."""
     from skspectral._training import Trainer
 
     asked = []
@@ -278,8 +303,12 @@ def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_be
     SpectralRegressor(**params).fit(X, y)
     assert asked and all(asked)  # the fit's epochs, and its refit's where it refits
     asked.clear()
-    SpectralRegressor(**params).set_callbacks(Recorder()).fit(X, y)
+    SpectralRegressor(**params).set_callbacks(Recorder()).fit(X, y)  # it reads each epoch's fitted copy
     assert asked[0] is False
+    asked.clear()
+    counter = EpochCounter(stop_after=2)  # a progress bar's kind: it counts epochs, reads no model
+    est = SpectralRegressor(**{**params, "max_iter": 5}).set_callbacks(counter).fit(X, y)
+    assert asked[0] is True and counter.ended == 2 and est.n_iter_ == 2
     asked.clear()
     for _ in SpectralRegressor(**params).fit_iter(X, y):
         pass

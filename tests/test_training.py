@@ -397,6 +397,44 @@ def test_a_cuda_fit_queueing_each_next_epoch_ahead_fits_what_it_fits_one_epoch_a
 
 
 @pytest.mark.cuda
+def test_a_cuda_fit_stopped_by_a_callback_that_reads_no_model_takes_its_queued_epoch_back(monkeypatch):
+    """A callback that counts epochs (a progress bar's kind) lets the fit queue its next epoch ahead; when
+    it stops the fit, the queued epoch is taken back: the model, record and step count of the same fit one
+    epoch at a time, to the bit."""
+    if "kernel" not in available_backends("cuda"):
+        pytest.skip("needs CuPy")
+    pytest.importorskip("sklearn.callback")
+    from skspectral._training import trainer as trainer_module
+
+    from .test_estimator import EpochCounter
+
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(2000, 5))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.3 * rng.normal(size=2000)
+    original, taken_back = Trainer.epochs, []
+    take_back = trainer_module._LookAhead.take_back
+    monkeypatch.setattr(trainer_module._LookAhead, "take_back",
+                        lambda self, state: (taken_back.append(self.queued is not None), take_back(self, state))[1])
+    fits = []
+    for allowed in (False, True):
+        def epochs(self, *args, look_ahead=False, **kwargs):
+            return original(self, *args, look_ahead=look_ahead and allowed, **kwargs)
+
+        monkeypatch.setattr(Trainer, "epochs", epochs)
+        counter = EpochCounter(stop_after=4)
+        fits.append(SpectralRegressor(device="cuda", dim=6, max_iter=50, random_state=0).set_callbacks(counter)
+                    .fit(X, y))
+    one_at_a_time, ahead = fits
+    # the selecting fit's queued fifth epoch taken back; its refit (under 100,000 rows) queues none beyond its end
+    assert taken_back == [True, False] and ahead.n_iter_ == one_at_a_time.n_iter_ == 4
+    assert ahead.t_ == one_at_a_time.t_ and ahead.refit_epochs_ == one_at_a_time.refit_epochs_ > 0
+    drop = history.ELAPSED
+    assert [{k: v for k, v in r.items() if k != drop} for r in ahead.history_] == [
+        {k: v for k, v in r.items() if k != drop} for r in one_at_a_time.history_]
+    np.testing.assert_array_equal(ahead.predict(X), one_at_a_time.predict(X))
+
+
+@pytest.mark.cuda
 def test_cuda_fit_with_encodings_levels_and_members_replays_from_a_cuda_graph(monkeypatch):
     """The default model (piecewise bins, members) and categorical levels stay capture-safe."""
     if "kernel" not in available_backends("cuda"):

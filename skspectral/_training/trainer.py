@@ -537,8 +537,8 @@ class Trainer:
         ``on_epoch_begin()`` is called before each epoch runs. With a validation set, the parameters of the best-scoring epoch are
         restored when the generator ends, also when its consumer stops early.
 
-        ``look_ahead``: the caller reads nothing of the model between the epochs (no callback, no
-        ``fit_iter`` consumer), so where the steps are graph-replayed on resident rows (not in a
+        ``look_ahead``: the caller reads nothing of the model between the epochs (no callback asking for
+        the fitted copy, no ``fit_iter`` consumer), so where the steps are graph-replayed on resident rows (not in a
         data-parallel fit) each next epoch is queued before the host reads this one's record: the host's
         turn between the epochs (the read, the stopping rule, the consumer, the next epoch's launch)
         overlaps the device's work instead of leaving it idle (~1-2 ms an epoch on a GPU,
