@@ -56,11 +56,15 @@ class EpochTasks:
     def watching(self) -> bool:
         """Whether a callback reads the model between the epochs: one whose ``on_fit_task_end`` asks for
         ``fitted_estimator`` (scikit-learn builds it from the model as it stands, and passes each hook only
-        the keyword arguments it names). A progress bar, which counts epochs, does not. (The context holds
-        the estimator's own callbacks and those a meta-estimator propagated to it.)"""
+        the keyword arguments it names). A progress bar, which counts epochs, does not. The callbacks are
+        those the context calls (the estimator's own and those a meta-estimator propagated to it); a
+        scikit-learn whose context keeps them elsewhere is taken to have one that reads the model."""
         if self.root is None:
             return False
-        return any(_reads_fitted_estimator(c) for c in getattr(self.estimator, "_skl_callbacks", []))
+        callbacks = getattr(self.root, "_callbacks", None)
+        if callbacks is None:
+            return True
+        return any(_reads_fitted_estimator(c) for c in callbacks)
 
     def begin(self) -> None:
         if self.root is not None:

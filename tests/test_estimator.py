@@ -283,6 +283,12 @@ class EpochCounter:
         return self.stop_after is not None and self.ended >= self.stop_after
 
 
+class PropagatedRecorder(Recorder):
+    """A Recorder a meta-estimator passes on to its fits (scikit-learn's auto-propagated callbacks)."""
+
+    max_propagation_depth = None
+
+
 def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_between_epochs(monkeypatch):
     """The trainer may queue each next epoch before it reads this one's record (on CUDA: the host's turn
     overlaps the GPU's work) only where no callback (one asking for the fitted copy) and no fit_iter consumer
@@ -309,6 +315,11 @@ def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_be
     counter = EpochCounter(stop_after=2)  # a progress bar's kind: it counts epochs, reads no model
     est = SpectralRegressor(**{**params, "max_iter": 5}).set_callbacks(counter).fit(X, y)
     assert asked[0] is True and counter.ended == 2 and est.n_iter_ == 2
+    asked.clear()
+    # callbacks a search propagates to its fits: one that reads each epoch's fitted copy turns it off there
+    search = GridSearchCV(SpectralRegressor(**params), {"dim": [3]}, cv=2)
+    search.set_callbacks(PropagatedRecorder()).fit(X, y)
+    assert asked == [False, False, False]
     asked.clear()
     for _ in SpectralRegressor(**params).fit_iter(X, y):
         pass
