@@ -8,10 +8,10 @@ reduced the batch's diagonals apart (benchmarks/bench_step_parts.py --profile). 
 - forward: one kernel writes the product's table -- row c the members' 0.5 (W_c + W_c^T),
   flattened -- and its bias, the members' diag(mu) flattened; then one GEMM with the bias in
   its epilogue (torch.addmm: M = bias + Z @ table);
-- backward: one GEMM for the table's gradient (Z^T G), one kernel summing G's diagonals over
-  the batch (a block per diagonal entry, in a fixed order), and one kernel that symmetrises the
-  table's gradient into W's layout and takes mu's chain rule (softplus, running sum) to
-  mu_start and mu_increments.
+- backward: one GEMM for the table's gradient (Z^T G), then one kernel: a block per diagonal entry sums
+  G's diagonal over the batch (in a fixed order), the last of a member's to finish takes mu's chain rule
+  (softplus, running sum) to mu_start and mu_increments; the other blocks symmetrise the table's
+  gradient into W's layout (and with sharing members take their factors').
 
 Members that share their matrices (``shared``: W = r S for a sharing member, r = gain times its stored
 factor) are assembled from the shared set and the factors: the table kernel scales S as it reads it, and the
@@ -81,9 +81,10 @@ __device__ const T* model_matrix(const T* W, const T* S, const T* scales, T gain
 // makes them); bias (members E): diag(mu)
 template <typename T>
 __device__ void table(const T* W, const T* S, const T* scales, T gain, long long own, long long outputs,
-                      const T* mu_start, const T* increments, T* out, T* bias, long long members, long long columns,
-                      int n, int packed) {
+                      const T* mu_start, const T* increments, T* out, T* bias, unsigned int* counters,
+                      long long members, long long columns, int n, int packed) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < members) counters[idx] = 0u;  // the backward's count of each member's finished diagonal blocks
     long long E = stored(n, packed), per_row = members * E, in_table = columns * per_row;
     int i, j;
     if (idx < in_table) {
@@ -107,25 +108,6 @@ __device__ void table(const T* W, const T* S, const T* scales, T gain, long long
     }
 }
 
-// one block per (member m, row i of its matrices): the sum over the batch's rows of the gradient's entry
-// (i, i), in a fixed order (a tree over the block's threads: the same sum every run)
-template <typename T>
-__device__ void diagonal_sums(const T* grad, T* out, long long rows, long long members, int n, int packed) {
-    __shared__ T partial[THREADS];
-    long long m = blockIdx.x / n;
-    int i = (int)(blockIdx.x - m * n);
-    long long E = stored(n, packed), per_row = members * E, column = m * E + diagonal_entry(i, n, packed);
-    T total = (T)0;
-    for (long long b = threadIdx.x; b < rows; b += THREADS) total += grad[b * per_row + column];
-    partial[threadIdx.x] = total;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
-}
-
 // the gradient of model m's composed W_c at (i, j) from the table's gradient (a packed entry stands for (i, j)
 // and (j, i))
 template <typename T>
@@ -138,41 +120,43 @@ __device__ T composed_grad(const T* grad_table, long long m, long long c, long l
     return (T)0.5 * g[i > j ? (long long)i * (i + 1) / 2 + j : (long long)j * (j + 1) / 2 + i];
 }
 
-// from the table's gradient: grad_W (own, columns, n, n) of the own models' W; with sharing members
-// (shared_members of them, each with ``outputs`` models), grad_S (outputs, columns, n, n) = sum_s r_sc
-// dW_{s,o,c} (the composed W's chain rule; the factors': factor_grads); then, with the first members n threads
-// past them, mu's: grad_start (members), grad_increments (members, n - 1) from the diagonals' sums (members, n)
+// block (m, i): the sum over the batch's rows of member m's gradient entry (i, i) into diagonal (members, n), in a
+// fixed order (a thread's rows in order, then a tree over the threads: the same sum every run); the member's last
+// block to finish (counters[m]: zeroed by the forward's table kernel, and again by that block) then takes mu's chain rule from its n sums:
+// grad_start[m] and grad_increments[m] (n - 1) (mu_i = mu_start + sum_{t < i} softplus(increment_t))
 template <typename T>
-__device__ void table_backward(const T* grad_table, const T* diagonal, const T* increments, const T* S,
-                               const T* scales, T gain, long long own, long long outputs, long long shared_members,
-                               T* grad_W, T* grad_S, T* grad_start, T* grad_increments,
-                               long long members, long long columns, int n, int packed) {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long nn = (long long)n * n, in_weight = own * columns * nn;
-    long long in_shared = in_weight + (shared_members ? outputs * columns * nn : 0);
-    if (idx < in_weight) {
-        long long block = idx / nn, m = block / columns, c = block - m * columns;
-        int e = (int)(idx - block * nn), i = e / n, j = e - i * n;
-        grad_W[idx] = composed_grad(grad_table, m, c, members, i, j, n, packed);
-    } else if (idx < in_shared) {
-        long long r = idx - in_weight, block = r / nn, o = block / columns, c = block - o * columns;
-        int e = (int)(r - block * nn), i = e / n, j = e - i * n;
-        T total = (T)0;
-        for (long long s = 0; s < shared_members; ++s)
-            total += (gain * scales[s * columns + c]) * composed_grad(grad_table, own + s * outputs + o, c, members,
-                                                                      i, j, n, packed);
-        grad_S[r] = total;
-    } else if (idx < in_shared + members * n) {
-        long long r = idx - in_shared, m = r / n;
-        int t = (int)(r - m * n);
-        const T* d = diagonal + m * n;
+__device__ void diagonal_block(const T* grad, const T* increments, T* diagonal, unsigned int* counters,
+                               T* grad_start, T* grad_increments, long long rows, long long m, int i,
+                               long long members, int n, int packed) {
+    __shared__ T partial[THREADS];
+    __shared__ int last;
+    long long E = stored(n, packed), per_row = members * E, column = m * E + diagonal_entry(i, n, packed);
+    T total = (T)0;
+    for (long long b = threadIdx.x; b < rows; b += THREADS) total += grad[b * per_row + column];
+    partial[threadIdx.x] = total;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        diagonal[m * n + i] = partial[0];
+        __threadfence();  // the sum seen device-wide before the count says so
+        last = atomicAdd(counters + m, 1u) == (unsigned int)(n - 1);
+    }
+    __syncthreads();
+    if (!last) return;
+    if (threadIdx.x == 0) counters[m] = 0u;  // every other block is done with it: a backward run again counts anew
+    __threadfence();
+    const volatile T* d = diagonal + m * n;  // (the other blocks' sums: read from memory, not a cache)
+    for (int t = threadIdx.x; t < n; t += THREADS) {
         if (t == n - 1) {  // mu_start moves every mu_i
-            T total = (T)0;
-            for (int i = 0; i < n; ++i) total += d[i];
-            grad_start[m] = total;
+            T sum = (T)0;
+            for (int k = 0; k < n; ++k) sum += d[k];
+            grad_start[m] = sum;
         } else {  // increment t moves mu_i for i > t, through softplus' slope sigmoid(x)
             T later = (T)0;
-            for (int i = t + 1; i < n; ++i) later += d[i];
+            for (int k = t + 1; k < n; ++k) later += d[k];
             T x = increments[m * (n - 1) + t];
             T slope = x > (T)20 ? (T)1 : (T)1 / ((T)1 + exp(-x));
             grad_increments[m * (n - 1) + t] = later * slope;
@@ -180,14 +164,15 @@ __device__ void table_backward(const T* grad_table, const T* diagonal, const T* 
     }
 }
 
-// one block per (sharing member s, column c): grad_scales[s, c] = gain sum_o <S_oc, dW_{s,o,c}>, the block's
-// threads over the entries, then a tree over them in a fixed order (a thread's serial loop over the n n
-// entries' dependent reads set a whole launch's length)
+// sharing member s's factor for column c, one block: grad_scales[s, c] = gain sum_o <S_oc, dW_{s,o,c}>, the
+// block's threads over the entries, then a tree over them in a fixed order (a thread's serial loop over the
+// n n entries' dependent reads set a whole launch's length)
 template <typename T>
-__device__ void factor_grads(const T* grad_table, const T* S, T gain, long long own, long long outputs,
-                             T* grad_scales, long long members, long long columns, int n, int packed) {
+__device__ void factor_grad(const T* grad_table, const T* S, T gain, long long own, long long outputs,
+                            T* grad_scales, long long s, long long c, long long members, long long columns, int n,
+                            int packed) {
     __shared__ T partial[THREADS];
-    long long s = blockIdx.x / columns, c = blockIdx.x - s * columns, nn = (long long)n * n;
+    long long nn = (long long)n * n;
     T total = (T)0;
     for (long long k = threadIdx.x; k < outputs * nn; k += THREADS) {
         long long o = k / nn;
@@ -201,57 +186,71 @@ __device__ void factor_grads(const T* grad_table, const T* S, T gain, long long 
         if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
         __syncthreads();
     }
-    if (threadIdx.x == 0) grad_scales[blockIdx.x] = gain * partial[0];
+    if (threadIdx.x == 0) grad_scales[s * columns + c] = gain * partial[0];
 }
 
-extern "C" __global__ void table_float(const float* W, const float* S, const float* scales, float gain,
-                                       long long own, long long outputs, const float* s, const float* inc, float* out,
-                                       float* bias, long long members, long long columns, int n, int packed) {
-    table<float>(W, S, scales, gain, own, outputs, s, inc, out, bias, members, columns, n, packed);
+// The assembly's backward after the table's GEMM, in one launch of THREADS-thread blocks: first a block per
+// diagonal entry of each member (diagonal_block: from the batch's gradient ``grad`` (rows, members E)), then with sharing members
+// (shared_members of them, each with ``outputs`` models) a block per factor (factor_grad), then a thread per
+// entry of grad_W (own, columns, n, n), the own models' W, and of grad_S (outputs, columns, n, n) =
+// sum_s r_sc dW_{s,o,c} (the composed W's chain rule) from the table's gradient. (Three launches before: the
+// diagonals' sums, the entries and mu, the factors -- 10.6 us of a 95 us step on an H200.)
+template <typename T>
+__device__ void assembly_backward(const T* grad, const T* grad_table, const T* increments, const T* S,
+                                  const T* scales, T gain, long long own, long long outputs, long long shared_members,
+                                  T* diagonal, unsigned int* counters, T* grad_W, T* grad_S, T* grad_scales, T* grad_start,
+                                  T* grad_increments, long long rows, long long members, long long columns, int n,
+                                  int packed) {
+    long long block = blockIdx.x;
+    if (block < members * n) {  // (each branch is the whole block's: its __syncthreads are met by every thread)
+        long long m = block / n;
+        diagonal_block(grad, increments, diagonal, counters, grad_start, grad_increments, rows, m,
+                       (int)(block - m * n), members, n, packed);
+        return;
+    }
+    block -= members * n;
+    if (block < shared_members * columns) {
+        long long s = block / columns;
+        factor_grad(grad_table, S, gain, own, outputs, grad_scales, s, block - s * columns, members, columns, n,
+                    packed);
+        return;
+    }
+    block -= shared_members * columns;
+    long long idx = block * blockDim.x + threadIdx.x;
+    long long nn = (long long)n * n, in_weight = own * columns * nn;
+    long long in_shared = in_weight + (shared_members ? outputs * columns * nn : 0);
+    if (idx < in_weight) {
+        long long matrix = idx / nn, m = matrix / columns, c = matrix - m * columns;
+        int e = (int)(idx - matrix * nn), i = e / n, j = e - i * n;
+        grad_W[idx] = composed_grad(grad_table, m, c, members, i, j, n, packed);
+    } else if (idx < in_shared) {
+        long long r = idx - in_weight, matrix = r / nn, o = matrix / columns, c = matrix - o * columns;
+        int e = (int)(r - matrix * nn), i = e / n, j = e - i * n;
+        T total = (T)0;
+        for (long long s = 0; s < shared_members; ++s)
+            total += (gain * scales[s * columns + c]) * composed_grad(grad_table, own + s * outputs + o, c, members,
+                                                                      i, j, n, packed);
+        grad_S[r] = total;
+    }
 }
-extern "C" __global__ void table_double(const double* W, const double* S, const double* scales, double gain,
-                                        long long own, long long outputs, const double* s, const double* inc,
-                                        double* out, double* bias, long long members, long long columns, int n,
-                                        int packed) {
-    table<double>(W, S, scales, gain, own, outputs, s, inc, out, bias, members, columns, n, packed);
-}
-extern "C" __global__ void diagonal_sums_float(const float* g, float* out, long long rows, long long members, int n,
-                                               int packed) {
-    diagonal_sums<float>(g, out, rows, members, n, packed);
-}
-extern "C" __global__ void diagonal_sums_double(const double* g, double* out, long long rows, long long members,
-                                                int n, int packed) {
-    diagonal_sums<double>(g, out, rows, members, n, packed);
-}
-extern "C" __global__ void table_backward_float(const float* g, const float* d, const float* inc, const float* S,
-                                                const float* scales, float gain, long long own, long long outputs,
-                                                long long shared_members, float* gW, float* gS, float* gs,
-                                                float* ginc, long long members, long long columns, int n,
-                                                int packed) {
-    table_backward<float>(g, d, inc, S, scales, gain, own, outputs, shared_members, gW, gS, gs, ginc, members,
-                          columns, n, packed);
-}
-extern "C" __global__ void table_backward_double(const double* g, const double* d, const double* inc,
-                                                 const double* S, const double* scales, double gain, long long own,
-                                                 long long outputs, long long shared_members, double* gW,
-                                                 double* gS, double* gs, double* ginc, long long members,
-                                                 long long columns, int n, int packed) {
-    table_backward<double>(g, d, inc, S, scales, gain, own, outputs, shared_members, gW, gS, gs, ginc, members,
-                           columns, n, packed);
-}
-extern "C" __global__ void factor_grads_float(const float* g, const float* S, float gain, long long own,
-                                              long long outputs, float* gscales, long long members,
-                                              long long columns, int n, int packed) {
-    factor_grads<float>(g, S, gain, own, outputs, gscales, members, columns, n, packed);
-}
-extern "C" __global__ void factor_grads_double(const double* g, const double* S, double gain, long long own,
-                                               long long outputs, double* gscales, long long members,
-                                               long long columns, int n, int packed) {
-    factor_grads<double>(g, S, gain, own, outputs, gscales, members, columns, n, packed);
-}
+
+#define TABLE(NAME, T) extern "C" __global__ void NAME( \
+    const T* W, const T* S, const T* scales, T gain, long long own, long long outputs, const T* s, const T* inc, \
+    T* out, T* bias, unsigned int* counters, long long members, long long columns, int n, int packed) { \
+    table<T>(W, S, scales, gain, own, outputs, s, inc, out, bias, counters, members, columns, n, packed); }
+TABLE(table_float, float)
+TABLE(table_double, double)
+#define BACKWARD(NAME, T) extern "C" __global__ void NAME( \
+    const T* g, const T* gt, const T* inc, const T* S, const T* scales, T gain, long long own, long long outputs, \
+    long long shared_members, T* d, unsigned int* counters, T* gW, T* gS, T* gscales, T* gs, T* ginc, long long rows, \
+    long long members, long long columns, int n, int packed) { \
+    assembly_backward<T>(g, gt, inc, S, scales, gain, own, outputs, shared_members, d, counters, gW, gS, gscales, gs, \
+                         ginc, rows, members, columns, n, packed); }
+BACKWARD(assembly_backward_float, float)
+BACKWARD(assembly_backward_double, double)
 """
 
-_THREADS = 256  # THREADS in the source: diagonal_sums' blocks
+_THREADS = 256  # THREADS in the source: the backward's blocks
 _KERNELS = RawKernels(_SOURCE, "skspectral's CUDA matrix assembly")
 
 
@@ -288,10 +287,13 @@ class _Assembled(torch.autograd.Function):
         scalar = np.float32 if weight.dtype == torch.float32 else np.float64
         table = weight.new_empty(columns, per_row)
         bias = weight.new_empty(per_row)
+        counters = torch.empty(members, dtype=torch.int32, device=weight.device)  # zeroed by the kernel
         _launch("table", weight.dtype, weight.device.index, (columns + 1) * per_row,
                 (weight, shared, scales, scalar(gain), np.int64(own), np.int64(max(outputs, 1)), mu_start,
-                 mu_increments, table, bias, np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+                 mu_increments, table, bias, counters, np.int64(members), np.int64(columns), np.int32(n),
+                 np.int32(packed)))
         ctx.save_for_backward(Z, table, mu_increments, shared, scales)
+        ctx.counters = counters  # the backward's count of each member's finished diagonal blocks
         ctx.shape = (own, outputs, shared_members, members, columns, n, packed, gain)
         return torch.addmm(bias, Z.contiguous(), table)  # the bias in the GEMM's epilogue
 
@@ -305,23 +307,19 @@ class _Assembled(torch.autograd.Function):
             return grad_Z, None, None, None, None, None, None, None
         grad_table = Z.t() @ grad  # (columns, members E)
         diagonal = grad.new_empty(members, n)  # the batch's sum of each member's diagonal
-        _launch("diagonal_sums", grad.dtype, grad.device.index, members * n * _THREADS,
-                (grad, diagonal, np.int64(grad.shape[0]), np.int64(members), np.int32(n), np.int32(packed)))
         grad_W = grad.new_empty(own, columns, n, n)
         grad_S = torch.empty_like(shared)
         grad_scales = torch.empty_like(scales)
         grad_start = grad.new_empty(members, 1)
         grad_increments = grad.new_empty(members, n - 1)
-        in_shared = outputs * columns * n * n if shared_members else 0
+        entries = own * columns * n * n + (outputs * columns * n * n if shared_members else 0)
+        blocks = members * n + shared_members * columns + (entries + _THREADS - 1) // _THREADS
         scalar = np.float32 if grad.dtype == torch.float32 else np.float64
-        _launch("table_backward", grad.dtype, grad.device.index, own * columns * n * n + in_shared + members * n,
-                (grad_table, diagonal, mu_increments, shared, scales, scalar(gain), np.int64(own),
-                 np.int64(max(outputs, 1)), np.int64(shared_members), grad_W, grad_S, grad_start,
-                 grad_increments, np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
-        if shared_members:  # a block per factor (diagonal_sums' launch: THREADS threads each)
-            _launch("factor_grads", grad.dtype, grad.device.index, shared_members * columns * _THREADS,
-                    (grad_table, shared, scalar(gain), np.int64(own), np.int64(outputs), grad_scales,
-                     np.int64(members), np.int64(columns), np.int32(n), np.int32(packed)))
+        _KERNELS.launch("assembly_backward", grad.dtype, grad.device.index, blocks, _THREADS,
+                        (grad, grad_table, mu_increments, shared, scales, scalar(gain), np.int64(own),
+                         np.int64(max(outputs, 1)), np.int64(shared_members), diagonal, ctx.counters, grad_W, grad_S,
+                         grad_scales, grad_start, grad_increments, np.int64(grad.shape[0]), np.int64(members),
+                         np.int64(columns), np.int32(n), np.int32(packed)))
         shared_grads = (grad_S, grad_scales) if shared_members else (None, None)
         return grad_Z, grad_W, grad_start, grad_increments, *shared_grads, None, None
 

@@ -349,7 +349,8 @@ def _reference_matrices(Z, weight, mu_start, mu_increments):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("n, columns, members, rows", [(1, 3, 1, 5), (3, 4, 2, 7), (15, 9, 4, 300)])
+# n = 17: the backward's block per member sums the diagonals 16 at a time (DIAGONALS)
+@pytest.mark.parametrize("n, columns, members, rows", [(1, 3, 1, 5), (3, 4, 2, 7), (15, 9, 4, 300), (17, 3, 2, 260)])
 def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, packed, n, columns, members, rows):
     """The assembled matrices (whole, or their packed lower triangles) and every gradient equal
     torch's ops in float64, from the CUDA kernels emulated on CPU tensors (softplus past its
@@ -388,7 +389,8 @@ def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, pack
 
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("n, columns, own, shared_members, outputs, rows",
-                         [(1, 3, 1, 1, 1, 5), (3, 4, 0, 2, 1, 6), (3, 4, 1, 2, 3, 7), (15, 9, 2, 2, 1, 300)])
+                         [(1, 3, 1, 1, 1, 5), (3, 4, 0, 2, 1, 6), (3, 4, 1, 2, 3, 7), (15, 9, 2, 2, 1, 300),
+                          (17, 2, 1, 2, 2, 40)])
 def test_assembly_of_sharing_members_is_the_composed_models(monkeypatch, assembly_kernels, packed, n, columns, own,
                                                             shared_members, outputs, rows):
     """Members that share their matrices (W = gain r S after the own members', output by output): the
@@ -456,18 +458,20 @@ def test_a_models_sharing_members_assemble_as_its_torch_ops(monkeypatch, assembl
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-# ---- Adam (skspectral._training.adam.ElementwiseAdam): one thread per element, three parameters a launch
+# ---- Adam (skspectral._training.adam.ElementwiseAdam): one thread per element, eight parameters a launch
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_elementwise_adam_is_torchs_adam(monkeypatch, build_dir, dtype):
+@pytest.mark.parametrize("n_params, launches", [(5, 1), (11, 2)])
+def test_elementwise_adam_is_torchs_adam(monkeypatch, build_dir, dtype, n_params, launches):
     """ElementwiseAdam with its CUDA kernel emulated on CPU tensors takes torch.optim.Adam's steps:
-    parameters of several sizes (two launches, an empty parameter) and a learning rate changed in
-    place between steps."""
+    parameters of several sizes (an empty one; in one launch a step, or two past eight parameters, the
+    last of which moves the step count on: the grid's last block, after every block has read it) and a
+    learning rate changed in place between steps."""
     from skspectral._training import adam as adam_module
 
     kernels = emulated_cuda.EmulatedRawKernels(adam_module._SOURCE, build_dir)
     monkeypatch.setattr(adam_module, "_KERNELS", kernels)
     generator = torch.Generator().manual_seed(0)
-    shapes = [(4, 1), (4, 14), (2, 13, 15, 15), (4, 0), (7,)]
+    shapes = ([(4, 1), (4, 14), (2, 13, 15, 15), (4, 0), (7,)] + [(3, 5), (300,), (1,)] * 2)[:n_params]
     ours = [torch.nn.Parameter(torch.randn(s, generator=generator, dtype=dtype)) for s in shapes]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     lr = torch.tensor(1e-2, dtype=torch.float32)
@@ -487,7 +491,8 @@ def test_elementwise_adam_is_torchs_adam(monkeypatch, build_dir, dtype):
         reference.zero_grad()
         loss(theirs).backward()
         reference.step()
-    assert kernels.launches == 4 * 2 and not kernels.divergent  # five parameters: two launches a step
+    assert kernels.launches == 4 * launches and not kernels.divergent
+    assert optimizer._step_count.item() == 4.0 and optimizer._finished_blocks.item() == 0
     tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for mine, torchs in zip(ours, theirs):
         torch.testing.assert_close(mine, torchs, **tolerance)

@@ -1061,15 +1061,17 @@ def test_gathered_terms_found_once_train_as_terms_found_every_step(monkeypatch, 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype):
-    """The CUDA Adam (one thread per element, three parameters a launch) takes torch.optim.Adam's
-    steps: parameters of several sizes, a learning rate a schedule changes in place, and steps replayed from a graph."""
+@pytest.mark.parametrize("n_params", [5, 11])
+def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype, n_params):
+    """The CUDA Adam (one thread per element, eight parameters a launch, the last launch moving the step
+    count on) takes torch.optim.Adam's steps: parameters of several sizes (an empty one; one launch a step,
+    or two), a learning rate a schedule changes in place, and steps replayed from a graph."""
     from skspectral._training.adam import ElementwiseAdam, adam
 
     if "kernel" not in available_backends("cuda"):
         pytest.skip("needs CuPy")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    shapes = [(4, 1), (4, 14), (4, 113, 15, 15), (4, 0), (7,)]  # three a launch: two launches, an empty one
+    shapes = ([(4, 1), (4, 14), (4, 113, 15, 15), (4, 0), (7,)] + [(3, 5), (300,), (1,)] * 2)[:n_params]
     ours = [torch.nn.Parameter(torch.randn(s, generator=generator, device="cuda", dtype=dtype)) for s in shapes]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     lr = torch.tensor(1e-2, dtype=torch.float32, device="cuda")
@@ -1117,6 +1119,7 @@ def test_elementwise_adam_is_torchs_adam_also_replayed_from_a_cuda_graph(dtype):
     for mine, torchs in zip(ours, theirs):
         torch.testing.assert_close(mine, torchs, **tolerance)
     assert not torch.equal(ours[2], theirs[2].detach() * 0)  # it moved
+    assert optimizer._step_count.item() == 6.0 and optimizer._finished_blocks.item() == 0
 
 
 def test_the_trainer_uses_the_compiled_adam_on_the_cpu_and_torchs_fused_adam_without_numba(monkeypatch):

@@ -4,8 +4,9 @@ pass (Numba), else torch's fused Adam.
 torch's fused Adam gives a block 65,536 elements of a tensor (multi_tensor_apply's chunk), so
 a model whose matrices are one parameter of ~100k elements gets two blocks, and its update took
 20-30 us of a 150-290 us graph-replayed training step on an H200 (benchmarks/bench_step_parts.py).
-:class:`ElementwiseAdam` launches one thread per element, the model's three parameters in one launch
-(a few us), with torch.optim.Adam's
+:class:`ElementwiseAdam` launches one thread per element, the model's parameters (up to eight) in one launch
+that also moves the step count on (a few us; a launch for the count and one more for a shared model's
+fourth and fifth parameters took 3-4 us of a 70-95 us step), with torch.optim.Adam's
 update (no weight decay, no amsgrad) and capturable: the learning rate and the step count
 are device tensors, so a CUDA graph replays the update.
 
@@ -27,11 +28,10 @@ from ..eig._numba_support import numba_module
 
 _SOURCE = r"""
 template <typename T>
-__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, long long i, const float* lr,
-                     const float* step, double beta1, double beta2, double eps) {
+__device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, long long i, T lr, T t, double beta1,
+                     double beta2, double eps) {
     // torch.optim.Adam: m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
     // p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-    const T t = (T)(*step);
     const T correction1 = (T)1 - pow((T)beta1, t);
     const T correction2 = (T)1 - pow((T)beta2, t);
     const T g = grad[i];
@@ -41,32 +41,54 @@ __device__ void adam(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, long lo
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     const T denominator = sqrt(v) / sqrt(correction2) + (T)eps;
-    param[i] -= ((T)(*lr) / correction1) * m / denominator;
+    param[i] -= (lr / correction1) * m / denominator;
 }
 
-// up to three parameters in one launch (a model's weight, mu_start and mu_increments): thread i
-// updates element i of the parameters laid end to end
+#define SLOTS 8
+// up to SLOTS parameters in one launch (a model's weight, mu_start and mu_increments, its shared set and
+// factors): thread i updates element i of the parameters laid end to end, at step *step + 1. Where
+// ``advance`` is set, the grid's last block to finish then moves *step on by one (every block has read it
+// by then), so a step's count needs no kernel of its own; ``finished`` counts the blocks (0 between launches).
 template <typename T>
-__device__ void adam3(T* p0, const T* g0, T* m0, T* v0, long long n0, T* p1, const T* g1, T* m1, T* v1,
-                      long long n1, T* p2, const T* g2, T* m2, T* v2, long long n2, const float* lr,
-                      const float* step, double b1, double b2, double eps) {
+__device__ void adam_slots(T* const* p, const T* const* g, T* const* m, T* const* v, const long long* n,
+                           const float* lr, float* step, double b1, double b2, double eps, int advance,
+                           unsigned int* finished) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n0) { adam<T>(p0, g0, m0, v0, i, lr, step, b1, b2, eps); return; }
-    i -= n0;
-    if (i < n1) { adam<T>(p1, g1, m1, v1, i, lr, step, b1, b2, eps); return; }
-    i -= n1;
-    if (i < n2) adam<T>(p2, g2, m2, v2, i, lr, step, b1, b2, eps);
+    const T t = (T)(*step + 1.0f);
+    for (int s = 0; s < SLOTS; ++s) {
+        if (i < n[s]) {
+            adam<T>(p[s], g[s], m[s], v[s], i, (T)(*lr), t, b1, b2, eps);
+            break;
+        }
+        i -= n[s];
+    }
+    if (!advance) return;
+    __syncthreads();  // this block's threads have read *step
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(finished, 1u) == gridDim.x - 1) {  // the last block: every other one is done
+            *step += 1.0f;
+            *finished = 0u;
+        }
+    }
 }
 
-#define ADAM3(NAME, T) extern "C" __global__ void NAME( \
-    T* p0, const T* g0, T* m0, T* v0, long long n0, T* p1, const T* g1, T* m1, T* v1, long long n1, \
-    T* p2, const T* g2, T* m2, T* v2, long long n2, const float* lr, const float* step, double b1, double b2, \
-    double eps) { adam3<T>(p0, g0, m0, v0, n0, p1, g1, m1, v1, n1, p2, g2, m2, v2, n2, lr, step, b1, b2, eps); }
-ADAM3(adam_float, float)
-ADAM3(adam_double, double)
+#define PARAMS(T, j) T* p##j, const T* g##j, T* m##j, T* v##j, long long n##j
+#define ADAM(NAME, T) extern "C" __global__ void NAME( \
+    PARAMS(T, 0), PARAMS(T, 1), PARAMS(T, 2), PARAMS(T, 3), PARAMS(T, 4), PARAMS(T, 5), PARAMS(T, 6), \
+    PARAMS(T, 7), const float* lr, float* step, double b1, double b2, double eps, int advance, \
+    unsigned int* finished) { \
+    T* const p[SLOTS] = {p0, p1, p2, p3, p4, p5, p6, p7}; \
+    const T* const g[SLOTS] = {g0, g1, g2, g3, g4, g5, g6, g7}; \
+    T* const m[SLOTS] = {m0, m1, m2, m3, m4, m5, m6, m7}; \
+    T* const v[SLOTS] = {v0, v1, v2, v3, v4, v5, v6, v7}; \
+    const long long n[SLOTS] = {n0, n1, n2, n3, n4, n5, n6, n7}; \
+    adam_slots<T>(p, g, m, v, n, lr, step, b1, b2, eps, advance, finished); }
+ADAM(adam_float, float)
+ADAM(adam_double, double)
 """
-# parameters per launch of the kernels above
-_PER_LAUNCH = 3
+# parameters per launch of the kernels above (SLOTS)
+_PER_LAUNCH = 8
 
 _THREADS = 256
 _KERNELS = RawKernels(_SOURCE, "skspectral's CUDA Adam")
@@ -111,25 +133,32 @@ class ElementwiseAdam(_Adam):
         device = self.param_groups[0]["params"][0].device
         self._step_count = torch.zeros((), dtype=torch.float32, device=device)
         self._lr = torch.zeros((), dtype=torch.float32, device=device)
+        # the kernel's count of finished blocks (back to 0 by the launch's last block)
+        self._finished_blocks = torch.zeros((), dtype=torch.int32, device=device)
 
     @torch.no_grad()
     def step(self, closure=None):
-        self._step_count.add_(1.0)
+        launches = []  # (parameters, lr, betas, eps): up to _PER_LAUNCH parameters of one dtype each
         for group in self.param_groups:
             lr = group["lr"]
             if not isinstance(lr, torch.Tensor):
                 self._lr.fill_(lr)
                 lr = self._lr
-            beta1, beta2 = group["betas"]
-            stepping = [p for p in group["params"] if p.grad is not None]
+            stepping = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
             for dtype in dict.fromkeys(p.dtype for p in stepping):  # one dtype a launch
                 of_dtype = [p for p in stepping if p.dtype == dtype]
-                for start in range(0, len(of_dtype), _PER_LAUNCH):
-                    self._launch(of_dtype[start:start + _PER_LAUNCH], lr, beta1, beta2, group["eps"])
+                launches += [(of_dtype[start:start + _PER_LAUNCH], lr, group["betas"], group["eps"])
+                             for start in range(0, len(of_dtype), _PER_LAUNCH)]
+        if not launches:
+            self._step_count.add_(1.0)
+            return
+        for number, (params, lr, (beta1, beta2), eps) in enumerate(launches):
+            # each launch steps at the count + 1; the last one moves the count on (stream order: after the others)
+            self._launch(params, lr, beta1, beta2, eps, advance=number == len(launches) - 1)
 
-    def _launch(self, params: list, lr: torch.Tensor, beta1: float, beta2: float, eps: float) -> None:
-        """One launch for up to _PER_LAUNCH parameters of one dtype and device (the rest of the
-        kernel's three slots empty)."""
+    def _launch(self, params: list, lr: torch.Tensor, beta1: float, beta2: float, eps: float, advance: bool) -> None:
+        """One launch for up to _PER_LAUNCH non-empty parameters of one dtype and device (the rest of the
+        kernel's slots empty); ``advance``: the launch moves the step count on."""
         args, total = [], 0
         for p in params:
             state = self._moments(p)
@@ -137,12 +166,10 @@ class ElementwiseAdam(_Adam):
             args += [np.uint64(t.data_ptr()) for t in (p, grad, state["exp_avg"], state["exp_avg_sq"])]
             args.append(np.int64(p.numel()))
             total += p.numel()
-        if total == 0:
-            return
         for _ in range(_PER_LAUNCH - len(params)):
             args += [np.uint64(0)] * 4 + [np.int64(0)]
         args += [np.uint64(lr.data_ptr()), np.uint64(self._step_count.data_ptr()), np.float64(beta1),
-                 np.float64(beta2), np.float64(eps)]
+                 np.float64(beta2), np.float64(eps), np.int32(advance), np.uint64(self._finished_blocks.data_ptr())]
         # on torch's current stream: a CUDA graph captures the launch
         _KERNELS.launch("adam", params[0].dtype, params[0].device.index, (total + _THREADS - 1) // _THREADS,
                         _THREADS, tuple(args))

@@ -29,7 +29,7 @@ template <typename A, typename B> inline auto max(A a, B b) { return a > b ? a :
 
 struct dim3_t { unsigned x = 0, y = 0, z = 0; };
 inline dim3_t threadIdx, blockIdx;
-inline dim3_t blockDim;
+inline dim3_t blockDim, gridDim;
 
 struct float4 { float x, y, z, w; };
 struct double2 { double x, y; };
@@ -37,6 +37,9 @@ inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; 
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 inline float __fdividef(float a, float b) { return a / b; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// blocks run one after the other on one OS thread: a fence orders nothing more, an atomic is a plain update
+inline void __threadfence() {}
+inline unsigned atomicAdd(unsigned* address, unsigned value) { const unsigned old = *address; *address = old + value; return old; }
 
 namespace emu {
 constexpr int MAX_THREADS = 1024;  // CUDA's largest block (the loss kernel's)
@@ -131,6 +134,7 @@ inline int run_grid(int block_threads, long long grid, void (*body)()) {
     block = {};
     for (auto& warp : warps) warp = {};
     blockDim.x = (unsigned)threads;
+    gridDim.x = (unsigned)grid;
     for (int t = 0; t < threads; ++t) {
         getcontext(&lanes[t]);
         lanes[t].uc_stack.ss_sp = stacks.data() + (size_t)t * STACK;
