@@ -299,8 +299,10 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         """Labels the early-stopping split keeps the proportions of (None: a plain random split)."""
         return None
 
-    def _initialize_model(self, *, device, dtype, backend: str, generator=None) -> SpectralModel:
-        """The one place the torch model is built, in fit and in predict: variants plug in here."""
+    def _initialize_model(self, *, device, dtype, backend: str, generator=None, draw: bool = True) -> SpectralModel:
+        """The one place the torch model is built, in fit and in predict: variants plug in here. ``draw=False``
+        where the fitted state is loaded next: no initial matrices drawn (a large model's draw took 10-30 ms, and
+        prediction took numbers from torch's global generator)."""
         mapper = self.column_mapper_
         spec = mapper.spec
         encoder = None if spec.is_plain_linear else FeatureEncoder(spec, dtype=dtype, device=device)
@@ -308,7 +310,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             self.n_features_in_, self.dim_, self._eigen_indices(), n_outputs=self._n_outputs(),
             n_members=self.n_estimators_, encoder=encoder,
             backend=backend, generator=generator, dtype=dtype, device=device,
-            monotonic=mapper.monotone, smoothing=self.smoothing, n_shared_members=self.n_shared_members_,
+            monotonic=mapper.monotone, smoothing=self.smoothing, n_shared_members=self.n_shared_members_, draw=draw,
         )
 
     # ---- scikit-learn ---------------------------------------------------------------------
@@ -678,7 +680,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         if plan.fresh:  # a continued fit keeps its members
             self.n_estimators_ = self._members(int(start["n_rows"]), device, fit.validation_rows)
             self.n_shared_members_ = shared_member_count(self.shared_members, self.n_estimators_)
-        model = self._fit_start(fit, device, dtype)
+        model = self._fit_start(fit, device, dtype, draw=plan.fresh)
         if not plan.fresh:  # warm start / partial_fit: continue from the fitted values
             self._load_fitted_state(model)
         else:
@@ -721,7 +723,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         })
         every_row = FitAgreement(fit.seed, False, int(agreed["n_train"]), 0, float(agreed["total_weight"]),
                                  bool(agreed["stream"]))
-        model = self._fit_start(every_row, device, dtype)
+        model = self._fit_start(every_row, device, dtype, draw=False)
         self._load_fitted_state(model)  # the chosen model
         pad = context is not None  # every rank takes the same number of steps
         train = self._dataset(X, target, weight * weight_scale, device, dtype,
@@ -749,11 +751,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         self._training_state.best_parameters = None
         self._training_state.best_validation_score = -float("inf")
 
-    def _fit_start(self, fit: FitAgreement, device: torch.device, dtype: torch.dtype) -> SpectralModel:
-        """The model a fit starts from, drawn from its seed (after checking the device holds what it needs)."""
+    def _fit_start(self, fit: FitAgreement, device: torch.device, dtype: torch.dtype, draw: bool) -> SpectralModel:
+        """The model a fit starts from, drawn from its seed, or not drawn where the caller loads a fitted state
+        into it (after checking the device holds what it needs)."""
         check_memory(self._model_bytes(dtype, fit.n_train), device, what=self._model_description())
         return self._initialize_model(device=device, dtype=dtype, backend=self.backend_,
-                                      generator=torch.Generator().manual_seed(fit.seed))
+                                      generator=torch.Generator().manual_seed(fit.seed), draw=draw)
 
     def _encoded_once(self, model, train: Dataset, validation: Dataset | None):
         """(the module a step calls, train, validation): where the forward multiplies encoded
@@ -1086,7 +1089,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         device, dtype, backend = self._predict_device()
         model = getattr(self, "_module", None)
         if model is None or model.device != device or model.backend != backend:
-            model = self._initialize_model(device=device, dtype=dtype, backend=backend)
+            model = self._initialize_model(device=device, dtype=dtype, backend=backend, draw=False)
             self._load_fitted_state(model)
             self._module = model
         return model

@@ -124,6 +124,11 @@ class SpectralModel(torch.nn.Module):
         module is built and resolved once per device and dtype it runs on.
     generator : torch.Generator or None
         CPU generator for the initial values (the same on every device).
+    draw : bool
+        False: nothing is drawn -- the feature matrices start at zero and the
+        sharing members' factors at +1, no random number is taken from
+        ``generator`` or torch's global generator -- for a caller that loads a
+        state dict next (a fitted model rebuilt for prediction, a continued fit).
     monotonic : array-like of -1/0/+1 per encoded column, or None
         +1: that column's matrix is positive semidefinite (A = W W^T), so the
         output is non-decreasing in the column (Loewner order: lambda_k is
@@ -170,6 +175,7 @@ class SpectralModel(torch.nn.Module):
         monotonic=None,
         smoothing: float | None = None,
         n_shared_members: int = 0,
+        draw: bool = True,
     ):
         super().__init__()
         if int(dim) < 1 or int(n_features) < 1:
@@ -210,6 +216,7 @@ class SpectralModel(torch.nn.Module):
         self.mu_start = torch.nn.Parameter(torch.empty((self.n_models, 1), **factory))
         self.mu_increments = torch.nn.Parameter(torch.empty((self.n_models, self.dim - 1), **factory))
         self.start_diagonal(mu0)
+        self._draws = bool(draw)
         self._init_feature_matrices(init_scale, generator, factory)
 
     @torch.no_grad()
@@ -245,9 +252,16 @@ class SpectralModel(torch.nn.Module):
             self.register_buffer("monotonic_signs", self.monotonic.to(**factory)[:, None, None])
         self._init_shared(self._drawn_weight, init_scale, generator, factory)
 
+    def _standard_normal(self, shape: tuple, generator: torch.Generator | None) -> torch.Tensor:
+        """Standard normal draws of ``shape`` (float64, on the CPU) from ``generator``; zeros where the model
+        draws nothing (``draw=False``: a state dict is loaded next, and torch's global generator stays as it was)."""
+        if not self._draws:
+            return torch.zeros(shape, dtype=torch.float64)
+        return torch.randn(shape, generator=generator, dtype=torch.float64)
+
     def _drawn_weight(self, n_models: int, init_scale: float, generator: torch.Generator | None) -> torch.Tensor:
         """The initial weight of ``n_models`` models' matrices (float64, on the CPU)."""
-        gaussian = torch.randn(n_models, self.n_matrices, self.dim, self.dim, generator=generator, dtype=torch.float64)
+        gaussian = self._standard_normal((n_models, self.n_matrices, self.dim, self.dim), generator)
         sym = (gaussian + gaussian.transpose(-1, -2)) / math.sqrt(2.0)
         scale = init_scale * self._column_init_factors()[:, None, None]
         weight = scale * sym
@@ -268,7 +282,9 @@ class SpectralModel(torch.nn.Module):
         self.shared_weight = torch.nn.Parameter(draw(n_outputs, init_scale, generator).to(**factory))
         # random signs: the sharing members differ from the first step (a monotone column's factor
         # is |r|: +1 there)
-        signs = (torch.randint(0, 2, (self.n_shared_members, self.n_matrices), generator=generator) * 2 - 1).double()
+        shape = (self.n_shared_members, self.n_matrices)
+        signs = ((torch.randint(0, 2, shape, generator=generator) * 2 - 1).double() if self._draws
+                 else torch.ones(shape, dtype=torch.float64))
         if self.monotonic is not None:
             signs = torch.where(self.monotonic != 0, 1.0, signs)
         self.member_scales = torch.nn.Parameter((signs / self.shared_factor_gain).to(**factory))
@@ -586,7 +602,7 @@ class TridiagonalSpectralModel(SpectralModel):
 
     def _drawn_band(self, n_models: int, init_scale: float, generator: torch.Generator | None) -> torch.Tensor:
         """The initial band storage of ``n_models`` models' matrices (float64, on the CPU)."""
-        gaussian = torch.randn(n_models, self.n_matrices, 2, self.dim, generator=generator, dtype=torch.float64)
+        gaussian = self._standard_normal((n_models, self.n_matrices, 2, self.dim), generator)
         # a tridiagonal Gaussian's norm is O(1) in dim where a dense one's is O(sqrt(dim)):
         # entries sqrt(dim) times larger start at about the dense model's norms
         scale = init_scale * math.sqrt(self.dim) * self._column_init_factors()[:, None, None]

@@ -451,6 +451,51 @@ def test_pickle_holds_numpy_state_only(Estimator, target):
     assert not hasattr(c, "mu_") and c.get_params() == est.get_params()
 
 
+@pytest.mark.parametrize("Estimator", [SpectralRegressor, SpectralClassifier])
+def test_predicting_with_an_unpickled_model_takes_no_random_numbers(Estimator):
+    """Rebuilding the torch module of a loaded model (its fitted state goes in next) draws nothing: torch's global
+    generator is where it was, and the predictions are the fitted model's."""
+    X, y = make_data(12, n=300)
+    target = y if Estimator is SpectralRegressor else (y > np.median(y)).astype(int)
+    est = Estimator(dim=4, max_iter=2, n_estimators=3, shared_members=0.5, **CPU).fit(X, target)
+    output = "predict" if Estimator is SpectralRegressor else "predict_proba"
+    expected = getattr(est, output)(X)
+    loaded = pickle.loads(pickle.dumps(est))
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    np.testing.assert_array_equal(getattr(loaded, output)(X), expected)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_refits_and_continued_fits_draw_no_model_they_replace(monkeypatch):
+    """A refit and a continued fit (partial_fit, warm_start) load a fitted state into the model they build: built
+    without drawing it, they fit the same models to the bit as when the overwritten draw was made."""
+    X, y = make_data(25, n=600)
+    params = dict(dim=4, max_iter=5, early_stopping=True, refit=True, n_estimators=2, shared_members=0.5, **CPU)
+
+    def fits():
+        refitted = SpectralRegressor(**params).fit(X, y)
+        continued = SpectralRegressor(**{**params, "early_stopping": False}).partial_fit(X, y).partial_fit(X, y)
+        return refitted.predict(X), refitted.refit_epochs_, continued.predict(X)
+
+    built = []
+    original = SpectralRegressor._initialize_model
+
+    def recorded(self, *args, draw=True, **kwargs):
+        built.append(draw)
+        return original(self, *args, draw=draw, **kwargs)
+
+    monkeypatch.setattr(SpectralRegressor, "_initialize_model", recorded)
+    without_draws = fits()
+    assert built == [True, False, True, False]  # the fit, its refit, partial_fit's first call, its second
+    monkeypatch.setattr(SpectralRegressor, "_initialize_model",
+                        lambda self, *args, draw=True, **kwargs: original(self, *args, draw=True, **kwargs))
+    with_draws = fits()
+    assert without_draws[1] == with_draws[1] > 0
+    for got, expected in zip(without_draws[::2], with_draws[::2]):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_a_model_fitted_with_a_backend_missing_here_predicts_with_another(monkeypatch):
     import dataclasses
 

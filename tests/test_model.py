@@ -146,6 +146,27 @@ def test_a_smoothed_module_under_torch_func_is_a_clear_error():
     assert model(x).shape == (7,)  # and plainly as before
 
 
+@pytest.mark.parametrize("structure", ["dense", "tridiagonal"])
+def test_a_model_built_to_load_a_state_draws_nothing_and_loads_it(structure):
+    """draw=False: zero matrices and unit factors, no number taken from the generator given or torch's
+    global one; the state dict of a drawn model of the same shape makes it that model."""
+    from skspectral.model import model_class
+
+    make = model_class(structure)
+    options = dict(n_members=3, n_shared_members=1, monotonic=[1, 0, 0, -1], dtype=torch.float64)
+    drawn = make(4, 5, generator=torch.Generator().manual_seed(3), **options)
+    generator = torch.Generator().manual_seed(5)
+    torch.manual_seed(11)
+    global_state, generator_state = torch.get_rng_state(), generator.get_state()
+    empty = make(4, 5, generator=generator, draw=False, **options)
+    assert torch.equal(torch.get_rng_state(), global_state) and torch.equal(generator.get_state(), generator_state)
+    assert not empty.feature_matrices().any() and torch.equal(empty.member_scales.abs() * empty.shared_factor_gain,
+                                                              torch.ones_like(empty.member_scales))
+    empty.load_state_dict(drawn.state_dict())
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(empty(x), drawn(x), rtol=0, atol=0)
+
+
 def test_forward_is_the_kth_eigenvalue_of_the_affine_matrix():
     model = SpectralModel(4, 6, eigval_idx=-2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
