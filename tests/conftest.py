@@ -56,3 +56,21 @@ def make_data(seed=0, n=200):
     X = rng.normal(size=(n, 3)) * [1.0, 20.0, 0.1] + [0.0, 100.0, 5.0]
     y = 3 * np.tanh(X[:, 0]) + 0.05 * X[:, 1] - 10 * X[:, 2] + rng.normal(scale=0.1, size=n)
     return X, y
+
+
+def allow_look_ahead(monkeypatch, allowed: bool, asked: list | None = None) -> None:
+    """From here on, fits queue their next epoch ahead only where they would and ``allowed`` (False: never,
+    to compare a fit with the same fit one epoch at a time); ``asked`` collects what each Trainer.epochs call
+    was given."""
+    from skspectral._training import Trainer
+
+    original = getattr(Trainer.epochs, "_looking_ahead_of", Trainer.epochs)
+
+    def epochs(self, *args, look_ahead=False, **kwargs):
+        if asked is not None:
+            asked.append(look_ahead and allowed)
+        return original(self, *args, look_ahead=look_ahead and allowed, **kwargs)
+
+    epochs._looking_ahead_of = original
+    monkeypatch.setattr(Trainer, "epochs", epochs)
+

@@ -19,7 +19,7 @@ from skspectral._training import Dataset, Trainer, TrainingOptions, history
 from skspectral._training.cuda_graph import StaticBatchSteps
 from skspectral.eig._cupy_support import is_available
 
-from .conftest import available_backends
+from .conftest import allow_look_ahead, available_backends
 
 
 def _problem(n_rows, seed=0):
@@ -373,16 +373,12 @@ def test_a_cuda_fit_queueing_each_next_epoch_ahead_fits_what_it_fits_one_epoch_a
     params = dict(device="cuda", dim=6, max_iter=200, n_iter_no_change=3, categorical_features=[0], random_state=0)
     from skspectral._training import trainer as trainer_module
 
-    original, queued, kept = Trainer.epochs, [], []
+    queued, kept = [], []
     keep = trainer_module._LookAhead.keep
     monkeypatch.setattr(trainer_module._LookAhead, "keep", lambda self, t: (kept.append(t), keep(self, t))[1])
     fits = []
     for allowed in (False, True):
-        def epochs(self, *args, look_ahead=False, **kwargs):
-            queued.append(look_ahead and allowed)
-            return original(self, *args, look_ahead=look_ahead and allowed, **kwargs)
-
-        monkeypatch.setattr(Trainer, "epochs", epochs)
+        allow_look_ahead(monkeypatch, allowed, queued)
         fits.append(make(**params).fit(X, y))
     one_at_a_time, ahead = fits
     assert queued == [False, False, True, True]  # the fit's epochs and its refit's
@@ -411,16 +407,13 @@ def test_a_cuda_fit_stopped_by_a_callback_that_reads_no_model_takes_its_queued_e
     rng = np.random.RandomState(3)
     X = rng.normal(size=(2000, 5))
     y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.3 * rng.normal(size=2000)
-    original, taken_back = Trainer.epochs, []
+    taken_back = []
     take_back = trainer_module._LookAhead.take_back
     monkeypatch.setattr(trainer_module._LookAhead, "take_back",
                         lambda self, state: (taken_back.append(self.queued is not None), take_back(self, state))[1])
     fits = []
     for allowed in (False, True):
-        def epochs(self, *args, look_ahead=False, **kwargs):
-            return original(self, *args, look_ahead=look_ahead and allowed, **kwargs)
-
-        monkeypatch.setattr(Trainer, "epochs", epochs)
+        allow_look_ahead(monkeypatch, allowed)
         counter = EpochCounter(stop_after=4)
         fits.append(SpectralRegressor(device="cuda", dim=6, max_iter=50, random_state=0).set_callbacks(counter)
                     .fit(X, y))
