@@ -70,8 +70,8 @@ def main():
     for _ in range(args.repeats):
         for name in args.datasets:
             for path in args.code:
-                run = run_in_checkout(_FIT, path, name, str(Path(args.data).resolve()), str(args.fits), str(ROOT / "benchmarks"),
-                                      args.device)
+                run = run_in_checkout(_FIT, path, name, str(Path(args.data).resolve()), str(args.fits),
+                                      str(ROOT / "benchmarks"), args.device)
                 sample = samples[(path, name)]
                 sample["fit s"] += run["fit s"]
                 sample["epochs"].add(run["epochs"])

@@ -122,8 +122,9 @@ __device__ T composed_grad(const T* grad_table, long long m, long long c, long l
 
 // block (m, i): the sum over the batch's rows of member m's gradient entry (i, i) into diagonal (members, n), in a
 // fixed order (a thread's rows in order, then a tree over the threads: the same sum every run); the member's last
-// block to finish (counters[m]: zeroed by the forward's table kernel, and again by that block) then takes mu's chain rule from its n sums:
-// grad_start[m] and grad_increments[m] (n - 1) (mu_i = mu_start + sum_{t < i} softplus(increment_t))
+// block to finish (counters[m]: zeroed by the forward's table kernel, and again by that block) then takes mu's
+// chain rule from its n sums: grad_start[m] and grad_increments[m] (n - 1) (mu_i = mu_start + sum_{t < i}
+// softplus(increment_t))
 template <typename T>
 __device__ void diagonal_block(const T* grad, const T* increments, T* diagonal, unsigned int* counters,
                                T* grad_start, T* grad_increments, long long rows, long long m, int i,
@@ -190,17 +191,17 @@ __device__ void factor_grad(const T* grad_table, const T* S, T gain, long long o
 }
 
 // The assembly's backward after the table's GEMM, in one launch of THREADS-thread blocks: first a block per
-// diagonal entry of each member (diagonal_block: from the batch's gradient ``grad`` (rows, members E)), then with sharing members
-// (shared_members of them, each with ``outputs`` models) a block per factor (factor_grad), then a thread per
-// entry of grad_W (own, columns, n, n), the own models' W, and of grad_S (outputs, columns, n, n) =
+// diagonal entry of each member (diagonal_block: from the batch's gradient ``grad`` (rows, members E)), then with
+// sharing members (shared_members of them, each with ``outputs`` models) a block per factor (factor_grad), then a
+// thread per entry of grad_W (own, columns, n, n), the own models' W, and of grad_S (outputs, columns, n, n) =
 // sum_s r_sc dW_{s,o,c} (the composed W's chain rule) from the table's gradient. (Three launches before: the
 // diagonals' sums, the entries and mu, the factors -- 10.6 us of a 95 us step on an H200.)
 template <typename T>
 __device__ void assembly_backward(const T* grad, const T* grad_table, const T* increments, const T* S,
                                   const T* scales, T gain, long long own, long long outputs, long long shared_members,
-                                  T* diagonal, unsigned int* counters, T* grad_W, T* grad_S, T* grad_scales, T* grad_start,
-                                  T* grad_increments, long long rows, long long members, long long columns, int n,
-                                  int packed) {
+                                  T* diagonal, unsigned int* counters, T* grad_W, T* grad_S, T* grad_scales,
+                                  T* grad_start, T* grad_increments, long long rows, long long members,
+                                  long long columns, int n, int packed) {
     long long block = blockIdx.x;
     if (block < members * n) {  // (each branch is the whole block's: its __syncthreads are met by every thread)
         long long m = block / n;
