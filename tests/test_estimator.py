@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral import _estimator
 
-from .conftest import SERIES, make_data
+from .conftest import SERIES, allow_look_ahead, make_data
 
 CPU = dict(device="cpu", random_state=0)
 
@@ -294,16 +294,8 @@ def test_a_fit_queues_its_next_epoch_ahead_only_where_nothing_reads_the_model_be
     overlaps the GPU's work) only where no callback (one asking for the fitted copy) and no fit_iter consumer
     reads the model in between; a callback that only counts epochs (a progress bar) lets it, and its stop
     still ends the fit at its epoch."""
-    from skspectral._training import Trainer
-
     asked = []
-    original = Trainer.epochs
-
-    def spy(self, *args, look_ahead=False, **kwargs):
-        asked.append(look_ahead)
-        return original(self, *args, look_ahead=look_ahead, **kwargs)
-
-    monkeypatch.setattr(Trainer, "epochs", spy)
+    allow_look_ahead(monkeypatch, True, asked)  # (records what each fit asks for, and lets it)
     X, y = make_data(6)
     params = dict(dim=3, max_iter=3, **CPU)
     SpectralRegressor(**params).fit(X, y)
