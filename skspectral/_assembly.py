@@ -120,6 +120,22 @@ __device__ T composed_grad(const T* grad_table, long long m, long long c, long l
     return (T)0.5 * g[i > j ? (long long)i * (i + 1) / 2 + j : (long long)j * (j + 1) / 2 + i];
 }
 
+// the sum of every thread's x over the block, a tree over the threads in a fixed order (the same sum every run);
+// every thread returns it. Each call is the whole block's (its __syncthreads are met by every thread)
+template <typename T>
+__device__ T block_tree_sum(T x) {
+    __shared__ T partial[THREADS];
+    partial[threadIdx.x] = x;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+        __syncthreads();
+    }
+    T total = partial[0];
+    __syncthreads();  // (partial is written again by the block's next sum)
+    return total;
+}
+
 // block (m, i): the sum over the batch's rows of member m's gradient entry (i, i) into diagonal (members, n), in a
 // fixed order (a thread's rows in order, then a tree over the threads: the same sum every run); the member's last
 // block to finish (counters[m]: zeroed by the forward's table kernel, and again by that block) then takes mu's
@@ -129,19 +145,13 @@ template <typename T>
 __device__ void diagonal_block(const T* grad, const T* increments, T* diagonal, unsigned int* counters,
                                T* grad_start, T* grad_increments, long long rows, long long m, int i,
                                long long members, int n, int packed) {
-    __shared__ T partial[THREADS];
     __shared__ int last;
     long long E = stored(n, packed), per_row = members * E, column = m * E + diagonal_entry(i, n, packed);
     T total = (T)0;
     for (long long b = threadIdx.x; b < rows; b += THREADS) total += grad[b * per_row + column];
-    partial[threadIdx.x] = total;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-        __syncthreads();
-    }
+    total = block_tree_sum(total);
     if (threadIdx.x == 0) {
-        diagonal[m * n + i] = partial[0];
+        diagonal[m * n + i] = total;
         __threadfence();  // the sum seen device-wide before the count says so
         last = atomicAdd(counters + m, 1u) == (unsigned int)(n - 1);
     }
@@ -172,7 +182,6 @@ template <typename T>
 __device__ void factor_grad(const T* grad_table, const T* S, T gain, long long own, long long outputs,
                             T* grad_scales, long long s, long long c, long long members, long long columns, int n,
                             int packed) {
-    __shared__ T partial[THREADS];
     long long nn = (long long)n * n;
     T total = (T)0;
     for (long long k = threadIdx.x; k < outputs * nn; k += THREADS) {
@@ -181,13 +190,8 @@ __device__ void factor_grad(const T* grad_table, const T* S, T gain, long long o
         total += S[(o * columns + c) * nn + e]
                  * composed_grad(grad_table, own + s * outputs + o, c, members, e / n, e % n, n, packed);
     }
-    partial[threadIdx.x] = total;
-    __syncthreads();
-    for (int half = THREADS / 2; half > 0; half >>= 1) {
-        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) grad_scales[s * columns + c] = gain * partial[0];
+    total = block_tree_sum(total);
+    if (threadIdx.x == 0) grad_scales[s * columns + c] = gain * total;
 }
 
 // The assembly's backward after the table's GEMM, in one launch of THREADS-thread blocks: first a block per
