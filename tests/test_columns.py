@@ -431,6 +431,33 @@ def test_coded_rows_and_split_columns():
     assert split_columns(plain, ColumnKinds(2))[0] is plain  # a validated numeric X: no copy
 
 
+@pytest.mark.parametrize("as_category", [False, True])
+def test_a_frame_of_categorical_columns_only_fits_and_predicts(as_category):
+    """No numeric column at all (a frame of strings or of pandas categories): fit, predict with an
+    unseen level and a missing value, and the same predictions from the pickled model."""
+    import pickle
+
+    from skspectral import SpectralClassifier
+
+    rng = np.random.default_rng(4)
+    colour, size = rng.choice(["red", "blue", "green"], 300), rng.choice(["S", "L"], 300)
+    y = (colour == "red") * 1.0 + (size == "L") * 2.0
+    X = pd.DataFrame({"colour": colour, "size": size})
+    new = pd.DataFrame({"colour": ["red", "pink", None], "size": ["L", "S", "S"]})
+    if as_category:
+        X, new = X.astype("category"), new.astype("category")
+    kinds = column_kinds(X, "from_dtype")
+    numeric, categorical = split_columns(X, kinds)
+    assert numeric.shape == (300, 0) and categorical.shape == (300, 2)
+    model = SpectralRegressor(random_state=0).fit(X, y)  # (6 distinct rows, merged: a step an epoch)
+    predictions = model.predict(new)
+    assert predictions.shape == (3,) and np.isfinite(predictions).all()
+    assert model.score(X, y) > 0.85  # the levels carry the whole target
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(new), predictions)
+    probabilities = SpectralClassifier(max_iter=3, random_state=0).fit(X, y > 1).predict_proba(new)
+    assert probabilities.shape == (3, 2) and np.isfinite(probabilities).all()
+
+
 def test_monotone_constraints_spread_over_the_encoded_columns_and_clear_errors():
     rng = np.random.default_rng(2)
     numeric = rng.normal(size=(100, 2))

@@ -254,6 +254,19 @@ def test_categorical_columns_get_the_plain_estimators_levels_and_predict_from_fr
     np.testing.assert_allclose(proba, classifier.to_local().predict_proba(test), rtol=1e-12)
 
 
+def test_a_frame_of_categorical_columns_only_fits_on_the_cluster(client):
+    """No numeric column at all: the shards' columns split into none numeric and every categorical."""
+    frame, y = categorical_frame(3_000)
+    frame = frame[["city"]]
+    params = dict(dim=6, n_estimators=1, max_iter=3, random_state=0, device="cpu")
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, frame, y, n_parts=4))
+    assert model.is_categorical_.tolist() == [True]
+    probe = pd.DataFrame({"city": ["north", "never seen", None]})
+    predicted = model.predict(dd.from_pandas(probe, npartitions=1)).compute()
+    np.testing.assert_allclose(predicted, model.to_local().predict(probe), rtol=1e-12)
+    assert np.isfinite(predicted).all()
+
+
 def test_eval_sets_are_scored_every_epoch_as_in_the_plain_estimators(client):
     frame, y = categorical_frame(20_000)
     test, y_test = categorical_frame(3_000, seed=1)

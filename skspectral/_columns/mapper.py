@@ -249,5 +249,7 @@ def split_columns(X, kinds: ColumnKinds):
     else:
         X = np.asarray(X, dtype=object)
         numeric, categorical = X[:, ~mask], X[:, mask]
+    if mask.all():  # no numeric column (check_array cannot take a frame without columns)
+        return np.empty((X.shape[0], 0)), as_frame(categorical)
     numeric = check_array(numeric, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_features=0)
     return numeric, as_frame(categorical)
