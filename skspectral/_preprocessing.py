@@ -113,7 +113,10 @@ def check_eval_set(eval_set, validate_pair) -> list:
     checked = []
     for i, pair in enumerate(eval_set):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise ValueError(f"eval_set must be a list of (X, y) pairs; item {i} is {type(pair).__name__}.")
+            what = (f"a {type(pair).__name__} of {len(pair)} items" if isinstance(pair, (tuple, list))
+                    else type(pair).__name__)
+            raise ValueError(f"eval_set must be a list of (X, y) pairs; item {i} is {what} (an eval set's rows are "
+                             "scored unweighted).")
         checked.append(validate_pair(pair[0], pair[1]))
     return checked
 

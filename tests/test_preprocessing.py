@@ -51,8 +51,10 @@ def test_check_eval_set_accepts_one_pair_or_a_list():
     assert len(check_eval_set(None, validate)) == 0
     assert len(check_eval_set(([[1.0]], [2.0]), validate)) == 1
     assert len(check_eval_set([([[1.0]], [2.0]), ([[3.0]], [4.0])], validate)) == 2
-    with pytest.raises(ValueError, match="item 1 is"):
+    with pytest.raises(ValueError, match="item 1 is str"):
         check_eval_set([([[1.0]], [2.0]), "nope"], validate)
+    with pytest.raises(ValueError, match="item 0 is a tuple of 3 items .*unweighted"):  # (X, y, weights)
+        check_eval_set([([[1.0]], [2.0], [1.0])], validate)
 
 
 def test_validation_split_is_stratified_for_labels_and_random_otherwise():
