@@ -73,4 +73,3 @@ def allow_look_ahead(monkeypatch, allowed: bool, asked: list | None = None) -> N
 
     epochs._looking_ahead_of = original
     monkeypatch.setattr(Trainer, "epochs", epochs)
-

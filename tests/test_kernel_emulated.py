@@ -349,7 +349,7 @@ def _reference_matrices(Z, weight, mu_start, mu_increments):
 
 
 @pytest.mark.parametrize("packed", [False, True])
-# n = 17: the backward's block per member sums the diagonals 16 at a time (DIAGONALS)
+# n = 17: a member's last diagonal block counted past 16; 260 rows: a diagonal's sum past one block's 256 threads
 @pytest.mark.parametrize("n, columns, members, rows", [(1, 3, 1, 5), (3, 4, 2, 7), (15, 9, 4, 300), (17, 3, 2, 260)])
 def test_assembly_kernels_are_the_models_ops(monkeypatch, assembly_kernels, packed, n, columns, members, rows):
     """The assembled matrices (whole, or their packed lower triangles) and every gradient equal
