@@ -11,11 +11,14 @@ epochs without early stopping or refit, alternating, ``--repeats`` times:
 - ``two one-member fits, one after another`` (torch on one thread each);
 - ``two one-member fits side by side``: the same two fits at once on two Python threads (the compiled
   steps release the GIL), each fit's tables its own thread's -- what a member a thread would do;
-- ``one two-member fit``: the default split of the rows, torch on one thread, and on two (the fit's
-  thread tuner then chooses between one and two threads, as a default fit does).
+- ``one two-member fit``: torch on one thread, and on two (the fit's thread tuner then chooses between one
+  and two threads, as a default fit does; on two its steps run a member a thread,
+  ``skspectral._training._steps_kernel.grouped_step``).
 
 Seconds per fit (the side-by-side pair: the wall time of both). On a machine whose second vCPU shares a
-busy core (this machine's slow state: benchmarks/RESULTS.md section 9) the rows' split gains nothing.
+busy core (this machine's slow state: benchmarks/RESULTS.md section 9) the rows' split over the threads
+gained nothing; this bench measured what a member a thread could gain before the steps did it, and now
+what of it they keep.
 """
 
 from __future__ import annotations

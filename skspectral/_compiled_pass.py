@@ -270,12 +270,7 @@ class CompiledDensePass:
         if buffers is None:
             buffers = self._step_buffers[(B, loss_code)] = self._new_step_buffers(B, loss_code)
         values, vectors, grad_values, output, grad_output = buffers
-        threads = torch.get_num_threads()
-        chunks = self._chunks.get((B, K, threads))
-        if chunks is None:
-            chunks = self._chunks[(B, K, threads)] = (parallel_chunks(*self.tables.forward_size),
-                                                      *self.gathered.chunks(B, K),
-                                                      parallel_chunks(*self.tables.backward_size))
+        chunks = self.step_chunks(B, K)
         if any(chunks):
             parallel_threads()  # Numba's threads follow torch's count (it may have changed)
         self._set_grads()
@@ -284,6 +279,18 @@ class CompiledDensePass:
                 arrays["mu"], self.gathered.ks, c_functions or self.gathered.c_functions, values, vectors, chunks[1],
                 grad_values, self.gathered.grads, chunks[2], self.tables.backward_args, chunks[3], arrays["grad_start"],
                 arrays["grad_increments"], bool(packed), arrays["grad_packed"], loss_parameters)
+
+    def step_chunks(self, B: int, K: int) -> tuple:
+        """The chunks a step's kernels (the tables' forward, the eigenpairs, their gradient, the tables'
+        backward) split over Numba's threads at torch's thread count, for batches of B rows of K terms: 0 where
+        a kernel runs on the calling thread."""
+        threads = torch.get_num_threads()
+        chunks = self._chunks.get((B, K, threads))
+        if chunks is None:
+            chunks = self._chunks[(B, K, threads)] = (parallel_chunks(*self.tables.forward_size),
+                                                      *self.gathered.chunks(B, K),
+                                                      parallel_chunks(*self.tables.backward_size))
+        return chunks
 
     # ---- packed parameters: the weight's lower triangles as the parameters of compiled steps -----
     # The weight W starts symmetric (SpectralModel._init_feature_matrices), its gradient is symmetric
@@ -310,6 +317,15 @@ class CompiledDensePass:
         """(parameter, its packed values, their gradient) for each parameter the compiled steps keep as
         lower triangles (see :meth:`pack`; the steps' Adam moments of it are packed alike)."""
         return [(self.weight, self.columns, self.grad_packed)]
+
+    def models_leading(self, parameter) -> int:
+        """How many of the pass's models lead ``parameter`` (its entries model by model, the pass's first
+        models): a group of models updates its own entries of it (skspectral._training._steps_kernel's
+        grouped_step); 0 where its entries are not a model's (updated after the groups)."""
+        model = self.model
+        if parameter is model.mu_start or parameter is model.mu_increments:
+            return self.mu.shape[0]
+        return model.weight.shape[0] if parameter is model.weight else 0  # (the own models, with sharing members)
 
     def shared_state(self, factor_l1: float = 0.0) -> tuple:
         """The compiled steps' arguments for members that share their matrices (SharedMembersPass):

@@ -262,7 +262,13 @@ def gamma_and_gradient(output, target, weight, parameters, gradient):
 def add_frobenius_penalty(columns, grad_columns, factor):
     """0.5 factor sum ||A||_F^2 over packed lower triangles columns (models, C, n(n+1)/2), its
     gradient added to grad_columns (an off-diagonal entry stands for a_ij and a_ji: twice)."""
-    L = columns.shape[2]
+    add_frobenius_gradient(columns, grad_columns, factor)
+    return frobenius_value(columns, factor)
+
+
+@njit
+def _twice(L):
+    """A packed lower triangle's entries' weights in ||A||_F^2: 1 on the diagonal, 2 off it."""
     n = int(round((math.sqrt(8 * L + 1) - 1) / 2))
     twice = np.empty(L)
     p = 0
@@ -270,12 +276,25 @@ def add_frobenius_penalty(columns, grad_columns, factor):
         for j in range(i + 1):
             twice[p] = 1.0 if i == j else 2.0
             p += 1
+    return twice
+
+
+@njit
+def add_frobenius_gradient(columns, grad_columns, factor):
+    """add_frobenius_penalty's gradient alone, added to grad_columns (each model's apart: a group of
+    models' on its thread, see grouped_backward)."""
+    twice = _twice(columns.shape[2])
     for m in range(columns.shape[0]):
         for c in range(columns.shape[1]):
             a, grad = columns[m, c], grad_columns[m, c]
-            for p in range(L):
+            for p in range(columns.shape[2]):
                 grad[p] += factor * twice[p] * a[p]
-    return 0.5 * factor * _weighted_squares(columns, twice)
+
+
+@njit
+def frobenius_value(columns, factor):
+    """add_frobenius_penalty's value alone, over every model."""
+    return 0.5 * factor * _weighted_squares(columns, _twice(columns.shape[2]))
 
 
 # fastmath "reassoc" lets the sum vectorise: one running sum in order was a chain of dependent adds, ~0.1 ms a
@@ -308,6 +327,32 @@ POISSON_LOSS = TRAINING_LOSSES.index("poisson_and_gradient")
 # the losses whose kernel takes (B, members, a last axis): classes; quantiles, several indices the pinball
 # kernel orders as the model does (its output need not be a view of the values), or one
 LAST_AXIS_LOSSES = (MULTICLASS_LOSS, PINBALL_LOSS)
+
+
+@njit(inline="always")
+def loss_and_gradient(loss, output, grad_output, target, weight, loss_parameters):
+    """The loss TRAINING_LOSSES[loss] of ``output`` (B, members, classes, quantiles or 1) and its gradient
+    into ``grad_output`` (the same shape): the kernel the loss's index names. Returns the loss."""
+    B = output.shape[0]
+    if loss == MULTICLASS_LOSS:
+        return multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)
+    elif loss == PINBALL_LOSS:
+        return pinball_and_gradient(output, target, weight, loss_parameters, grad_output)
+    else:  # (B, members)
+        flat = output.reshape((B, output.shape[1] * output.shape[2]))
+        grad_flat = grad_output.reshape((B, output.shape[1] * output.shape[2]))
+        if loss == SQUARED_ERROR_LOSS:
+            return squared_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == BINARY_LOG_LOSS:
+            return binary_log_loss_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == ABSOLUTE_ERROR_LOSS:
+            return absolute_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == HUBER_LOSS:
+            return huber_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        elif loss == POISSON_LOSS:
+            return poisson_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+        else:
+            return gamma_and_gradient(flat, target, weight, loss_parameters, grad_flat)
 
 
 # inline="always": training_steps, a fit's one caller, takes this body into its own compilation, so the
@@ -354,26 +399,7 @@ def training_pass(loss, target, weight, rows, weights, frobenius_factor, state):
     else:
         gathered_serial(columns, prefix, mu, rows, weights, ks, bool(True), bool(True), values, vectors, solver,
                         range_kernel)
-    B = output.shape[0]
-    if loss == MULTICLASS_LOSS:
-        data_loss = multiclass_log_loss_and_gradient(output, target, weight, loss_parameters, grad_output)
-    elif loss == PINBALL_LOSS:
-        data_loss = pinball_and_gradient(output, target, weight, loss_parameters, grad_output)
-    else:  # (B, members)
-        flat = output.reshape((B, output.shape[1] * output.shape[2]))
-        grad_flat = grad_output.reshape((B, output.shape[1] * output.shape[2]))
-        if loss == SQUARED_ERROR_LOSS:
-            data_loss = squared_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
-        elif loss == BINARY_LOG_LOSS:
-            data_loss = binary_log_loss_and_gradient(flat, target, weight, loss_parameters, grad_flat)
-        elif loss == ABSOLUTE_ERROR_LOSS:
-            data_loss = absolute_error_and_gradient(flat, target, weight, loss_parameters, grad_flat)
-        elif loss == HUBER_LOSS:
-            data_loss = huber_and_gradient(flat, target, weight, loss_parameters, grad_flat)
-        elif loss == POISSON_LOSS:
-            data_loss = poisson_and_gradient(flat, target, weight, loss_parameters, grad_flat)
-        else:
-            data_loss = gamma_and_gradient(flat, target, weight, loss_parameters, grad_flat)
+    data_loss = loss_and_gradient(loss, output, grad_output, target, weight, loss_parameters)
     grad_columns, grad_prefix, grad_mu = grads
     if grad_chunks > 0:
         gathered_grad_parallel(grad_columns, grad_prefix, grad_mu, grad_values, vectors, rows, weights, bool(True),
@@ -462,3 +488,67 @@ def add_factor_pull(scales, grad_scales, rounded, factor_l1, data_loss):
                 grad_scales[m, j] -= pull
             total += abs(np.float64(r))
     return np.float64(pull) * total
+
+
+# ---- a step's models in groups, a group a thread (skspectral._training._steps_kernel.grouped_step) ------
+# training_pass's kernels for models [m0, m1) alone, on the calling thread: every kernel but the loss works
+# model by model, so a group's numbers are the whole pass's. A group's values, their gradient and vectors sit
+# in flat buffers, the group's block (B, m1 - m0, K[, n]) from B K m0 (B K n m0) on.
+@njit
+def group_block(flat, B, m0, m1, inner):
+    """The group's (B, m1 - m0, inner) block of a flat buffer (see above)."""
+    return flat[B * inner * m0:B * inner * m1].reshape((B, m1 - m0, inner))
+
+
+@njit
+def group_forward(m0, m1, columns, bin_columns, prefix, mu_start, mu_increments, mu, ks, solver, range_kernel, rows,
+                  weights, group_values, group_vectors):
+    """The packed columns' prefix sums, the diagonal mu and the gathered eigenpairs of models [m0, m1)
+    (training_pass's forward, its arrays by name; the columns are the parameters, see its ``packed``)."""
+    B, K, n = rows.shape[0], ks.shape[0], mu.shape[1]
+    prefix_forward_serial(columns[m0:m1], bin_columns, prefix[m0:m1])
+    diagonal(mu_start[m0:m1], mu_increments[m0:m1], mu[m0:m1])
+    vectors = group_vectors[B * K * n * m0:B * K * n * m1].reshape((B, m1 - m0, K, n))
+    gathered_serial(columns[m0:m1], prefix[m0:m1], mu[m0:m1], rows, weights, ks, bool(True), bool(True),
+                    group_block(group_values, B, m0, m1, K), vectors, solver, range_kernel)
+
+
+@njit
+def group_backward(m0, m1, columns, grad_columns, grad_prefix, grad_mu, bin_columns, other, grad_packed, half,
+                   mu_increments, grad_start, grad_increments, grad_kernel, rows, weights, frobenius_factor,
+                   group_grad_values, group_vectors):
+    """The gradients of models [m0, m1) from their values' (training_pass's backward, its arrays by name):
+    the gathered tables' and the diagonal's, a Frobenius penalty's gradient, the tables' backward into the
+    packed parameters' gradient, the diagonal parameters'."""
+    B, K, n = rows.shape[0], group_grad_values.shape[0] // (rows.shape[0] * grad_mu.shape[0]), grad_mu.shape[1]
+    vectors = group_vectors[B * K * n * m0:B * K * n * m1].reshape((B, m1 - m0, K, n))
+    gathered_grad_serial(grad_columns[m0:m1], grad_prefix[m0:m1], grad_mu[m0:m1],
+                         group_block(group_grad_values, B, m0, m1, K), vectors, rows, weights, bool(True), grad_kernel)
+    if frobenius_factor != 0.0:
+        add_frobenius_gradient(columns[m0:m1], grad_columns[m0:m1], frobenius_factor)
+    symmetric_backward_serial(grad_columns[m0:m1], grad_prefix[m0:m1], bin_columns, other, grad_packed[m0:m1], half)
+    diagonal_grad(grad_mu[m0:m1], mu_increments[m0:m1], grad_start[m0:m1], grad_increments[m0:m1])
+
+
+@njit
+def gather_groups(bounds, group_values, values):
+    """values (B, models, K) from the groups' blocks."""
+    B, K = values.shape[0], values.shape[2]
+    for g in range(bounds.shape[0] - 1):
+        block = group_block(group_values, B, bounds[g], bounds[g + 1], K)
+        for b in range(B):
+            for j in range(block.shape[1]):
+                for k in range(K):
+                    values[b, bounds[g] + j, k] = block[b, j, k]
+
+
+@njit
+def scatter_groups(bounds, grad_values, group_grad_values):
+    """The groups' blocks from grad_values (B, models, K)."""
+    B, K = grad_values.shape[0], grad_values.shape[2]
+    for g in range(bounds.shape[0] - 1):
+        block = group_block(group_grad_values, B, bounds[g], bounds[g + 1], K)
+        for b in range(B):
+            for j in range(block.shape[1]):
+                for k in range(K):
+                    block[b, j, k] = grad_values[b, bounds[g] + j, k]

@@ -418,6 +418,92 @@ def test_the_compiled_steps_follow_the_threads(monkeypatch):
     np.testing.assert_array_equal(one.predict(X), two.predict(X))
 
 
+# (estimator, its members and the share that shares matrices, a parameter's other values): every loss with
+# two members, one of which shares; four members of which one (its group holds an own member too), two (a
+# group of their own) or three (over both groups: their shared set's steps after the groups) share; none
+_GROUPED = [(name, 2, 0.5, dict(dtype="float32")) for name in _PASS_LOSSES] + [
+    ("regressor", 4, 0.25, dict(dtype="float64", alpha=1e-2)),
+    ("regressor", 4, 0.5, dict(dtype="float32", alpha=1e-2, shared_factor_l1=1e-2)),
+    ("regressor", 4, 0.75, dict(dtype="float64", shared_factor_l1=1e-2)),
+    ("regressor", 2, 0.0, dict(dtype="float64", alpha=1e-2)),
+    ("multiclass", 2, 0.5, dict(dtype="float64", alpha=1e-2)),
+]
+
+
+@pytest.mark.parametrize("estimator, n_members, shared_members, params", _GROUPED)
+def test_steps_with_the_models_a_group_a_thread_are_the_steps_over_the_rows(monkeypatch, estimator, n_members,
+                                                                           shared_members, params):
+    """Compiled steps on two threads with the models in two groups, a group a thread (grouped_step), take
+    the steps the pass's kernels take with their rows over the threads, and on one thread: the same fit to the
+    bit (loss curve, parameters, predictions) for every loss, with members that share matrices in a group of
+    their own, beside an own member, or over both groups, a Frobenius penalty, the shared factors' pull."""
+    from skspectral._training import compiled_steps
+    from skspectral.eig import _numba_support
+
+    X, y = _mixed(7, classes=estimator == "multiclass")
+    y = (y > 0).astype(int) if estimator == "binary" else y
+    y = np.abs(y) + (estimator == "gamma") if estimator in ("poisson", "gamma") else y
+    cls = SpectralClassifier if estimator in ("binary", "multiclass") else SpectralRegressor
+    params = dict(dim=6, max_iter=3, batch_size=64, n_estimators=n_members, shared_members=shared_members,
+                  early_stopping=True, refit=False, categorical_features=[1], random_state=0,
+                  device="cpu") | _PASS_LOSSES[estimator][0] | params
+    # the kernels split these small steps over two threads (else they run on one), the tuner times both
+    monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(threads_module.IdleCores, "_idle_seconds", lambda self: None)
+    original, groups = compiled_steps.CompiledSteps._groups, []
+    monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups", lambda self, *args: (
+        groups.append(len(original(self, *args)) - 1), original(self, *args))[1])
+    threads = torch.get_num_threads()
+    fits = []
+    try:
+        for count, grouped in ((2, True), (2, False), (1, True)):
+            if not grouped:
+                monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups",
+                                    lambda self, *args: compiled_steps._NO_GROUPS)
+            torch.set_num_threads(count)
+            fits.append(cls(**params).fit(X, y))
+            if grouped and count == 2:
+                assert 2 in groups  # (blocks of the tuner's one thread run in no groups)
+    finally:
+        torch.set_num_threads(threads)
+    output = "predict_proba" if cls is SpectralClassifier else "predict"
+    grouped = fits[0]
+    for other in fits[1:]:
+        assert grouped.loss_curve_ == other.loss_curve_
+        for name, value in grouped._module_state_.items():
+            np.testing.assert_array_equal(value, other._module_state_[name])
+        np.testing.assert_array_equal(getattr(grouped, output)(X), getattr(other, output)(X))
+
+
+@pytest.mark.parametrize("n_models, threads, expected", [(2, 2, [0, 1, 2]), (4, 2, [0, 2, 4]), (3, 2, None),
+                                                         (4, 4, [0, 1, 2, 3, 4]), (2, 4, None), (4, 1, None)])
+def test_the_models_run_a_group_a_thread_where_they_divide_evenly_among_the_threads(monkeypatch, n_models, threads,
+                                                                                   expected):
+    """Groups of models where several threads would run the step's kernels and the models divide among them
+    evenly; else none (the kernels' rows over the threads, or one thread). The grouped steps' parameter
+    slots are the ones the kernel names."""
+    from skspectral._training import _steps_kernel, compiled_steps
+
+    assert compiled_steps._SLOTS == {"weight": _steps_kernel.SLOT_WEIGHT, "mu_start": _steps_kernel.SLOT_MU_START,
+                                     "mu_increments": _steps_kernel.SLOT_MU_INCREMENTS,
+                                     "shared_weight": _steps_kernel.SLOT_SHARED_WEIGHT,
+                                     "member_scales": _steps_kernel.SLOT_MEMBER_SCALES}
+    steps = compiled_steps.CompiledSteps.__new__(compiled_steps.CompiledSteps)
+    steps.compiled_pass = type("Pass", (), dict(mu=torch.zeros(n_models, 3),
+                                                step_chunks=lambda self, B, K: (0, 2, 2, 0)))()
+    steps._adam_slots = np.zeros((2, 5), np.int64)
+    monkeypatch.setattr(compiled_steps, "parallel_threads", lambda: torch.get_num_threads())  # (any pool's size)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        bounds = compiled_steps.CompiledSteps._groups(steps, 200, 10)
+        steps._adam_slots[0, 0] = -1  # a parameter the slots do not name: no groups
+        assert len(compiled_steps.CompiledSteps._groups(steps, 200, 10)) == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert (bounds.tolist() if len(bounds) > 2 else None) == expected
+
+
 @pytest.mark.parametrize("spectral_penalty", [0.0, 1e-3])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_penalty_adds_its_gradient_to_the_passs(monkeypatch, spectral_penalty, dtype):

@@ -19,11 +19,17 @@ import functools
 import numpy as np
 import torch
 
+from ..eig._numba_support import parallel_threads
 from .adam import CompiledAdam
 
 
 # The most bytes of terms (table rows and weights) found at once for a run's rows.
 TERMS_BYTES = 16 * 2**20
+# a run's steps with the models in no groups (see CompiledSteps._groups)
+_NO_GROUPS = np.array([0, 1], dtype=np.int64)
+# the parameters of the grouped steps' adam_slots, by the model's names, in ._steps_kernel's SLOT_ order
+_SLOTS = {name: slot for slot, name in enumerate(("weight", "mu_start", "mu_increments", "shared_weight",
+                                                   "member_scales"))}
 
 
 @functools.cache
@@ -52,6 +58,7 @@ class CompiledSteps:
         self.packed_moments = [(torch.empty_like(values), torch.empty_like(values)) for _, values, _ in self.packed]
         self._frobenius_factor, self._factor_l1 = (float(t) for t in penalty_terms or (0.0, 0.0))
         self._batches: dict = {}  # a step's batch buffers, see _batch
+        self._adam_slots = self._slots()  # (see _groups)
 
     @staticmethod
     def applies(compiled_pass, loss_code: int | None, optimizer, gradient_reducer, penalty_fn,
@@ -168,7 +175,7 @@ class CompiledSteps:
         step_losses = np.empty((count, 2))
         _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
                   self._batch(size, terms), self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses,
-                  self._shared)
+                  self._shared, self._groups(size, terms.shape[2]), self._adam_slots)
         # the one-step path's arithmetic: each float64 loss rounded to the model's dtype, the
         # penalty's added in that dtype (torch's tensor + Python float)
         data_loss = torch.from_numpy(step_losses[:, 0]).to(self.dtype)
@@ -186,7 +193,41 @@ class CompiledSteps:
         no_scalars = np.zeros((0, 7), adam_arrays[0][0].dtype)  # (steps, 7), as compiled_steps gives them
         _kernel()(0, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
                   self._batch(size, terms), self._frobenius_factor, state, adam_arrays, no_scalars, np.empty((0, 2)),
-                  self._shared)
+                  self._shared, self._groups(size, terms.shape[2]), self._adam_slots)
+
+    def _slots(self) -> np.ndarray:
+        """The grouped steps' ``adam_slots`` (``._steps_kernel.grouped_step``): for each of its parameters (the
+        weight, mu's two, with sharing members the shared set and the factors) its index among the optimizer's
+        and how many models lead it (``compiled_pass.models_leading``); the index -1 where the optimizer
+        updates any parameter the slots do not name (no grouped steps then)."""
+        parameters = self.optimizer.param_groups[0]["params"]
+        names = {id(parameter): name for name, parameter in self.compiled_pass.model.named_parameters()}
+        slots = np.full((2, len(_SLOTS)), -1, dtype=np.int64)
+        for index, parameter in enumerate(parameters):
+            slot = _SLOTS.get(names.get(id(parameter)))
+            if slot is None:
+                slots[0, 0] = -1
+                return slots
+            slots[:, slot] = index, self.compiled_pass.models_leading(parameter)
+        sharing = self.compiled_pass.model.n_shared_members > 0
+        if (slots[0, :3] < 0).any() or (sharing and (slots[0, 3:] < 0).any()):
+            slots[0, 0] = -1
+        return slots
+
+    def _groups(self, size: int, n_terms: int) -> np.ndarray:
+        """The bounds of the models' groups a step runs a group a thread (``._steps_kernel.grouped_step``), or
+        none (2 entries: the pass's kernels split the rows over the threads, or run on this thread): groups
+        where several threads run the step's kernels (the pass's thread split for this batch) and the models
+        divide among them evenly. Either way the same numbers (every kernel but the loss works model by
+        model, and the loss runs on one thread)."""
+        n_models = self.compiled_pass.mu.shape[0]
+        if (torch.get_num_threads() < 2 or self._adam_slots[0, 0] < 0
+                or not any(self.compiled_pass.step_chunks(size, n_terms))):
+            return _NO_GROUPS
+        threads = parallel_threads()  # (Numba's threads follow torch's count, at most its pool's)
+        if threads < 2 or n_models % threads:
+            return _NO_GROUPS
+        return np.arange(0, n_models + 1, n_models // threads, dtype=np.int64)
 
     def _batch(self, size: int, terms) -> tuple:
         """A step's table rows and their weights (in the model's dtype, as the kernels read them) as the
