@@ -1,5 +1,5 @@
-"""A CPU training step three ways, per table: whole batches in compiled blocks (what a fit runs),
-each step in one compiled call, and the step's kernels called one by one.
+"""A CPU training step four ways, per table: whole batches in compiled blocks (what a fit runs), the same
+with the rows over the threads, each step in one compiled call, and the step's kernels called one by one.
 
     python benchmarks/bench_cpu_step.py [--data ../shared/data/tabular] [--datasets california diamonds ...]
                                         [--repeats 100] [--block 20] [--threads 2 1] [--json out.json]
@@ -12,6 +12,10 @@ machine's drift hits them alike:
 - ``blocks``: :class:`skspectral._training.compiled_steps.CompiledSteps` -- the block's steps in one
   compiled call (``_steps_kernel.training_steps``: the pass, then Adam, step by step), the weight kept
   as its lower triangles (packed and unpacked once a block, as a fit does once an epoch's block of rows);
+  on several threads, where the models divide evenly among them, a group of models a thread
+  (``_steps_kernel.grouped_step``);
+- ``blocks, rows``: the same with every kernel's rows split over the threads instead (the blocks before
+  the groups; the same numbers);
 - ``one call``: the trainer's step through ``CompiledDensePass.step`` (the pass's one compiled call,
   ``skspectral._step_kernels.training_pass``), then Adam from Python: a step before whole batches ran
   in blocks;
@@ -37,6 +41,7 @@ from quality import load
 
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral._training import trainer as trainer_module
+from skspectral._training import compiled_steps
 from skspectral._training.compiled_steps import CompiledSteps
 
 
@@ -90,6 +95,13 @@ def main():
         def blocks():
             steps.run(block_X, block_y, block_w, xb.shape[0], None, [])
 
+        def blocks_rows():
+            steps._groups = lambda size, n_terms: compiled_steps._NO_GROUPS  # (for this block only)
+            try:
+                blocks()
+            finally:
+                del steps._groups
+
         def one_call():
             trainer._pass_loss = loss_code
             for _ in range(args.block):
@@ -100,7 +112,7 @@ def main():
             for _ in range(args.block):
                 trainer._compiled_step(xb, yb, wb)
 
-        ways = (("blocks", blocks), ("one call", one_call), ("apart", apart))
+        ways = (("blocks", blocks), ("blocks, rows", blocks_rows), ("one call", one_call), ("apart", apart))
         for threads in args.threads:
             torch.set_num_threads(threads)
             seconds = {way: [] for way, _ in ways}
@@ -117,6 +129,7 @@ def main():
                 row[f"{way} ms (min)"] = f"{1e3 * min(values):.3f}"
                 row[f"{way} ms (median)"] = f"{1e3 * statistics.median(values):.3f}"
             median = {way: statistics.median(values) for way, values in seconds.items()}
+            row["groups saved against rows (median)"] = f"{1 - median['blocks'] / median['blocks, rows']:.1%}"
             row["blocks saved against one call (median)"] = f"{1 - median['blocks'] / median['one call']:.1%}"
             row["one call saved against apart (median)"] = f"{1 - median['one call'] / median['apart']:.1%}"
             rows.append(row)
