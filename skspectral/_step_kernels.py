@@ -531,24 +531,16 @@ def group_backward(m0, m1, columns, grad_columns, grad_prefix, grad_mu, bin_colu
 
 
 @njit
-def gather_groups(bounds, group_values, values):
-    """values (B, models, K) from the groups' blocks."""
-    B, K = values.shape[0], values.shape[2]
+def copy_groups(bounds, group_flat, full, into_full):
+    """Between full (B, models, K) and the groups' blocks of a flat buffer: the blocks into full where
+    ``into_full`` (the values, for the loss), else full into the blocks (the values' gradient)."""
+    B, K = full.shape[0], full.shape[2]
     for g in range(bounds.shape[0] - 1):
-        block = group_block(group_values, B, bounds[g], bounds[g + 1], K)
+        block = group_block(group_flat, B, bounds[g], bounds[g + 1], K)
         for b in range(B):
             for j in range(block.shape[1]):
                 for k in range(K):
-                    values[b, bounds[g] + j, k] = block[b, j, k]
-
-
-@njit
-def scatter_groups(bounds, grad_values, group_grad_values):
-    """The groups' blocks from grad_values (B, models, K)."""
-    B, K = grad_values.shape[0], grad_values.shape[2]
-    for g in range(bounds.shape[0] - 1):
-        block = group_block(group_grad_values, B, bounds[g], bounds[g + 1], K)
-        for b in range(B):
-            for j in range(block.shape[1]):
-                for k in range(K):
-                    block[b, j, k] = grad_values[b, bounds[g] + j, k]
+                    if into_full:
+                        full[b, bounds[g] + j, k] = block[b, j, k]
+                    else:
+                        block[b, j, k] = full[b, bounds[g] + j, k]

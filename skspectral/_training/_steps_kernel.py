@@ -18,8 +18,8 @@ while two models a thread each ran 1.8x as fast (benchmarks/RESULTS.md, section 
 import numba
 import numpy as np
 
-from .._step_kernels import (add_factor_pull, compose_shared, frobenius_value, gather_groups, group_backward,
-                             group_forward, loss_and_gradient, scatter_groups, shared_grads, training_pass)
+from .._step_kernels import (add_factor_pull, compose_shared, copy_groups, frobenius_value, group_backward,
+                             group_forward, loss_and_gradient, shared_grads, training_pass)
 from .._kernel_cache import keep_kernel_cache_fresh
 from ._adam_kernel import adam_update
 
@@ -108,12 +108,12 @@ def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, s
     flat_vectors = vectors.reshape(-1)  # (the groups' vectors: vectors' own buffer, not read otherwise here)
     grouped_forward(groups, columns, bin_columns, prefix, mu_start, mu_increments, mu, ks, solver, range_kernel,
                     rows, weights, group_values, flat_vectors)
-    gather_groups(groups, group_values, values)
+    copy_groups(groups, group_values, values, bool(True))  # (bool(...): a run-time flag, see _numba_support)
     data_loss = loss_and_gradient(loss, output, grad_output, target, weight, loss_parameters)
     penalty = 0.0
     if frobenius_factor != 0.0:  # before the groups' Adam moves the columns
         penalty = frobenius_value(columns, frobenius_factor)
-    scatter_groups(groups, grad_values, group_grad_values)
+    copy_groups(groups, group_grad_values, grad_values, bool(False))
     # a parallel region takes arrays, not tuples of them: each parameter's by name (the shared set's: the
     # weight's stand in where there is none, never read)
     index, models = adam_slots[0], adam_slots[1]
