@@ -508,7 +508,7 @@ def group_forward(m0, m1, columns, bin_columns, prefix, mu_start, mu_increments,
     B, K, n = rows.shape[0], ks.shape[0], mu.shape[1]
     prefix_forward_serial(columns[m0:m1], bin_columns, prefix[m0:m1])
     diagonal(mu_start[m0:m1], mu_increments[m0:m1], mu[m0:m1])
-    vectors = group_vectors[B * K * n * m0:B * K * n * m1].reshape((B, m1 - m0, K, n))
+    vectors = group_block(group_vectors, B, m0, m1, K * n).reshape((B, m1 - m0, K, n))
     gathered_serial(columns[m0:m1], prefix[m0:m1], mu[m0:m1], rows, weights, ks, bool(True), bool(True),
                     group_block(group_values, B, m0, m1, K), vectors, solver, range_kernel)
 
@@ -521,7 +521,7 @@ def group_backward(m0, m1, columns, grad_columns, grad_prefix, grad_mu, bin_colu
     the gathered tables' and the diagonal's, a Frobenius penalty's gradient, the tables' backward into the
     packed parameters' gradient, the diagonal parameters'."""
     B, K, n = rows.shape[0], group_grad_values.shape[0] // (rows.shape[0] * grad_mu.shape[0]), grad_mu.shape[1]
-    vectors = group_vectors[B * K * n * m0:B * K * n * m1].reshape((B, m1 - m0, K, n))
+    vectors = group_block(group_vectors, B, m0, m1, K * n).reshape((B, m1 - m0, K, n))
     gathered_grad_serial(grad_columns[m0:m1], grad_prefix[m0:m1], grad_mu[m0:m1],
                          group_block(group_grad_values, B, m0, m1, K), vectors, rows, weights, bool(True), grad_kernel)
     if frobenius_factor != 0.0:

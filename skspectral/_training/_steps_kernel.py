@@ -50,6 +50,7 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, terms, ba
     grouped = groups.shape[0] > 2
     values = state[9]
     group_values, group_grad_values = np.empty(values.size, values.dtype), np.empty(values.size, values.dtype)
+    pull = np.zeros(1)  # (grouped_step's: the shared factors' pull's value)
     for s in range(n_steps):
         first, last = s * batch_size, (s + 1) * batch_size
         for i in range(batch_size):
@@ -61,7 +62,8 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, terms, ba
         if grouped:
             data_loss, penalty = grouped_step(loss, targets[first:last], sample_weights[first:last], batch_rows,
                                               batch_term_weights, frobenius_factor, state, shared, groups,
-                                              group_values, group_grad_values, adam_arrays, adam_slots, scalars)
+                                              group_values, group_grad_values, adam_arrays, adam_slots, scalars,
+                                              pull)
             step_losses[s, 0] = data_loss
             step_losses[s, 1] = penalty
             continue
@@ -89,14 +91,15 @@ SLOT_WEIGHT, SLOT_MU_START, SLOT_MU_INCREMENTS, SLOT_SHARED_WEIGHT, SLOT_MEMBER_
 # inline="always", as training_pass (one caller: training_steps)
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, shared, groups, group_values,
-                 group_grad_values, adam_arrays, adam_slots, scalars):
+                 group_grad_values, adam_arrays, adam_slots, scalars, pull):
     """One step of training_steps (its pass, the shared set's chain rule and pull, Adam, the composed sharing
     members) with the models in groups, a group a thread (``groups``: their bounds): each group's forward
     (group_forward), then on this thread the loss over every model and a Frobenius penalty's value, then each
     group's backward and Adam update of its models' entries (group_backward, group_adam); the group that
     holds every sharing member also runs the shared set's steps (shared_group_step), else this thread does
     after the groups. ``adam_slots`` (2, 5): the parameters' indices in adam_arrays and the leading models'
-    counts (see the SLOT_ names). Returns (the loss, the penalty: the pull's value included)."""
+    counts (see the SLOT_ names); ``pull`` (1,): the buffer of the pull's value. Returns (the loss, the penalty:
+    the pull's value included)."""
     (output, grad_output, tables_forward, _, mu_start, mu_increments, mu, ks, c_functions, values, vectors, _,
      grad_values, grads, _, tables_backward, _, grad_start, grad_increments, _, grad_packed, loss_parameters) = state
     (n_shared, n_own, _, _, shared_columns, grad_shared, scales, gain, grad_scales, entry_weights, factor_l1,
@@ -126,7 +129,7 @@ def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, s
     r, r_grad, r_avg, r_avg_sq = adam_arrays[scales_slot]
     # the group that holds every sharing member (the last, where it starts at or before the first of them)
     shared_group = groups.shape[0] - 2 if n_shared > 0 and groups[groups.shape[0] - 2] <= n_own else -1
-    pull = np.zeros(1)
+    pull[0] = 0.0
     grouped_backward(groups, columns, grad_columns, grad_prefix, grad_mu, bin_columns, other, grad_packed, half,
                      mu_increments, grad_start, grad_increments, grad_kernel, rows, weights, frobenius_factor,
                      group_grad_values, flat_vectors, w, w_grad, w_avg, w_avg_sq, models[SLOT_WEIGHT], s, s_grad,
