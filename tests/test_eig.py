@@ -271,6 +271,11 @@ def test_empty_batch_and_one_by_one():
         (torch.ones(3, 3), -4, {}, ValueError, "out of range"),
         (torch.ones(3, 3), 1.0, {}, TypeError, "integer"),
         (torch.ones(3, 3), True, {}, TypeError, "integer"),
+        (torch.ones(3, 3), np.True_, {}, TypeError, "integer"),
+        (torch.ones(3, 3), torch.tensor(True), {}, TypeError, "integer"),
+        (torch.ones(3, 3), torch.tensor(1.0), {}, TypeError, "integer"),
+        (torch.ones(3, 3), torch.tensor([0, 1]), {}, TypeError, "integer"),
+        (torch.ones(3, 3), torch.tensor(3), {}, ValueError, "out of range"),
         (np.ones((3, 3)), 0, {}, TypeError, "torch.as_tensor"),
         (torch.ones(3, 3), 0, {"backend": "magma"}, ValueError, "backend must be one of"),
         (torch.ones(3, 3), 0, {"backend": "cupy"}, ValueError, "CUDA tensors"),
@@ -282,6 +287,14 @@ def test_empty_batch_and_one_by_one():
 def test_errors(A, k, kwargs, error, match):
     with pytest.raises(error, match=match):
         kth_eigvalsh(A, k, **kwargs)
+
+
+@pytest.mark.parametrize("k", [np.int64(-2), np.int32(1), torch.tensor(1), torch.tensor(-2, dtype=torch.int32)])
+def test_an_integer_index_of_numpy_or_a_0d_tensor_is_the_python_int(k):
+    A = torch.randn(6, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    A = A + A.mT
+    torch.testing.assert_close(kth_eigvalsh(A, k), kth_eigvalsh(A, int(k)), rtol=0, atol=0)
+    torch.testing.assert_close(kth_eigvalsh(A, int(k)), torch.linalg.eigvalsh(A)[:, int(k)])
 
 
 def block_import(monkeypatch, module: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
+import operator
+
+import numpy as np
 
 import torch
 
@@ -93,9 +95,16 @@ def resolve_backend(device, n: int, dtype: torch.dtype = torch.float32, batch_si
 
 def check_eigval_index(k, n: int, name: str = "k") -> int:
     """Validate a Python-style eigenvalue index for ``n x n`` matrices; return it in [0, n)."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+    # an integer as Python indexes with one (operator.index: NumPy's integers, a 0-d integer tensor), never a bool
+    index = None
+    if not (isinstance(k, (bool, np.bool_)) or (isinstance(k, torch.Tensor) and k.dtype == torch.bool)):
+        try:
+            index = operator.index(k)
+        except TypeError:
+            pass
+    if index is None:
         raise TypeError(f"{name} must be an integer, got {k!r} of type {type(k).__name__}.")
-    k = int(k)
+    k = index
     if not -n <= k < n:
         raise ValueError(
             f"{name}={k} is out of range for {n}x{n} matrices: it must lie in [{-n}, {n - 1}] "
