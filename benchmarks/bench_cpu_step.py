@@ -13,9 +13,9 @@ machine's drift hits them alike:
   compiled call (``_steps_kernel.training_steps``: the pass, then Adam, step by step), the weight kept
   as its lower triangles (packed and unpacked once a block, as a fit does once an epoch's block of rows);
   on several threads, where the models divide evenly among them, a group of models a thread
-  (``_steps_kernel.grouped_step``);
+  (``_steps_kernel.grouped_training_steps``; on one thread several models as one group);
 - ``blocks, rows``: the same with every kernel's rows split over the threads instead (the blocks before
-  the groups; the same numbers);
+  the groups; on one thread the pass's kernels one after another; the same numbers);
 - ``one call``: the trainer's step through ``CompiledDensePass.step`` (the pass's one compiled call,
   ``skspectral._step_kernels.training_pass``), then Adam from Python: a step before whole batches ran
   in blocks;
@@ -41,7 +41,6 @@ from quality import load
 
 from skspectral import SpectralClassifier, SpectralRegressor
 from skspectral._training import trainer as trainer_module
-from skspectral._training import compiled_steps
 from skspectral._training.compiled_steps import CompiledSteps
 
 
@@ -96,7 +95,7 @@ def main():
             steps.run(block_X, block_y, block_w, xb.shape[0], None, [])
 
         def blocks_rows():
-            steps._groups = lambda size, n_terms: compiled_steps._NO_GROUPS  # (for this block only)
+            steps._groups = lambda size, n_terms: None  # (for this block only)
             try:
                 blocks()
             finally:

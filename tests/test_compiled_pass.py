@@ -451,19 +451,22 @@ def test_steps_with_the_models_a_group_a_thread_are_the_steps_over_the_rows(monk
     monkeypatch.setattr(_numba_support, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(threads_module.IdleCores, "_idle_seconds", lambda self: None)
     original, groups = compiled_steps.CompiledSteps._groups, []
-    monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups", lambda self, *args: (
-        groups.append(len(original(self, *args)) - 1), original(self, *args))[1])
     threads = torch.get_num_threads()
     fits = []
     try:
-        for count, grouped in ((2, True), (2, False), (1, True)):
+        # grouped on two threads (the tuner's one-thread blocks: one group), the rows over two threads and one
+        # thread's (no groups), and one thread's steps as one group
+        for count, grouped in ((2, True), (2, False), (1, False), (1, True)):
             if not grouped:
-                monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups",
-                                    lambda self, *args: compiled_steps._NO_GROUPS)
+                monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups", lambda self, *args: None)
+            else:
+                monkeypatch.setattr(compiled_steps.CompiledSteps, "_groups", lambda self, *args: (
+                    groups.append(original(self, *args)), groups[-1])[1])
+            groups.clear()
             torch.set_num_threads(count)
             fits.append(cls(**params).fit(X, y))
-            if grouped and count == 2:
-                assert 2 in groups  # (blocks of the tuner's one thread run in no groups)
+            if grouped:
+                assert {len(bounds) - 1 for bounds in groups} == ({1, 2} if count == 2 else {1})
     finally:
         torch.set_num_threads(threads)
     output = "predict_proba" if cls is SpectralClassifier else "predict"
@@ -475,13 +478,16 @@ def test_steps_with_the_models_a_group_a_thread_are_the_steps_over_the_rows(monk
         np.testing.assert_array_equal(getattr(grouped, output)(X), getattr(other, output)(X))
 
 
-@pytest.mark.parametrize("n_models, threads, expected", [(2, 2, [0, 1, 2]), (4, 2, [0, 2, 4]), (3, 2, None),
-                                                         (4, 4, [0, 1, 2, 3, 4]), (2, 4, None), (4, 1, None)])
+@pytest.mark.parametrize("n_models, threads, chunks, expected", [
+    (2, 2, (0, 2, 2, 0), [0, 1, 2]), (4, 2, (0, 2, 2, 0), [0, 2, 4]), (3, 2, (0, 2, 2, 0), None),
+    (4, 4, (0, 2, 2, 0), [0, 1, 2, 3, 4]), (2, 4, (0, 2, 2, 0), None), (4, 1, (0, 2, 2, 0), [0, 4]),
+    (3, 2, (0, 0, 0, 0), [0, 3]), (1, 2, (0, 2, 2, 0), None), (1, 1, (0, 0, 0, 0), None)])
 def test_the_models_run_a_group_a_thread_where_they_divide_evenly_among_the_threads(monkeypatch, n_models, threads,
-                                                                                   expected):
+                                                                                   chunks, expected):
     """Groups of models where several threads would run the step's kernels and the models divide among them
-    evenly; else none (the kernels' rows over the threads, or one thread). The grouped steps' parameter
-    slots are the ones the kernel names."""
+    evenly; where the step runs on one thread (one thread, or a batch too small to split), several models as
+    one group; else none (the kernels' rows over the threads; one model on one thread). The grouped steps'
+    parameter slots are the ones the kernel names."""
     from skspectral._training import _steps_kernel, compiled_steps
 
     assert compiled_steps._SLOTS == {"weight": _steps_kernel.SLOT_WEIGHT, "mu_start": _steps_kernel.SLOT_MU_START,
@@ -489,8 +495,7 @@ def test_the_models_run_a_group_a_thread_where_they_divide_evenly_among_the_thre
                                      "shared_weight": _steps_kernel.SLOT_SHARED_WEIGHT,
                                      "member_scales": _steps_kernel.SLOT_MEMBER_SCALES}
     steps = compiled_steps.CompiledSteps.__new__(compiled_steps.CompiledSteps)
-    steps.compiled_pass = type("Pass", (), dict(mu=torch.zeros(n_models, 3),
-                                                step_chunks=lambda self, B, K: (0, 2, 2, 0)))()
+    steps.compiled_pass = type("Pass", (), dict(mu=torch.zeros(n_models, 3), step_chunks=lambda self, B, K: chunks))()
     steps._adam_slots = np.zeros((2, 5), np.int64)
     monkeypatch.setattr(compiled_steps, "parallel_threads", lambda: torch.get_num_threads())  # (any pool's size)
     previous = torch.get_num_threads()
@@ -498,10 +503,10 @@ def test_the_models_run_a_group_a_thread_where_they_divide_evenly_among_the_thre
         torch.set_num_threads(threads)
         bounds = compiled_steps.CompiledSteps._groups(steps, 200, 10)
         steps._adam_slots[0, 0] = -1  # a parameter the slots do not name: no groups
-        assert len(compiled_steps.CompiledSteps._groups(steps, 200, 10)) == 2
+        assert compiled_steps.CompiledSteps._groups(steps, 200, 10) is None
     finally:
         torch.set_num_threads(previous)
-    assert (bounds.tolist() if len(bounds) > 2 else None) == expected
+    assert (None if bounds is None else bounds.tolist()) == expected
 
 
 @pytest.mark.parametrize("spectral_penalty", [0.0, 1e-3])

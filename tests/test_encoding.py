@@ -233,7 +233,9 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
     assert {"gathered_serial", "gathered_parallel"} & set(second)
     assert {name: misses for name, (hits, misses, _, _) in second.items() if misses} == {}
     c_functions = {"lane_solver", "gathered_range_kernel", "gathered_grad_kernel"}
-    assert "training_steps" in first and c_functions <= set(first)
+    # the fit's models (four) run in groups: its one-thread steps run as one group, and the steps over the rows
+    # (the other kernel) are not compiled
+    assert "grouped_training_steps" in first and "training_steps" not in first and c_functions <= set(first)
     # the C functions compiled ahead by a helper process and loaded in the first process where it has a second
     # core (their callees then compiled there, not here), else compiled in the first; loaded in the second (no
     # miss above)
@@ -241,7 +243,7 @@ def test_a_fit_compiles_each_kernel_once_and_a_second_process_loads_them_from_nu
     assert {name: first[name][0] for name in c_functions} == dict.fromkeys(c_functions, int(ahead))
     callees = {"gathered_range", "row_gradients", "tridiagonal_pairs", "load_lane"}
     assert (not callees & set(first)) if ahead else callees <= set(first)
-    assert "training_pass" not in first  # inlined into training_steps, not compiled on its own
+    assert not {"training_pass", "grouped_step"} & set(first)  # inlined into their kernels, not compiled alone
     assert "pairs" not in first  # inlined into the lanes' solve, not compiled on its own
     assert {name: count for name, (_, _, count, literal) in first.items() if count != 1 or literal} == {}
     assert not {"run_serial", "run_parallel", "dense_range"} & set(first)

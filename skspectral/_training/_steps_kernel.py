@@ -12,7 +12,9 @@ thread (``grouped_step``), rather than each kernel's rows over the threads: the 
 the loss works model by model; the loss runs on one thread), and a group's tables, gradients and Adam update
 stay on its own thread all through a step. On a 2-core VM whose second vCPU at times shares a busy core, two
 threads over the rows then gained nothing (their kernels read what the other thread wrote a moment before),
-while two models a thread each ran 1.8x as fast (benchmarks/RESULTS.md, section 9).
+while two models a thread each ran 1.8x as fast (benchmarks/RESULTS.md, section 9). Those steps are a kernel of
+their own (``grouped_training_steps``), which also runs such a fit's one-thread steps as one group: a process
+compiles only the kernel its fits run.
 """
 
 import numba
@@ -28,45 +30,26 @@ keep_kernel_cache_fresh()  # before the first cached kernel (see _kernel_cache)
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def training_steps(n_steps, batch_size, loss, targets, sample_weights, terms, batch, frobenius_factor, state,
-                   adam_arrays, adam_scalars, step_losses, shared, groups, adam_slots):
+                   adam_arrays, adam_scalars, step_losses, shared):
     """``n_steps`` steps on consecutive batches of ``batch_size`` rows: step s takes rows
     [s batch_size, (s + 1) batch_size) of targets, sample_weights and terms (rows, 2, K: each row's table
     rows as floats, exact, then their weights; unpacked into ``batch``'s table rows and weights, batch_size
-    rows each), runs training_pass (its ``loss``, ``frobenius_factor`` and ``state``), then
-    adam_update on each parameter's (param, grad, exp_avg, exp_avg_sq) flat arrays of
-    ``adam_arrays`` with the step's scalars ``adam_scalars[s]`` (``._adam_kernel.step_scalars``).
-    step_losses[s] = (the data loss, the penalty) of step s. ``shared``: members that share their matrices
-    (skspectral._compiled_pass.SharedMembersPass.shared_state; none where its count is 0): after the pass
-    the packed gradient goes to the shared set and the factors (shared_grads), the factors' pull is added
-    where its factor is not 0 (add_factor_pull: its value into the step's penalty), and after Adam the
-    sharing members' packed columns are composed again (compose_shared). ``groups``: the bounds of the
-    models' groups (G + 1 model indices) where a step runs a group a thread (grouped_step; its
-    ``adam_slots``), or fewer than three entries: training_pass on the calling thread or with its kernels'
-    rows over the threads."""
+    rows each), runs training_pass (its ``loss``, ``frobenius_factor`` and ``state``: its kernels on the
+    calling thread or their rows over the threads), then adam_update on each parameter's (param, grad,
+    exp_avg, exp_avg_sq) flat arrays of ``adam_arrays`` with the step's scalars ``adam_scalars[s]``
+    (``._adam_kernel.step_scalars``). step_losses[s] = (the data loss, the penalty) of step s. ``shared``:
+    members that share their matrices (skspectral._compiled_pass.SharedMembersPass.shared_state; none where
+    its count is 0): after the pass the packed gradient goes to the shared set and the factors
+    (shared_grads), the factors' pull is added where its factor is not 0 (add_factor_pull: its value into
+    the step's penalty), and after Adam the sharing members' packed columns are composed again
+    (compose_shared)."""
     (n_shared, n_own, grad_packed, columns, shared_columns, grad_shared, scales, gain, grad_scales,
      entry_weights, factor_l1, rounded) = shared
     batch_rows, batch_term_weights = batch
-    n_terms = terms.shape[2]
-    grouped = groups.shape[0] > 2
-    values = state[9]
-    group_values, group_grad_values = np.empty(values.size, values.dtype), np.empty(values.size, values.dtype)
-    pull = np.zeros(1)  # (grouped_step's: the shared factors' pull's value)
     for s in range(n_steps):
         first, last = s * batch_size, (s + 1) * batch_size
-        for i in range(batch_size):
-            packed = terms[first + i]
-            for t in range(n_terms):
-                batch_rows[i, t] = np.int64(packed[0, t])  # (torch's .long(): the floats are exact integers)
-                batch_term_weights[i, t] = packed[1, t]
+        unpack_batch(terms, first, batch_rows, batch_term_weights)
         scalars = adam_scalars[s]
-        if grouped:
-            data_loss, penalty = grouped_step(loss, targets[first:last], sample_weights[first:last], batch_rows,
-                                              batch_term_weights, frobenius_factor, state, shared, groups,
-                                              group_values, group_grad_values, adam_arrays, adam_slots, scalars,
-                                              pull)
-            step_losses[s, 0] = data_loss
-            step_losses[s, 1] = penalty
-            continue
         data_loss, penalty = training_pass(loss, targets[first:last], sample_weights[first:last], batch_rows,
                                            batch_term_weights, frobenius_factor, state)
         step_losses[s, 0] = data_loss
@@ -83,12 +66,46 @@ def training_steps(n_steps, batch_size, loss, targets, sample_weights, terms, ba
             compose_shared(columns, shared_columns, scales, gain, n_own)
 
 
+# A kernel of its own, not a branch of training_steps: a process compiles only the one its fits run (a fit
+# whose models run in groups runs its one-thread steps as one group too; see CompiledSteps._groups), and
+# each is ~10 s of a first fit's compile on an empty Numba cache.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def grouped_training_steps(n_steps, batch_size, loss, targets, sample_weights, terms, batch, frobenius_factor, state,
+                           adam_arrays, adam_scalars, step_losses, shared, groups, adam_slots):
+    """training_steps' steps with the models in groups, a group a thread (grouped_step; ``groups``: the
+    bounds of the G >= 1 groups, G + 1 model indices; ``adam_slots``: see grouped_step): the same numbers
+    (every kernel but the loss works model by model; the loss runs on the calling thread)."""
+    batch_rows, batch_term_weights = batch
+    values = state[9]
+    group_values, group_grad_values = np.empty(values.size, values.dtype), np.empty(values.size, values.dtype)
+    pull = np.zeros(1)  # (grouped_step's: the shared factors' pull's value)
+    for s in range(n_steps):
+        first, last = s * batch_size, (s + 1) * batch_size
+        unpack_batch(terms, first, batch_rows, batch_term_weights)
+        data_loss, penalty = grouped_step(loss, targets[first:last], sample_weights[first:last], batch_rows,
+                                          batch_term_weights, frobenius_factor, state, shared, groups, group_values,
+                                          group_grad_values, adam_arrays, adam_slots, adam_scalars[s], pull)
+        step_losses[s, 0] = data_loss
+        step_losses[s, 1] = penalty
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def unpack_batch(terms, first, batch_rows, batch_term_weights):
+    """A step's table rows and their weights from its rows' packed terms, from row ``first`` on."""
+    n_terms = terms.shape[2]
+    for i in range(batch_rows.shape[0]):
+        packed = terms[first + i]
+        for t in range(n_terms):
+            batch_rows[i, t] = np.int64(packed[0, t])  # (torch's .long(): the floats are exact integers)
+            batch_term_weights[i, t] = packed[1, t]
+
+
 # The slots of grouped_step's adam_slots: a parameter's index in adam_arrays (-1: none), and for the first three
 # how many models lead its flat array (its entries model by model: a group's Adam updates its own models').
 SLOT_WEIGHT, SLOT_MU_START, SLOT_MU_INCREMENTS, SLOT_SHARED_WEIGHT, SLOT_MEMBER_SCALES = range(5)
 
 
-# inline="always", as training_pass (one caller: training_steps)
+# inline="always", as training_pass (one caller: grouped_training_steps)
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, shared, groups, group_values,
                  group_grad_values, adam_arrays, adam_slots, scalars, pull):
@@ -109,8 +126,15 @@ def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, s
     grad_columns, grad_prefix, grad_mu = grads
     bin_columns, other, half = tables_backward[2], tables_backward[3], tables_backward[5]
     flat_vectors = vectors.reshape(-1)  # (the groups' vectors: vectors' own buffer, not read otherwise here)
-    grouped_forward(groups, columns, bin_columns, prefix, mu_start, mu_increments, mu, ks, solver, range_kernel,
-                    rows, weights, group_values, flat_vectors)
+    # one group (a step on one thread) without a parallel region: a region each step kept Numba's other
+    # threads spinning between them, a core busy for nothing (and the thread tuner read the machine as busy)
+    one_group = groups.shape[0] == 2
+    if one_group:
+        group_forward(groups[0], groups[1], columns, bin_columns, prefix, mu_start, mu_increments, mu, ks, solver,
+                      range_kernel, rows, weights, group_values, flat_vectors)
+    else:
+        grouped_forward(groups, columns, bin_columns, prefix, mu_start, mu_increments, mu, ks, solver, range_kernel,
+                        rows, weights, group_values, flat_vectors)
     copy_groups(groups, group_values, values, bool(True))  # (bool(...): a run-time flag, see _numba_support)
     data_loss = loss_and_gradient(loss, output, grad_output, target, weight, loss_parameters)
     penalty = 0.0
@@ -130,6 +154,19 @@ def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, s
     # the group that holds every sharing member (the last, where it starts at or before the first of them)
     shared_group = groups.shape[0] - 2 if n_shared > 0 and groups[groups.shape[0] - 2] <= n_own else -1
     pull[0] = 0.0
+    if one_group:
+        first, last = groups[0], groups[1]
+        group_backward(first, last, columns, grad_columns, grad_prefix, grad_mu, bin_columns, other, grad_packed,
+                       half, mu_increments, grad_start, grad_increments, grad_kernel, rows, weights, frobenius_factor,
+                       group_grad_values, flat_vectors)
+        group_adam(first, last, w, w_grad, w_avg, w_avg_sq, models[SLOT_WEIGHT], scalars)
+        group_adam(first, last, s, s_grad, s_avg, s_avg_sq, models[SLOT_MU_START], scalars)
+        group_adam(first, last, i, i_grad, i_avg, i_avg_sq, models[SLOT_MU_INCREMENTS], scalars)
+        if n_shared > 0:  # (the one group holds every sharing member)
+            shared_group_step(n_own, columns, grad_packed, shared_columns, grad_shared, scales, gain, grad_scales,
+                              entry_weights, factor_l1, rounded, data_loss, h, h_grad, h_avg, h_avg_sq, r, r_grad,
+                              r_avg, r_avg_sq, scalars, pull)
+        return data_loss, penalty + pull[0]
     grouped_backward(groups, columns, grad_columns, grad_prefix, grad_mu, bin_columns, other, grad_packed, half,
                      mu_increments, grad_start, grad_increments, grad_kernel, rows, weights, frobenius_factor,
                      group_grad_values, flat_vectors, w, w_grad, w_avg, w_avg_sq, models[SLOT_WEIGHT], s, s_grad,

@@ -5,7 +5,7 @@ A CPU step with any loss is one compiled call (the model's pass,
 step: slicing the batch, its terms, the arrays' hand-over, the Adam update's, the step's loss
 tensors -- 20-30 % of a 1-2 ms step. :class:`CompiledSteps` runs every whole batch of a block of
 rows in one call (``._steps_kernel.training_steps``: the pass, then the CPU Adam's update, step by
-step), as many at a time as the thread choice holds (:class:`.threads.AdaptiveThreads`: a probed
+step; or ``grouped_training_steps``, the models in groups, see ``CompiledSteps._groups``), as many at a time as the thread choice holds (:class:`.threads.AdaptiveThreads`: a probed
 step is still timed alone). During a run the weight is kept as its lower triangles (it is symmetric
 to the bit): the steps update those, about half its entries, with no symmetrising pass, and give
 it back whole at the run's end. The same kernels on the same arrays in the same order as the
@@ -25,20 +25,19 @@ from .adam import CompiledAdam
 
 # The most bytes of terms (table rows and weights) found at once for a run's rows.
 TERMS_BYTES = 16 * 2**20
-# a run's steps with the models in no groups (see CompiledSteps._groups)
-_NO_GROUPS = np.array([0, 1], dtype=np.int64)
 # the parameters of the grouped steps' adam_slots, by the model's names, in ._steps_kernel's SLOT_ order
 _SLOTS = {name: slot for slot, name in enumerate(("weight", "mu_start", "mu_increments", "shared_weight",
                                                    "member_scales"))}
 
 
 @functools.cache
-def _kernel():
+def _kernel(grouped: bool):
+    """The steps' kernel: with the models in groups (grouped_training_steps) or not (training_steps)."""
     from ..eig._numba_support import start_threading_layer
-    from ._steps_kernel import training_steps
+    from ._steps_kernel import grouped_training_steps, training_steps
 
     start_threading_layer()  # the steps link the parallel kernels (see start_threading_layer)
-    return training_steps
+    return grouped_training_steps if grouped else training_steps
 
 
 class CompiledSteps:
@@ -173,9 +172,8 @@ class CompiledSteps:
                                               loss_parameters=self.loss_parameters)
         adam_arrays, adam_scalars = self.optimizer.compiled_steps(count, self._substitutes)
         step_losses = np.empty((count, 2))
-        _kernel()(count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
-                  self._batch(size, terms), self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses,
-                  self._shared, self._groups(size, terms.shape[2]), self._adam_slots)
+        self._call(self._groups(size, terms.shape[2]), count, size, targets, sample_weights, terms, state,
+                   adam_arrays, adam_scalars, step_losses)
         # the one-step path's arithmetic: each float64 loss rounded to the model's dtype, the
         # penalty's added in that dtype (torch's tensor + Python float)
         data_loss = torch.from_numpy(step_losses[:, 0]).to(self.dtype)
@@ -191,9 +189,19 @@ class CompiledSteps:
                                               loss_parameters=self.loss_parameters, c_functions=(0, 0, 0))
         adam_arrays, _ = self.optimizer.compiled_steps(0, self._substitutes)
         no_scalars = np.zeros((0, 7), adam_arrays[0][0].dtype)  # (steps, 7), as compiled_steps gives them
-        _kernel()(0, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
-                  self._batch(size, terms), self._frobenius_factor, state, adam_arrays, no_scalars, np.empty((0, 2)),
-                  self._shared, self._groups(size, terms.shape[2]), self._adam_slots)
+        self._call(self._groups(size, terms.shape[2]), 0, size, targets, sample_weights, terms, state, adam_arrays,
+                   no_scalars, np.empty((0, 2)))
+
+    def _call(self, groups, count: int, size: int, targets, sample_weights, terms, state, adam_arrays, adam_scalars,
+              step_losses) -> None:
+        """``count`` steps in the kernel for ``groups`` (see _groups)."""
+        arguments = (count, size, self.loss_code, targets.numpy(), sample_weights.numpy(), terms.numpy(),
+                     self._batch(size, terms), self._frobenius_factor, state, adam_arrays, adam_scalars, step_losses,
+                     self._shared)
+        if groups is None:
+            _kernel(False)(*arguments)
+        else:
+            _kernel(True)(*arguments, groups, self._adam_slots)
 
     def _slots(self) -> np.ndarray:
         """The grouped steps' ``adam_slots`` (``._steps_kernel.grouped_step``): for each of its parameters (the
@@ -214,19 +222,25 @@ class CompiledSteps:
             slots[0, 0] = -1
         return slots
 
-    def _groups(self, size: int, n_terms: int) -> np.ndarray:
-        """The bounds of the models' groups a step runs a group a thread (``._steps_kernel.grouped_step``), or
-        none (2 entries: the pass's kernels split the rows over the threads, or run on this thread): groups
-        where several threads run the step's kernels (the pass's thread split for this batch) and the models
-        divide among them evenly. Either way the same numbers (every kernel but the loss works model by
-        model, and the loss runs on one thread)."""
+    def _groups(self, size: int, n_terms: int) -> np.ndarray | None:
+        """The bounds of the models' groups where a step runs a group a thread (``._steps_kernel.grouped_step``),
+        or None (``training_steps``: the pass's kernels split the rows over the threads, or run on this thread).
+        Groups where several threads run the step's kernels (the pass's thread split for this batch) and the
+        models divide among them evenly; where the step runs on this thread, several models run as one group:
+        a fit whose steps run in groups on several threads then runs its one-thread steps (the tuner's) in
+        the same kernel, and its process compiles no other (~10 s each on an empty Numba cache). Either way the
+        same numbers (every kernel but the loss works model by model, and the loss runs on one thread)."""
         n_models = self.compiled_pass.mu.shape[0]
-        if (torch.get_num_threads() < 2 or self._adam_slots[0, 0] < 0
-                or not any(self.compiled_pass.step_chunks(size, n_terms))):
-            return _NO_GROUPS
+        if self._adam_slots[0, 0] < 0 or n_models < 2:
+            return None
+        one_group = np.array([0, n_models], dtype=np.int64)
+        if torch.get_num_threads() < 2 or not any(self.compiled_pass.step_chunks(size, n_terms)):
+            return one_group
         threads = parallel_threads()  # (Numba's threads follow torch's count, at most its pool's)
-        if threads < 2 or n_models % threads:
-            return _NO_GROUPS
+        if threads < 2:
+            return one_group
+        if n_models % threads:
+            return None
         return np.arange(0, n_models + 1, n_models // threads, dtype=np.int64)
 
     def _batch(self, size: int, terms) -> tuple:
