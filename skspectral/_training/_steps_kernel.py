@@ -154,7 +154,7 @@ def grouped_step(loss, target, weight, rows, weights, frobenius_factor, state, s
     # the group that holds every sharing member (the last, where it starts at or before the first of them)
     shared_group = groups.shape[0] - 2 if n_shared > 0 and groups[groups.shape[0] - 2] <= n_own else -1
     pull[0] = 0.0
-    if one_group:
+    if one_group:  # grouped_backward's body for its one group, on this thread (a call of its own compiled slower)
         first, last = groups[0], groups[1]
         group_backward(first, last, columns, grad_columns, grad_prefix, grad_mu, bin_columns, other, grad_packed,
                        half, mu_increments, grad_start, grad_increments, grad_kernel, rows, weights, frobenius_factor,

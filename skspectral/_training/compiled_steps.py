@@ -5,8 +5,9 @@ A CPU step with any loss is one compiled call (the model's pass,
 step: slicing the batch, its terms, the arrays' hand-over, the Adam update's, the step's loss
 tensors -- 20-30 % of a 1-2 ms step. :class:`CompiledSteps` runs every whole batch of a block of
 rows in one call (``._steps_kernel.training_steps``: the pass, then the CPU Adam's update, step by
-step; or ``grouped_training_steps``, the models in groups, see ``CompiledSteps._groups``), as many at a time as the thread choice holds (:class:`.threads.AdaptiveThreads`: a probed
-step is still timed alone). During a run the weight is kept as its lower triangles (it is symmetric
+step; or ``grouped_training_steps``, the models in groups, see ``CompiledSteps._groups``), as many at
+a time as the thread choice holds (:class:`.threads.AdaptiveThreads`: a probed step is still timed
+alone). During a run the weight is kept as its lower triangles (it is symmetric
 to the bit): the steps update those, about half its entries, with no symmetrising pass, and give
 it back whole at the run's end. The same kernels on the same arrays in the same order as the
 one-step path: the same fit to the bit (tested).
