@@ -13,6 +13,14 @@ modules that define cached kernels and every module of the package they import f
 process. A change to any of them invalidates every cached kernel, which then compiles again once.
 :func:`keep_kernel_cache_fresh` installs the stamp; each module that defines cached kernels calls
 it before its first one (``tests/test_kernel_cache.py`` checks that all of them do).
+
+The stamp also holds Numba's code-generation settings (:func:`codegen_settings`). Numba's cache key
+holds the CPU only (numba#10821): a process run once with ``NUMBA_OPT=0``, ``NUMBA_DEBUGINFO=1`` or
+``NUMBA_ENABLE_PROFILING=1`` (perf's or VTune's JIT events) left its kernels in the cache, and every
+later process loaded them. One fit under ``NUMBA_ENABLE_PROFILING=1`` (debug info on: the gather's
+loop 17x slower) made every later CPU fit of flights twice as slow. With the settings stamped, a
+process whose settings differ compiles its own, and the next one with the usual settings compiles
+its own again, once.
 """
 
 from __future__ import annotations
@@ -76,6 +84,21 @@ def kernel_sources_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+# Numba's settings that change the machine code of a function it compiles (numba.core.config; the CPU's
+# name and features are in Numba's own cache key already). A setting an older Numba lacks reads None.
+_CODEGEN_SETTINGS = ("OPT", "LOOP_VECTORIZE", "SLP_VECTORIZE", "DEBUGINFO_DEFAULT", "BOUNDSCHECK",
+                     "EXTEND_VARIABLE_LIFETIMES", "ENABLE_PROFILING", "USING_SVML", "LLVM_REFPRUNE_PASS",
+                     "LLVM_REFPRUNE_FLAGS")
+
+
+def codegen_settings() -> tuple:
+    """Numba's code-generation settings in force, as (name, repr) pairs: a part of every cached
+    kernel's stamp (read at each stamp's check: Numba's config can be reloaded)."""
+    from numba.core import config
+
+    return tuple((name, repr(getattr(config, name, None))) for name in _CODEGEN_SETTINGS)
+
+
 def _root_of(py_file: str) -> Path | None:
     try:
         path = Path(py_file).resolve()
@@ -87,8 +110,8 @@ def _root_of(py_file: str) -> Path | None:
 @functools.cache
 def _locator_class():
     """A Numba cache locator for the functions of a registered root: the locator Numba would choose
-    (a user's NUMBA_CACHE_DIR, the source's __pycache__, ...) with the kernel sources' digest added to
-    its source stamp. Built on first use (Numba is imported then)."""
+    (a user's NUMBA_CACHE_DIR, the source's __pycache__, ...) with the kernel sources' digest and Numba's
+    code-generation settings added to its source stamp. Built on first use (Numba is imported then)."""
     from numba.core import caching
 
     class KernelSourcesLocator(caching._CacheLocator):
@@ -115,7 +138,7 @@ def _locator_class():
             return self._inner.get_cache_path()
 
         def get_source_stamp(self):
-            return self._inner.get_source_stamp(), kernel_sources_digest(self._root)
+            return self._inner.get_source_stamp(), kernel_sources_digest(self._root), codegen_settings()
 
         def get_disambiguator(self):
             return self._inner.get_disambiguator()

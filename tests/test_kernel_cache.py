@@ -101,6 +101,45 @@ def test_a_kernel_whose_callee_changed_in_another_file_compiles_again(tmp_path):
     assert run() == (11, 1, 0)
 
 
+@pytest.mark.parametrize("setting", [{"NUMBA_OPT": "0"}, {"NUMBA_DEBUGINFO": "1"}, {"NUMBA_ENABLE_PROFILING": "1"}])
+def test_a_kernel_compiled_under_other_numba_settings_is_not_loaded_by_a_process_with_the_usual_ones(tmp_path,
+                                                                                                   setting):
+    """Numba's cache key holds the CPU, not its code-generation settings (numba#10821): one process run with
+    debug info on (NUMBA_ENABLE_PROFILING=1 for perf) left its kernels in the cache, and every later process
+    loaded them -- a CPU fit of flights then took twice as long. The stamp holds the settings: a process
+    with other settings compiles its own, and the next one with the usual settings compiles again, once."""
+    pytest.importorskip("numba")
+    root = tmp_path / "toy"
+    _write(root / "__init__.py", "")
+    _write(root / "a.py", "import numba\n\n\n@numba.njit(cache=True)\ndef f():\n    return 2\n")
+    code = _RUN.format(module=_kernel_cache.__file__, root=str(root), parent=str(tmp_path))
+    usual = {key: value for key, value in os.environ.items()
+             if key not in ("NUMBA_OPT", "NUMBA_DEBUGINFO", "NUMBA_ENABLE_PROFILING", "VS_PROFILER")}
+    usual["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+
+    def run(env):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return tuple(map(int, done.stdout.split()))
+
+    assert run(usual) == (2, 0, 1)  # compiled
+    assert run(usual) == (2, 1, 0)  # loaded
+    assert run({**usual, **setting}) == (2, 0, 1)  # compiled under its own settings, not loaded
+    assert run({**usual, **setting}) == (2, 1, 0)
+    assert run(usual) == (2, 0, 1)  # compiled again, not the other settings' code
+    assert run(usual) == (2, 1, 0)
+
+
+def test_the_codegen_settings_follow_numbas_config(monkeypatch):
+    pytest.importorskip("numba")
+    from numba.core import config
+
+    settings = dict(_kernel_cache.codegen_settings())
+    assert {"OPT", "DEBUGINFO_DEFAULT", "LOOP_VECTORIZE", "BOUNDSCHECK"} <= set(settings)
+    monkeypatch.setattr(config, "DEBUGINFO_DEFAULT", 1 - int(config.DEBUGINFO_DEFAULT))
+    assert dict(_kernel_cache.codegen_settings())["DEBUGINFO_DEFAULT"] != settings["DEBUGINFO_DEFAULT"]
+
+
 def test_every_cached_kernel_of_the_package_is_stamped_with_the_kernel_sources():
     """Each module that defines cached kernels installs the stamp before its first one (a kernel's cache
     locator is chosen when it is decorated): every cached dispatcher of the package uses it."""
