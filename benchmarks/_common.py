@@ -90,6 +90,15 @@ def versions(device=None) -> dict:
             pass
     else:
         info["device"] = f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+    try:  # the CPU kernels' compiler and its code-generation settings (a debug or profiling run's are not the usual)
+        import numba
+
+        from skspectral._kernel_cache import codegen_settings
+
+        info["numba"] = numba.__version__
+        info["numba_codegen"] = dict(codegen_settings())
+    except ImportError:
+        pass
     return info
 
 
