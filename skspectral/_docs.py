@@ -131,6 +131,16 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         "auto": 2.5 % of the fit's rows, at least 10 and at most 100 (100
         from 4,000 rows). Counted on every fit row, before the
         early-stopping split.
+    gated_columns : int or "auto", default="auto"
+        At most this many gated copies of numeric columns: a copy of numeric
+        column j that acts only where a categorical column of 2 to 4 levels
+        holds one level (its own piecewise-linear path on j's bins there, 0
+        elsewhere), as a tree splits on the level and then on j. A fit makes
+        the copies its target asks for, read before training: the level's
+        interaction with j's bins, an F statistic above 12 (largest first).
+        "auto": at most 4; 0: none. Piecewise-linear encoding only; numeric
+        columns without missing values in fit. Sensitivities stay per input
+        column (a copy's bound counts towards j and the categorical column).
     feature_encoding : {"linear", "piecewise_linear"}, default="piecewise_linear"
         Numeric features enter the matrix as x_i A_i ("linear", the series'
         model) or through a piecewise-linear encoding on quantile bins,

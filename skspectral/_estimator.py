@@ -35,6 +35,7 @@ from sklearn.utils.validation import (_check_sample_weight, _check_y, _get_featu
 from ._callbacks import CallbackSupportMixin, EpochTasks, tearing_down_callbacks
 from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
                        is_dataframe, level_counts, split_columns, subsample_rows)
+from ._columns.gates import chosen_gates, gate_candidates, gate_limit, interaction_sums
 from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_dtype, stream_lease
 from ._losses import make_penalty
@@ -134,7 +135,7 @@ _ENCODED_ROWS_SHARE = 0.25
 _GATHERED_TERMS_BYTES = 256 * 2**20
 # The parameters that shape the fitted model: a warm start or partial_fit must keep them.
 _MODEL_SHAPE = ("n_estimators", "shared_members", "structure", "feature_encoding", "n_bins", "categorical_features",
-                "min_level_count", "monotonic_cst", "smoothing", "eigval_idx")
+                "min_level_count", "gated_columns", "monotonic_cst", "smoothing", "eigval_idx")
 
 
 def shared_member_count(shared_members: float, n_members: int) -> int:
@@ -223,6 +224,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         "clip_features": ["boolean"],
         "categorical_features": ["array-like", StrOptions({"from_dtype"}), None],
         "min_level_count": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "gated_columns": [StrOptions({"auto"}), Interval(numbers.Integral, 0, None, closed="left")],
         "feature_encoding": [StrOptions({"linear", "piecewise_linear"})],
         "n_bins": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left")],
         "n_estimators": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
@@ -256,6 +258,11 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
     @abstractmethod
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         """y as float64 values the rows are merged on (regression: y; classification: class indices)."""
+
+    @abstractmethod
+    def _gate_target(self, y_rows: np.ndarray) -> np.ndarray:
+        """(n, targets) floats the gated columns' test reads (skspectral._columns.gates): regression's
+        y, a classifier's class indicators."""
 
     @abstractmethod
     def _training_target(self, y_rows: np.ndarray, weight: np.ndarray) -> tuple:
@@ -420,7 +427,8 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             rows = self.column_mapper_.rows(X)
         rows, y_rows, weight = merged_training_rows(rows, self._encode_target(y), weight)
         if plan.fresh:
-            self._fit_columns(rows, weight, levels, codes)
+            self._fit_columns(rows, weight, levels, codes, y_rows)
+            rows = self.column_mapper_.gated(rows)
             if not self._target_summarised_as_given:
                 self._fit_target(self._summarise_target(y_rows, weight), classes)
         eval_sets = check_eval_set(eval_set, self._validate_eval_pair)
@@ -516,15 +524,23 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         # on a CPU the cost grows like dim**3
         return (45 if device.type == "cuda" else 15) if self.dim == "auto" else self.dim
 
-    def _fit_columns(self, rows: np.ndarray, weight: np.ndarray, levels, codes) -> None:
+    def _fit_columns(self, rows: np.ndarray, weight: np.ndarray, levels, codes, y_rows) -> None:
         """The column mapper of a plain fit: the summary of one block -- the rows it trains on,
-        with the levels counted before they were coded -- finalized. Warns about the columns
-        that carry nothing."""
+        with the levels counted before they were coded -- finalized, and the gated copies its
+        target asks for (on the bins' subsample of rows). Warns about the columns that carry
+        nothing."""
         kinds = self._column_kinds
         numeric = rows if kinds.categorical is None else rows[:, kinds.numeric_index]
-        summary = ColumnSummary.of_block(numeric, weight, kinds, levels=levels,
-                                         sample_rows=subsample_rows(len(weight), self._seed))
-        self.column_mapper_ = summary.finalize(self._column_options(), codes)
+        sample = subsample_rows(len(weight), self._seed)
+        summary = ColumnSummary.of_block(numeric, weight, kinds, levels=levels, sample_rows=sample)
+        mapper = summary.finalize(self._column_options(), codes)
+        candidates = gate_candidates(mapper) if gate_limit(self.gated_columns) else []
+        if candidates:
+            chosen = slice(None) if sample is None else sample
+            sums = interaction_sums(mapper, candidates, rows[chosen], self._gate_target(y_rows[chosen]),
+                                    weight[chosen])
+            mapper = mapper.with_gates(chosen_gates(candidates, sums, gate_limit(self.gated_columns)))
+        self.column_mapper_ = mapper
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

@@ -9,6 +9,9 @@ feature i that gives, in standardised units:
   x_i (moving x_i by delta moves the bin columns by sum_t w_t |dz_t| = |delta|);
 - categorical: max over level pairs (a, b) of ||A_a - A_b||_2 for any change of
   level (unseen, rare and missing levels included);
+- a gated copy of numeric feature i active at a level of categorical feature c
+  (``skspectral._columns.gates``): its piecewise bound adds to i's, and the sum of its
+  columns' norms to c's (a change of level can switch its whole path on or off);
 - an ensemble: what its combination of the members' outputs allows (:func:`ensemble_bounds`): the
   mean of their bounds where the prediction is their mean; the largest where it is a monotone
   mixing whose weights sum to at most 1 (the log of the mean exp of a log link's members; the logit
@@ -102,7 +105,8 @@ def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spec
                    plan: BoundsPlan | None = None, frobenius_rows=SpectralModel.stored_frobenius_rows) -> torch.Tensor:
     """Per-feature bounds (standardised units) from the encoded columns' matrices.
 
-    matrices: (..., n_columns, d, d); returns (..., n_features). ``norms`` computes
+    matrices: (..., n_columns, d, d); returns (..., input features: n_features less the gated copies,
+    which count towards their source and categorical columns). ``norms`` computes
     ||.||_2 of a stack of symmetric matrices (e.g. a model's own eigen backend), ``frobenius_rows`` rows
     whose distances are Frobenius norms of their differences (the storage's, e.g. a model class's
     ``stored_frobenius_rows``); ``plan``: :func:`bounds_plan` of ``spec`` (made here if not given, pruning
@@ -120,9 +124,12 @@ def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spec
         numeric = torch.as_tensor(plan.numeric, dtype=torch.long, device=device)
         # only the numeric columns' norms (a wide categorical's level columns are most of them)
         of_numeric = matrices if len(numeric) == matrices.shape[-3] else matrices[..., numeric, :, :]
-        scaled = norms(of_numeric) / torch.as_tensor(plan.width, dtype=matrices.dtype, device=device)
+        column_norms = norms(of_numeric)
+        scaled = column_norms / torch.as_tensor(plan.width, dtype=matrices.dtype, device=device)
         index = torch.as_tensor(plan.numeric_feature, dtype=torch.long, device=device).expand(scaled.shape)
         bounds = bounds.scatter_reduce(-1, index, scaled, "amax")  # norms are >= 0: the zeros change nothing
+        if spec.gated:  # a gated copy's whole path, sum_t ||B_t||: what switching its level on or off can move
+            switched = torch.zeros_like(bounds).scatter_add(-1, index, column_norms)
     if len(plan.first):
         first = torch.as_tensor(plan.first, dtype=torch.long, device=device)
         second = torch.as_tensor(plan.second, dtype=torch.long, device=device)
@@ -132,7 +139,22 @@ def feature_bounds(matrices: torch.Tensor, spec: EncodingSpec | None, norms=spec
     for feature, levels in plan.pruned:
         levels = torch.as_tensor(levels, dtype=torch.long, device=device)
         bounds[..., feature] = _largest_pair_norms(matrices[..., levels, :, :], norms, frobenius_rows)
+    if spec.gated:
+        bounds = _gates_folded(bounds, switched, spec)
     return bounds
+
+
+def _gates_folded(bounds: torch.Tensor, switched: torch.Tensor, spec: EncodingSpec) -> torch.Tensor:
+    """Per input column from per feature, the gated copies (``skspectral._columns.gates``) counted
+    where they act: moving the source moves its path and its copy's (the two bounds add); changing
+    the categorical column's level can switch the copy's whole path on or off (``switched``: its
+    columns' norms summed)."""
+    inputs = spec.n_inputs
+    folded = bounds[..., :inputs].clone()
+    for i, (source, categorical) in enumerate(spec.gated):
+        folded[..., source] += bounds[..., inputs + i]
+        folded[..., categorical] += switched[..., inputs + i]
+    return folded
 
 
 # How far a pair's computed spectral norm may exceed its Frobenius norm found from the Gram matrix (relative):

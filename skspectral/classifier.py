@@ -54,6 +54,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         clip_features=True,
         categorical_features="from_dtype",
         min_level_count="auto",
+        gated_columns="auto",
         feature_encoding="piecewise_linear",
         n_bins="auto",
         n_estimators="auto",
@@ -87,6 +88,7 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
         self.clip_features = clip_features
         self.categorical_features = categorical_features
         self.min_level_count = min_level_count
+        self.gated_columns = gated_columns
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators
@@ -142,6 +144,10 @@ class SpectralClassifier(ClassifierMixin, SpectralEstimatorBase):
 
     def _encode_target(self, y):
         return self.label_coder_.transform(y)
+
+    def _gate_target(self, y_rows):
+        indicators = y_rows.astype(np.intp)[:, None] == np.arange(len(self.classes_))
+        return indicators[:, 1:] if indicators.shape[1] == 2 else indicators  # (a binary target: one column)
 
     def _training_target(self, y_rows, weight):
         class_weights = self.label_coder_.class_weights(self.class_weight)

@@ -41,6 +41,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ._columns import ColumnSummary, column_kinds, level_counts, split_columns
+from ._columns.gates import chosen_gates, gate_candidates, gate_limit, interaction_sums
 from ._preprocessing import check_eval_set
 from ._transfer import raw_floats
 from ._warn import warn
@@ -227,6 +228,15 @@ def _summarise(X, y, weight, kinds, sample_rows, labels: bool):
     return columns, target
 
 
+def _gate_sums(X, y, weight, sample_rows, mapper, candidates, local):
+    """One partition's sums for the gated copies' test (the plain estimators': on the bins' subsample)."""
+    rows = mapper.rows(X)
+    target = local._gate_target(local._encode_target(local._check_target(np.asarray(y))))
+    weight = np.asarray(weight, dtype=np.float64)
+    chosen = slice(None) if sample_rows is None else sample_rows
+    return interaction_sums(mapper, candidates, rows[chosen], target[chosen], weight[chosen])
+
+
 def _merged(pair_a, pair_b):
     return pair_a[0].merge(pair_b[0]), pair_a[1].merge(pair_b[1])
 
@@ -344,7 +354,15 @@ class _DaskSpectralMixin:
         columns, target = dask.compute(_tree_merge(summaries))[0]
         self._fit_target(target)  # classes_ here; each rank fits the same from the same summary
         self._column_kinds = kinds
-        self.column_mapper_ = columns.finalize(self._column_options())
+        mapper = columns.finalize(self._column_options())
+        candidates = gate_candidates(mapper) if gate_limit(self.gated_columns) else []
+        if candidates:  # the gated copies' test: its sums partition by partition, added up
+            local = self.to_local()  # (the target's fitted state: a classifier's labels)
+            sums = [dask.delayed(_gate_sums)(xb, yb, wb, rows, mapper, candidates, local)
+                    for xb, yb, wb, rows in zip(x_blocks, y_blocks, w_blocks, samples)]
+            sums = dask.compute(dask.delayed(sum)(sums))[0]
+            mapper = mapper.with_gates(chosen_gates(candidates, sums, gate_limit(self.gated_columns)))
+        self.column_mapper_ = mapper
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

@@ -46,6 +46,10 @@ class EncodingSpec:
     categorical: indices of categorical features; n_levels: their number of levels
     (every level seen in training, plus "other", plus "missing" where seen).
     has_missing_level: per categorical feature, whether its last level is "missing".
+    gated: per gated copy, (its source numeric feature, its categorical feature): the last
+    len(gated) features are numeric copies of their sources, active where the categorical
+    feature holds one level (``skspectral._columns.gates``; the host rows carry them), whose
+    sensitivities count towards those two input columns.
     """
 
     n_features: int
@@ -55,10 +59,16 @@ class EncodingSpec:
     categorical: list = field(default_factory=list)
     n_levels: list = field(default_factory=list)
     has_missing_level: list = field(default_factory=list)
+    gated: tuple = ()
 
     @classmethod
     def linear(cls, n_features: int) -> "EncodingSpec":
         return cls(n_features, numeric=list(range(n_features)), edges=[None] * n_features)
+
+    @property
+    def n_inputs(self) -> int:
+        """The input columns: the features less the gated copies."""
+        return self.n_features - len(self.gated)
 
     @property
     def is_plain_linear(self) -> bool:

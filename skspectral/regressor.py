@@ -93,6 +93,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         clip_features=True,
         categorical_features="from_dtype",
         min_level_count="auto",
+        gated_columns="auto",
         feature_encoding="piecewise_linear",
         n_bins="auto",
         n_estimators="auto",
@@ -129,6 +130,7 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
         self.clip_features = clip_features
         self.categorical_features = categorical_features
         self.min_level_count = min_level_count
+        self.gated_columns = gated_columns
         self.feature_encoding = feature_encoding
         self.n_bins = n_bins
         self.n_estimators = n_estimators
@@ -263,6 +265,9 @@ class SpectralRegressor(RegressorMixin, SpectralEstimatorBase):
 
     def _encode_target(self, y):
         return y
+
+    def _gate_target(self, y_rows):
+        return np.asarray(y_rows, dtype=np.float64).reshape(len(y_rows), -1)
 
     def _training_target(self, y_rows, weight):
         return self.target_scaler_.transform(y_rows), weight

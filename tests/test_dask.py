@@ -632,3 +632,21 @@ def test_data_parallel_refit_trains_every_ranks_rows_for_the_agreed_epochs(clien
     predicted = refitted.predict(da.from_array(X_test, chunks=500)).compute()
     np.testing.assert_allclose(refitted.to_local().predict(X_test), predicted, rtol=1e-12)
     assert not np.allclose(predicted, selecting.predict(X_test))
+
+
+def test_the_gated_copies_are_chosen_from_every_partitions_rows_as_one_process_chooses_them(client):
+    from .test_gates import plan_frame
+
+    frame, y = plan_frame(n=3000)
+    params = dict(dim=6, n_estimators=1, max_iter=3, random_state=0, device="cpu")
+    local = SpectralRegressor(**params).fit(frame, y)
+    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, frame, y, n_parts=4))
+    assert local.column_mapper_.gates and model.column_mapper_.gates == local.column_mapper_.gates
+    assert model.encoding_.gated == local.encoding_.gated
+    test, _ = plan_frame(n=500, seed=1)
+    np.testing.assert_allclose(model.predict(dd.from_pandas(test, npartitions=2)).compute(),
+                               model.to_local().predict(test), rtol=1e-12)
+    labels = np.where(y > 0.5, "high", "low")
+    classifier = DaskSpectralClassifier(client=client, **params).fit(dd.from_pandas(frame, npartitions=3),
+                                                                     dd.from_pandas(pd.Series(labels), npartitions=3))
+    assert classifier.column_mapper_.gates == SpectralClassifier(**params).fit(frame, labels).column_mapper_.gates

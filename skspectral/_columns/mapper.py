@@ -22,6 +22,7 @@ about them at fit.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from sklearn.utils.validation import check_array
 
 from .._transfer import Standardisation, raw_floats
 from ..encoding import LINEAR, PIECEWISE, EncodingSpec
+from .gates import Gate
 from .kinds import ColumnKinds, is_dataframe
 from .levels import CategoryCodes, _is_missing, as_frame
 from .summary import check_total_weight, checked_scale, edges_of, sample_values, weighted_quantiles
@@ -88,7 +90,9 @@ class ColumnMapper:
     categorical columns), ``low``/``high`` are the training range (infinite where there is
     none), ``fill`` the value a missing entry takes, standardised (the training median; NaN:
     it stays missing, for the columns that had missing values in fit and own a missing-value
-    matrix). ``monotone`` holds the constraint of every encoded column (None: none).
+    matrix). ``monotone`` holds the constraint of every encoded column (None: none). ``gates``:
+    the gated copies of numeric columns (:mod:`.gates`), which the host rows carry after the
+    input columns and the device standardises as their sources.
     """
 
     kinds: ColumnKinds
@@ -101,6 +105,7 @@ class ColumnMapper:
     spec: EncodingSpec
     ignored: np.ndarray
     monotone: np.ndarray | None = None
+    gates: tuple = ()
 
     @classmethod
     def fit(cls, summary, options: ColumnOptions, codes: CategoryCodes | None = None) -> "ColumnMapper":
@@ -169,15 +174,51 @@ class ColumnMapper:
     def rows(self, X) -> np.ndarray:
         """The float rows the device receives for a validated X: numeric values, categorical
         level codes."""
-        return coded_rows(*self.split(X), self.kinds, self.codes)
+        return self.gated(coded_rows(*self.split(X), self.kinds, self.codes))
+
+    def gated(self, rows: np.ndarray) -> np.ndarray:
+        """Coded rows with the gated copies appended: the source's value where the row holds the
+        gate's level, else the source's training minimum (below its every bin: the copy's columns
+        are 0 there)."""
+        if not self.gates:
+            return rows
+        copies = np.empty((len(rows), len(self.gates)), dtype=rows.dtype)
+        for i, gate in enumerate(self.gates):
+            copies[:, i] = np.where(rows[:, gate.categorical] == gate.level, rows[:, gate.source],
+                                    self.low[gate.source])
+        return np.concatenate([rows, copies], axis=1)
+
+    def with_gates(self, gates) -> "ColumnMapper":
+        """This mapper with the gated copies ``gates`` (:class:`.gates.Gate`, chosen by
+        :func:`.gates.chosen_gates`): each a numeric feature on its source's bins, constrained as
+        its source."""
+        if not gates:
+            return self
+        gates = tuple(Gate(*map(int, gate)) for gate in gates)
+        spec = self.spec
+        first = spec.n_features
+        edges = dict(zip(spec.numeric, spec.edges))
+        gated_spec = dataclasses.replace(
+            spec, n_features=first + len(gates), numeric=list(spec.numeric) + list(range(first, first + len(gates))),
+            edges=list(spec.edges) + [edges[gate.source] for gate in gates],
+            gated=tuple((gate.source, gate.categorical) for gate in gates))
+        monotone = self.monotone
+        if monotone is not None:  # the sources' signs, read back from their encoded columns
+            signs = np.zeros(first, dtype=np.int64)
+            feature, _, _ = spec.columns()
+            signs[feature[monotone != 0]] = monotone[monotone != 0]
+            monotone = _spread(np.concatenate([signs, signs[[gate.source for gate in gates]]]), gated_spec)
+        return dataclasses.replace(self, spec=gated_spec, monotone=monotone, gates=gates)
 
     def standardisation(self, *, clip: bool = False, fill: bool = True) -> Standardisation:
         """The device's arithmetic for these columns: missing values filled where ``fill`` (rows
         that may hold them where fit saw none: prediction and eval sets), clipped to the training
-        range where ``clip``."""
-        fills = self.fill if fill and not np.isnan(self.fill).all() else None
-        return Standardisation(self.mean, self.scale, self.low if clip else None, self.high if clip else None,
-                               fills)
+        range where ``clip``. A gated copy as its source."""
+        sources = [gate.source for gate in self.gates]
+        mean, scale, low, high, fills = (np.concatenate([a, a[sources]])
+                                         for a in (self.mean, self.scale, self.low, self.high, self.fill))
+        fills = fills if fill and not np.isnan(fills).all() else None
+        return Standardisation(mean, scale, low if clip else None, high if clip else None, fills)
 
     # ---- what the model reads ------------------------------------------------------------------
     def _monotone_columns(self, signs: np.ndarray) -> np.ndarray | None:
@@ -195,8 +236,7 @@ class ColumnMapper:
         if len(bad):
             raise ValueError(f"monotonic_cst constrains categorical feature(s) {kinds.labels(bad)}: their levels "
                              "have no order. Set their constraint to 0, or leave them out of categorical_features.")
-        feature, kind, _ = self.spec.columns()
-        return np.where((kind == LINEAR) | (kind == PIECEWISE), signs[feature], 0)
+        return _spread(signs, self.spec)
 
     def ignored_message(self) -> str | None:
         """Which columns carry nothing and were left out, for the fit's warning (None: none)."""
@@ -223,6 +263,12 @@ class ColumnMapper:
         """How many levels categorical column ``j`` showed in fit (missing values not counted)."""
         i = int(np.searchsorted(self.kinds.categorical_index, j))
         return sum(not _is_missing(c) for c in self.codes.encoders[i].categories_[0])
+
+
+def _spread(signs: np.ndarray, spec: EncodingSpec) -> np.ndarray:
+    """Constraints per feature (-1/0/+1) spread over the encoded columns (their numeric columns)."""
+    feature, kind, _ = spec.columns()
+    return np.where((kind == LINEAR) | (kind == PIECEWISE), signs[feature], 0)
 
 
 def coded_rows(numeric: np.ndarray, categorical, kinds: ColumnKinds, codes: CategoryCodes | None) -> np.ndarray:
