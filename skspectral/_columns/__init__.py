@@ -3,7 +3,9 @@
 ``kinds``: which columns are categorical, and clear errors for columns no model can read.
 ``levels``: categorical levels, counted and coded. ``summary``: :class:`ColumnSummary`,
 mergeable statistics of blocks of rows. ``mapper``: :class:`ColumnMapper`, what a fit
-learned -- the host rows, the device's standardisation and the encoding spec.
+learned -- the host rows, the device's standardisation and the encoding spec. ``gates``: the
+gated copies of numeric columns a fit's target asks for (an interaction test, its sums
+mergeable too).
 
 A plain fit is the summary of one block, finalized; a Dask fit merges the summaries of
 its partitions. Numpy only: a fitted mapper pickles with the estimator.
