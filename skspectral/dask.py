@@ -319,7 +319,8 @@ class _DaskSpectralMixin:
 
         The columns and the target are summarised partition by partition where the partitions
         lie and the summaries merged (the plain estimators' statistics: a plain fit is the
-        summary of one block); each rank then trains on the coded rows of its partitions.
+        summary of one block), and so are the sums of the gated copies' test (``gated_columns``);
+        each rank then trains on the coded rows of its partitions.
 
         Parameters
         ----------
