@@ -35,7 +35,7 @@ from sklearn.utils.validation import (_check_sample_weight, _check_y, _get_featu
 from ._callbacks import CallbackSupportMixin, EpochTasks, tearing_down_callbacks
 from ._columns import (CategoryCodes, ColumnKinds, ColumnOptions, ColumnSummary, coded_rows, column_kinds,
                        is_dataframe, level_counts, split_columns, subsample_rows)
-from ._columns.gates import chosen_gates, gate_candidates, gate_limit, interaction_sums
+from ._columns.gates import interaction_sums, with_chosen_gates
 from ._columns.kinds import check_readable
 from ._device import DTYPES, check_memory, own_stream, resolve_device, resolve_dtype, stream_lease
 from ._losses import make_penalty
@@ -534,13 +534,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         sample = subsample_rows(len(weight), self._seed)
         summary = ColumnSummary.of_block(numeric, weight, kinds, levels=levels, sample_rows=sample)
         mapper = summary.finalize(self._column_options(), codes)
-        candidates = gate_candidates(mapper) if gate_limit(self.gated_columns) else []
-        if candidates:
-            chosen = slice(None) if sample is None else sample
-            sums = interaction_sums(mapper, candidates, rows[chosen], self._gate_target(y_rows[chosen]),
-                                    weight[chosen])
-            mapper = mapper.with_gates(chosen_gates(candidates, sums, gate_limit(self.gated_columns)))
-        self.column_mapper_ = mapper
+        chosen = slice(None) if sample is None else sample
+        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, lambda candidates: interaction_sums(
+            mapper, candidates, rows[chosen], self._gate_target(y_rows[chosen]), weight[chosen]))
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

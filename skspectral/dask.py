@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ._columns import ColumnSummary, column_kinds, level_counts, split_columns
-from ._columns.gates import chosen_gates, gate_candidates, gate_limit, interaction_sums
+from ._columns.gates import interaction_sums, with_chosen_gates
 from ._preprocessing import check_eval_set
 from ._transfer import raw_floats
 from ._warn import warn
@@ -356,14 +356,14 @@ class _DaskSpectralMixin:
         self._fit_target(target)  # classes_ here; each rank fits the same from the same summary
         self._column_kinds = kinds
         mapper = columns.finalize(self._column_options())
-        candidates = gate_candidates(mapper) if gate_limit(self.gated_columns) else []
-        if candidates:  # the gated copies' test: its sums partition by partition, added up
+
+        def partitions_sums(candidates):  # the gated copies' test: its sums partition by partition, added up
             local = self.to_local()  # (the target's fitted state: a classifier's labels)
             sums = [dask.delayed(_gate_sums)(xb, yb, wb, rows, mapper, candidates, local)
                     for xb, yb, wb, rows in zip(x_blocks, y_blocks, w_blocks, samples)]
-            sums = dask.compute(dask.delayed(sum)(sums))[0]
-            mapper = mapper.with_gates(chosen_gates(candidates, sums, gate_limit(self.gated_columns)))
-        self.column_mapper_ = mapper
+            return dask.compute(dask.delayed(sum)(sums))[0]
+
+        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, partitions_sums)
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

@@ -59,8 +59,8 @@ def gate_candidates(mapper) -> list[Gate]:
     spec, codes = mapper.spec, mapper.codes
     if codes is None or not spec.categorical:
         return []
-    sources = [int(j) for j, edges in zip(spec.numeric, spec.edges)
-               if edges is not None and j not in set(spec.missing)]
+    missing = set(spec.missing)
+    sources = [int(j) for j, edges in zip(spec.numeric, spec.edges) if edges is not None and j not in missing]
     n_frequent = dict(zip(mapper.kinds.categorical_index.tolist(), codes.n_seen))
     candidates = []
     for c in spec.categorical:
@@ -93,16 +93,17 @@ def interaction_sums(mapper, candidates: list[Gate], rows: np.ndarray, target: n
     keep = weight > 0
     values = [np.ones(len(rows)), weight] + [weight * t for t in target.T] + [weight * (target ** 2).sum(axis=1)]
     values = [v[keep] for v in values]
-    bins_of = {}
+    bins_of, held_of = {}, {}  # each source's bins and each level's rows, found once
     for i, gate in enumerate(candidates):
         if gate.source not in bins_of:
             bins_of[gate.source] = source_bins(mapper, rows, gate.source)[keep]
+        if gate[1:] not in held_of:
+            held_of[gate[1:]] = rows[keep, gate.categorical] == gate.level
         bins = bins_of[gate.source]
-        held = rows[keep, gate.categorical] == gate.level
-        cell = np.where(bins >= 0, 2 * bins + held, -1)
-        observed = cell >= 0
+        # a missing value's row to a last cell, dropped: no copy of the values per candidate
+        cell = np.where(bins >= 0, 2 * bins + held_of[gate[1:]], n_cells)
         for k, v in enumerate(values):
-            out[i, :, k] = np.bincount(cell[observed], v[observed], minlength=n_cells)
+            out[i, :, k] = np.bincount(cell, v, minlength=n_cells + 1)[:n_cells]
     return out
 
 
@@ -132,6 +133,18 @@ def interaction_f(sums: np.ndarray) -> float:
     if df_interaction < 1 or df_within < 1 or within <= 0:
         return 0.0
     return (interaction / df_interaction) / (within / df_within)
+
+
+def with_chosen_gates(mapper, gated_columns, sums_of):
+    """``mapper`` (fitted, without gates) with the gated copies its fit's target asks for:
+    ``sums_of(candidates)`` gives the candidates' :func:`interaction_sums` over the fit's rows (one
+    block's, or a Dask fit's partitions' added up). The mapper as it is where ``gated_columns`` is 0
+    or there is no candidate."""
+    limit = gate_limit(gated_columns)
+    candidates = gate_candidates(mapper) if limit else []
+    if not candidates:
+        return mapper
+    return mapper.with_gates(chosen_gates(candidates, sums_of(candidates), limit))
 
 
 def chosen_gates(candidates: list[Gate], sums: np.ndarray, limit: int, threshold: float = GATE_F) -> tuple:
