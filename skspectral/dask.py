@@ -363,7 +363,7 @@ class _DaskSpectralMixin:
                     for xb, yb, wb, rows in zip(x_blocks, y_blocks, w_blocks, samples)]
             return dask.compute(dask.delayed(sum)(sums))[0]
 
-        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, partitions_sums)
+        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, columns.n_rows, partitions_sums)
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:

@@ -161,6 +161,18 @@ def test_an_additive_model_learns_the_interaction_through_the_copy():
     assert errors["auto"] < 1.2 * 0.3 ** 2 < errors[0] / 4  # the noise's variance, 0.09
 
 
+def test_a_fit_of_max_gate_rows_or_more_makes_no_copy(monkeypatch):
+    import skspectral._columns.gates as gates
+
+    X, y = plan_frame(n=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(gates, "MAX_GATE_ROWS", 2001)
+        assert SpectralRegressor(**{**FAST, "max_iter": 1}).fit(X, y).column_mapper_.gates
+        monkeypatch.setattr(gates, "MAX_GATE_ROWS", 2000)
+        assert SpectralRegressor(**{**FAST, "max_iter": 1}).fit(X, y).column_mapper_.gates == ()
+
+
 def test_no_copy_is_the_fit_without_them_to_the_bit():
     X, y = plan_frame(interaction=False)
     with warnings.catch_warnings():
