@@ -228,9 +228,9 @@ def _summarise(X, y, weight, kinds, sample_rows, labels: bool):
     return columns, target
 
 
-def _gate_sums(X, y, weight, sample_rows, mapper, candidates, local):
-    """One partition's sums for the gated copies' test (the plain estimators': on the bins' subsample)."""
-    rows = mapper.rows(X)
+def _gate_sums(rows, y, weight, sample_rows, mapper, candidates, local):
+    """One partition's sums for the gated copies' test (the plain estimators': on the bins' subsample);
+    ``rows``: its coded rows, without copies."""
     target = local._gate_target(local._encode_target(local._check_target(np.asarray(y))))
     weight = np.asarray(weight, dtype=np.float64)
     chosen = slice(None) if sample_rows is None else sample_rows
@@ -357,23 +357,34 @@ class _DaskSpectralMixin:
         self._column_kinds = kinds
         mapper = columns.finalize(self._column_options())
 
+        y_futures, w_futures = client.compute(y_blocks), client.compute(w_blocks)
+        coded = []  # the partitions' coded rows without copies, where the gated copies' test made them
+
         def partitions_sums(candidates):  # the gated copies' test: its sums partition by partition, added up
             local = self.to_local()  # (the target's fitted state: a classifier's labels)
-            sums = [dask.delayed(_gate_sums)(xb, yb, wb, rows, mapper, candidates, local)
-                    for xb, yb, wb, rows in zip(x_blocks, y_blocks, w_blocks, samples)]
-            return dask.compute(dask.delayed(sum)(sums))[0]
+            coded.extend(client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks]))
+            sums = [client.submit(_gate_sums, rows, yf, wf, sample, mapper, candidates, local, pure=False)
+                    for rows, yf, wf, sample in zip(coded, y_futures, w_futures, samples)]
+            return sum(client.gather(sums))
 
-        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, columns.n_rows, partitions_sums)
-        self._check_monotone_outputs()
-        message = self.column_mapper_.ignored_message()
-        if message:
-            warn(f"{type(self).__name__}: {message}")
+        try:
+            self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, columns.n_rows, partitions_sums)
+            self._check_monotone_outputs()
+            message = self.column_mapper_.ignored_message()
+            if message:
+                warn(f"{type(self).__name__}: {message}")
+            # validated here, as the plain estimator validates them (labels, columns): errors before any rank starts
+            evaluations = check_eval_set(eval_set, lambda Xe, ye: self._validate_eval_pair(*dask.compute(Xe, ye)))
+        except BaseException:
+            client.cancel(coded + y_futures + w_futures)
+            raise
         mapper = self.column_mapper_
-        # validated here, as the plain estimator validates them (labels, columns): errors before any rank starts
-        evaluations = check_eval_set(eval_set, lambda Xe, ye: self._validate_eval_pair(*dask.compute(Xe, ye)))
-        x_futures = client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks])
-        y_futures, w_futures = client.compute(y_blocks), client.compute(w_blocks)
+        if coded:  # the test's coded rows, each partition's copies appended where it lies: each coded once
+            x_futures = [client.submit(mapper.gated, rows, pure=False) for rows in coded] if mapper.gates else list(coded)
+        else:
+            x_futures = client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks])
         distributed.wait(x_futures + y_futures + w_futures)
+        del coded[:]  # the rows without copies: released once their copies' rows exist
         holders = client.who_has(x_futures)
         by_worker: dict[str, list[int]] = {}
         for i, future in enumerate(x_futures):

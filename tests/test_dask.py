@@ -1,6 +1,7 @@
 """Dask: searches under joblib's Dask backend, and the data-parallel estimators of
 skspectral.dask on a LocalCluster of two single-threaded process workers (gloo)."""
 
+import collections
 import os
 import pickle
 import sys
@@ -640,8 +641,13 @@ def test_the_gated_copies_are_chosen_from_every_partitions_rows_as_one_process_c
     frame, y = plan_frame(n=3000)
     params = dict(dim=6, n_estimators=1, max_iter=3, random_state=0, device="cpu")
     local = SpectralRegressor(**params).fit(frame, y)
-    model = DaskSpectralRegressor(client=client, **params).fit(*spread_evenly(client, frame, y, n_parts=4))
+    parts = spread_evenly(client, frame, y, n_parts=4)
+    with distributed.get_task_stream(client) as stream:
+        model = DaskSpectralRegressor(client=client, **params).fit(*parts)
     assert local.column_mapper_.gates and model.column_mapper_.gates == local.column_mapper_.gates
+    # each partition's rows coded once: the test's coded rows get the copies where they lie
+    ran = collections.Counter(distributed.utils.key_split(task["key"]) for task in stream.data)
+    assert ran["rows"] == 4 and ran["gated"] == 4
     assert model.encoding_.gated == local.encoding_.gated
     test, _ = plan_frame(n=500, seed=1)
     np.testing.assert_allclose(model.predict(dd.from_pandas(test, npartitions=2)).compute(),
