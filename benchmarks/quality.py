@@ -13,7 +13,8 @@ five useful columns among C, R rows) and any of them widened by seeded noise col
 192 uniform columns that carry nothing) run where named in --datasets, and ``--train-rows N`` fits on
 N-row draws of each fold's training rows (small tables from large ones). 5-fold cross-validation (3 folds above 100k
 rows), shuffled with seed 0 (stratified for classification); ``--folds`` picks which
-folds run, so defaults can be chosen on some folds and reported on the others.
+folds run, so defaults can be chosen on some folds and reported on the others; ``--group-columns C ...`` keeps the
+rows that share those columns' values in one fold instead (concrete's mixtures: RESULTS.md, section 11).
 Metric: RMSE (regression) or log-loss (classification); ratio = ours / HGB's, and ours /
 the best gradient-boosting peer's (the lowest of those run), per dataset, over the same folds; the
 geometric mean of the ratios summarises a config.
@@ -139,12 +140,20 @@ def dataset_names(data_dir: Path) -> list[str]:
     return ["california"] + [t["name"] for t in json.loads((data_dir / "tasks.json").read_text())]
 
 
-def folds(X, y, task: str, fold_ids):
-    from sklearn.model_selection import KFold, StratifiedKFold
+def folds(X, y, task: str, fold_ids, group_columns=None):
+    """The folds ``fold_ids`` as (fold, train rows, test rows); ``group_columns``: rows that share the values of
+    these columns fall in one fold (GroupKFold, shuffled with seed 0), e.g. concrete's mixtures measured at
+    several ages."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
     n_splits = 3 if len(X) > 100_000 else 5
-    splitter = (StratifiedKFold if task != "regression" else KFold)(n_splits, shuffle=True, random_state=0)
-    for i, (train, test) in enumerate(splitter.split(X, y)):
+    if group_columns:
+        groups = X[list(group_columns)].astype(str).agg("|".join, axis=1).factorize()[0]
+        splits = GroupKFold(n_splits, shuffle=True, random_state=0).split(X, y, groups)
+    else:
+        splitter = (StratifiedKFold if task != "regression" else KFold)(n_splits, shuffle=True, random_state=0)
+        splits = splitter.split(X, y)
+    for i, (train, test) in enumerate(splits):
         if i in fold_ids:
             yield i, train, test
 
@@ -291,7 +300,7 @@ def run(a) -> dict:
     print(json.dumps(out["versions"]), flush=True)
     for name in a.datasets:
         X, y, task = load(name, data_dir)
-        for fold, train, test in folds(X, y, task, set(a.folds)):
+        for fold, train, test in folds(X, y, task, set(a.folds), a.group_columns):
             if a.train_rows:  # a small table drawn from a large one: the fold's first rows in a seeded order
                 train = np.random.RandomState(fold).permutation(train)[:a.train_rows]
             Xtr, Xte, ytr, yte = X.iloc[train], X.iloc[test], y[train], y[test]
@@ -429,6 +438,8 @@ def main():
                    help='ad-hoc configs for exploring, e.g. big=\'{"dim": 30}\'')
     p.add_argument("--train-rows", type=int, metavar="N",
                    help="fit on N of each fold's training rows (a seeded draw), test on all its test rows")
+    p.add_argument("--group-columns", nargs="+", metavar="COLUMN",
+                   help="keep the rows that share these columns' values in one fold (each dataset named must have them)")
     p.add_argument("--no-peers", action="store_true", help="skip the peers (ratios need them)")
     p.add_argument("--peers", nargs="+", default=list(GB_PEERS), choices=PEERS,
                    help="peers to fit, each where it installs (default: the gradient-boosting ones; "
