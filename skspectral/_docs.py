@@ -78,8 +78,8 @@ PARAMETERS_DOC = """dim : int or "auto", default=15
         model: on the report folds every table's error fell or stayed within
         0.1 % (concrete 4 %, diamonds 2 %, churn and hpc 2-3 %, California 1 %
         on the CPU) for 1.2-1.5x the fit time (benchmarks/RESULTS.md, section
-        12). "auto": under 20,000 rows on the CPU and 100,000 on a GPU (a
-        tall table gains ~1 % for 1.5x its fit), but not where the fit
+        12). "auto": under 100,000 rows (a tall table gains ~1 % for 1.5x
+        its fit), but not where the fit
         calibrates quantiles on the held-out rows (``calibrate_quantiles``
         True, or "auto" from 1,000 held-out rows); recorded as ``refit_``.
         ``history_``, ``n_iter_`` and the validation scores stay those of the

@@ -110,13 +110,13 @@ _AUTO_MEMBERS_TALL, _AUTO_MEMBERS_TALL_ROWS = 1, 100_000
 # A GPU (two members there) keeps the long schedule: 80-110 epochs scored no better on flights' selection fold.
 _AUTO_MAX_ITER = (140, 60)
 _AUTO_MEMBERS_GPU, _AUTO_MEMBERS_GPU_TALL, _AUTO_MEMBERS_GPU_ROWS = 8, 2, 100_000
-# refit="auto": a fit of fewer than this many rows (every rank's) on the CPU, _AUTO_REFIT_ROWS_GPU on a GPU,
-# refits on every row once early stopping has chosen the epoch. Chosen on the selection fold: the held-out
-# rows lowered the errors (the GPU's suite 0.9397 -> 0.9372 x HGB's; cps1988 +0.5 %, the others lower or
-# within 0.1 %); a tall table gains ~1 % for 1.5x its fit (flights' GPU fit 2.7 -> 4.1 s). On the CPU the
-# refit's 1.2-1.5x of a fit is what bounds it: the suite's fit time stays within 5x HGB's with California's
-# refit (16,512 rows: RMSE -1 %), not with cps1988's (22,524) or diamonds' too (benchmarks/RESULTS.md, section 12).
-_AUTO_REFIT_ROWS, _AUTO_REFIT_ROWS_GPU = 20_000, 100_000
+# refit="auto": a fit of fewer than this many rows (every rank's) refits on every row once early stopping has
+# chosen the epoch. Chosen on the selection fold: the held-out rows lowered the errors (the GPU's suite 0.9397 ->
+# 0.9372 x HGB's; cps1988 +0.5 %, the others lower or within 0.1 %); a tall table gains ~1 % for 1.5x its fit
+# (flights' GPU fit 2.7 -> 4.1 s). The CPU refitted under 20,000 rows until 2026-12-07, when its fits had grown
+# cheap enough for diamonds' and cps1988's refits within issue 24's 5x HGB's time: diamonds' RMSE -2.0 % on the
+# selection fold (every one of three seeds), cps1988 +0.1 %, at 1.2-1.3x their fits (benchmarks/RESULTS.md, section 12).
+_AUTO_REFIT_ROWS = 100_000
 # A refit continues the chosen model on every row for this share of the epochs early stopping chose
 # (rounded up): as low an error as training anew for all of them, at ~60 % of that second fit's cost
 # (benchmarks/RESULTS.md, section 12)
@@ -594,14 +594,12 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
             return self.max_iter
         return _AUTO_MAX_ITER[1] if device.type == "cpu" and n_rows >= _AUTO_MEMBERS_TALL_ROWS else _AUTO_MAX_ITER[0]
 
-    def _refits(self, n_rows: int, n_held_out: int, device: torch.device) -> bool:
-        """refit; "auto": under _AUTO_REFIT_ROWS fit rows (every rank's; on a GPU _AUTO_REFIT_ROWS_GPU),
-        unless the fit reads its held-out rows for itself (``_reads_held_out_rows``; ``n_held_out``: a
-        rank's count, the most of any rank's)."""
+    def _refits(self, n_rows: int, n_held_out: int) -> bool:
+        """refit; "auto": under _AUTO_REFIT_ROWS fit rows (every rank's), unless the fit reads its held-out
+        rows for itself (``_reads_held_out_rows``; ``n_held_out``: a rank's count, the most of any rank's)."""
         if self.refit != "auto":
             return self.refit
-        limit = _AUTO_REFIT_ROWS_GPU if device.type == "cuda" else _AUTO_REFIT_ROWS
-        return n_rows < limit and not self._reads_held_out_rows(n_held_out)
+        return n_rows < _AUTO_REFIT_ROWS and not self._reads_held_out_rows(n_held_out)
 
     def _reads_held_out_rows(self, n_held_out: int) -> bool:
         """Whether a fit reads its ``n_held_out`` early-stopping rows once trained (which a refit would
@@ -698,7 +696,7 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         else:
             self._start_diagonal(model, train_target, train_weight, context)
         self.early_stopping_ = fit.early_stopping
-        self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), fit.n_validation, device)
+        self.refit_ = fit.early_stopping and plan.fresh and self._refits(int(start["n_rows"]), fit.n_validation)
         pad = context is not None  # every rank takes the same number of steps
         weight_scale = _weight_scale(fit.total_weight, int(start["n_rows"]) - fit.validation_rows)
         train = self._dataset(X, train_target, train_weight * weight_scale, device, dtype,

@@ -195,27 +195,33 @@ def test_refit_does_not_calibrate_quantiles_on_rows_it_trains_on(data):
     assert refit.refit_epochs_ is not None and not refit.quantile_offsets_.any()
 
 
-@pytest.mark.parametrize("device,n_rows,n_held_out,params,expected", [
-    ("cuda", 99_999, 10_000, {}, True),  # a GPU: the second fit costs little but on tall tables
-    ("cuda", 100_000, 10_000, {}, False),
-    ("cpu", 19_999, 2_000, {}, True),  # the CPU: a fit of 20,000 rows and more costs more than it gains
-    ("cpu", 20_000, 2_000, {}, False),
-    ("cuda", 500, 50, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
-    ("cuda", 9_990, 999, dict(loss="quantile", quantile=0.9), True),
-    ("cuda", 9_995, 1_000, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates
-    ("cuda", 16_000, 800, dict(loss="quantile", quantile=0.9), True),  # two ranks' 800 each: none calibrates
-    ("cuda", 10_000, 1_000, dict(loss="quantile", quantile=0.9, calibrate_quantiles=False), True),
-    ("cuda", 50_000, 5_000, dict(loss="poisson"), True),
-    ("cpu", 50_000, 5_000, dict(refit=True), True),
-    ("cuda", 500, 50, dict(refit=False), False),
+@pytest.mark.parametrize("n_rows,n_held_out,params,expected", [
+    (99_999, 10_000, {}, True),  # the second fit costs little but on tall tables
+    (100_000, 10_000, {}, False),
+    (500, 50, dict(loss="quantile", quantile=0.9, calibrate_quantiles=True), False),  # reads the held-out rows
+    (9_990, 999, dict(loss="quantile", quantile=0.9), True),
+    (9_995, 1_000, dict(loss="quantile", quantile=0.9), False),  # 1,000 held-out rows: "auto" calibrates
+    (16_000, 800, dict(loss="quantile", quantile=0.9), True),  # two ranks' 800 each: none calibrates
+    (10_000, 1_000, dict(loss="quantile", quantile=0.9, calibrate_quantiles=False), True),
+    (50_000, 5_000, dict(loss="poisson"), True),
+    (150_000, 5_000, dict(refit=True), True),
+    (500, 50, dict(refit=False), False),
 ])
-def test_refit_auto_follows_the_rows_and_the_device(device, n_rows, n_held_out, params, expected):
-    assert SpectralRegressor(**params)._refits(n_rows, n_held_out, torch.device(device)) is expected
+def test_refit_auto_follows_the_rows(n_rows, n_held_out, params, expected):
+    assert SpectralRegressor(**params)._refits(n_rows, n_held_out) is expected
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_a_fit_of_tens_of_thousands_of_rows_refits_on_either_device(device):
+    """The CPU refits as a GPU does from 20,000 rows (it did not before 2026-12-07): the fit records it."""
+    X = np.random.RandomState(0).normal(size=(25_000, 3))
+    est = SpectralRegressor(dim=4, max_iter=2, n_estimators=1, random_state=0, device=device).fit(X, X[:, 0])
+    assert est.early_stopping_ and est.refit_ and est.refit_epochs_ >= 1
 
 
 def test_a_quantile_fit_either_refits_or_calibrates_on_its_held_out_rows(monkeypatch):
     """"auto" on both: a fit that calibrates (1,000 held-out rows and more) does not refit, and one under
-    them refits (on the CPU under 20,000 rows)."""
+    them refits (under 100,000 rows)."""
     from skspectral import regressor
 
     X = np.random.RandomState(3).normal(size=(600, 2))
