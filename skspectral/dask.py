@@ -355,20 +355,23 @@ class _DaskSpectralMixin:
         columns, target = dask.compute(_tree_merge(summaries))[0]
         self._fit_target(target)  # classes_ here; each rank fits the same from the same summary
         self._column_kinds = kinds
-        mapper = columns.finalize(self._column_options())
-
+        ungated = columns.finalize(self._column_options())
         y_futures, w_futures = client.compute(y_blocks), client.compute(w_blocks)
-        coded = []  # the partitions' coded rows without copies, where the gated copies' test made them
+        coded = []  # the partitions' coded rows without copies: made once, by the gated copies' test or for training
+
+        def coded_rows() -> list:
+            if not coded:
+                coded.extend(client.compute([dask.delayed(ungated.rows)(block) for block in x_blocks]))
+            return coded
 
         def partitions_sums(candidates):  # the gated copies' test: its sums partition by partition, added up
             local = self.to_local()  # (the target's fitted state: a classifier's labels)
-            coded.extend(client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks]))
-            sums = [client.submit(_gate_sums, rows, yf, wf, sample, mapper, candidates, local, pure=False)
-                    for rows, yf, wf, sample in zip(coded, y_futures, w_futures, samples)]
+            sums = [client.submit(_gate_sums, rows, yf, wf, sample, ungated, candidates, local, pure=False)
+                    for rows, yf, wf, sample in zip(coded_rows(), y_futures, w_futures, samples)]
             return sum(client.gather(sums))
 
         try:
-            self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, columns.n_rows, partitions_sums)
+            self.column_mapper_ = with_chosen_gates(ungated, self.gated_columns, columns.n_rows, partitions_sums)
             self._check_monotone_outputs()
             message = self.column_mapper_.ignored_message()
             if message:
@@ -379,10 +382,9 @@ class _DaskSpectralMixin:
             client.cancel(coded + y_futures + w_futures)
             raise
         mapper = self.column_mapper_
-        if coded:  # the test's coded rows, each partition's copies appended where it lies: each coded once
-            x_futures = [client.submit(mapper.gated, rows, pure=False) for rows in coded] if mapper.gates else list(coded)
-        else:
-            x_futures = client.compute([dask.delayed(mapper.rows)(block) for block in x_blocks])
+        ungated_rows = coded_rows()  # each partition's copies appended to them where they lie
+        x_futures = [client.submit(mapper.gated, rows, pure=False) for rows in ungated_rows] if mapper.gates \
+            else list(ungated_rows)
         distributed.wait(x_futures + y_futures + w_futures)
         del coded[:]  # the rows without copies: released once their copies' rows exist
         holders = client.who_has(x_futures)
