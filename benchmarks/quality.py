@@ -148,7 +148,7 @@ def folds(X, y, task: str, fold_ids, group_columns=None):
 
     n_splits = 3 if len(X) > 100_000 else 5
     if group_columns:
-        groups = X[list(group_columns)].astype(str).agg("|".join, axis=1).factorize()[0]
+        groups = X.groupby(list(group_columns), sort=False, dropna=False).ngroup()
         splits = GroupKFold(n_splits, shuffle=True, random_state=0).split(X, y, groups)
     else:
         splitter = (StratifiedKFold if task != "regression" else KFold)(n_splits, shuffle=True, random_state=0)
