@@ -535,8 +535,9 @@ class SpectralEstimatorBase(CallbackSupportMixin, CertifiedSensitivityMixin, Bas
         summary = ColumnSummary.of_block(numeric, weight, kinds, levels=levels, sample_rows=sample)
         mapper = summary.finalize(self._column_options(), codes)
         chosen = slice(None) if sample is None else sample
-        self.column_mapper_ = with_chosen_gates(mapper, self.gated_columns, summary.n_rows, lambda candidates: interaction_sums(
-            mapper, candidates, rows[chosen], self._gate_target(y_rows[chosen]), weight[chosen]))
+        self.column_mapper_ = with_chosen_gates(
+            mapper, self.gated_columns, summary.n_rows, lambda candidates: interaction_sums(
+                mapper, candidates, rows[chosen], self._gate_target(y_rows[chosen]), weight[chosen]))
         self._check_monotone_outputs()
         message = self.column_mapper_.ignored_message()
         if message:
